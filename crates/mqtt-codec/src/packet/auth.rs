@@ -1,0 +1,88 @@
+//! AUTH (§3.15): enhanced authentication and re-authentication, MQTT 5.0 only.
+
+use super::{Body, PacketType, ProtocolVersion};
+use crate::properties::{AuthProperties, encode_block};
+use crate::wire::{Reader, Sink};
+use crate::{DecodeError, EncodeError, ReasonCode};
+
+/// A step of an enhanced authentication exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Auth {
+    /// Success, Continue authentication or Re-authenticate.
+    pub reason_code: ReasonCode,
+    /// Method, data and diagnostics.
+    pub properties: AuthProperties,
+}
+
+impl Auth {
+    pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let mut auth = Auth::default();
+        if r.remaining() == 0 {
+            return Ok(auth);
+        }
+        let code = r.u8("reason code")?;
+        auth.reason_code = ReasonCode::from_u8(code)
+            .filter(|rc| rc.valid_for(PacketType::Auth))
+            .ok_or(DecodeError::InvalidReasonCode {
+                packet: PacketType::Auth,
+                code,
+            })?;
+        if r.remaining() > 0 {
+            auth.properties = AuthProperties::decode(r)?;
+        }
+        Ok(auth)
+    }
+}
+
+impl Body for Auth {
+    fn write_body<S: Sink + ?Sized>(
+        &self,
+        _: ProtocolVersion,
+        s: &mut S,
+    ) -> Result<(), EncodeError> {
+        if self.reason_code == ReasonCode::Success && self.properties.is_empty() {
+            return Ok(());
+        }
+        s.put_u8(self.reason_code as u8);
+        encode_block(&self.properties, s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Packet, ProtocolVersion::*, decode};
+    use bytes::{Bytes, BytesMut};
+
+    fn decode_as(v: ProtocolVersion, bytes: &[u8]) -> Result<Packet, DecodeError> {
+        decode(&mut BytesMut::from(bytes), v, 1024).map(|p| p.expect("complete"))
+    }
+
+    #[test]
+    fn v5_only() {
+        assert_eq!(
+            decode_as(V5, &[0xF0, 0x00]).unwrap(),
+            Packet::Auth(Auth::default())
+        );
+        assert_eq!(
+            decode_as(V3_1_1, &[0xF0, 0x00]),
+            Err(DecodeError::InvalidPacketType(15))
+        );
+        assert!(Packet::Auth(Auth::default()).to_bytes(V3_1_1).is_err());
+        let auth = Auth {
+            reason_code: ReasonCode::ContinueAuthentication,
+            properties: AuthProperties {
+                authentication_method: Some("SCRAM-SHA-256".into()),
+                authentication_data: Some(Bytes::from_static(b"\x00\x01")),
+                ..Default::default()
+            },
+        };
+        let bytes = Packet::Auth(auth.clone()).to_bytes(V5).unwrap();
+        assert_eq!(decode_as(V5, &bytes).unwrap(), Packet::Auth(auth));
+        // Data without a method.
+        assert_eq!(
+            decode_as(V5, &[0xF0, 0x06, 0x18, 0x04, 0x16, 0x00, 0x01, 0x00]),
+            Err(DecodeError::AuthDataWithoutMethod)
+        );
+    }
+}
