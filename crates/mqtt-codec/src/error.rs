@@ -34,6 +34,9 @@ pub enum DecodeError {
         /// The low four bits of the first byte.
         flags: u8,
     },
+    /// Reserved bits 7-1 of CONNACK's Connect Acknowledge Flags are set.
+    #[error("CONNACK acknowledge flags 0x{0:02X} set reserved bits")]
+    ConnAckFlagsReserved(u8),
     /// A variable byte integer runs over four bytes.
     #[error("variable byte integer longer than four bytes")]
     VarIntTooLong,
@@ -174,6 +177,7 @@ impl DecodeError {
             PacketTooLarge { .. } => "[MQTT-3.2.2-15]",
             InvalidPacketType(_) => "MQTT 5.0 §2.1.2",
             ReservedFlags { .. } => "[MQTT-2.1.3-1]",
+            ConnAckFlagsReserved(_) => "MQTT 5.0 §3.2.2.1",
             VarIntTooLong | VarIntNotMinimal => "[MQTT-1.5.5-1]",
             UnexpectedEnd { .. } | TrailingBytes { .. } => "MQTT 5.0 §2.1.4",
             InvalidUtf8 { .. } => "[MQTT-1.5.4-1]",
@@ -239,6 +243,7 @@ impl DecodeError {
             | PasswordWithoutUsername => ReasonCode::ProtocolError,
             InvalidPacketType(_)
             | ReservedFlags { .. }
+            | ConnAckFlagsReserved(_)
             | VarIntTooLong
             | VarIntNotMinimal
             | UnexpectedEnd { .. }
@@ -285,4 +290,13 @@ pub enum EncodeError {
     /// The packet does not exist in the connection's protocol version (AUTH before 5.0).
     #[error("{0:?} does not exist before MQTT 5.0")]
     NotInVersion(PacketType),
+    /// A value the receiver would reject: the encoder refuses what the decoder refuses, so a
+    /// peer is never sent a packet it must treat as a protocol violation.
+    #[error("{what} {rule}")]
+    Invalid {
+        /// What is wrong.
+        what: &'static str,
+        /// The rule it breaks.
+        rule: &'static str,
+    },
 }

@@ -69,7 +69,7 @@ pub use packet::{
 pub use properties::PropertyId;
 pub use reason::ReasonCode;
 pub use topic::TopicError;
-pub use wire::MAX_VARINT;
+pub use wire::{MAX_VARINT, read_varint};
 
 /// The largest packet MQTT can express: a 4-byte remaining length of 268,435,455 plus the
 /// fixed header.

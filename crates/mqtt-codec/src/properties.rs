@@ -179,6 +179,27 @@ fn check_auth(method: &Option<ByteString>, data: &Option<Bytes>) -> Result<(), D
     Ok(())
 }
 
+fn invalid(what: &'static str, rule: &'static str) -> EncodeError {
+    EncodeError::Invalid { what, rule }
+}
+
+/// Checks the values a receiver rejects: 0 where the specification forbids it.
+fn check_nonzero(
+    receive_maximum: Option<u16>,
+    maximum_packet_size: Option<u32>,
+) -> Result<(), EncodeError> {
+    if receive_maximum == Some(0) {
+        return Err(invalid("Receive Maximum of 0", "(MQTT 5.0 §3.1.2.11.3)"));
+    }
+    if maximum_packet_size == Some(0) {
+        return Err(invalid(
+            "Maximum Packet Size of 0",
+            "(MQTT 5.0 §3.1.2.11.4)",
+        ));
+    }
+    Ok(())
+}
+
 /// A property block: written once, measured and then written by [`encode_block`].
 pub(crate) trait PropertyBlock {
     fn write<S: Sink + ?Sized>(&self, s: &mut S) -> Result<(), EncodeError>;
@@ -306,6 +327,7 @@ impl ConnectProperties {
 impl PropertyBlock for ConnectProperties {
     fn write<S: Sink + ?Sized>(&self, s: &mut S) -> Result<(), EncodeError> {
         use PropertyId::*;
+        check_nonzero(self.receive_maximum, self.maximum_packet_size)?;
         let mut w = W(s);
         w.u32(SessionExpiryInterval, self.session_expiry_interval);
         w.u16(ReceiveMaximum, self.receive_maximum);
@@ -476,6 +498,10 @@ impl ConnAckProperties {
 impl PropertyBlock for ConnAckProperties {
     fn write<S: Sink + ?Sized>(&self, s: &mut S) -> Result<(), EncodeError> {
         use PropertyId::*;
+        check_nonzero(self.receive_maximum, self.maximum_packet_size)?;
+        if self.maximum_qos == Some(QoS::ExactlyOnce) {
+            return Err(invalid("Maximum QoS of 2", "(MQTT 5.0 §3.2.2.3.4)"));
+        }
         let mut w = W(s);
         w.u32(SessionExpiryInterval, self.session_expiry_interval);
         w.u16(ReceiveMaximum, self.receive_maximum);
@@ -559,6 +585,15 @@ impl PublishProperties {
 impl PropertyBlock for PublishProperties {
     fn write<S: Sink + ?Sized>(&self, s: &mut S) -> Result<(), EncodeError> {
         use PropertyId::*;
+        if self.topic_alias == Some(0) {
+            return Err(invalid("Topic Alias of 0", "[MQTT-3.3.2-8]"));
+        }
+        if self.subscription_identifiers.contains(&0) {
+            return Err(invalid(
+                "Subscription Identifier of 0",
+                "(MQTT 5.0 §3.3.2.3.8)",
+            ));
+        }
         let mut w = W(s);
         w.flag(PayloadFormatIndicator, self.payload_format_indicator);
         w.u32(MessageExpiryInterval, self.message_expiry_interval);
@@ -630,6 +665,12 @@ impl SubscribeProperties {
 }
 impl PropertyBlock for SubscribeProperties {
     fn write<S: Sink + ?Sized>(&self, s: &mut S) -> Result<(), EncodeError> {
+        if self.subscription_identifier == Some(0) {
+            return Err(invalid(
+                "Subscription Identifier of 0",
+                "(MQTT 5.0 §3.8.2.1.2)",
+            ));
+        }
         let mut w = W(s);
         w.varint(
             PropertyId::SubscriptionIdentifier,

@@ -12,11 +12,11 @@ use crate::{DecodeError, EncodeError, PacketType};
 /// Largest value a variable byte integer holds (four bytes, §1.5.5).
 pub const MAX_VARINT: u32 = 268_435_455;
 
-/// Decodes a variable byte integer from the front of `bytes`.
+/// Decodes a variable byte integer (§1.5.5) from the front of `bytes`.
 ///
 /// `Ok(None)` means the integer is cut off and more bytes are needed; otherwise the value and
-/// the number of bytes it took.
-pub(crate) fn read_varint(bytes: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
+/// the number of bytes it took. Over four bytes, or not minimally encoded, is an error.
+pub fn read_varint(bytes: &[u8]) -> Result<Option<(u32, usize)>, DecodeError> {
     let mut value: u32 = 0;
     for (i, &byte) in bytes.iter().enumerate().take(4) {
         value |= u32::from(byte & 0x7F) << (7 * i);

@@ -15,6 +15,9 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// The reason code and the property length are omitted together or not at all: unlike
+    /// DISCONNECT and the PUBLISH acknowledgements, AUTH has no form with a reason code and
+    /// no property length (§3.15.2.1, §3.15.2.2.1), so a Remaining Length of 1 is malformed.
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let mut auth = Auth::default();
         if r.remaining() == 0 {
@@ -27,9 +30,7 @@ impl Auth {
                 packet: PacketType::Auth,
                 code,
             })?;
-        if r.remaining() > 0 {
-            auth.properties = AuthProperties::decode(r)?;
-        }
+        auth.properties = AuthProperties::decode(r)?;
         Ok(auth)
     }
 }
@@ -83,6 +84,23 @@ mod tests {
         assert_eq!(
             decode_as(V5, &[0xF0, 0x06, 0x18, 0x04, 0x16, 0x00, 0x01, 0x00]),
             Err(DecodeError::AuthDataWithoutMethod)
+        );
+        // A reason code without a property length (found by fuzzing: it was accepted, and
+        // re-encoded one byte longer).
+        assert!(matches!(
+            decode_as(V5, &[0xF0, 0x01, 0x19]),
+            Err(DecodeError::UnexpectedEnd {
+                packet: PacketType::Auth,
+                ..
+            })
+        ));
+        let reauth = Auth {
+            reason_code: ReasonCode::ReAuthenticate,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_as(V5, &[0xF0, 0x02, 0x19, 0x00]).unwrap(),
+            Packet::Auth(reauth)
         );
     }
 }

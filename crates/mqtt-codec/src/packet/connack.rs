@@ -29,10 +29,7 @@ impl ConnAck {
     pub(crate) fn decode(r: &mut Reader, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let flags = r.u8("connect acknowledge flags")?;
         if flags & 0xFE != 0 {
-            return Err(DecodeError::ReservedFlags {
-                packet: PacketType::ConnAck,
-                flags,
-            });
+            return Err(DecodeError::ConnAckFlagsReserved(flags));
         }
         let code = r.u8("reason code")?;
         let invalid = DecodeError::InvalidReasonCode {
@@ -48,8 +45,10 @@ impl ConnAck {
             let rc = ReasonCode::from_connack_return_code(code).ok_or(invalid)?;
             (rc, ConnAckProperties::default())
         };
+        // MQTT 3.1 reserves the whole byte: there is no session present flag to read.
+        let session_present = flags & 1 != 0 && version != ProtocolVersion::V3_1;
         Ok(ConnAck {
-            session_present: flags & 1 != 0,
+            session_present,
             reason_code,
             properties,
         })
@@ -62,7 +61,8 @@ impl Body for ConnAck {
         v: ProtocolVersion,
         s: &mut S,
     ) -> Result<(), EncodeError> {
-        s.put_u8(u8::from(self.session_present));
+        // MQTT 3.1 has no session present flag: the byte is reserved.
+        s.put_u8(u8::from(self.session_present && v != ProtocolVersion::V3_1));
         if v.is_v5() {
             s.put_u8(self.reason_code as u8);
             encode_block(&self.properties, s)
@@ -112,10 +112,17 @@ mod tests {
             decode_as(V5, &bytes).unwrap(),
             Packet::ConnAck(Box::new(ack))
         );
-        // Reserved flag bits, and a reason code CONNACK does not allow.
+        // Reserved acknowledge flag bits (not the fixed header's: their own rule), and a
+        // reason code CONNACK does not allow.
+        let err = decode_as(V5, &[0x20, 0x03, 0x02, 0x00, 0x00]).unwrap_err();
+        assert_eq!(err, DecodeError::ConnAckFlagsReserved(0x02));
+        assert_eq!(err.rule(), "MQTT 5.0 §3.2.2.1");
         assert!(matches!(
-            decode_as(V5, &[0x20, 0x03, 0x02, 0x00, 0x00]),
-            Err(DecodeError::ReservedFlags { .. })
+            decode_as(V5, &[0x21, 0x03, 0x00, 0x00, 0x00]),
+            Err(DecodeError::ReservedFlags {
+                packet: PacketType::ConnAck,
+                flags: 1
+            })
         ));
         assert!(matches!(
             decode_as(V5, &[0x20, 0x03, 0x00, 0x8E, 0x00]),

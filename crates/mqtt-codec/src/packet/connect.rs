@@ -181,6 +181,12 @@ impl Body for Connect {
         s: &mut S,
     ) -> Result<(), EncodeError> {
         let v5 = self.protocol.is_v5();
+        if !v5 && self.password.is_some() && self.username.is_none() {
+            return Err(EncodeError::Invalid {
+                what: "password without user name before MQTT 5.0",
+                rule: "[MQTT-3.1.2-22]",
+            });
+        }
         put_string(s, self.protocol.protocol_name(), "protocol name")?;
         s.put_u8(self.protocol.level());
         s.put_u8(self.flags());

@@ -243,6 +243,32 @@ mod tests {
     }
 
     #[test]
+    fn the_encoder_refuses_what_the_decoder_rejects() {
+        let mut p = Publish::new("t", Bytes::new());
+        p.properties.topic_alias = Some(0);
+        assert!(matches!(
+            p.encode(V5, &mut BytesMut::new()),
+            Err(EncodeError::Invalid { .. })
+        ));
+        p.properties.topic_alias = None;
+        p.properties.subscription_identifiers = vec![3, 0];
+        assert!(matches!(
+            p.encode(V5, &mut BytesMut::new()),
+            Err(EncodeError::Invalid { .. })
+        ));
+        let mut ack = crate::ConnAck::new(crate::ReasonCode::Success, false);
+        ack.properties.maximum_qos = Some(QoS::ExactlyOnce);
+        let err = Packet::ConnAck(Box::new(ack)).to_bytes(V5).unwrap_err();
+        assert_eq!(err.to_string(), "Maximum QoS of 2 (MQTT 5.0 §3.2.2.3.4)");
+        let mut c = crate::Connect::new(V3_1_1, "c", 0);
+        c.password = Some(Bytes::from_static(b"pw"));
+        assert!(Packet::Connect(Box::new(c)).to_bytes(V3_1_1).is_err());
+        let mut s = crate::Subscribe::new(1, "a", QoS::AtMostOnce);
+        s.properties.subscription_identifier = Some(0);
+        assert!(Packet::Subscribe(s).to_bytes(V5).is_err());
+    }
+
+    #[test]
     fn property_rules() {
         // Payload format indicator twice: protocol error.
         let dup = [0x30, 0x08, 0x00, 0x01, b'a', 0x04, 0x01, 0x01, 0x01, 0x01];

@@ -1,0 +1,285 @@
+//! Command-line arguments and dispatch.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::report;
+use crate::scenario::conns::ConnsSpec;
+use crate::scenario::storm::StormSpec;
+use crate::scenario::traffic::{Pattern, TrafficSpec};
+use crate::scenario::{RunOptions, conns, storm, traffic};
+
+/// Load generator for MQTT brokers.
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", version, about)]
+pub struct Args {
+    /// The scenario.
+    #[command(subcommand)]
+    pub command: Scenario,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Open N connections at a ramp rate, hold them, count the survivors.
+    Conns {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// New connections per second (all processes together).
+        #[arg(long, default_value_t = 1000.0)]
+        ramp: f64,
+        /// Seconds to hold them open before checking.
+        #[arg(long, default_value_t = 10.0)]
+        hold: f64,
+    },
+    /// P publishers -> S subscribers on one topic (default 1 -> 1000).
+    Fanout {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Traffic options.
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// N publishers on their own topics -> one subscriber on a wildcard (default 1000 -> 1).
+    Fanin {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Traffic options.
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// N publisher/subscriber pairs, each on its own topic (default 1000).
+    P2p {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Traffic options.
+        #[command(flatten)]
+        traffic: TrafficArgs,
+    },
+    /// M clients drop and reconnect at once, without then with jittered backoff.
+    Storm {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Clients that drop and reconnect.
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Seconds a round may last.
+        #[arg(long, default_value_t = 60.0)]
+        max: f64,
+        /// Backoff base in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        backoff_base_ms: u64,
+        /// Backoff cap in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        backoff_max_ms: u64,
+        /// First-reconnect spread in milliseconds (with backoff).
+        #[arg(long, default_value_t = 1000)]
+        jitter_ms: u64,
+    },
+    /// Start each installed broker, run the same scenario set against each, write a table.
+    Compare(crate::compare::CompareArgs),
+    /// Internal: a worker process started by the coordinator.
+    #[command(name = "__worker", hide = true)]
+    Worker,
+}
+
+/// Options every scenario takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Broker address(es); clients are spread over them.
+    #[arg(long = "target", num_args = 1.., default_value = "127.0.0.1:1883")]
+    pub targets: Vec<SocketAddr>,
+    /// Local source address(es), e.g. 127.0.0.2 127.0.0.3, to multiply ephemeral ports.
+    #[arg(long = "source-ip", num_args = 1..)]
+    pub sources: Vec<IpAddr>,
+    /// Worker processes to spread the connections over (one holds ~19,900 sockets at most).
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// MQTT version: 3.1, 3.1.1 or 5.
+    #[arg(long, default_value = "3.1.1")]
+    pub protocol: String,
+    /// Keep-alive seconds announced by every client (clients ping at half of it).
+    #[arg(long, default_value_t = 60)]
+    pub keep_alive: u16,
+    /// Timeout in seconds for connect, subscribe and ping.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// The broker's process id, for its CPU and memory (from /proc).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Print one JSON object with every figure instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Common {
+    /// The run options these flags describe.
+    pub fn options(&self) -> anyhow::Result<RunOptions> {
+        let mqtt_level = match self.protocol.as_str() {
+            "3.1" | "3" => 3,
+            "3.1.1" | "4" => 4,
+            "5" | "5.0" => 5,
+            other => bail!("--protocol must be 3.1, 3.1.1 or 5, not {other:?}"),
+        };
+        if self.procs == 0 {
+            bail!("--procs must be at least 1");
+        }
+        if self.timeout <= 0.0 {
+            bail!("--timeout must be above 0 seconds");
+        }
+        Ok(RunOptions {
+            targets: self.targets.clone(),
+            sources: self.sources.clone(),
+            procs: self.procs,
+            mqtt_level,
+            keep_alive: self.keep_alive,
+            timeout: Duration::from_secs_f64(self.timeout),
+            broker_pid: self.broker_pid,
+            quiet: self.json,
+        })
+    }
+}
+
+/// Options of fanout, fanin and p2p. Unset counts take the scenario's default.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrafficArgs {
+    /// Publishers (fanout default 1, fanin default 1000).
+    #[arg(long)]
+    pub pubs: Option<usize>,
+    /// Subscribers (fanout default 1000, fanin default 1).
+    #[arg(long)]
+    pub subs: Option<usize>,
+    /// Publisher/subscriber pairs (p2p; default 1000).
+    #[arg(long)]
+    pub pairs: Option<usize>,
+    /// Total publications per second over all publishers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Payload bytes (at least 8).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// QoS 0, 1 or 2.
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds subscribers may keep receiving after publishing stops.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Unacknowledged QoS 1/2 publications allowed per publisher.
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+}
+
+impl TrafficArgs {
+    /// The traffic spec for `pattern`, with that pattern's defaults filled in.
+    pub fn spec(&self, pattern: Pattern) -> anyhow::Result<TrafficSpec> {
+        let (pubs, subs) = match pattern {
+            Pattern::Fanout => (self.pubs.unwrap_or(1), self.subs.unwrap_or(1000)),
+            Pattern::Fanin => (self.pubs.unwrap_or(1000), self.subs.unwrap_or(1)),
+            Pattern::P2p => {
+                let pairs = self.pairs.unwrap_or(1000);
+                (pairs, pairs)
+            }
+        };
+        if pubs == 0 || subs == 0 {
+            bail!("--pubs, --subs and --pairs must be at least 1");
+        }
+        if self.qos > 2 {
+            bail!("--qos must be 0, 1 or 2");
+        }
+        if self.duration <= 0.0 || self.rate < 0.0 || self.drain < 0.0 {
+            bail!("--duration must be above 0, --rate and --drain at least 0");
+        }
+        Ok(TrafficSpec {
+            pattern,
+            pubs,
+            subs,
+            qos: self.qos,
+            payload: self.payload,
+            rate: self.rate,
+            duration_s: self.duration,
+            drain_s: self.drain,
+            inflight: self.inflight,
+        })
+    }
+}
+
+/// Runs the command.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if !matches!(args.command, Scenario::Worker) {
+        crate::procstat::raise_nofile_limit();
+    }
+    match args.command {
+        Scenario::Worker => crate::worker::run().await,
+        Scenario::Conns {
+            common,
+            conns: n,
+            ramp,
+            hold,
+        } => {
+            let spec = ConnsSpec {
+                conns: n,
+                ramp,
+                hold_s: hold,
+            };
+            let report = conns::run(&common.options()?, spec).await?;
+            emit(common.json, &report, report::conns)
+        }
+        Scenario::Fanout { common, traffic: t } => traffic_run(common, t, Pattern::Fanout).await,
+        Scenario::Fanin { common, traffic: t } => traffic_run(common, t, Pattern::Fanin).await,
+        Scenario::P2p { common, traffic: t } => traffic_run(common, t, Pattern::P2p).await,
+        Scenario::Storm {
+            common,
+            clients,
+            max,
+            backoff_base_ms,
+            backoff_max_ms,
+            jitter_ms,
+        } => {
+            let spec = StormSpec {
+                clients,
+                max_s: max,
+                backoff_base_ms,
+                backoff_max_ms,
+                jitter_ms,
+            };
+            let report = storm::run(&common.options()?, spec).await?;
+            emit(common.json, &report, report::storm)
+        }
+        Scenario::Compare(c) => crate::compare::run(c).await,
+    }
+}
+
+async fn traffic_run(common: Common, t: TrafficArgs, pattern: Pattern) -> anyhow::Result<()> {
+    let report = traffic::run(&common.options()?, t.spec(pattern)?).await?;
+    emit(common.json, &report, report::traffic)
+}
+
+fn emit<T: Serialize>(json: bool, value: &T, human: fn(&T) -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(())
+}
+
+/// Where `compare` writes, by default.
+pub fn default_out_dir() -> PathBuf {
+    PathBuf::from("bench-results")
+}

@@ -1,0 +1,222 @@
+//! A minimal MQTT client on `mqtt-codec`, made for load: one buffer each way, many packets
+//! per read and per write, nothing allocated per message.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use mqtt_codec::{
+    Connect, MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, decode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+/// Where to connect, and from which local address.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The broker's address.
+    pub addr: SocketAddr,
+    /// Local address to bind, so that many 127.0.0.x sources multiply the ephemeral ports.
+    pub source: Option<IpAddr>,
+}
+
+/// Connection settings shared by every client of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConfig {
+    /// MQTT version to speak.
+    pub version: ProtocolVersion,
+    /// Keep-alive announced in CONNECT; clients ping at half of it.
+    pub keep_alive: u16,
+    /// Limit for TCP connect plus CONNECT/CONNACK (and SUBSCRIBE/SUBACK).
+    pub timeout: Duration,
+}
+
+/// Why a client failed; its `key` names it in reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The TCP connection was refused.
+    Refused,
+    /// Nothing (or not enough) came back in time.
+    Timeout,
+    /// The peer reset the connection.
+    Reset,
+    /// The peer closed the connection.
+    Closed,
+    /// CONNACK or SUBACK carried a failure code.
+    Rejected(u8),
+    /// Any other socket error.
+    Io(io::ErrorKind),
+    /// The broker sent something the protocol does not allow here.
+    Protocol(String),
+}
+
+impl Failure {
+    /// A short stable name for counting failures by reason.
+    pub fn key(&self) -> String {
+        match self {
+            Failure::Refused => "refused".into(),
+            Failure::Timeout => "timeout".into(),
+            Failure::Reset => "reset".into(),
+            Failure::Closed => "closed".into(),
+            Failure::Rejected(code) => format!("rejected_0x{code:02x}"),
+            Failure::Io(kind) => format!("io_{kind:?}").to_lowercase(),
+            Failure::Protocol(_) => "protocol".into(),
+        }
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Failure::Reset,
+            io::ErrorKind::TimedOut => Failure::Timeout,
+            kind => Failure::Io(kind),
+        }
+    }
+}
+
+/// Counts failures by reason.
+pub type FailureCounts = BTreeMap<String, u64>;
+
+/// Adds one failure to `counts`.
+pub fn count_failure(counts: &mut FailureCounts, f: &Failure) {
+    *counts.entry(f.key()).or_default() += 1;
+}
+
+/// A connected MQTT client: the socket and its two buffers.
+pub struct Client {
+    /// The connection.
+    pub stream: TcpStream,
+    /// Bytes read and not yet decoded.
+    pub rbuf: BytesMut,
+    /// Encoded packets not yet written.
+    pub wbuf: BytesMut,
+    /// The protocol version of the connection.
+    pub version: ProtocolVersion,
+    next_packet_id: u16,
+}
+
+impl Client {
+    /// Connects, sends CONNECT and waits for a successful CONNACK.
+    pub async fn connect(
+        target: Target,
+        cfg: &ClientConfig,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Result<Client, Failure> {
+        let attempt = async {
+            let socket = match target.addr {
+                SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                SocketAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            if let Some(source) = target.source {
+                socket.bind(SocketAddr::new(source, 0))?;
+            }
+            let stream = socket.connect(target.addr).await?;
+            stream.set_nodelay(true)?;
+            let mut client = Client {
+                stream,
+                rbuf: BytesMut::with_capacity(4096),
+                wbuf: BytesMut::with_capacity(256),
+                version: cfg.version,
+                next_packet_id: 0,
+            };
+            let mut connect = Connect::new(cfg.version, client_id, cfg.keep_alive);
+            connect.clean_start = clean_start;
+            client.queue(&Packet::Connect(Box::new(connect)));
+            client.flush().await?;
+            match client.recv().await? {
+                Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success => Ok(client),
+                Packet::ConnAck(ack) => Err(Failure::Rejected(ack.reason_code as u8)),
+                other => Err(Failure::Protocol(format!(
+                    "expected CONNACK, got {other:?}"
+                ))),
+            }
+        };
+        timeout(cfg.timeout, attempt)
+            .await
+            .unwrap_or(Err(Failure::Timeout))
+    }
+
+    /// Subscribes to one filter and waits for a successful SUBACK.
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+        limit: Duration,
+    ) -> Result<(), Failure> {
+        let packet_id = self.next_packet_id();
+        self.queue(&Packet::Subscribe(Subscribe::new(packet_id, filter, qos)));
+        let exchange = async {
+            self.flush().await?;
+            loop {
+                match self.recv().await? {
+                    Packet::SubAck(ack) if ack.packet_id == packet_id => {
+                        return match ack.reason_codes.first() {
+                            Some(rc) if !rc.is_error() => Ok(()),
+                            Some(rc) => Err(Failure::Rejected(*rc as u8)),
+                            None => Err(Failure::Protocol("empty SUBACK".into())),
+                        };
+                    }
+                    // Retained messages may arrive before the SUBACK; they are not counted.
+                    Packet::Publish(_) => {}
+                    other => {
+                        return Err(Failure::Protocol(format!("expected SUBACK, got {other:?}")));
+                    }
+                }
+            }
+        };
+        timeout(limit, exchange)
+            .await
+            .unwrap_or(Err(Failure::Timeout))
+    }
+
+    /// The next packet identifier (1..=65535, wrapping).
+    pub fn next_packet_id(&mut self) -> u16 {
+        self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+        self.next_packet_id
+    }
+
+    /// Appends an encoded packet to the write buffer.
+    pub fn queue(&mut self, packet: &Packet) {
+        // Packets built here are valid by construction; a failure is a bug in this tool.
+        if let Err(e) = packet.encode(self.version, &mut self.wbuf) {
+            panic!("herald-bench built an unencodable packet: {e}");
+        }
+    }
+
+    /// Writes the whole write buffer.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        self.stream.write_all_buf(&mut self.wbuf).await
+    }
+
+    /// Decodes the next packet from what has been read, if it is complete.
+    pub fn try_decode(&mut self) -> Result<Option<Packet>, Failure> {
+        decode(&mut self.rbuf, self.version, MAX_PACKET_SIZE)
+            .map_err(|e| Failure::Protocol(format!("undecodable packet from broker: {e}")))
+    }
+
+    /// Reads until a whole packet has arrived.
+    pub async fn recv(&mut self) -> Result<Packet, Failure> {
+        loop {
+            if let Some(packet) = self.try_decode()? {
+                return Ok(packet);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(Failure::Closed);
+            }
+        }
+    }
+}
+
+/// Nanoseconds since the Unix epoch: comparable across the worker processes of one machine.
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,536 @@
+//! `compare`: run one scenario set against several brokers, each started fresh for each
+//! scenario, and write the figures side by side (markdown table and JSON), with each broker's
+//! ratio to the best peer and, over several runs, the spread between runs.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::brokers::{self, Kind};
+use crate::scenario::conns::ConnsSpec;
+use crate::scenario::traffic::{Pattern, TrafficSpec};
+use crate::scenario::{RunOptions, conns, traffic};
+
+/// Options of `compare`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Brokers to compare, comma-separated (herald, mosquitto, nats, rumqttd); default: every
+    /// one that is installed.
+    #[arg(long, value_delimiter = ',')]
+    pub brokers: Vec<String>,
+    /// Scenario set: `smoke` (seconds; for tests), `quick` (about a minute per broker) or
+    /// `standard` (the full set).
+    #[arg(long, default_value = "quick")]
+    pub set: String,
+    /// How many times to run the whole set; with 2 or more the spread is reported.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Directory for compare.md, compare.json and the brokers' configs and logs.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Worker processes per scenario.
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// The herald executable (default: next to herald-bench, then PATH).
+    #[arg(long)]
+    pub herald_bin: Option<PathBuf>,
+    /// The mosquitto executable (default: PATH, /usr/sbin).
+    #[arg(long)]
+    pub mosquitto_bin: Option<PathBuf>,
+    /// The nats-server executable (default: PATH).
+    #[arg(long)]
+    pub nats_bin: Option<PathBuf>,
+    /// The rumqttd executable (default: PATH).
+    #[arg(long)]
+    pub rumqttd_bin: Option<PathBuf>,
+}
+
+/// One scenario of a set.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Item {
+    /// A `conns` run.
+    Conns(ConnsSpec),
+    /// A fanout, fanin or p2p run.
+    Traffic(TrafficSpec),
+}
+
+impl Item {
+    /// A short label for the table.
+    pub fn label(&self) -> String {
+        match self {
+            Item::Conns(c) => format!("conns {}", c.conns),
+            Item::Traffic(t) => {
+                let rate = if t.rate > 0.0 {
+                    format!("{} msg/s", t.rate)
+                } else {
+                    "max".into()
+                };
+                match t.pattern {
+                    Pattern::Fanout => format!("fanout {}->{} QoS{} {rate}", t.pubs, t.subs, t.qos),
+                    Pattern::Fanin => format!("fanin {}->{} QoS{} {rate}", t.pubs, t.subs, t.qos),
+                    Pattern::P2p => format!("p2p {} pairs QoS{} {rate}", t.pubs, t.qos),
+                }
+            }
+        }
+    }
+}
+
+fn traffic(pattern: Pattern, pubs: usize, subs: usize, qos: u8, rate: f64, secs: f64) -> Item {
+    Item::Traffic(TrafficSpec {
+        pattern,
+        pubs,
+        subs,
+        qos,
+        payload: 64,
+        rate,
+        duration_s: secs,
+        drain_s: 10.0,
+        inflight: 64,
+    })
+}
+
+/// The scenarios of a named set.
+pub fn scenario_set(name: &str) -> anyhow::Result<Vec<Item>> {
+    use Pattern::*;
+    Ok(match name {
+        "smoke" => vec![
+            Item::Conns(ConnsSpec {
+                conns: 100,
+                ramp: 500.0,
+                hold_s: 1.0,
+            }),
+            traffic(Fanout, 1, 10, 0, 500.0, 2.0),
+            traffic(Fanin, 10, 1, 1, 500.0, 2.0),
+            traffic(P2p, 10, 10, 0, 200.0, 2.0),
+        ],
+        "quick" => vec![
+            Item::Conns(ConnsSpec {
+                conns: 1000,
+                ramp: 1000.0,
+                hold_s: 3.0,
+            }),
+            traffic(Fanout, 1, 100, 0, 0.0, 5.0),
+            traffic(Fanout, 1, 100, 0, 1000.0, 5.0),
+            traffic(Fanin, 100, 1, 0, 2000.0, 5.0),
+            traffic(Fanin, 100, 1, 1, 2000.0, 5.0),
+            traffic(P2p, 100, 100, 0, 1000.0, 5.0),
+        ],
+        "standard" => vec![
+            Item::Conns(ConnsSpec {
+                conns: 1000,
+                ramp: 2000.0,
+                hold_s: 5.0,
+            }),
+            Item::Conns(ConnsSpec {
+                conns: 10_000,
+                ramp: 2000.0,
+                hold_s: 5.0,
+            }),
+            Item::Conns(ConnsSpec {
+                conns: 19_000,
+                ramp: 2000.0,
+                hold_s: 5.0,
+            }),
+            traffic(Fanout, 1, 1000, 0, 0.0, 10.0),
+            traffic(Fanout, 1, 1000, 0, 100.0, 10.0),
+            traffic(Fanin, 1000, 1, 0, 20_000.0, 10.0),
+            traffic(Fanin, 1000, 1, 1, 20_000.0, 10.0),
+            traffic(P2p, 1000, 1000, 0, 10_000.0, 10.0),
+        ],
+        other => bail!("unknown --set {other:?}: smoke, quick or standard"),
+    })
+}
+
+/// One figure of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Metric name.
+    pub metric: &'static str,
+    /// Its value.
+    pub value: f64,
+    /// Whether bigger is better (for the ratio to the best peer).
+    pub higher_is_better: bool,
+}
+
+fn figures(report: &serde_json::Value, item: &Item) -> Vec<Figure> {
+    let get = |path: &[&str]| {
+        path.iter()
+            .try_fold(report, |v, k| v.get(k))
+            .and_then(serde_json::Value::as_f64)
+    };
+    let mut out = Vec::new();
+    let mut push = |metric, value: Option<f64>, higher_is_better| {
+        if let Some(value) = value {
+            out.push(Figure {
+                metric,
+                value,
+                higher_is_better,
+            });
+        }
+    };
+    match item {
+        Item::Conns(_) => {
+            push("connected", get(&["connected"]), true);
+            push("alive after hold", get(&["alive_after_hold"]), true);
+            push("connects/s", get(&["connect_rate_per_s"]), true);
+            push("broker bytes/conn", get(&["broker_bytes_per_conn"]), false);
+            push("connect p99 ms", get(&["connect_latency", "p99_ms"]), false);
+        }
+        Item::Traffic(_) => {
+            push("delivered/s", get(&["delivered_per_s"]), true);
+            push("delivery ratio", get(&["delivery_ratio"]), true);
+            push("latency p50 ms", get(&["latency", "p50_ms"]), false);
+            push("latency p99 ms", get(&["latency", "p99_ms"]), false);
+            push(
+                "broker CPU s/M msgs",
+                get(&["cpu", "broker_cpu_s_per_million"]),
+                false,
+            );
+            push(
+                "herald-bench CPU s/M msgs",
+                get(&["cpu", "tool_cpu_s_per_million"]),
+                false,
+            );
+        }
+    }
+    out
+}
+
+/// Everything `compare` measured, as written to compare.json.
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    /// When it ran (Unix seconds).
+    pub started_unix: u64,
+    /// CPU cores visible to this process.
+    pub cores: usize,
+    /// The kernel (`/proc/sys/kernel/osrelease`).
+    pub kernel: String,
+    /// The scenario set's name.
+    pub set: String,
+    /// The scenarios.
+    pub scenarios: Vec<Item>,
+    /// Runs of the whole set.
+    pub runs: usize,
+    /// The brokers, their versions and configurations.
+    pub brokers: Vec<BrokerInfo>,
+    /// Every report: per scenario, per broker, per run.
+    pub results: Vec<ResultEntry>,
+    /// The summary rows of the table.
+    pub table: Vec<Row>,
+}
+
+/// A broker as it was run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerInfo {
+    /// Which broker.
+    pub kind: Kind,
+    /// Its executable.
+    pub binary: PathBuf,
+    /// What it says its version is.
+    pub version: String,
+    /// The configuration it was started with.
+    pub config: String,
+}
+
+/// One scenario run against one broker.
+#[derive(Debug, Serialize)]
+pub struct ResultEntry {
+    /// The scenario's label.
+    pub scenario: String,
+    /// The broker.
+    pub broker: &'static str,
+    /// Which run of the set (0-based).
+    pub run: usize,
+    /// The scenario's full report, or null when it failed.
+    pub report: serde_json::Value,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One metric of one scenario across brokers.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// The scenario's label.
+    pub scenario: String,
+    /// The metric.
+    pub metric: &'static str,
+    /// Per broker: mean over runs, spread between runs (max-min over mean), ratio to the best.
+    pub cells: Vec<Cell>,
+}
+
+/// One broker's value in a row.
+#[derive(Debug, Serialize)]
+pub struct Cell {
+    /// The broker.
+    pub broker: &'static str,
+    /// Mean over runs.
+    pub mean: f64,
+    /// (max - min) / mean over runs; 0 with one run.
+    pub spread: f64,
+    /// This broker's value relative to the best broker's (1.0 is the best; >1 is worse for
+    /// lower-is-better metrics, <1 is worse for higher-is-better ones).
+    pub ratio_to_best: f64,
+}
+
+/// Runs `compare`.
+pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let items = scenario_set(&args.set)?;
+    let wanted: Vec<Kind> = if args.brokers.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        args.brokers
+            .iter()
+            .map(|b| Kind::parse(b))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut brokers = Vec::new();
+    for kind in wanted {
+        let explicit = match kind {
+            Kind::Herald => args.herald_bin.as_deref(),
+            Kind::Mosquitto => args.mosquitto_bin.as_deref(),
+            Kind::Nats => args.nats_bin.as_deref(),
+            Kind::Rumqttd => args.rumqttd_bin.as_deref(),
+        };
+        match kind.locate(explicit) {
+            Some(binary) => {
+                let version = brokers::version(kind, &binary).await;
+                eprintln!("{}: {} ({version})", kind.name(), binary.display());
+                brokers.push(BrokerInfo {
+                    kind,
+                    binary,
+                    version,
+                    config: String::new(),
+                });
+            }
+            None if args.brokers.is_empty() => eprintln!("{}: not installed, skipped", kind.name()),
+            None => bail!("{} is not installed (see docs/benchmarks.md)", kind.name()),
+        }
+    }
+    if brokers.is_empty() {
+        bail!("no broker to compare: install mosquitto or nats-server (see docs/benchmarks.md)");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let started_unix = crate::client::unix_nanos() / 1_000_000_000;
+    let mut results = Vec::new();
+    for run in 0..args.runs.max(1) {
+        for item in &items {
+            for broker in &mut brokers {
+                let entry = run_one(&args, broker, item, run).await;
+                if let Some(e) = &entry.error {
+                    eprintln!("  {} on {}: failed: {e}", entry.scenario, entry.broker);
+                }
+                results.push(entry);
+            }
+        }
+    }
+    let table = summarise(&items, &brokers, &results);
+    let comparison = Comparison {
+        started_unix,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        set: args.set.clone(),
+        scenarios: items,
+        runs: args.runs.max(1),
+        brokers,
+        results,
+        table,
+    };
+    let json_path = args.out.join("compare.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&comparison)?)?;
+    let md = markdown(&comparison);
+    let md_path = args.out.join("compare.md");
+    std::fs::write(&md_path, &md)?;
+    print!("{md}");
+    eprintln!("wrote {} and {}", md_path.display(), json_path.display());
+    Ok(())
+}
+
+async fn run_one(
+    args: &CompareArgs,
+    broker: &mut BrokerInfo,
+    item: &Item,
+    run: usize,
+) -> ResultEntry {
+    let label = item.label();
+    eprintln!("run {}: {label} on {}", run + 1, broker.kind.name());
+    let dir = args.out.join(broker.kind.name());
+    let outcome = async {
+        let running = brokers::start(broker.kind, &broker.binary, &dir).await?;
+        broker.config = running.config.clone();
+        let opts = RunOptions {
+            targets: vec![running.addr],
+            sources: Vec::new(),
+            procs: args.procs.max(1),
+            mqtt_level: 4,
+            keep_alive: 60,
+            timeout: Duration::from_secs(10),
+            broker_pid: Some(running.pid),
+            quiet: false,
+        };
+        let report = match item {
+            Item::Conns(spec) => serde_json::to_value(conns::run(&opts, spec.clone()).await?)?,
+            Item::Traffic(spec) => serde_json::to_value(traffic::run(&opts, spec.clone()).await?)?,
+        };
+        running.stop().await;
+        Ok::<_, anyhow::Error>(report)
+    }
+    .await;
+    let (report, error) = match outcome {
+        Ok(report) => (report, None),
+        Err(e) => (serde_json::Value::Null, Some(format!("{e:#}"))),
+    };
+    ResultEntry {
+        scenario: label,
+        broker: broker.kind.name(),
+        run,
+        report,
+        error,
+    }
+}
+
+fn summarise(items: &[Item], brokers: &[BrokerInfo], results: &[ResultEntry]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for item in items {
+        let label = item.label();
+        // The metrics this scenario reports, in order, from the first successful report.
+        let Some(template) = results
+            .iter()
+            .find(|r| r.scenario == label && r.error.is_none())
+        else {
+            continue;
+        };
+        for f in figures(&template.report, item) {
+            let mut cells = Vec::new();
+            for b in brokers {
+                let values: Vec<f64> = results
+                    .iter()
+                    .filter(|r| r.scenario == label && r.broker == b.kind.name())
+                    .flat_map(|r| figures(&r.report, item))
+                    .filter(|g| g.metric == f.metric)
+                    .map(|g| g.value)
+                    .collect();
+                if values.is_empty() {
+                    continue;
+                }
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let (lo, hi) = values
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                let spread = if mean != 0.0 {
+                    (hi - lo) / mean.abs()
+                } else {
+                    0.0
+                };
+                cells.push(Cell {
+                    broker: b.kind.name(),
+                    mean,
+                    spread,
+                    ratio_to_best: 0.0,
+                });
+            }
+            let best = if f.higher_is_better {
+                cells.iter().map(|c| c.mean).fold(f64::MIN, f64::max)
+            } else {
+                cells.iter().map(|c| c.mean).fold(f64::MAX, f64::min)
+            };
+            for c in &mut cells {
+                c.ratio_to_best = if best != 0.0 { c.mean / best } else { 1.0 };
+            }
+            rows.push(Row {
+                scenario: label.clone(),
+                metric: f.metric,
+                cells,
+            });
+        }
+    }
+    rows
+}
+
+fn markdown(c: &Comparison) -> String {
+    let mut s = String::new();
+    let names: Vec<&str> = c.brokers.iter().map(|b| b.kind.name()).collect();
+    let _ = writeln!(
+        s,
+        "# herald-bench compare ({} set, {} run{}, {} cores, kernel {})\n",
+        c.set,
+        c.runs,
+        if c.runs == 1 { "" } else { "s" },
+        c.cores,
+        c.kernel
+    );
+    for b in &c.brokers {
+        let _ = writeln!(
+            s,
+            "- **{}**: {} (`{}`)",
+            b.kind.name(),
+            b.version,
+            b.binary.display()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nEach cell: mean over runs, (spread between runs), [ratio to the best broker].\n"
+    );
+    let _ = writeln!(s, "| scenario | metric | {} |", names.join(" | "));
+    let _ = writeln!(s, "|---|---|{}", "---|".repeat(names.len()));
+    for row in &c.table {
+        let mut cells = Vec::new();
+        for name in &names {
+            match row.cells.iter().find(|cell| cell.broker == *name) {
+                Some(cell) => {
+                    let spread = if c.runs > 1 {
+                        format!(" (spread {:.0}%)", cell.spread * 100.0)
+                    } else {
+                        String::new()
+                    };
+                    cells.push(format!(
+                        "{}{spread} [{:.2}x]",
+                        number(cell.mean),
+                        cell.ratio_to_best
+                    ));
+                }
+                None => cells.push("failed".into()),
+            }
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            row.scenario,
+            row.metric,
+            cells.join(" | ")
+        );
+    }
+    let failures: Vec<&ResultEntry> = c.results.iter().filter(|r| r.error.is_some()).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "\nFailed runs:\n");
+        for f in failures {
+            let _ = writeln!(
+                s,
+                "- {} on {} (run {}): {}",
+                f.scenario,
+                f.broker,
+                f.run + 1,
+                f.error.as_deref().unwrap_or("")
+            );
+        }
+    }
+    s
+}
+
+fn number(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}

@@ -1,0 +1,153 @@
+//! Human-readable summaries of each scenario's report.
+
+use std::fmt::Write;
+
+use crate::client::FailureCounts;
+use crate::proto::Latency;
+use crate::scenario::CpuUse;
+use crate::scenario::conns::ConnsReport;
+use crate::scenario::storm::StormReport;
+use crate::scenario::traffic::TrafficReport;
+
+fn failures(f: &FailureCounts) -> String {
+    if f.is_empty() {
+        return "none".into();
+    }
+    f.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn latency(l: &Latency) -> String {
+    format!(
+        "p50 {:.3} ms, p90 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3} ({} samples)",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.count
+    )
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0))
+}
+
+fn cpu(c: &CpuUse) -> String {
+    let per_m = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    format!(
+        "broker {} s ({} s per million deliveries), rss {} -> {}; herald-bench {:.2} s ({} s per million)",
+        c.broker_cpu_seconds
+            .map_or("-".into(), |v| format!("{v:.2}")),
+        per_m(c.broker_cpu_s_per_million),
+        mib(c.broker_rss_before),
+        mib(c.broker_rss_after),
+        c.tool_cpu_seconds,
+        per_m(c.tool_cpu_s_per_million),
+    )
+}
+
+/// Summary of a `conns` run.
+pub fn conns(r: &ConnsReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "conns: {} of {} connected at {:.0}/s ({} procs); failures: {}",
+        r.connected,
+        r.spec.conns,
+        r.connect_rate_per_s,
+        r.procs,
+        failures(&r.failures)
+    );
+    let _ = writeln!(
+        s,
+        "  connect+subscribe latency: {}",
+        latency(&r.connect_latency)
+    );
+    let _ = writeln!(
+        s,
+        "  alive after {:.0} s hold: {}; lost: {}",
+        r.spec.hold_s,
+        r.alive_after_hold,
+        failures(&r.lost)
+    );
+    let _ = writeln!(
+        s,
+        "  broker rss: {} before, {} connected, {} after hold; {} per connection",
+        mib(r.broker_rss_before),
+        mib(r.broker_rss_connected),
+        mib(r.broker_rss_after_hold),
+        r.broker_bytes_per_conn
+            .map_or("-".into(), |b| format!("{b:.0} B")),
+    );
+    let _ = writeln!(
+        s,
+        "  cpu: broker {} s, herald-bench {:.2} s",
+        r.broker_cpu_seconds
+            .map_or("-".into(), |v| format!("{v:.2}")),
+        r.tool_cpu_seconds
+    );
+    s
+}
+
+/// Summary of a fanout, fanin or p2p run.
+pub fn traffic(r: &TrafficReport) -> String {
+    let mut s = String::new();
+    let t = &r.spec;
+    let rate = if t.rate > 0.0 {
+        format!("{} msg/s", t.rate)
+    } else {
+        "max rate".into()
+    };
+    let _ = writeln!(
+        s,
+        "{}: {} pubs -> {} subs, QoS {}, {} B, {rate}, {} s ({} procs)",
+        r.scenario, t.pubs, t.subs, t.qos, t.payload, t.duration_s, r.procs
+    );
+    let _ = writeln!(
+        s,
+        "  connected: {} subs, {} pubs; failures: {}",
+        r.subs_connected,
+        r.pubs_connected,
+        failures(&r.connect_failures)
+    );
+    let _ = writeln!(
+        s,
+        "  published {} ({:.0}/s), delivered {} of {} ({:.0}/s, ratio {:.4})",
+        r.published,
+        r.published_per_s,
+        r.delivered,
+        r.expected,
+        r.delivered_per_s,
+        r.delivery_ratio
+    );
+    let _ = writeln!(s, "  latency: {}", latency(&r.latency));
+    let _ = writeln!(s, "  cpu: {}", cpu(&r.cpu));
+    if !r.errors.is_empty() {
+        let _ = writeln!(s, "  connections lost: {}", failures(&r.errors));
+    }
+    s
+}
+
+/// Summary of a `storm` run.
+pub fn storm(r: &StormReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "storm: {} clients connected ({} procs); failures: {}",
+        r.connected,
+        r.procs,
+        failures(&r.connect_failures)
+    );
+    for round in &r.rounds {
+        let _ = writeln!(
+            s,
+            "  {}: {} of {} back in {:.3} s, {} attempts, failures: {}",
+            round.mode,
+            round.back,
+            round.clients,
+            round.time_to_all_back_s,
+            round.attempts,
+            failures(&round.failures)
+        );
+        let _ = writeln!(s, "    reconnect time: {}", latency(&round.reconnect));
+    }
+    s
+}

@@ -1,0 +1,186 @@
+//! The scenarios, each with its coordinator side (`run`) and worker side (`worker`), and what
+//! they share: run options, CPU accounting, progress bars.
+
+pub mod conns;
+pub mod storm;
+pub mod traffic;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::client::FailureCounts;
+use crate::procstat::{self, ProcSample};
+use crate::proto::{Event, ScenarioSpec, WorkerSpec};
+
+/// Options every scenario shares.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Broker addresses.
+    pub targets: Vec<SocketAddr>,
+    /// Local source addresses.
+    pub sources: Vec<IpAddr>,
+    /// Worker processes.
+    pub procs: usize,
+    /// MQTT protocol level (3, 4, 5).
+    pub mqtt_level: u8,
+    /// Keep-alive seconds.
+    pub keep_alive: u16,
+    /// Per-operation timeout.
+    pub timeout: Duration,
+    /// The broker's process, for CPU and memory readings.
+    pub broker_pid: Option<u32>,
+    /// No progress bars (JSON output, or a caller that draws its own).
+    pub quiet: bool,
+}
+
+impl RunOptions {
+    /// One worker spec per process.
+    pub fn specs(&self, scenario: ScenarioSpec) -> Vec<WorkerSpec> {
+        let run_id = format!("{:x}", crate::client::unix_nanos() % 0xFFFF_FFFF);
+        (0..self.procs.max(1))
+            .map(|index| WorkerSpec {
+                index,
+                count: self.procs.max(1),
+                targets: self.targets.clone(),
+                sources: self.sources.clone(),
+                mqtt_level: self.mqtt_level,
+                keep_alive: self.keep_alive,
+                timeout_ms: self.timeout.as_millis() as u64,
+                run_id: run_id.clone(),
+                scenario: scenario.clone(),
+            })
+            .collect()
+    }
+
+    /// A reading of the broker process, if one was given.
+    pub fn broker_sample(&self) -> Option<ProcSample> {
+        self.broker_pid
+            .and_then(|pid| procstat::sample(&pid.to_string()))
+    }
+}
+
+/// CPU used during the measured phase, by the broker and by this tool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuUse {
+    /// Broker CPU seconds (needs `--broker-pid`).
+    pub broker_cpu_seconds: Option<f64>,
+    /// Broker CPU seconds per million delivered messages.
+    pub broker_cpu_s_per_million: Option<f64>,
+    /// Broker resident memory at the start of the phase.
+    pub broker_rss_before: Option<u64>,
+    /// Broker resident memory at the end of the phase.
+    pub broker_rss_after: Option<u64>,
+    /// This tool's CPU seconds: every worker plus the coordinator.
+    pub tool_cpu_seconds: f64,
+    /// This tool's CPU seconds per million delivered messages.
+    pub tool_cpu_s_per_million: Option<f64>,
+}
+
+impl CpuUse {
+    /// Accounts a phase from broker and coordinator readings at its start and end, the
+    /// workers' own CPU seconds, and the messages it delivered.
+    pub fn new(
+        broker: [Option<ProcSample>; 2],
+        coordinator: [Option<ProcSample>; 2],
+        worker_cpu: f64,
+        delivered: u64,
+    ) -> Self {
+        let per_million = |cpu: f64| (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
+        let broker_cpu = match broker {
+            [Some(a), Some(b)] => Some(b.cpu_seconds - a.cpu_seconds),
+            _ => None,
+        };
+        let coordinator_cpu = match coordinator {
+            [Some(a), Some(b)] => b.cpu_seconds - a.cpu_seconds,
+            _ => 0.0,
+        };
+        let tool = worker_cpu + coordinator_cpu;
+        CpuUse {
+            broker_cpu_seconds: broker_cpu,
+            broker_cpu_s_per_million: broker_cpu.and_then(per_million),
+            broker_rss_before: broker[0].map(|s| s.rss_bytes),
+            broker_rss_after: broker[1].map(|s| s.rss_bytes),
+            tool_cpu_seconds: tool,
+            tool_cpu_s_per_million: per_million(tool),
+        }
+    }
+}
+
+/// The failures a `Ready` event reports.
+pub fn failures_of(event: &Event) -> FailureCounts {
+    match event {
+        Event::Ready { failures, .. } => failures.clone(),
+        _ => FailureCounts::new(),
+    }
+}
+
+/// How many clients a `Ready` event reports connected.
+pub fn connected_of(event: &Event) -> u64 {
+    match event {
+        Event::Ready { connected, .. } => *connected,
+        _ => 0,
+    }
+}
+
+/// Adds failure counts together.
+pub fn sum_failures(parts: impl IntoIterator<Item = FailureCounts>) -> FailureCounts {
+    let mut total = FailureCounts::new();
+    for part in parts {
+        for (k, v) in part {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    total
+}
+
+/// A bar counting items, unless the run is quiet.
+pub fn counter_bar(opts: &RunOptions, len: u64, msg: &'static str) -> Option<ProgressBar> {
+    if opts.quiet {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {per_sec}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(msg);
+    Some(bar)
+}
+
+/// A bar that fills over a known number of seconds, drawn by its own task.
+pub struct TimedBar(Option<(ProgressBar, tokio::task::JoinHandle<()>)>);
+
+impl TimedBar {
+    /// Starts a bar over `seconds`, unless the run is quiet or shorter than two seconds.
+    pub fn start(opts: &RunOptions, seconds: f64, msg: &'static str) -> TimedBar {
+        if opts.quiet || seconds < 2.0 {
+            return TimedBar(None);
+        }
+        let tenths = (seconds * 10.0) as u64;
+        let bar = ProgressBar::new(tenths);
+        if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {elapsed}/{duration}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(msg);
+        let ticking = bar.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            for _ in 0..tenths {
+                tick.tick().await;
+                ticking.inc(1);
+            }
+        });
+        TimedBar(Some((bar, task)))
+    }
+
+    /// Removes the bar.
+    pub fn finish(self) {
+        if let Some((bar, task)) = self.0 {
+            task.abort();
+            bar.finish_and_clear();
+        }
+    }
+}

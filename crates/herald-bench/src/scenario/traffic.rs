@@ -1,0 +1,679 @@
+//! `fanout`, `fanin` and `p2p`: publishers and subscribers on one engine, differing only in
+//! their topics.
+//!
+//! Each PUBLISH carries its send time (Unix nanoseconds, 8 bytes) at the start of its payload;
+//! subscribers record the difference on arrival in one histogram per worker process, locked
+//! once per read batch. Publishers encode the header into a reused buffer and append the
+//! payload bytes after it: nothing is allocated per message.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use mqtt_codec::{Ack, Packet, Publish, QoS};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use super::{CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures};
+use crate::client::{Client, Failure, FailureCounts, count_failure, unix_nanos};
+use crate::coord::{Workers, results};
+use crate::procstat;
+use crate::proto::{
+    Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
+    new_histogram,
+};
+use crate::worker::{Commands, Emitter};
+
+/// How publishers and subscribers are wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// Every publisher -> one topic <- every subscriber.
+    Fanout,
+    /// Publisher i -> its own topic; subscribers on a wildcard over all of them.
+    Fanin,
+    /// Publisher i -> topic i <- subscriber i.
+    P2p,
+}
+
+/// Parameters of a traffic run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficSpec {
+    /// Topic wiring.
+    pub pattern: Pattern,
+    /// Number of publishers.
+    pub pubs: usize,
+    /// Number of subscribers.
+    pub subs: usize,
+    /// QoS of publications and subscriptions.
+    pub qos: u8,
+    /// Payload bytes (at least 8: the send time).
+    pub payload: usize,
+    /// Total publications per second over all publishers; 0 = as fast as possible.
+    pub rate: f64,
+    /// Seconds of publishing.
+    pub duration_s: f64,
+    /// Seconds subscribers keep reading after publishing stops, at most.
+    pub drain_s: f64,
+    /// Unacknowledged QoS 1/2 publications allowed per publisher.
+    pub inflight: usize,
+}
+
+impl TrafficSpec {
+    fn topic(&self, run: &str, publisher: usize) -> String {
+        match self.pattern {
+            Pattern::Fanout => format!("hb/{run}/fanout"),
+            Pattern::Fanin => format!("hb/{run}/fanin/{publisher}"),
+            Pattern::P2p => format!("hb/{run}/p2p/{publisher}"),
+        }
+    }
+
+    fn filter(&self, run: &str, subscriber: usize) -> String {
+        match self.pattern {
+            Pattern::Fanout => format!("hb/{run}/fanout"),
+            Pattern::Fanin => format!("hb/{run}/fanin/+"),
+            Pattern::P2p => format!("hb/{run}/p2p/{subscriber}"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.pattern {
+            Pattern::Fanout => "fanout",
+            Pattern::Fanin => "fanin",
+            Pattern::P2p => "p2p",
+        }
+    }
+}
+
+/// One worker's figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrafficWorkerResult {
+    /// Subscribers connected and subscribed.
+    pub subs_connected: u64,
+    /// Publishers connected.
+    pub pubs_connected: u64,
+    /// Publications written.
+    pub published: u64,
+    /// QoS 1/2 publications acknowledged (PUBACK or PUBCOMP).
+    pub acked: u64,
+    /// Publications received by subscribers.
+    pub delivered: u64,
+    /// First and last arrival, Unix nanoseconds (0 when none).
+    pub first_delivery_ns: u64,
+    /// Last arrival.
+    pub last_delivery_ns: u64,
+    /// Latency histogram as (microseconds, count) pairs.
+    pub latency: Vec<(u64, u64)>,
+    /// Connections lost during the run, by reason.
+    pub errors: FailureCounts,
+    /// This worker's CPU seconds during the measured phase.
+    pub cpu_seconds: f64,
+}
+
+/// The merged result of a traffic run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficReport {
+    /// fanout, fanin or p2p.
+    pub scenario: String,
+    /// The parameters.
+    pub spec: TrafficSpec,
+    /// Worker processes.
+    pub procs: usize,
+    /// Subscribers connected and subscribed.
+    pub subs_connected: u64,
+    /// Publishers connected.
+    pub pubs_connected: u64,
+    /// Connection failures during set-up, by reason.
+    pub connect_failures: FailureCounts,
+    /// Publications written.
+    pub published: u64,
+    /// Publications per second over the publishing period.
+    pub published_per_s: f64,
+    /// QoS 1/2 publications acknowledged.
+    pub acked: u64,
+    /// Deliveries expected: each publication times the subscribers that match it.
+    pub expected: u64,
+    /// Deliveries received.
+    pub delivered: u64,
+    /// Deliveries per second, from the start to the last delivery.
+    pub delivered_per_s: f64,
+    /// delivered / expected.
+    pub delivery_ratio: f64,
+    /// End-to-end latency.
+    pub latency: Latency,
+    /// Connections lost during the run, by reason.
+    pub errors: FailureCounts,
+    /// CPU used by the broker and by this tool.
+    pub cpu: CpuUse,
+}
+
+/// Runs a traffic scenario as coordinator.
+pub async fn run(opts: &RunOptions, spec: TrafficSpec) -> anyhow::Result<TrafficReport> {
+    if spec.payload < 8 {
+        bail!("--payload must be at least 8 bytes (the send time travels in it)");
+    }
+    let mut workers = Workers::spawn(opts.specs(ScenarioSpec::Traffic(spec.clone()))).await?;
+    let total = (spec.pubs + spec.subs) as u64;
+    let bar = counter_bar(opts, total, "connecting");
+    let setup_limit = opts.timeout * 3 + Duration::from_secs(30 + total / 200);
+    let ready = workers.gather(bar.as_ref(), setup_limit).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let connect_failures = sum_failures(ready.iter().map(failures_of));
+    let broker0 = opts.broker_sample();
+    let tool0 = procstat::sample("self");
+    let start_ns = unix_nanos() + 200_000_000;
+    workers
+        .send(&Command::Go {
+            start_unix_ns: start_ns,
+        })
+        .await?;
+    let bar = TimedBar::start(opts, spec.duration_s + 0.2, spec.name());
+    let limit = Duration::from_secs_f64(spec.duration_s + spec.drain_s + 60.0);
+    let parts: Vec<TrafficWorkerResult> = results(workers.gather(None, limit).await?)?;
+    bar.finish();
+    let broker1 = opts.broker_sample();
+    let tool1 = procstat::sample("self");
+    workers.finish().await;
+    Ok(merge(
+        opts,
+        spec,
+        parts,
+        connect_failures,
+        start_ns,
+        [broker0, broker1],
+        [tool0, tool1],
+    ))
+}
+
+fn merge(
+    opts: &RunOptions,
+    spec: TrafficSpec,
+    parts: Vec<TrafficWorkerResult>,
+    connect_failures: FailureCounts,
+    start_ns: u64,
+    broker: [Option<procstat::ProcSample>; 2],
+    tool: [Option<procstat::ProcSample>; 2],
+) -> TrafficReport {
+    let mut hist = new_histogram();
+    let mut r = TrafficWorkerResult::default();
+    for p in &parts {
+        r.subs_connected += p.subs_connected;
+        r.pubs_connected += p.pubs_connected;
+        r.published += p.published;
+        r.acked += p.acked;
+        r.delivered += p.delivered;
+        r.last_delivery_ns = r.last_delivery_ns.max(p.last_delivery_ns);
+        r.cpu_seconds += p.cpu_seconds;
+        merge_pairs(&mut hist, &p.latency);
+        for (k, v) in &p.errors {
+            *r.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+    let per_publication = match spec.pattern {
+        Pattern::Fanout | Pattern::Fanin => r.subs_connected,
+        Pattern::P2p => 1,
+    };
+    let expected = r.published * per_publication;
+    let delivery_window = r.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let cpu = CpuUse::new(broker, tool, r.cpu_seconds, r.delivered);
+    TrafficReport {
+        scenario: spec.name().into(),
+        procs: opts.procs,
+        subs_connected: r.subs_connected,
+        pubs_connected: r.pubs_connected,
+        connect_failures,
+        published: r.published,
+        published_per_s: r.published as f64 / spec.duration_s,
+        acked: r.acked,
+        expected,
+        delivered: r.delivered,
+        delivered_per_s: if delivery_window > 0.0 {
+            r.delivered as f64 / delivery_window
+        } else {
+            0.0
+        },
+        delivery_ratio: if expected > 0 {
+            r.delivered as f64 / expected as f64
+        } else {
+            0.0
+        },
+        latency: Latency::from_histogram(&hist),
+        errors: r.errors,
+        cpu,
+        spec,
+    }
+}
+
+/// Plays a worker's share of a traffic scenario.
+pub async fn worker(
+    spec: &WorkerSpec,
+    t: &TrafficSpec,
+    cmds: &mut Commands,
+    out: &Emitter,
+) -> anyhow::Result<()> {
+    let qos = QoS::from_u8(t.qos).context("--qos must be 0, 1 or 2")?;
+    let (subs, pubs, failures) = connect_all(spec, t, qos, out).await;
+    out.send(Event::Ready {
+        connected: (subs.len() + pubs.len()) as u64,
+        failures,
+    });
+    let Command::Go { start_unix_ns } = cmds.next().await? else {
+        bail!("expected the go command");
+    };
+    let start = Instant::now() + Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()));
+    let pub_end = start + Duration::from_secs_f64(t.duration_s);
+    let drain_end = pub_end + Duration::from_secs_f64(t.drain_s);
+    let cpu0 = procstat::sample("self");
+    let hist = Arc::new(Mutex::new(new_histogram()));
+    let mut result = TrafficWorkerResult {
+        subs_connected: subs.len() as u64,
+        pubs_connected: pubs.len() as u64,
+        ..Default::default()
+    };
+    let mut sub_tasks = JoinSet::new();
+    for client in subs {
+        let hist = hist.clone();
+        let keep_alive = spec.keep_alive;
+        sub_tasks.spawn(subscriber(client, hist, pub_end, drain_end, keep_alive));
+    }
+    let rate = if t.rate > 0.0 {
+        t.rate / t.pubs as f64
+    } else {
+        0.0
+    };
+    let template = Bytes::from(vec![0u8; t.payload]);
+    let mut pub_tasks = JoinSet::new();
+    for (i, client) in pubs {
+        let mut publish = Publish::new(t.topic(&spec.run_id, i), template.clone());
+        publish.qos = qos;
+        let window = if qos == QoS::AtMostOnce {
+            usize::MAX
+        } else {
+            t.inflight.max(1)
+        };
+        pub_tasks.spawn(publisher(
+            client, publish, rate, window, start, pub_end, drain_end,
+        ));
+    }
+    let mut keep = Vec::new();
+    while let Some(joined) = pub_tasks.join_next().await {
+        let (stats, client) = joined?;
+        result.published += stats.published;
+        result.acked += stats.acked;
+        if let Some(f) = stats.error {
+            count_failure(&mut result.errors, &f);
+        }
+        keep.extend(client);
+    }
+    while let Some(joined) = sub_tasks.join_next().await {
+        let stats = joined?;
+        result.delivered += stats.delivered;
+        if stats.first_ns > 0 {
+            result.first_delivery_ns = match result.first_delivery_ns {
+                0 => stats.first_ns,
+                f => f.min(stats.first_ns),
+            };
+        }
+        result.last_delivery_ns = result.last_delivery_ns.max(stats.last_ns);
+        if let Some(f) = stats.error {
+            count_failure(&mut result.errors, &f);
+        }
+    }
+    drop(keep);
+    let cpu1 = procstat::sample("self");
+    result.cpu_seconds = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
+        _ => 0.0,
+    };
+    result.latency = match hist.lock() {
+        Ok(h) => histogram_to_pairs(&h),
+        Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
+    };
+    out.result(&result)
+}
+
+type Connected = (Vec<Client>, Vec<(usize, Client)>, FailureCounts);
+
+/// Connects this worker's subscribers (and subscribes them), then its publishers.
+async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter) -> Connected {
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let _progress = out.progress(done.clone());
+    let limit = Arc::new(Semaphore::new(256));
+    let cfg = spec.client_config();
+    let mut tasks = JoinSet::new();
+    for j in spec.share(t.subs) {
+        let (limit, done) = (limit.clone(), done.clone());
+        let target = spec.target(j);
+        let id = format!("hb-{}-s{j}", spec.run_id);
+        let filter = t.filter(&spec.run_id, j);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let mut client = Client::connect(target, &cfg, &id, true).await?;
+            client.subscribe(&filter, qos, cfg.timeout).await?;
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok::<_, Failure>((None, client))
+        });
+    }
+    for i in spec.share(t.pubs) {
+        let (limit, done) = (limit.clone(), done.clone());
+        let target = spec.target(t.subs + i);
+        let id = format!("hb-{}-p{i}", spec.run_id);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let client = Client::connect(target, &cfg, &id, true).await?;
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok((Some(i), client))
+        });
+    }
+    let (mut subs, mut pubs, mut failures) = (Vec::new(), Vec::new(), FailureCounts::new());
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok((None, client))) => subs.push(client),
+            Ok(Ok((Some(i), client))) => pubs.push((i, client)),
+            Ok(Err(f)) => count_failure(&mut failures, &f),
+            Err(_) => count_failure(&mut failures, &Failure::Protocol("task panicked".into())),
+        }
+    }
+    pubs.sort_by_key(|(i, _)| *i);
+    (subs, pubs, failures)
+}
+
+#[derive(Default)]
+struct PubStats {
+    published: u64,
+    acked: u64,
+    error: Option<Failure>,
+}
+
+/// Largest number of publications encoded before one write.
+const BATCH: u64 = 256;
+
+/// Publishes at `rate` per second (0: as fast as the window and the socket allow) from
+/// `start` to `end`, then waits for outstanding acknowledgements until `drain_end`.
+async fn publisher(
+    mut client: Client,
+    mut publish: Publish,
+    rate: f64,
+    window: usize,
+    start: Instant,
+    end: Instant,
+    drain_end: Instant,
+) -> (PubStats, Option<Client>) {
+    let mut stats = PubStats::default();
+    sleep_until(start).await;
+    let outcome = publish_loop(
+        &mut client,
+        &mut publish,
+        rate,
+        window,
+        end,
+        drain_end,
+        &mut stats,
+    )
+    .await;
+    match outcome {
+        Ok(()) => (stats, Some(client)),
+        Err(f) => {
+            stats.error = Some(f);
+            (stats, None)
+        }
+    }
+}
+
+async fn publish_loop(
+    client: &mut Client,
+    publish: &mut Publish,
+    rate: f64,
+    window: usize,
+    end: Instant,
+    drain_end: Instant,
+    stats: &mut PubStats,
+) -> Result<(), Failure> {
+    let start = Instant::now();
+    let version = client.version;
+    let mut inflight = 0usize;
+    let (mut rd, mut wr) = client.stream.split();
+    let (rbuf, wbuf) = (&mut client.rbuf, &mut client.wbuf);
+    let mut packet_id: u16 = 0;
+    loop {
+        let now = Instant::now();
+        let publishing = now < end;
+        if !publishing && wbuf.is_empty() && inflight == 0 {
+            return Ok(());
+        }
+        if now >= drain_end {
+            return Ok(());
+        }
+        let mut next_due = None;
+        if publishing {
+            let due = if rate > 0.0 {
+                let owed = ((now - start).as_secs_f64() * rate) as u64 + 1;
+                owed.saturating_sub(stats.published)
+            } else if wbuf.is_empty() {
+                BATCH
+            } else {
+                0
+            };
+            let n = due.min(BATCH).min(window.saturating_sub(inflight) as u64);
+            for _ in 0..n {
+                if publish.qos != QoS::AtMostOnce {
+                    packet_id = packet_id.checked_add(1).unwrap_or(1);
+                    publish.packet_id = packet_id;
+                    inflight += 1;
+                }
+                encode_timestamped(publish, version, wbuf);
+                stats.published += 1;
+            }
+            if rate > 0.0 && n == due {
+                let next = start + Duration::from_secs_f64(stats.published as f64 / rate);
+                next_due = Some(next.min(end));
+            } else if rate == 0.0 && n > 0 {
+                next_due = Some(now);
+            }
+        }
+        let wake = next_due.unwrap_or(if publishing { end } else { drain_end });
+        tokio::select! {
+            read = rd.read_buf(rbuf) => {
+                if read? == 0 {
+                    return Err(Failure::Closed);
+                }
+                while let Some(packet) = mqtt_codec::decode(rbuf, version, mqtt_codec::MAX_PACKET_SIZE)
+                    .map_err(|e| Failure::Protocol(e.to_string()))?
+                {
+                    match packet {
+                        Packet::PubAck(_) | Packet::PubComp(_) => {
+                            inflight = inflight.saturating_sub(1);
+                            stats.acked += 1;
+                        }
+                        Packet::PubRec(rec) => {
+                            let rel = Packet::PubRel(Ack::new(rec.packet_id));
+                            rel.encode(version, wbuf).map_err(|e| Failure::Protocol(e.to_string()))?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
+            _ = sleep_until(wake), if wbuf.is_empty() => {}
+        }
+    }
+}
+
+/// Appends `publish` with the current time in the first 8 bytes of its payload.
+fn encode_timestamped(
+    publish: &Publish,
+    version: mqtt_codec::ProtocolVersion,
+    wbuf: &mut bytes::BytesMut,
+) {
+    if let Err(e) = publish.encode_header(version, wbuf) {
+        panic!("herald-bench built an unencodable PUBLISH: {e}");
+    }
+    wbuf.extend_from_slice(&unix_nanos().to_be_bytes());
+    wbuf.extend_from_slice(&publish.payload[8..]);
+}
+
+#[derive(Default)]
+struct SubStats {
+    delivered: u64,
+    first_ns: u64,
+    last_ns: u64,
+    error: Option<Failure>,
+}
+
+/// Reads publications until publishing has ended and the flow has been idle for a second
+/// (or `drain_end`), acknowledging QoS 1/2 and recording latencies.
+async fn subscriber(
+    mut client: Client,
+    hist: Arc<Mutex<Histogram<u64>>>,
+    pub_end: Instant,
+    drain_end: Instant,
+    keep_alive: u16,
+) -> SubStats {
+    let mut stats = SubStats::default();
+    if let Err(f) = subscribe_loop(
+        &mut client,
+        &hist,
+        pub_end,
+        drain_end,
+        keep_alive,
+        &mut stats,
+    )
+    .await
+    {
+        stats.error = Some(f);
+    }
+    let _ = client.stream.shutdown().await;
+    stats
+}
+
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The send time in the first 8 bytes of a payload.
+fn send_time(payload: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The fast path for the bulk of a fan-out: when `rbuf` starts with a complete QoS 0
+/// PUBLISH, consumes it in place (fixed header, topic length, property length) without
+/// building a packet, and returns `Some(send time)`. `None` leaves `rbuf` for the full
+/// decoder: another packet kind, QoS 1/2, or an incomplete frame.
+fn take_qos0_publish(
+    rbuf: &mut bytes::BytesMut,
+    version: mqtt_codec::ProtocolVersion,
+) -> Result<Option<Option<u64>>, Failure> {
+    let header = mqtt_codec::check_frame(rbuf, version, mqtt_codec::MAX_PACKET_SIZE)
+        .map_err(|e| Failure::Protocol(e.to_string()))?;
+    let Some(h) = header else { return Ok(None) };
+    if h.packet_type != mqtt_codec::PacketType::Publish
+        || h.flags & 0x06 != 0
+        || rbuf.len() < h.frame_len()
+    {
+        return Ok(None);
+    }
+    let body = &rbuf[h.header_len..h.frame_len()];
+    let topic_len = match body {
+        [hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo])),
+        _ => return Ok(None),
+    };
+    let mut offset = 2 + topic_len;
+    if version.is_v5() {
+        let props = mqtt_codec::read_varint(body.get(offset..).unwrap_or_default());
+        let Ok(Some((len, len_bytes))) = props else {
+            return Ok(None);
+        };
+        offset += len_bytes + len as usize;
+    }
+    let sent = body.get(offset..).and_then(send_time);
+    bytes::Buf::advance(rbuf, h.frame_len());
+    Ok(Some(sent))
+}
+
+async fn subscribe_loop(
+    client: &mut Client,
+    hist: &Mutex<Histogram<u64>>,
+    pub_end: Instant,
+    drain_end: Instant,
+    keep_alive: u16,
+    stats: &mut SubStats,
+) -> Result<(), Failure> {
+    let version = client.version;
+    let (mut rd, mut wr) = client.stream.split();
+    let (rbuf, wbuf) = (&mut client.rbuf, &mut client.wbuf);
+    let mut batch: Vec<u64> = Vec::with_capacity(256);
+    let mut last_arrival = Instant::now();
+    let ping_every = Duration::from_secs(u64::from(keep_alive.max(2)) / 2);
+    let mut next_ping = Instant::now() + ping_every;
+    loop {
+        let stop = (pub_end.max(last_arrival) + IDLE).min(drain_end);
+        if Instant::now() >= stop {
+            return Ok(());
+        }
+        tokio::select! {
+            read = rd.read_buf(rbuf) => {
+                if read? == 0 {
+                    return Err(Failure::Closed);
+                }
+                let now_ns = unix_nanos();
+                loop {
+                    if let Some(sent_ns) = take_qos0_publish(rbuf, version)? {
+                        if let Some(sent_ns) = sent_ns {
+                            batch.push(now_ns.saturating_sub(sent_ns) / 1000);
+                        }
+                        stats.delivered += 1;
+                        continue;
+                    }
+                    let Some(packet) = mqtt_codec::decode(rbuf, version, mqtt_codec::MAX_PACKET_SIZE)
+                        .map_err(|e| Failure::Protocol(e.to_string()))?
+                    else {
+                        break;
+                    };
+                    let reply = match packet {
+                        Packet::Publish(p) => {
+                            if let Some(sent_ns) = send_time(&p.payload) {
+                                batch.push(now_ns.saturating_sub(sent_ns) / 1000);
+                            }
+                            stats.delivered += 1;
+                            match p.qos {
+                                QoS::AtMostOnce => None,
+                                QoS::AtLeastOnce => Some(Packet::PubAck(Ack::new(p.packet_id))),
+                                QoS::ExactlyOnce => Some(Packet::PubRec(Ack::new(p.packet_id))),
+                            }
+                        }
+                        Packet::PubRel(rel) => Some(Packet::PubComp(Ack::new(rel.packet_id))),
+                        _ => None,
+                    };
+                    if let Some(reply) = reply {
+                        reply.encode(version, wbuf).map_err(|e| Failure::Protocol(e.to_string()))?;
+                    }
+                }
+                if !batch.is_empty() {
+                    if stats.first_ns == 0 {
+                        stats.first_ns = now_ns;
+                    }
+                    stats.last_ns = now_ns;
+                    last_arrival = Instant::now();
+                    if let Ok(mut h) = hist.lock() {
+                        for &us in &batch {
+                            h.saturating_record(us.max(1));
+                        }
+                    }
+                    batch.clear();
+                }
+            }
+            written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
+            _ = sleep_until(next_ping) => {
+                Packet::PingReq.encode(version, wbuf).map_err(|e| Failure::Protocol(e.to_string()))?;
+                next_ping += ping_every;
+            }
+            _ = sleep_until(stop) => {}
+        }
+    }
+}
