@@ -1,0 +1,145 @@
+//! A published message, shared by every subscriber it goes to, and one delivery of it.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use mqtt_codec::properties::PublishProperties;
+use mqtt_codec::{ByteString, ProtocolVersion, Publish, QoS};
+
+use super::session::SessionId;
+
+/// A message as Herald received it: routed once, referenced by every delivery.
+#[derive(Debug)]
+pub struct Message {
+    /// The topic name (aliases already resolved).
+    pub topic: ByteString,
+    /// The payload, shared, never copied per subscriber.
+    pub payload: Bytes,
+    /// QoS the publisher sent it with.
+    pub qos: QoS,
+    /// Whether it was published with the retain flag.
+    pub retain: bool,
+    /// Properties forwarded to subscribers untouched (payload format, content type, response
+    /// topic, correlation data, user properties); the expiry interval is kept here as
+    /// received and its remaining part computed at delivery; topic alias and subscription
+    /// identifiers are per delivery, so they are never kept here.
+    pub properties: PublishProperties,
+    /// When Herald received it, for message expiry.
+    pub received_at: Instant,
+    /// The session that published it, for No Local (0 for the server itself).
+    pub origin: SessionId,
+    /// The whole QoS 0, non-retained packet, encoded once for all 3.1/3.1.1 subscribers.
+    plain_v3: OnceLock<Bytes>,
+    /// The same for 5.0 subscribers (only used without subscription identifiers or alias).
+    plain_v5: OnceLock<Bytes>,
+}
+
+impl Message {
+    /// A message received now.
+    pub fn new(
+        topic: ByteString,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        mut properties: PublishProperties,
+        origin: SessionId,
+    ) -> Arc<Message> {
+        properties.topic_alias = None;
+        properties.subscription_identifiers = Vec::new();
+        Arc::new(Message {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            received_at: Instant::now(),
+            origin,
+            plain_v3: OnceLock::new(),
+            plain_v5: OnceLock::new(),
+        })
+    }
+
+    /// Seconds of life left, `Some(0)` once expired, `None` when it never expires.
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let interval = self.properties.message_expiry_interval?;
+        let elapsed = now.saturating_duration_since(self.received_at).as_secs();
+        Some(u64::from(interval).saturating_sub(elapsed) as u32)
+    }
+
+    /// Whether the message has outlived its expiry interval.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.remaining_expiry(now) == Some(0)
+    }
+
+    /// The encoded QoS 0, non-retained packet for `version`, shared by every subscriber that
+    /// needs exactly these bytes. `None` when the bytes vary per delivery (an expiry interval
+    /// that counts down).
+    pub fn shared_qos0(&self, version: ProtocolVersion) -> Option<Bytes> {
+        if self.properties.message_expiry_interval.is_some() {
+            return None;
+        }
+        let cell = if version.is_v5() {
+            &self.plain_v5
+        } else {
+            &self.plain_v3
+        };
+        Some(
+            cell.get_or_init(|| {
+                let publish = self.publish(QoS::AtMostOnce, false, 0, None, Vec::new());
+                let mut buf = BytesMut::with_capacity(publish.payload.len() + self.topic.len() + 8);
+                // A message whose fields were accepted on the way in always encodes.
+                if publish.encode(version, &mut buf).is_err() {
+                    return Bytes::new();
+                }
+                buf.freeze()
+            })
+            .clone(),
+        )
+        .filter(|b| !b.is_empty())
+    }
+
+    /// A PUBLISH carrying this message with the per-delivery fields given.
+    pub fn publish(
+        &self,
+        qos: QoS,
+        retain: bool,
+        packet_id: u16,
+        remaining_expiry: Option<u32>,
+        subscription_identifiers: Vec<u32>,
+    ) -> Publish {
+        let mut properties = self.properties.clone();
+        properties.message_expiry_interval = remaining_expiry;
+        properties.subscription_identifiers = subscription_identifiers;
+        Publish {
+            dup: false,
+            qos,
+            retain,
+            topic: self.topic.clone(),
+            packet_id,
+            properties,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The message.
+    pub message: Arc<Message>,
+    /// QoS of this delivery: the lower of the message's and the subscription's.
+    pub qos: QoS,
+    /// The retain flag as this subscriber sees it.
+    pub retain: bool,
+    /// Identifiers of the subscriptions that matched (v5).
+    pub subscription_identifiers: Vec<u32>,
+}
+
+impl Delivery {
+    /// Bytes this delivery holds in an outbox (its payload; the message is shared, but a
+    /// slow consumer is charged for what it has not taken).
+    pub fn weight(&self) -> usize {
+        self.message.payload.len() + self.message.topic.len()
+    }
+}

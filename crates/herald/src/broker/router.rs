@@ -1,0 +1,109 @@
+//! Routing a message to the sessions whose subscriptions match it.
+//!
+//! A session with several matching subscriptions gets one copy, at the highest QoS granted
+//! among them, carrying every matching subscription identifier [MQTT-3.3.4-2],
+//! [MQTT-3.3.4-4]; a subscription with No Local does not count for the publisher's own
+//! session [MQTT-3.8.3-3]. Each shared subscription group on a matching filter gets one copy,
+//! given to a connected member when there is one, in round-robin order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mqtt_codec::QoS;
+
+use super::Tenant;
+use super::index::{FilterEntry, SharedGroup, Subscriber};
+use super::message::{Delivery, Message};
+use super::session::{Enqueued, Session, SessionId};
+use super::stats::Stats;
+use crate::config::Limits;
+
+/// Delivers `message` to every matching subscriber of `tenant`; returns how many sessions
+/// it was queued for.
+pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &Stats) -> usize {
+    let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
+    tenant.index.matches(&message.topic, &mut entries);
+    let mut queued = 0;
+    let single = entries.len() == 1;
+    if single {
+        // The common case: one filter, each session at most once in it.
+        for sub in &entries[0].direct {
+            if let Some(d) = delivery(sub, message) {
+                queued += enqueue(&sub.session, d, limits, stats);
+            }
+        }
+    } else {
+        let mut merged: HashMap<SessionId, (Arc<Session>, Delivery)> = HashMap::new();
+        for sub in entries.iter().flat_map(|e| e.direct.iter()) {
+            let Some(d) = delivery(sub, message) else {
+                continue;
+            };
+            match merged.get_mut(&sub.session.id) {
+                Some((_, existing)) => {
+                    existing.qos = existing.qos.max(d.qos);
+                    existing.retain |= d.retain;
+                    existing
+                        .subscription_identifiers
+                        .extend(d.subscription_identifiers);
+                }
+                None => {
+                    merged.insert(sub.session.id, (sub.session.clone(), d));
+                }
+            }
+        }
+        for (_, (session, d)) in merged {
+            queued += enqueue(&session, d, limits, stats);
+        }
+    }
+    for group in entries.iter().flat_map(|e| e.shared.iter()) {
+        if let Some(sub) = pick(group) {
+            if let Some(d) = delivery(sub, message) {
+                queued += enqueue(&sub.session, d, limits, stats);
+            }
+        }
+    }
+    queued
+}
+
+/// The delivery `sub` gets, or `None` when No Local excludes it.
+fn delivery(sub: &Subscriber, message: &Arc<Message>) -> Option<Delivery> {
+    if sub.options.no_local && sub.session.id == message.origin {
+        return None;
+    }
+    Some(Delivery {
+        message: message.clone(),
+        qos: message.qos.min(sub.options.qos),
+        retain: sub.options.retain_as_published && message.retain,
+        subscription_identifiers: sub.id.into_iter().collect(),
+    })
+}
+
+fn enqueue(session: &Session, d: Delivery, limits: &Limits, stats: &Stats) -> usize {
+    match session.enqueue(d, limits) {
+        Enqueued::Queued => 1,
+        Enqueued::Dropped(reason) => {
+            stats.dropped(reason, 1);
+            0
+        }
+    }
+}
+
+/// The member of a shared group to give the next message: the next connected one in
+/// round-robin order, else (for a group whose members are all offline) the next in order,
+/// whose session queues QoS 1/2.
+fn pick(group: &SharedGroup) -> Option<&Subscriber> {
+    let n = group.members.len();
+    if n == 0 {
+        return None;
+    }
+    let start = group.next_start();
+    (0..n)
+        .map(|i| &group.members[(start + i) % n])
+        .find(|m| m.session.lock().connected)
+        .or_else(|| group.members.get(start % n))
+}
+
+/// The QoS a subscription is granted: what it asked for, at most the server's maximum.
+pub fn granted(requested: QoS, maximum: QoS) -> QoS {
+    requested.min(maximum)
+}

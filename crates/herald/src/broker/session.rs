@@ -1,0 +1,343 @@
+//! A session: what Herald keeps for a client id across its connections — subscriptions,
+//! queued and unacknowledged messages, inbound QoS 2 state, the will — and the handshake
+//! between the tasks that fill its queue (publishers) and the one that drains it (the
+//! connection it is attached to).
+//!
+//! All mutable state sits behind one mutex per session, held for a few field updates and
+//! never across an `.await`. A publisher's task pushes a delivery and wakes the attached
+//! connection only when the queue goes from empty to non-empty.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mqtt_codec::properties::PublishProperties;
+use mqtt_codec::{ByteString, ProtocolVersion, QoS, SubscriptionOptions};
+use tokio::sync::Notify;
+
+use super::message::{Delivery, Message};
+use super::stats::DropReason;
+use crate::config::Limits;
+
+/// A process-unique session number (0 is the server itself, as a message origin).
+pub type SessionId = u64;
+
+/// A session.
+#[derive(Debug)]
+pub struct Session {
+    /// Its number.
+    pub id: SessionId,
+    /// The client identifier it belongs to.
+    pub client_id: ByteString,
+    state: Mutex<SessionState>,
+    /// Wakes the attached connection: new deliveries, or a newer connection took over.
+    wake: Notify,
+}
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    /// Options granted.
+    pub options: SubscriptionOptions,
+    /// Subscription identifier (v5).
+    pub id: Option<u32>,
+}
+
+/// A connection's will.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// Topic.
+    pub topic: ByteString,
+    /// Payload.
+    pub payload: bytes::Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// Properties to publish it with.
+    pub properties: PublishProperties,
+    /// Seconds to wait after the connection ends (v5 Will Delay Interval).
+    pub delay: u32,
+}
+
+impl Will {
+    /// The message to publish.
+    pub fn message(&self, origin: SessionId) -> Arc<Message> {
+        Message::new(
+            self.topic.clone(),
+            self.payload.clone(),
+            self.qos,
+            self.retain,
+            self.properties.clone(),
+            origin,
+        )
+    }
+}
+
+/// Where a sent QoS 1/2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent,
+    /// PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+/// A QoS 1/2 message sent and not yet acknowledged.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// Its packet identifier.
+    pub packet_id: u16,
+    /// What was sent.
+    pub delivery: Delivery,
+    /// How far the exchange got.
+    pub stage: Stage,
+}
+
+/// The mutable part of a session.
+#[derive(Debug)]
+pub struct SessionState {
+    /// Incremented each time a connection attaches; a connection whose generation is no longer
+    /// current has been replaced.
+    pub generation: u64,
+    /// Whether a connection is attached.
+    pub connected: bool,
+    /// Protocol of the attached (or last) connection.
+    pub protocol: ProtocolVersion,
+    /// Deliveries not yet written, oldest first.
+    pub queue: VecDeque<Delivery>,
+    /// Payload bytes in `queue`.
+    pub queue_bytes: usize,
+    /// QoS 1/2 deliveries written and not yet acknowledged, in the order they were sent.
+    pub inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// Packet ids of QoS 2 PUBLISHes received and not yet released (exactly-once inbound).
+    pub inbound_qos2: HashSet<u16>,
+    /// Subscriptions by filter, as subscribed.
+    pub subscriptions: HashMap<ByteString, SubscriptionRecord>,
+    /// A will waiting for its delay to pass: cancelled if a connection resumes the session
+    /// first, published at once if the session ends first [MQTT-3.1.3-9].
+    pub pending_will: Option<Will>,
+    /// Seconds the session outlives a disconnect (0: it ends with the connection).
+    pub expiry_interval: u32,
+    /// Removed from the registry: nothing may attach to it any more.
+    pub ended: bool,
+}
+
+/// Whether a delivery was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued.
+    Queued,
+    /// Not queued, for this reason.
+    Dropped(DropReason),
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(id: SessionId, client_id: ByteString, protocol: ProtocolVersion) -> Arc<Session> {
+        Arc::new(Session {
+            id,
+            client_id,
+            state: Mutex::new(SessionState {
+                generation: 0,
+                connected: false,
+                protocol,
+                queue: VecDeque::new(),
+                queue_bytes: 0,
+                inflight: VecDeque::new(),
+                next_packet_id: 0,
+                inbound_qos2: HashSet::new(),
+                subscriptions: HashMap::new(),
+                pending_will: None,
+                expiry_interval: 0,
+                ended: false,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Locks the state. Never hold the guard across an `.await`.
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            // A panic while holding the lock leaves plain data, still consistent field by
+            // field; keep serving rather than poison every later user.
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Waits until the session has something for its connection.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Wakes the attached connection.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Queues a delivery, within `limits`. QoS 0 is dropped when the session is offline or its
+    /// outbox is full; QoS 1/2 when its queue is at `max_queued_messages`.
+    pub fn enqueue(&self, delivery: Delivery, limits: &Limits) -> Enqueued {
+        let mut st = self.lock();
+        if st.ended {
+            return Enqueued::Dropped(DropReason::Offline);
+        }
+        if delivery.qos == QoS::AtMostOnce {
+            if !st.connected {
+                return Enqueued::Dropped(DropReason::Offline);
+            }
+            if st.queue.len() >= limits.max_outbox_messages
+                || st.queue_bytes + delivery.weight() > limits.max_outbox_bytes
+            {
+                return Enqueued::Dropped(DropReason::OutboxFull);
+            }
+        } else if st.queue.len() >= limits.max_queued_messages {
+            return Enqueued::Dropped(DropReason::QueueFull);
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue_bytes += delivery.weight();
+        st.queue.push_back(delivery);
+        let connected = st.connected;
+        drop(st);
+        if was_empty && connected {
+            self.wake.notify_one();
+        }
+        Enqueued::Queued
+    }
+}
+
+impl SessionState {
+    /// The next packet identifier not in use by an unacknowledged message.
+    pub fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return id;
+            }
+        }
+    }
+
+    /// Takes the oldest queued delivery, keeping the byte count in step.
+    pub fn pop_queued(&mut self) -> Option<Delivery> {
+        let d = self.queue.pop_front()?;
+        self.queue_bytes = self.queue_bytes.saturating_sub(d.weight());
+        Some(d)
+    }
+
+    /// Puts a delivery back at the front (it could not be written yet).
+    pub fn push_front(&mut self, d: Delivery) {
+        self.queue_bytes += d.weight();
+        self.queue.push_front(d);
+    }
+
+    /// Removes the inflight entry for `packet_id` if it is at `stage`.
+    pub fn take_inflight(&mut self, packet_id: u16, stage: Stage) -> Option<Inflight> {
+        let pos = self
+            .inflight
+            .iter()
+            .position(|i| i.packet_id == packet_id && i.stage == stage)?;
+        self.inflight.remove(pos)
+    }
+
+    /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent).
+    pub fn release(&mut self, packet_id: u16) -> bool {
+        match self
+            .inflight
+            .iter_mut()
+            .find(|i| i.packet_id == packet_id && i.stage == Stage::Sent)
+        {
+            Some(entry) if entry.delivery.qos == QoS::ExactlyOnce => {
+                entry.stage = Stage::Released;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Message::new(
+                "t".into(),
+                Bytes::from_static(b"x"),
+                qos,
+                false,
+                Default::default(),
+                0,
+            ),
+            qos,
+            retain: false,
+            subscription_identifiers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn qos0_needs_a_connection_and_room() {
+        let limits = Limits {
+            max_outbox_messages: 2,
+            max_queued_messages: 3,
+            ..Limits::default()
+        };
+        let s = Session::new(1, "c".into(), ProtocolVersion::V5);
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce), &limits),
+            Enqueued::Dropped(DropReason::Offline)
+        );
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtLeastOnce), &limits),
+            Enqueued::Queued,
+            "QoS 1 waits offline"
+        );
+        s.lock().connected = true;
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce), &limits),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            s.enqueue(delivery(QoS::AtMostOnce), &limits),
+            Enqueued::Dropped(DropReason::OutboxFull)
+        );
+        assert_eq!(
+            s.enqueue(delivery(QoS::ExactlyOnce), &limits),
+            Enqueued::Queued
+        );
+        assert_eq!(
+            s.enqueue(delivery(QoS::ExactlyOnce), &limits),
+            Enqueued::Dropped(DropReason::QueueFull)
+        );
+        assert_eq!(s.lock().queue_bytes, 3 * 2);
+    }
+
+    #[test]
+    fn packet_ids_skip_those_in_flight_and_wrap() {
+        let s = Session::new(1, "c".into(), ProtocolVersion::V5);
+        let mut st = s.lock();
+        st.next_packet_id = 65_534;
+        let a = st.allocate_packet_id();
+        st.inflight.push_back(Inflight {
+            packet_id: a,
+            delivery: delivery(QoS::AtLeastOnce),
+            stage: Stage::Sent,
+        });
+        st.inflight.push_back(Inflight {
+            packet_id: 1,
+            delivery: delivery(QoS::AtLeastOnce),
+            stage: Stage::Sent,
+        });
+        assert_eq!(a, 65_535);
+        assert_eq!(
+            st.allocate_packet_id(),
+            2,
+            "0 is never used and 1 is in flight"
+        );
+        assert!(st.take_inflight(1, Stage::Released).is_none());
+        assert!(st.take_inflight(1, Stage::Sent).is_some());
+    }
+}

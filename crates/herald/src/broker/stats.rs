@@ -1,0 +1,152 @@
+//! Counters: why connections closed, why messages were dropped, traffic totals.
+//!
+//! Plain atomics, created once and indexed by enum: nothing is looked up or allocated per
+//! message. The metrics endpoint (a later issue) exports them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mqtt_codec::ReasonCode;
+
+macro_rules! reasons {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $label:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $variant,)*
+        }
+
+        impl $name {
+            /// Every value, in counter order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// A stable label (for logs and metrics).
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// Why a connection closed: one value per cause, each counted.
+    CloseReason {
+        /// The client sent DISCONNECT (normal, will discarded).
+        ClientDisconnect => "client_disconnect",
+        /// The client sent DISCONNECT 0x04 (its will is published).
+        ClientDisconnectWithWill => "client_disconnect_with_will",
+        /// The peer closed the socket without DISCONNECT.
+        PeerClosed => "peer_closed",
+        /// A socket error.
+        IoError => "io_error",
+        /// No CONNECT within the connect timeout.
+        ConnectTimeout => "connect_timeout",
+        /// Nothing received within 1.5 times the keep-alive.
+        KeepAliveTimeout => "keep_alive_timeout",
+        /// A packet could not be parsed.
+        MalformedPacket => "malformed_packet",
+        /// A packet broke a protocol rule.
+        ProtocolError => "protocol_error",
+        /// A packet was larger than the maximum packet size.
+        PacketTooLarge => "packet_too_large",
+        /// The client exceeded Herald's Receive Maximum.
+        ReceiveMaximumExceeded => "receive_maximum_exceeded",
+        /// A topic alias was 0 or above the maximum.
+        TopicAliasInvalid => "topic_alias_invalid",
+        /// CONNECT was refused (bad client id, unsupported version, ...).
+        ConnectRefused => "connect_refused",
+        /// The connection limit was reached.
+        ConnectionLimit => "connection_limit",
+        /// Another connection took over the session.
+        SessionTakenOver => "session_taken_over",
+        /// The socket stayed unwritable past the slow-consumer timeout.
+        SlowConsumer => "slow_consumer",
+        /// The server is shutting down.
+        ServerShutdown => "server_shutdown",
+    }
+}
+
+impl CloseReason {
+    /// The reason code a v5 client is told in the DISCONNECT Herald sends, if it sends one.
+    pub fn disconnect_code(self) -> Option<ReasonCode> {
+        Some(match self {
+            CloseReason::KeepAliveTimeout => ReasonCode::KeepAliveTimeout,
+            CloseReason::MalformedPacket => ReasonCode::MalformedPacket,
+            CloseReason::ProtocolError => ReasonCode::ProtocolError,
+            CloseReason::PacketTooLarge => ReasonCode::PacketTooLarge,
+            CloseReason::ReceiveMaximumExceeded => ReasonCode::ReceiveMaximumExceeded,
+            CloseReason::TopicAliasInvalid => ReasonCode::TopicAliasInvalid,
+            CloseReason::SessionTakenOver => ReasonCode::SessionTakenOver,
+            CloseReason::SlowConsumer => ReasonCode::QuotaExceeded,
+            CloseReason::ServerShutdown => ReasonCode::ServerShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
+reasons! {
+    /// Why a message was not delivered to a session: one value per cause, each counted.
+    DropReason {
+        /// QoS 0 to a session whose outbox is full (slow consumer).
+        OutboxFull => "qos0_outbox_full",
+        /// QoS 0 to a session that is offline (QoS 0 is not queued).
+        Offline => "qos0_offline",
+        /// QoS 1/2 to a session whose queue is at `max_queued_messages`.
+        QueueFull => "queue_full",
+        /// The message expired before it could be sent.
+        Expired => "expired",
+        /// Larger than the client's Maximum Packet Size.
+        TooLargeForClient => "too_large_for_client",
+    }
+}
+
+/// Every counter.
+#[derive(Debug)]
+pub struct Stats {
+    closes: Vec<AtomicU64>,
+    drops: Vec<AtomicU64>,
+    /// Connections accepted.
+    pub accepted: AtomicU64,
+    /// Connections currently open (accepted and not closed).
+    pub open: AtomicU64,
+    /// PUBLISH packets received from clients.
+    pub published: AtomicU64,
+    /// Messages written to subscribers.
+    pub delivered: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            closes: CloseReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            drops: DropReason::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            accepted: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Stats {
+    /// Counts a closed connection.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closes[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed for `reason` so far.
+    pub fn closes(&self, reason: CloseReason) -> u64 {
+        self.closes[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` dropped deliveries.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Deliveries dropped for `reason` so far.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,66 @@
+//! The `herald` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Overrides;
+
+/// Herald: a real-time MQTT message gateway.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    Config {
+        /// What to do with the configuration.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+/// `herald config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print the default configuration as a commented TOML file.
+    Generate,
+}
+
+/// `herald serve` flags. Each overrides the config file and the `HERALD_*` variables.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML) [env: HERALD_CONFIG].
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// MQTT listen address, repeatable (listeners.mqtt) [env: HERALD_MQTT_LISTEN, comma-separated].
+    #[arg(long = "mqtt-listen")]
+    pub mqtt_listen: Vec<SocketAddr>,
+    /// Worker threads; 0 sizes them from the CPU quota (runtime.worker_threads)
+    /// [env: HERALD_RUNTIME_WORKER_THREADS].
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+    /// Log filter, e.g. info or herald=debug (log.level) [env: HERALD_LOG_LEVEL].
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// The flags as config overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            mqtt_listen: self.mqtt_listen.clone(),
+            worker_threads: self.worker_threads,
+            log_level: self.log_level.clone(),
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Configuration: serde structs with defaults, layered as defaults < file < `HERALD_*`
+//! environment < command-line flags, then validated as a whole.
+//!
+//! Every setting has one dotted key (`limits.max_packet_size`); its environment variable is
+//! that key upper-cased with `HERALD_` in front and `_` for the dot
+//! (`HERALD_LIMITS_MAX_PACKET_SIZE`). Errors name the key.
+
+mod template;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use template::generate;
+
+/// Why a configuration was refused. The message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file, a variable or a flag does not parse, or names an unknown key.
+    #[error("{0}")]
+    Parse(String),
+    /// A value is out of range or inconsistent.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where Herald listens.
+    pub listeners: Listeners,
+    /// Bounds on clients and their traffic.
+    pub limits: Limits,
+    /// Sessions and their state.
+    pub session: SessionConfig,
+    /// Threads and process limits.
+    pub runtime: Runtime,
+    /// Logging.
+    pub log: Log,
+}
+
+/// Listener addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listeners {
+    /// MQTT over TCP.
+    pub mqtt: Vec<SocketAddr>,
+    /// Allow binding a non-loopback address while every client is anonymous. Herald has no
+    /// authentication yet, so a public listener needs this set explicitly.
+    pub allow_anonymous_public: bool,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            mqtt: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            allow_anonymous_public: false,
+        }
+    }
+}
+
+/// Bounds. Each has a defined behaviour when hit, counted and logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open client connections; past it new connections are closed at once (v5: CONNACK 0x97).
+    pub max_connections: usize,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Largest packet accepted, in bytes (announced to v5 clients as Maximum Packet Size).
+    pub max_packet_size: usize,
+    /// Largest keep-alive accepted, in seconds; a v5 client asking for more (or for 0) is
+    /// told this value as Server Keep Alive. 0 accepts whatever the client asks.
+    pub max_keep_alive_secs: u16,
+    /// QoS 1/2 messages a client may have unacknowledged towards Herald (Receive Maximum).
+    pub receive_maximum: u16,
+    /// Topic aliases a v5 client may use towards Herald (Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Subscriptions one client may hold.
+    pub max_subscriptions_per_client: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// Most levels (`/`-separated parts) in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest client identifier, in bytes.
+    pub max_client_id_length: usize,
+    /// Messages waiting to be written to a connected client; past it QoS 0 messages are
+    /// dropped (counted) and QoS 1/2 messages wait in the session queue.
+    pub max_outbox_messages: usize,
+    /// Bytes of payload waiting to be written to a connected client (as above).
+    pub max_outbox_bytes: usize,
+    /// QoS 1/2 messages queued for one session (offline, or slower than its outbox); past
+    /// it new messages for that session are dropped and counted (drop newest).
+    pub max_queued_messages: usize,
+    /// Seconds a client's socket may stay unwritable with data waiting before it is
+    /// disconnected as a slow consumer.
+    pub slow_consumer_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1_000_000,
+            connect_timeout_secs: 10,
+            max_packet_size: 1024 * 1024,
+            max_keep_alive_secs: 3600,
+            receive_maximum: 256,
+            topic_alias_maximum: 64,
+            max_subscriptions_per_client: 1000,
+            max_topic_length: 1024,
+            max_topic_levels: 32,
+            max_client_id_length: 256,
+            max_outbox_messages: 1000,
+            max_outbox_bytes: 4 * 1024 * 1024,
+            max_queued_messages: 10_000,
+            slow_consumer_timeout_secs: 30,
+        }
+    }
+}
+
+/// Session behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Longest session expiry granted, in seconds (v5 clients asking for more are told this
+    /// value; 3.1.1 sessions with clean session 0 expire after it too).
+    pub max_session_expiry_secs: u32,
+    /// Whether retained messages are supported.
+    pub retain_available: bool,
+    /// Highest QoS granted to subscriptions and accepted on publications.
+    pub maximum_qos: u8,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_session_expiry_secs: 7 * 24 * 3600,
+            retain_available: true,
+            maximum_qos: 2,
+        }
+    }
+}
+
+/// Runtime sizing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Worker threads; 0 sizes them from the CPU quota (cgroup v1/v2), else the core count.
+    pub worker_threads: usize,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: `info`, `debug`, `herald=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+        }
+    }
+}
+
+/// Values given on the command line; each overrides its key.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--mqtt-listen` (repeatable): `listeners.mqtt`.
+    pub mqtt_listen: Vec<SocketAddr>,
+    /// `--worker-threads`: `runtime.worker_threads`.
+    pub worker_threads: Option<usize>,
+    /// `--log-level`: `log.level`.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then `file` (if any), then the `HERALD_*` variables
+    /// in `env`, then `flags`; then validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Parse(format!("default config: {e}")))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let from_file: toml::Table = text
+                .parse()
+                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+            merge(&mut table, from_file);
+        }
+        apply_env(&mut table, env)?;
+        let mut config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        if !flags.mqtt_listen.is_empty() {
+            config.listeners.mqtt = flags.mqtt_listen.clone();
+        }
+        if let Some(n) = flags.worker_threads {
+            config.runtime.worker_threads = n;
+        }
+        if let Some(level) = &flags.log_level {
+            config.log.level = level.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        if self.listeners.mqtt.is_empty() {
+            return Err(invalid("listeners.mqtt", "at least one address is needed"));
+        }
+        if !self.listeners.allow_anonymous_public {
+            if let Some(addr) = self.listeners.mqtt.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "listeners.mqtt",
+                    format!(
+                        "{addr} is not a loopback address and Herald has no authentication \
+                         configured; set listeners.allow_anonymous_public = true \
+                         (HERALD_LISTENERS_ALLOW_ANONYMOUS_PUBLIC=true) to accept anonymous \
+                         clients from the network"
+                    ),
+                ));
+            }
+        }
+        if !(64..=mqtt_codec::MAX_PACKET_SIZE).contains(&l.max_packet_size) {
+            return Err(invalid(
+                "limits.max_packet_size",
+                "must be between 64 and 268435460",
+            ));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.connect_timeout_secs == 0 {
+            return Err(invalid("limits.connect_timeout_secs", "must be at least 1"));
+        }
+        if l.receive_maximum == 0 {
+            return Err(invalid("limits.receive_maximum", "must be at least 1"));
+        }
+        if !(1..=65_535).contains(&l.max_topic_length) {
+            return Err(invalid(
+                "limits.max_topic_length",
+                "must be between 1 and 65535",
+            ));
+        }
+        if l.max_topic_levels == 0 {
+            return Err(invalid("limits.max_topic_levels", "must be at least 1"));
+        }
+        if l.max_client_id_length < 23 {
+            return Err(invalid(
+                "limits.max_client_id_length",
+                "must be at least 23 (every server must accept 23-byte client ids)",
+            ));
+        }
+        if l.max_outbox_messages == 0 || l.max_outbox_bytes == 0 {
+            return Err(invalid(
+                "limits.max_outbox_messages",
+                "outbox bounds must be at least 1",
+            ));
+        }
+        if l.max_queued_messages == 0 {
+            return Err(invalid("limits.max_queued_messages", "must be at least 1"));
+        }
+        if l.slow_consumer_timeout_secs == 0 {
+            return Err(invalid(
+                "limits.slow_consumer_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.session.maximum_qos > 2 {
+            return Err(invalid("session.maximum_qos", "must be 0, 1 or 2"));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!("{:?} is not a log filter", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Overlays `top` on `base`, table by table.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies `HERALD_SECTION_KEY=value` variables. The value is parsed as the type the key
+/// has (numbers, booleans, strings; lists are comma-separated).
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    // Variables that are not settings (the config file's path) or are a flag's short name.
+    const NOT_SETTINGS: [&str; 1] = ["HERALD_CONFIG"];
+    for (name, raw) in env {
+        // `--mqtt-listen`'s variable is a short name for listeners.mqtt.
+        let name = if name == "HERALD_MQTT_LISTEN" {
+            "HERALD_LISTENERS_MQTT".to_string()
+        } else {
+            name
+        };
+        let Some(rest) = name.strip_prefix("HERALD_") else {
+            continue;
+        };
+        if NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            return Err(ConfigError::Parse(format!("{name}: not a Herald setting")));
+        };
+        let Some(toml::Value::Table(sec)) = table.get_mut(section) else {
+            return Err(ConfigError::Parse(format!(
+                "{name}: no config section {section:?}"
+            )));
+        };
+        let Some(current) = sec.get(key) else {
+            return Err(ConfigError::Parse(format!(
+                "{name}: no config key {section}.{key}"
+            )));
+        };
+        let value = parse_like(current, &raw).ok_or_else(|| {
+            ConfigError::Parse(format!("{name}={raw:?}: not a valid {section}.{key}"))
+        })?;
+        sec.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+fn parse_like(current: &toml::Value, raw: &str) -> Option<toml::Value> {
+    use toml::Value;
+    Some(match current {
+        Value::Integer(_) => Value::Integer(raw.trim().parse().ok()?),
+        Value::Boolean(_) => Value::Boolean(raw.trim().parse().ok()?),
+        Value::Float(_) => Value::Float(raw.trim().parse().ok()?),
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listeners.mqtt, vec!["127.0.0.1:1883".parse().unwrap()]);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(
+            &file,
+            "[limits]\nmax_packet_size = 2048\nmax_connections = 10\n[listeners]\nmqtt = [\"127.0.0.1:1999\"]\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            mqtt_listen: vec!["127.0.0.1:2000".parse().unwrap()],
+            ..Default::default()
+        };
+        let c = Config::load(
+            Some(&file),
+            env(&[("HERALD_LIMITS_MAX_CONNECTIONS", "20"), ("PATH", "/bin")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_packet_size, 2048, "file");
+        assert_eq!(c.limits.max_connections, 20, "environment over file");
+        assert_eq!(
+            c.listeners.mqtt,
+            vec!["127.0.0.1:2000".parse().unwrap()],
+            "flag over file"
+        );
+        let c = Config::load(
+            None,
+            env(&[("HERALD_LISTENERS_MQTT", "127.0.0.1:1,127.0.0.2:2")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listeners.mqtt.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |e: Vec<(String, String)>| {
+            Config::load(None, e, &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err(env(&[("HERALD_LIMITS_MAX_PACKET_SIZE", "10")]))
+                .starts_with("limits.max_packet_size:")
+        );
+        assert!(
+            err(env(&[("HERALD_LIMITS_MAX_PACKET_SIZE", "lots")]))
+                .contains("limits.max_packet_size")
+        );
+        assert!(err(env(&[("HERALD_LIMITS_NO_SUCH", "1")])).contains("limits.no_such"));
+        assert!(
+            err(env(&[("HERALD_SESSION_MAXIMUM_QOS", "3")])).starts_with("session.maximum_qos:")
+        );
+        let public = err(env(&[("HERALD_LISTENERS_MQTT", "0.0.0.0:1883")]));
+        assert!(
+            public.starts_with("listeners.mqtt:") && public.contains("allow_anonymous_public"),
+            "{public}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[limits]\nmax_pakcet_size = 5\n").unwrap();
+        let e = Config::load(Some(&file), Vec::new(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_pakcet_size"), "{e}");
+    }
+
+    #[test]
+    fn public_listener_with_explicit_consent() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("HERALD_LISTENERS_MQTT", "0.0.0.0:1883"),
+                ("HERALD_LISTENERS_ALLOW_ANONYMOUS_PUBLIC", "true"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(c.listeners.allow_anonymous_public);
+    }
+
+    #[test]
+    fn generated_file_is_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gen.toml");
+        std::fs::write(&file, generate()).unwrap();
+        let c = Config::load(Some(&file), Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        // Every key of the defaults is written out (commented defaults would hide drift).
+        let table = toml::Table::try_from(Config::default()).unwrap();
+        let generated: toml::Table = generate().parse().unwrap();
+        assert_eq!(table, generated);
+    }
+}

@@ -1,0 +1,61 @@
+//! The `herald` binary: parse flags, load the configuration, size the runtime, serve until
+//! SIGINT or SIGTERM, drain, exit 0.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use herald::cli::{Args, Command, ConfigAction, ServeArgs};
+use herald::config::Config;
+use herald::server::Server;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.command {
+        Command::Config {
+            action: ConfigAction::Generate,
+        } => {
+            print!("{}", herald::config::generate());
+            Ok(())
+        }
+        Command::Serve(serve) => run(serve),
+    }
+}
+
+fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
+        .context("invalid configuration")?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).context("log.level")?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let (before, after, hard) = herald::runtime::raise_nofile_limit();
+    tracing::info!(soft_before = before, soft = after, hard, "open-file limit");
+    let (threads, why) = herald::runtime::worker_threads(config.runtime.worker_threads);
+    tracing::info!(threads, reason = %why, "worker threads");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown(Duration::from_secs(10)).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,212 @@
+//! The CONNECT handshake: read the first packet within the connect timeout, check it,
+//! attach the session, answer CONNACK.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use mqtt_codec::properties::{ConnAckProperties, PublishProperties};
+use mqtt_codec::{ConnAck, Connect, DecodeError, Packet, ProtocolVersion, QoS, ReasonCode, decode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::connection::Session as Conn;
+
+use crate::broker::session::Will;
+use crate::broker::stats::CloseReason;
+use crate::broker::{Broker, Tenant};
+
+/// Why no first packet was read.
+pub(crate) enum FirstPacketError {
+    /// The socket closed or failed.
+    Closed(CloseReason),
+    /// The bytes did not decode.
+    Decode(DecodeError),
+}
+
+/// Reads until the first whole packet has arrived.
+pub(crate) async fn first_packet(
+    stream: &TcpStream,
+    rbuf: &mut BytesMut,
+    max_packet_size: usize,
+) -> Result<Packet, FirstPacketError> {
+    loop {
+        // The version is unknown until CONNECT says it; CONNECT decodes with its own.
+        match decode(rbuf, ProtocolVersion::V5, max_packet_size) {
+            Ok(Some(packet)) => return Ok(packet),
+            Ok(None) => {}
+            Err(e) => return Err(FirstPacketError::Decode(e)),
+        }
+        let closed = |reason| FirstPacketError::Closed(reason);
+        stream
+            .readable()
+            .await
+            .map_err(|_| closed(CloseReason::IoError))?;
+        rbuf.reserve(1024);
+        match stream.try_read_buf(rbuf) {
+            Ok(0) => return Err(closed(CloseReason::PeerClosed)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(closed(CloseReason::IoError)),
+        }
+    }
+}
+
+/// Answers a CONNECT that failed to decode: a client asking for a protocol level Herald does
+/// not speak gets CONNACK 0x01 (3.1.1 form) before the close [MQTT-3.1.2-2].
+pub(crate) async fn refuse_undecodable(stream: &mut TcpStream, error: &DecodeError) {
+    if let DecodeError::UnsupportedProtocol { .. } = error {
+        let ack = Packet::ConnAck(Box::new(ConnAck::new(
+            ReasonCode::UnsupportedProtocolVersion,
+            false,
+        )));
+        if let Ok(bytes) = ack.to_bytes(ProtocolVersion::V3_1_1) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+        }
+    }
+}
+
+/// What the handshake settled.
+pub(crate) struct Accepted {
+    /// The connection state, session attached.
+    pub(crate) conn: Conn,
+    /// The CONNACK to send.
+    pub(crate) connack: ConnAck,
+}
+
+/// Checks CONNECT and attaches the session, or returns the refusal to send.
+pub(crate) fn accept(
+    broker: &Arc<Broker>,
+    tenant: &Arc<Tenant>,
+    connect: Connect,
+    open_connections: u64,
+) -> Result<Accepted, (ReasonCode, ProtocolVersion)> {
+    let v = connect.protocol;
+    let cfg = &broker.config;
+    let refuse = |code| Err((code, v));
+    if connect.properties.authentication_method.is_some() {
+        return refuse(ReasonCode::BadAuthenticationMethod);
+    }
+    if open_connections > broker.max_connections as u64 {
+        return refuse(if v.is_v5() {
+            ReasonCode::QuotaExceeded
+        } else {
+            ReasonCode::ServerUnavailable
+        });
+    }
+    if connect.client_id.len() > cfg.limits.max_client_id_length {
+        return refuse(ReasonCode::ClientIdentifierNotValid);
+    }
+    let mut assigned = None;
+    let client_id = if connect.client_id.is_empty() {
+        // 3.1 needs an id; 3.1.1 allows none only with a clean session [MQTT-3.1.3-8].
+        if v == ProtocolVersion::V3_1 || (v == ProtocolVersion::V3_1_1 && !connect.clean_start) {
+            return refuse(ReasonCode::ClientIdentifierNotValid);
+        }
+        let id = assign_client_id();
+        if v.is_v5() {
+            assigned = Some(id.clone());
+        }
+        id
+    } else {
+        connect.client_id.clone()
+    };
+    if let Some(will) = &connect.will {
+        if will.qos as u8 > cfg.session.maximum_qos {
+            return refuse(ReasonCode::QoSNotSupported);
+        }
+        if will.retain && !cfg.session.retain_available {
+            return refuse(ReasonCode::RetainNotSupported);
+        }
+    }
+
+    let max_expiry = cfg.session.max_session_expiry_secs;
+    let (expiry, expiry_told) = if v.is_v5() {
+        let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+        (
+            asked.min(max_expiry),
+            (asked > max_expiry).then_some(max_expiry),
+        )
+    } else if connect.clean_start {
+        (0, None)
+    } else {
+        (max_expiry, None)
+    };
+    let max_ka = cfg.limits.max_keep_alive_secs;
+    let (keep_alive, server_keep_alive) =
+        if v.is_v5() && max_ka > 0 && (connect.keep_alive == 0 || connect.keep_alive > max_ka) {
+            (max_ka, Some(max_ka))
+        } else {
+            (connect.keep_alive, None)
+        };
+
+    let attached = broker.attach(tenant, client_id.clone(), connect.clean_start, v, expiry);
+    let mut connack = ConnAck::new(ReasonCode::Success, attached.present);
+    if v.is_v5() {
+        connack.properties = ConnAckProperties {
+            session_expiry_interval: expiry_told,
+            receive_maximum: Some(cfg.limits.receive_maximum),
+            maximum_qos: match cfg.session.maximum_qos {
+                0 => Some(QoS::AtMostOnce),
+                1 => Some(QoS::AtLeastOnce),
+                _ => None,
+            },
+            retain_available: (!cfg.session.retain_available).then_some(false),
+            maximum_packet_size: Some(cfg.limits.max_packet_size.min(u32::MAX as usize) as u32),
+            assigned_client_identifier: assigned,
+            topic_alias_maximum: Some(cfg.limits.topic_alias_maximum),
+            server_keep_alive,
+            ..Default::default()
+        };
+    }
+    let p = &connect.properties;
+    let conn = Conn {
+        version: v,
+        session: attached.session,
+        generation: attached.generation,
+        keep_alive: Duration::from_secs(u64::from(keep_alive)),
+        client_receive_maximum: if v.is_v5() {
+            p.receive_maximum.unwrap_or(u16::MAX)
+        } else {
+            u16::MAX
+        },
+        client_max_packet_size: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        client_alias_maximum: if v.is_v5() {
+            p.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        },
+        expiry_at_connect: expiry,
+        will: connect.will.map(|w| Will {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos,
+            retain: w.retain,
+            delay: w.properties.will_delay_interval.unwrap_or(0),
+            properties: PublishProperties {
+                payload_format_indicator: w.properties.payload_format_indicator,
+                message_expiry_interval: w.properties.message_expiry_interval,
+                content_type: w.properties.content_type,
+                response_topic: w.properties.response_topic,
+                correlation_data: w.properties.correlation_data,
+                user_properties: w.properties.user_properties,
+                ..Default::default()
+            },
+        }),
+        inbound_aliases: Default::default(),
+        outbound_aliases: Default::default(),
+    };
+    Ok(Accepted { conn, connack })
+}
+
+/// A client id for a client that sent none: unique within this process and unlikely to
+/// collide with ids clients choose.
+fn assign_client_id() -> mqtt_codec::ByteString {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("herald-{:x}-{n:x}", t & 0xFFFF_FFFF_FFFF).into()
+}

@@ -1,0 +1,136 @@
+//! Moving deliveries from the session queue to the socket.
+//!
+//! A QoS 0 message that needs no per-subscriber header is written as the bytes encoded once
+//! for every subscriber of its protocol version (`Message::shared_qos0`). Otherwise a header
+//! is encoded for this subscriber (packet id, QoS, retain, subscription identifiers, topic
+//! alias, remaining expiry) and the payload is appended shared.
+
+use std::sync::atomic::Ordering;
+
+use mqtt_codec::{Ack, Packet, QoS};
+
+use super::connection::{Closing, Live};
+use crate::broker::message::Delivery;
+use crate::broker::session::{Inflight, Stage};
+use crate::broker::stats::{CloseReason, DropReason};
+
+/// Stop moving deliveries once this much waits for the socket: the rest stays in the session
+/// queue, where its bounds apply.
+const WRITE_BUDGET: usize = 256 * 1024;
+
+impl Live {
+    /// Moves queued deliveries into the write queue while the socket keeps up, the client's
+    /// Receive Maximum allows, and the write budget lasts.
+    pub(crate) fn pump(&mut self) -> Result<(), Closing> {
+        let window = usize::from(self.conn.client_receive_maximum);
+        let now = std::time::Instant::now();
+        while self.out.len() < WRITE_BUDGET {
+            let (delivery, packet_id) = {
+                let mut st = self.conn.session.lock();
+                if st.generation != self.conn.generation {
+                    return Err(Closing::new(CloseReason::SessionTakenOver));
+                }
+                let Some(front) = st.queue.front() else {
+                    return Ok(());
+                };
+                if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
+                    return Ok(());
+                }
+                let Some(d) = st.pop_queued() else {
+                    return Ok(());
+                };
+                if d.message.expired(now) {
+                    drop(st);
+                    self.broker.stats.dropped(DropReason::Expired, 1);
+                    continue;
+                }
+                let packet_id = if d.qos == QoS::AtMostOnce {
+                    0
+                } else {
+                    let id = st.allocate_packet_id();
+                    st.inflight.push_back(Inflight {
+                        packet_id: id,
+                        delivery: d.clone(),
+                        stage: Stage::Sent,
+                    });
+                    id
+                };
+                (d, packet_id)
+            };
+            self.write_delivery(&delivery, packet_id, false)?;
+        }
+        Ok(())
+    }
+
+    /// Re-sends, in order, what a resumed session had sent without acknowledgement: PUBLISH
+    /// with DUP set, or PUBREL for QoS 2 messages already received [MQTT-4.4.0-1].
+    pub(crate) fn resend_inflight(&mut self) -> Result<(), Closing> {
+        let pending: Vec<Inflight> = self.conn.session.lock().inflight.iter().cloned().collect();
+        for entry in pending {
+            match entry.stage {
+                Stage::Sent => self.write_delivery(&entry.delivery, entry.packet_id, true)?,
+                Stage::Released => self.send(&Packet::PubRel(Ack::new(entry.packet_id)))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn write_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Result<(), Closing> {
+        let v = self.conn.version;
+        let max = self.conn.client_max_packet_size;
+        let stats = &self.broker.stats;
+        if d.qos == QoS::AtMostOnce && !d.retain && d.subscription_identifiers.is_empty() {
+            if let Some(bytes) = d.message.shared_qos0(v) {
+                if bytes.len() > max {
+                    stats.dropped(DropReason::TooLargeForClient, 1);
+                    return Ok(());
+                }
+                self.out.bytes(bytes);
+                stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        let remaining = d.message.remaining_expiry(std::time::Instant::now());
+        let ids = if v.is_v5() {
+            d.subscription_identifiers.clone()
+        } else {
+            Vec::new()
+        };
+        let mut publish = d
+            .message
+            .publish(d.qos, d.retain, packet_id, remaining, ids);
+        publish.dup = dup;
+        let too_large = publish.encoded_len(v).map_or(true, |len| len > max);
+        if too_large {
+            // Not sent, and treated as delivered [MQTT-3.1.2-25].
+            if packet_id != 0 {
+                let mut st = self.conn.session.lock();
+                st.take_inflight(packet_id, Stage::Sent);
+            }
+            stats.dropped(DropReason::TooLargeForClient, 1);
+            return Ok(());
+        }
+        if v.is_v5() && self.conn.client_alias_maximum > 0 {
+            self.apply_outbound_alias(&mut publish);
+        }
+        self.out
+            .publish(&publish, v)
+            .map_err(|_| Closing::new(CloseReason::ProtocolError))?;
+        self.broker.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Uses a topic alias the client allows: the first `client_alias_maximum` distinct topics
+    /// get one, sent with the topic the first time and instead of it afterwards.
+    fn apply_outbound_alias(&mut self, publish: &mut mqtt_codec::Publish) {
+        let aliases = &mut self.conn.outbound_aliases;
+        if let Some(&alias) = aliases.get(&publish.topic) {
+            publish.properties.topic_alias = Some(alias);
+            publish.topic = mqtt_codec::ByteString::new();
+        } else if aliases.len() < usize::from(self.conn.client_alias_maximum) {
+            let alias = aliases.len() as u16 + 1;
+            aliases.insert(publish.topic.clone(), alias);
+            publish.properties.topic_alias = Some(alias);
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! What a connection does with each packet a client sends after CONNECT.
+
+use mqtt_codec::{
+    Ack, Disconnect, Packet, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
+    Unsubscribe,
+};
+
+use super::connection::{Closing, Live};
+use crate::broker::message::Message;
+use crate::broker::session::{Stage, SubscriptionRecord};
+use crate::broker::stats::CloseReason;
+
+impl Live {
+    /// Handles one packet.
+    pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), Closing> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(a) => {
+                self.conn
+                    .session
+                    .lock()
+                    .take_inflight(a.packet_id, Stage::Sent);
+                Ok(())
+            }
+            Packet::PubRec(a) => self.on_pubrec(a),
+            Packet::PubRel(a) => self.on_pubrel(a),
+            Packet::PubComp(a) => {
+                self.conn
+                    .session
+                    .lock()
+                    .take_inflight(a.packet_id, Stage::Released);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(d),
+            // A second CONNECT [MQTT-3.1.0-2], AUTH without an authentication method
+            // [MQTT-4.12.0-1], or a packet only a server sends.
+            _ => Err(Closing::protocol(ReasonCode::ProtocolError)),
+        }
+    }
+
+    fn v5(&self) -> bool {
+        self.conn.version.is_v5()
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Closing> {
+        self.resolve_alias(&mut p)?;
+        let cfg = &self.broker.config;
+        if p.qos as u8 > cfg.session.maximum_qos {
+            return Err(Closing::protocol(ReasonCode::QoSNotSupported));
+        }
+        if p.retain && !cfg.session.retain_available {
+            return Err(Closing::protocol(ReasonCode::RetainNotSupported));
+        }
+        let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
+            && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
+        if !topic_ok {
+            return self.refuse_publish(&p, ReasonCode::TopicNameInvalid);
+        }
+        let packet_id = p.packet_id;
+        if p.qos == QoS::ExactlyOnce {
+            let mut st = self.conn.session.lock();
+            if st.inbound_qos2.contains(&packet_id) {
+                // A re-sent PUBLISH before PUBREL: acknowledge, do not deliver again
+                // [MQTT-4.3.3-9].
+                drop(st);
+                return self.send(&Packet::PubRec(Ack::new(packet_id)));
+            }
+            if st.inbound_qos2.len() >= usize::from(cfg.limits.receive_maximum) {
+                return Err(Closing::new(CloseReason::ReceiveMaximumExceeded));
+            }
+            st.inbound_qos2.insert(packet_id);
+        }
+        let qos = p.qos;
+        let message = Message::new(
+            p.topic,
+            p.payload,
+            qos,
+            p.retain,
+            p.properties,
+            self.conn.session.id,
+        );
+        let queued = self.broker.publish(&self.tenant, &message);
+        let mut ack = Ack::new(packet_id);
+        if queued == 0 && self.v5() {
+            ack.reason_code = ReasonCode::NoMatchingSubscribers;
+        }
+        match qos {
+            QoS::AtMostOnce => Ok(()),
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
+        }
+    }
+
+    /// Replaces a v5 topic alias by its topic, or records a new alias [MQTT-3.3.2-12].
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), Closing> {
+        let Some(alias) = p.properties.topic_alias.take() else {
+            return Ok(());
+        };
+        if alias > self.broker.config.limits.topic_alias_maximum {
+            return Err(Closing::new(CloseReason::TopicAliasInvalid));
+        }
+        if p.topic.is_empty() {
+            match self.conn.inbound_aliases.get(&alias) {
+                Some(topic) => p.topic = topic.clone(),
+                // An alias never set is a protocol error [MQTT-3.3.4-?]: §3.3.2.3.4.
+                None => return Err(Closing::protocol(ReasonCode::ProtocolError)),
+            }
+        } else {
+            self.conn.inbound_aliases.insert(alias, p.topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Refuses one publication without closing (v5 QoS 1/2 get the reason in their ack);
+    /// 3.1.1 has no way to say no but to close.
+    fn refuse_publish(&mut self, p: &Publish, code: ReasonCode) -> Result<(), Closing> {
+        if !self.v5() {
+            return Err(Closing::new(CloseReason::ProtocolError));
+        }
+        let mut ack = Ack::new(p.packet_id);
+        ack.reason_code = code;
+        match p.qos {
+            QoS::AtMostOnce => Ok(()),
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
+        }
+    }
+
+    fn on_pubrec(&mut self, a: Ack) -> Result<(), Closing> {
+        let mut reply = Ack::new(a.packet_id);
+        {
+            let mut st = self.conn.session.lock();
+            if a.reason_code.is_error() {
+                // The client refused the message: it is done with [MQTT-4.3.3-4 in 5.0].
+                st.take_inflight(a.packet_id, Stage::Sent);
+                return Ok(());
+            }
+            if !st.release(a.packet_id)
+                && !st
+                    .inflight
+                    .iter()
+                    .any(|i| i.packet_id == a.packet_id && i.stage == Stage::Released)
+            {
+                reply.reason_code = ReasonCode::PacketIdentifierNotFound;
+            }
+        }
+        if !self.v5() {
+            reply.reason_code = ReasonCode::Success;
+        }
+        self.send(&Packet::PubRel(reply))
+    }
+
+    fn on_pubrel(&mut self, a: Ack) -> Result<(), Closing> {
+        let known = self.conn.session.lock().inbound_qos2.remove(&a.packet_id);
+        let mut reply = Ack::new(a.packet_id);
+        if !known && self.v5() {
+            reply.reason_code = ReasonCode::PacketIdentifierNotFound;
+        }
+        self.send(&Packet::PubComp(reply))
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Closing> {
+        let cfg = &self.broker.config;
+        let max_qos = QoS::from_u8(cfg.session.maximum_qos).unwrap_or(QoS::ExactlyOnce);
+        let id = if self.v5() {
+            s.properties.subscription_identifier
+        } else {
+            None
+        };
+        let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let mut retained = Vec::new();
+        for sub in s.subscriptions {
+            let filter = sub.filter;
+            let too_long = filter.len() > cfg.limits.max_topic_length
+                || filter.split('/').count() > cfg.limits.max_topic_levels + 2;
+            if too_long {
+                codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            let session = &self.conn.session;
+            let count = session.lock().subscriptions.len();
+            let known = session.lock().subscriptions.contains_key(&filter);
+            if !known && count >= cfg.limits.max_subscriptions_per_client {
+                codes.push(ReasonCode::QuotaExceeded);
+                continue;
+            }
+            let mut options = sub.options;
+            options.qos = crate::broker::router::granted(options.qos, max_qos);
+            let existed = self.broker.subscribe(
+                &self.tenant,
+                session,
+                &filter,
+                SubscriptionRecord { options, id },
+            );
+            codes.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::Success,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            let shared = mqtt_codec::topic::parse_shared(&filter)
+                .ok()
+                .flatten()
+                .is_some();
+            let send = match options.retain_handling {
+                RetainHandling::OnSubscribe => true,
+                RetainHandling::OnNewSubscription => !existed,
+                RetainHandling::Never => false,
+            };
+            // Shared subscriptions get no retained messages on subscribe [MQTT-4.8.2-5 note].
+            if send && !shared {
+                retained.push((filter, options.qos));
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: s.packet_id,
+            properties: Default::default(),
+            reason_codes: codes,
+        }))?;
+        for (filter, qos) in retained {
+            self.broker
+                .send_retained(&self.tenant, &self.conn.session, &filter, qos, id);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Closing> {
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.tenant, &self.conn.session, f) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: u.packet_id,
+            properties: Default::default(),
+            reason_codes: if self.v5() { codes } else { Vec::new() },
+        }))
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Closing> {
+        if let Some(expiry) = d.properties.session_expiry_interval {
+            if self.conn.expiry_at_connect == 0 && expiry != 0 {
+                // [MQTT-3.14.2-2]
+                return Err(Closing::protocol(ReasonCode::ProtocolError));
+            }
+            let capped = expiry.min(self.broker.config.session.max_session_expiry_secs);
+            self.conn.session.lock().expiry_interval = capped;
+        }
+        let reason = if d.reason_code == ReasonCode::DisconnectWithWillMessage {
+            CloseReason::ClientDisconnectWithWill
+        } else {
+            CloseReason::ClientDisconnect
+        };
+        // The client closes; Herald sends nothing back [MQTT-3.14.4-1].
+        Err(Closing { reason, code: None })
+    }
+}

@@ -1,0 +1,103 @@
+//! Server lifecycle: bind the listeners, run until told to stop, then drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::net;
+
+/// File descriptors kept back for listeners, logs and files when sizing the connection limit.
+const FD_RESERVE: u64 = 64;
+
+/// A running server.
+pub struct Server {
+    broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    mqtt_addrs: Vec<SocketAddr>,
+    accept_loops: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds every listener of `config` and starts accepting.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let soft_fd_limit = rlimit::Resource::NOFILE
+            .get()
+            .map_or(u64::MAX, |(soft, _)| soft);
+        let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE) as usize;
+        let max_connections = config.limits.max_connections.min(fd_bound.max(1));
+        if max_connections < config.limits.max_connections {
+            tracing::info!(
+                configured = config.limits.max_connections,
+                effective = max_connections,
+                soft_fd_limit,
+                "connection limit lowered to fit the open-file limit"
+            );
+        }
+        let mut listeners = Vec::new();
+        for addr in &config.listeners.mqtt {
+            let listener = net::bind(*addr)
+                .await
+                .with_context(|| format!("listeners.mqtt: cannot listen on {addr}"))?;
+            listeners.push(listener);
+        }
+        let broker = Broker::new(config, max_connections);
+        let (shutdown, _) = watch::channel(false);
+        let mut mqtt_addrs = Vec::new();
+        let mut accept_loops = Vec::new();
+        for listener in listeners {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "listening for MQTT");
+            mqtt_addrs.push(addr);
+            accept_loops.push(tokio::spawn(net::accept_loop(
+                listener,
+                broker.clone(),
+                shutdown.subscribe(),
+            )));
+        }
+        Ok(Server {
+            broker,
+            shutdown,
+            mqtt_addrs,
+            accept_loops,
+        })
+    }
+
+    /// The MQTT listeners' addresses (with the ports the system chose for port 0).
+    pub fn mqtt_addrs(&self) -> &[SocketAddr] {
+        &self.mqtt_addrs
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, tells every connection to close (v5 clients get DISCONNECT 0x8B),
+    /// and waits up to `grace` for them to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        for task in self.accept_loops {
+            let _ = task.await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.broker.stats.open.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.broker.stats.open.load(Ordering::Relaxed);
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "connections still open after the shutdown grace period"
+            );
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Test harness: a real Herald on a free loopback port, and a raw MQTT client on
+//! `mqtt-codec` for exact, packet-level checks (third-party clients are used beside it).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use herald::config::Config;
+use herald::server::Server;
+use mqtt_codec::{
+    Connect, MAX_PACKET_SIZE, Packet, ProtocolVersion, Publish, QoS, Subscribe, decode,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for a packet that should come.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure a packet does not come.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// A running Herald.
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+}
+
+/// The default configuration on a free port.
+pub fn config() -> Config {
+    let mut c = Config::default();
+    c.listeners.mqtt = vec!["127.0.0.1:0".parse().unwrap()];
+    c
+}
+
+/// Starts Herald with `config`.
+pub async fn start_with(config: Config) -> TestServer {
+    let server = Server::start(config).await.expect("herald starts");
+    let addr = server.mqtt_addrs()[0];
+    TestServer { server, addr }
+}
+
+/// Starts Herald with the defaults.
+pub async fn start() -> TestServer {
+    start_with(config()).await
+}
+
+/// A client speaking raw MQTT through the codec.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub rbuf: BytesMut,
+    pub version: ProtocolVersion,
+    next_id: u16,
+}
+
+impl Raw {
+    /// Opens a TCP connection (no CONNECT yet).
+    pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> Raw {
+        let stream = TcpStream::connect(addr).await.expect("tcp connect");
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            rbuf: BytesMut::new(),
+            version,
+            next_id: 0,
+        }
+    }
+
+    /// Connects with `connect` and returns the CONNACK.
+    pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (Raw, mqtt_codec::ConnAck) {
+        let mut raw = Raw::open(addr, connect.protocol).await;
+        raw.send(Packet::Connect(Box::new(connect))).await;
+        match raw.recv().await {
+            Packet::ConnAck(ack) => (raw, *ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects with clean start and the given id; asserts success.
+    pub async fn connect(addr: SocketAddr, version: ProtocolVersion, id: &str) -> Raw {
+        let (raw, ack) = Raw::connect_with(addr, Connect::new(version, id, 60)).await;
+        assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success, "{ack:?}");
+        raw
+    }
+
+    pub fn next_id(&mut self) -> u16 {
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        self.next_id
+    }
+
+    pub async fn send(&mut self, packet: Packet) {
+        let bytes = packet.to_bytes(self.version).expect("encodes");
+        self.stream.write_all(&bytes).await.expect("write");
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// The next packet, or `None` when the server closed the connection.
+    pub async fn try_recv(&mut self, within: Duration) -> Option<Packet> {
+        let read = async {
+            loop {
+                if let Some(p) = decode(&mut self.rbuf, self.version, MAX_PACKET_SIZE)
+                    .expect("server sent a valid packet")
+                {
+                    return Some(p);
+                }
+                match self.stream.read_buf(&mut self.rbuf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .unwrap_or_else(|_| panic!("nothing within {within:?}"))
+    }
+
+    /// The next packet; panics if the connection closes.
+    pub async fn recv(&mut self) -> Packet {
+        self.try_recv(WAIT)
+            .await
+            .expect("connection closed before the expected packet")
+    }
+
+    /// Asserts no packet arrives within `QUIET`.
+    pub async fn expect_nothing(&mut self) {
+        let read = async {
+            loop {
+                if let Some(p) = decode(&mut self.rbuf, self.version, MAX_PACKET_SIZE).unwrap() {
+                    return Some(p);
+                }
+                match self.stream.read_buf(&mut self.rbuf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        };
+        if let Ok(Some(p)) = tokio::time::timeout(QUIET, read).await {
+            panic!("expected nothing, got {p:?}");
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the packets sent before.
+    pub async fn expect_closed(&mut self) -> Vec<Packet> {
+        let mut got = Vec::new();
+        while let Some(p) = self.try_recv(WAIT).await {
+            got.push(p);
+        }
+        got
+    }
+
+    pub async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Packet::Publish(p) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    /// Subscribes to `filter` at `qos`; returns the SUBACK codes.
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<mqtt_codec::ReasonCode> {
+        let id = self.next_id();
+        self.send(Packet::Subscribe(Subscribe::new(id, filter, qos)))
+            .await;
+        match self.recv().await {
+            Packet::SubAck(ack) => {
+                assert_eq!(ack.packet_id, id);
+                ack.reason_codes
+            }
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Publishes and, for QoS 1/2, completes the acknowledgement exchange.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
+        let mut p = Publish::new(topic, payload.to_vec());
+        p.qos = qos;
+        p.retain = retain;
+        if qos != QoS::AtMostOnce {
+            p.packet_id = self.next_id();
+        }
+        let id = p.packet_id;
+        self.send(Packet::Publish(p)).await;
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => match self.recv().await {
+                Packet::PubAck(a) => assert_eq!(a.packet_id, id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            },
+            QoS::ExactlyOnce => {
+                match self.recv().await {
+                    Packet::PubRec(a) => assert_eq!(a.packet_id, id),
+                    other => panic!("expected PUBREC, got {other:?}"),
+                }
+                self.send(Packet::PubRel(mqtt_codec::Ack::new(id))).await;
+                match self.recv().await {
+                    Packet::PubComp(a) => assert_eq!(a.packet_id, id),
+                    other => panic!("expected PUBCOMP, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    pub async fn disconnect(mut self) {
+        self.send(Packet::Disconnect(mqtt_codec::Disconnect::default()))
+            .await;
+        let _ = self.stream.shutdown().await;
+    }
+}
