@@ -13,6 +13,9 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::net;
 
+/// How often connection deadlines (keep-alive, slow consumer) are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
 /// File descriptors kept back for listeners, logs and files when sizing the connection limit.
 const FD_RESERVE: u64 = 64;
 
@@ -61,6 +64,15 @@ impl Server {
                 shutdown.subscribe(),
             )));
         }
+        let sweeper = broker.clone();
+        accept_loops.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !sweeper.shutting_down() {
+                tick.tick().await;
+                sweeper.sweep();
+            }
+        }));
         Ok(Server {
             broker,
             shutdown,
@@ -82,6 +94,7 @@ impl Server {
     /// Stops accepting, tells every connection to close (v5 clients get DISCONNECT 0x8B),
     /// and waits up to `grace` for them to finish.
     pub async fn shutdown(self, grace: Duration) {
+        self.broker.begin_shutdown();
         let _ = self.shutdown.send(true);
         for task in self.accept_loops {
             let _ = task.await;

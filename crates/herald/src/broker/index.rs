@@ -82,6 +82,11 @@ impl FilterEntry {
                 true
             }
             None => {
+                // Most filters have one subscriber: grow one slot at a time while small (a
+                // `Vec`'s first push otherwise allocates four), by half beyond.
+                if list.len() == list.capacity() {
+                    list.reserve_exact(1.max(list.len() / 2));
+                }
                 list.push(sub);
                 false
             }

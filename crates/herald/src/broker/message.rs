@@ -35,8 +35,53 @@ pub struct Message {
     plain_v5: OnceLock<Bytes>,
 }
 
+/// Payloads below this size are copied out of the read buffer they arrived in.
+const COPY_BELOW: usize = 4096;
+
+/// A copy of `s` in its own allocation.
+pub fn own_str(s: &ByteString) -> ByteString {
+    ByteString::from(&**s)
+}
+
+/// Decoded fields are slices of the connection's read buffer (16 KiB per read). A message can
+/// be kept for long (queued for an offline session, retained), and a 20-byte slice would keep
+/// the whole buffer alive: so the topic and small payloads are copied into one right-sized
+/// allocation, once per publish (never per subscriber). Large payloads are most of their
+/// buffer anyway and stay zero-copy.
+fn compact(topic: &ByteString, payload: Bytes) -> (ByteString, Bytes) {
+    if payload.len() >= COPY_BELOW {
+        return (own_str(topic), payload);
+    }
+    let mut buf = BytesMut::with_capacity(topic.len() + payload.len());
+    buf.extend_from_slice(topic.as_bytes());
+    buf.extend_from_slice(&payload);
+    let mut all = buf.freeze();
+    let payload = all.split_off(topic.len());
+    // The topic bytes were valid UTF-8 and are unchanged.
+    let topic = ByteString::try_from(all).unwrap_or_else(|_| own_str(topic));
+    (topic, payload)
+}
+
+/// Copies every string and binary property out of the buffer it was decoded from.
+pub fn own_properties(p: &mut PublishProperties) {
+    for s in [&mut p.content_type, &mut p.response_topic]
+        .into_iter()
+        .flatten()
+    {
+        *s = own_str(s);
+    }
+    if let Some(data) = &mut p.correlation_data {
+        *data = Bytes::copy_from_slice(data);
+    }
+    for (name, value) in &mut p.user_properties {
+        *name = own_str(name);
+        *value = own_str(value);
+    }
+}
+
 impl Message {
-    /// A message received now.
+    /// A message received now. Its fields are copied out of the read buffer where that keeps
+    /// memory bounded (see `compact`).
     pub fn new(
         topic: ByteString,
         payload: Bytes,
@@ -47,6 +92,8 @@ impl Message {
     ) -> Arc<Message> {
         properties.topic_alias = None;
         properties.subscription_identifiers = Vec::new();
+        own_properties(&mut properties);
+        let (topic, payload) = compact(&topic, payload);
         Arc::new(Message {
             topic,
             payload,

@@ -13,7 +13,7 @@ pub mod session;
 pub mod stats;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mqtt_codec::{ByteString, ProtocolVersion, QoS};
@@ -53,6 +53,10 @@ pub struct Broker {
     /// Connections accepted at once, after the file-descriptor limit is taken into account.
     pub max_connections: usize,
     next_session: AtomicU64,
+    /// The broker's clock for connection deadlines (milliseconds since this instant).
+    epoch: std::time::Instant,
+    /// Set when the server shuts down; connections see it at their next wake-up.
+    shutting_down: AtomicBool,
 }
 
 /// The result of attaching a connection to a session.
@@ -75,11 +79,43 @@ impl Broker {
             stats: Stats::default(),
             max_connections,
             next_session: AtomicU64::new(1),
+            epoch: std::time::Instant::now(),
+            shutting_down: AtomicBool::new(false),
         })
     }
 
+    /// Milliseconds on the broker's clock at `at`.
+    pub fn clock_ms(&self, at: std::time::Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Wakes every connection whose deadline has passed (keep-alive, slow consumer). One
+    /// periodic sweep replaces a timer per connection: an idle connection's task holds no
+    /// timer, and the sweep over a shard is a cheap scan of atomics.
+    pub fn sweep(&self) {
+        let now = self.clock_ms(std::time::Instant::now());
+        self.default_tenant.sessions.for_each(|session| {
+            if session.deadline() <= now {
+                session.wake();
+            }
+        });
+    }
+
+    /// Starts shutting down: every connection is woken and closes (v5: DISCONNECT 0x8B).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.default_tenant
+            .sessions
+            .for_each(|session| session.wake());
+    }
+
+    /// Whether the server is shutting down.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
     /// Publishes `message` in `tenant`: stores it if retained, then routes it. Returns how many
-    /// sessions it was queued for.
+    /// sessions it matched.
     pub fn publish(&self, tenant: &Tenant, message: &Arc<Message>) -> usize {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         if message.retain && self.config.session.retain_available {
@@ -99,6 +135,7 @@ impl Broker {
         protocol: ProtocolVersion,
         expiry_interval: u32,
     ) -> Attached {
+        let client_id = message::own_str(&client_id);
         let mut shard = tenant.sessions.shard(&client_id);
         let existing = shard.get(&client_id).cloned();
         if let (Some(session), false) = (&existing, clean_start) {
@@ -208,7 +245,7 @@ impl Broker {
             self.publish(tenant, &will.message(session.id));
             return;
         }
-        let delay = {
+        let (delay, generation) = {
             let mut st = session.lock();
             if st.ended {
                 drop(st);
@@ -216,13 +253,22 @@ impl Broker {
                 return;
             }
             let delay = will.delay.min(st.expiry_interval);
-            st.pending_will = Some(will);
-            delay
+            st.pending_will = Some(Box::new(will));
+            (delay, st.generation)
         };
         let (broker, tenant, session) = (self.clone(), tenant.clone(), session.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-            let will = session.lock().pending_will.take();
+            let will = {
+                // Only this close's will: a resume cancelled it, and a later close set its
+                // own, with its own delay [MQTT-3.1.3-9].
+                let mut st = session.lock();
+                if st.generation == generation {
+                    st.pending_will.take()
+                } else {
+                    None
+                }
+            };
             if let Some(will) = will {
                 broker.publish(&tenant, &will.message(session.id));
             }
@@ -237,7 +283,9 @@ impl Broker {
         filter: &ByteString,
         record: SubscriptionRecord,
     ) -> bool {
-        let (group, inner) = split_shared(filter);
+        // Kept for the session's life: its own allocation, not a slice of a read buffer.
+        let filter = message::own_str(filter);
+        let (group, inner) = split_shared(&filter);
         {
             let mut st = session.lock();
             if st.ended {

@@ -54,6 +54,16 @@ impl Registry {
         }
     }
 
+    /// Calls `f` on every session, one shard locked at a time (`f` must not lock a shard).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Session>)) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for session in shard.values() {
+                f(session);
+            }
+        }
+    }
+
     /// Sessions held.
     pub fn len(&self) -> usize {
         self.shards

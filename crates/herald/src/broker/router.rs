@@ -19,17 +19,18 @@ use super::stats::Stats;
 use crate::config::Limits;
 
 /// Delivers `message` to every matching subscriber of `tenant`; returns how many sessions
-/// it was queued for.
+/// it matched, whether or not each copy could be queued (a dropped copy is counted in
+/// `stats`), so that v5 "No matching subscribers" is only said when there are none.
 pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &Stats) -> usize {
     let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
     tenant.index.matches(&message.topic, &mut entries);
-    let mut queued = 0;
+    let mut matched = 0;
     let single = entries.len() == 1;
     if single {
         // The common case: one filter, each session at most once in it.
         for sub in &entries[0].direct {
             if let Some(d) = delivery(sub, message) {
-                queued += enqueue(&sub.session, d, limits, stats);
+                matched += enqueue(&sub.session, d, limits, stats);
             }
         }
     } else {
@@ -52,17 +53,17 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
             }
         }
         for (_, (session, d)) in merged {
-            queued += enqueue(&session, d, limits, stats);
+            matched += enqueue(&session, d, limits, stats);
         }
     }
     for group in entries.iter().flat_map(|e| e.shared.iter()) {
         if let Some(sub) = pick(group) {
             if let Some(d) = delivery(sub, message) {
-                queued += enqueue(&sub.session, d, limits, stats);
+                matched += enqueue(&sub.session, d, limits, stats);
             }
         }
     }
-    queued
+    matched
 }
 
 /// The delivery `sub` gets, or `None` when No Local excludes it.
@@ -78,14 +79,12 @@ fn delivery(sub: &Subscriber, message: &Arc<Message>) -> Option<Delivery> {
     })
 }
 
+/// Queues `d` for `session`; a dropped copy is counted. Returns 1: the session matched.
 fn enqueue(session: &Session, d: Delivery, limits: &Limits, stats: &Stats) -> usize {
-    match session.enqueue(d, limits) {
-        Enqueued::Queued => 1,
-        Enqueued::Dropped(reason) => {
-            stats.dropped(reason, 1);
-            0
-        }
+    if let Enqueued::Dropped(reason) = session.enqueue(d, limits) {
+        stats.dropped(reason, 1);
     }
+    1
 }
 
 /// The member of a shared group to give the next message: the next connected one in

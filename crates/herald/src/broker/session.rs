@@ -7,12 +7,15 @@
 //! never across an `.await`. A publisher's task pushes a delivery and wakes the attached
 //! connection only when the queue goes from empty to non-empty.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Context;
+
+use atomic_waker::AtomicWaker;
 
 use mqtt_codec::properties::PublishProperties;
 use mqtt_codec::{ByteString, ProtocolVersion, QoS, SubscriptionOptions};
-use tokio::sync::Notify;
 
 use super::message::{Delivery, Message};
 use super::stats::DropReason;
@@ -29,8 +32,67 @@ pub struct Session {
     /// The client identifier it belongs to.
     pub client_id: ByteString,
     state: Mutex<SessionState>,
-    /// Wakes the attached connection: new deliveries, or a newer connection took over.
-    wake: Notify,
+    /// Set when the attached connection has something to look at: new deliveries, a newer
+    /// connection took over, a deadline passed, shutdown. Cleared when it looks.
+    signal: AtomicBool,
+    /// The attached connection's task, woken with `signal`. A waker, not a stored future:
+    /// an idle connection's task holds no per-wait state.
+    waker: AtomicWaker,
+    /// The attached connection's next deadline (keep-alive, slow consumer), milliseconds on
+    /// the broker's clock; `u64::MAX` for none. The broker's sweep wakes it once passed.
+    deadline_ms: AtomicU64,
+}
+
+/// A session's subscriptions by filter, as subscribed. A list, not a map: most sessions hold
+/// a handful, and an empty or one-entry `Vec` costs far less than a hash map.
+#[derive(Debug, Default)]
+pub struct Subscriptions(Vec<(ByteString, SubscriptionRecord)>);
+
+impl Subscriptions {
+    /// Adds or replaces; returns the previous record.
+    pub fn insert(
+        &mut self,
+        filter: ByteString,
+        record: SubscriptionRecord,
+    ) -> Option<SubscriptionRecord> {
+        match self.0.iter_mut().find(|(f, _)| *f == filter) {
+            Some((_, existing)) => Some(std::mem::replace(existing, record)),
+            None => {
+                // Grow one slot at a time while small (most sessions hold a handful).
+                if self.0.len() == self.0.capacity() {
+                    self.0.reserve_exact(1.max(self.0.len() / 2));
+                }
+                self.0.push((filter, record));
+                None
+            }
+        }
+    }
+
+    /// Removes `filter`; returns its record.
+    pub fn remove(&mut self, filter: &str) -> Option<SubscriptionRecord> {
+        let pos = self.0.iter().position(|(f, _)| &**f == filter)?;
+        Some(self.0.swap_remove(pos).1)
+    }
+
+    /// Whether `filter` is subscribed.
+    pub fn contains_key(&self, filter: &str) -> bool {
+        self.0.iter().any(|(f, _)| &**f == filter)
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The filters.
+    pub fn keys(&self) -> impl Iterator<Item = &ByteString> {
+        self.0.iter().map(|(f, _)| f)
+    }
 }
 
 /// A subscription as the session remembers it.
@@ -113,10 +175,10 @@ pub struct SessionState {
     /// Packet ids of QoS 2 PUBLISHes received and not yet released (exactly-once inbound).
     pub inbound_qos2: HashSet<u16>,
     /// Subscriptions by filter, as subscribed.
-    pub subscriptions: HashMap<ByteString, SubscriptionRecord>,
+    pub subscriptions: Subscriptions,
     /// A will waiting for its delay to pass: cancelled if a connection resumes the session
     /// first, published at once if the session ends first [MQTT-3.1.3-9].
-    pub pending_will: Option<Will>,
+    pub pending_will: Option<Box<Will>>,
     /// Seconds the session outlives a disconnect (0: it ends with the connection).
     pub expiry_interval: u32,
     /// Removed from the registry: nothing may attach to it any more.
@@ -147,12 +209,14 @@ impl Session {
                 inflight: VecDeque::new(),
                 next_packet_id: 0,
                 inbound_qos2: HashSet::new(),
-                subscriptions: HashMap::new(),
+                subscriptions: Subscriptions::default(),
                 pending_will: None,
                 expiry_interval: 0,
                 ended: false,
             }),
-            wake: Notify::new(),
+            signal: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+            deadline_ms: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -166,14 +230,27 @@ impl Session {
         }
     }
 
-    /// Waits until the session has something for its connection.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
+    /// Registers the attached connection's task to be woken, and returns (clearing it)
+    /// whether it has been signalled since it last looked.
+    pub fn poll_signal(&self, cx: &Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.signal.swap(false, Ordering::AcqRel)
     }
 
-    /// Wakes the attached connection.
+    /// Signals and wakes the attached connection.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.signal.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Sets the attached connection's next deadline (milliseconds on the broker's clock).
+    pub fn set_deadline(&self, ms: u64) {
+        self.deadline_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The attached connection's next deadline.
+    pub fn deadline(&self) -> u64 {
+        self.deadline_ms.load(Ordering::Relaxed)
     }
 
     /// Queues a delivery, within `limits`. QoS 0 is dropped when the session is offline or its
@@ -201,7 +278,7 @@ impl Session {
         let connected = st.connected;
         drop(st);
         if was_empty && connected {
-            self.wake.notify_one();
+            self.wake();
         }
         Enqueued::Queued
     }

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use super::connection::Session as Conn;
 
+use crate::broker::message::{own_properties, own_str};
 use crate::broker::session::Will;
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
@@ -177,13 +178,8 @@ pub(crate) fn accept(
             0
         },
         expiry_at_connect: expiry,
-        will: connect.will.map(|w| Will {
-            topic: w.topic,
-            payload: w.payload,
-            qos: w.qos,
-            retain: w.retain,
-            delay: w.properties.will_delay_interval.unwrap_or(0),
-            properties: PublishProperties {
+        will: connect.will.map(|w| {
+            let mut properties = PublishProperties {
                 payload_format_indicator: w.properties.payload_format_indicator,
                 message_expiry_interval: w.properties.message_expiry_interval,
                 content_type: w.properties.content_type,
@@ -191,10 +187,18 @@ pub(crate) fn accept(
                 correlation_data: w.properties.correlation_data,
                 user_properties: w.properties.user_properties,
                 ..Default::default()
-            },
+            };
+            own_properties(&mut properties);
+            Box::new(Will {
+                topic: own_str(&w.topic),
+                payload: bytes::Bytes::copy_from_slice(&w.payload),
+                qos: w.qos,
+                retain: w.retain,
+                delay: w.properties.will_delay_interval.unwrap_or(0),
+                properties,
+            })
         }),
-        inbound_aliases: Default::default(),
-        outbound_aliases: Default::default(),
+        aliases: None,
     };
     Ok(Accepted { conn, connack })
 }

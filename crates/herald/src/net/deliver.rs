@@ -79,7 +79,13 @@ impl Live {
         let v = self.conn.version;
         let max = self.conn.client_max_packet_size;
         let stats = &self.broker.stats;
-        if d.qos == QoS::AtMostOnce && !d.retain && d.subscription_identifiers.is_empty() {
+        // A client that takes topic aliases gets its own header (the shared bytes carry the
+        // full topic and no alias).
+        let shared = d.qos == QoS::AtMostOnce
+            && !d.retain
+            && d.subscription_identifiers.is_empty()
+            && self.conn.client_alias_maximum == 0;
+        if shared {
             if let Some(bytes) = d.message.shared_qos0(v) {
                 if bytes.len() > max {
                     stats.dropped(DropReason::TooLargeForClient, 1);
@@ -123,7 +129,11 @@ impl Live {
     /// Uses a topic alias the client allows: the first `client_alias_maximum` distinct topics
     /// get one, sent with the topic the first time and instead of it afterwards.
     fn apply_outbound_alias(&mut self, publish: &mut mqtt_codec::Publish) {
-        let aliases = &mut self.conn.outbound_aliases;
+        let aliases = &mut self
+            .conn
+            .aliases
+            .get_or_insert_with(Default::default)
+            .outbound;
         if let Some(&alias) = aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = mqtt_codec::ByteString::new();

@@ -91,10 +91,9 @@ impl Outgoing {
                 Err(e) => return Err(e),
             }
         }
-        if self.scratch.capacity() > 64 * 1024 {
-            // A burst is over: do not keep its buffer.
-            self.scratch = BytesMut::new();
-        }
+        // Everything is written: keep no buffer (the scratch buffer's allocation is shared with
+        // the chunks split off it, and would otherwise stay alive while the connection idles).
+        self.scratch = BytesMut::new();
         Ok(true)
     }
 

@@ -82,9 +82,9 @@ impl Live {
             p.properties,
             self.conn.session.id,
         );
-        let queued = self.broker.publish(&self.tenant, &message);
+        let matched = self.broker.publish(&self.tenant, &message);
         let mut ack = Ack::new(packet_id);
-        if queued == 0 && self.v5() {
+        if matched == 0 && self.v5() {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
         }
         match qos {
@@ -103,13 +103,21 @@ impl Live {
             return Err(Closing::new(CloseReason::TopicAliasInvalid));
         }
         if p.topic.is_empty() {
-            match self.conn.inbound_aliases.get(&alias) {
+            match self
+                .conn
+                .aliases
+                .as_ref()
+                .and_then(|a| a.inbound.get(&alias))
+            {
                 Some(topic) => p.topic = topic.clone(),
                 // An alias never set is a protocol error [MQTT-3.3.4-?]: §3.3.2.3.4.
                 None => return Err(Closing::protocol(ReasonCode::ProtocolError)),
             }
         } else {
-            self.conn.inbound_aliases.insert(alias, p.topic.clone());
+            let aliases = self.conn.aliases.get_or_insert_with(Default::default);
+            aliases
+                .inbound
+                .insert(alias, crate::broker::message::own_str(&p.topic));
         }
         Ok(())
     }
