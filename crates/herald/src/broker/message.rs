@@ -122,7 +122,7 @@ impl Message {
     /// The encoded QoS 0, non-retained packet for `version`, shared by every subscriber that
     /// needs exactly these bytes. `None` when the bytes vary per delivery (an expiry interval
     /// that counts down).
-    pub fn shared_qos0(&self, version: ProtocolVersion) -> Option<Bytes> {
+    pub fn shared_qos0(&self, version: ProtocolVersion) -> Option<&Bytes> {
         if self.properties.message_expiry_interval.is_some() {
             return None;
         }
@@ -131,19 +131,16 @@ impl Message {
         } else {
             &self.plain_v3
         };
-        Some(
-            cell.get_or_init(|| {
-                let publish = self.publish(QoS::AtMostOnce, false, 0, None, Vec::new());
-                let mut buf = BytesMut::with_capacity(publish.payload.len() + self.topic.len() + 8);
-                // A message whose fields were accepted on the way in always encodes.
-                if publish.encode(version, &mut buf).is_err() {
-                    return Bytes::new();
-                }
-                buf.freeze()
-            })
-            .clone(),
-        )
-        .filter(|b| !b.is_empty())
+        let bytes = cell.get_or_init(|| {
+            let publish = self.publish(QoS::AtMostOnce, false, 0, None, Vec::new());
+            let mut buf = BytesMut::with_capacity(publish.payload.len() + self.topic.len() + 8);
+            // A message whose fields were accepted on the way in always encodes.
+            if publish.encode(version, &mut buf).is_err() {
+                return Bytes::new();
+            }
+            buf.freeze()
+        });
+        (!bytes.is_empty()).then_some(bytes)
     }
 
     /// A PUBLISH carrying this message with the per-delivery fields given.

@@ -114,9 +114,8 @@ impl Broker {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Publishes `message` in `tenant`: stores it if retained, then routes it. Returns how many
-    /// sessions it matched.
-    pub fn publish(&self, tenant: &Tenant, message: &Arc<Message>) -> usize {
+    /// Publishes `message` in `tenant`: stores it if retained, then routes it.
+    pub fn publish(&self, tenant: &Tenant, message: &Arc<Message>) -> router::Routed {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         if message.retain && self.config.session.retain_available {
             tenant.retained.set(message);

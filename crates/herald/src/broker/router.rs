@@ -18,19 +18,29 @@ use super::session::{Enqueued, Session, SessionId};
 use super::stats::Stats;
 use crate::config::Limits;
 
-/// Delivers `message` to every matching subscriber of `tenant`; returns how many sessions
-/// it matched, whether or not each copy could be queued (a dropped copy is counted in
-/// `stats`), so that v5 "No matching subscribers" is only said when there are none.
-pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &Stats) -> usize {
+/// What routing one message did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Sessions it matched, whether or not each copy could be queued (a dropped copy is
+    /// counted in the stats), so that v5 "No matching subscribers" is only said when there
+    /// are none.
+    pub matched: usize,
+    /// Whether a connected subscriber's queue is past high water: the publisher should
+    /// pause reading.
+    pub pushback: bool,
+}
+
+/// Delivers `message` to every matching subscriber of `tenant`.
+pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &Stats) -> Routed {
     let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
     tenant.index.matches(&message.topic, &mut entries);
-    let mut matched = 0;
+    let mut routed = Routed::default();
     let single = entries.len() == 1;
     if single {
         // The common case: one filter, each session at most once in it.
         for sub in &entries[0].direct {
             if let Some(d) = delivery(sub, message) {
-                matched += enqueue(&sub.session, d, limits, stats);
+                enqueue(&sub.session, d, limits, stats, &mut routed);
             }
         }
     } else {
@@ -53,17 +63,17 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
             }
         }
         for (_, (session, d)) in merged {
-            matched += enqueue(&session, d, limits, stats);
+            enqueue(&session, d, limits, stats, &mut routed);
         }
     }
     for group in entries.iter().flat_map(|e| e.shared.iter()) {
         if let Some(sub) = pick(group) {
             if let Some(d) = delivery(sub, message) {
-                matched += enqueue(&sub.session, d, limits, stats);
+                enqueue(&sub.session, d, limits, stats, &mut routed);
             }
         }
     }
-    matched
+    routed
 }
 
 /// The delivery `sub` gets, or `None` when No Local excludes it.
@@ -79,12 +89,14 @@ fn delivery(sub: &Subscriber, message: &Arc<Message>) -> Option<Delivery> {
     })
 }
 
-/// Queues `d` for `session`; a dropped copy is counted. Returns 1: the session matched.
-fn enqueue(session: &Session, d: Delivery, limits: &Limits, stats: &Stats) -> usize {
-    if let Enqueued::Dropped(reason) = session.enqueue(d, limits) {
-        stats.dropped(reason, 1);
+/// Queues `d` for `session`; a dropped copy is counted.
+fn enqueue(session: &Session, d: Delivery, limits: &Limits, stats: &Stats, routed: &mut Routed) {
+    routed.matched += 1;
+    match session.enqueue(d, limits) {
+        Enqueued::Queued => {}
+        Enqueued::QueuedHighWater => routed.pushback = true,
+        Enqueued::Dropped(reason) => stats.dropped(reason, 1),
     }
-    1
 }
 
 /// The member of a shared group to give the next message: the next connected one in

@@ -190,6 +190,10 @@ pub struct SessionState {
 pub enum Enqueued {
     /// Queued.
     Queued,
+    /// Queued, and the connected session's queue is past half its outbox bound: the
+    /// publisher should pause reading (pushback) so that subscribers catch up before
+    /// messages have to be dropped.
+    QueuedHighWater,
     /// Not queued, for this reason.
     Dropped(DropReason),
 }
@@ -276,11 +280,18 @@ impl Session {
         st.queue_bytes += delivery.weight();
         st.queue.push_back(delivery);
         let connected = st.connected;
+        let high = connected
+            && (st.queue.len() * 2 > limits.max_outbox_messages
+                || st.queue_bytes * 2 > limits.max_outbox_bytes);
         drop(st);
         if was_empty && connected {
             self.wake();
         }
-        Enqueued::Queued
+        if high {
+            Enqueued::QueuedHighWater
+        } else {
+            Enqueued::Queued
+        }
     }
 }
 
@@ -375,7 +386,8 @@ mod tests {
         s.lock().connected = true;
         assert_eq!(
             s.enqueue(delivery(QoS::AtMostOnce), &limits),
-            Enqueued::Queued
+            Enqueued::QueuedHighWater,
+            "2 of 2: queued, past half the outbox bound"
         );
         assert_eq!(
             s.enqueue(delivery(QoS::AtMostOnce), &limits),
@@ -383,7 +395,7 @@ mod tests {
         );
         assert_eq!(
             s.enqueue(delivery(QoS::ExactlyOnce), &limits),
-            Enqueued::Queued
+            Enqueued::QueuedHighWater
         );
         assert_eq!(
             s.enqueue(delivery(QoS::ExactlyOnce), &limits),

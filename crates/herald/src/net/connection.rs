@@ -116,6 +116,14 @@ pub(crate) struct Live {
     pub(crate) tenant: Arc<Tenant>,
     last_received: Instant,
     unwritable_since: Option<Instant>,
+    /// Deliveries this connection's publications queued since it last yielded.
+    routed: usize,
+    /// A subscriber queue passed high water: stop reading until others have run.
+    pushback: bool,
+    /// Input is buffered (or unread) because the connection yielded; resume it next turn.
+    input_pending: bool,
+    /// The yield has happened; the next poll resumes the input.
+    yielded: bool,
 }
 
 /// What woke a connection.
@@ -123,7 +131,13 @@ enum Event {
     Readable,
     Writable,
     Signalled,
+    /// Input left unprocessed when the connection yielded.
+    Resume,
 }
+
+/// Deliveries a publisher's connection may queue per turn before it yields to the
+/// subscribers' tasks (pushback: the broker reads no faster than it can deliver).
+const ROUTE_BUDGET: usize = 128 * 1024;
 
 /// Most reads per wake-up, so that one busy publisher cannot starve the worker thread.
 const READS_PER_WAKE: usize = 16;
@@ -196,6 +210,10 @@ async fn handshake(
                 tenant: broker.default_tenant.clone(),
                 last_received: Instant::now(),
                 unwritable_since: None,
+                routed: 0,
+                pushback: false,
+                input_pending: false,
+                yielded: false,
             });
             let started = live.start(accepted.connack);
             Ok((live, started))
@@ -246,6 +264,7 @@ impl Live {
             let event = std::future::poll_fn(|cx| self.poll_event(cx)).await;
             let step = match event {
                 Event::Readable => self.on_readable(),
+                Event::Resume => self.on_resume(),
                 Event::Writable => self.pump().and_then(|()| self.flush()),
                 Event::Signalled => self.on_signal(),
             };
@@ -256,6 +275,16 @@ impl Live {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.input_pending {
+            if !self.yielded {
+                // Let the other tasks (subscribers draining their queues) run first.
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.yielded = false;
+            return Poll::Ready(Event::Resume);
+        }
         if self.conn.session.poll_signal(cx) || self.broker.shutting_down() {
             return Poll::Ready(Event::Signalled);
         }
@@ -312,8 +341,37 @@ impl Live {
         self.flush()
     }
 
+    /// Records what a publication routed; past the budget, or at high water, the connection
+    /// stops taking input and yields.
+    pub(crate) fn note_routed(&mut self, routed: crate::broker::router::Routed) {
+        self.routed += routed.matched;
+        self.pushback |= routed.pushback;
+    }
+
+    fn turn_over(&self) -> bool {
+        self.pushback || self.routed >= ROUTE_BUDGET
+    }
+
+    /// Takes up the input left when the connection yielded.
+    fn on_resume(&mut self) -> Result<(), Closing> {
+        self.input_pending = false;
+        self.routed = 0;
+        self.pushback = false;
+        self.process()?;
+        if self.input_pending {
+            self.pump()?;
+            return self.flush();
+        }
+        self.on_readable()
+    }
+
     fn on_readable(&mut self) -> Result<(), Closing> {
+        self.routed = 0;
+        self.pushback = false;
         for _ in 0..READS_PER_WAKE {
+            if self.input_pending {
+                break;
+            }
             if self.rbuf.capacity() - self.rbuf.len() < 1024 {
                 self.rbuf.reserve(READ_CHUNK);
             }
@@ -332,10 +390,14 @@ impl Live {
         self.flush()
     }
 
-    /// Decodes and handles every complete packet in the read buffer.
+    /// Decodes and handles the complete packets in the read buffer, until the turn is over.
     fn process(&mut self) -> Result<(), Closing> {
         let max = self.broker.config.limits.max_packet_size;
         loop {
+            if self.turn_over() {
+                self.input_pending = true;
+                return Ok(());
+            }
             match mqtt_codec::decode(&mut self.rbuf, self.conn.version, max) {
                 Ok(Some(packet)) => {
                     // Keep-alive counts whole control packets, not bytes of an unfinished one

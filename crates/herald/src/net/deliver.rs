@@ -18,46 +18,66 @@ use crate::broker::stats::{CloseReason, DropReason};
 /// queue, where its bounds apply.
 const WRITE_BUDGET: usize = 256 * 1024;
 
+/// Deliveries taken from the session queue per lock.
+const BATCH: usize = 64;
+
 impl Live {
     /// Moves queued deliveries into the write queue while the socket keeps up, the client's
     /// Receive Maximum allows, and the write budget lasts.
     pub(crate) fn pump(&mut self) -> Result<(), Closing> {
         let window = usize::from(self.conn.client_receive_maximum);
         let now = std::time::Instant::now();
+        let mut batch: Vec<(Delivery, u16)> = Vec::new();
+        let mut delivered = 0u64;
         while self.out.len() < WRITE_BUDGET {
-            let (delivery, packet_id) = {
+            let mut expired = 0;
+            {
+                // Up to BATCH deliveries per lock: the session lock is taken per batch, not
+                // per message.
                 let mut st = self.conn.session.lock();
                 if st.generation != self.conn.generation {
                     return Err(Closing::new(CloseReason::SessionTakenOver));
                 }
-                let Some(front) = st.queue.front() else {
-                    return Ok(());
-                };
-                if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
-                    return Ok(());
+                while batch.len() < BATCH {
+                    let Some(front) = st.queue.front() else { break };
+                    if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
+                        break;
+                    }
+                    let Some(d) = st.pop_queued() else { break };
+                    if d.message.expired(now) {
+                        expired += 1;
+                        continue;
+                    }
+                    let packet_id = if d.qos == QoS::AtMostOnce {
+                        0
+                    } else {
+                        let id = st.allocate_packet_id();
+                        st.inflight.push_back(Inflight {
+                            packet_id: id,
+                            delivery: d.clone(),
+                            stage: Stage::Sent,
+                        });
+                        id
+                    };
+                    batch.push((d, packet_id));
                 }
-                let Some(d) = st.pop_queued() else {
-                    return Ok(());
-                };
-                if d.message.expired(now) {
-                    drop(st);
-                    self.broker.stats.dropped(DropReason::Expired, 1);
-                    continue;
-                }
-                let packet_id = if d.qos == QoS::AtMostOnce {
-                    0
-                } else {
-                    let id = st.allocate_packet_id();
-                    st.inflight.push_back(Inflight {
-                        packet_id: id,
-                        delivery: d.clone(),
-                        stage: Stage::Sent,
-                    });
-                    id
-                };
-                (d, packet_id)
-            };
-            self.write_delivery(&delivery, packet_id, false)?;
+            }
+            if expired > 0 {
+                self.broker.stats.dropped(DropReason::Expired, expired);
+            }
+            if batch.is_empty() {
+                break;
+            }
+            for (delivery, packet_id) in batch.drain(..) {
+                delivered += u64::from(self.write_delivery(&delivery, packet_id, false)?);
+            }
+        }
+        // One update of the shared counter per pump, not one per message.
+        if delivered > 0 {
+            self.broker
+                .stats
+                .delivered
+                .fetch_add(delivered, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -68,14 +88,17 @@ impl Live {
         let pending: Vec<Inflight> = self.conn.session.lock().inflight.iter().cloned().collect();
         for entry in pending {
             match entry.stage {
-                Stage::Sent => self.write_delivery(&entry.delivery, entry.packet_id, true)?,
+                Stage::Sent => {
+                    self.write_delivery(&entry.delivery, entry.packet_id, true)?;
+                }
                 Stage::Released => self.send(&Packet::PubRel(Ack::new(entry.packet_id)))?,
             }
         }
         Ok(())
     }
 
-    fn write_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Result<(), Closing> {
+    /// Writes one delivery; `Ok(false)` when it was not sent (too large for the client).
+    fn write_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Result<bool, Closing> {
         let v = self.conn.version;
         let max = self.conn.client_max_packet_size;
         let stats = &self.broker.stats;
@@ -89,11 +112,10 @@ impl Live {
             if let Some(bytes) = d.message.shared_qos0(v) {
                 if bytes.len() > max {
                     stats.dropped(DropReason::TooLargeForClient, 1);
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.out.bytes(bytes);
-                stats.delivered.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                return Ok(true);
             }
         }
         let remaining = d.message.remaining_expiry(std::time::Instant::now());
@@ -114,7 +136,7 @@ impl Live {
                 st.take_inflight(packet_id, Stage::Sent);
             }
             stats.dropped(DropReason::TooLargeForClient, 1);
-            return Ok(());
+            return Ok(false);
         }
         if v.is_v5() && self.conn.client_alias_maximum > 0 {
             self.apply_outbound_alias(&mut publish);
@@ -122,8 +144,7 @@ impl Live {
         self.out
             .publish(&publish, v)
             .map_err(|_| Closing::new(CloseReason::ProtocolError))?;
-        self.broker.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// Uses a topic alias the client allows: the first `client_alias_maximum` distinct topics

@@ -14,6 +14,9 @@ use tokio::net::TcpStream;
 /// Chunks per vectored write.
 const MAX_IOV: usize = 64;
 
+/// Shared bytes up to this size are copied rather than referenced.
+const COPY_AT_MOST: usize = 1024;
+
 /// The write queue of one connection. Empty and unallocated while idle.
 #[derive(Debug, Default)]
 pub(crate) struct Outgoing {
@@ -46,7 +49,7 @@ impl Outgoing {
         Ok(())
     }
 
-    /// Appends a PUBLISH: its header into the scratch buffer, its payload shared.
+    /// Appends a PUBLISH: its header into the scratch buffer, its payload after it.
     pub(crate) fn publish(
         &mut self,
         publish: &Publish,
@@ -56,16 +59,23 @@ impl Outgoing {
         publish.encode_header(version, &mut self.scratch)?;
         self.queued += self.scratch.len() - before;
         if !publish.payload.is_empty() {
-            self.bytes(publish.payload.clone());
+            self.bytes(&publish.payload);
         }
         Ok(())
     }
 
-    /// Appends bytes shared with others (a payload, a packet encoded once for many).
-    pub(crate) fn bytes(&mut self, bytes: Bytes) {
-        self.seal();
+    /// Appends bytes shared with others (a payload, a packet encoded once for many). Small
+    /// ones are copied into the scratch buffer: a memcpy of a few dozen bytes is cheaper than
+    /// a reference count touched by every subscriber's thread, and contiguous bytes let one
+    /// write carry hundreds of messages. Large ones are referenced, not copied.
+    pub(crate) fn bytes(&mut self, bytes: &Bytes) {
         self.queued += bytes.len();
-        self.chunks.push_back(bytes);
+        if bytes.len() <= COPY_AT_MOST {
+            self.scratch.extend_from_slice(bytes);
+        } else {
+            self.seal();
+            self.chunks.push_back(bytes.clone());
+        }
     }
 
     fn seal(&mut self) {

@@ -82,9 +82,10 @@ impl Live {
             p.properties,
             self.conn.session.id,
         );
-        let matched = self.broker.publish(&self.tenant, &message);
+        let routed = self.broker.publish(&self.tenant, &message);
+        self.note_routed(routed);
         let mut ack = Ack::new(packet_id);
-        if matched == 0 && self.v5() {
+        if routed.matched == 0 && self.v5() {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
         }
         match qos {
