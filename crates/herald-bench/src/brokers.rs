@@ -166,15 +166,13 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> anyhow::Result<Running
             (vec!["-c".to_string(), path.display().to_string()], conf)
         }
         Kind::Herald => {
+            // Sessions are in memory: Herald has no persistence yet.
             let args = vec![
                 "serve".to_string(),
                 "--mqtt-listen".into(),
                 addr.to_string(),
-                "--http-listen".into(),
-                format!("127.0.0.1:{}", free_port()?),
-                "--ws-listen".into(),
-                format!("127.0.0.1:{}", free_port()?),
-                "--in-memory".into(),
+                "--log-level".into(),
+                "warn".into(),
             ];
             let config = format!("herald {}", args.join(" "));
             (args, config)

@@ -272,8 +272,9 @@ pub struct Cell {
     /// (max - min) / mean over runs; 0 with one run.
     pub spread: f64,
     /// This broker's value relative to the best broker's (1.0 is the best; >1 is worse for
-    /// lower-is-better metrics, <1 is worse for higher-is-better ones).
-    pub ratio_to_best: f64,
+    /// lower-is-better metrics, <1 is worse for higher-is-better ones). `None` when the best
+    /// is 0 (too small to measure), where a ratio means nothing.
+    pub ratio_to_best: Option<f64>,
 }
 
 /// Runs `compare`.
@@ -433,7 +434,7 @@ fn summarise(items: &[Item], brokers: &[BrokerInfo], results: &[ResultEntry]) ->
                     broker: b.kind.name(),
                     mean,
                     spread,
-                    ratio_to_best: 0.0,
+                    ratio_to_best: None,
                 });
             }
             let best = if f.higher_is_better {
@@ -442,7 +443,7 @@ fn summarise(items: &[Item], brokers: &[BrokerInfo], results: &[ResultEntry]) ->
                 cells.iter().map(|c| c.mean).fold(f64::MAX, f64::min)
             };
             for c in &mut cells {
-                c.ratio_to_best = if best != 0.0 { c.mean / best } else { 1.0 };
+                c.ratio_to_best = (best != 0.0).then(|| c.mean / best);
             }
             rows.push(Row {
                 scenario: label.clone(),
@@ -491,11 +492,10 @@ fn markdown(c: &Comparison) -> String {
                     } else {
                         String::new()
                     };
-                    cells.push(format!(
-                        "{}{spread} [{:.2}x]",
-                        number(cell.mean),
-                        cell.ratio_to_best
-                    ));
+                    let ratio = cell
+                        .ratio_to_best
+                        .map_or("-".into(), |r| format!("{r:.2}x"));
+                    cells.push(format!("{}{spread} [{ratio}]", number(cell.mean)));
                 }
                 None => cells.push("failed".into()),
             }
