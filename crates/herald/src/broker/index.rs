@@ -214,7 +214,7 @@ fn edit_slot<R>(
 
 #[derive(Debug, Default)]
 struct Inner {
-    exact: HashMap<ByteString, Arc<FilterEntry>>,
+    exact: HashMap<Box<str>, Arc<FilterEntry>>,
     trie: Node,
 }
 
@@ -242,7 +242,7 @@ impl SubscriptionIndex {
             let slot = inner.trie.slot(&levels);
             Arc::make_mut(slot.get_or_insert_with(Default::default)).insert(group, sub)
         } else {
-            let entry = inner.exact.entry(ByteString::from(filter)).or_default();
+            let entry = inner.exact.entry(Box::from(filter)).or_default();
             Arc::make_mut(entry).insert(group, sub)
         }
     }

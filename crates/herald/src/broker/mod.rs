@@ -136,7 +136,7 @@ impl Broker {
     ) -> Attached {
         let client_id = message::own_str(&client_id);
         let mut shard = tenant.sessions.shard(&client_id);
-        let existing = shard.get(&client_id).cloned();
+        let existing = shard.get(&*client_id).cloned();
         if let (Some(session), false) = (&existing, clean_start) {
             let mut st = session.lock();
             if !st.ended {
@@ -159,14 +159,15 @@ impl Broker {
             }
         }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(id, client_id.clone(), protocol);
+        let key: Box<str> = Box::from(&*client_id);
+        let session = Session::new(id, client_id, protocol);
         {
             let mut st = session.lock();
             st.generation = 1;
             st.connected = true;
             st.expiry_interval = expiry_interval;
         }
-        shard.insert(client_id, session.clone());
+        shard.insert(key, session.clone());
         drop(shard);
         if let Some(old) = existing {
             self.end_session(tenant, &old, None);

@@ -7,7 +7,7 @@
 //! never across an `.await`. A publisher's task pushes a delivery and wakes the attached
 //! connection only when the queue goes from empty to non-empty.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Context;
@@ -41,6 +41,48 @@ pub struct Session {
     /// The attached connection's next deadline (keep-alive, slow consumer), milliseconds on
     /// the broker's clock; `u64::MAX` for none. The broker's sweep wakes it once passed.
     deadline_ms: AtomicU64,
+}
+
+/// A small set of packet identifiers (inbound QoS 2 awaiting PUBREL): bounded by the Receive
+/// Maximum, usually empty, so a list costs less than a hash set and is as fast.
+#[derive(Debug, Default)]
+pub struct PacketIds(Vec<u16>);
+
+impl PacketIds {
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: &u16) -> bool {
+        self.0.contains(id)
+    }
+
+    /// Adds `id`; returns whether it was new.
+    pub fn insert(&mut self, id: u16) -> bool {
+        if self.0.contains(&id) {
+            return false;
+        }
+        self.0.push(id);
+        true
+    }
+
+    /// Removes `id`; returns whether it was there.
+    pub fn remove(&mut self, id: &u16) -> bool {
+        match self.0.iter().position(|x| x == id) {
+            Some(pos) => {
+                self.0.swap_remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A session's subscriptions by filter, as subscribed. A list, not a map: most sessions hold
@@ -173,7 +215,7 @@ pub struct SessionState {
     pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// Packet ids of QoS 2 PUBLISHes received and not yet released (exactly-once inbound).
-    pub inbound_qos2: HashSet<u16>,
+    pub inbound_qos2: PacketIds,
     /// Subscriptions by filter, as subscribed.
     pub subscriptions: Subscriptions,
     /// A will waiting for its delay to pass: cancelled if a connection resumes the session
@@ -212,7 +254,7 @@ impl Session {
                 queue_bytes: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 0,
-                inbound_qos2: HashSet::new(),
+                inbound_qos2: PacketIds::default(),
                 subscriptions: Subscriptions::default(),
                 pending_will: None,
                 expiry_interval: 0,

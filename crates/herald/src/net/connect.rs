@@ -165,13 +165,13 @@ pub(crate) fn accept(
         version: v,
         session: attached.session,
         generation: attached.generation,
-        keep_alive: Duration::from_secs(u64::from(keep_alive)),
+        keep_alive,
         client_receive_maximum: if v.is_v5() {
             p.receive_maximum.unwrap_or(u16::MAX)
         } else {
             u16::MAX
         },
-        client_max_packet_size: p.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+        client_max_packet_size: p.maximum_packet_size.unwrap_or(u32::MAX),
         client_alias_maximum: if v.is_v5() {
             p.topic_alias_maximum.unwrap_or(0)
         } else {

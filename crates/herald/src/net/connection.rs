@@ -80,11 +80,11 @@ pub(crate) struct Session {
     /// This connection's attachment generation.
     pub(crate) generation: u64,
     /// Keep-alive in force (0: none).
-    pub(crate) keep_alive: Duration,
+    pub(crate) keep_alive: u16,
     /// How many QoS 1/2 messages the client accepts unacknowledged.
     pub(crate) client_receive_maximum: u16,
     /// Largest packet the client accepts.
-    pub(crate) client_max_packet_size: usize,
+    pub(crate) client_max_packet_size: u32,
     /// Topic aliases the client accepts from Herald.
     pub(crate) client_alias_maximum: u16,
     /// Session expiry interval agreed at CONNECT (a DISCONNECT may not raise it from 0).
@@ -114,10 +114,12 @@ pub(crate) struct Live {
     pub(crate) conn: Session,
     pub(crate) broker: Arc<Broker>,
     pub(crate) tenant: Arc<Tenant>,
-    last_received: Instant,
-    unwritable_since: Option<Instant>,
+    /// When the last whole packet arrived (broker clock, ms).
+    last_received_ms: u64,
+    /// Since when the socket has been full with data waiting (broker clock, ms; `NONE`).
+    unwritable_since_ms: u64,
     /// Deliveries this connection's publications queued since it last yielded.
-    routed: usize,
+    routed: u32,
     /// A subscriber queue passed high water: stop reading until others have run.
     pushback: bool,
     /// Input is buffered (or unread) because the connection yielded; resume it next turn.
@@ -135,9 +137,12 @@ enum Event {
     Resume,
 }
 
+/// "No deadline" on the broker clock.
+const NONE: u64 = u64::MAX;
+
 /// Deliveries a publisher's connection may queue per turn before it yields to the
 /// subscribers' tasks (pushback: the broker reads no faster than it can deliver).
-const ROUTE_BUDGET: usize = 128 * 1024;
+const ROUTE_BUDGET: u32 = 128 * 1024;
 
 /// Most reads per wake-up, so that one busy publisher cannot starve the worker thread.
 const READS_PER_WAKE: usize = 16;
@@ -208,8 +213,8 @@ async fn handshake(
                 conn: accepted.conn,
                 broker: broker.clone(),
                 tenant: broker.default_tenant.clone(),
-                last_received: Instant::now(),
-                unwritable_since: None,
+                last_received_ms: broker.clock_ms(Instant::now()),
+                unwritable_since_ms: NONE,
                 routed: 0,
                 pushback: false,
                 input_pending: false,
@@ -301,17 +306,25 @@ impl Live {
     /// Tells the broker's sweep when this connection next needs looking at: keep-alive
     /// expiry, or the slow-consumer limit while the socket is full.
     fn publish_deadline(&self) {
-        let mut next: Option<Instant> = None;
-        if !self.conn.keep_alive.is_zero() {
-            next = Some(self.last_received + self.conn.keep_alive.mul_f32(1.5));
+        self.conn
+            .session
+            .set_deadline(self.keep_alive_deadline().min(self.slow_deadline()));
+    }
+
+    /// When the client must have sent something: 1.5 x keep-alive after the last packet.
+    fn keep_alive_deadline(&self) -> u64 {
+        match self.conn.keep_alive {
+            0 => NONE,
+            secs => self.last_received_ms + u64::from(secs) * 1500,
         }
-        if let Some(since) = self.unwritable_since {
-            let slow =
-                since + Duration::from_secs(self.broker.config.limits.slow_consumer_timeout_secs);
-            next = Some(next.map_or(slow, |n| n.min(slow)));
+    }
+
+    /// When a socket that stays full makes this a slow consumer.
+    fn slow_deadline(&self) -> u64 {
+        match self.unwritable_since_ms {
+            NONE => NONE,
+            since => since + self.broker.config.limits.slow_consumer_timeout_secs * 1000,
         }
-        let ms = next.map_or(u64::MAX, |at| self.broker.clock_ms(at));
-        self.conn.session.set_deadline(ms);
     }
 
     /// Something happened that is not socket readiness: shutdown, takeover, new deliveries,
@@ -325,17 +338,12 @@ impl Live {
             self.conn.session.wake();
             return Err(Closing::new(CloseReason::SessionTakenOver));
         }
-        let now = Instant::now();
-        if !self.conn.keep_alive.is_zero()
-            && now >= self.last_received + self.conn.keep_alive.mul_f32(1.5)
-        {
+        let now = self.broker.clock_ms(Instant::now());
+        if now >= self.keep_alive_deadline() {
             return Err(Closing::new(CloseReason::KeepAliveTimeout));
         }
-        if let Some(since) = self.unwritable_since {
-            let limit = Duration::from_secs(self.broker.config.limits.slow_consumer_timeout_secs);
-            if now >= since + limit {
-                return Err(Closing::new(CloseReason::SlowConsumer));
-            }
+        if now >= self.slow_deadline() {
+            return Err(Closing::new(CloseReason::SlowConsumer));
         }
         self.pump()?;
         self.flush()
@@ -344,7 +352,7 @@ impl Live {
     /// Records what a publication routed; past the budget, or at high water, the connection
     /// stops taking input and yields.
     pub(crate) fn note_routed(&mut self, routed: crate::broker::router::Routed) {
-        self.routed += routed.matched;
+        self.routed = self.routed.saturating_add(routed.matched as u32);
         self.pushback |= routed.pushback;
     }
 
@@ -402,7 +410,7 @@ impl Live {
                 Ok(Some(packet)) => {
                     // Keep-alive counts whole control packets, not bytes of an unfinished one
                     // [MQTT-3.1.2-22].
-                    self.last_received = Instant::now();
+                    self.last_received_ms = self.broker.clock_ms(Instant::now());
                     self.handle(packet)?
                 }
                 Ok(None) => return Ok(()),
@@ -422,11 +430,13 @@ impl Live {
     pub(crate) fn flush(&mut self) -> Result<(), Closing> {
         match self.out.flush(&self.stream) {
             Ok(true) => {
-                self.unwritable_since = None;
+                self.unwritable_since_ms = NONE;
                 Ok(())
             }
             Ok(false) => {
-                self.unwritable_since.get_or_insert_with(Instant::now);
+                if self.unwritable_since_ms == NONE {
+                    self.unwritable_since_ms = self.broker.clock_ms(Instant::now());
+                }
                 Ok(())
             }
             Err(_) => Err(Closing::new(CloseReason::IoError)),

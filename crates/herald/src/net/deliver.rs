@@ -100,7 +100,7 @@ impl Live {
     /// Writes one delivery; `Ok(false)` when it was not sent (too large for the client).
     fn write_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Result<bool, Closing> {
         let v = self.conn.version;
-        let max = self.conn.client_max_packet_size;
+        let max = self.conn.client_max_packet_size as usize;
         let stats = &self.broker.stats;
         // A client that takes topic aliases gets its own header (the shared bytes carry the
         // full topic and no alias).
