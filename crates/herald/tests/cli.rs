@@ -1,0 +1,124 @@
+//! The `herald` binary as a user runs it: `herald config generate`, configuration errors that
+//! name the key, and `herald serve` stopping on SIGTERM (v5 clients told 0x8B, exit 0).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Raw;
+use mqtt_codec::{Disconnect, Packet, ProtocolVersion::V5, ReasonCode};
+
+fn herald() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_herald"))
+}
+
+#[test]
+fn config_generate_prints_a_file_that_serve_accepts() {
+    let out = herald().args(["config", "generate"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("[limits]") && text.contains("max_connections ="),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    // The generated file with one change: a bad value must be reported by its key.
+    std::fs::write(
+        &file,
+        text.replace("max_packet_size = 1048576", "max_packet_size = 3"),
+    )
+    .unwrap();
+    let out = herald()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.max_packet_size"), "{err}");
+}
+
+#[test]
+fn bad_environment_and_public_address_are_refused_with_the_key() {
+    let out = herald()
+        .args(["serve"])
+        .env("HERALD_LIMITS_MAX_CONNECTIONS", "many")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_connections"));
+    let out = herald()
+        .args(["serve", "--mqtt-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listeners.mqtt") && err.contains("allow_anonymous_public"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_disconnects_v5_clients_and_exits_zero() {
+    let mut child = herald()
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log says where it listens (port 0 lets the system choose).
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("addr=") {
+                let addr: String = line[at + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut client = Raw::connect(addr, V5, "stays").await;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let got = client.expect_closed().await;
+    assert_eq!(
+        got,
+        vec![Packet::Disconnect(Disconnect::new(
+            ReasonCode::ServerShuttingDown
+        ))]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "herald did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+}
