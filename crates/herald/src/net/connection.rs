@@ -290,8 +290,17 @@ impl Live {
             self.yielded = false;
             return Poll::Ready(Event::Resume);
         }
-        if self.conn.session.poll_signal(cx) || self.broker.shutting_down() {
-            return Poll::Ready(Event::Signalled);
+        {
+            // A takeover raises the generation under this lock, then wakes: checked under it,
+            // a replaced connection never registers its waker over its successor's, and is
+            // woken at least once after the change.
+            let st = self.conn.session.lock();
+            if st.generation != self.conn.generation
+                || self.conn.session.poll_signal(cx)
+                || self.broker.shutting_down()
+            {
+                return Poll::Ready(Event::Signalled);
+            }
         }
         // An error also reports ready; the read that follows returns it.
         if self.stream.poll_read_ready(cx).is_ready() {
