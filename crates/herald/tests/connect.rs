@@ -491,3 +491,22 @@ async fn packet_over_max_packet_size() {
     .await;
     s.server.shutdown(WAIT).await;
 }
+
+#[tokio::test]
+async fn mqtt_3_1_client_ids_are_at_most_23_characters() {
+    let s = start().await;
+    let ok = Connect::new(V3_1, "a".repeat(23), 60);
+    let (_c, ack) = Raw::connect_with(s.addr, ok).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    let long = Connect::new(V3_1, "b".repeat(24), 60);
+    let (mut c, ack) = Raw::connect_with(s.addr, long).await;
+    assert_eq!(
+        ack.reason_code,
+        ReasonCode::ClientIdentifierNotValid,
+        "3.1 return code 2"
+    );
+    assert!(c.expect_closed().await.is_empty());
+    // 3.1.1 allows longer ids (up to limits.max_client_id_length).
+    let (_c, ack) = Raw::connect_with(s.addr, Connect::new(V3_1_1, "c".repeat(24), 60)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}

@@ -95,7 +95,9 @@ pub(crate) fn accept(
             ReasonCode::ServerUnavailable
         });
     }
-    if connect.client_id.len() > cfg.limits.max_client_id_length {
+    // MQTT 3.1 client identifiers are 1 to 23 characters (3.1 §3.1, return code 2).
+    let v31_too_long = v == ProtocolVersion::V3_1 && connect.client_id.chars().count() > 23;
+    if connect.client_id.len() > cfg.limits.max_client_id_length || v31_too_long {
         return refuse(ReasonCode::ClientIdentifierNotValid);
     }
     let mut assigned = None;
