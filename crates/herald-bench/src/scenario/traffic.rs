@@ -298,8 +298,22 @@ pub async fn worker(
         } else {
             t.inflight.max(1)
         };
+        // Publishers at a fixed rate are spread evenly over one interval, so that N publishers
+        // at r msg/s make a steady N*r msg/s, not a burst of N messages every 1/r seconds
+        // (which would measure burst queueing, in every broker alike).
+        let phase = if rate > 0.0 {
+            Duration::from_secs_f64(i as f64 / t.pubs as f64 / rate)
+        } else {
+            Duration::ZERO
+        };
         pub_tasks.spawn(publisher(
-            client, publish, rate, window, start, pub_end, drain_end,
+            client,
+            publish,
+            rate,
+            window,
+            start + phase,
+            pub_end,
+            drain_end,
         ));
     }
     let mut keep = Vec::new();
