@@ -134,7 +134,6 @@ impl Broker {
         protocol: ProtocolVersion,
         expiry_interval: u32,
     ) -> Attached {
-        let client_id = message::own_str(&client_id);
         let mut shard = tenant.sessions.shard(&client_id);
         let existing = shard.get(&*client_id).cloned();
         if let (Some(session), false) = (&existing, clean_start) {
@@ -159,8 +158,8 @@ impl Broker {
             }
         }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let key: Box<str> = Box::from(&*client_id);
-        let session = Session::new(id, client_id, protocol);
+        let key: Arc<str> = Arc::from(&*client_id);
+        let session = Session::new(id, key.clone(), protocol);
         {
             let mut st = session.lock();
             st.generation = 1;

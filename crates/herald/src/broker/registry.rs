@@ -9,10 +9,9 @@ use super::session::{Session, SessionId};
 
 const SHARDS: usize = 64;
 
-/// One shard: client id -> session. Keys are `Box<str>` (16 bytes, one exact allocation),
-/// not a clone of the session's `ByteString` (32 bytes, plus an allocation when a
-/// vector-backed `Bytes` is first cloned): paid once per connected client.
-pub type Shard = HashMap<Box<str>, Arc<Session>>;
+/// One shard: client id -> session. The key is the session's own `Arc<str>` client id: one
+/// allocation for both, 16 bytes in the table.
+pub type Shard = HashMap<Arc<str>, Arc<Session>>;
 
 /// One tenant's sessions.
 #[derive(Debug)]

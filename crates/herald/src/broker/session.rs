@@ -29,8 +29,8 @@ pub type SessionId = u64;
 pub struct Session {
     /// Its number.
     pub id: SessionId,
-    /// The client identifier it belongs to.
-    pub client_id: ByteString,
+    /// The client identifier it belongs to, shared with the registry's key (one allocation).
+    pub client_id: Arc<str>,
     state: Mutex<SessionState>,
     /// Set when the attached connection has something to look at: new deliveries, a newer
     /// connection took over, a deadline passed, shutdown. Cleared when it looks.
@@ -242,7 +242,7 @@ pub enum Enqueued {
 
 impl Session {
     /// A new, empty session.
-    pub fn new(id: SessionId, client_id: ByteString, protocol: ProtocolVersion) -> Arc<Session> {
+    pub fn new(id: SessionId, client_id: Arc<str>, protocol: ProtocolVersion) -> Arc<Session> {
         Arc::new(Session {
             id,
             client_id,

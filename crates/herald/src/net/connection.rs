@@ -246,9 +246,10 @@ impl Live {
             Ok(()) => self.serve().await,
             Err(closing) => closing,
         };
-        let peer = self.peer;
+        // Logged before the close is awaited, so that the peer address is not kept in this
+        // future's state for the connection's whole life.
+        tracing::debug!(peer = %self.peer, reason = closing.reason.label(), "connection closed");
         Box::pin(self.close(closing)).await;
-        tracing::debug!(%peer, reason = closing.reason.label(), "connection closed");
         closing.reason
     }
 

@@ -17,32 +17,84 @@ const MAX_IOV: usize = 64;
 /// Shared bytes up to this size are copied rather than referenced.
 const COPY_AT_MOST: usize = 1024;
 
-/// The write queue of one connection. Empty and unallocated while idle.
+/// The write queue of one connection: nothing but a null pointer while idle (8 bytes per
+/// idle connection instead of 72); its buffers exist from the first write until everything
+/// is written.
 #[derive(Debug, Default)]
-pub(crate) struct Outgoing {
+pub(crate) struct Outgoing(Option<Box<Buffers>>);
+
+impl Outgoing {
+    fn buffers(&mut self) -> &mut Buffers {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    /// Whether nothing is waiting.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_empty())
+    }
+
+    /// Bytes waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |b| b.len())
+    }
+
+    /// Appends a packet.
+    pub(crate) fn packet(
+        &mut self,
+        packet: &Packet,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
+        self.buffers().packet(packet, version)
+    }
+
+    /// Appends a PUBLISH: its header, then its payload.
+    pub(crate) fn publish(
+        &mut self,
+        publish: &Publish,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
+        self.buffers().publish(publish, version)
+    }
+
+    /// Appends bytes shared with others.
+    pub(crate) fn bytes(&mut self, bytes: &Bytes) {
+        self.buffers().bytes(bytes);
+    }
+
+    /// Writes as much as the socket takes without waiting. `Ok(true)` when everything was
+    /// written (and the buffers are released), `Ok(false)` when the socket is full.
+    pub(crate) fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        let Some(buffers) = self.0.as_mut() else {
+            return Ok(true);
+        };
+        let done = buffers.flush(stream)?;
+        if done {
+            self.0 = None;
+        }
+        Ok(done)
+    }
+}
+
+/// The buffers behind a busy connection's write queue.
+#[derive(Debug, Default)]
+struct Buffers {
     chunks: VecDeque<Bytes>,
     scratch: BytesMut,
     /// Bytes waiting (chunks and scratch).
     queued: usize,
 }
 
-impl Outgoing {
-    /// Whether nothing is waiting.
-    pub(crate) fn is_empty(&self) -> bool {
+impl Buffers {
+    fn is_empty(&self) -> bool {
         self.queued == 0
     }
 
-    /// Bytes waiting.
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.queued
     }
 
     /// Appends a packet, encoded into the scratch buffer.
-    pub(crate) fn packet(
-        &mut self,
-        packet: &Packet,
-        version: ProtocolVersion,
-    ) -> Result<(), EncodeError> {
+    fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
         let before = self.scratch.len();
         packet.encode(version, &mut self.scratch)?;
         self.queued += self.scratch.len() - before;
@@ -50,11 +102,7 @@ impl Outgoing {
     }
 
     /// Appends a PUBLISH: its header into the scratch buffer, its payload after it.
-    pub(crate) fn publish(
-        &mut self,
-        publish: &Publish,
-        version: ProtocolVersion,
-    ) -> Result<(), EncodeError> {
+    fn publish(&mut self, publish: &Publish, version: ProtocolVersion) -> Result<(), EncodeError> {
         let before = self.scratch.len();
         publish.encode_header(version, &mut self.scratch)?;
         self.queued += self.scratch.len() - before;
@@ -68,7 +116,7 @@ impl Outgoing {
     /// ones are copied into the scratch buffer: a memcpy of a few dozen bytes is cheaper than
     /// a reference count touched by every subscriber's thread, and contiguous bytes let one
     /// write carry hundreds of messages. Large ones are referenced, not copied.
-    pub(crate) fn bytes(&mut self, bytes: &Bytes) {
+    fn bytes(&mut self, bytes: &Bytes) {
         self.queued += bytes.len();
         if bytes.len() <= COPY_AT_MOST {
             self.scratch.extend_from_slice(bytes);
@@ -84,9 +132,7 @@ impl Outgoing {
         }
     }
 
-    /// Writes as much as the socket takes without waiting. `Ok(true)` when everything was
-    /// written, `Ok(false)` when the socket is full.
-    pub(crate) fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
+    fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
         self.seal();
         while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
@@ -101,9 +147,6 @@ impl Outgoing {
                 Err(e) => return Err(e),
             }
         }
-        // Everything is written: keep no buffer (the scratch buffer's allocation is shared with
-        // the chunks split off it, and would otherwise stay alive while the connection idles).
-        self.scratch = BytesMut::new();
         Ok(true)
     }
 
@@ -120,9 +163,6 @@ impl Outgoing {
                 front.advance(written);
                 written = 0;
             }
-        }
-        if self.chunks.is_empty() {
-            self.chunks = VecDeque::new();
         }
     }
 }
