@@ -212,7 +212,7 @@ pub struct SessionState {
     /// Payload bytes in `queue`.
     pub queue_bytes: usize,
     /// QoS 1/2 deliveries written and not yet acknowledged, in the order they were sent.
-    pub inflight: VecDeque<Inflight>,
+    pub inflight: Vec<Inflight>,
     next_packet_id: u16,
     /// Packet ids of QoS 2 PUBLISHes received and not yet released (exactly-once inbound).
     pub inbound_qos2: PacketIds,
@@ -252,7 +252,7 @@ impl Session {
                 protocol,
                 queue: VecDeque::new(),
                 queue_bytes: 0,
-                inflight: VecDeque::new(),
+                inflight: Vec::new(),
                 next_packet_id: 0,
                 inbound_qos2: PacketIds::default(),
                 subscriptions: Subscriptions::default(),
@@ -368,7 +368,7 @@ impl SessionState {
             .inflight
             .iter()
             .position(|i| i.packet_id == packet_id && i.stage == stage)?;
-        self.inflight.remove(pos)
+        Some(self.inflight.remove(pos))
     }
 
     /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent).
@@ -452,12 +452,12 @@ mod tests {
         let mut st = s.lock();
         st.next_packet_id = 65_534;
         let a = st.allocate_packet_id();
-        st.inflight.push_back(Inflight {
+        st.inflight.push(Inflight {
             packet_id: a,
             delivery: delivery(QoS::AtLeastOnce),
             stage: Stage::Sent,
         });
-        st.inflight.push_back(Inflight {
+        st.inflight.push(Inflight {
             packet_id: 1,
             delivery: delivery(QoS::AtLeastOnce),
             stage: Stage::Sent,

@@ -52,7 +52,7 @@ impl Live {
                         0
                     } else {
                         let id = st.allocate_packet_id();
-                        st.inflight.push_back(Inflight {
+                        st.inflight.push(Inflight {
                             packet_id: id,
                             delivery: d.clone(),
                             stage: Stage::Sent,
