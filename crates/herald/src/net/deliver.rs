@@ -85,7 +85,7 @@ impl Live {
     /// Re-sends, in order, what a resumed session had sent without acknowledgement: PUBLISH
     /// with DUP set, or PUBREL for QoS 2 messages already received [MQTT-4.4.0-1].
     pub(crate) fn resend_inflight(&mut self) -> Result<(), Closing> {
-        let pending: Vec<Inflight> = self.conn.session.lock().inflight.iter().cloned().collect();
+        let pending: Vec<Inflight> = self.conn.session.lock().inflight.to_vec();
         for entry in pending {
             match entry.stage {
                 Stage::Sent => {
