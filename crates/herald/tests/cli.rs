@@ -122,3 +122,99 @@ async fn sigterm_disconnects_v5_clients_and_exits_zero() {
     };
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Starts the binary under `sh -c 'ulimit -n N; exec herald ...'` and returns it, the address
+/// it listens on, and a flag raised when it logs a failed accept.
+fn spawn_with_fd_limit(
+    limit: u32,
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let script = format!(
+        "ulimit -n {limit} && exec {} serve --mqtt-listen 127.0.0.1:0 --log-level info",
+        env!("CARGO_BIN_EXE_herald")
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let accept_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = accept_failed.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("accept failed") {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            if let Some(at) = line.find("addr=") {
+                let addr: String = line[at + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, addr, accept_failed)
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let (mut child, addr, accept_failed) = spawn_with_fd_limit(200);
+    // Twice the descriptors herald has: past ~190 accepts fail with EMFILE.
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+        {
+            flood.push(s);
+        }
+    }
+    // The flood did run herald out of descriptors: it logged the failed accepts.
+    let seen = Instant::now() + Duration::from_secs(5);
+    while !accept_failed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            Instant::now() < seen,
+            "the flood never ran herald out of descriptors"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(flood);
+    // Once the flood is gone (herald closes those connections at their CONNECT timeout or
+    // when it sees them closed), a normal client is served again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // An attempt that fails (refused, closed) panics inside its own task: retried.
+        let attempt = tokio::spawn(async move {
+            let mut c = Raw::connect(addr, V5, "after-the-flood").await;
+            c.send(Packet::PingReq).await;
+            c.recv().await
+        });
+        if let Ok(Ok(Packet::PingResp)) =
+            tokio::time::timeout(Duration::from_secs(3), attempt).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "herald did not recover from EMFILE"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "herald is still running"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
