@@ -141,8 +141,8 @@ fn spawn_with_fd_limit(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+        .expect("herald starts under sh");
+    let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     let accept_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = accept_failed.clone();
@@ -162,9 +162,9 @@ fn spawn_with_fd_limit(
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(10))
-        .unwrap()
+        .expect("herald logs its listen address")
         .parse()
-        .unwrap();
+        .expect("a socket address");
     (child, addr, accept_failed)
 }
 
