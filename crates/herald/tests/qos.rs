@@ -13,34 +13,6 @@ use common::*;
 use herald::broker::stats::CloseReason;
 use mqtt_codec::{Ack, Connect, Disconnect, Packet, ProtocolVersion::*, Publish, QoS, ReasonCode};
 
-/// Every PUBLISH that arrives: waits (up to `WAIT`) while fewer than `at_least` have come,
-/// then until nothing more comes for `QUIET`.
-async fn drain(c: &mut Raw, at_least: usize) -> Vec<Publish> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut got = Vec::new();
-    loop {
-        let wait = if got.len() < at_least {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        } else {
-            QUIET
-        };
-        match tokio::time::timeout(wait, c.try_recv(2 * WAIT)).await {
-            Err(_) => return got,
-            Ok(Some(Packet::Publish(p))) => {
-                got.push(p);
-            }
-            Ok(Some(other)) => panic!("expected only PUBLISH, got {other:?}"),
-            Ok(None) => panic!("connection closed while draining"),
-        }
-    }
-}
-
-/// The round trip that proves every packet sent before it has been handled.
-async fn ping(c: &mut Raw) {
-    c.send(Packet::PingReq).await;
-    assert_eq!(c.recv().await, Packet::PingResp);
-}
-
 fn qos_publish(topic: &str, payload: &[u8], qos: QoS, packet_id: u16) -> Publish {
     let mut p = Publish::new(topic, payload.to_vec());
     p.qos = qos;

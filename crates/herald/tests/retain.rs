@@ -11,51 +11,8 @@ use std::collections::BTreeMap;
 use common::*;
 use mqtt_codec::{
     Ack, Connect, Disconnect, Packet, ProtocolVersion::*, Publish, QoS, ReasonCode, RetainHandling,
-    Subscribe, SubscriptionOptions,
+    SubscriptionOptions,
 };
-
-/// Subscribes to one filter with `options` and subscription identifier `id`.
-async fn subscribe_opts(
-    c: &mut Raw,
-    filter: &str,
-    options: SubscriptionOptions,
-    id: Option<u32>,
-) -> Vec<ReasonCode> {
-    let packet_id = c.next_id();
-    let mut s = Subscribe::new(packet_id, filter, options.qos);
-    s.subscriptions[0].options = options;
-    s.properties.subscription_identifier = id;
-    c.send(Packet::Subscribe(s)).await;
-    match c.recv().await {
-        Packet::SubAck(a) => {
-            assert_eq!(a.packet_id, packet_id);
-            a.reason_codes
-        }
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
-}
-
-/// Every PUBLISH that arrives: waits (up to `WAIT`) while fewer than `at_least` have come,
-/// then until nothing more comes for `QUIET`.
-async fn drain(c: &mut Raw, at_least: usize) -> Vec<Publish> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut got = Vec::new();
-    loop {
-        let wait = if got.len() < at_least {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        } else {
-            QUIET
-        };
-        match tokio::time::timeout(wait, c.try_recv(2 * WAIT)).await {
-            Err(_) => return got,
-            Ok(Some(Packet::Publish(p))) => {
-                got.push(p);
-            }
-            Ok(Some(other)) => panic!("expected only PUBLISH, got {other:?}"),
-            Ok(None) => panic!("connection closed while draining"),
-        }
-    }
-}
 
 fn handling(qos: QoS, retain_handling: RetainHandling) -> SubscriptionOptions {
     SubscriptionOptions {

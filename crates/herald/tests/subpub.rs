@@ -42,16 +42,6 @@ async fn subscribe_many(
     }
 }
 
-/// Subscribes to one filter with `options` and subscription identifier `id`.
-async fn subscribe_opts(
-    c: &mut Raw,
-    filter: &str,
-    options: SubscriptionOptions,
-    id: Option<u32>,
-) -> Vec<ReasonCode> {
-    subscribe_many(c, &[(filter, options)], id).await
-}
-
 /// Unsubscribes from `filters`; returns the UNSUBACK reason codes.
 async fn unsubscribe(c: &mut Raw, filters: &[&str]) -> Vec<ReasonCode> {
     let packet_id = c.next_id();
@@ -82,34 +72,6 @@ async fn publish_qos1(c: &mut Raw, topic: &str, payload: &[u8], retain: bool) ->
         }
         other => panic!("expected PUBACK, got {other:?}"),
     }
-}
-
-/// Every PUBLISH that arrives: waits (up to `WAIT`) while fewer than `at_least` have come,
-/// then until nothing more comes for `QUIET`.
-async fn drain(c: &mut Raw, at_least: usize) -> Vec<Publish> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut got = Vec::new();
-    loop {
-        let wait = if got.len() < at_least {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        } else {
-            QUIET
-        };
-        match tokio::time::timeout(wait, c.try_recv(2 * WAIT)).await {
-            Err(_) => return got,
-            Ok(Some(Packet::Publish(p))) => {
-                got.push(p);
-            }
-            Ok(Some(other)) => panic!("expected only PUBLISH, got {other:?}"),
-            Ok(None) => panic!("connection closed while draining"),
-        }
-    }
-}
-
-/// The round trip that proves every packet sent before it has been handled.
-async fn ping(c: &mut Raw) {
-    c.send(Packet::PingReq).await;
-    assert_eq!(c.recv().await, Packet::PingResp);
 }
 
 fn opts(qos: QoS) -> SubscriptionOptions {

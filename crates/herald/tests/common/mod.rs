@@ -208,3 +208,51 @@ impl Raw {
         let _ = self.stream.shutdown().await;
     }
 }
+
+/// Subscribes to one filter with `options` and subscription identifier `id` (v5); returns the
+/// SUBACK reason codes.
+pub async fn subscribe_opts(
+    c: &mut Raw,
+    filter: &str,
+    options: mqtt_codec::SubscriptionOptions,
+    id: Option<u32>,
+) -> Vec<mqtt_codec::ReasonCode> {
+    let packet_id = c.next_id();
+    let mut s = Subscribe::new(packet_id, filter, options.qos);
+    s.subscriptions[0].options = options;
+    s.properties.subscription_identifier = id;
+    c.send(Packet::Subscribe(s)).await;
+    match c.recv().await {
+        Packet::SubAck(a) => {
+            assert_eq!(a.packet_id, packet_id);
+            a.reason_codes
+        }
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+/// Every PUBLISH that arrives: waits (up to `WAIT`) while fewer than `at_least` have come,
+/// then until nothing more comes for `QUIET`.
+pub async fn drain(c: &mut Raw, at_least: usize) -> Vec<Publish> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut got = Vec::new();
+    loop {
+        let wait = if got.len() < at_least {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            QUIET
+        };
+        match tokio::time::timeout(wait, c.try_recv(2 * WAIT)).await {
+            Err(_) => return got,
+            Ok(Some(Packet::Publish(p))) => got.push(p),
+            Ok(Some(other)) => panic!("expected only PUBLISH, got {other:?}"),
+            Ok(None) => panic!("connection closed while draining"),
+        }
+    }
+}
+
+/// The round trip that proves every packet sent before it has been handled.
+pub async fn ping(c: &mut Raw) {
+    c.send(Packet::PingReq).await;
+    assert_eq!(c.recv().await, Packet::PingResp);
+}
