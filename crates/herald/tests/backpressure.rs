@@ -6,23 +6,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use herald::broker::stats::{CloseReason, DropReason};
 use mqtt_codec::{Ack, Connect, Packet, ProtocolVersion, ProtocolVersion::*, QoS, ReasonCode};
-
-/// Polls `check` until it holds; panics after `within`.
-async fn eventually(what: &str, within: Duration, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// A subscriber that will not read (after its SUBACK). Its receive window stays at the
 /// kernel's initial size (autotuning grows it only as the application reads), so a few MB
@@ -74,12 +60,12 @@ async fn qos0_to_a_subscriber_that_never_reads_is_dropped_and_it_is_disconnected
 
     // Disconnected once its socket has stayed full for the slow-consumer timeout.
     let broker = s.server.broker().clone();
-    eventually("slow consumer disconnected", WAIT * 2, || {
+    eventually_within("slow consumer disconnected", WAIT * 2, || {
         broker.stats.closes(CloseReason::SlowConsumer) == 1
     })
     .await;
     // Its session (expiry 0) ended with it.
-    eventually("slow session gone", WAIT, || {
+    eventually_within("slow session gone", WAIT, || {
         broker.default_tenant.sessions.get("slow").is_none()
     })
     .await;
@@ -150,7 +136,7 @@ async fn qos1_for_an_offline_session_queues_up_to_the_limit() {
         sub.subscribe(&topic, QoS::AtLeastOnce).await;
         sub.disconnect().await;
         let broker = s.server.broker().clone();
-        eventually(&format!("{id} offline"), WAIT, || {
+        eventually_within(&format!("{id} offline"), WAIT, || {
             broker
                 .default_tenant
                 .sessions

@@ -16,24 +16,6 @@ use mqtt_codec::{Connect, Disconnect, Packet, Publish, QoS, ReasonCode, Subscrib
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-/// Polls `cond` every 10 ms until it holds; fails after `WAIT`.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Asserts that nothing arrives and the connection stays open for `d`.
-async fn quiet_for(c: &mut Raw, d: Duration) {
-    match tokio::time::timeout(d, c.try_recv(d + WAIT)).await {
-        Err(_) => {}
-        Ok(Some(p)) => panic!("expected nothing for {d:?}, got {p:?}"),
-        Ok(None) => panic!("connection closed within {d:?}"),
-    }
-}
-
 /// Reads raw bytes until the server closes the connection.
 async fn bytes_until_close(c: &mut Raw) -> Vec<u8> {
     let mut got = c.rbuf.to_vec();

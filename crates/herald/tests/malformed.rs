@@ -17,18 +17,6 @@ use mqtt_codec::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Polls `check` until it holds; panics after `WAIT`.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A fixed header (`first` byte, minimal remaining length) and `body`.
 fn frame(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use common::*;
 use herald::broker::stats::CloseReason;
@@ -18,15 +17,6 @@ fn qos_publish(topic: &str, payload: &[u8], qos: QoS, packet_id: u16) -> Publish
     p.qos = qos;
     p.packet_id = packet_id;
     p
-}
-
-/// Waits (boundedly) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

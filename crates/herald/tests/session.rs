@@ -16,15 +16,6 @@ use mqtt_codec::ProtocolVersion::{self, V3_1_1, V5};
 use mqtt_codec::{Ack, Connect, Disconnect, LastWill, Packet, Publish, QoS, ReasonCode};
 use tokio::time::Instant;
 
-/// Polls `cond` every 10 ms until it holds; fails after `WAIT`.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// A CONNECT that asks to keep (or resume) the session: clean start 0 and, in 5.0, a session
 /// expiry interval of `expiry` seconds.
 fn persistent(version: ProtocolVersion, id: &str, expiry: u32) -> Connect {

@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use common::*;
 use mqtt_codec::{
@@ -83,15 +82,6 @@ fn assert_spread_once(per_member: &[Vec<Publish>], n: usize, what: &str) {
     assert_eq!(distinct.len(), n, "{what}: duplicates in {all:?}");
     let expected: BTreeSet<String> = (0..n).map(|i| i.to_string()).collect();
     assert_eq!(distinct, expected.iter().collect(), "{what}");
-}
-
-/// Waits (boundedly) until `cond` holds.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 async fn members(

@@ -14,18 +14,6 @@ use mqtt_codec::{
     Ack, Connect, Disconnect, Packet, ProtocolVersion::*, Publish, QoS, ReasonCode, Subscribe,
 };
 
-/// Polls `check` until it holds; panics after `WAIT`.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until the server has seen `id`'s connection go (its session stays, offline).
 async fn wait_offline(s: &TestServer, id: &str) {
     let broker = s.server.broker().clone();

@@ -17,24 +17,6 @@ use mqtt_codec::properties::WillProperties;
 use mqtt_codec::{Ack, Connect, Disconnect, LastWill, Packet, Publish, QoS, ReasonCode};
 use tokio::time::Instant;
 
-/// Polls `cond` every 10 ms until it holds; fails after `WAIT`.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Asserts that nothing arrives and the connection stays open for `d`.
-async fn quiet_for(c: &mut Raw, d: Duration) {
-    match tokio::time::timeout(d, c.try_recv(d + WAIT)).await {
-        Err(_) => {}
-        Ok(Some(p)) => panic!("expected nothing for {d:?}, got {p:?}"),
-        Ok(None) => panic!("connection closed within {d:?}"),
-    }
-}
-
 /// A CONNECT carrying a will on `topic` with payload `payload`.
 fn with_will(version: ProtocolVersion, id: &str, topic: &str, payload: &str) -> Connect {
     let mut c = Connect::new(version, id, 60);

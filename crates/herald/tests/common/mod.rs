@@ -256,3 +256,29 @@ pub async fn ping(c: &mut Raw) {
     c.send(Packet::PingReq).await;
     assert_eq!(c.recv().await, Packet::PingResp);
 }
+
+/// Polls `cond` every 10 ms until it holds; fails after `within`.
+pub async fn eventually_within(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; fails after `WAIT`.
+pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
+    eventually_within(what, WAIT, cond).await;
+}
+
+/// Asserts that nothing arrives and the connection stays open for `d`.
+pub async fn quiet_for(c: &mut Raw, d: Duration) {
+    match tokio::time::timeout(d, c.try_recv(d + WAIT)).await {
+        Err(_) => {}
+        Ok(Some(p)) => panic!("expected nothing for {d:?}, got {p:?}"),
+        Ok(None) => panic!("connection closed within {d:?}"),
+    }
+}
