@@ -1,6 +1,6 @@
 //! PUBACK, PUBREC, PUBREL and PUBCOMP (§3.4-§3.7): one shape, four packet types.
 
-use super::{Body, PacketType, ProtocolVersion, packet_id, put_packet_id};
+use super::{Body, PacketType, ProtocolVersion, packet_id, put_packet_id, reason_code};
 use crate::properties::{AckProperties, encode_block};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, ReasonCode};
@@ -35,9 +35,7 @@ impl Ack {
             return Ok(ack);
         }
         let code = r.u8("reason code")?;
-        ack.reason_code = ReasonCode::from_u8(code)
-            .filter(|rc| rc.valid_for(packet))
-            .ok_or(DecodeError::InvalidReasonCode { packet, code })?;
+        ack.reason_code = reason_code(code, packet)?;
         if r.remaining() > 0 {
             ack.properties = AckProperties::decode(r, ack_name(packet))?;
         }

@@ -1,6 +1,6 @@
 //! AUTH (§3.15): enhanced authentication and re-authentication, MQTT 5.0 only.
 
-use super::{Body, PacketType, ProtocolVersion};
+use super::{Body, PacketType, ProtocolVersion, reason_code};
 use crate::properties::{AuthProperties, encode_block};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, ReasonCode};
@@ -24,12 +24,7 @@ impl Auth {
             return Ok(auth);
         }
         let code = r.u8("reason code")?;
-        auth.reason_code = ReasonCode::from_u8(code)
-            .filter(|rc| rc.valid_for(PacketType::Auth))
-            .ok_or(DecodeError::InvalidReasonCode {
-                packet: PacketType::Auth,
-                code,
-            })?;
+        auth.reason_code = reason_code(code, PacketType::Auth)?;
         auth.properties = AuthProperties::decode(r)?;
         Ok(auth)
     }

@@ -1,6 +1,6 @@
 //! CONNACK (§3.2): the server's answer to CONNECT.
 
-use super::{Body, PacketType, ProtocolVersion};
+use super::{Body, PacketType, ProtocolVersion, reason_code};
 use crate::properties::{ConnAckProperties, encode_block};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, ReasonCode};
@@ -32,17 +32,18 @@ impl ConnAck {
             return Err(DecodeError::ConnAckFlagsReserved(flags));
         }
         let code = r.u8("reason code")?;
-        let invalid = DecodeError::InvalidReasonCode {
-            packet: PacketType::ConnAck,
-            code,
-        };
         let (reason_code, properties) = if version.is_v5() {
-            let rc = ReasonCode::from_u8(code)
-                .filter(|rc| rc.valid_for(PacketType::ConnAck))
-                .ok_or(invalid)?;
-            (rc, ConnAckProperties::decode(r)?)
+            (
+                reason_code(code, PacketType::ConnAck)?,
+                ConnAckProperties::decode(r)?,
+            )
         } else {
-            let rc = ReasonCode::from_connack_return_code(code).ok_or(invalid)?;
+            let rc = ReasonCode::from_connack_return_code(code).ok_or(
+                DecodeError::InvalidReasonCode {
+                    packet: PacketType::ConnAck,
+                    code,
+                },
+            )?;
             (rc, ConnAckProperties::default())
         };
         // MQTT 3.1 reserves the whole byte: there is no session present flag to read.

@@ -1,6 +1,6 @@
 //! DISCONNECT (§3.14): in 5.0 either side sends it, with a reason.
 
-use super::{Body, PacketType, ProtocolVersion};
+use super::{Body, PacketType, ProtocolVersion, reason_code};
 use crate::properties::{DisconnectProperties, encode_block};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, ReasonCode};
@@ -29,12 +29,7 @@ impl Disconnect {
             return Ok(d);
         }
         let code = r.u8("reason code")?;
-        d.reason_code = ReasonCode::from_u8(code)
-            .filter(|rc| rc.valid_for(PacketType::Disconnect))
-            .ok_or(DecodeError::InvalidReasonCode {
-                packet: PacketType::Disconnect,
-                code,
-            })?;
+        d.reason_code = reason_code(code, PacketType::Disconnect)?;
         if r.remaining() > 0 {
             d.properties = DisconnectProperties::decode(r)?;
         }

@@ -27,7 +27,7 @@ pub use unsubscribe::Unsubscribe;
 use bytes::{Bytes, BytesMut};
 
 use crate::wire::{MAX_VARINT, Reader, Sink, measure, put_varint, read_varint, varint_len};
-use crate::{DecodeError, EncodeError};
+use crate::{DecodeError, EncodeError, ReasonCode};
 
 /// The protocol a connection speaks, fixed by its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -414,6 +414,13 @@ impl Body for Empty {
     ) -> Result<(), EncodeError> {
         Ok(())
     }
+}
+
+/// The reason code `code`, if MQTT 5.0 allows it on `packet`.
+pub(crate) fn reason_code(code: u8, packet: PacketType) -> Result<ReasonCode, DecodeError> {
+    ReasonCode::from_u8(code)
+        .filter(|rc| rc.valid_for(packet))
+        .ok_or(DecodeError::InvalidReasonCode { packet, code })
 }
 
 /// Checks a packet identifier that must not be 0.

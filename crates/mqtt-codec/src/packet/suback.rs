@@ -1,6 +1,6 @@
 //! SUBACK (§3.9): one reason code per filter of the SUBSCRIBE it answers.
 
-use super::{Body, PacketType, ProtocolVersion, packet_id, put_packet_id};
+use super::{Body, PacketType, ProtocolVersion, packet_id, put_packet_id, reason_code};
 use crate::properties::{AckProperties, encode_block};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, ReasonCode};
@@ -28,14 +28,14 @@ impl SubAck {
         let mut reason_codes = Vec::with_capacity(r.remaining());
         while r.remaining() > 0 {
             let code = r.u8("reason code")?;
-            let rc = ReasonCode::from_u8(code).filter(|rc| {
-                rc.valid_for(PacketType::SubAck)
-                    && (version.is_v5() || rc.to_suback_return_code() == code)
-            });
-            let rc = rc.ok_or(DecodeError::InvalidReasonCode {
-                packet: PacketType::SubAck,
-                code,
-            })?;
+            let rc = reason_code(code, PacketType::SubAck)?;
+            // 3.1.1 has only the granted QoS and 0x80 [MQTT-3.9.3-2 in 3.1.1].
+            if !version.is_v5() && rc.to_suback_return_code() != code {
+                return Err(DecodeError::InvalidReasonCode {
+                    packet: PacketType::SubAck,
+                    code,
+                });
+            }
             reason_codes.push(rc);
         }
         if reason_codes.is_empty() {

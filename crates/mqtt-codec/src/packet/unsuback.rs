@@ -1,6 +1,6 @@
 //! UNSUBACK (§3.11): in 5.0 one reason code per filter; in 3.1.1 just the packet identifier.
 
-use super::{Body, PacketType, ProtocolVersion, packet_id, put_packet_id};
+use super::{Body, PacketType, ProtocolVersion, packet_id, put_packet_id, reason_code};
 use crate::properties::{AckProperties, encode_block};
 use crate::wire::{Reader, Sink};
 use crate::{DecodeError, EncodeError, ReasonCode};
@@ -30,12 +30,7 @@ impl UnsubAck {
         let mut reason_codes = Vec::with_capacity(r.remaining());
         while r.remaining() > 0 {
             let code = r.u8("reason code")?;
-            let rc = ReasonCode::from_u8(code)
-                .filter(|rc| rc.valid_for(PacketType::UnsubAck))
-                .ok_or(DecodeError::InvalidReasonCode {
-                    packet: PacketType::UnsubAck,
-                    code,
-                })?;
+            let rc = reason_code(code, PacketType::UnsubAck)?;
             reason_codes.push(rc);
         }
         if reason_codes.is_empty() {
