@@ -41,6 +41,11 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
+/// CPU seconds a process used between two readings; `None` when either is missing.
+pub fn cpu_between(before: Option<ProcSample>, after: Option<ProcSample>) -> Option<f64> {
+    Some(after?.cpu_seconds - before?.cpu_seconds)
+}
+
 /// Raises this process's soft open-file limit to its hard limit; returns (soft, hard) after.
 pub fn raise_nofile_limit() -> (u64, u64) {
     let (_, hard) = rlimit::Resource::NOFILE.get().unwrap_or((1024, 1024));
@@ -58,5 +63,18 @@ mod tests {
         assert!(s.rss_bytes > 0);
         assert!(s.cpu_seconds >= 0.0);
         assert!(sample("999999999").is_none());
+    }
+
+    #[test]
+    fn cpu_between_needs_both_readings() {
+        let at = |cpu| {
+            Some(ProcSample {
+                cpu_seconds: cpu,
+                rss_bytes: 1,
+            })
+        };
+        assert_eq!(cpu_between(at(1.5), at(4.0)), Some(2.5));
+        assert_eq!(cpu_between(None, at(4.0)), None);
+        assert_eq!(cpu_between(at(1.5), None), None);
     }
 }

@@ -137,10 +137,7 @@ pub async fn run(opts: &RunOptions, spec: ConnsSpec) -> anyhow::Result<ConnsRepo
         }
         _ => None,
     };
-    let coordinator_cpu = match (tool0, tool1) {
-        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
-        _ => 0.0,
-    };
+    let coordinator_cpu = procstat::cpu_between(tool0, tool1).unwrap_or(0.0);
     Ok(ConnsReport {
         scenario: "conns".into(),
         procs: opts.procs,
@@ -158,10 +155,7 @@ pub async fn run(opts: &RunOptions, spec: ConnsSpec) -> anyhow::Result<ConnsRepo
         broker_rss_connected: rss(broker_connected),
         broker_rss_after_hold: rss(broker1),
         broker_bytes_per_conn: bytes_per_conn,
-        broker_cpu_seconds: match (broker0, broker1) {
-            (Some(a), Some(b)) => Some(b.cpu_seconds - a.cpu_seconds),
-            _ => None,
-        },
+        broker_cpu_seconds: procstat::cpu_between(broker0, broker1),
         tool_cpu_seconds: worker_cpu + coordinator_cpu,
         spec,
     })

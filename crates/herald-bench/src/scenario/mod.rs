@@ -89,14 +89,8 @@ impl CpuUse {
         delivered: u64,
     ) -> Self {
         let per_million = |cpu: f64| (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
-        let broker_cpu = match broker {
-            [Some(a), Some(b)] => Some(b.cpu_seconds - a.cpu_seconds),
-            _ => None,
-        };
-        let coordinator_cpu = match coordinator {
-            [Some(a), Some(b)] => b.cpu_seconds - a.cpu_seconds,
-            _ => 0.0,
-        };
+        let broker_cpu = procstat::cpu_between(broker[0], broker[1]);
+        let coordinator_cpu = procstat::cpu_between(coordinator[0], coordinator[1]).unwrap_or(0.0);
         let tool = worker_cpu + coordinator_cpu;
         CpuUse {
             broker_cpu_seconds: broker_cpu,

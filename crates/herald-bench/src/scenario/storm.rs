@@ -164,10 +164,8 @@ fn merge_round(
             *failures.entry(k.clone()).or_default() += v;
         }
     }
-    let delta = |s: [Option<procstat::ProcSample>; 2]| match s {
-        [Some(a), Some(b)] => Some(b.cpu_seconds - a.cpu_seconds),
-        _ => None,
-    };
+    let delta =
+        |[before, after]: [Option<procstat::ProcSample>; 2]| procstat::cpu_between(before, after);
     StormRound {
         mode: if backoff {
             "jittered_backoff"
@@ -255,10 +253,7 @@ pub async fn worker(
             }
         }
         round.reconnect = histogram_to_pairs(&hist);
-        round.cpu_seconds = match (cpu0, procstat::sample("self")) {
-            (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
-            _ => 0.0,
-        };
+        round.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
         out.result(&round)?;
     }
     Ok(())

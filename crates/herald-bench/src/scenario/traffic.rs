@@ -342,10 +342,7 @@ pub async fn worker(
     }
     drop(keep);
     let cpu1 = procstat::sample("self");
-    result.cpu_seconds = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => b.cpu_seconds - a.cpu_seconds,
-        _ => 0.0,
-    };
+    result.cpu_seconds = procstat::cpu_between(cpu0, cpu1).unwrap_or(0.0);
     result.latency = match hist.lock() {
         Ok(h) => histogram_to_pairs(&h),
         Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
