@@ -284,11 +284,11 @@ impl Config {
                 "must be at least 23 (every server must accept 23-byte client ids)",
             ));
         }
-        if l.max_outbox_messages == 0 || l.max_outbox_bytes == 0 {
-            return Err(invalid(
-                "limits.max_outbox_messages",
-                "outbox bounds must be at least 1",
-            ));
+        if l.max_outbox_messages == 0 {
+            return Err(invalid("limits.max_outbox_messages", "must be at least 1"));
+        }
+        if l.max_outbox_bytes == 0 {
+            return Err(invalid("limits.max_outbox_bytes", "must be at least 1"));
         }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", "must be at least 1"));
@@ -455,6 +455,10 @@ mod tests {
         assert!(err(env(&[("HERALD_LIMITS_NO_SUCH", "1")])).contains("limits.no_such"));
         assert!(
             err(env(&[("HERALD_SESSION_MAXIMUM_QOS", "3")])).starts_with("session.maximum_qos:")
+        );
+        assert!(
+            err(env(&[("HERALD_LIMITS_MAX_OUTBOX_BYTES", "0")]))
+                .starts_with("limits.max_outbox_bytes:")
         );
         let public = err(env(&[("HERALD_LISTENERS_MQTT", "0.0.0.0:1883")]));
         assert!(

@@ -190,9 +190,11 @@ impl Live {
                 continue;
             }
             let session = &self.conn.session;
-            let count = session.lock().subscriptions.len();
-            let known = session.lock().subscriptions.contains_key(&filter);
-            if !known && count >= cfg.limits.max_subscriptions_per_client {
+            let full = {
+                let subs = &session.lock().subscriptions;
+                !subs.contains_key(&filter) && subs.len() >= cfg.limits.max_subscriptions_per_client
+            };
+            if full {
                 codes.push(ReasonCode::QuotaExceeded);
                 continue;
             }
