@@ -183,10 +183,7 @@ impl Client {
 
     /// Appends an encoded packet to the write buffer.
     pub fn queue(&mut self, packet: &Packet) {
-        // Packets built here are valid by construction; a failure is a bug in this tool.
-        if let Err(e) = packet.encode(self.version, &mut self.wbuf) {
-            panic!("herald-bench built an unencodable packet: {e}");
-        }
+        encode_into(packet, self.version, &mut self.wbuf);
     }
 
     /// Writes the whole write buffer.
@@ -196,8 +193,7 @@ impl Client {
 
     /// Decodes the next packet from what has been read, if it is complete.
     pub fn try_decode(&mut self) -> Result<Option<Packet>, Failure> {
-        decode(&mut self.rbuf, self.version, MAX_PACKET_SIZE)
-            .map_err(|e| Failure::Protocol(format!("undecodable packet from broker: {e}")))
+        decode_from(&mut self.rbuf, self.version)
     }
 
     /// Reads until a whole packet has arrived.
@@ -210,6 +206,23 @@ impl Client {
                 return Err(Failure::Closed);
             }
         }
+    }
+}
+
+/// Decodes the next packet from a connection's read buffer, if it is complete.
+pub fn decode_from(
+    rbuf: &mut BytesMut,
+    version: ProtocolVersion,
+) -> Result<Option<Packet>, Failure> {
+    decode(rbuf, version, MAX_PACKET_SIZE)
+        .map_err(|e| Failure::Protocol(format!("undecodable packet from broker: {e}")))
+}
+
+/// Appends an encoded packet to a write buffer.
+pub fn encode_into(packet: &Packet, version: ProtocolVersion, wbuf: &mut BytesMut) {
+    // Packets built here are valid by construction; a failure is a bug in this tool.
+    if let Err(e) = packet.encode(version, wbuf) {
+        panic!("herald-bench built an unencodable packet: {e}");
     }
 }
 

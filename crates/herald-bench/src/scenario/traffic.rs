@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
 use super::{CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures};
-use crate::client::{Client, Failure, FailureCounts, count_failure, unix_nanos};
+use crate::client::{
+    Client, Failure, FailureCounts, count_failure, decode_from, encode_into, unix_nanos,
+};
 use crate::coord::{Workers, results};
 use crate::procstat;
 use crate::proto::{
@@ -495,8 +497,7 @@ async fn publish_loop(
                 if read? == 0 {
                     return Err(Failure::Closed);
                 }
-                while let Some(packet) = mqtt_codec::decode(rbuf, version, mqtt_codec::MAX_PACKET_SIZE)
-                    .map_err(|e| Failure::Protocol(e.to_string()))?
+                while let Some(packet) = decode_from(rbuf, version)?
                 {
                     match packet {
                         Packet::PubAck(_) | Packet::PubComp(_) => {
@@ -505,7 +506,7 @@ async fn publish_loop(
                         }
                         Packet::PubRec(rec) => {
                             let rel = Packet::PubRel(Ack::new(rec.packet_id));
-                            rel.encode(version, wbuf).map_err(|e| Failure::Protocol(e.to_string()))?;
+                            encode_into(&rel, version, wbuf);
                         }
                         _ => {}
                     }
@@ -641,8 +642,7 @@ async fn subscribe_loop(
                         stats.delivered += 1;
                         continue;
                     }
-                    let Some(packet) = mqtt_codec::decode(rbuf, version, mqtt_codec::MAX_PACKET_SIZE)
-                        .map_err(|e| Failure::Protocol(e.to_string()))?
+                    let Some(packet) = decode_from(rbuf, version)?
                     else {
                         break;
                     };
@@ -662,7 +662,7 @@ async fn subscribe_loop(
                         _ => None,
                     };
                     if let Some(reply) = reply {
-                        reply.encode(version, wbuf).map_err(|e| Failure::Protocol(e.to_string()))?;
+                        encode_into(&reply, version, wbuf);
                     }
                 }
                 if !batch.is_empty() {
@@ -681,7 +681,7 @@ async fn subscribe_loop(
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
             _ = sleep_until(next_ping) => {
-                Packet::PingReq.encode(version, wbuf).map_err(|e| Failure::Protocol(e.to_string()))?;
+                encode_into(&Packet::PingReq, version, wbuf);
                 next_ping += ping_every;
             }
             _ = sleep_until(stop) => {}
