@@ -45,7 +45,7 @@ impl Server {
         }
         let mut listeners = Vec::new();
         for addr in &config.listeners.mqtt {
-            let listener = net::bind(*addr)
+            let listener = tokio::net::TcpListener::bind(*addr)
                 .await
                 .with_context(|| format!("listeners.mqtt: cannot listen on {addr}"))?;
             listeners.push(listener);

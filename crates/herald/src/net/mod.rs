@@ -6,7 +6,6 @@ mod deliver;
 mod outgoing;
 mod packets;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,9 +61,4 @@ fn configure(stream: &TcpStream) {
         .with_interval(Duration::from_secs(10))
         .with_retries(6);
     let _ = sock.set_tcp_keepalive(&keepalive);
-}
-
-/// Binds `addr`.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
