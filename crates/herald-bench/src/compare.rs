@@ -70,9 +70,8 @@ impl Item {
                     "max".into()
                 };
                 match t.pattern {
-                    Pattern::Fanout => format!("fanout {}->{} QoS{} {rate}", t.pubs, t.subs, t.qos),
-                    Pattern::Fanin => format!("fanin {}->{} QoS{} {rate}", t.pubs, t.subs, t.qos),
                     Pattern::P2p => format!("p2p {} pairs QoS{} {rate}", t.pubs, t.qos),
+                    _ => format!("{} {}->{} QoS{} {rate}", t.name(), t.pubs, t.subs, t.qos),
                 }
             }
         }

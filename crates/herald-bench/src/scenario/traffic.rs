@@ -83,7 +83,8 @@ impl TrafficSpec {
         }
     }
 
-    fn name(&self) -> &'static str {
+    /// The scenario's name: fanout, fanin or p2p.
+    pub fn name(&self) -> &'static str {
         match self.pattern {
             Pattern::Fanout => "fanout",
             Pattern::Fanin => "fanin",
