@@ -9,6 +9,7 @@
 //! - [`config`]: the configuration, its layering (file < `HERALD_*` < flags) and validation.
 //! - [`server`]: binds the listeners, runs, drains on shutdown.
 //! - [`runtime`]: worker threads from the CPU quota, the open-file limit.
+//! - [`store`]: durable state — the `Store` trait, the disk store (fjall), group commit.
 //! - [`cli`]: the command line.
 //!
 //! The data flow and the concurrency model are described in `docs/architecture.md`.
@@ -19,3 +20,4 @@ pub mod config;
 pub mod net;
 pub mod runtime;
 pub mod server;
+pub mod store;

@@ -5,12 +5,11 @@ pub fn cpu_quota() -> Option<(f64, &'static str)> {
     // cgroup v2: "max 100000" (no quota) or "200000 100000".
     if let Ok(text) = std::fs::read_to_string("/sys/fs/cgroup/cpu.max") {
         let mut parts = text.split_whitespace();
-        if let (Some(quota), Some(period)) = (parts.next(), parts.next()) {
-            if let (Ok(q), Ok(p)) = (quota.parse::<f64>(), period.parse::<f64>()) {
-                if p > 0.0 {
-                    return Some((q / p, "cgroup v2 cpu.max"));
-                }
-            }
+        if let (Some(quota), Some(period)) = (parts.next(), parts.next())
+            && let (Ok(q), Ok(p)) = (quota.parse::<f64>(), period.parse::<f64>())
+            && p > 0.0
+        {
+            return Some((q / p, "cgroup v2 cpu.max"));
         }
         return None;
     }

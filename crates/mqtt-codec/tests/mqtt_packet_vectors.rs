@@ -501,7 +501,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
@@ -992,12 +992,12 @@ fn normalise_expected(v: &Value) -> Value {
         }
     }
     let mut out = walk(v);
-    if let Some(Value::Object(u)) = out.get("username") {
-        if u.contains_key("$buffer") {
-            let text = String::from_utf8(blob_of(&out["username"]).to_vec())
-                .expect("a username buffer in the vectors is UTF-8");
-            out["username"] = text.into();
-        }
+    if let Some(Value::Object(u)) = out.get("username")
+        && u.contains_key("$buffer")
+    {
+        let text = String::from_utf8(blob_of(&out["username"]).to_vec())
+            .expect("a username buffer in the vectors is UTF-8");
+        out["username"] = text.into();
     }
     if let Some(Value::String(s)) = out.get("password") {
         out["password"] = js_buffer(s.as_bytes());

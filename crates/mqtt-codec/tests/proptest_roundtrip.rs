@@ -998,8 +998,8 @@ proptest! {
 
         // 5.0 acknowledgements, DISCONNECT and AUTH are sent in their shortest form, and the
         // longest form decodes to the same packet.
-        if v.is_v5() {
-            if let Some(long) = long_form(&packet) {
+        if v.is_v5()
+            && let Some(long) = long_form(&packet) {
                 let mut buf = BytesMut::from(&long[..]);
                 prop_assert_eq!(decode(&mut buf, v, usize::MAX), Ok(Some(packet.clone())));
                 prop_assert!(buf.is_empty());
@@ -1014,7 +1014,6 @@ proptest! {
                 };
                 prop_assert_eq!(wire.len(), shortest);
             }
-        }
     }
 
     /// Arbitrary bytes never make `decode` panic, for any version and limit.

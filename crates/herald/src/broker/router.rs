@@ -67,10 +67,10 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
         }
     }
     for group in entries.iter().flat_map(|e| e.shared.iter()) {
-        if let Some(sub) = pick(group) {
-            if let Some(d) = delivery(sub, message) {
-                enqueue(&sub.session, d, limits, stats, &mut routed);
-            }
+        if let Some(sub) = pick(group)
+            && let Some(d) = delivery(sub, message)
+        {
+            enqueue(&sub.session, d, limits, stats, &mut routed);
         }
     }
     routed

@@ -241,18 +241,18 @@ impl Config {
         if self.listeners.mqtt.is_empty() {
             return Err(invalid("listeners.mqtt", "at least one address is needed"));
         }
-        if !self.listeners.allow_anonymous_public {
-            if let Some(addr) = self.listeners.mqtt.iter().find(|a| !a.ip().is_loopback()) {
-                return Err(invalid(
-                    "listeners.mqtt",
-                    format!(
-                        "{addr} is not a loopback address and Herald has no authentication \
+        if !self.listeners.allow_anonymous_public
+            && let Some(addr) = self.listeners.mqtt.iter().find(|a| !a.ip().is_loopback())
+        {
+            return Err(invalid(
+                "listeners.mqtt",
+                format!(
+                    "{addr} is not a loopback address and Herald has no authentication \
                          configured; set listeners.allow_anonymous_public = true \
                          (HERALD_LISTENERS_ALLOW_ANONYMOUS_PUBLIC=true) to accept anonymous \
                          clients from the network"
-                    ),
-                ));
-            }
+                ),
+            ));
         }
         if !(64..=mqtt_codec::MAX_PACKET_SIZE).contains(&l.max_packet_size) {
             return Err(invalid(

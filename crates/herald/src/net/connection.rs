@@ -456,13 +456,13 @@ impl Live {
     /// Ends the connection: a DISCONNECT for v5 clients where one is due, the will unless the
     /// client disconnected normally, then the session goes offline.
     async fn close(mut self: Box<Self>, closing: Closing) {
-        if self.conn.version.is_v5() {
-            if let Some(code) = closing.code {
-                let _ = self.out.packet(
-                    &Packet::Disconnect(Disconnect::new(code)),
-                    self.conn.version,
-                );
-            }
+        if self.conn.version.is_v5()
+            && let Some(code) = closing.code
+        {
+            let _ = self.out.packet(
+                &Packet::Disconnect(Disconnect::new(code)),
+                self.conn.version,
+            );
         }
         if !self.out.is_empty() {
             // Best effort, briefly: a slow consumer is not waited for.
@@ -470,10 +470,10 @@ impl Live {
         }
         let _ = timeout(Duration::from_millis(200), self.stream.shutdown()).await;
         let session = self.conn.session.clone();
-        if let Some(will) = self.conn.will.take() {
-            if closing.reason != CloseReason::ClientDisconnect {
-                self.will_on_close(&session, *will, closing.reason);
-            }
+        if let Some(will) = self.conn.will.take()
+            && closing.reason != CloseReason::ClientDisconnect
+        {
+            self.will_on_close(&session, *will, closing.reason);
         }
         self.broker
             .detach(&self.tenant, &session, self.conn.generation);

@@ -108,15 +108,13 @@ impl Live {
             && !d.retain
             && d.subscription_identifiers.is_empty()
             && self.conn.client_alias_maximum == 0;
-        if shared {
-            if let Some(bytes) = d.message.shared_qos0(v) {
-                if bytes.len() > max {
-                    stats.dropped(DropReason::TooLargeForClient, 1);
-                    return Ok(false);
-                }
-                self.out.bytes(bytes);
-                return Ok(true);
+        if shared && let Some(bytes) = d.message.shared_qos0(v) {
+            if bytes.len() > max {
+                stats.dropped(DropReason::TooLargeForClient, 1);
+                return Ok(false);
             }
+            self.out.bytes(bytes);
+            return Ok(true);
         }
         let remaining = d.message.remaining_expiry(std::time::Instant::now());
         let ids = if v.is_v5() {

@@ -1,0 +1,413 @@
+//! Group commit: many connections' changes, one atomic batch, one fsync.
+//!
+//! A connection submits the ops of one change (a publication, a subscription, an
+//! acknowledgement) and gets a ticket. One writer thread takes everything submitted since
+//! its last commit, writes it as one atomic batch, syncs once, marks the highest ticket in it
+//! durable and wakes the connections waiting for a ticket at or below it. While one batch is
+//! being synced the next one collects: under load, the cost of an fsync is shared by every
+//! change that arrived during the previous one.
+//!
+//! A submission is never split between two batches, so the ops of one change (a message, its
+//! retained copy and the publisher's QoS 2 packet id) are on disk together or not at all.
+//! Within a batch only the last op on a key is written, and a key created and deleted in the
+//! same batch (a message delivered and acknowledged between two commits) is not written at
+//! all.
+//!
+//! Submitters call [`Journal::submit`] while holding the lock of the state the ops describe
+//! (a session's lock for its records): the journal's order is then the order in which that
+//! state changed. The journal's own lock is a leaf: nothing is locked while it is held.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+
+use super::{Fsync, Op, Space, Store};
+
+/// A submission's place in the journal: durable once [`Journal::durable`] reaches it.
+pub type Ticket = u64;
+
+/// The group-commit journal in front of a store.
+#[derive(Debug)]
+pub struct Journal {
+    inner: Arc<Inner>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    fsync: Fsync,
+    pending: Mutex<Pending>,
+    /// Signalled when something is submitted or the journal closes.
+    work: Condvar,
+    /// The highest ticket on disk.
+    durable: AtomicU64,
+    /// Connections waiting for a ticket, woken once it is durable.
+    waiters: Mutex<Vec<(Ticket, Waker)>>,
+    /// A write failed: nothing is acknowledged any more.
+    failed: AtomicBool,
+    stats: JournalStats,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    ops: Vec<Op>,
+    /// The end (in `ops`) and ticket of each submission, for `fsync = "always"`.
+    submissions: Vec<(usize, Ticket)>,
+    /// The last ticket handed out.
+    last: Ticket,
+    closing: bool,
+}
+
+/// What the writer has done, for logs and benchmarks.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Ops submitted.
+    pub submitted_ops: AtomicU64,
+    /// Ops written after elision.
+    pub written_ops: AtomicU64,
+    /// Bytes written (keys and values).
+    pub written_bytes: AtomicU64,
+}
+
+impl Journal {
+    /// Starts the writer thread in front of `store`.
+    pub fn start(store: Arc<dyn Store>, fsync: Fsync) -> Journal {
+        let inner = Arc::new(Inner {
+            store,
+            fsync,
+            pending: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            durable: AtomicU64::new(0),
+            waiters: Mutex::new(Vec::new()),
+            failed: AtomicBool::new(false),
+            stats: JournalStats::default(),
+        });
+        let writer = {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("herald-journal".into())
+                .spawn(move || inner.run())
+                .ok()
+        };
+        if writer.is_none() {
+            tracing::error!("cannot start the store's writer thread; nothing will be acknowledged");
+            inner.failed.store(true, Ordering::Release);
+        }
+        Journal {
+            inner,
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// Submits the ops of one change; they are written together. Returns the ticket to wait
+    /// for (see [`Journal::poll_durable`]).
+    pub fn submit(&self, ops: impl IntoIterator<Item = Op>) -> Ticket {
+        let mut p = lock(&self.inner.pending);
+        let before = p.ops.len();
+        p.ops.extend(ops);
+        let added = p.ops.len() - before;
+        if added == 0 {
+            return p.last;
+        }
+        p.last += 1;
+        let ticket = p.last;
+        let end = p.ops.len();
+        p.submissions.push((end, ticket));
+        let first = before == 0;
+        drop(p);
+        self.inner
+            .stats
+            .submitted_ops
+            .fetch_add(added as u64, Ordering::Relaxed);
+        if first {
+            // The writer sleeps only when nothing is pending.
+            self.inner.work.notify_one();
+        }
+        ticket
+    }
+
+    /// The highest ticket on disk.
+    pub fn durable(&self) -> Ticket {
+        self.inner.durable.load(Ordering::Acquire)
+    }
+
+    /// Whether `ticket` is on disk; if not, `cx`'s task is woken once it is.
+    pub fn poll_durable(&self, ticket: Ticket, cx: &Context<'_>) -> Poll<()> {
+        if self.durable() >= ticket {
+            return Poll::Ready(());
+        }
+        lock(&self.inner.waiters).push((ticket, cx.waker().clone()));
+        // The writer advances `durable` before it takes the waiters: checked again after
+        // registering, a commit that raced with the registration is not missed.
+        if self.durable() >= ticket {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// Waits (blocking the thread) until `ticket` is durable or the journal failed. For start
+    /// and shutdown, never on a runtime worker.
+    pub fn wait_blocking(&self, ticket: Ticket) -> bool {
+        while self.durable() < ticket {
+            if self.failed() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Whether a write has failed (acknowledgements have stopped).
+    pub fn failed(&self) -> bool {
+        self.inner.failed.load(Ordering::Acquire)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &JournalStats {
+        &self.inner.stats
+    }
+
+    /// The store behind the journal.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Writes everything pending, then stops the writer. Later submissions are not written.
+    pub fn close(&self) {
+        lock(&self.inner.pending).closing = true;
+        self.inner.work.notify_one();
+        if let Some(writer) = lock(&self.writer).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Inner {
+    fn run(&self) {
+        loop {
+            let (ops, submissions) = {
+                let mut p = lock(&self.pending);
+                while p.ops.is_empty() && !p.closing {
+                    p = self.work.wait(p).unwrap_or_else(|e| e.into_inner());
+                }
+                if p.ops.is_empty() {
+                    return;
+                }
+                (
+                    std::mem::take(&mut p.ops),
+                    std::mem::take(&mut p.submissions),
+                )
+            };
+            if self.failed.load(Ordering::Acquire) {
+                continue;
+            }
+            let result = if self.fsync == Fsync::Always {
+                self.commit_each(&ops, &submissions)
+            } else {
+                let last = submissions.last().map_or(0, |s| s.1);
+                self.commit(elide(ops), self.fsync == Fsync::Batch, last)
+            };
+            if let Err(e) = result {
+                tracing::error!(
+                    error = %e,
+                    "store write failed: acknowledgements of QoS 1/2 messages and \
+                     subscriptions have stopped; restart Herald once the cause is fixed"
+                );
+                self.failed.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// `fsync = "always"`: one commit and one sync per submission.
+    fn commit_each(
+        &self,
+        ops: &[Op],
+        submissions: &[(usize, Ticket)],
+    ) -> Result<(), super::StoreError> {
+        let mut start = 0;
+        for &(end, ticket) in submissions {
+            self.commit(ops[start..end].to_vec(), true, ticket)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, ops: Vec<Op>, sync: bool, ticket: Ticket) -> Result<(), super::StoreError> {
+        self.store.apply(&ops, sync)?;
+        let stats = &self.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .written_ops
+            .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let bytes: usize = ops.iter().map(Op::len).sum();
+        stats
+            .written_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        self.durable.store(ticket, Ordering::Release);
+        let ready: Vec<Waker> = {
+            let mut waiters = lock(&self.waiters);
+            let mut ready = Vec::new();
+            waiters.retain(|(t, w)| {
+                if *t <= ticket {
+                    ready.push(w.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            ready
+        };
+        for waker in ready {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
+/// The last op on each key; a key created and deleted within the batch is dropped.
+fn elide(ops: Vec<Op>) -> Vec<Op> {
+    if ops.len() < 2 {
+        return ops;
+    }
+    enum Last {
+        Put(Vec<u8>),
+        Create(Vec<u8>),
+        Delete,
+        /// Created and deleted in this batch: nothing to write.
+        Gone,
+    }
+    let mut last: HashMap<(Space, Vec<u8>), Last> = HashMap::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            Op::Put(s, k, v) => {
+                // Putting over a key created in this batch keeps it a creation.
+                let entry = last.entry((s, k)).or_insert(Last::Delete);
+                *entry = match entry {
+                    Last::Create(_) | Last::Gone => Last::Create(v),
+                    _ => Last::Put(v),
+                };
+            }
+            Op::Create(s, k, v) => {
+                last.insert((s, k), Last::Create(v));
+            }
+            Op::Delete(s, k) => {
+                let entry = last.entry((s, k)).or_insert(Last::Delete);
+                *entry = match entry {
+                    Last::Create(_) | Last::Gone => Last::Gone,
+                    _ => Last::Delete,
+                };
+            }
+        }
+    }
+    last.into_iter()
+        .filter_map(|((s, k), l)| match l {
+            Last::Put(v) => Some(Op::Put(s, k, v)),
+            Last::Create(v) => Some(Op::Create(s, k, v)),
+            Last::Delete => Some(Op::Delete(s, k)),
+            Last::Gone => None,
+        })
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put(Space::Sessions, k.into(), v.into())
+    }
+
+    fn contents(store: &dyn Store, space: Space) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        store
+            .scan(space, &mut |k, v| {
+                out.push((
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                ));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn last_op_per_key_wins_and_created_then_deleted_vanishes() {
+        let ops = elide(vec![
+            put("a", "1"),
+            put("a", "2"),
+            Op::Create(Space::Messages, b"m".to_vec(), b"x".to_vec()),
+            Op::Delete(Space::Messages, b"m".to_vec()),
+            Op::Delete(Space::Sessions, b"b".to_vec()),
+            Op::Create(Space::Messages, b"n".to_vec(), b"y".to_vec()),
+            Op::Put(Space::Messages, b"n".to_vec(), b"z".to_vec()),
+        ]);
+        let mut ops: Vec<_> = ops.into_iter().map(|o| format!("{o:?}")).collect();
+        ops.sort();
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        assert!(ops.iter().any(|o| o.contains("Put(Sessions, [97], [50])")));
+        assert!(ops.iter().any(|o| o.contains("Delete(Sessions, [98])")));
+        assert!(
+            ops.iter()
+                .any(|o| o.contains("Create(Messages, [110], [122])"))
+        );
+    }
+
+    #[test]
+    fn tickets_become_durable_in_order_for_every_mode() {
+        for fsync in [Fsync::Batch, Fsync::Always, Fsync::Never] {
+            let store = Arc::new(MemoryStore::new());
+            let journal = Journal::start(store.clone(), fsync);
+            let mut last = 0;
+            for i in 0..100 {
+                let t = journal.submit([put(&format!("k{i:03}"), "v")]);
+                assert!(t > last, "tickets grow");
+                last = t;
+            }
+            assert_eq!(
+                journal.submit([]),
+                last,
+                "an empty submission has no ticket"
+            );
+            assert!(journal.wait_blocking(last));
+            assert_eq!(contents(&*store, Space::Sessions).len(), 100, "{fsync:?}");
+            journal.close();
+            let after = journal.submit([put("late", "v")]);
+            assert!(after > last);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(journal.durable() < after, "nothing is written after close");
+        }
+    }
+
+    #[test]
+    fn a_waiting_task_is_woken() {
+        let store = Arc::new(MemoryStore::new());
+        let journal = Arc::new(Journal::start(store, Fsync::Batch));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..50 {
+                let t = journal.submit([put(&format!("{i}"), "v")]);
+                std::future::poll_fn(|cx| journal.poll_durable(t, cx)).await;
+                assert!(journal.durable() >= t);
+            }
+        });
+    }
+}

@@ -1,0 +1,722 @@
+//! The byte layout of every record. Keys are big-endian so that a keyspace scans in numeric
+//! order (a session's stages by sequence number). Every value starts with a format byte.
+//! Messages, retained messages and wills carry their PUBLISH encoded as an MQTT 5.0 packet:
+//! one encoding for every property, read back by the same fuzzed decoder that reads clients'
+//! packets.
+//!
+//! Decoding never trusts a length: a cut or extended record is an error naming what is wrong,
+//! never a panic or a silently shorter value.
+
+use bytes::{BufMut, BytesMut};
+use mqtt_codec::{
+    MAX_PACKET_SIZE, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions,
+};
+
+/// The format byte every value starts with.
+const FORMAT: u8 = 1;
+
+/// Why a record does not decode.
+pub type DecodeResult<T> = Result<T, String>;
+
+/// A persistent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Its tenant's name.
+    pub tenant: String,
+    /// Its client identifier.
+    pub client_id: String,
+    /// Protocol level of its last connection (3, 4 or 5).
+    pub protocol: u8,
+    /// Session expiry interval, seconds.
+    pub expiry: u32,
+    /// When its last connection closed (Unix milliseconds); 0 while a connection is attached.
+    pub offline_since_ms: u64,
+    /// Its subscriptions.
+    pub subscriptions: Vec<StoredSubscription>,
+}
+
+/// A subscription of a persistent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// The filter as subscribed (with `$share/group/` when shared).
+    pub filter: String,
+    /// Options granted.
+    pub options: SubscriptionOptions,
+    /// Subscription identifier.
+    pub id: Option<u32>,
+}
+
+/// A session's acknowledgements: every sequence number below `watermark` is done, and so
+/// are those in `above`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AckRecord {
+    /// The lowest sequence number not yet done.
+    pub watermark: u64,
+    /// Sequence numbers above the watermark already done (acknowledged out of order).
+    pub above: Vec<u64>,
+}
+
+/// One session a message is queued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The session.
+    pub session: u64,
+    /// The delivery's place in that session's queue.
+    pub seq: u64,
+    /// QoS of the delivery.
+    pub qos: QoS,
+    /// Retain flag as that subscriber sees it.
+    pub retain: bool,
+    /// Matching subscription identifiers.
+    pub subscription_ids: Vec<u32>,
+}
+
+/// A QoS 1/2 message stored once for every persistent session it is queued for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    /// When Herald received it (Unix milliseconds), for its expiry.
+    pub received_ms: u64,
+    /// The publishing session (for No Local).
+    pub origin: u64,
+    /// The sessions it is queued for.
+    pub recipients: Vec<Recipient>,
+    /// The message as a PUBLISH (its own QoS and retain flag; the packet id means nothing).
+    pub publish: Publish,
+}
+
+/// Where an outbound QoS 2 delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageRecord {
+    /// The packet id it was sent with.
+    pub packet_id: u16,
+    /// PUBREC received and PUBREL sent.
+    pub released: bool,
+}
+
+/// A retained message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetainedRecord {
+    /// When Herald received it (Unix milliseconds).
+    pub received_ms: u64,
+    /// The message.
+    pub publish: Publish,
+}
+
+/// The will of an open connection (or of a session whose will waits for its delay).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WillRecord {
+    /// Its tenant's name.
+    pub tenant: String,
+    /// Seconds to wait before publishing it.
+    pub delay: u32,
+    /// The will message.
+    pub publish: Publish,
+}
+
+// ---- keys ----
+
+/// A session's key (sessions, acks, wills).
+pub fn session_key(session: u64) -> Vec<u8> {
+    session.to_be_bytes().to_vec()
+}
+
+/// A message's key.
+pub fn message_key(id: u64) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+/// An outbound QoS 2 delivery's key.
+pub fn stage_key(session: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16);
+    k.extend_from_slice(&session.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// An inbound QoS 2 packet id's key.
+pub fn inbound_key(session: u64, packet_id: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10);
+    k.extend_from_slice(&session.to_be_bytes());
+    k.extend_from_slice(&packet_id.to_be_bytes());
+    k
+}
+
+/// A retained message's key: tenant, NUL, topic (MQTT strings never hold NUL).
+pub fn retained_key(tenant: &str, topic: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + 1 + topic.len());
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k
+}
+
+/// The session id of a sessions/acks/wills key.
+pub fn decode_session_key(k: &[u8]) -> DecodeResult<u64> {
+    Ok(u64::from_be_bytes(
+        k.try_into().map_err(|_| "key is not 8 bytes")?,
+    ))
+}
+
+/// The message id of a messages key.
+pub fn decode_message_key(k: &[u8]) -> DecodeResult<u64> {
+    decode_session_key(k)
+}
+
+/// (session, seq) of a stages key.
+pub fn decode_stage_key(k: &[u8]) -> DecodeResult<(u64, u64)> {
+    if k.len() != 16 {
+        return Err("key is not 16 bytes".into());
+    }
+    Ok((decode_session_key(&k[..8])?, decode_session_key(&k[8..])?))
+}
+
+/// (session, packet id) of an inbound key.
+pub fn decode_inbound_key(k: &[u8]) -> DecodeResult<(u64, u16)> {
+    if k.len() != 10 {
+        return Err("key is not 10 bytes".into());
+    }
+    Ok((
+        decode_session_key(&k[..8])?,
+        u16::from_be_bytes([k[8], k[9]]),
+    ))
+}
+
+/// The tenant of a retained key.
+pub fn decode_retained_key(k: &[u8]) -> DecodeResult<(String, String)> {
+    let nul = k.iter().position(|b| *b == 0).ok_or("key has no tenant")?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "key is not UTF-8".to_string());
+    Ok((text(&k[..nul])?, text(&k[nul + 1..])?))
+}
+
+// ---- values ----
+
+/// A u64 value (the boot counter).
+pub fn encode_u64(v: u64) -> Vec<u8> {
+    let mut w = vec![FORMAT];
+    w.extend_from_slice(&v.to_be_bytes());
+    w
+}
+
+/// Reads a u64 value.
+pub fn decode_u64(v: &[u8]) -> DecodeResult<u64> {
+    let mut r = Reader::new(v)?;
+    let n = r.u64()?;
+    r.end()?;
+    Ok(n)
+}
+
+impl SessionRecord {
+    /// The value bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = vec![FORMAT];
+        put_str(&mut w, &self.tenant);
+        put_str(&mut w, &self.client_id);
+        w.push(self.protocol);
+        w.extend_from_slice(&self.expiry.to_be_bytes());
+        w.extend_from_slice(&self.offline_since_ms.to_be_bytes());
+        w.extend_from_slice(&(self.subscriptions.len() as u32).to_be_bytes());
+        for s in &self.subscriptions {
+            put_str(&mut w, &s.filter);
+            w.push(options_byte(&s.options));
+            w.extend_from_slice(&s.id.unwrap_or(0).to_be_bytes());
+        }
+        w
+    }
+
+    /// Reads a value.
+    pub fn decode(v: &[u8]) -> DecodeResult<SessionRecord> {
+        let mut r = Reader::new(v)?;
+        let tenant = r.string()?;
+        let client_id = r.string()?;
+        let protocol = r.u8()?;
+        if !(3..=5).contains(&protocol) {
+            return Err(format!("protocol level {protocol} is not 3, 4 or 5"));
+        }
+        let expiry = r.u32()?;
+        let offline_since_ms = r.u64()?;
+        let n = r.count(6)?;
+        let mut subscriptions = Vec::with_capacity(n);
+        for _ in 0..n {
+            let filter = r.string()?;
+            let options = options_from(r.u8()?)?;
+            let id = Some(r.u32()?).filter(|id| *id != 0);
+            subscriptions.push(StoredSubscription {
+                filter,
+                options,
+                id,
+            });
+        }
+        r.end()?;
+        Ok(SessionRecord {
+            tenant,
+            client_id,
+            protocol,
+            expiry,
+            offline_since_ms,
+            subscriptions,
+        })
+    }
+}
+
+impl AckRecord {
+    /// The value bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(13 + 8 * self.above.len());
+        w.push(FORMAT);
+        w.extend_from_slice(&self.watermark.to_be_bytes());
+        w.extend_from_slice(&(self.above.len() as u32).to_be_bytes());
+        for seq in &self.above {
+            w.extend_from_slice(&seq.to_be_bytes());
+        }
+        w
+    }
+
+    /// Reads a value.
+    pub fn decode(v: &[u8]) -> DecodeResult<AckRecord> {
+        let mut r = Reader::new(v)?;
+        let watermark = r.u64()?;
+        let n = r.count(8)?;
+        let mut above = Vec::with_capacity(n);
+        for _ in 0..n {
+            above.push(r.u64()?);
+        }
+        r.end()?;
+        Ok(AckRecord { watermark, above })
+    }
+
+    /// Whether `seq` is done.
+    pub fn done(&self, seq: u64) -> bool {
+        seq < self.watermark || self.above.contains(&seq)
+    }
+}
+
+impl MessageRecord {
+    /// The value bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut w = vec![FORMAT];
+        w.extend_from_slice(&self.received_ms.to_be_bytes());
+        w.extend_from_slice(&self.origin.to_be_bytes());
+        w.extend_from_slice(&(self.recipients.len() as u32).to_be_bytes());
+        for r in &self.recipients {
+            w.extend_from_slice(&r.session.to_be_bytes());
+            w.extend_from_slice(&r.seq.to_be_bytes());
+            w.push(r.qos as u8 | (u8::from(r.retain) << 2));
+            w.extend_from_slice(&(r.subscription_ids.len() as u16).to_be_bytes());
+            for id in &r.subscription_ids {
+                w.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        put_publish(&mut w, &self.publish)?;
+        Ok(w)
+    }
+
+    /// Reads a value.
+    pub fn decode(v: &[u8]) -> DecodeResult<MessageRecord> {
+        let mut r = Reader::new(v)?;
+        let received_ms = r.u64()?;
+        let origin = r.u64()?;
+        let n = r.count(19)?;
+        let mut recipients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let session = r.u64()?;
+            let seq = r.u64()?;
+            let flags = r.u8()?;
+            let qos = QoS::from_u8(flags & 3).ok_or("recipient QoS is 3")?;
+            if flags & !7 != 0 {
+                return Err(format!("recipient flags {flags:#x} have reserved bits"));
+            }
+            let ids = r.u16()? as usize;
+            let mut subscription_ids = Vec::with_capacity(ids.min(r.left() / 4));
+            for _ in 0..ids {
+                subscription_ids.push(r.u32()?);
+            }
+            recipients.push(Recipient {
+                session,
+                seq,
+                qos,
+                retain: flags & 4 != 0,
+                subscription_ids,
+            });
+        }
+        let publish = r.publish()?;
+        Ok(MessageRecord {
+            received_ms,
+            origin,
+            recipients,
+            publish,
+        })
+    }
+}
+
+impl StageRecord {
+    /// The value bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = vec![FORMAT];
+        w.extend_from_slice(&self.packet_id.to_be_bytes());
+        w.push(u8::from(self.released));
+        w
+    }
+
+    /// Reads a value.
+    pub fn decode(v: &[u8]) -> DecodeResult<StageRecord> {
+        let mut r = Reader::new(v)?;
+        let packet_id = r.u16()?;
+        if packet_id == 0 {
+            return Err("packet id 0".into());
+        }
+        let released = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return Err(format!("stage {other} is not 0 or 1")),
+        };
+        r.end()?;
+        Ok(StageRecord {
+            packet_id,
+            released,
+        })
+    }
+}
+
+impl RetainedRecord {
+    /// The value bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut w = vec![FORMAT];
+        w.extend_from_slice(&self.received_ms.to_be_bytes());
+        put_publish(&mut w, &self.publish)?;
+        Ok(w)
+    }
+
+    /// Reads a value.
+    pub fn decode(v: &[u8]) -> DecodeResult<RetainedRecord> {
+        let mut r = Reader::new(v)?;
+        let received_ms = r.u64()?;
+        let publish = r.publish()?;
+        Ok(RetainedRecord {
+            received_ms,
+            publish,
+        })
+    }
+}
+
+impl WillRecord {
+    /// The value bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut w = vec![FORMAT];
+        put_str(&mut w, &self.tenant);
+        w.extend_from_slice(&self.delay.to_be_bytes());
+        put_publish(&mut w, &self.publish)?;
+        Ok(w)
+    }
+
+    /// Reads a value.
+    pub fn decode(v: &[u8]) -> DecodeResult<WillRecord> {
+        let mut r = Reader::new(v)?;
+        let tenant = r.string()?;
+        let delay = r.u32()?;
+        let publish = r.publish()?;
+        Ok(WillRecord {
+            tenant,
+            delay,
+            publish,
+        })
+    }
+}
+
+/// Inbound keys carry everything; their value is the format byte alone.
+pub fn inbound_value() -> Vec<u8> {
+    vec![FORMAT]
+}
+
+fn options_byte(o: &SubscriptionOptions) -> u8 {
+    o.qos as u8
+        | (u8::from(o.no_local) << 2)
+        | (u8::from(o.retain_as_published) << 3)
+        | ((o.retain_handling as u8) << 4)
+}
+
+fn options_from(b: u8) -> DecodeResult<SubscriptionOptions> {
+    let qos = QoS::from_u8(b & 3).ok_or("subscription QoS is 3")?;
+    let retain_handling = match (b >> 4) & 3 {
+        0 => RetainHandling::OnSubscribe,
+        1 => RetainHandling::OnNewSubscription,
+        2 => RetainHandling::Never,
+        _ => return Err("retain handling is 3".into()),
+    };
+    if b & 0xC0 != 0 {
+        return Err(format!("subscription options {b:#x} have reserved bits"));
+    }
+    Ok(SubscriptionOptions {
+        qos,
+        no_local: b & 4 != 0,
+        retain_as_published: b & 8 != 0,
+        retain_handling,
+    })
+}
+
+fn put_str(w: &mut Vec<u8>, s: &str) {
+    w.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    w.extend_from_slice(s.as_bytes());
+}
+
+/// Appends `publish` as a v5 packet (the rest of the value).
+fn put_publish(w: &mut Vec<u8>, publish: &Publish) -> Result<(), String> {
+    let mut p = publish.clone();
+    if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
+        p.packet_id = 1;
+    }
+    let mut buf = BytesMut::new();
+    p.encode(ProtocolVersion::V5, &mut buf)
+        .map_err(|e| format!("message does not encode: {e}"))?;
+    w.put_slice(&buf);
+    Ok(())
+}
+
+/// A bounds-checked reader over a value.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(v: &'a [u8]) -> DecodeResult<Reader<'a>> {
+        match v.split_first() {
+            Some((&FORMAT, rest)) => Ok(Reader { bytes: rest }),
+            Some((other, _)) => Err(format!("unknown record format {other}")),
+            None => Err("empty value".into()),
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn take(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(format!(
+                "value cut short: {n} bytes needed, {} left",
+                self.bytes.len()
+            ));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> DecodeResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> DecodeResult<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> DecodeResult<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> DecodeResult<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    /// A count of items each at least `min_item` bytes long: a count the rest of the value
+    /// cannot hold is an error, never a huge allocation.
+    fn count(&mut self, min_item: usize) -> DecodeResult<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item) > self.bytes.len() {
+            return Err(format!("count {n} does not fit in the value"));
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> DecodeResult<String> {
+        let n = self.u32()? as usize;
+        let b = self.take(n)?;
+        String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".into())
+    }
+
+    /// The rest of the value, as one v5 PUBLISH packet.
+    fn publish(&mut self) -> DecodeResult<Publish> {
+        let mut buf = BytesMut::from(self.bytes);
+        self.bytes = &[];
+        match mqtt_codec::decode(&mut buf, ProtocolVersion::V5, MAX_PACKET_SIZE) {
+            Ok(Some(Packet::Publish(p))) if buf.is_empty() => Ok(p),
+            Ok(Some(Packet::Publish(_))) => Err("bytes after the message".into()),
+            Ok(Some(other)) => Err(format!("holds a {other:?}, not a PUBLISH")),
+            Ok(None) => Err("message cut short".into()),
+            Err(e) => Err(format!("message does not decode: {e}")),
+        }
+    }
+
+    fn end(&self) -> DecodeResult<()> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} bytes after the record", self.bytes.len()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn publish() -> Publish {
+        let mut p = Publish::new("a/b", Bytes::from_static(b"payload"));
+        p.qos = QoS::ExactlyOnce;
+        p.retain = true;
+        p.properties.message_expiry_interval = Some(30);
+        p.properties.user_properties = vec![("k".into(), "v".into())];
+        p.properties.correlation_data = Some(Bytes::from_static(b"c"));
+        p
+    }
+
+    /// Every cut of a record is refused, never read as something shorter.
+    fn cuts_refused<T: std::fmt::Debug>(v: &[u8], decode: impl Fn(&[u8]) -> DecodeResult<T>) {
+        for n in 0..v.len() {
+            assert!(decode(&v[..n]).is_err(), "cut at {n} of {}", v.len());
+        }
+        let mut longer = v.to_vec();
+        longer.push(0);
+        assert!(decode(&longer).is_err(), "a byte too many");
+    }
+
+    #[test]
+    fn sessions_round_trip() {
+        let s = SessionRecord {
+            tenant: "".into(),
+            client_id: "client-1".into(),
+            protocol: 5,
+            expiry: 3600,
+            offline_since_ms: 1_700_000_000_000,
+            subscriptions: vec![
+                StoredSubscription {
+                    filter: "a/+".into(),
+                    options: SubscriptionOptions {
+                        qos: QoS::AtLeastOnce,
+                        no_local: true,
+                        retain_as_published: true,
+                        retain_handling: RetainHandling::Never,
+                    },
+                    id: Some(7),
+                },
+                StoredSubscription {
+                    filter: "$share/g/b/#".into(),
+                    options: SubscriptionOptions::qos(QoS::ExactlyOnce),
+                    id: None,
+                },
+            ],
+        };
+        let v = s.encode();
+        assert_eq!(SessionRecord::decode(&v).unwrap(), s);
+        cuts_refused(&v, SessionRecord::decode);
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let m = MessageRecord {
+            received_ms: 5,
+            origin: 9,
+            recipients: vec![
+                Recipient {
+                    session: 1,
+                    seq: 2,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    subscription_ids: vec![],
+                },
+                Recipient {
+                    session: 3,
+                    seq: 4,
+                    qos: QoS::ExactlyOnce,
+                    retain: true,
+                    subscription_ids: vec![1, 2],
+                },
+            ],
+            publish: publish(),
+        };
+        let v = m.encode().unwrap();
+        let back = MessageRecord::decode(&v).unwrap();
+        assert_eq!(back.recipients, m.recipients);
+        assert_eq!(back.publish.topic, m.publish.topic);
+        assert_eq!(back.publish.payload, m.publish.payload);
+        assert_eq!(back.publish.properties, m.publish.properties);
+        assert_eq!(
+            (back.publish.qos, back.publish.retain),
+            (QoS::ExactlyOnce, true)
+        );
+        // The PUBLISH is the rest of the value: a cut is a cut packet.
+        for n in 0..v.len() {
+            assert!(MessageRecord::decode(&v[..n]).is_err(), "cut at {n}");
+        }
+    }
+
+    #[test]
+    fn small_records_round_trip_and_refuse_damage() {
+        let a = AckRecord {
+            watermark: 10,
+            above: vec![12, 15],
+        };
+        let v = a.encode();
+        assert_eq!(AckRecord::decode(&v).unwrap(), a);
+        assert!(a.done(9) && a.done(12) && !a.done(11) && !a.done(10));
+        cuts_refused(&v, AckRecord::decode);
+        let s = StageRecord {
+            packet_id: 7,
+            released: true,
+        };
+        let v = s.encode();
+        assert_eq!(StageRecord::decode(&v).unwrap(), s);
+        cuts_refused(&v, StageRecord::decode);
+        let v = encode_u64(42);
+        assert_eq!(decode_u64(&v).unwrap(), 42);
+        cuts_refused(&v, decode_u64);
+        let w = WillRecord {
+            tenant: "t".into(),
+            delay: 5,
+            publish: publish(),
+        };
+        let back = WillRecord::decode(&w.encode().unwrap()).unwrap();
+        assert_eq!((back.tenant.as_str(), back.delay), ("t", 5));
+        let r = RetainedRecord {
+            received_ms: 1,
+            publish: publish(),
+        };
+        assert_eq!(
+            RetainedRecord::decode(&r.encode().unwrap())
+                .unwrap()
+                .received_ms,
+            1
+        );
+        assert!(
+            SessionRecord::decode(&[9, 0])
+                .unwrap_err()
+                .contains("format")
+        );
+        // A count that the value cannot hold is refused before anything is allocated.
+        let mut huge = vec![FORMAT];
+        huge.extend_from_slice(&1u64.to_be_bytes());
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(
+            AckRecord::decode(&huge)
+                .unwrap_err()
+                .contains("does not fit")
+        );
+    }
+
+    #[test]
+    fn keys_round_trip_and_sort_numerically() {
+        assert_eq!(decode_stage_key(&stage_key(3, 9)).unwrap(), (3, 9));
+        assert_eq!(decode_inbound_key(&inbound_key(3, 9)).unwrap(), (3, 9));
+        assert_eq!(
+            decode_retained_key(&retained_key("t", "a/b")).unwrap(),
+            ("t".to_string(), "a/b".to_string())
+        );
+        assert!(stage_key(1, 255) < stage_key(1, 256));
+        assert!(decode_session_key(&[1, 2]).is_err());
+    }
+}
