@@ -66,12 +66,11 @@ impl Kind {
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
         dirs.push("/usr/sbin".into());
-        if self == Kind::Herald {
-            if let Ok(exe) = std::env::current_exe() {
-                if let Some(dir) = exe.parent() {
-                    dirs.insert(0, dir.to_path_buf());
-                }
-            }
+        if self == Kind::Herald
+            && let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            dirs.insert(0, dir.to_path_buf());
         }
         dirs.into_iter()
             .map(|d| d.join(self.binary_name()))
