@@ -52,6 +52,14 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or herald=debug (log.level) [env: HERALD_LOG_LEVEL].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Directory of the durable store (store.data_dir, default ./herald-data)
+    /// [env: HERALD_STORE_DATA_DIR].
+    #[arg(long, conflicts_with = "in_memory")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep sessions and messages in memory only: nothing survives a restart
+    /// (store.in_memory) [env: HERALD_STORE_IN_MEMORY].
+    #[arg(long)]
+    pub in_memory: bool,
 }
 
 impl ServeArgs {
@@ -61,6 +69,8 @@ impl ServeArgs {
             mqtt_listen: self.mqtt_listen.clone(),
             worker_threads: self.worker_threads,
             log_level: self.log_level.clone(),
+            data_dir: self.data_dir.clone(),
+            in_memory: self.in_memory,
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::broker::durable::Durable;
 use crate::config::Config;
 use crate::net;
 
@@ -50,7 +51,25 @@ impl Server {
                 .with_context(|| format!("listeners.mqtt: cannot listen on {addr}"))?;
             listeners.push(listener);
         }
-        let broker = Broker::new(config, max_connections);
+        let durable = open_store(&config)?;
+        let broker = Broker::with_store(config, max_connections, durable);
+        if broker.durable.is_some() {
+            let started = std::time::Instant::now();
+            let restored = crate::broker::restore::restore(&broker)?;
+            let d = broker.durable.as_ref().map(|d| d.check_disk());
+            tracing::info!(
+                sessions = restored.sessions,
+                messages = restored.messages,
+                deliveries = restored.deliveries,
+                retained = restored.retained,
+                wills = restored.wills,
+                purged = restored.purged,
+                store_bytes = d.map(|d| d.0),
+                free_bytes = d.and_then(|d| d.1),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "store restored"
+            );
+        }
         let (shutdown, _) = watch::channel(false);
         let mut mqtt_addrs = Vec::new();
         let mut accept_loops = Vec::new();
@@ -73,6 +92,9 @@ impl Server {
                 sweeper.sweep();
             }
         }));
+        if broker.durable.is_some() {
+            accept_loops.push(tokio::spawn(watch_disk(broker.clone())));
+        }
         Ok(Server {
             broker,
             shutdown,
@@ -111,6 +133,66 @@ impl Server {
                 left,
                 "connections still open after the shutdown grace period"
             );
+        }
+        if let Some(d) = &self.broker.durable {
+            // Everything submitted is written before the store closes.
+            let broker = self.broker.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(d) = &broker.durable {
+                    d.journal.close();
+                }
+            })
+            .await;
+            let stats = d.journal.stats();
+            tracing::info!(
+                store_bytes = d.journal.store().disk_bytes(),
+                batches = stats.batches.load(Ordering::Relaxed),
+                written_ops = stats.written_ops.load(Ordering::Relaxed),
+                "store closed"
+            );
+        }
+    }
+}
+
+/// Opens the store of `config`, unless it runs in memory.
+fn open_store(config: &Config) -> anyhow::Result<Option<Durable>> {
+    if config.store.in_memory {
+        tracing::info!("store: in memory (nothing survives a restart)");
+        return Ok(None);
+    }
+    let durable = Durable::open(&config.store)?;
+    tracing::info!(
+        dir = %config.store.data_dir.display(),
+        fsync = ?config.store.fsync,
+        boot = durable.boot,
+        "store opened"
+    );
+    Ok(Some(durable))
+}
+
+/// How often the store's disk use is measured.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often it is logged.
+const DISK_LOG_EVERY: u32 = 300;
+
+/// Measures the store's disk use every second (refusing QoS 1/2 publications past the
+/// limits) and logs it every five minutes.
+async fn watch_disk(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(DISK_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u32 = 0;
+    while !broker.shutting_down() {
+        tick.tick().await;
+        let broker = broker.clone();
+        let Ok(Some((used, free))) =
+            tokio::task::spawn_blocking(move || broker.durable.as_ref().map(Durable::check_disk))
+                .await
+        else {
+            return;
+        };
+        n += 1;
+        if n.is_multiple_of(DISK_LOG_EVERY) {
+            tracing::info!(store_bytes = used, free_bytes = free, "store disk use");
         }
     }
 }

@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 use common::Raw;
 use mqtt_codec::{Disconnect, Packet, ProtocolVersion::V5, ReasonCode};
 
+/// The binary, keeping its state in memory (tests/durability.rs runs it on a store).
 fn herald() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    c.env("HERALD_STORE_IN_MEMORY", "true");
+    c
 }
 
 #[test]
@@ -133,7 +136,7 @@ fn spawn_with_fd_limit(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let script = format!(
-        "ulimit -n {limit} && exec {} serve --mqtt-listen 127.0.0.1:0 --log-level info",
+        "ulimit -n {limit} && exec {} serve --mqtt-listen 127.0.0.1:0 --in-memory --log-level info",
         env!("CARGO_BIN_EXE_herald")
     );
     let mut child = Command::new("sh")

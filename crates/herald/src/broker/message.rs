@@ -1,5 +1,6 @@
 //! A published message, shared by every subscriber it goes to, and one delivery of it.
 
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -29,6 +30,11 @@ pub struct Message {
     pub received_at: Instant,
     /// The session that published it, for No Local (0 for the server itself).
     pub origin: SessionId,
+    /// Its id in the store (0: not stored). Set before it is routed.
+    pub id: AtomicU64,
+    /// Stored deliveries of it not yet done, plus one held by the publisher while it routes:
+    /// the store's copy is deleted when this reaches 0 (see `broker::durable`).
+    pub pins: AtomicU32,
     /// The whole QoS 0, non-retained packet, encoded once for all 3.1/3.1.1 subscribers.
     plain_v3: OnceLock<Bytes>,
     /// The same for 5.0 subscribers (only used without subscription identifiers or alias).
@@ -102,6 +108,49 @@ impl Message {
             properties,
             received_at: Instant::now(),
             origin,
+            id: AtomicU64::new(0),
+            pins: AtomicU32::new(1),
+            plain_v3: OnceLock::new(),
+            plain_v5: OnceLock::new(),
+        })
+    }
+
+    /// A message read back from the store: received at `received_at`, stored as `id`, with
+    /// no pins yet (each restored delivery adds one).
+    pub fn restored(publish: Publish, received_at: Instant, origin: SessionId, id: u64) -> Message {
+        let mut properties = publish.properties;
+        properties.topic_alias = None;
+        properties.subscription_identifiers = Vec::new();
+        own_properties(&mut properties);
+        let (topic, payload) = compact(&publish.topic, publish.payload);
+        Message {
+            topic,
+            payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+            received_at,
+            origin,
+            id: AtomicU64::new(id),
+            pins: AtomicU32::new(0),
+            plain_v3: OnceLock::new(),
+            plain_v5: OnceLock::new(),
+        }
+    }
+
+    /// A copy sharing the payload, with its own store id and pins: a retained message sent
+    /// to a new subscriber is stored as a message of its own.
+    pub fn copy(&self) -> Arc<Message> {
+        Arc::new(Message {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            received_at: self.received_at,
+            origin: self.origin,
+            id: AtomicU64::new(0),
+            pins: AtomicU32::new(1),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         })
@@ -178,6 +227,8 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of the subscriptions that matched (v5).
     pub subscription_identifiers: Vec<u32>,
+    /// Its place in a persistent session's queue, as stored (0: not stored).
+    pub seq: u64,
 }
 
 impl Delivery {

@@ -4,9 +4,11 @@
 //! Lock order (never the reverse, never across an `.await`):
 //! registry shard -> session state -> subscription index / retained store.
 
+pub mod durable;
 pub mod index;
 pub mod message;
 pub mod registry;
+pub mod restore;
 pub mod retained;
 pub mod router;
 pub mod session;
@@ -19,11 +21,14 @@ use std::time::Duration;
 use mqtt_codec::{ByteString, ProtocolVersion, QoS};
 
 use crate::config::Config;
+use crate::store::Op;
+use crate::store::journal::Ticket;
+use durable::Durable;
 use index::{Subscriber, SubscriptionIndex};
 use message::{Delivery, Message};
 use registry::Registry;
 use retained::Retained;
-use session::{Session, SubscriptionRecord, Will};
+use session::{Session, SessionState, SubscriptionRecord, Will};
 use stats::Stats;
 
 /// A tenant: its own sessions, subscriptions and retained messages, so that tenant A's
@@ -57,6 +62,17 @@ pub struct Broker {
     epoch: std::time::Instant,
     /// Set when the server shuts down; connections see it at their next wake-up.
     shutting_down: AtomicBool,
+    /// The store (`None` with `store.in_memory`).
+    pub durable: Option<Durable>,
+}
+
+/// What publishing one message did.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// What routing it did.
+    pub routed: router::Routed,
+    /// The store ticket its acknowledgement waits for (0: nothing to wait for).
+    pub ticket: Ticket,
 }
 
 /// The result of attaching a connection to a session.
@@ -68,20 +84,39 @@ pub struct Attached {
     pub generation: u64,
     /// Whether an existing session was resumed (CONNACK session present).
     pub present: bool,
+    /// The store ticket of the session's record (0: nothing stored).
+    pub ticket: Ticket,
 }
 
 impl Broker {
     /// A broker with this configuration; `max_connections` is the effective limit.
     pub fn new(config: Config, max_connections: usize) -> Arc<Broker> {
+        Broker::with_store(config, max_connections, None)
+    }
+
+    /// A broker that stores its state in `durable` (restore it with `restore::restore`
+    /// before accepting connections).
+    pub fn with_store(
+        config: Config,
+        max_connections: usize,
+        durable: Option<Durable>,
+    ) -> Arc<Broker> {
+        let first_id = durable.as_ref().map_or(1, Durable::first_session_id);
         Arc::new(Broker {
             config,
             default_tenant: Arc::new(Tenant::default()),
             stats: Stats::default(),
             max_connections,
-            next_session: AtomicU64::new(1),
+            next_session: AtomicU64::new(first_id),
             epoch: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
+            durable,
         })
+    }
+
+    /// A new session id (unique across restarts when there is a store).
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Milliseconds on the broker's clock at `at`.
@@ -114,13 +149,52 @@ impl Broker {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    /// Publishes `message` in `tenant`: stores it if retained, then routes it.
+    /// Publishes `message` in `tenant`: keeps it if retained, routes it.
     pub fn publish(&self, tenant: &Tenant, message: &Arc<Message>) -> router::Routed {
+        self.publish_with(tenant, message, None).routed
+    }
+
+    /// Publishes `message` in `tenant`, and with a store, writes it (once, with the stored
+    /// sessions it was queued for), its retained copy and `extra` (the publisher's QoS 2
+    /// packet id) as one unit. The ticket says when all of it is on disk.
+    pub fn publish_with(
+        &self,
+        tenant: &Tenant,
+        message: &Arc<Message>,
+        extra: Option<Op>,
+    ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        if message.retain && self.config.session.retain_available {
-            tenant.retained.set(message);
+        let retain = message.retain && self.config.session.retain_available;
+        let Some(durable) = &self.durable else {
+            if retain {
+                tenant.retained.set(message, || ());
+            }
+            let routed = router::route(tenant, message, &self.config.limits, &self.stats);
+            return Published { routed, ticket: 0 };
+        };
+        if message.qos != QoS::AtMostOnce {
+            // Numbered before routing: a subscriber may finish its delivery before the
+            // publisher has written the message, and must name it.
+            durable.number(message);
         }
-        router::route(tenant, message, &self.config.limits, &self.stats)
+        let mut routed = router::route(tenant, message, &self.config.limits, &self.stats);
+        let mut ops = Vec::new();
+        durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
+        ops.extend(extra);
+        let ticket = if retain {
+            // Under the retained map's lock: the store sees a topic's retained messages in
+            // the order the map does.
+            tenant.retained.set(message, || {
+                ops.extend(durable.retained_op(&tenant.name, message));
+                durable.journal.submit(ops)
+            })
+        } else {
+            durable.journal.submit(ops)
+        };
+        // The publisher's pin: released after the message's record was submitted, so that
+        // its deletion (by the last recipient to finish) always comes after it.
+        durable.unpin(message);
+        Published { routed, ticket }
     }
 
     /// Attaches a new connection to `client_id`'s session: resumes it (`clean_start` false
@@ -139,13 +213,18 @@ impl Broker {
         if let (Some(session), false) = (&existing, clean_start) {
             let mut st = session.lock();
             if !st.ended {
+                // A resumed session cancels a will still waiting for its delay.
+                if st.pending_will.take().is_some()
+                    && let Some(d) = &self.durable
+                {
+                    d.delete_will(session, st.generation);
+                }
                 st.generation += 1;
                 st.connected = true;
                 st.protocol = protocol;
                 st.expiry_interval = expiry_interval;
-                // A resumed session cancels a will still waiting for its delay.
-                st.pending_will = None;
                 let generation = st.generation;
+                let ticket = self.store_session(tenant, session, &mut st);
                 drop(st);
                 drop(shard);
                 // Wake the replaced connection (if any) so it sees it has been taken over.
@@ -154,18 +233,20 @@ impl Broker {
                     session: session.clone(),
                     generation,
                     present: true,
+                    ticket,
                 };
             }
         }
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_session_id();
         let key: Arc<str> = Arc::from(&*client_id);
         let session = Session::new(id, key.clone(), protocol);
-        {
+        let ticket = {
             let mut st = session.lock();
             st.generation = 1;
             st.connected = true;
             st.expiry_interval = expiry_interval;
-        }
+            self.store_session(tenant, &session, &mut st)
+        };
         shard.insert(key, session.clone());
         drop(shard);
         if let Some(old) = existing {
@@ -175,7 +256,21 @@ impl Broker {
             session,
             generation: 1,
             present: false,
+            ticket,
         }
+    }
+
+    /// Writes the record of a session that outlives its connection (expiry above 0), making
+    /// it a stored session if it was not. Call with its lock held, as `st`.
+    fn store_session(&self, tenant: &Tenant, session: &Session, st: &mut SessionState) -> Ticket {
+        let Some(d) = &self.durable else { return 0 };
+        if st.expiry_interval == 0 && st.durable.is_none() {
+            return 0;
+        }
+        if st.durable.is_none() {
+            st.durable = Some(Box::default());
+        }
+        d.put_session(&tenant.name, session, st)
     }
 
     /// A connection of generation `generation` has closed. Unless a newer connection has
@@ -188,15 +283,30 @@ impl Broker {
                 return;
             }
             st.connected = false;
+            if st.expiry_interval > 0 {
+                // Written with the time it went offline, for its expiry across a restart.
+                self.store_session(tenant, session, &mut st);
+            }
             st.expiry_interval
         };
         if expiry == 0 {
             self.end_session(tenant, session, Some(generation));
             return;
         }
+        self.expire_after(tenant, session, generation, expiry);
+    }
+
+    /// Ends `session` after `secs` unless a connection has attached since `generation`.
+    pub fn expire_after(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        session: &Arc<Session>,
+        generation: u64,
+        secs: u32,
+    ) {
         let (broker, tenant, session) = (self.clone(), tenant.clone(), session.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(expiry))).await;
+            tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
             broker.end_session(&tenant, &session, Some(generation));
         });
     }
@@ -211,11 +321,23 @@ impl Broker {
                 return;
             }
             st.ended = true;
+            let will_generation = st.generation;
             // A connection still attached (clean-start takeover) sees the new generation.
             st.generation += 1;
-            st.queue.clear();
+            let queue = std::mem::take(&mut st.queue);
             st.queue_bytes = 0;
-            st.inflight.clear();
+            let inflight = std::mem::take(&mut st.inflight);
+            if let Some(d) = &self.durable {
+                let dropped: Vec<&Delivery> = queue
+                    .iter()
+                    .chain(inflight.iter().map(|i| &i.delivery))
+                    .collect();
+                d.end_session(session, &st, &dropped);
+                if st.pending_will.is_some() {
+                    d.delete_will(session, will_generation);
+                }
+            }
+            st.durable = None;
             (
                 std::mem::take(&mut st.subscriptions),
                 st.pending_will.take(),
@@ -234,21 +356,25 @@ impl Broker {
 
     /// Publishes `will` for a connection of `session` that closed without a normal
     /// DISCONNECT: now, or after its delay unless a connection resumes the session first.
+    /// `generation` is that connection's: its stored will goes once published.
     pub fn publish_will(
         self: &Arc<Self>,
         tenant: &Arc<Tenant>,
         session: &Arc<Session>,
         will: Will,
+        generation: u64,
     ) {
         if will.delay == 0 {
             self.publish(tenant, &will.message(session.id));
+            self.forget_will(session, generation);
             return;
         }
         let (delay, generation) = {
             let mut st = session.lock();
-            if st.ended {
+            if st.ended || st.generation != generation {
                 drop(st);
                 self.publish(tenant, &will.message(session.id));
+                self.forget_will(session, generation);
                 return;
             }
             let delay = will.delay.min(st.expiry_interval);
@@ -270,42 +396,75 @@ impl Broker {
             };
             if let Some(will) = will {
                 broker.publish(&tenant, &will.message(session.id));
+                broker.forget_will(&session, generation);
             }
         });
     }
 
-    /// Adds (or replaces) a subscription of `session`. Returns whether it existed before.
+    /// Deletes the stored will of `session`'s connection of `generation`.
+    pub fn forget_will(&self, session: &Session, generation: u64) {
+        if let Some(d) = &self.durable {
+            d.delete_will(session, generation);
+        }
+    }
+
+    /// Adds (or replaces) a subscription of `session`. Returns whether it existed before,
+    /// and the ticket of the session's stored record.
     pub fn subscribe(
         &self,
         tenant: &Tenant,
         session: &Arc<Session>,
         filter: &ByteString,
         record: SubscriptionRecord,
-    ) -> bool {
+    ) -> (bool, Ticket) {
         // Kept for the session's life: its own allocation, not a slice of a read buffer.
         let filter = message::own_str(filter);
         let (group, inner) = split_shared(&filter);
-        {
+        let ticket = {
             let mut st = session.lock();
             if st.ended {
-                return false;
+                return (false, 0);
             }
             st.subscriptions.insert(filter.clone(), record.clone());
-        }
+            self.store_subscriptions(tenant, session, &st)
+        };
         let sub = Subscriber {
             session: session.clone(),
             options: record.options,
             id: record.id,
         };
-        tenant.index.subscribe(inner, group, sub)
+        (tenant.index.subscribe(inner, group, sub), ticket)
     }
 
-    /// Removes a subscription of `session`. Returns whether it existed.
-    pub fn unsubscribe(&self, tenant: &Tenant, session: &Arc<Session>, filter: &str) -> bool {
-        let existed = session.lock().subscriptions.remove(filter).is_some();
+    /// Removes a subscription of `session`. Returns whether it existed, and the ticket of
+    /// the session's stored record.
+    pub fn unsubscribe(
+        &self,
+        tenant: &Tenant,
+        session: &Arc<Session>,
+        filter: &str,
+    ) -> (bool, Ticket) {
+        let (existed, ticket) = {
+            let mut st = session.lock();
+            let existed = st.subscriptions.remove(filter).is_some();
+            let ticket = if existed {
+                self.store_subscriptions(tenant, session, &st)
+            } else {
+                0
+            };
+            (existed, ticket)
+        };
         let (group, inner) = split_shared(filter);
         tenant.index.unsubscribe(inner, group, session.id);
-        existed
+        (existed, ticket)
+    }
+
+    /// Rewrites a stored session's record after its subscriptions changed.
+    fn store_subscriptions(&self, tenant: &Tenant, session: &Session, st: &SessionState) -> Ticket {
+        match (&self.durable, &st.durable) {
+            (Some(d), Some(_)) => d.put_session(&tenant.name, session, st),
+            _ => 0,
+        }
     }
 
     /// Queues the retained messages matching `filter` for `session` (retain flag set).
@@ -318,14 +477,33 @@ impl Broker {
         id: Option<u32>,
     ) {
         for message in tenant.retained.matching(filter) {
+            let qos = message.qos.min(qos);
+            // To a stored session, a QoS 1/2 copy is a stored message of its own.
+            let message = match &self.durable {
+                Some(d) if qos != QoS::AtMostOnce => {
+                    let copy = message.copy();
+                    d.number(&copy);
+                    copy
+                }
+                _ => message,
+            };
             let d = Delivery {
-                qos: message.qos.min(qos),
+                qos,
                 retain: true,
                 subscription_identifiers: id.into_iter().collect(),
-                message,
+                message: message.clone(),
+                seq: 0,
             };
-            if let session::Enqueued::Dropped(reason) = session.enqueue(d, &self.config.limits) {
+            let mut recipients = Vec::new();
+            let queued = session.enqueue(d, &self.config.limits, &mut recipients);
+            if let session::Enqueued::Dropped(reason) = queued {
                 self.stats.dropped(reason, 1);
+            }
+            if let (Some(d), true) = (&self.durable, qos != QoS::AtMostOnce) {
+                let mut ops = Vec::new();
+                d.message_ops(&message, recipients, &mut ops);
+                d.journal.submit(ops);
+                d.unpin(&message);
             }
         }
     }

@@ -16,14 +16,16 @@ pub struct Retained {
 
 impl Retained {
     /// Stores `message` as its topic's retained message, or deletes it when the payload is
-    /// empty [MQTT-3.3.1-6], [MQTT-3.3.1-7].
-    pub fn set(&self, message: &Arc<Message>) {
+    /// empty [MQTT-3.3.1-6], [MQTT-3.3.1-7]; then runs `and_then` with the map still locked
+    /// (the store records the change in the map's order) and returns what it returns.
+    pub fn set<T>(&self, message: &Arc<Message>, and_then: impl FnOnce() -> T) -> T {
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         if message.payload.is_empty() {
             map.remove(&message.topic);
         } else {
             map.insert(message.topic.clone(), message.clone());
         }
+        and_then()
     }
 
     /// The retained messages matching `filter` (not expired), in no particular order.

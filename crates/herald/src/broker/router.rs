@@ -17,9 +17,10 @@ use super::message::{Delivery, Message};
 use super::session::{Enqueued, Session, SessionId};
 use super::stats::Stats;
 use crate::config::Limits;
+use crate::store::record::Recipient;
 
 /// What routing one message did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Routed {
     /// Sessions it matched, whether or not each copy could be queued (a dropped copy is
     /// counted in the stats), so that v5 "No matching subscribers" is only said when there
@@ -28,6 +29,8 @@ pub struct Routed {
     /// Whether a connected subscriber's queue is past high water: the publisher should
     /// pause reading.
     pub pushback: bool,
+    /// The stored sessions it was queued for (written with the message by the publisher).
+    pub recipients: Vec<Recipient>,
 }
 
 /// Delivers `message` to every matching subscriber of `tenant`.
@@ -86,13 +89,14 @@ fn delivery(sub: &Subscriber, message: &Arc<Message>) -> Option<Delivery> {
         qos: message.qos.min(sub.options.qos),
         retain: sub.options.retain_as_published && message.retain,
         subscription_identifiers: sub.id.into_iter().collect(),
+        seq: 0,
     })
 }
 
 /// Queues `d` for `session`; a dropped copy is counted.
 fn enqueue(session: &Session, d: Delivery, limits: &Limits, stats: &Stats, routed: &mut Routed) {
     routed.matched += 1;
-    match session.enqueue(d, limits) {
+    match session.enqueue(d, limits, &mut routed.recipients) {
         Enqueued::Queued => {}
         Enqueued::QueuedHighWater => routed.pushback = true,
         Enqueued::Dropped(reason) => stats.dropped(reason, 1),

@@ -20,6 +20,7 @@ use mqtt_codec::{ByteString, ProtocolVersion, QoS, SubscriptionOptions};
 use super::message::{Delivery, Message};
 use super::stats::DropReason;
 use crate::config::Limits;
+use crate::store::record::Recipient;
 
 /// A process-unique session number (0 is the server itself, as a message origin).
 pub type SessionId = u64;
@@ -83,6 +84,11 @@ impl PacketIds {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The ids.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().copied()
+    }
 }
 
 /// A session's subscriptions by filter, as subscribed. A list, not a map: most sessions hold
@@ -134,6 +140,11 @@ impl Subscriptions {
     /// The filters.
     pub fn keys(&self) -> impl Iterator<Item = &ByteString> {
         self.0.iter().map(|(f, _)| f)
+    }
+
+    /// The filters and their records.
+    pub fn iter(&self) -> impl Iterator<Item = (&ByteString, &SubscriptionRecord)> {
+        self.0.iter().map(|(f, r)| (f, r))
     }
 }
 
@@ -225,6 +236,48 @@ pub struct SessionState {
     pub expiry_interval: u32,
     /// Removed from the registry: nothing may attach to it any more.
     pub ended: bool,
+    /// The stored side of a persistent session (`None` without a store, or for a session
+    /// that ends with its connection). Boxed: most connections' sessions have none.
+    pub durable: Option<Box<DurableSession>>,
+}
+
+/// Sequence numbers of a stored session's deliveries, and which are done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableSession {
+    /// The next QoS 1/2 delivery's sequence number.
+    pub next_seq: u64,
+    /// Every sequence number below this is done (acknowledged, expired or not deliverable).
+    pub watermark: u64,
+    /// Sequence numbers above the watermark that are done (acknowledged out of order).
+    pub above: Vec<u64>,
+}
+
+impl Default for DurableSession {
+    fn default() -> Self {
+        DurableSession {
+            next_seq: 1,
+            watermark: 1,
+            above: Vec::new(),
+        }
+    }
+}
+
+impl DurableSession {
+    /// Marks `seq` done, moving the watermark past every done number it reaches.
+    pub fn done(&mut self, seq: u64) {
+        if seq < self.watermark || self.above.contains(&seq) {
+            return;
+        }
+        if seq != self.watermark {
+            self.above.push(seq);
+            return;
+        }
+        self.watermark += 1;
+        while let Some(pos) = self.above.iter().position(|s| *s == self.watermark) {
+            self.above.swap_remove(pos);
+            self.watermark += 1;
+        }
+    }
 }
 
 /// Whether a delivery was queued.
@@ -259,6 +312,7 @@ impl Session {
                 pending_will: None,
                 expiry_interval: 0,
                 ended: false,
+                durable: None,
             }),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -300,8 +354,15 @@ impl Session {
     }
 
     /// Queues a delivery, within `limits`. QoS 0 is dropped when the session is offline or its
-    /// outbox is full; QoS 1/2 when its queue is at `max_queued_messages`.
-    pub fn enqueue(&self, delivery: Delivery, limits: &Limits) -> Enqueued {
+    /// outbox is full; QoS 1/2 when its queue is at `max_queued_messages`. A QoS 1/2 delivery
+    /// to a stored session gets the session's next sequence number, pins its message, and is
+    /// added to `recipients` (the message's record is written by the publisher).
+    pub fn enqueue(
+        &self,
+        mut delivery: Delivery,
+        limits: &Limits,
+        recipients: &mut Vec<Recipient>,
+    ) -> Enqueued {
         let mut st = self.lock();
         if st.ended {
             return Enqueued::Dropped(DropReason::Offline);
@@ -317,6 +378,23 @@ impl Session {
             }
         } else if st.queue.len() >= limits.max_queued_messages {
             return Enqueued::Dropped(DropReason::QueueFull);
+        }
+        if delivery.qos != QoS::AtMostOnce
+            && let Some(durable) = st.durable.as_mut()
+        {
+            delivery.seq = durable.next_seq;
+            durable.next_seq += 1;
+            delivery
+                .message
+                .pins
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            recipients.push(Recipient {
+                session: self.id,
+                seq: delivery.seq,
+                qos: delivery.qos,
+                retain: delivery.retain,
+                subscription_ids: delivery.subscription_identifiers.clone(),
+            });
         }
         let was_empty = st.queue.is_empty();
         st.queue_bytes += delivery.weight();
@@ -405,6 +483,7 @@ mod tests {
             qos,
             retain: false,
             subscription_identifiers: Vec::new(),
+            seq: 0,
         }
     }
 
@@ -417,33 +496,61 @@ mod tests {
         };
         let s = Session::new(1, "c".into(), ProtocolVersion::V5);
         assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce), &limits),
+            s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut Vec::new()),
             Enqueued::Dropped(DropReason::Offline)
         );
         assert_eq!(
-            s.enqueue(delivery(QoS::AtLeastOnce), &limits),
+            s.enqueue(delivery(QoS::AtLeastOnce), &limits, &mut Vec::new()),
             Enqueued::Queued,
             "QoS 1 waits offline"
         );
         s.lock().connected = true;
         assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce), &limits),
+            s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut Vec::new()),
             Enqueued::QueuedHighWater,
             "2 of 2: queued, past half the outbox bound"
         );
         assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce), &limits),
+            s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut Vec::new()),
             Enqueued::Dropped(DropReason::OutboxFull)
         );
         assert_eq!(
-            s.enqueue(delivery(QoS::ExactlyOnce), &limits),
+            s.enqueue(delivery(QoS::ExactlyOnce), &limits, &mut Vec::new()),
             Enqueued::QueuedHighWater
         );
         assert_eq!(
-            s.enqueue(delivery(QoS::ExactlyOnce), &limits),
+            s.enqueue(delivery(QoS::ExactlyOnce), &limits, &mut Vec::new()),
             Enqueued::Dropped(DropReason::QueueFull)
         );
         assert_eq!(s.lock().queue_bytes, 3 * 2);
+    }
+
+    #[test]
+    fn stored_sessions_number_their_deliveries_and_track_what_is_done() {
+        let s = Session::new(1, "c".into(), ProtocolVersion::V5);
+        s.lock().durable = Some(Box::default());
+        let limits = Limits::default();
+        let mut recipients = Vec::new();
+        let d = delivery(QoS::AtLeastOnce);
+        let message = d.message.clone();
+        s.enqueue(d, &limits, &mut recipients);
+        s.enqueue(delivery(QoS::ExactlyOnce), &limits, &mut recipients);
+        s.lock().connected = true;
+        s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut recipients);
+        let seqs: Vec<u64> = recipients.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 2], "QoS 0 is never stored");
+        assert_eq!(message.pins.load(std::sync::atomic::Ordering::Relaxed), 2);
+        let mut d = DurableSession {
+            next_seq: 6,
+            ..DurableSession::default()
+        };
+        d.done(3);
+        d.done(2);
+        assert_eq!((d.watermark, d.above.len()), (1, 2));
+        d.done(1);
+        assert_eq!((d.watermark, d.above.len()), (4, 0), "1, 2 and 3 are done");
+        d.done(2);
+        assert_eq!(d.watermark, 4, "done twice is done once");
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub struct Stats {
     pub published: AtomicU64,
     /// Messages written to subscribers.
     pub delivered: AtomicU64,
+    /// QoS 1/2 publications refused because the store is past its disk limit or failing.
+    pub store_refused: AtomicU64,
 }
 
 impl Default for Stats {
@@ -125,6 +127,7 @@ impl Default for Stats {
             open: AtomicU64::new(0),
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
+            store_refused: AtomicU64::new(0),
         }
     }
 }

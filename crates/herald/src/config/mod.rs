@@ -8,10 +8,11 @@
 mod template;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::store::Fsync;
 pub use template::generate;
 
 /// Why a configuration was refused. The message names the key.
@@ -55,6 +56,8 @@ pub struct Config {
     pub limits: Limits,
     /// Sessions and their state.
     pub session: SessionConfig,
+    /// Where and how sessions, queued and retained messages are stored.
+    pub store: StoreConfig,
     /// Threads and process limits.
     pub runtime: Runtime,
     /// Logging.
@@ -163,6 +166,43 @@ impl Default for SessionConfig {
     }
 }
 
+/// The durable store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Directory of the store (created if missing; locked while Herald runs).
+    pub data_dir: PathBuf,
+    /// Keep everything in memory only: nothing survives a restart, nothing waits for a disk.
+    pub in_memory: bool,
+    /// How commits reach the disk: `batch` (one fsync per group commit; the default),
+    /// `always` (one per change) or `never` (survives a crash of Herald, not of the machine).
+    pub fsync: Fsync,
+    /// Bytes the store may take on disk; past it new QoS 1/2 publications are refused
+    /// (v5: reason 0x97 Quota exceeded; 3.1.1: the connection is closed). 0: no limit.
+    pub max_disk_bytes: u64,
+    /// Free bytes the store's file system must keep; below it, the same refusal.
+    pub min_free_disk_bytes: u64,
+    /// Bytes a keyspace's in-memory table grows to before it is written to a sorted file.
+    pub memtable_bytes: u64,
+    /// Bytes of journal kept before old journals are retired (at least 64 MiB): bounds the
+    /// disk taken by messages already delivered.
+    pub max_journal_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("herald-data"),
+            in_memory: false,
+            fsync: Fsync::Batch,
+            max_disk_bytes: 0,
+            min_free_disk_bytes: 256 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
+            max_journal_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
 /// Runtime sizing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -196,6 +236,10 @@ pub struct Overrides {
     pub worker_threads: Option<usize>,
     /// `--log-level`: `log.level`.
     pub log_level: Option<String>,
+    /// `--data-dir`: `store.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--in-memory`: `store.in_memory`.
+    pub in_memory: bool,
 }
 
 impl Config {
@@ -230,6 +274,12 @@ impl Config {
         }
         if let Some(level) = &flags.log_level {
             config.log.level = level.clone();
+        }
+        if let Some(dir) = &flags.data_dir {
+            config.store.data_dir = dir.clone();
+        }
+        if flags.in_memory {
+            config.store.in_memory = true;
         }
         config.validate()?;
         Ok(config)
@@ -297,6 +347,22 @@ impl Config {
             return Err(invalid(
                 "limits.slow_consumer_timeout_secs",
                 "must be at least 1",
+            ));
+        }
+        let st = &self.store;
+        if !st.in_memory && st.data_dir.as_os_str().is_empty() {
+            return Err(invalid("store.data_dir", "must name a directory"));
+        }
+        if st.max_journal_bytes < 64 * 1024 * 1024 {
+            return Err(invalid(
+                "store.max_journal_bytes",
+                "must be at least 67108864 (64 MiB, the size of one journal file)",
+            ));
+        }
+        if st.memtable_bytes < 64 * 1024 {
+            return Err(invalid(
+                "store.memtable_bytes",
+                "must be at least 65536 (64 KiB)",
             ));
         }
         if self.session.maximum_qos > 2 {

@@ -66,6 +66,33 @@ retain_available = {retain}
 # Highest QoS granted and accepted (0, 1 or 2).
 maximum_qos = {max_qos}
 
+[store]
+# Sessions of clients that asked to be remembered (clean session 0, v5 session expiry > 0),
+# their queued and unacknowledged QoS 1/2 messages, QoS 2 state, retained messages and wills
+# are stored here and survive a restart or a crash. A QoS 1/2 publication is acknowledged
+# only once it is on disk. Directory (flag --data-dir; locked while Herald runs):
+data_dir = "{data_dir}"
+# true: keep everything in memory only; nothing survives a restart (flag --in-memory).
+in_memory = {in_memory}
+# How commits reach the disk:
+#   "batch"  one fsync per group commit: every change that arrived while the previous commit
+#            was being written shares the next fsync. Nothing acknowledged is lost, even if
+#            the machine loses power. The default.
+#   "always" one commit and one fsync per change: the same promise, far lower throughput.
+#   "never"  no fsync: an acknowledged message survives a crash of Herald (the kernel has it)
+#            but not a crash of the machine.
+fsync = "{fsync}"
+# Bytes the store may take on disk (0: no limit), and free bytes its file system must keep.
+# Past either, new QoS 1/2 publications are refused (v5: reason 0x97 Quota exceeded; 3.1.1:
+# the connection is closed) while deliveries and acknowledgements go on.
+max_disk_bytes = {max_disk}
+min_free_disk_bytes = {min_free}
+# Bytes a keyspace's in-memory table grows to before it is written to a sorted file.
+memtable_bytes = {memtable}
+# Bytes of journal kept before old journals are retired (at least 64 MiB). Bounds the disk
+# held by messages already delivered.
+max_journal_bytes = {journal}
+
 [runtime]
 # Worker threads; 0 sizes them from the CPU quota (cgroup v1/v2), else the core count.
 worker_threads = {workers}
@@ -93,6 +120,17 @@ level = "{level}"
         retain = s.retain_available,
         max_qos = s.maximum_qos,
         workers = c.runtime.worker_threads,
+        data_dir = c.store.data_dir.display(),
+        in_memory = c.store.in_memory,
+        fsync = match c.store.fsync {
+            crate::store::Fsync::Batch => "batch",
+            crate::store::Fsync::Always => "always",
+            crate::store::Fsync::Never => "never",
+        },
+        max_disk = c.store.max_disk_bytes,
+        min_free = c.store.min_free_disk_bytes,
+        memtable = c.store.memtable_bytes,
+        journal = c.store.max_journal_bytes,
         level = c.log.level,
         mqtt = mqtt.join(", "),
     )

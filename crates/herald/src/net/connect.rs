@@ -73,6 +73,8 @@ pub(crate) struct Accepted {
     pub(crate) conn: Conn,
     /// The CONNACK to send.
     pub(crate) connack: ConnAck,
+    /// The store ticket CONNACK waits for (the session's record and the will).
+    pub(crate) ticket: crate::store::journal::Ticket,
 }
 
 /// Checks CONNECT and attaches the session, or returns the refusal to send.
@@ -202,7 +204,16 @@ pub(crate) fn accept(
         }),
         aliases: None,
     };
-    Ok(Accepted { conn, connack })
+    let mut ticket = attached.ticket;
+    if let (Some(d), Some(will)) = (&broker.durable, &conn.will) {
+        // Stored while the connection is open: a crash publishes it at the next start.
+        ticket = ticket.max(d.put_will(&tenant.name, &conn.session, conn.generation, will));
+    }
+    Ok(Accepted {
+        conn,
+        connack,
+        ticket,
+    })
 }
 
 /// A client id for a client that sent none: unique within this process and unlikely to

@@ -26,6 +26,7 @@ use super::outgoing::Outgoing;
 use crate::broker::session::{Session as BrokerSession, Will};
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
+use crate::store::journal::Ticket;
 
 /// Why and how a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +221,7 @@ async fn handshake(
                 input_pending: false,
                 yielded: false,
             });
-            let started = live.start(accepted.connack);
+            let started = live.start(accepted.connack, accepted.ticket);
             Ok((live, started))
         }
         Err((code, version)) => {
@@ -254,7 +255,9 @@ impl Live {
     }
 
     /// Sends CONNACK, then re-sends what the resumed session had in flight, then its queue.
-    fn start(&mut self, connack: mqtt_codec::ConnAck) -> Result<(), Closing> {
+    fn start(&mut self, connack: mqtt_codec::ConnAck, ticket: Ticket) -> Result<(), Closing> {
+        // With a store, CONNACK waits until the session's record and the will are on disk.
+        self.out.gate(ticket);
         self.send(&Packet::ConnAck(Box::new(connack)))?;
         self.resend_inflight()?;
         self.pump()?;
@@ -308,6 +311,12 @@ impl Live {
             return Poll::Ready(Event::Readable);
         }
         if !self.out.is_empty() && self.stream.poll_write_ready(cx).is_ready() {
+            return Poll::Ready(Event::Writable);
+        }
+        // Acknowledgements held until the store has their change on disk.
+        if let (Some(ticket), Some(d)) = (self.out.waiting(), &self.broker.durable)
+            && d.journal.poll_durable(ticket, cx).is_ready()
+        {
             return Poll::Ready(Event::Writable);
         }
         Poll::Pending
@@ -438,6 +447,9 @@ impl Live {
 
     /// Writes what the socket takes now; tracks how long it has been full.
     pub(crate) fn flush(&mut self) -> Result<(), Closing> {
+        if let Some(d) = &self.broker.durable {
+            self.out.release(d.journal.durable());
+        }
         match self.out.flush(&self.stream) {
             Ok(true) => {
                 self.unwritable_since_ms = NONE;
@@ -470,10 +482,12 @@ impl Live {
         }
         let _ = timeout(Duration::from_millis(200), self.stream.shutdown()).await;
         let session = self.conn.session.clone();
-        if let Some(will) = self.conn.will.take()
-            && closing.reason != CloseReason::ClientDisconnect
-        {
-            self.will_on_close(&session, *will, closing.reason);
+        if let Some(will) = self.conn.will.take() {
+            if closing.reason == CloseReason::ClientDisconnect {
+                self.broker.forget_will(&session, self.conn.generation);
+            } else {
+                self.will_on_close(&session, *will, closing.reason);
+            }
         }
         self.broker
             .detach(&self.tenant, &session, self.conn.generation);
@@ -483,9 +497,11 @@ impl Live {
         if reason == CloseReason::SessionTakenOver && will.delay > 0 && !session.lock().ended {
             // A new connection resumed the session before the will delay passed
             // [MQTT-3.1.3-9].
+            self.broker.forget_will(session, self.conn.generation);
             return;
         }
-        self.broker.publish_will(&self.tenant, session, will);
+        self.broker
+            .publish_will(&self.tenant, session, will, self.conn.generation);
     }
 }
 

@@ -29,8 +29,11 @@ impl Live {
         let now = std::time::Instant::now();
         let mut batch: Vec<(Delivery, u16)> = Vec::new();
         let mut delivered = 0u64;
+        let broker = self.broker.clone();
+        let durable = broker.durable.as_ref();
         while self.out.len() < WRITE_BUDGET {
             let mut expired = 0;
+            let mut ticket = 0;
             {
                 // Up to BATCH deliveries per lock: the session lock is taken per batch, not
                 // per message.
@@ -46,12 +49,23 @@ impl Live {
                     let Some(d) = st.pop_queued() else { break };
                     if d.message.expired(now) {
                         expired += 1;
+                        if let Some(durable) = durable {
+                            durable.done(&self.conn.session, &mut st, &d, false);
+                        }
                         continue;
                     }
                     let packet_id = if d.qos == QoS::AtMostOnce {
                         0
                     } else {
                         let id = st.allocate_packet_id();
+                        if let (Some(durable), QoS::ExactlyOnce, true) =
+                            (durable, d.qos, d.seq != 0)
+                        {
+                            // A QoS 2 PUBLISH goes out once its packet id is on disk: after a
+                            // restart Herald re-sends it with the same id, never as a new one.
+                            let t = durable.stage(&self.conn.session, d.seq, id, Stage::Sent);
+                            ticket = ticket.max(t);
+                        }
                         st.inflight.push(Inflight {
                             packet_id: id,
                             delivery: d.clone(),
@@ -68,6 +82,7 @@ impl Live {
             if batch.is_empty() {
                 break;
             }
+            self.out.gate(ticket);
             for (delivery, packet_id) in batch.drain(..) {
                 delivered += u64::from(self.write_delivery(&delivery, packet_id, false)?);
             }
@@ -130,8 +145,14 @@ impl Live {
         if too_large {
             // Not sent, and treated as delivered [MQTT-3.1.2-25].
             if packet_id != 0 {
-                let mut st = self.conn.session.lock();
-                st.take_inflight(packet_id, Stage::Sent);
+                let session = &self.conn.session;
+                let mut st = session.lock();
+                if let Some(done) = st.take_inflight(packet_id, Stage::Sent)
+                    && let Some(durable) = &self.broker.durable
+                {
+                    let staged = done.delivery.qos == QoS::ExactlyOnce;
+                    durable.done(session, &mut st, &done.delivery, staged);
+                }
             }
             stats.dropped(DropReason::TooLargeForClient, 1);
             return Ok(false);

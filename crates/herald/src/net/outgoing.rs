@@ -3,6 +3,10 @@
 //! Small packets (acks, headers) are encoded into one scratch buffer; payloads and packets
 //! encoded once for many subscribers are appended as shared `Bytes`. `flush` hands the
 //! kernel up to 64 chunks per vectored write, so a burst of deliveries costs one syscall.
+//!
+//! Acknowledge after durable: `gate(ticket)` makes everything appended afterwards wait, in
+//! order, until the store has made that ticket durable (`release`). Bytes appended before
+//! the gate are written at once.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -10,6 +14,8 @@ use std::io::{self, IoSlice};
 use bytes::{Buf, Bytes, BytesMut};
 use mqtt_codec::{EncodeError, Packet, ProtocolVersion, Publish};
 use tokio::net::TcpStream;
+
+use crate::store::journal::Ticket;
 
 /// Chunks per vectored write.
 const MAX_IOV: usize = 64;
@@ -28,14 +34,43 @@ impl Outgoing {
         self.0.get_or_insert_with(Default::default)
     }
 
-    /// Whether nothing is waiting.
+    /// Whether no bytes are ready to be written (bytes held behind a gate are not).
     pub(crate) fn is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(|b| b.is_empty())
     }
 
-    /// Bytes waiting.
+    /// Bytes waiting, ready or held.
     pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |b| b.len())
+        self.0.as_ref().map_or(0, |b| b.len() + b.held_bytes)
+    }
+
+    /// Makes everything appended from now on wait until `ticket` is durable (0: no wait).
+    pub(crate) fn gate(&mut self, ticket: Ticket) {
+        if ticket != 0 {
+            let b = self.buffers();
+            b.gate = b.gate.max(ticket);
+        }
+    }
+
+    /// The ticket the oldest held bytes wait for.
+    pub(crate) fn waiting(&self) -> Option<Ticket> {
+        self.0
+            .as_ref()
+            .and_then(|b| b.held.front().map(|(t, _)| *t))
+    }
+
+    /// Moves the bytes whose ticket is at or below `durable` to the write queue.
+    pub(crate) fn release(&mut self, durable: Ticket) {
+        let Some(b) = self.0.as_mut() else { return };
+        while b.held.front().is_some_and(|(t, _)| *t <= durable) {
+            if let Some((_, bytes)) = b.held.pop_front() {
+                b.held_bytes -= bytes.len();
+                b.append(&bytes);
+            }
+        }
+        if b.gate <= durable {
+            b.gate = 0;
+        }
     }
 
     /// Appends a packet.
@@ -68,7 +103,7 @@ impl Outgoing {
             return Ok(true);
         };
         let done = buffers.flush(stream)?;
-        if done {
+        if done && buffers.gate == 0 && buffers.held.is_empty() {
             self.0 = None;
         }
         Ok(done)
@@ -82,6 +117,12 @@ struct Buffers {
     scratch: BytesMut,
     /// Bytes waiting (chunks and scratch).
     queued: usize,
+    /// Appends wait for this ticket (0: none).
+    gate: Ticket,
+    /// Encoded packets waiting for their ticket, in order.
+    held: VecDeque<(Ticket, Bytes)>,
+    /// Bytes in `held`.
+    held_bytes: usize,
 }
 
 impl Buffers {
@@ -93,8 +134,20 @@ impl Buffers {
         self.queued
     }
 
+    /// Holds `bytes` behind the gate.
+    fn hold(&mut self, bytes: Bytes) {
+        self.held_bytes += bytes.len();
+        self.held.push_back((self.gate, bytes));
+    }
+
     /// Appends a packet, encoded into the scratch buffer.
     fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+        if self.gate != 0 {
+            let mut buf = BytesMut::new();
+            packet.encode(version, &mut buf)?;
+            self.hold(buf.freeze());
+            return Ok(());
+        }
         let before = self.scratch.len();
         packet.encode(version, &mut self.scratch)?;
         self.queued += self.scratch.len() - before;
@@ -103,6 +156,12 @@ impl Buffers {
 
     /// Appends a PUBLISH: its header into the scratch buffer, its payload after it.
     fn publish(&mut self, publish: &Publish, version: ProtocolVersion) -> Result<(), EncodeError> {
+        if self.gate != 0 {
+            let mut buf = BytesMut::new();
+            publish.encode(version, &mut buf)?;
+            self.hold(buf.freeze());
+            return Ok(());
+        }
         let before = self.scratch.len();
         publish.encode_header(version, &mut self.scratch)?;
         self.queued += self.scratch.len() - before;
@@ -117,6 +176,15 @@ impl Buffers {
     /// a reference count touched by every subscriber's thread, and contiguous bytes let one
     /// write carry hundreds of messages. Large ones are referenced, not copied.
     fn bytes(&mut self, bytes: &Bytes) {
+        if self.gate != 0 {
+            self.hold(bytes.clone());
+            return;
+        }
+        self.append(bytes);
+    }
+
+    /// Appends bytes to the write queue, past any gate.
+    fn append(&mut self, bytes: &Bytes) {
         self.queued += bytes.len();
         if bytes.len() <= COPY_AT_MOST {
             self.scratch.extend_from_slice(bytes);

@@ -6,6 +6,9 @@ use mqtt_codec::{
 };
 
 use super::connection::{Closing, Live};
+use std::sync::atomic::Ordering;
+
+use crate::broker::durable::Durable;
 use crate::broker::message::Message;
 use crate::broker::session::{Stage, SubscriptionRecord};
 use crate::broker::stats::CloseReason;
@@ -16,19 +19,13 @@ impl Live {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(a) => {
-                self.conn
-                    .session
-                    .lock()
-                    .take_inflight(a.packet_id, Stage::Sent);
+                self.finish_inflight(a.packet_id, Stage::Sent);
                 Ok(())
             }
             Packet::PubRec(a) => self.on_pubrec(a),
             Packet::PubRel(a) => self.on_pubrel(a),
             Packet::PubComp(a) => {
-                self.conn
-                    .session
-                    .lock()
-                    .take_inflight(a.packet_id, Stage::Released);
+                self.finish_inflight(a.packet_id, Stage::Released);
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -45,6 +42,20 @@ impl Live {
         self.conn.version.is_v5()
     }
 
+    /// An acknowledgement (PUBACK, PUBCOMP, or a refusing PUBREC) ends the exchange of the
+    /// inflight message `packet_id` at `stage`: it is done, in memory and in the store.
+    fn finish_inflight(&mut self, packet_id: u16, stage: Stage) {
+        let session = &self.conn.session;
+        let mut st = session.lock();
+        let Some(done) = st.take_inflight(packet_id, stage) else {
+            return;
+        };
+        if let Some(d) = &self.broker.durable {
+            let staged = done.delivery.qos == QoS::ExactlyOnce;
+            d.done(session, &mut st, &done.delivery, staged);
+        }
+    }
+
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Closing> {
         self.resolve_alias(&mut p)?;
         let cfg = &self.broker.config;
@@ -59,7 +70,20 @@ impl Live {
         if !topic_ok {
             return self.refuse_publish(&p, ReasonCode::TopicNameInvalid);
         }
+        if let Some(d) = &self.broker.durable
+            && p.qos != QoS::AtMostOnce
+            && (d.refusing() || d.journal.failed())
+        {
+            // The disk is full (or failing): refuse what would have to be stored rather
+            // than acknowledge what might be lost.
+            self.broker
+                .stats
+                .store_refused
+                .fetch_add(1, Ordering::Relaxed);
+            return self.refuse_publish(&p, ReasonCode::QuotaExceeded);
+        }
         let packet_id = p.packet_id;
+        let mut extra = None;
         if p.qos == QoS::ExactlyOnce {
             let mut st = self.conn.session.lock();
             if st.inbound_qos2.contains(&packet_id) {
@@ -72,6 +96,10 @@ impl Live {
                 return Err(Closing::new(CloseReason::ReceiveMaximumExceeded));
             }
             st.inbound_qos2.insert(packet_id);
+            if self.broker.durable.is_some() && st.durable.is_some() {
+                // Written with the message: a re-send after a restart is still recognised.
+                extra = Some(Durable::inbound_op(&self.conn.session, packet_id));
+            }
         }
         let qos = p.qos;
         let message = Message::new(
@@ -82,12 +110,15 @@ impl Live {
             p.properties,
             self.conn.session.id,
         );
-        let routed = self.broker.publish(&self.tenant, &message);
-        self.note_routed(routed);
+        let published = self.broker.publish_with(&self.tenant, &message, extra);
+        let matched = published.routed.matched;
+        self.note_routed(published.routed);
         let mut ack = Ack::new(packet_id);
-        if routed.matched == 0 && self.v5() {
+        if matched == 0 && self.v5() {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
         }
+        // Acknowledged once on disk.
+        self.out.gate(published.ticket);
         match qos {
             QoS::AtMostOnce => Ok(()),
             QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
@@ -144,14 +175,27 @@ impl Live {
             let mut st = self.conn.session.lock();
             if a.reason_code.is_error() {
                 // The client refused the message: it is done with [MQTT-4.3.3-4 in 5.0].
-                st.take_inflight(a.packet_id, Stage::Sent);
+                drop(st);
+                self.finish_inflight(a.packet_id, Stage::Sent);
                 return Ok(());
             }
-            if !st.release(a.packet_id)
-                && !st
+            if st.release(a.packet_id) {
+                // PUBREL goes out once the stage is on disk: after a restart Herald re-sends
+                // PUBREL, never the message again.
+                let seq = st
                     .inflight
                     .iter()
-                    .any(|i| i.packet_id == a.packet_id && i.stage == Stage::Released)
+                    .find(|i| i.packet_id == a.packet_id)
+                    .map_or(0, |i| i.delivery.seq);
+                if let (Some(d), true) = (&self.broker.durable, seq != 0) {
+                    let ticket = d.stage(&self.conn.session, seq, a.packet_id, Stage::Released);
+                    drop(st);
+                    self.out.gate(ticket);
+                }
+            } else if !st
+                .inflight
+                .iter()
+                .any(|i| i.packet_id == a.packet_id && i.stage == Stage::Released)
             {
                 reply.reason_code = ReasonCode::PacketIdentifierNotFound;
             }
@@ -163,7 +207,18 @@ impl Live {
     }
 
     fn on_pubrel(&mut self, a: Ack) -> Result<(), Closing> {
-        let known = self.conn.session.lock().inbound_qos2.remove(&a.packet_id);
+        let known = {
+            let mut st = self.conn.session.lock();
+            let known = st.inbound_qos2.remove(&a.packet_id);
+            if let (Some(d), true) = (&self.broker.durable, known && st.durable.is_some()) {
+                // PUBCOMP once the id is forgotten on disk: a restart must not take a later
+                // message with the same id for a duplicate.
+                let ticket = d.release_inbound(&self.conn.session, a.packet_id);
+                drop(st);
+                self.out.gate(ticket);
+            }
+            known
+        };
         let mut reply = Ack::new(a.packet_id);
         if !known && self.v5() {
             reply.reason_code = ReasonCode::PacketIdentifierNotFound;
@@ -181,6 +236,7 @@ impl Live {
         };
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut retained = Vec::new();
+        let mut ticket = 0;
         for sub in s.subscriptions {
             let filter = sub.filter;
             let too_long = filter.len() > cfg.limits.max_topic_length
@@ -200,12 +256,13 @@ impl Live {
             }
             let mut options = sub.options;
             options.qos = crate::broker::router::granted(options.qos, max_qos);
-            let existed = self.broker.subscribe(
+            let (existed, stored) = self.broker.subscribe(
                 &self.tenant,
                 session,
                 &filter,
                 SubscriptionRecord { options, id },
             );
+            ticket = ticket.max(stored);
             codes.push(match options.qos {
                 QoS::AtMostOnce => ReasonCode::Success,
                 QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
@@ -225,6 +282,8 @@ impl Live {
                 retained.push((filter, options.qos));
             }
         }
+        // SUBACK once the subscription is on disk.
+        self.out.gate(ticket);
         self.send(&Packet::SubAck(SubAck {
             packet_id: s.packet_id,
             properties: Default::default(),
@@ -238,17 +297,22 @@ impl Live {
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Closing> {
+        let mut ticket = 0;
         let codes = u
             .filters
             .iter()
             .map(|f| {
-                if self.broker.unsubscribe(&self.tenant, &self.conn.session, f) {
+                let (existed, stored) =
+                    self.broker.unsubscribe(&self.tenant, &self.conn.session, f);
+                ticket = ticket.max(stored);
+                if existed {
                     ReasonCode::Success
                 } else {
                     ReasonCode::NoSubscriptionExisted
                 }
             })
             .collect();
+        self.out.gate(ticket);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Default::default(),

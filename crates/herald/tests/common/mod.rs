@@ -26,10 +26,21 @@ pub struct TestServer {
     pub addr: SocketAddr,
 }
 
-/// The default configuration on a free port.
+/// The default configuration on a free port, in memory (tests/durability.rs and
+/// tests/crash.rs use a store).
 pub fn config() -> Config {
     let mut c = Config::default();
     c.listeners.mqtt = vec!["127.0.0.1:0".parse().unwrap()];
+    match std::env::var_os("TEST_WITH_STORE") {
+        // The same conformance tests against the disk store: every acknowledgement then
+        // waits for a group commit.
+        Some(_) => {
+            let dir = tempfile::tempdir().unwrap().keep();
+            c.store.data_dir = dir;
+            c.store.min_free_disk_bytes = 0;
+        }
+        None => c.store.in_memory = true,
+    }
     c
 }
 

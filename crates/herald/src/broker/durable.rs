@@ -1,0 +1,395 @@
+//! What the broker stores, and when: the bridge between MQTT state and the store.
+//!
+//! Every change is submitted to the journal under the lock of the state it describes (a
+//! session's lock for its records, the retained map's lock for retained messages), so the
+//! journal sees changes of one thing in the order they happened. The connection that needs a
+//! change on disk before it answers (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, a
+//! QoS 2 PUBLISH to a subscriber) holds that answer until the change's ticket is durable.
+//!
+//! What is stored:
+//!
+//! - a persistent session (clean session 0, or a v5 session expiry above 0): its record
+//!   (client id, protocol, expiry, when it went offline, subscriptions), written when it
+//!   attaches, subscribes, unsubscribes and detaches;
+//! - a QoS 1/2 message once, with the list of stored sessions it was queued for (session,
+//!   sequence number, QoS, retain flag, subscription ids); a delivery costs no write of its
+//!   own;
+//! - each stored session's acknowledgements: a watermark below which every sequence number
+//!   is done, and the numbers done above it; one record per session, written at most once per
+//!   batch. A message is deleted when every recipient is done (its `pins` count reaches 0);
+//! - outbound QoS 2 packet ids and stages, inbound QoS 2 packet ids awaiting PUBREL;
+//! - retained messages; the wills of open connections (published after a crash).
+//!
+//! QoS 0 messages and sessions that end with their connection are never stored.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mqtt_codec::QoS;
+
+use super::message::{Delivery, Message};
+use super::session::{Session, SessionState, Stage, Will};
+use crate::config::StoreConfig;
+use crate::store::fjall::{FjallOptions, FjallStore};
+use crate::store::journal::{Journal, Ticket};
+use crate::store::record::{
+    self, AckRecord, MessageRecord, Recipient, RetainedRecord, SessionRecord, StageRecord,
+    StoredSubscription, WillRecord,
+};
+use crate::store::{Op, Space, Store, StoreError};
+
+/// Ids handed out in one run are `boot << ID_BITS | n`: unique across restarts without
+/// writing a counter per session or message.
+pub const ID_BITS: u32 = 40;
+
+/// The broker's durable side.
+#[derive(Debug)]
+pub struct Durable {
+    /// Group commit in front of the store.
+    pub journal: Journal,
+    /// This run's boot number (the high bits of its ids).
+    pub boot: u64,
+    next_message: AtomicU64,
+    /// New QoS 1/2 publications are refused: the disk limit is reached.
+    refusing: AtomicBool,
+    /// Where the store lives (for logs and the disk check).
+    pub dir: PathBuf,
+    max_disk_bytes: u64,
+    min_free_disk_bytes: u64,
+    /// Bytes the store took at the last check.
+    pub disk_bytes: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The Unix time (ms) of `at`, a moment of this process.
+pub fn unix_ms_of(at: Instant) -> u64 {
+    unix_ms().saturating_sub(Instant::now().saturating_duration_since(at).as_millis() as u64)
+}
+
+impl Durable {
+    /// Opens the disk store of `config`, bumps the boot number and starts the journal.
+    pub fn open(config: &StoreConfig) -> Result<Durable, StoreError> {
+        let store = FjallStore::open(
+            &config.data_dir,
+            &FjallOptions {
+                memtable_bytes: config.memtable_bytes,
+                max_journal_bytes: config.max_journal_bytes,
+                fsync: config.fsync,
+            },
+        )?;
+        Durable::with_store(std::sync::Arc::new(store), config)
+    }
+
+    /// Starts on `store` (a disk store, or a memory store in tests).
+    pub fn with_store(
+        store: std::sync::Arc<dyn Store>,
+        config: &StoreConfig,
+    ) -> Result<Durable, StoreError> {
+        let mut boot = 0;
+        store.scan(Space::Meta, &mut |k, v| {
+            if k == b"boot" {
+                boot = record::decode_u64(v).map_err(|message| StoreError::Damaged {
+                    space: Space::Meta.name(),
+                    key: "boot".into(),
+                    message,
+                })?;
+            }
+            Ok(())
+        })?;
+        boot += 1;
+        store.apply(
+            &[Op::Put(
+                Space::Meta,
+                b"boot".to_vec(),
+                record::encode_u64(boot),
+            )],
+            true,
+        )?;
+        let disk_bytes = store.disk_bytes();
+        Ok(Durable {
+            journal: Journal::start(store, config.fsync),
+            boot,
+            next_message: AtomicU64::new(boot << ID_BITS | 1),
+            refusing: AtomicBool::new(false),
+            dir: config.data_dir.clone(),
+            max_disk_bytes: config.max_disk_bytes,
+            min_free_disk_bytes: config.min_free_disk_bytes,
+            disk_bytes: AtomicU64::new(disk_bytes),
+        })
+    }
+
+    /// The first session id of this run.
+    pub fn first_session_id(&self) -> u64 {
+        self.boot << ID_BITS | 1
+    }
+
+    /// Whether new QoS 1/2 publications are refused (disk limit).
+    pub fn refusing(&self) -> bool {
+        self.refusing.load(Ordering::Relaxed)
+    }
+
+    /// Measures the disk: the store's size against `max_disk_bytes`, the file system's free
+    /// space against `min_free_disk_bytes`. Returns (store bytes, free bytes).
+    pub fn check_disk(&self) -> (u64, Option<u64>) {
+        let used = self.journal.store().disk_bytes();
+        self.disk_bytes.store(used, Ordering::Relaxed);
+        let free = rustix::fs::statvfs(&self.dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize));
+        let over = (self.max_disk_bytes > 0 && used > self.max_disk_bytes)
+            || free.is_some_and(|f| f < self.min_free_disk_bytes);
+        let was = self.refusing.swap(over, Ordering::Relaxed);
+        if over && !was {
+            tracing::warn!(
+                store_bytes = used,
+                free_bytes = free,
+                max_disk_bytes = self.max_disk_bytes,
+                min_free_disk_bytes = self.min_free_disk_bytes,
+                "store disk limit reached: new QoS 1/2 publications are refused until space is freed"
+            );
+        } else if !over && was {
+            tracing::info!(
+                store_bytes = used,
+                free_bytes = free,
+                "store back under its disk limit"
+            );
+        }
+        (used, free)
+    }
+
+    /// Gives `message` a store id before it is routed (so that deliveries can name it).
+    pub fn number(&self, message: &Message) {
+        let id = self.next_message.fetch_add(1, Ordering::Relaxed);
+        message.id.store(id, Ordering::Release);
+    }
+
+    /// The ops that store `message` for `recipients` (none when there are none).
+    pub fn message_ops(&self, message: &Message, recipients: Vec<Recipient>, ops: &mut Vec<Op>) {
+        if recipients.is_empty() {
+            return;
+        }
+        let id = message.id.load(Ordering::Acquire);
+        let publish = message.publish(
+            message.qos,
+            message.retain,
+            1,
+            message.properties.message_expiry_interval,
+            Vec::new(),
+        );
+        let rec = MessageRecord {
+            received_ms: unix_ms_of(message.received_at),
+            origin: message.origin,
+            recipients,
+            publish,
+        };
+        match rec.encode() {
+            Ok(v) => ops.push(Op::Create(Space::Messages, record::message_key(id), v)),
+            Err(e) => tracing::error!(error = %e, "message not stored"),
+        }
+    }
+
+    /// The op that stores (or, for an empty payload, deletes) a retained message.
+    pub fn retained_op(&self, tenant: &str, message: &Message) -> Option<Op> {
+        let key = record::retained_key(tenant, &message.topic);
+        if message.payload.is_empty() {
+            return Some(Op::Delete(Space::Retained, key));
+        }
+        let publish = message.publish(
+            message.qos,
+            true,
+            1,
+            message.properties.message_expiry_interval,
+            Vec::new(),
+        );
+        let rec = RetainedRecord {
+            received_ms: unix_ms_of(message.received_at),
+            publish,
+        };
+        match rec.encode() {
+            Ok(v) => Some(Op::Put(Space::Retained, key, v)),
+            Err(e) => {
+                tracing::error!(error = %e, "retained message not stored");
+                None
+            }
+        }
+    }
+
+    /// Releases one pin of `message`; the last one deletes its record.
+    pub fn unpin(&self, message: &Message) {
+        if message.pins.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let id = message.id.load(Ordering::Acquire);
+            if id != 0 {
+                self.journal
+                    .submit([Op::Delete(Space::Messages, record::message_key(id))]);
+            }
+        }
+    }
+
+    /// Writes the session record of `session` (call with its lock held, as `st`).
+    pub fn put_session(&self, tenant: &str, session: &Session, st: &SessionState) -> Ticket {
+        self.journal.submit([session_op(tenant, session, st)])
+    }
+
+    /// A stored delivery is done (acknowledged, expired, refused, too large): records it in
+    /// the session's acknowledgements and releases its message. Call with the session's lock
+    /// held, as `st`. `staged`: a QoS 2 stage record exists for it and goes too.
+    pub fn done(&self, session: &Session, st: &mut SessionState, d: &Delivery, staged: bool) {
+        if d.seq == 0 {
+            return;
+        }
+        let Some(ds) = st.durable.as_mut() else {
+            return;
+        };
+        ds.done(d.seq);
+        let acks = AckRecord {
+            watermark: ds.watermark,
+            above: ds.above.clone(),
+        };
+        let key = record::session_key(session.id);
+        let ack_op = Op::Put(Space::Acks, key, acks.encode());
+        if staged {
+            let stage = Op::Delete(Space::Stages, record::stage_key(session.id, d.seq));
+            self.journal.submit([ack_op, stage]);
+        } else {
+            self.journal.submit([ack_op]);
+        }
+        self.unpin(&d.message);
+    }
+
+    /// Records an outbound QoS 2 delivery's packet id and stage.
+    pub fn stage(&self, session: &Session, seq: u64, packet_id: u16, stage: Stage) -> Ticket {
+        let rec = StageRecord {
+            packet_id,
+            released: stage == Stage::Released,
+        };
+        self.journal.submit([Op::Put(
+            Space::Stages,
+            record::stage_key(session.id, seq),
+            rec.encode(),
+        )])
+    }
+
+    /// The op recording an inbound QoS 2 packet id.
+    pub fn inbound_op(session: &Session, packet_id: u16) -> Op {
+        Op::Put(
+            Space::Inbound,
+            record::inbound_key(session.id, packet_id),
+            record::inbound_value(),
+        )
+    }
+
+    /// Forgets an inbound QoS 2 packet id (PUBREL received).
+    pub fn release_inbound(&self, session: &Session, packet_id: u16) -> Ticket {
+        self.journal.submit([Op::Delete(
+            Space::Inbound,
+            record::inbound_key(session.id, packet_id),
+        )])
+    }
+
+    /// Stores the will of the connection of `generation`, published after a crash.
+    pub fn put_will(
+        &self,
+        tenant: &str,
+        session: &Session,
+        generation: u64,
+        will: &Will,
+    ) -> Ticket {
+        let rec = WillRecord {
+            tenant: tenant.to_string(),
+            delay: will.delay,
+            publish: will.message(session.id).publish(
+                will.qos,
+                will.retain,
+                1,
+                will.properties.message_expiry_interval,
+                Vec::new(),
+            ),
+        };
+        match rec.encode() {
+            Ok(v) => {
+                self.journal
+                    .submit([Op::Put(Space::Wills, will_key(session.id, generation), v)])
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "will not stored");
+                0
+            }
+        }
+    }
+
+    /// Forgets the will of the connection of `generation` (published, or not to be).
+    pub fn delete_will(&self, session: &Session, generation: u64) {
+        self.journal
+            .submit([Op::Delete(Space::Wills, will_key(session.id, generation))]);
+    }
+
+    /// Removes a session's records and releases the messages queued for it. Call with its
+    /// lock held, as `st`, after its queue and inflight list were taken out (`dropped`).
+    pub fn end_session(&self, session: &Session, st: &SessionState, dropped: &[&Delivery]) {
+        if st.durable.is_none() {
+            return;
+        }
+        let key = record::session_key(session.id);
+        let mut ops = vec![
+            Op::Delete(Space::Sessions, key.clone()),
+            Op::Delete(Space::Acks, key),
+        ];
+        for d in dropped {
+            if d.seq != 0 && d.qos == QoS::ExactlyOnce {
+                ops.push(Op::Delete(
+                    Space::Stages,
+                    record::stage_key(session.id, d.seq),
+                ));
+            }
+        }
+        for id in st.inbound_qos2.iter() {
+            ops.push(Op::Delete(
+                Space::Inbound,
+                record::inbound_key(session.id, id),
+            ));
+        }
+        self.journal.submit(ops);
+        for d in dropped {
+            if d.seq != 0 {
+                self.unpin(&d.message);
+            }
+        }
+    }
+}
+
+/// A will's key: the session and the generation of the connection that set it.
+pub fn will_key(session: u64, generation: u64) -> Vec<u8> {
+    record::stage_key(session, generation)
+}
+
+/// The session record op of `session` (its lock held, as `st`).
+pub fn session_op(tenant: &str, session: &Session, st: &SessionState) -> Op {
+    let rec = SessionRecord {
+        tenant: tenant.to_string(),
+        client_id: session.client_id.to_string(),
+        protocol: st.protocol as u8,
+        expiry: st.expiry_interval,
+        offline_since_ms: if st.connected { 0 } else { unix_ms() },
+        subscriptions: st
+            .subscriptions
+            .iter()
+            .map(|(filter, r)| StoredSubscription {
+                filter: filter.to_string(),
+                options: r.options,
+                id: r.id,
+            })
+            .collect(),
+    };
+    Op::Put(
+        Space::Sessions,
+        record::session_key(session.id),
+        rec.encode(),
+    )
+}

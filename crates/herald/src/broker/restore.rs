@@ -1,0 +1,372 @@
+//! Rebuilding the broker from its store at start, before any connection is accepted.
+//!
+//! Sessions come back offline, with their subscriptions in the index, their expiry counting
+//! from when they went offline (or from now, for those whose connection was open at the
+//! crash), their queues in sequence order, their QoS 2 deliveries at the stage they reached,
+//! their inbound QoS 2 packet ids. Expired sessions and messages, records of sessions that no
+//! longer exist and messages every recipient is done with are purged. Wills of connections
+//! that were open at the crash are published (after their delay, unless the session resumes
+//! first). A record that does not decode stops the start with an error naming it: Herald
+//! never starts on partial data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mqtt_codec::{ByteString, ProtocolVersion, QoS};
+
+use super::durable::{Durable, unix_ms};
+use super::message::{Delivery, Message, own_str};
+use super::session::{Inflight, Session, Stage, SubscriptionRecord, Will};
+use super::{Broker, Tenant, split_shared};
+use crate::broker::index::Subscriber;
+use crate::store::record::{
+    self, AckRecord, MessageRecord, RetainedRecord, SessionRecord, StageRecord, WillRecord,
+};
+use crate::store::{Op, Space, StoreError};
+
+/// What a restore found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// Sessions restored.
+    pub sessions: usize,
+    /// Messages restored (each once, however many sessions it is queued for).
+    pub messages: usize,
+    /// Deliveries queued or in flight.
+    pub deliveries: usize,
+    /// Retained messages.
+    pub retained: usize,
+    /// Wills published or scheduled.
+    pub wills: usize,
+    /// Records purged (expired, orphaned, done).
+    pub purged: usize,
+}
+
+/// A damaged-record error for `space` and `key`.
+fn damaged(space: Space, key: &[u8], message: String) -> StoreError {
+    StoreError::Damaged {
+        space: space.name(),
+        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        message,
+    }
+}
+
+/// Reads every record of `space`, decoded by `decode`.
+fn read<T>(
+    durable: &Durable,
+    space: Space,
+    decode: impl Fn(&[u8], &[u8]) -> Result<T, String>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    durable.journal.store().scan(space, &mut |k, v| {
+        out.push(decode(k, v).map_err(|m| damaged(space, k, m))?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn protocol(level: u8) -> ProtocolVersion {
+    match level {
+        3 => ProtocolVersion::V3_1,
+        4 => ProtocolVersion::V3_1_1,
+        _ => ProtocolVersion::V5,
+    }
+}
+
+/// The moment of this process at Unix time `ms` (now, for a time in the future).
+fn instant_of(ms: u64, now_ms: u64) -> Instant {
+    let age = Duration::from_millis(now_ms.saturating_sub(ms));
+    Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+}
+
+/// Restores `broker` from its store. Call once, before accepting connections, inside the
+/// runtime (session expiry and will delays start timers).
+pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
+    let Some(durable) = &broker.durable else {
+        return Ok(Restored::default());
+    };
+    let tenant = &broker.default_tenant;
+    let now_ms = unix_ms();
+    let mut purge: Vec<Op> = Vec::new();
+    let mut out = Restored::default();
+
+    // Sessions, newest id last: of two records for one client id (a crash between a
+    // clean-start takeover's two writes) the newer wins.
+    let records = read(durable, Space::Sessions, |k, v| {
+        Ok((record::decode_session_key(k)?, SessionRecord::decode(v)?))
+    })?;
+    let mut sessions: HashMap<u64, (Arc<Session>, u32)> = HashMap::new();
+    let mut by_client: HashMap<String, u64> = HashMap::new();
+    for (id, rec) in records {
+        let offline_ms = if rec.offline_since_ms == 0 {
+            0
+        } else {
+            now_ms.saturating_sub(rec.offline_since_ms)
+        };
+        let expired = offline_ms >= u64::from(rec.expiry) * 1000;
+        if expired || !rec.tenant.is_empty() {
+            // Only the default tenant exists until authentication assigns others.
+            purge.push(Op::Delete(Space::Sessions, record::session_key(id)));
+            continue;
+        }
+        if let Some(older) = by_client.insert(rec.client_id.clone(), id) {
+            purge.push(Op::Delete(Space::Sessions, record::session_key(older)));
+            sessions.remove(&older);
+        }
+        let remaining = (u64::from(rec.expiry) * 1000 - offline_ms).div_ceil(1000) as u32;
+        let session = Session::new(
+            id,
+            Arc::from(rec.client_id.as_str()),
+            protocol(rec.protocol),
+        );
+        {
+            let mut st = session.lock();
+            st.expiry_interval = rec.expiry;
+            st.durable = Some(Box::default());
+            for sub in rec.subscriptions {
+                let filter = ByteString::from(sub.filter.as_str());
+                st.subscriptions.insert(
+                    filter,
+                    SubscriptionRecord {
+                        options: sub.options,
+                        id: sub.id,
+                    },
+                );
+            }
+        }
+        sessions.insert(id, (session, remaining));
+    }
+    for (session, _) in sessions.values() {
+        let st = session.lock();
+        for (filter, rec) in st.subscriptions.iter() {
+            let filter = own_str(filter);
+            let (group, inner) = split_shared(&filter);
+            tenant.index.subscribe(
+                inner,
+                group,
+                Subscriber {
+                    session: session.clone(),
+                    options: rec.options,
+                    id: rec.id,
+                },
+            );
+        }
+        drop(st);
+        tenant
+            .sessions
+            .shard(&session.client_id)
+            .insert(session.client_id.clone(), session.clone());
+    }
+    out.sessions = sessions.len();
+
+    // Acknowledgements.
+    for (id, acks) in read(durable, Space::Acks, |k, v| {
+        Ok((record::decode_session_key(k)?, AckRecord::decode(v)?))
+    })? {
+        match sessions.get(&id) {
+            Some((s, _)) => {
+                let mut st = s.lock();
+                if let Some(d) = st.durable.as_mut() {
+                    d.watermark = acks.watermark.max(1);
+                    d.above = acks.above;
+                    d.next_seq = d.next_seq.max(d.watermark);
+                    for seq in &d.above {
+                        d.next_seq = d.next_seq.max(seq + 1);
+                    }
+                }
+            }
+            None => purge.push(Op::Delete(Space::Acks, record::session_key(id))),
+        }
+    }
+
+    // Outbound QoS 2 stages and inbound QoS 2 packet ids.
+    let mut stages: HashMap<(u64, u64), StageRecord> = HashMap::new();
+    for (key, stage) in read(durable, Space::Stages, |k, v| {
+        Ok((record::decode_stage_key(k)?, StageRecord::decode(v)?))
+    })? {
+        if sessions.contains_key(&key.0) {
+            stages.insert(key, stage);
+        } else {
+            purge.push(Op::Delete(Space::Stages, record::stage_key(key.0, key.1)));
+        }
+    }
+    for (session, packet_id) in read(durable, Space::Inbound, |k, _| {
+        record::decode_inbound_key(k)
+    })? {
+        match sessions.get(&session) {
+            Some((s, _)) => {
+                s.lock().inbound_qos2.insert(packet_id);
+            }
+            None => purge.push(Op::Delete(
+                Space::Inbound,
+                record::inbound_key(session, packet_id),
+            )),
+        }
+    }
+
+    // Messages: each delivery not yet done goes back to its session.
+    let mut touched_acks: Vec<u64> = Vec::new();
+    durable.journal.store().scan(Space::Messages, &mut |k, v| {
+        let id = record::decode_message_key(k).map_err(|m| damaged(Space::Messages, k, m))?;
+        let rec = MessageRecord::decode(v).map_err(|m| damaged(Space::Messages, k, m))?;
+        let received_at = instant_of(rec.received_ms, now_ms);
+        let message = Arc::new(Message::restored(rec.publish, received_at, rec.origin, id));
+        let expired = message.expired(Instant::now());
+        let mut live = 0;
+        for r in rec.recipients {
+            let Some((session, _)) = sessions.get(&r.session) else {
+                continue;
+            };
+            let mut st = session.lock();
+            let Some(ds) = st.durable.as_mut() else {
+                continue;
+            };
+            if r.seq < ds.watermark || ds.above.contains(&r.seq) {
+                continue;
+            }
+            ds.next_seq = ds.next_seq.max(r.seq + 1);
+            if expired {
+                ds.done(r.seq);
+                touched_acks.push(r.session);
+                continue;
+            }
+            live += 1;
+            let delivery = Delivery {
+                message: message.clone(),
+                qos: r.qos,
+                retain: r.retain,
+                subscription_identifiers: r.subscription_ids,
+                seq: r.seq,
+            };
+            match stages.remove(&(r.session, r.seq)) {
+                Some(stage) if r.qos == QoS::ExactlyOnce => st.inflight.push(Inflight {
+                    packet_id: stage.packet_id,
+                    delivery,
+                    stage: if stage.released {
+                        Stage::Released
+                    } else {
+                        Stage::Sent
+                    },
+                }),
+                _ => st.queue.push_back(delivery),
+            }
+        }
+        if live == 0 {
+            purge.push(Op::Delete(Space::Messages, k.to_vec()));
+        } else {
+            message.pins.store(live, Ordering::Release);
+            out.messages += 1;
+            out.deliveries += live as usize;
+        }
+        Ok(())
+    })?;
+    for ((session, seq), _) in stages {
+        purge.push(Op::Delete(Space::Stages, record::stage_key(session, seq)));
+    }
+    touched_acks.sort_unstable();
+    touched_acks.dedup();
+    for id in touched_acks {
+        if let Some((s, _)) = sessions.get(&id) {
+            let st = s.lock();
+            if let Some(d) = &st.durable {
+                let acks = AckRecord {
+                    watermark: d.watermark,
+                    above: d.above.clone(),
+                };
+                purge.push(Op::Put(Space::Acks, record::session_key(id), acks.encode()));
+            }
+        }
+    }
+    for (session, _) in sessions.values() {
+        let mut st = session.lock();
+        st.queue.make_contiguous().sort_by_key(|d| d.seq);
+        st.inflight.sort_by_key(|i| i.delivery.seq);
+        st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
+    }
+
+    out.retained = restore_retained(durable, tenant, now_ms, &mut purge)?;
+    let wills = read(durable, Space::Wills, |k, v| {
+        Ok((record::decode_stage_key(k)?, WillRecord::decode(v)?))
+    })?;
+
+    out.purged = purge.len();
+    if !purge.is_empty() {
+        let ticket = durable.journal.submit(purge);
+        if !durable.journal.wait_blocking(ticket) {
+            return Err(StoreError::Closed);
+        }
+    }
+
+    // Everything is in place: the wills of connections open at the crash, then the
+    // sessions' expiry timers.
+    for ((session_id, generation), will) in wills {
+        out.wills += 1;
+        restore_will(broker, &sessions, session_id, generation, will);
+    }
+    for (session, remaining) in sessions.values() {
+        let generation = session.lock().generation;
+        broker.expire_after(tenant, session, generation, *remaining);
+    }
+    Ok(out)
+}
+
+fn restore_retained(
+    durable: &Durable,
+    tenant: &Tenant,
+    now_ms: u64,
+    purge: &mut Vec<Op>,
+) -> Result<usize, StoreError> {
+    let mut n = 0;
+    durable.journal.store().scan(Space::Retained, &mut |k, v| {
+        let rec = RetainedRecord::decode(v).map_err(|m| damaged(Space::Retained, k, m))?;
+        let message = Arc::new(Message::restored(
+            rec.publish,
+            instant_of(rec.received_ms, now_ms),
+            0,
+            0,
+        ));
+        if message.expired(Instant::now()) || message.payload.is_empty() {
+            purge.push(Op::Delete(Space::Retained, k.to_vec()));
+        } else {
+            tenant.retained.set(&message, || ());
+            n += 1;
+        }
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Publishes (or schedules) the will of a connection that was open when Herald stopped.
+fn restore_will(
+    broker: &Arc<Broker>,
+    sessions: &HashMap<u64, (Arc<Session>, u32)>,
+    session_id: u64,
+    generation: u64,
+    rec: WillRecord,
+) {
+    let tenant = &broker.default_tenant;
+    let publish = rec.publish;
+    let will = Will {
+        topic: publish.topic.clone(),
+        payload: publish.payload.clone(),
+        qos: publish.qos,
+        retain: publish.retain,
+        properties: publish.properties,
+        delay: rec.delay,
+    };
+    match sessions.get(&session_id) {
+        // The session lives on: the will waits for its delay, cancelled if a connection
+        // resumes the session first. The session takes the will's generation, so that the
+        // resume (or the session's end) finds the record.
+        Some((session, _)) if rec.delay > 0 => {
+            session.lock().generation = generation;
+            broker.publish_will(tenant, session, will, generation);
+        }
+        _ => {
+            let placeholder = Session::new(session_id, Arc::from(""), ProtocolVersion::V5);
+            broker.publish(tenant, &will.message(session_id));
+            broker.forget_will(&placeholder, generation);
+        }
+    }
+}
