@@ -1,6 +1,6 @@
-//! Starting and stopping the brokers `compare` measures, each on a free loopback port with
-//! equivalent settings: anonymous clients, no persistence where the broker allows it,
-//! generous limits.
+//! Starting and stopping the brokers `compare`, `restart` and `crash` measure, each on a
+//! loopback port with equivalent settings: anonymous clients, the same queue bound, and
+//! either no persistence or the broker's own store in the run directory ([`Setup`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 
 /// A broker `compare` knows how to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,6 +89,8 @@ pub struct Running {
     pub pid: u32,
     /// The configuration it was started with (file contents or command line).
     pub config: String,
+    /// From spawning the process to its listener accepting a connection.
+    pub started_in: Duration,
     child: Child,
 }
 
@@ -122,65 +125,101 @@ pub async fn version(kind: Kind, bin: &Path) -> String {
         .to_string()
 }
 
+/// How a broker keeps its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Everything in memory: herald `--in-memory`, mosquitto `persistence false`.
+    #[default]
+    InMemory,
+    /// On disk under the run directory: herald's store with this fsync policy; mosquitto
+    /// `persistence true`, which writes only at autosave intervals and on a clean shutdown
+    /// (the fsync policy does not apply to it).
+    Store(Fsync),
+}
+
+/// When herald's store calls fsync (`HERALD_STORE_FSYNC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Group commit: one fsync per batch of changes.
+    Batch,
+    /// One fsync per change.
+    Always,
+    /// Never: the operating system writes when it likes.
+    Never,
+}
+
+impl Fsync {
+    /// The value of `HERALD_STORE_FSYNC`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fsync::Batch => "batch",
+            Fsync::Always => "always",
+            Fsync::Never => "never",
+        }
+    }
+}
+
+/// Settings a broker is started with beyond its kind.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Setup {
+    /// In memory or on disk.
+    pub durability: Durability,
+    /// Messages queued per offline or slow session before the broker drops or refuses.
+    pub max_queued: u64,
+    /// The MQTT port; `None` picks a free one. A restart passes the old port.
+    pub port: Option<u16>,
+    /// mosquitto's `autosave_interval` in seconds when persistent (its default is 1800).
+    pub mosquitto_autosave_s: u32,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            durability: Durability::InMemory,
+            max_queued: 100_000,
+            port: None,
+            mosquitto_autosave_s: 1800,
+        }
+    }
+}
+
+/// Removes the stores a durable broker keeps in `dir`, so that the next start is empty.
+pub fn wipe_data(dir: &Path) -> anyhow::Result<()> {
+    for sub in ["herald-data", "mosquitto-data"] {
+        let path = dir.join(sub);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// How long a start may take before it counts as failed: a store with a million queued
+/// messages takes a while to load.
+const START_LIMIT: Duration = Duration::from_secs(180);
+
 /// Starts `kind` from `bin` with its files in `dir`, and waits until it accepts connections.
-pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> anyhow::Result<Running> {
+pub async fn start(kind: Kind, bin: &Path, dir: &Path, setup: &Setup) -> anyhow::Result<Running> {
     std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let (args, config) = match kind {
-        Kind::Mosquitto => {
-            let conf = format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 max_connections -1\nmax_queued_messages 100000\nmax_inflight_messages 0\n\
-                 set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-            );
-            let path = dir.join("mosquitto.conf");
-            std::fs::write(&path, &conf)?;
-            (vec!["-c".to_string(), path.display().to_string()], conf)
-        }
-        Kind::Nats => {
-            let client_port = free_port()?;
-            let store = dir.join("jetstream");
-            let conf = format!(
-                "server_name: \"herald-bench\"\nlisten: \"127.0.0.1:{client_port}\"\n\
-                 jetstream {{ store_dir: \"{}\" }}\n\
-                 mqtt {{ listen: \"127.0.0.1:{port}\", consumer_memory_storage: true }}\n",
-                store.display()
-            );
-            let path = dir.join("nats.conf");
-            std::fs::write(&path, &conf)?;
-            (vec!["-c".to_string(), path.display().to_string()], conf)
-        }
-        Kind::Rumqttd => {
-            let conf = format!(
-                "id = 0\n\n[router]\nid = 0\nmax_connections = 100010\n\
-                 max_outgoing_packet_count = 200\nmax_segment_size = 104857600\n\
-                 max_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
-                 listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\
-                 [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
-                 max_inflight_count = 100\ndynamic_filters = true\n"
-            );
-            let path = dir.join("rumqttd.toml");
-            std::fs::write(&path, &conf)?;
-            (vec!["-c".to_string(), path.display().to_string()], conf)
-        }
-        Kind::Herald => {
-            // Sessions are in memory: Herald has no persistence yet.
-            let args = vec![
-                "serve".to_string(),
-                "--mqtt-listen".into(),
-                addr.to_string(),
-                "--log-level".into(),
-                "warn".into(),
-            ];
-            let config = format!("herald {}", args.join(" "));
-            (args, config)
-        }
+    let dir = std::path::absolute(dir)?;
+    let port = match setup.port {
+        Some(p) => p,
+        None => free_port()?,
     };
-    let log = std::fs::File::create(dir.join("broker.log"))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (args, env, config) = launch_config(kind, &dir, port, setup)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))?;
+    let spawned = Instant::now();
     let child = Command::new(bin)
         .args(&args)
-        .current_dir(dir)
+        .envs(env)
+        .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -193,10 +232,12 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> anyhow::Result<Running
         addr,
         pid,
         config,
+        started_in: Duration::ZERO,
         child,
     };
-    for _ in 0..100 {
+    while spawned.elapsed() < START_LIMIT {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            running.started_in = spawned.elapsed();
             return Ok(running);
         }
         if let Ok(Some(status)) = running.child.try_wait() {
@@ -206,28 +247,144 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> anyhow::Result<Running
                 dir.join("broker.log").display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     running.stop().await;
     bail!(
-        "{} did not accept connections on {addr} within 10 s",
+        "{} did not accept connections on {addr} within {START_LIMIT:?}",
         kind.name()
     )
 }
 
+/// Whether this process runs as root (user id 0), from `/proc/self/status`.
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next())
+            == Some("0")
+    })
+}
+
+type Launch = (Vec<String>, Vec<(String, String)>, String);
+
+/// Arguments, environment and a readable description of the configuration.
+fn launch_config(kind: Kind, dir: &Path, port: u16, setup: &Setup) -> anyhow::Result<Launch> {
+    let store = matches!(setup.durability, Durability::Store(_));
+    if store && !matches!(kind, Kind::Herald | Kind::Mosquitto) {
+        bail!("{} is only run in memory here", kind.name());
+    }
+    let conf_file = |name: &str, conf: String| -> anyhow::Result<Launch> {
+        let path = dir.join(name);
+        std::fs::write(&path, &conf)?;
+        Ok((
+            vec!["-c".to_string(), path.display().to_string()],
+            Vec::new(),
+            conf,
+        ))
+    };
+    match kind {
+        Kind::Mosquitto => {
+            let persistence = if store {
+                let data = dir.join("mosquitto-data");
+                std::fs::create_dir_all(&data)?;
+                // Started as root, mosquitto switches to the user `mosquitto`, which cannot
+                // write a directory root made; staying root keeps its store writable.
+                let user = if running_as_root() { "user root\n" } else { "" };
+                format!(
+                    "persistence true\npersistence_location {}/\nautosave_interval {}\n{user}",
+                    data.display(),
+                    setup.mosquitto_autosave_s
+                )
+            } else {
+                "persistence false\n".to_string()
+            };
+            conf_file(
+                "mosquitto.conf",
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
+                     max_connections -1\nmax_queued_messages {}\nmax_inflight_messages 0\n\
+                     set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                    setup.max_queued
+                ),
+            )
+        }
+        Kind::Nats => {
+            let client_port = free_port()?;
+            let store = dir.join("jetstream");
+            conf_file(
+                "nats.conf",
+                format!(
+                    "server_name: \"herald-bench\"\nlisten: \"127.0.0.1:{client_port}\"\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     mqtt {{ listen: \"127.0.0.1:{port}\", consumer_memory_storage: true }}\n",
+                    store.display()
+                ),
+            )
+        }
+        Kind::Rumqttd => conf_file(
+            "rumqttd.toml",
+            format!(
+                "id = 0\n\n[router]\nid = 0\nmax_connections = 100010\n\
+                 max_outgoing_packet_count = 200\nmax_segment_size = 104857600\n\
+                 max_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
+                 listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\
+                 [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
+                 max_inflight_count = 100\ndynamic_filters = true\n"
+            ),
+        ),
+        Kind::Herald => {
+            let mut args = vec![
+                "serve".to_string(),
+                "--mqtt-listen".into(),
+                format!("127.0.0.1:{port}"),
+                "--log-level".into(),
+                "warn".into(),
+            ];
+            let mut env = vec![(
+                "HERALD_LIMITS_MAX_QUEUED_MESSAGES".to_string(),
+                setup.max_queued.to_string(),
+            )];
+            match setup.durability {
+                Durability::InMemory => args.push("--in-memory".into()),
+                Durability::Store(fsync) => {
+                    args.push("--data-dir".into());
+                    args.push(dir.join("herald-data").display().to_string());
+                    env.push(("HERALD_STORE_FSYNC".into(), fsync.name().into()));
+                }
+            }
+            let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let config = format!("{} herald {}", vars.join(" "), args.join(" "));
+            Ok((args, env, config))
+        }
+    }
+}
+
 impl Running {
     /// Stops the broker by its PID: SIGTERM, then SIGKILL after 5 s.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(5)).await;
+    }
+
+    /// Stops the broker by its PID: SIGTERM, then SIGKILL after `grace`. Returns how long
+    /// it took to exit, and whether it exited by itself (a clean shutdown) within `grace`.
+    pub async fn stop_within(mut self, grace: Duration) -> (Duration, bool) {
+        let asked = Instant::now();
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.pid.to_string())
             .status()
             .await;
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .is_err()
-        {
+        let clean = tokio::time::timeout(grace, self.child.wait()).await.is_ok();
+        if !clean {
             let _ = self.child.kill().await;
         }
+        (asked.elapsed(), clean)
+    }
+
+    /// Kills the broker with SIGKILL (no chance to save anything) and waits for it to die.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 }

@@ -4,15 +4,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use mqtt_codec::ProtocolVersion;
+
+use crate::brokers::{Fsync, Kind};
+use crate::client::{ClientConfig, Target};
 use crate::report;
 use crate::scenario::conns::ConnsSpec;
+use crate::scenario::crash::CrashSpec;
+use crate::scenario::queue::{DrainSpec, FillSpec, RestartSpec};
 use crate::scenario::storm::StormSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
-use crate::scenario::{RunOptions, conns, storm, traffic};
+use crate::scenario::{RunOptions, conns, crash, queue, storm, traffic};
 
 /// Load generator for MQTT brokers.
 #[derive(Debug, Parser)]
@@ -89,6 +95,103 @@ pub enum Scenario {
         #[arg(long, default_value_t = 1000)]
         jitter_ms: u64,
     },
+    /// Leave a persistent subscriber's session with N queued messages (sequence-numbered).
+    Fill {
+        /// Shared options (the first --target is used).
+        #[command(flatten)]
+        common: Common,
+        /// Messages to queue.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// QoS of the subscription and the publications.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// The persistent subscriber's client id.
+        #[arg(long, default_value = "hb-queue")]
+        client_id: String,
+        /// The topic.
+        #[arg(long, default_value = "hb/queue")]
+        topic: String,
+        /// Unacknowledged publications allowed at once.
+        #[arg(long, default_value_t = 1000)]
+        inflight: usize,
+        /// Payload bytes (at least 8).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+    },
+    /// Resume a persistent subscriber and take its queue; count gaps, duplicates, reordering.
+    Drain {
+        /// Shared options (the first --target is used).
+        #[command(flatten)]
+        common: Common,
+        /// The persistent subscriber's client id.
+        #[arg(long, default_value = "hb-queue")]
+        client_id: String,
+        /// Messages expected (sequence numbers 0..N).
+        #[arg(long)]
+        expect: u64,
+        /// Seconds without a message after which the drain gives up.
+        #[arg(long, default_value_t = 10.0)]
+        idle: f64,
+    },
+    /// Start a durable broker, fill a queue, stop it, start it again, drain: time the restart.
+    Restart {
+        /// The broker and how to run it.
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Messages to queue.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// QoS of the subscription and the publications.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Stop the broker with SIGKILL instead of SIGTERM.
+        #[arg(long)]
+        kill: bool,
+        /// Unacknowledged publications allowed at once.
+        #[arg(long, default_value_t = 1000)]
+        inflight: usize,
+        /// Payload bytes (at least 8).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds without a message after which the drain gives up.
+        #[arg(long, default_value_t = 30.0)]
+        idle: f64,
+    },
+    /// Start a durable broker, publish QoS 1/2 to persistent subscribers, SIGKILL and restart
+    /// it at seeded random moments, and report what was acknowledged but lost.
+    Crash {
+        /// The broker and how to run it.
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// SIGKILLs (alternately while subscribers are offline and while they drain).
+        #[arg(long, default_value_t = 5)]
+        kills: usize,
+        /// Seed of the kill times.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Persistent subscribers (QoS 2 on crash/#).
+        #[arg(long, default_value_t = 3)]
+        subscribers: usize,
+        /// Publishers: the first half QoS 1, the rest QoS 2.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Publications per second over all publishers; 0 = as fast as possible.
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        /// Unacknowledged publications allowed per publisher.
+        #[arg(long, default_value_t = 100)]
+        inflight: usize,
+        /// Payload bytes (at least 8).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds of publishing after the last restart.
+        #[arg(long, default_value_t = 1.0)]
+        final_secs: f64,
+        /// Seconds without a delivery that end the final drain.
+        #[arg(long, default_value_t = 3.0)]
+        idle: f64,
+    },
     /// Start each installed broker, run the same scenario set against each, write a table.
     Compare(crate::compare::CompareArgs),
     /// Internal: a worker process started by the coordinator.
@@ -125,15 +228,85 @@ pub struct Common {
     pub json: bool,
 }
 
+/// The protocol level `--protocol` names.
+fn mqtt_level(protocol: &str) -> anyhow::Result<u8> {
+    Ok(match protocol {
+        "3.1" | "3" => 3,
+        "3.1.1" | "4" => 4,
+        "5" | "5.0" => 5,
+        other => bail!("--protocol must be 3.1, 3.1.1 or 5, not {other:?}"),
+    })
+}
+
+/// Options of the scenarios that start their own broker (`restart`, `crash`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerArgs {
+    /// The broker: herald or mosquitto.
+    #[arg(long, default_value = "herald")]
+    pub broker: String,
+    /// Its executable (default: next to herald-bench, then PATH, then /usr/sbin).
+    #[arg(long)]
+    pub bin: Option<PathBuf>,
+    /// herald's fsync policy (HERALD_STORE_FSYNC).
+    #[arg(long, value_enum, default_value = "batch")]
+    pub fsync: Fsync,
+    /// mosquitto's autosave_interval in seconds (mosquitto's own default: 1800).
+    #[arg(long, default_value_t = 1800)]
+    pub mosquitto_autosave: u32,
+    /// Directory for the broker's configuration, log and store (its store is wiped first).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// MQTT version: 3.1.1 or 5.
+    #[arg(long, default_value = "3.1.1")]
+    pub protocol: String,
+    /// Print one JSON object with every figure instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BrokerArgs {
+    /// The broker kind, its executable, and its run directory.
+    fn resolve(&self, scenario: &str) -> anyhow::Result<(Kind, PathBuf, PathBuf)> {
+        let kind = Kind::parse(&self.broker)?;
+        if !matches!(kind, Kind::Herald | Kind::Mosquitto) {
+            bail!("--broker must be herald or mosquitto: only they keep sessions on disk here");
+        }
+        let bin = kind
+            .locate(self.bin.as_deref())
+            .with_context(|| format!("{} not found; give --bin", kind.name()))?;
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| default_out_dir().join(format!("{scenario}-{}", kind.name())));
+        Ok((kind, bin, dir))
+    }
+
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        Ok(client_config(
+            mqtt_level(&self.protocol)?,
+            60,
+            Duration::from_secs(10),
+        ))
+    }
+}
+
+/// The client settings of a protocol level, keep-alive and timeout.
+pub fn client_config(mqtt_level: u8, keep_alive: u16, timeout: Duration) -> ClientConfig {
+    ClientConfig {
+        version: match mqtt_level {
+            3 => ProtocolVersion::V3_1,
+            5 => ProtocolVersion::V5,
+            _ => ProtocolVersion::V3_1_1,
+        },
+        keep_alive,
+        timeout,
+    }
+}
+
 impl Common {
     /// The run options these flags describe.
     pub fn options(&self) -> anyhow::Result<RunOptions> {
-        let mqtt_level = match self.protocol.as_str() {
-            "3.1" | "3" => 3,
-            "3.1.1" | "4" => 4,
-            "5" | "5.0" => 5,
-            other => bail!("--protocol must be 3.1, 3.1.1 or 5, not {other:?}"),
-        };
+        let mqtt_level = mqtt_level(&self.protocol)?;
         if self.procs == 0 {
             bail!("--procs must be at least 1");
         }
@@ -183,6 +356,11 @@ pub struct TrafficArgs {
     /// Unacknowledged QoS 1/2 publications allowed per publisher.
     #[arg(long, default_value_t = 64)]
     pub inflight: usize,
+    /// Subscribers keep persistent sessions (fixed client ids, Clean Session 0 / Clean Start
+    /// 0 with a Session Expiry Interval of an hour), so a durable broker stores their QoS 1/2
+    /// deliveries.
+    #[arg(long)]
+    pub persistent: bool,
 }
 
 impl TrafficArgs {
@@ -215,6 +393,7 @@ impl TrafficArgs {
             duration_s: self.duration,
             drain_s: self.drain,
             inflight: self.inflight,
+            persistent: self.persistent,
         })
     }
 }
@@ -261,8 +440,123 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let report = storm::run(&common.options()?, spec).await?;
             emit(common.json, &report, report::storm)
         }
+        Scenario::Fill {
+            common,
+            count,
+            qos,
+            client_id,
+            topic,
+            inflight,
+            payload,
+        } => {
+            let (target, cfg) = one_target(&common)?;
+            let spec = FillSpec {
+                count,
+                qos,
+                client_id,
+                topic,
+                inflight,
+                payload,
+            };
+            let report = queue::fill(target, &cfg, spec, common.json).await?;
+            emit(common.json, &report, report::fill)
+        }
+        Scenario::Drain {
+            common,
+            client_id,
+            expect,
+            idle,
+        } => {
+            let (target, cfg) = one_target(&common)?;
+            let spec = DrainSpec {
+                client_id,
+                expect,
+                idle_s: idle,
+            };
+            let report = queue::drain(target, &cfg, spec, common.json).await?;
+            emit(common.json, &report, report::drain)
+        }
+        Scenario::Restart {
+            broker,
+            count,
+            qos,
+            kill,
+            inflight,
+            payload,
+            idle,
+        } => {
+            let (kind, bin, dir) = broker.resolve("restart")?;
+            let spec = RestartSpec {
+                broker: kind,
+                bin,
+                dir,
+                fsync: broker.fsync,
+                kill,
+                fill: FillSpec {
+                    count,
+                    qos,
+                    client_id: "hb-restart".into(),
+                    topic: "hb/restart".into(),
+                    inflight,
+                    payload,
+                },
+                idle_s: idle,
+            };
+            let cfg = broker.client_config()?;
+            let report = queue::restart(&cfg, spec, broker.json).await?;
+            emit(broker.json, &report, report::restart)
+        }
+        Scenario::Crash {
+            broker,
+            kills,
+            seed,
+            subscribers,
+            publishers,
+            rate,
+            inflight,
+            payload,
+            final_secs,
+            idle,
+        } => {
+            let (kind, bin, dir) = broker.resolve("crash")?;
+            if publishers < 2 || subscribers == 0 {
+                bail!("--publishers must be at least 2 (QoS 1 and QoS 2), --subscribers 1");
+            }
+            let spec = CrashSpec {
+                broker: kind,
+                bin,
+                dir,
+                kills,
+                seed,
+                fsync: broker.fsync,
+                mosquitto_autosave_s: broker.mosquitto_autosave,
+                subscribers,
+                publishers,
+                rate,
+                inflight,
+                payload,
+                final_s: final_secs,
+                idle_s: idle,
+            };
+            let cfg = broker.client_config()?;
+            let report = crash::run(&cfg, spec, broker.json).await?;
+            emit(broker.json, &report, report::crash)
+        }
         Scenario::Compare(c) => crate::compare::run(c).await,
     }
+}
+
+/// The first `--target` and the client settings, for the one-connection scenarios.
+fn one_target(common: &Common) -> anyhow::Result<(Target, ClientConfig)> {
+    let opts = common.options()?;
+    let target = Target {
+        addr: opts.targets[0],
+        source: opts.sources.first().copied(),
+    };
+    Ok((
+        target,
+        client_config(opts.mqtt_level, opts.keep_alive, opts.timeout),
+    ))
 }
 
 async fn traffic_run(common: Common, t: TrafficArgs, pattern: Pattern) -> anyhow::Result<()> {

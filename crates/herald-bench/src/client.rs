@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use mqtt_codec::{
-    Connect, MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, decode,
+    Connect, Disconnect, MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe,
+    decode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -97,11 +98,18 @@ pub struct Client {
     pub wbuf: BytesMut,
     /// The protocol version of the connection.
     pub version: ProtocolVersion,
+    /// Whether the broker resumed a stored session (CONNACK's Session Present).
+    pub session_present: bool,
     next_packet_id: u16,
 }
 
+/// Session Expiry Interval a persistent MQTT 5 session asks for: an hour outlives any run.
+pub const PERSISTENT_SESSION_EXPIRY_S: u32 = 3600;
+
 impl Client {
-    /// Connects, sends CONNECT and waits for a successful CONNACK.
+    /// Connects, sends CONNECT and waits for a successful CONNACK. `clean_start` false asks
+    /// for a persistent session: Clean Session 0 in 3.1.1, Clean Start 0 with a Session
+    /// Expiry Interval of [`PERSISTENT_SESSION_EXPIRY_S`] in 5.0.
     pub async fn connect(
         target: Target,
         cfg: &ClientConfig,
@@ -123,14 +131,21 @@ impl Client {
                 rbuf: BytesMut::with_capacity(4096),
                 wbuf: BytesMut::with_capacity(256),
                 version: cfg.version,
+                session_present: false,
                 next_packet_id: 0,
             };
             let mut connect = Connect::new(cfg.version, client_id, cfg.keep_alive);
             connect.clean_start = clean_start;
+            if !clean_start && cfg.version.is_v5() {
+                connect.properties.session_expiry_interval = Some(PERSISTENT_SESSION_EXPIRY_S);
+            }
             client.queue(&Packet::Connect(Box::new(connect)));
             client.flush().await?;
             match client.recv().await? {
-                Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success => Ok(client),
+                Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success => {
+                    client.session_present = ack.session_present;
+                    Ok(client)
+                }
                 Packet::ConnAck(ack) => Err(Failure::Rejected(ack.reason_code as u8)),
                 other => Err(Failure::Protocol(format!(
                     "expected CONNACK, got {other:?}"
@@ -173,6 +188,16 @@ impl Client {
         timeout(limit, exchange)
             .await
             .unwrap_or(Err(Failure::Timeout))
+    }
+
+    /// Sends DISCONNECT (normal) and closes the connection: the broker keeps a persistent
+    /// session and discards the will.
+    pub async fn disconnect(mut self) -> io::Result<()> {
+        self.queue(&Packet::Disconnect(Disconnect::new(
+            ReasonCode::NORMAL_DISCONNECTION,
+        )));
+        self.flush().await?;
+        self.stream.shutdown().await
     }
 
     /// The next packet identifier (1..=65535, wrapping).

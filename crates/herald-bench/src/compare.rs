@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use crate::brokers::{self, Kind};
+use crate::brokers::{self, Durability, Fsync, Kind, Setup};
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
 use crate::scenario::{RunOptions, conns, traffic};
@@ -21,8 +21,9 @@ pub struct CompareArgs {
     /// one that is installed.
     #[arg(long, value_delimiter = ',')]
     pub brokers: Vec<String>,
-    /// Scenario set: `smoke` (seconds; for tests), `quick` (about a minute per broker) or
-    /// `standard` (the full set).
+    /// Scenario set: `smoke` (seconds; for tests), `quick` (about a minute per broker),
+    /// `standard` (the full set), all with every broker in memory; or `persistence` (QoS 1
+    /// to persistent sessions, with herald and mosquitto each in memory and on disk).
     #[arg(long, default_value = "quick")]
     pub set: String,
     /// How many times to run the whole set; with 2 or more the spread is reported.
@@ -69,9 +70,18 @@ impl Item {
                 } else {
                     "max".into()
                 };
+                let persistent = if t.persistent { " persistent" } else { "" };
                 match t.pattern {
-                    Pattern::P2p => format!("p2p {} pairs QoS{} {rate}", t.pubs, t.qos),
-                    _ => format!("{} {}->{} QoS{} {rate}", t.name(), t.pubs, t.subs, t.qos),
+                    Pattern::P2p => {
+                        format!("p2p {} pairs QoS{} {rate}{persistent}", t.pubs, t.qos)
+                    }
+                    _ => format!(
+                        "{} {}->{} QoS{} {rate}{persistent}",
+                        t.name(),
+                        t.pubs,
+                        t.subs,
+                        t.qos
+                    ),
                 }
             }
         }
@@ -89,7 +99,19 @@ fn traffic(pattern: Pattern, pubs: usize, subs: usize, qos: u8, rate: f64, secs:
         duration_s: secs,
         drain_s: 10.0,
         inflight: 64,
+        persistent: false,
     })
+}
+
+/// A traffic item whose subscribers keep persistent sessions.
+fn persistent(item: Item) -> Item {
+    match item {
+        Item::Traffic(t) => Item::Traffic(TrafficSpec {
+            persistent: true,
+            ..t
+        }),
+        other => other,
+    }
 }
 
 /// The scenarios of a named set.
@@ -140,8 +162,58 @@ pub fn scenario_set(name: &str) -> anyhow::Result<Vec<Item>> {
             traffic(Fanin, 1000, 1, 1, 20_000.0, 10.0),
             traffic(P2p, 1000, 1000, 0, 10_000.0, 10.0),
         ],
-        other => bail!("unknown --set {other:?}: smoke, quick or standard"),
+        // The same delivery rate, 5,000/s, in both directions: 100 publishers at 50/s each
+        // into one subscriber, one publisher at 50/s out to 100 subscribers.
+        "persistence" => vec![
+            persistent(traffic(Fanin, 100, 1, 1, 0.0, 10.0)),
+            persistent(traffic(Fanin, 100, 1, 1, 5000.0, 10.0)),
+            persistent(traffic(Fanout, 1, 100, 1, 0.0, 10.0)),
+            persistent(traffic(Fanout, 1, 100, 1, 50.0, 10.0)),
+        ],
+        other => bail!("unknown --set {other:?}: smoke, quick, standard or persistence"),
     })
+}
+
+/// The columns one installed broker gives in `set`: itself in memory, or in the persistence
+/// set each way it can store (herald in memory and with two fsync policies, mosquitto
+/// without and with persistence), every one with a bound of a million queued messages.
+fn variants(kind: Kind, set: &str) -> Vec<(String, Setup)> {
+    let name = kind.name();
+    if set != "persistence" {
+        return vec![(name.to_string(), Setup::default())];
+    }
+    let with = |durability| Setup {
+        durability,
+        max_queued: 1_000_000,
+        ..Setup::default()
+    };
+    match kind {
+        Kind::Herald => vec![
+            (format!("{name} in-memory"), with(Durability::InMemory)),
+            (
+                format!("{name} fsync=batch"),
+                with(Durability::Store(Fsync::Batch)),
+            ),
+            (
+                format!("{name} fsync=always"),
+                with(Durability::Store(Fsync::Always)),
+            ),
+        ],
+        Kind::Mosquitto => vec![
+            (
+                format!("{name} persistence=false"),
+                with(Durability::InMemory),
+            ),
+            (
+                format!("{name} persistence=true"),
+                with(Durability::Store(Fsync::Batch)),
+            ),
+        ],
+        Kind::Nats | Kind::Rumqttd => {
+            eprintln!("{name}: not in the persistence set, skipped");
+            Vec::new()
+        }
+    }
 }
 
 /// One figure of one run.
@@ -222,11 +294,15 @@ pub struct Comparison {
     pub table: Vec<Row>,
 }
 
-/// A broker as it was run.
+/// A broker as it was run: one column of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct BrokerInfo {
+    /// The column's name: the broker, and in the persistence set how it stores.
+    pub label: String,
     /// Which broker.
     pub kind: Kind,
+    /// How it was started (durability, queue bound).
+    pub setup: Setup,
     /// Its executable.
     pub binary: PathBuf,
     /// What it says its version is.
@@ -240,8 +316,8 @@ pub struct BrokerInfo {
 pub struct ResultEntry {
     /// The scenario's label.
     pub scenario: String,
-    /// The broker.
-    pub broker: &'static str,
+    /// The broker's column label.
+    pub broker: String,
     /// Which run of the set (0-based).
     pub run: usize,
     /// The scenario's full report, or null when it failed.
@@ -264,8 +340,8 @@ pub struct Row {
 /// One broker's value in a row.
 #[derive(Debug, Serialize)]
 pub struct Cell {
-    /// The broker.
-    pub broker: &'static str,
+    /// The broker's column label.
+    pub broker: String,
     /// Mean over runs.
     pub mean: f64,
     /// (max - min) / mean over runs; 0 with one run.
@@ -299,12 +375,16 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
             Some(binary) => {
                 let version = brokers::version(kind, &binary).await;
                 eprintln!("{}: {} ({version})", kind.name(), binary.display());
-                brokers.push(BrokerInfo {
-                    kind,
-                    binary,
-                    version,
-                    config: String::new(),
-                });
+                for (label, setup) in variants(kind, &args.set) {
+                    brokers.push(BrokerInfo {
+                        label,
+                        kind,
+                        setup,
+                        binary: binary.clone(),
+                        version: version.clone(),
+                        config: String::new(),
+                    });
+                }
             }
             None if args.brokers.is_empty() => eprintln!("{}: not installed, skipped", kind.name()),
             None => bail!("{} is not installed (see docs/benchmarks.md)", kind.name()),
@@ -360,10 +440,11 @@ async fn run_one(
     run: usize,
 ) -> ResultEntry {
     let label = item.label();
-    eprintln!("run {}: {label} on {}", run + 1, broker.kind.name());
-    let dir = args.out.join(broker.kind.name());
+    eprintln!("run {}: {label} on {}", run + 1, broker.label);
+    let dir = args.out.join(broker.label.replace([' ', '='], "-"));
     let outcome = async {
-        let running = brokers::start(broker.kind, &broker.binary, &dir).await?;
+        brokers::wipe_data(&dir)?;
+        let running = brokers::start(broker.kind, &broker.binary, &dir, &broker.setup).await?;
         broker.config = running.config.clone();
         let opts = RunOptions {
             targets: vec![running.addr],
@@ -389,7 +470,7 @@ async fn run_one(
     };
     ResultEntry {
         scenario: label,
-        broker: broker.kind.name(),
+        broker: broker.label.clone(),
         run,
         report,
         error,
@@ -412,7 +493,7 @@ fn summarise(items: &[Item], brokers: &[BrokerInfo], results: &[ResultEntry]) ->
             for b in brokers {
                 let values: Vec<f64> = results
                     .iter()
-                    .filter(|r| r.scenario == label && r.broker == b.kind.name())
+                    .filter(|r| r.scenario == label && r.broker == b.label)
                     .flat_map(|r| figures(&r.report, item))
                     .filter(|g| g.metric == f.metric)
                     .map(|g| g.value)
@@ -430,7 +511,7 @@ fn summarise(items: &[Item], brokers: &[BrokerInfo], results: &[ResultEntry]) ->
                     0.0
                 };
                 cells.push(Cell {
-                    broker: b.kind.name(),
+                    broker: b.label.clone(),
                     mean,
                     spread,
                     ratio_to_best: None,
@@ -456,7 +537,7 @@ fn summarise(items: &[Item], brokers: &[BrokerInfo], results: &[ResultEntry]) ->
 
 fn markdown(c: &Comparison) -> String {
     let mut s = String::new();
-    let names: Vec<&str> = c.brokers.iter().map(|b| b.kind.name()).collect();
+    let names: Vec<&str> = c.brokers.iter().map(|b| b.label.as_str()).collect();
     let _ = writeln!(
         s,
         "# herald-bench compare ({} set, {} run{}, {} cores, kernel {})\n",
@@ -469,10 +550,11 @@ fn markdown(c: &Comparison) -> String {
     for b in &c.brokers {
         let _ = writeln!(
             s,
-            "- **{}**: {} (`{}`)",
-            b.kind.name(),
+            "- **{}**: {} (`{}`): `{}`",
+            b.label,
             b.version,
-            b.binary.display()
+            b.binary.display(),
+            b.config.lines().collect::<Vec<_>>().join("; ")
         );
     }
     let _ = writeln!(

@@ -9,7 +9,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 use hdrhistogram::Histogram;
-use mqtt_codec::ProtocolVersion;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{ClientConfig, FailureCounts, Target};
@@ -40,15 +39,11 @@ pub struct WorkerSpec {
 impl WorkerSpec {
     /// The client settings the spec implies.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig {
-            version: match self.mqtt_level {
-                3 => ProtocolVersion::V3_1,
-                5 => ProtocolVersion::V5,
-                _ => ProtocolVersion::V3_1_1,
-            },
-            keep_alive: self.keep_alive,
-            timeout: std::time::Duration::from_millis(self.timeout_ms),
-        }
+        crate::cli::client_config(
+            self.mqtt_level,
+            self.keep_alive,
+            std::time::Duration::from_millis(self.timeout_ms),
+        )
     }
 
     /// Where global client number `j` connects, and from where.

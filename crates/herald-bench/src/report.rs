@@ -6,6 +6,8 @@ use crate::client::FailureCounts;
 use crate::proto::Latency;
 use crate::scenario::CpuUse;
 use crate::scenario::conns::ConnsReport;
+use crate::scenario::crash::CrashReport;
+use crate::scenario::queue::{DrainReport, FillReport, RestartReport};
 use crate::scenario::storm::StormReport;
 use crate::scenario::traffic::TrafficReport;
 
@@ -148,6 +150,138 @@ pub fn storm(r: &StormReport) -> String {
             failures(&round.failures)
         );
         let _ = writeln!(s, "    reconnect time: {}", latency(&round.reconnect));
+    }
+    s
+}
+
+/// Summary of a `fill` run.
+pub fn fill(r: &FillReport) -> String {
+    format!(
+        "fill: {} of {} QoS {} messages acknowledged in {:.2} s ({:.0}/s) for {} on {} \
+         (session present before: {})\n",
+        r.acked,
+        r.spec.count,
+        r.spec.qos,
+        r.seconds,
+        r.acked_per_s,
+        r.spec.client_id,
+        r.spec.topic,
+        r.subscriber_session_present
+    )
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3} s"))
+}
+
+/// Summary of a `drain` run.
+pub fn drain(r: &DrainReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "drain: {}: {} of {} distinct messages (session present: {}{})",
+        r.client_id,
+        r.unique,
+        r.expected,
+        r.session_present,
+        if r.idle_timeout {
+            ", ended on the idle timeout"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  missing {}, duplicates {}, out of order {}, unexpected {}",
+        r.missing, r.duplicates, r.out_of_order, r.unexpected
+    );
+    let _ = writeln!(
+        s,
+        "  connect {:.3} s, first message {}, last {} ({:.0}/s)",
+        r.connect_s,
+        secs(r.first_message_s),
+        secs(r.last_message_s),
+        r.per_s
+    );
+    s
+}
+
+/// Summary of a `restart` run.
+pub fn restart(r: &RestartReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "restart: {}",
+        r.config.lines().collect::<Vec<_>>().join("; ")
+    );
+    s.push_str(&fill(&r.fill));
+    let _ = writeln!(
+        s,
+        "{}: exited after {:.3} s (clean: {}); restarted in {:.3} s; \
+         restart + drain {:.3} s",
+        r.stop_signal, r.shutdown_s, r.clean_shutdown, r.restart_s, r.restart_plus_drain_s
+    );
+    s.push_str(&drain(&r.drain));
+    s
+}
+
+/// Summary of a `crash` run.
+pub fn crash(r: &CrashReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "crash: {} with {} SIGKILLs (seed {}), {:.1} s",
+        r.spec.broker.name(),
+        r.kills.len(),
+        r.spec.seed,
+        r.seconds
+    );
+    for (i, k) in r.kills.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  kill {} while {} at {:.2} s, restarted in {:.3} s",
+            i + 1,
+            k.phase,
+            k.at_s,
+            k.restart_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  published {}, acknowledged {}, deliveries owed {}, delivered {}",
+        r.published, r.acknowledged, r.expected_deliveries, r.delivered
+    );
+    let _ = writeln!(
+        s,
+        "  acknowledged but lost: {}; QoS 2 duplicates: {}; QoS 1 re-deliveries: {}",
+        r.acknowledged_but_lost, r.qos2_duplicates, r.qos1_redeliveries
+    );
+    let _ = writeln!(
+        s,
+        "  subscriptions survived: {}; retained message survived: {}; durable: {}",
+        r.subscriptions_survived, r.retained_survived, r.durable
+    );
+    for sub in &r.subscribers {
+        let _ = writeln!(
+            s,
+            "    {}: {} distinct, {} connections, {} sessions lost, probe received: {}",
+            sub.client_id, sub.unique, sub.connections, sub.sessions_lost, sub.probe_received
+        );
+    }
+    for p in &r.publishers {
+        let _ = writeln!(
+            s,
+            "    {} QoS {}: {} published, {} acked, {} re-sent, {} abandoned, {} refused, \
+             {} sessions lost",
+            p.client_id,
+            p.qos,
+            p.published,
+            p.acked,
+            p.resent,
+            p.abandoned,
+            p.refused,
+            p.sessions_lost
+        );
     }
     s
 }

@@ -25,7 +25,7 @@ fn binary(kind: Kind) -> std::path::PathBuf {
 }
 
 async fn start(kind: Kind, dir: &Path) -> Running {
-    brokers::start(kind, &binary(kind), dir)
+    brokers::start(kind, &binary(kind), dir, &brokers::Setup::default())
         .await
         .expect("broker starts")
 }

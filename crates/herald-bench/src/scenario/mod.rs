@@ -2,6 +2,9 @@
 //! they share: run options, CPU accounting, progress bars.
 
 pub mod conns;
+pub mod crash;
+pub mod inbox;
+pub mod queue;
 pub mod storm;
 pub mod traffic;
 
@@ -176,5 +179,26 @@ impl TimedBar {
             task.abort();
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A small, fast, good-enough generator for jitter and seeded kill times (xorshift64*).
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from `seed` (any value; the same seed gives the same sequence).
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed | 1)
+    }
+
+    /// Uniform in [0, bound); 0 when bound is 0.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        if bound == 0 {
+            return 0;
+        }
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use super::{RunOptions, TimedBar, connected_of, counter_bar, failures_of, sum_failures};
+use super::{RunOptions, TimedBar, XorShift, connected_of, counter_bar, failures_of, sum_failures};
 use crate::client::{Client, ClientConfig, Failure, FailureCounts, Target, count_failure};
 use crate::coord::{Workers, results};
 use crate::procstat;
@@ -322,29 +322,9 @@ async fn reconnect(
     outcome
 }
 
-/// A small, fast, good-enough generator for jitter (xorshift64*).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        XorShift(seed | 1)
-    }
-
-    /// Uniform in [0, bound); 0 when bound is 0.
-    fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            return 0;
-        }
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::XorShift;
+    use crate::scenario::XorShift;
 
     #[test]
     fn jitter_stays_in_bounds_and_spreads() {

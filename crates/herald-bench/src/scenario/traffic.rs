@@ -64,6 +64,9 @@ pub struct TrafficSpec {
     pub drain_s: f64,
     /// Unacknowledged QoS 1/2 publications allowed per publisher.
     pub inflight: usize,
+    /// Subscribers keep persistent sessions, so a durable broker stores their deliveries.
+    #[serde(default)]
+    pub persistent: bool,
 }
 
 impl TrafficSpec {
@@ -362,6 +365,7 @@ async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter
     let limit = Arc::new(Semaphore::new(256));
     let cfg = spec.client_config();
     let mut tasks = JoinSet::new();
+    let persistent = t.persistent;
     for j in spec.share(t.subs) {
         let (limit, done) = (limit.clone(), done.clone());
         let target = spec.target(j);
@@ -369,7 +373,7 @@ async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter
         let filter = t.filter(&spec.run_id, j);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let mut client = Client::connect(target, &cfg, &id, true).await?;
+            let mut client = Client::connect(target, &cfg, &id, !persistent).await?;
             client.subscribe(&filter, qos, cfg.timeout).await?;
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok::<_, Failure>((None, client))
