@@ -374,7 +374,7 @@ pub fn session_op(tenant: &str, session: &Session, st: &SessionState) -> Op {
     let rec = SessionRecord {
         tenant: tenant.to_string(),
         client_id: session.client_id.to_string(),
-        protocol: st.protocol as u8,
+        protocol: st.protocol.level(),
         expiry: st.expiry_interval,
         offline_since_ms: if st.connected { 0 } else { unix_ms() },
         subscriptions: st

@@ -304,10 +304,14 @@ impl Broker {
         generation: u64,
         secs: u32,
     ) {
-        let (broker, tenant, session) = (self.clone(), tenant.clone(), session.clone());
+        // Timers hold the broker weakly: a stopped broker (and its store) is released at
+        // once, not when its longest session expiry has passed.
+        let (broker, tenant, session) = (Arc::downgrade(self), tenant.clone(), session.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
-            broker.end_session(&tenant, &session, Some(generation));
+            if let Some(broker) = broker.upgrade() {
+                broker.end_session(&tenant, &session, Some(generation));
+            }
         });
     }
 
@@ -381,9 +385,12 @@ impl Broker {
             st.pending_will = Some(Box::new(will));
             (delay, st.generation)
         };
-        let (broker, tenant, session) = (self.clone(), tenant.clone(), session.clone());
+        let (broker, tenant, session) = (Arc::downgrade(self), tenant.clone(), session.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
             let will = {
                 // Only this close's will: a resume cancelled it, and a later close set its
                 // own, with its own delay [MQTT-3.1.3-9].
