@@ -77,6 +77,17 @@ impl Raw {
         }
     }
 
+    /// A client on an open stream (no CONNECT yet).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Raw {
+        let _ = stream.set_nodelay(true);
+        Raw {
+            stream,
+            rbuf: BytesMut::new(),
+            version,
+            next_id: 0,
+        }
+    }
+
     /// Connects with `connect` and returns the CONNACK.
     pub async fn connect_with(addr: SocketAddr, connect: Connect) -> (Raw, mqtt_codec::ConnAck) {
         let mut raw = Raw::open(addr, connect.protocol).await;
