@@ -164,15 +164,28 @@ impl Durable {
         (used, free)
     }
 
-    /// Gives `message` a store id before it is routed (so that deliveries can name it).
+    /// Gives `message` a store id and reserves its ticket before it is routed, so that its
+    /// deliveries can name it and wait for it. Submit its ops with `submit_message`.
     pub fn number(&self, message: &Message) {
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
         message.id.store(id, Ordering::Release);
+        message
+            .ticket
+            .store(self.journal.reserve(), Ordering::Release);
+    }
+
+    /// Submits the ops of a numbered message under its reserved ticket; returns the ticket.
+    pub fn submit_message(&self, message: &Message, ops: Vec<Op>) -> Ticket {
+        let ticket = message.ticket.load(Ordering::Acquire);
+        self.journal.submit_reserved(ticket, ops);
+        ticket
     }
 
     /// The ops that store `message` for `recipients` (none when there are none).
     pub fn message_ops(&self, message: &Message, recipients: Vec<Recipient>, ops: &mut Vec<Op>) {
         if recipients.is_empty() {
+            // Not written, so nothing to delete when the publisher lets go of it.
+            message.id.store(0, Ordering::Release);
             return;
         }
         let id = message.id.load(Ordering::Acquire);

@@ -32,6 +32,10 @@ pub struct Message {
     pub origin: SessionId,
     /// Its id in the store (0: not stored). Set before it is routed.
     pub id: AtomicU64,
+    /// The store ticket of its record (0: none, or already on disk): a QoS 2 delivery to a
+    /// stored session waits for it, so that a publisher's re-sent PUBLISH after a crash is
+    /// always recognised.
+    pub ticket: AtomicU64,
     /// Stored deliveries of it not yet done, plus one held by the publisher while it routes:
     /// the store's copy is deleted when this reaches 0 (see `broker::durable`).
     pub pins: AtomicU32,
@@ -109,6 +113,7 @@ impl Message {
             received_at: Instant::now(),
             origin,
             id: AtomicU64::new(0),
+            ticket: AtomicU64::new(0),
             pins: AtomicU32::new(1),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
@@ -132,6 +137,7 @@ impl Message {
             received_at,
             origin,
             id: AtomicU64::new(id),
+            ticket: AtomicU64::new(0),
             pins: AtomicU32::new(0),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
@@ -150,6 +156,7 @@ impl Message {
             received_at: self.received_at,
             origin: self.origin,
             id: AtomicU64::new(0),
+            ticket: AtomicU64::new(0),
             pins: AtomicU32::new(1),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),

@@ -181,15 +181,23 @@ impl Broker {
         let mut ops = Vec::new();
         durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
         ops.extend(extra);
+        let numbered = message.qos != QoS::AtMostOnce;
+        let submit = |ops: Vec<Op>| {
+            if numbered {
+                durable.submit_message(message, ops)
+            } else {
+                durable.journal.submit(ops)
+            }
+        };
         let ticket = if retain {
             // Under the retained map's lock: the store sees a topic's retained messages in
             // the order the map does.
             tenant.retained.set(message, || {
                 ops.extend(durable.retained_op(&tenant.name, message));
-                durable.journal.submit(ops)
+                submit(ops)
             })
         } else {
-            durable.journal.submit(ops)
+            submit(ops)
         };
         // The publisher's pin: released after the message's record was submitted, so that
         // its deletion (by the last recipient to finish) always comes after it.
@@ -509,7 +517,7 @@ impl Broker {
             if let (Some(d), true) = (&self.durable, qos != QoS::AtMostOnce) {
                 let mut ops = Vec::new();
                 d.message_ops(&message, recipients, &mut ops);
-                d.journal.submit(ops);
+                d.submit_message(&message, ops);
                 d.unpin(&message);
             }
         }

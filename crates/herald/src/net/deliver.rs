@@ -63,8 +63,11 @@ impl Live {
                         {
                             // A QoS 2 PUBLISH goes out once its packet id is on disk: after a
                             // restart Herald re-sends it with the same id, never as a new one.
+                            // And once the message itself is: the publisher's QoS 2 packet
+                            // id is stored with it.
                             let t = durable.stage(&self.conn.session, d.seq, id, Stage::Sent);
-                            ticket = ticket.max(t);
+                            let m = d.message.ticket.load(std::sync::atomic::Ordering::Acquire);
+                            ticket = ticket.max(t).max(m);
                         }
                         st.inflight.push(Inflight {
                             packet_id: id,

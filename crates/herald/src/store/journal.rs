@@ -13,6 +13,11 @@
 //! same batch (a message delivered and acknowledged between two commits) is not written at
 //! all.
 //!
+//! A publisher *reserves* its ticket before it routes a message and submits the message's
+//! ops under that ticket afterwards: deliveries that must not go out before the message is on
+//! disk (QoS 2 to a stored session) wait for the reserved ticket, and `durable` never passes
+//! a reserved ticket whose ops have not been written, so waiting for it is waiting for them.
+//!
 //! Submitters call [`Journal::submit`] while holding the lock of the state the ops describe
 //! (a session's lock for its records): the journal's order is then the order in which that
 //! state changed. The journal's own lock is a leaf: nothing is locked while it is held.
@@ -58,6 +63,8 @@ struct Pending {
     submissions: Vec<(usize, Ticket)>,
     /// The last ticket handed out.
     last: Ticket,
+    /// Tickets reserved and not yet submitted, oldest first.
+    reserved: Vec<Ticket>,
     closing: bool,
 }
 
@@ -118,7 +125,7 @@ impl Journal {
         let ticket = p.last;
         let end = p.ops.len();
         p.submissions.push((end, ticket));
-        let first = before == 0;
+        let first = p.submissions.len() == 1;
         drop(p);
         self.inner
             .stats
@@ -129,6 +136,38 @@ impl Journal {
             self.inner.work.notify_one();
         }
         ticket
+    }
+
+    /// Reserves the next ticket for ops submitted later with [`Journal::submit_reserved`].
+    /// Until then no later ticket becomes durable: submit (even nothing) promptly.
+    pub fn reserve(&self) -> Ticket {
+        let mut p = lock(&self.inner.pending);
+        p.last += 1;
+        let ticket = p.last;
+        p.reserved.push(ticket);
+        ticket
+    }
+
+    /// Submits the ops of a reserved ticket (possibly none).
+    pub fn submit_reserved(&self, ticket: Ticket, ops: impl IntoIterator<Item = Op>) {
+        let mut p = lock(&self.inner.pending);
+        let before = p.ops.len();
+        p.ops.extend(ops);
+        let added = p.ops.len() - before;
+        if let Some(pos) = p.reserved.iter().position(|t| *t == ticket) {
+            p.reserved.remove(pos);
+        }
+        let end = p.ops.len();
+        p.submissions.push((end, ticket));
+        let first = p.submissions.len() == 1;
+        drop(p);
+        self.inner
+            .stats
+            .submitted_ops
+            .fetch_add(added as u64, Ordering::Relaxed);
+        if first {
+            self.inner.work.notify_one();
+        }
     }
 
     /// The highest ticket on disk.
@@ -195,28 +234,35 @@ impl Drop for Journal {
 
 impl Inner {
     fn run(&self) {
+        // The highest ticket written so far (durable unless a reservation holds it back).
+        let mut highest: Ticket = 0;
         loop {
-            let (ops, submissions) = {
+            let (ops, submissions, cap) = {
                 let mut p = lock(&self.pending);
-                while p.ops.is_empty() && !p.closing {
+                while p.submissions.is_empty() && !p.closing {
                     p = self.work.wait(p).unwrap_or_else(|e| e.into_inner());
                 }
-                if p.ops.is_empty() {
+                if p.submissions.is_empty() {
                     return;
                 }
+                // A ticket reserved before this batch was taken and not yet submitted: nothing
+                // from it on may be reported durable yet.
+                let cap = p.reserved.first().map_or(Ticket::MAX, |t| t - 1);
                 (
                     std::mem::take(&mut p.ops),
                     std::mem::take(&mut p.submissions),
+                    cap,
                 )
             };
             if self.failed.load(Ordering::Acquire) {
                 continue;
             }
             let result = if self.fsync == Fsync::Always {
-                self.commit_each(&ops, &submissions)
+                self.commit_each(&ops, &submissions, cap, &mut highest)
             } else {
-                let last = submissions.last().map_or(0, |s| s.1);
-                self.commit(elide(ops), self.fsync == Fsync::Batch, last)
+                let last = submissions.iter().map(|s| s.1).max().unwrap_or(0);
+                highest = highest.max(last);
+                self.commit(elide(ops), self.fsync == Fsync::Batch, highest.min(cap))
             };
             if let Err(e) = result {
                 tracing::error!(
@@ -234,17 +280,24 @@ impl Inner {
         &self,
         ops: &[Op],
         submissions: &[(usize, Ticket)],
+        cap: Ticket,
+        highest: &mut Ticket,
     ) -> Result<(), super::StoreError> {
         let mut start = 0;
         for &(end, ticket) in submissions {
-            self.commit(ops[start..end].to_vec(), true, ticket)?;
+            *highest = (*highest).max(ticket);
+            self.commit(ops[start..end].to_vec(), true, (*highest).min(cap))?;
             start = end;
         }
         Ok(())
     }
 
     fn commit(&self, ops: Vec<Op>, sync: bool, ticket: Ticket) -> Result<(), super::StoreError> {
-        self.store.apply(&ops, sync)?;
+        if !ops.is_empty() {
+            self.store.apply(&ops, sync)?;
+        }
+        // Never backwards (a batch capped by a reservation may follow a higher one).
+        let ticket = ticket.max(self.durable.load(Ordering::Acquire));
         let stats = &self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -392,6 +445,31 @@ mod tests {
             assert!(after > last);
             std::thread::sleep(std::time::Duration::from_millis(20));
             assert!(journal.durable() < after, "nothing is written after close");
+        }
+    }
+
+    #[test]
+    fn a_reserved_ticket_holds_back_every_later_one() {
+        for fsync in [Fsync::Batch, Fsync::Always] {
+            let store = Arc::new(MemoryStore::new());
+            let journal = Journal::start(store.clone(), fsync);
+            let reserved = journal.reserve();
+            let later = journal.submit([put("later", "v")]);
+            assert!(later > reserved);
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            assert_eq!(contents(&*store, Space::Sessions).len(), 1, "written");
+            assert!(
+                journal.durable() < reserved,
+                "{fsync:?}: not durable past an unsubmitted reservation"
+            );
+            journal.submit_reserved(reserved, [put("reserved", "v")]);
+            assert!(journal.wait_blocking(later));
+            assert_eq!(contents(&*store, Space::Sessions).len(), 2);
+            // A reservation released with nothing to write releases the later tickets too.
+            let empty = journal.reserve();
+            let after = journal.submit([put("after", "v")]);
+            journal.submit_reserved(empty, []);
+            assert!(journal.wait_blocking(after));
         }
     }
 
