@@ -205,6 +205,13 @@ const START_LIMIT: Duration = Duration::from_secs(180);
 pub async fn start(kind: Kind, bin: &Path, dir: &Path, setup: &Setup) -> anyhow::Result<Running> {
     std::fs::create_dir_all(dir)?;
     let dir = std::path::absolute(dir)?;
+    // The broker runs in `dir`: a relative path to its binary would point elsewhere.
+    let bin = if bin.components().count() > 1 {
+        std::path::absolute(bin)?
+    } else {
+        bin.to_path_buf()
+    };
+    let bin = bin.as_path();
     let port = match setup.port {
         Some(p) => p,
         None => free_port()?,
