@@ -240,7 +240,7 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
                 seq: r.seq,
             };
             match stages.remove(&(r.session, r.seq)) {
-                Some(stage) if r.qos == QoS::ExactlyOnce => st.inflight.push(Inflight {
+                Some(stage) if r.qos == QoS::ExactlyOnce => st.inflight.push_back(Inflight {
                     packet_id: stage.packet_id,
                     delivery,
                     stage: if stage.released {
@@ -281,7 +281,9 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
     for (session, _) in sessions.values() {
         let mut st = session.lock();
         st.queue.make_contiguous().sort_by_key(|d| d.seq);
-        st.inflight.sort_by_key(|i| i.delivery.seq);
+        st.inflight
+            .make_contiguous()
+            .sort_by_key(|i| i.delivery.seq);
         st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
     }
 

@@ -222,8 +222,9 @@ pub struct SessionState {
     pub queue: VecDeque<Delivery>,
     /// Payload bytes in `queue`.
     pub queue_bytes: usize,
-    /// QoS 1/2 deliveries written and not yet acknowledged, in the order they were sent.
-    pub inflight: Vec<Inflight>,
+    /// QoS 1/2 deliveries written and not yet acknowledged, in the order they were sent. A
+    /// deque: acknowledgements arrive oldest first, and a window can hold thousands.
+    pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// Packet ids of QoS 2 PUBLISHes received and not yet released (exactly-once inbound).
     pub inbound_qos2: PacketIds,
@@ -305,7 +306,7 @@ impl Session {
                 protocol,
                 queue: VecDeque::new(),
                 queue_bytes: 0,
-                inflight: Vec::new(),
+                inflight: VecDeque::new(),
                 next_packet_id: 0,
                 inbound_qos2: PacketIds::default(),
                 subscriptions: Subscriptions::default(),
@@ -446,7 +447,7 @@ impl SessionState {
             .inflight
             .iter()
             .position(|i| i.packet_id == packet_id && i.stage == stage)?;
-        Some(self.inflight.remove(pos))
+        self.inflight.remove(pos)
     }
 
     /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent).
@@ -559,12 +560,12 @@ mod tests {
         let mut st = s.lock();
         st.next_packet_id = 65_534;
         let a = st.allocate_packet_id();
-        st.inflight.push(Inflight {
+        st.inflight.push_back(Inflight {
             packet_id: a,
             delivery: delivery(QoS::AtLeastOnce),
             stage: Stage::Sent,
         });
-        st.inflight.push(Inflight {
+        st.inflight.push_back(Inflight {
             packet_id: 1,
             delivery: delivery(QoS::AtLeastOnce),
             stage: Stage::Sent,

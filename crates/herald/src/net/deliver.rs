@@ -69,7 +69,7 @@ impl Live {
                             let m = d.message.ticket.load(std::sync::atomic::Ordering::Acquire);
                             ticket = ticket.max(t).max(m);
                         }
-                        st.inflight.push(Inflight {
+                        st.inflight.push_back(Inflight {
                             packet_id: id,
                             delivery: d.clone(),
                             stage: Stage::Sent,
@@ -103,7 +103,7 @@ impl Live {
     /// Re-sends, in order, what a resumed session had sent without acknowledgement: PUBLISH
     /// with DUP set, or PUBREL for QoS 2 messages already received [MQTT-4.4.0-1].
     pub(crate) fn resend_inflight(&mut self) -> Result<(), Closing> {
-        let pending: Vec<Inflight> = self.conn.session.lock().inflight.to_vec();
+        let pending: Vec<Inflight> = self.conn.session.lock().inflight.iter().cloned().collect();
         for entry in pending {
             match entry.stage {
                 Stage::Sent => {
