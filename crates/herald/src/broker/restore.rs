@@ -285,6 +285,8 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
             .make_contiguous()
             .sort_by_key(|i| i.delivery.seq);
         st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
+        // Their packet ids are whatever they were: new ones must avoid them.
+        st.ids_may_collide = !st.inflight.is_empty();
     }
 
     out.retained = restore_retained(durable, tenant, now_ms, &mut purge)?;

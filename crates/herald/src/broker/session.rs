@@ -226,6 +226,10 @@ pub struct SessionState {
     /// deque: acknowledgements arrive oldest first, and a window can hold thousands.
     pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
+    /// Some packet id in flight may equal the next one (the ids wrapped around, or were
+    /// restored from the store) since the inflight window was last empty: allocation must
+    /// check. Otherwise every id in flight is below the next one, and nothing is scanned.
+    pub ids_may_collide: bool,
     /// Packet ids of QoS 2 PUBLISHes received and not yet released (exactly-once inbound).
     pub inbound_qos2: PacketIds,
     /// Subscriptions by filter, as subscribed.
@@ -308,6 +312,7 @@ impl Session {
                 queue_bytes: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 0,
+                ids_may_collide: false,
                 inbound_qos2: PacketIds::default(),
                 subscriptions: Subscriptions::default(),
                 pending_will: None,
@@ -419,10 +424,21 @@ impl Session {
 impl SessionState {
     /// The next packet identifier not in use by an unacknowledged message.
     pub fn allocate_packet_id(&mut self) -> u16 {
+        if self.inflight.is_empty() {
+            self.ids_may_collide = false;
+        }
         loop {
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            self.next_packet_id = match self.next_packet_id.checked_add(1) {
+                Some(id) => id,
+                None => {
+                    self.ids_may_collide = true;
+                    1
+                }
+            };
             let id = self.next_packet_id;
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
+            // A window of thousands would make this scan the cost of every send: it runs
+            // only once the ids have wrapped (or came from the store).
+            if !self.ids_may_collide || !self.inflight.iter().any(|i| i.packet_id == id) {
                 return id;
             }
         }
@@ -552,6 +568,22 @@ mod tests {
         assert_eq!((d.watermark, d.above.len()), (4, 0), "1, 2 and 3 are done");
         d.done(2);
         assert_eq!(d.watermark, 4, "done twice is done once");
+    }
+
+    #[test]
+    fn restored_packet_ids_are_avoided_before_any_wrap() {
+        let s = Session::new(1, "c".into(), ProtocolVersion::V5);
+        let mut st = s.lock();
+        for id in [3, 1] {
+            st.inflight.push_back(Inflight {
+                packet_id: id,
+                delivery: delivery(QoS::ExactlyOnce),
+                stage: Stage::Sent,
+            });
+        }
+        st.ids_may_collide = true;
+        let ids: Vec<u16> = (0..3).map(|_| st.allocate_packet_id()).collect();
+        assert_eq!(ids, vec![2, 4, 5]);
     }
 
     #[test]
