@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,24 +80,7 @@ async fn sigterm_disconnects_v5_clients_and_exits_zero() {
         .spawn()
         .unwrap();
     // The log says where it listens (port 0 lets the system choose).
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("addr=") {
-                let addr: String = line[at + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = common::listen_addr(child.stdout.take().unwrap(), |_| ());
     let mut client = Raw::connect(addr, V5, "stays").await;
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -145,29 +127,13 @@ fn spawn_with_fd_limit(
         .stderr(Stdio::null())
         .spawn()
         .expect("herald starts under sh");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
     let accept_failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = accept_failed.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("accept failed") {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-            if let Some(at) = line.find("addr=") {
-                let addr: String = line[at + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(addr);
-            }
+    let addr = common::listen_addr(child.stdout.take().expect("piped stdout"), move |line| {
+        if line.contains("accept failed") {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("herald logs its listen address")
-        .parse()
-        .expect("a socket address");
     (child, addr, accept_failed)
 }
 

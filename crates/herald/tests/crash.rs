@@ -44,7 +44,6 @@ type Target = Arc<Mutex<SocketAddr>>;
 
 /// Starts the binary on `dir` (on a free port) and waits until it listens.
 fn start(dir: &Path, fsync: &str) -> Herald {
-    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
         .args([
             "serve",
@@ -63,25 +62,7 @@ fn start(dir: &Path, fsync: &str) -> Herald {
         .stderr(Stdio::null())
         .spawn()
         .expect("herald starts");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Reads every line (Herald never blocks on a full pipe), reporting the address.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("addr=") {
-                let addr: String = line[at + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("herald listens")
-        .parse()
-        .expect("an address");
+    let addr = common::listen_addr(child.stdout.take().expect("piped"), |_| ());
     Herald { child, addr }
 }
 

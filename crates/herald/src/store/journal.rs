@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 
@@ -117,24 +117,12 @@ impl Journal {
         let mut p = lock(&self.inner.pending);
         let before = p.ops.len();
         p.ops.extend(ops);
-        let added = p.ops.len() - before;
-        if added == 0 {
+        if p.ops.len() == before {
             return p.last;
         }
         p.last += 1;
         let ticket = p.last;
-        let end = p.ops.len();
-        p.submissions.push((end, ticket));
-        let first = p.submissions.len() == 1;
-        drop(p);
-        self.inner
-            .stats
-            .submitted_ops
-            .fetch_add(added as u64, Ordering::Relaxed);
-        if first {
-            // The writer sleeps only when nothing is pending.
-            self.inner.work.notify_one();
-        }
+        self.close_submission(p, before, ticket);
         ticket
     }
 
@@ -153,10 +141,16 @@ impl Journal {
         let mut p = lock(&self.inner.pending);
         let before = p.ops.len();
         p.ops.extend(ops);
-        let added = p.ops.len() - before;
         if let Some(pos) = p.reserved.iter().position(|t| *t == ticket) {
             p.reserved.remove(pos);
         }
+        self.close_submission(p, before, ticket);
+    }
+
+    /// Records the ops appended since `before` as the submission of `ticket`, and wakes the
+    /// writer (it sleeps only when nothing is pending).
+    fn close_submission(&self, mut p: MutexGuard<'_, Pending>, before: usize, ticket: Ticket) {
+        let added = p.ops.len() - before;
         let end = p.ops.len();
         p.submissions.push((end, ticket));
         let first = p.submissions.len() == 1;
@@ -373,7 +367,7 @@ fn elide(ops: Vec<Op>) -> Vec<Op> {
         .collect()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -304,3 +304,30 @@ pub async fn quiet_for(c: &mut Raw, d: Duration) {
         Ok(None) => panic!("connection closed within {d:?}"),
     }
 }
+
+/// Reads a `herald serve` process's log on a thread of its own (so that Herald never blocks
+/// on a full pipe), calls `on_line` with every line, and returns the address of the first
+/// listener the log names (`addr=...`; port 0 lets the system choose), or panics after 30 s.
+pub fn listen_addr(
+    stdout: std::process::ChildStdout,
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> SocketAddr {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            on_line(&line);
+            if let Some(at) = line.find("addr=") {
+                let addr: String = line[at + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("herald logs its listen address")
+        .parse()
+        .expect("a socket address")
+}
