@@ -172,16 +172,16 @@ impl Broker {
             let routed = router::route(tenant, message, &self.config.limits, &self.stats);
             return Published { routed, ticket: 0 };
         };
-        if message.qos != QoS::AtMostOnce {
-            // Numbered before routing: a subscriber may finish its delivery before the
-            // publisher has written the message, and must name it.
+        // QoS 1/2 messages are numbered before routing: a subscriber may finish its delivery
+        // before the publisher has written the message, and must name it.
+        let numbered = message.qos != QoS::AtMostOnce;
+        if numbered {
             durable.number(message);
         }
         let mut routed = router::route(tenant, message, &self.config.limits, &self.stats);
         let mut ops = Vec::new();
         durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
         ops.extend(extra);
-        let numbered = message.qos != QoS::AtMostOnce;
         let submit = |ops: Vec<Op>| {
             if numbered {
                 durable.submit_message(message, ops)

@@ -466,8 +466,9 @@ impl SessionState {
         self.inflight.remove(pos)
     }
 
-    /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent).
-    pub fn release(&mut self, packet_id: u16) -> bool {
+    /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent); returns its stored
+    /// sequence number (0 when not stored), or `None` when no such message was waiting.
+    pub fn release(&mut self, packet_id: u16) -> Option<u64> {
         match self
             .inflight
             .iter_mut()
@@ -475,9 +476,9 @@ impl SessionState {
         {
             Some(entry) if entry.delivery.qos == QoS::ExactlyOnce => {
                 entry.stage = Stage::Released;
-                true
+                Some(entry.delivery.seq)
             }
-            _ => false,
+            _ => None,
         }
     }
 }

@@ -148,16 +148,9 @@ impl Live {
         if too_large {
             // Not sent, and treated as delivered [MQTT-3.1.2-25].
             if packet_id != 0 {
-                let session = &self.conn.session;
-                let mut st = session.lock();
-                if let Some(done) = st.take_inflight(packet_id, Stage::Sent)
-                    && let Some(durable) = &self.broker.durable
-                {
-                    let staged = done.delivery.qos == QoS::ExactlyOnce;
-                    durable.done(session, &mut st, &done.delivery, staged);
-                }
+                self.finish_inflight(packet_id, Stage::Sent);
             }
-            stats.dropped(DropReason::TooLargeForClient, 1);
+            self.broker.stats.dropped(DropReason::TooLargeForClient, 1);
             return Ok(false);
         }
         if v.is_v5() && self.conn.client_alias_maximum > 0 {

@@ -42,9 +42,10 @@ impl Live {
         self.conn.version.is_v5()
     }
 
-    /// An acknowledgement (PUBACK, PUBCOMP, or a refusing PUBREC) ends the exchange of the
-    /// inflight message `packet_id` at `stage`: it is done, in memory and in the store.
-    fn finish_inflight(&mut self, packet_id: u16, stage: Stage) {
+    /// An acknowledgement (PUBACK, PUBCOMP, a refusing PUBREC), or a message too large to
+    /// send, ends the exchange of the inflight message `packet_id` at `stage`: it is done, in
+    /// memory and in the store.
+    pub(crate) fn finish_inflight(&mut self, packet_id: u16, stage: Stage) {
         let session = &self.conn.session;
         let mut st = session.lock();
         let Some(done) = st.take_inflight(packet_id, stage) else {
@@ -179,14 +180,9 @@ impl Live {
                 self.finish_inflight(a.packet_id, Stage::Sent);
                 return Ok(());
             }
-            if st.release(a.packet_id) {
+            if let Some(seq) = st.release(a.packet_id) {
                 // PUBREL goes out once the stage is on disk: after a restart Herald re-sends
                 // PUBREL, never the message again.
-                let seq = st
-                    .inflight
-                    .iter()
-                    .find(|i| i.packet_id == a.packet_id)
-                    .map_or(0, |i| i.delivery.seq);
                 if let (Some(d), true) = (&self.broker.durable, seq != 0) {
                     let ticket = d.stage(&self.conn.session, seq, a.packet_id, Stage::Released);
                     drop(st);
