@@ -20,7 +20,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Configuration helpers.
     Config {
         /// What to do with the configuration.
@@ -45,6 +45,21 @@ pub struct ServeArgs {
     /// MQTT listen address, repeatable (listeners.mqtt) [env: HERALD_MQTT_LISTEN, comma-separated].
     #[arg(long = "mqtt-listen")]
     pub mqtt_listen: Vec<SocketAddr>,
+    /// MQTT-over-WebSocket listen address, repeatable (listeners.ws) [env: HERALD_WS_LISTEN].
+    #[arg(long = "ws-listen")]
+    pub ws_listen: Vec<SocketAddr>,
+    /// MQTT-over-TLS listen address, repeatable (listeners.tls) [env: HERALD_TLS_LISTEN].
+    #[arg(long = "tls-listen")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// MQTT over WebSocket over TLS, repeatable (listeners.wss) [env: HERALD_WSS_LISTEN].
+    #[arg(long = "wss-listen")]
+    pub wss_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS and WSS (tls.cert_file) [env: HERALD_TLS_CERT].
+    #[arg(long = "tls-cert")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS and WSS (tls.key_file) [env: HERALD_TLS_KEY].
+    #[arg(long = "tls-key")]
+    pub tls_key: Option<PathBuf>,
     /// Worker threads; 0 sizes them from the CPU quota (runtime.worker_threads)
     /// [env: HERALD_RUNTIME_WORKER_THREADS].
     #[arg(long)]
@@ -67,6 +82,11 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             mqtt_listen: self.mqtt_listen.clone(),
+            ws_listen: self.ws_listen.clone(),
+            tls_listen: self.tls_listen.clone(),
+            wss_listen: self.wss_listen.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             worker_threads: self.worker_threads,
             log_level: self.log_level.clone(),
             data_dir: self.data_dir.clone(),

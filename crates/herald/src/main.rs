@@ -18,7 +18,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", herald::config::generate());
             Ok(())
         }
-        Command::Serve(serve) => run(serve),
+        Command::Serve(serve) => run(*serve),
     }
 }
 
@@ -42,25 +42,36 @@ fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let server = Server::start(config).await?;
-        wait_for_signal().await;
+        wait_for_signal(&server).await;
         tracing::info!("shutting down");
         server.shutdown(Duration::from_secs(10)).await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; on SIGHUP, reloads the TLS certificates.
+async fn wait_for_signal(server: &Server) {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGTERM; stop with Ctrl-C");
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM or SIGHUP; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                // A failure is logged; the certificates in use stay.
+                let _ = server.reload_tls();
+            }
+        }
     }
 }

@@ -11,8 +11,9 @@ use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
 use crate::broker::durable::Durable;
-use crate::config::Config;
-use crate::net;
+use crate::config::{Config, ListenerKind};
+use crate::net::tls::{TlsAcceptor, TlsError};
+use crate::net::{self, Endpoint};
 
 /// How often connection deadlines (keep-alive, slow consumer) are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -24,7 +25,9 @@ const FD_RESERVE: u64 = 64;
 pub struct Server {
     broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
+    addrs: Vec<(ListenerKind, SocketAddr)>,
     mqtt_addrs: Vec<SocketAddr>,
+    tls: Option<Arc<TlsAcceptor>>,
     accept_loops: Vec<JoinHandle<()>>,
 }
 
@@ -44,12 +47,22 @@ impl Server {
                 "connection limit lowered to fit the open-file limit"
             );
         }
+        let tls = if config.listeners.all().any(|(kind, _)| kind.is_tls()) {
+            Some(Arc::new(TlsAcceptor::new(&config.tls)?))
+        } else {
+            None
+        };
         let mut listeners = Vec::new();
-        for addr in &config.listeners.mqtt {
-            let listener = tokio::net::TcpListener::bind(*addr)
+        for (kind, addr) in config.listeners.all() {
+            let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("listeners.mqtt: cannot listen on {addr}"))?;
-            listeners.push(listener);
+                .with_context(|| format!("{}: cannot listen on {addr}", kind.key()))?;
+            let endpoint = Arc::new(Endpoint {
+                kind,
+                proxy_protocol: config.listeners.proxy_protocol.contains(&addr),
+                tls: if kind.is_tls() { tls.clone() } else { None },
+            });
+            listeners.push((listener, endpoint));
         }
         let durable = open_store(&config)?;
         let broker = Broker::with_store(config, max_connections, durable);
@@ -71,16 +84,35 @@ impl Server {
             );
         }
         let (shutdown, _) = watch::channel(false);
-        let mut mqtt_addrs = Vec::new();
+        let mut addrs = Vec::new();
         let mut accept_loops = Vec::new();
-        for listener in listeners {
+        for (listener, endpoint) in listeners {
             let addr = listener.local_addr()?;
-            tracing::info!(%addr, "listening for MQTT");
-            mqtt_addrs.push(addr);
+            tracing::info!(
+                %addr,
+                listener = endpoint.kind.label(),
+                proxy_protocol = endpoint.proxy_protocol,
+                "listening"
+            );
+            addrs.push((endpoint.kind, addr));
             accept_loops.push(tokio::spawn(net::accept_loop(
                 listener,
+                endpoint,
                 broker.clone(),
                 shutdown.subscribe(),
+            )));
+        }
+        let mqtt_addrs = addrs
+            .iter()
+            .filter(|(kind, _)| *kind == ListenerKind::Mqtt)
+            .map(|(_, a)| *a)
+            .collect();
+        if let Some(tls) = &tls
+            && tls.watch_secs() > 0
+        {
+            accept_loops.push(tokio::spawn(watch_certificates(
+                tls.clone(),
+                broker.clone(),
             )));
         }
         let sweeper = broker.clone();
@@ -98,14 +130,34 @@ impl Server {
         Ok(Server {
             broker,
             shutdown,
+            addrs,
             mqtt_addrs,
+            tls,
             accept_loops,
         })
     }
 
-    /// The MQTT listeners' addresses (with the ports the system chose for port 0).
+    /// The MQTT-over-TCP listeners' addresses (with the ports the system chose for port 0).
     pub fn mqtt_addrs(&self) -> &[SocketAddr] {
         &self.mqtt_addrs
+    }
+
+    /// The addresses of the listeners of `kind`.
+    pub fn addrs(&self, kind: ListenerKind) -> Vec<SocketAddr> {
+        self.addrs
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, a)| *a)
+            .collect()
+    }
+
+    /// Reads the TLS certificate files again; new handshakes use them, connections already
+    /// up are untouched. On error the certificates in use stay, and the error says why.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match &self.tls {
+            Some(tls) => reload_logged(tls),
+            None => Ok(()),
+        }
     }
 
     /// The broker.
@@ -168,6 +220,32 @@ fn open_store(config: &Config) -> anyhow::Result<Option<Durable>> {
         "store opened"
     );
     Ok(Some(durable))
+}
+
+fn reload_logged(tls: &TlsAcceptor) -> Result<(), TlsError> {
+    match tls.reload() {
+        Ok(()) => {
+            tracing::info!("tls: certificates reloaded; new handshakes use them");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "tls: new certificates refused; the previous ones stay in use");
+            Err(e)
+        }
+    }
+}
+
+/// Reloads the certificates when their files change (`tls.watch_secs`).
+async fn watch_certificates(tls: Arc<TlsAcceptor>, broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(tls.watch_secs()));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    while !broker.shutting_down() {
+        tick.tick().await;
+        if tls.files_changed() {
+            let _ = reload_logged(&tls);
+        }
+    }
 }
 
 /// How often the store's disk use is measured.

@@ -14,6 +14,8 @@ use mqtt_codec::{Disconnect, Packet, ProtocolVersion::V5, ReasonCode};
 fn herald() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
     c.env("HERALD_STORE_IN_MEMORY", "true");
+    // No WebSocket listener on the default port, which tests running at once would share.
+    c.env("HERALD_LISTENERS_WS", "");
     c
 }
 
@@ -118,7 +120,7 @@ fn spawn_with_fd_limit(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let script = format!(
-        "ulimit -n {limit} && exec {} serve --mqtt-listen 127.0.0.1:0 --in-memory --log-level info",
+        "ulimit -n {limit} && HERALD_LISTENERS_WS= exec {} serve --mqtt-listen 127.0.0.1:0 --in-memory --log-level info",
         env!("CARGO_BIN_EXE_herald")
     );
     let mut child = Command::new("sh")

@@ -244,6 +244,20 @@ pub struct SessionState {
     /// The stored side of a persistent session (`None` without a store, or for a session
     /// that ends with its connection). Boxed: most connections' sessions have none.
     pub durable: Option<Box<DurableSession>>,
+    /// Where the attached (or last) connection came from (`None` for a session restored
+    /// from the store that no client has resumed yet).
+    pub origin: Option<Box<Origin>>,
+}
+
+/// Where a connection came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The client's address: the socket's peer, or the one a PROXY protocol header named.
+    pub peer: std::net::SocketAddr,
+    /// The listener it connected to.
+    pub listener: crate::config::ListenerKind,
+    /// The username: CONNECT's, or the client certificate's (`tls.username_from`).
+    pub username: Option<ByteString>,
 }
 
 /// Sequence numbers of a stored session's deliveries, and which are done.
@@ -319,6 +333,7 @@ impl Session {
                 expiry_interval: 0,
                 ended: false,
                 durable: None,
+                origin: None,
             }),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),

@@ -40,8 +40,15 @@ reasons! {
         PeerClosed => "peer_closed",
         /// A socket error.
         IoError => "io_error",
-        /// No CONNECT within the connect timeout.
+        /// No CONNECT within the connect timeout (which also bounds the PROXY header and the
+        /// TLS and WebSocket handshakes).
         ConnectTimeout => "connect_timeout",
+        /// A PROXY protocol listener got no valid PROXY header.
+        ProxyHeaderInvalid => "proxy_header_invalid",
+        /// The TLS handshake failed (bad client certificate, no common cipher, not TLS).
+        TlsHandshakeFailed => "tls_handshake_failed",
+        /// The WebSocket upgrade request was refused (wrong path, subprotocol, not HTTP).
+        WebSocketRefused => "websocket_refused",
         /// Nothing received within 1.5 times the keep-alive.
         KeepAliveTimeout => "keep_alive_timeout",
         /// A packet could not be parsed.

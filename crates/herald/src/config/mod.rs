@@ -58,6 +58,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Where and how sessions, queued and retained messages are stored.
     pub store: StoreConfig,
+    /// Certificates for the TLS and WSS listeners.
+    pub tls: TlsConfig,
     /// Threads and process limits.
     pub runtime: Runtime,
     /// Logging.
@@ -70,6 +72,18 @@ pub struct Config {
 pub struct Listeners {
     /// MQTT over TCP.
     pub mqtt: Vec<SocketAddr>,
+    /// MQTT over WebSocket.
+    pub ws: Vec<SocketAddr>,
+    /// MQTT over TLS (needs `tls.cert_file` and `tls.key_file`).
+    pub tls: Vec<SocketAddr>,
+    /// MQTT over WebSocket over TLS.
+    pub wss: Vec<SocketAddr>,
+    /// The HTTP path WebSocket clients connect to.
+    pub ws_path: String,
+    /// Addresses, among the above, whose connections start with a PROXY protocol header
+    /// (v1 or v2, from HAProxy, nginx or a cloud load balancer); a connection without a
+    /// valid one is refused.
+    pub proxy_protocol: Vec<SocketAddr>,
     /// Allow binding a non-loopback address while every client is anonymous. Herald has no
     /// authentication yet, so a public listener needs this set explicitly.
     pub allow_anonymous_public: bool,
@@ -79,7 +93,131 @@ impl Default for Listeners {
     fn default() -> Self {
         Listeners {
             mqtt: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            ws: vec![SocketAddr::from(([127, 0, 0, 1], 8083))],
+            tls: Vec::new(),
+            wss: Vec::new(),
+            ws_path: "/mqtt".into(),
+            proxy_protocol: Vec::new(),
             allow_anonymous_public: false,
+        }
+    }
+}
+
+impl Listeners {
+    /// Every listener address with its kind.
+    pub fn all(&self) -> impl Iterator<Item = (ListenerKind, SocketAddr)> + '_ {
+        [
+            (ListenerKind::Mqtt, &self.mqtt),
+            (ListenerKind::Ws, &self.ws),
+            (ListenerKind::Tls, &self.tls),
+            (ListenerKind::Wss, &self.wss),
+        ]
+        .into_iter()
+        .flat_map(|(kind, addrs)| addrs.iter().map(move |a| (kind, *a)))
+    }
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerKind {
+    /// MQTT over TCP.
+    Mqtt,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl ListenerKind {
+    /// The config key listing listeners of this kind.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListenerKind::Mqtt => "listeners.mqtt",
+            ListenerKind::Ws => "listeners.ws",
+            ListenerKind::Tls => "listeners.tls",
+            ListenerKind::Wss => "listeners.wss",
+        }
+    }
+
+    /// A short name for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            ListenerKind::Mqtt => "mqtt",
+            ListenerKind::Ws => "ws",
+            ListenerKind::Tls => "tls",
+            ListenerKind::Wss => "wss",
+        }
+    }
+
+    /// Whether connections start with a TLS handshake.
+    pub fn is_tls(self) -> bool {
+        matches!(self, ListenerKind::Tls | ListenerKind::Wss)
+    }
+
+    /// Whether MQTT travels in WebSocket frames.
+    pub fn is_ws(self) -> bool {
+        matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+/// Client certificates: whether they are asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Not asked for.
+    None,
+    /// Asked for and verified against `tls.client_ca_file` when given; clients without one
+    /// are accepted.
+    Optional,
+    /// Required: a client without a certificate the CA signed is refused in the handshake.
+    Required,
+}
+
+/// Where a client's username may come from besides CONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernameFrom {
+    /// CONNECT's username field.
+    Connect,
+    /// The client certificate's subject Common Name (replacing CONNECT's username).
+    Cn,
+    /// The client certificate's first DNS, e-mail or URI Subject Alternative Name.
+    San,
+}
+
+/// TLS for the `tls` and `wss` listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the server's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM file with the CA certificates client certificates are verified against.
+    pub client_ca_file: PathBuf,
+    /// Client certificates: `none`, `optional` or `required` (mTLS).
+    pub client_auth: ClientAuth,
+    /// Take the client's username from its certificate: `connect` (no), `cn` or `san`.
+    pub username_from: UsernameFrom,
+    /// Oldest TLS version accepted: "1.2" or "1.3".
+    pub min_version: String,
+    /// Seconds between checks of the certificate files for changes (0: only SIGHUP reloads
+    /// them).
+    pub watch_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            client_auth: ClientAuth::None,
+            username_from: UsernameFrom::Connect,
+            min_version: "1.2".into(),
+            watch_secs: 0,
         }
     }
 }
@@ -232,6 +370,16 @@ impl Default for Log {
 pub struct Overrides {
     /// `--mqtt-listen` (repeatable): `listeners.mqtt`.
     pub mqtt_listen: Vec<SocketAddr>,
+    /// `--ws-listen` (repeatable): `listeners.ws`.
+    pub ws_listen: Vec<SocketAddr>,
+    /// `--tls-listen` (repeatable): `listeners.tls`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `--wss-listen` (repeatable): `listeners.wss`.
+    pub wss_listen: Vec<SocketAddr>,
+    /// `--tls-cert`: `tls.cert_file`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: `tls.key_file`.
+    pub tls_key: Option<PathBuf>,
     /// `--worker-threads`: `runtime.worker_threads`.
     pub worker_threads: Option<usize>,
     /// `--log-level`: `log.level`.
@@ -269,6 +417,21 @@ impl Config {
         if !flags.mqtt_listen.is_empty() {
             config.listeners.mqtt = flags.mqtt_listen.clone();
         }
+        if !flags.ws_listen.is_empty() {
+            config.listeners.ws = flags.ws_listen.clone();
+        }
+        if !flags.tls_listen.is_empty() {
+            config.listeners.tls = flags.tls_listen.clone();
+        }
+        if !flags.wss_listen.is_empty() {
+            config.listeners.wss = flags.wss_listen.clone();
+        }
+        if let Some(file) = &flags.tls_cert {
+            config.tls.cert_file = file.clone();
+        }
+        if let Some(file) = &flags.tls_key {
+            config.tls.key_file = file.clone();
+        }
         if let Some(n) = flags.worker_threads {
             config.runtime.worker_threads = n;
         }
@@ -285,17 +448,88 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks the listeners and the TLS settings they need.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let ls = &self.listeners;
+        if ls.all().next().is_none() {
+            return Err(invalid(
+                "listeners.mqtt",
+                "at least one listener (mqtt, ws, tls or wss) is needed",
+            ));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (kind, addr) in ls.all() {
+            if addr.port() != 0
+                && let Some(other) = seen.insert(addr, kind)
+            {
+                return Err(invalid(
+                    kind.key(),
+                    format!("{addr} is also in {}", other.key()),
+                ));
+            }
+        }
+        if let Some(addr) = ls
+            .proxy_protocol
+            .iter()
+            .find(|p| !ls.all().any(|(_, a)| a == **p))
+        {
+            return Err(invalid(
+                "listeners.proxy_protocol",
+                format!("{addr} is not the address of a listener"),
+            ));
+        }
+        if !ls.ws_path.starts_with('/') || ls.ws_path.contains(char::is_whitespace) {
+            return Err(invalid(
+                "listeners.ws_path",
+                format!("{:?} is not an absolute HTTP path", ls.ws_path),
+            ));
+        }
+        let t = &self.tls;
+        let needs_tls = ls.all().any(|(kind, _)| kind.is_tls());
+        if needs_tls {
+            if t.cert_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "a TLS or WSS listener needs a certificate chain (--tls-cert)",
+                ));
+            }
+            if t.key_file.as_os_str().is_empty() {
+                return Err(invalid(
+                    "tls.key_file",
+                    "a TLS or WSS listener needs the certificate's private key (--tls-key)",
+                ));
+            }
+        }
+        if t.client_auth != ClientAuth::None && t.client_ca_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "tls.client_ca_file",
+                "client certificates (tls.client_auth) are verified against a CA file",
+            ));
+        }
+        if t.username_from != UsernameFrom::Connect && t.client_auth == ClientAuth::None {
+            return Err(invalid(
+                "tls.username_from",
+                "needs client certificates (tls.client_auth = \"optional\" or \"required\")",
+            ));
+        }
+        if t.min_version != "1.2" && t.min_version != "1.3" {
+            return Err(invalid(
+                "tls.min_version",
+                format!("{:?}: must be \"1.2\" or \"1.3\"", t.min_version),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        if self.listeners.mqtt.is_empty() {
-            return Err(invalid("listeners.mqtt", "at least one address is needed"));
-        }
+        self.validate_listeners()?;
         if !self.listeners.allow_anonymous_public
-            && let Some(addr) = self.listeners.mqtt.iter().find(|a| !a.ip().is_loopback())
+            && let Some((kind, addr)) = self.listeners.all().find(|(_, a)| !a.ip().is_loopback())
         {
             return Err(invalid(
-                "listeners.mqtt",
+                kind.key(),
                 format!(
                     "{addr} is not a loopback address and Herald has no authentication \
                          configured; set listeners.allow_anonymous_public = true \
@@ -400,10 +634,14 @@ fn apply_env(
     const NOT_SETTINGS: [&str; 1] = ["HERALD_CONFIG"];
     for (name, raw) in env {
         // `--mqtt-listen`'s variable is a short name for listeners.mqtt.
-        let name = if name == "HERALD_MQTT_LISTEN" {
-            "HERALD_LISTENERS_MQTT".to_string()
-        } else {
-            name
+        let name = match name.as_str() {
+            "HERALD_MQTT_LISTEN" => "HERALD_LISTENERS_MQTT".to_string(),
+            "HERALD_WS_LISTEN" => "HERALD_LISTENERS_WS".to_string(),
+            "HERALD_TLS_LISTEN" => "HERALD_LISTENERS_TLS".to_string(),
+            "HERALD_WSS_LISTEN" => "HERALD_LISTENERS_WSS".to_string(),
+            "HERALD_TLS_CERT" => "HERALD_TLS_CERT_FILE".to_string(),
+            "HERALD_TLS_KEY" => "HERALD_TLS_KEY_FILE".to_string(),
+            _ => name,
         };
         let Some(rest) = name.strip_prefix("HERALD_") else {
             continue;

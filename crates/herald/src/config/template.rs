@@ -7,12 +7,14 @@ pub fn generate() -> String {
     let c = Config::default();
     let l = &c.limits;
     let s = &c.session;
-    let mqtt: Vec<String> = c
-        .listeners
-        .mqtt
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect();
+    let list = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let t = &c.tls;
     format!(
         r#"# Herald configuration. Every key can also be set with an environment variable named
 # HERALD_<SECTION>_<KEY> (for example HERALD_LIMITS_MAX_CONNECTIONS=50000), and some with a
@@ -21,8 +23,39 @@ pub fn generate() -> String {
 [listeners]
 # MQTT over TCP (flag --mqtt-listen, repeatable).
 mqtt = [{mqtt}]
+# MQTT over WebSocket, for browsers (flag --ws-listen, repeatable; [] for none).
+ws = [{ws}]
+# MQTT over TLS and over WebSocket over TLS (flags --tls-listen and --wss-listen); both use
+# the certificate of [tls].
+tls = [{tls}]
+wss = [{wss}]
+# The HTTP path of the WebSocket listeners (subprotocol "mqtt").
+ws_path = "{ws_path}"
+# Listeners, by address, behind a load balancer that sends a PROXY protocol header (v1 or
+# v2) first: logs and limits then see the client's own address. A connection without a
+# valid header on such a listener is refused.
+proxy_protocol = [{proxy}]
 # Herald has no authentication yet: a non-loopback address is refused unless this is true.
 allow_anonymous_public = {allow}
+
+[tls]
+# PEM certificate chain (leaf first) and private key of the tls and wss listeners (flags
+# --tls-cert, --tls-key). Replacing the files and sending SIGHUP makes new handshakes use
+# the new certificate; open connections stay up. A bad new pair is refused and logged, and
+# the old one stays in use.
+cert_file = "{cert}"
+key_file = "{key}"
+# Client certificates (mutual TLS): "none", "optional" or "required"; verified against the
+# CA certificates in client_ca_file.
+client_ca_file = "{client_ca}"
+client_auth = "{client_auth}"
+# The client's username: "connect" (from CONNECT), or from its certificate: "cn" (subject
+# Common Name) or "san" (first DNS, e-mail or URI Subject Alternative Name).
+username_from = "{username_from}"
+# Oldest TLS version accepted: "1.2" or "1.3".
+min_version = "{min_version}"
+# Seconds between checks of the certificate files for changes; 0: only SIGHUP reloads.
+watch_secs = {watch}
 
 [limits]
 # Open client connections; past it new ones are refused (v5: CONNACK 0x97 Quota exceeded).
@@ -132,6 +165,26 @@ level = "{level}"
         memtable = c.store.memtable_bytes,
         journal = c.store.max_journal_bytes,
         level = c.log.level,
-        mqtt = mqtt.join(", "),
+        mqtt = list(&c.listeners.mqtt),
+        ws = list(&c.listeners.ws),
+        tls = list(&c.listeners.tls),
+        wss = list(&c.listeners.wss),
+        ws_path = c.listeners.ws_path,
+        proxy = list(&c.listeners.proxy_protocol),
+        cert = t.cert_file.display(),
+        key = t.key_file.display(),
+        client_ca = t.client_ca_file.display(),
+        client_auth = match t.client_auth {
+            super::ClientAuth::None => "none",
+            super::ClientAuth::Optional => "optional",
+            super::ClientAuth::Required => "required",
+        },
+        username_from = match t.username_from {
+            super::UsernameFrom::Connect => "connect",
+            super::UsernameFrom::Cn => "cn",
+            super::UsernameFrom::San => "san",
+        },
+        min_version = t.min_version,
+        watch = t.watch_secs,
     )
 }

@@ -4,16 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::connection::Session as Conn;
+use super::transport::Transport;
 use bytes::BytesMut;
 use mqtt_codec::properties::{ConnAckProperties, PublishProperties};
 use mqtt_codec::{ConnAck, Connect, DecodeError, Packet, ProtocolVersion, QoS, ReasonCode, decode};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-use super::connection::Session as Conn;
 
 use crate::broker::message::{own_properties, own_str};
-use crate::broker::session::Will;
+use crate::broker::session::{Origin, Will};
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
 
@@ -27,7 +25,7 @@ pub(crate) enum FirstPacketError {
 
 /// Reads until the first whole packet has arrived.
 pub(crate) async fn first_packet(
-    stream: &TcpStream,
+    io: &mut Transport,
     rbuf: &mut BytesMut,
     max_packet_size: usize,
 ) -> Result<Packet, FirstPacketError> {
@@ -38,31 +36,24 @@ pub(crate) async fn first_packet(
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
         }
-        let closed = |reason| FirstPacketError::Closed(reason);
-        stream
-            .readable()
-            .await
-            .map_err(|_| closed(CloseReason::IoError))?;
-        rbuf.reserve(1024);
-        match stream.try_read_buf(rbuf) {
-            Ok(0) => return Err(closed(CloseReason::PeerClosed)),
+        match io.read_some(rbuf).await {
+            Ok(0) => return Err(FirstPacketError::Closed(CloseReason::PeerClosed)),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return Err(closed(CloseReason::IoError)),
+            Err(_) => return Err(FirstPacketError::Closed(CloseReason::IoError)),
         }
     }
 }
 
 /// Answers a CONNECT that failed to decode: a client asking for a protocol level Herald does
 /// not speak gets CONNACK 0x01 (3.1.1 form) before the close [MQTT-3.1.2-2].
-pub(crate) async fn refuse_undecodable(stream: &mut TcpStream, error: &DecodeError) {
+pub(crate) async fn refuse_undecodable(io: &mut Transport, error: &DecodeError) {
     if let DecodeError::UnsupportedProtocol { .. } = error {
         let ack = Packet::ConnAck(Box::new(ConnAck::new(
             ReasonCode::UnsupportedProtocolVersion,
             false,
         )));
         if let Ok(bytes) = ack.to_bytes(ProtocolVersion::V3_1_1) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.write_all(&bytes)).await;
         }
     }
 }
@@ -83,6 +74,8 @@ pub(crate) fn accept(
     tenant: &Arc<Tenant>,
     connect: Connect,
     open_connections: u64,
+    mut origin: Origin,
+    cert_username: Option<String>,
 ) -> Result<Accepted, (ReasonCode, ProtocolVersion)> {
     let v = connect.protocol;
     let cfg = &broker.config;
@@ -145,7 +138,12 @@ pub(crate) fn accept(
             (connect.keep_alive, None)
         };
 
+    // The certificate's name, when configured, replaces CONNECT's username.
+    origin.username = cert_username
+        .map(Into::into)
+        .or_else(|| connect.username.as_ref().map(own_str));
     let attached = broker.attach(tenant, client_id.clone(), connect.clean_start, v, expiry);
+    attached.session.lock().origin = Some(Box::new(origin));
     let mut connack = ConnAck::new(ReasonCode::Success, attached.present);
     if v.is_v5() {
         connack.properties = ConnAckProperties {

@@ -15,14 +15,17 @@ use bytes::BytesMut;
 use mqtt_codec::{ByteString, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use tokio::time::timeout;
 
+use super::Endpoint;
 use super::connect;
 use super::outgoing::Outgoing;
+use super::transport::{self, Link, TlsLink, Transport};
+use super::ws;
+use crate::broker::session::Origin;
 use crate::broker::session::{Session as BrokerSession, Will};
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
@@ -108,7 +111,7 @@ pub(crate) struct Aliases {
 
 /// A live connection: socket, buffers, protocol state.
 pub(crate) struct Live {
-    pub(crate) stream: TcpStream,
+    pub(crate) io: Transport,
     pub(crate) peer: SocketAddr,
     pub(crate) rbuf: BytesMut,
     pub(crate) out: Outgoing,
@@ -147,8 +150,6 @@ const ROUTE_BUDGET: u32 = 128 * 1024;
 
 /// Most reads per wake-up, so that one busy publisher cannot starve the worker thread.
 const READS_PER_WAKE: usize = 16;
-/// Read buffer reservation per read.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves one accepted connection until it closes; counts why it closed.
 ///
@@ -157,12 +158,13 @@ const READ_CHUNK: usize = 16 * 1024;
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
     broker: Arc<Broker>,
     shutdown: watch::Receiver<bool>,
 ) {
     broker.stats.accepted.fetch_add(1, Ordering::Relaxed);
     let open = broker.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
-    let reason = match Box::pin(handshake(stream, peer, &broker, shutdown, open)).await {
+    let reason = match Box::pin(handshake(stream, peer, endpoint, &broker, shutdown, open)).await {
         Ok((live, started)) => live.run(started).await,
         Err(reason) => {
             tracing::debug!(%peer, reason = reason.label(), "connection closed in handshake");
@@ -173,43 +175,174 @@ pub async fn serve(
     broker.stats.closed(reason);
 }
 
-/// Reads CONNECT within the connect timeout, attaches the session, sends CONNACK; or answers
-/// the refusal and says why the connection ends. On success, the connection's state and the
-/// outcome of sending CONNACK.
-async fn handshake(
-    mut stream: TcpStream,
+/// A connection whose transport handshakes are done and whose first packet arrived.
+struct Opened {
+    io: Transport,
+    /// The client's address (from the PROXY header when the listener expects one).
     peer: SocketAddr,
+    /// Bytes read after the first packet.
+    rbuf: BytesMut,
+    /// The username the client certificate carries (`tls.username_from`).
+    cert_username: Option<String>,
+    /// The first packet, or why it did not decode.
+    first: Result<Packet, mqtt_codec::DecodeError>,
+}
+
+/// The transport handshakes, in order: the PROXY header, TLS, the WebSocket upgrade; then
+/// the first MQTT packet.
+async fn open(
+    stream: TcpStream,
+    mut peer: SocketAddr,
+    endpoint: &Endpoint,
+    broker: &Broker,
+) -> Result<Opened, CloseReason> {
+    let mut rbuf = BytesMut::new();
+    if endpoint.proxy_protocol {
+        match transport::read_proxy_header(&stream).await {
+            Ok((addr, rest)) => {
+                if let Some(addr) = addr {
+                    peer = addr;
+                }
+                rbuf = rest;
+            }
+            Err(transport::ProxyError::Closed) => return Err(CloseReason::PeerClosed),
+            Err(transport::ProxyError::Invalid(why)) => {
+                tracing::info!(%peer, listener = endpoint.kind.label(), reason = %why, "PROXY header refused");
+                return Err(CloseReason::ProxyHeaderInvalid);
+            }
+        }
+    }
+    let mut cert_username = None;
+    let link = match &endpoint.tls {
+        Some(acceptor) => {
+            let tls = TlsLink::accept(stream, acceptor.config(), &rbuf)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        CloseReason::PeerClosed
+                    } else {
+                        CloseReason::TlsHandshakeFailed
+                    }
+                })?;
+            rbuf.clear();
+            if let Some(cert) = tls.peer_certificate() {
+                cert_username = super::tls::username_of(cert, acceptor.username_from());
+            }
+            Link::Tls(Box::new(tls))
+        }
+        None => Link::Tcp(stream),
+    };
+    let mut io = Transport::new(link, None);
+    if endpoint.kind.is_ws() {
+        rbuf = upgrade(&mut io, rbuf, &broker.config.listeners.ws_path, peer).await?;
+    }
+    let first =
+        match connect::first_packet(&mut io, &mut rbuf, broker.config.limits.max_packet_size).await
+        {
+            Ok(packet) => Ok(packet),
+            Err(connect::FirstPacketError::Closed(reason)) => return Err(reason),
+            Err(connect::FirstPacketError::Decode(e)) => Err(e),
+        };
+    Ok(Opened {
+        io,
+        peer,
+        rbuf,
+        cert_username,
+        first,
+    })
+}
+
+/// Reads the WebSocket upgrade request (after `already`, bytes read before) and answers
+/// it; returns the MQTT bytes the frames after it carried.
+async fn upgrade(
+    io: &mut Transport,
+    already: BytesMut,
+    path: &str,
+    peer: SocketAddr,
+) -> Result<BytesMut, CloseReason> {
+    let mut request = already;
+    let upgrade = loop {
+        match ws::parse_upgrade(&request, path) {
+            Ok(Some(upgrade)) => break upgrade,
+            Ok(None) => match io.read_some(&mut request).await {
+                Ok(0) | Err(_) => return Err(CloseReason::PeerClosed),
+                Ok(_) => {}
+            },
+            Err(refusal) => {
+                tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "WebSocket upgrade refused");
+                let _ = io
+                    .write_all(ws::refusal_response(&refusal).as_bytes())
+                    .await;
+                return Err(CloseReason::WebSocketRefused);
+            }
+        }
+    };
+    io.write_all(ws::response(&upgrade).as_bytes())
+        .await
+        .map_err(|_| CloseReason::IoError)?;
+    let mut rest = request.split_off(upgrade.len);
+    let mut framing = Box::<ws::Framing>::default();
+    let unframed = framing.unframe(&mut rest, 0);
+    io.set_ws(framing);
+    if unframed.is_err() {
+        io.shutdown().await;
+        return Err(CloseReason::ProtocolError);
+    }
+    Ok(rest)
+}
+
+/// Opens the transport and reads CONNECT within the connect timeout, attaches the session,
+/// sends CONNACK; or answers the refusal and says why the connection ends. On success, the
+/// connection's state and the outcome of sending CONNACK.
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
     broker: &Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
-    open: u64,
+    open_connections: u64,
 ) -> Result<(Box<Live>, Result<(), Closing>), CloseReason> {
     let limits = &broker.config.limits;
-    let mut rbuf = BytesMut::new();
-    let first = timeout(
+    let opening = timeout(
         Duration::from_secs(limits.connect_timeout_secs),
-        connect::first_packet(&stream, &mut rbuf, limits.max_packet_size),
+        open(stream, peer, &endpoint, broker),
     );
-    let connect = tokio::select! {
-        first = first => match first {
+    let mut opened = tokio::select! {
+        opened = opening => match opened {
             Err(_) => return Err(CloseReason::ConnectTimeout),
-            Ok(Ok(Packet::Connect(c))) => c,
-            // The first packet must be CONNECT [MQTT-3.1.0-1].
-            Ok(Ok(_)) => return Err(CloseReason::ProtocolError),
-            Ok(Err(connect::FirstPacketError::Closed(reason))) => return Err(reason),
-            Ok(Err(connect::FirstPacketError::Decode(e))) => {
-                // Before CONNACK there is no DISCONNECT; only an unsupported level is answered.
-                connect::refuse_undecodable(&mut stream, &e).await;
-                return Err(Closing::decode(&e).reason);
-            }
+            Ok(result) => result?,
         },
         _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
     };
-    match connect::accept(broker, &broker.default_tenant, *connect, open) {
+    let connect = match opened.first {
+        Ok(Packet::Connect(c)) => c,
+        // The first packet must be CONNECT [MQTT-3.1.0-1].
+        Ok(_) => return Err(CloseReason::ProtocolError),
+        Err(e) => {
+            // Before CONNACK there is no DISCONNECT; only an unsupported level is answered.
+            connect::refuse_undecodable(&mut opened.io, &e).await;
+            return Err(Closing::decode(&e).reason);
+        }
+    };
+    let origin = Origin {
+        peer: opened.peer,
+        listener: endpoint.kind,
+        username: None,
+    };
+    match connect::accept(
+        broker,
+        &broker.default_tenant,
+        *connect,
+        open_connections,
+        origin,
+        opened.cert_username,
+    ) {
         Ok(accepted) => {
             let mut live = Box::new(Live {
-                stream,
-                peer,
-                rbuf,
+                io: opened.io,
+                peer: opened.peer,
+                rbuf: opened.rbuf,
                 out: Outgoing::default(),
                 conn: accepted.conn,
                 broker: broker.clone(),
@@ -233,8 +366,9 @@ async fn handshake(
                 };
             let ack = Packet::ConnAck(Box::new(mqtt_codec::ConnAck::new(code, false)));
             if let Ok(bytes) = ack.to_bytes(version) {
-                let _ = timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+                let _ = timeout(Duration::from_secs(1), opened.io.write_all(&bytes)).await;
             }
+            let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
             Err(reason)
         }
     }
@@ -307,10 +441,12 @@ impl Live {
             }
         }
         // An error also reports ready; the read that follows returns it.
-        if self.stream.poll_read_ready(cx).is_ready() {
+        if self.io.poll_read_ready(cx).is_ready() {
             return Poll::Ready(Event::Readable);
         }
-        if !self.out.is_empty() && self.stream.poll_write_ready(cx).is_ready() {
+        if (!self.out.is_empty() || self.io.has_pending())
+            && self.io.poll_write_ready(cx).is_ready()
+        {
             return Poll::Ready(Event::Writable);
         }
         // Acknowledgements held until the store has their change on disk.
@@ -399,10 +535,7 @@ impl Live {
             if self.input_pending {
                 break;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
-            match self.stream.try_read_buf(&mut self.rbuf) {
+            match self.io.read(&mut self.rbuf) {
                 Ok(0) => return Err(Closing::new(CloseReason::PeerClosed)),
                 Ok(_) => self.process()?,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -450,7 +583,7 @@ impl Live {
         if let Some(d) = &self.broker.durable {
             self.out.release(d.journal.durable());
         }
-        match self.out.flush(&self.stream) {
+        match self.out.flush(&mut self.io) {
             Ok(true) => {
                 self.unwritable_since_ms = NONE;
                 Ok(())
@@ -478,9 +611,9 @@ impl Live {
         }
         if !self.out.is_empty() {
             // Best effort, briefly: a slow consumer is not waited for.
-            let _ = self.out.flush(&self.stream);
+            let _ = self.out.flush(&mut self.io);
         }
-        let _ = timeout(Duration::from_millis(200), self.stream.shutdown()).await;
+        let _ = timeout(Duration::from_millis(200), self.io.shutdown()).await;
         let session = self.conn.session.clone();
         if let Some(will) = self.conn.will.take() {
             if closing.reason == CloseReason::ClientDisconnect {
@@ -518,7 +651,12 @@ mod tests {
             .await
             .unwrap();
         let broker = crate::broker::Broker::new(crate::config::Config::default(), 10);
-        let fut = super::serve(stream, "127.0.0.1:1".parse().unwrap(), broker, rx);
+        let endpoint = std::sync::Arc::new(super::Endpoint {
+            kind: crate::config::ListenerKind::Mqtt,
+            proxy_protocol: false,
+            tls: None,
+        });
+        let fut = super::serve(stream, "127.0.0.1:1".parse().unwrap(), endpoint, broker, rx);
         let size = std::mem::size_of_val(&fut);
         let limit = if cfg!(debug_assertions) { 768 } else { 256 };
         assert!(

@@ -5,6 +5,9 @@ pub mod connection;
 mod deliver;
 mod outgoing;
 mod packets;
+pub mod tls;
+mod transport;
+mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +16,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::config::ListenerKind;
+
+/// A listener: what it speaks, shared by its connections.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// MQTT, WebSocket, TLS or WSS.
+    pub kind: ListenerKind,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// Certificates, for TLS and WSS listeners.
+    pub tls: Option<Arc<tls::TlsAcceptor>>,
+}
 
 /// TCP keepalive: a second line of dead-peer detection behind MQTT keep-alive.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
@@ -22,6 +37,7 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// handshakes happen in the connection's task.
 pub async fn accept_loop(
     listener: TcpListener,
+    endpoint: Arc<Endpoint>,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -38,6 +54,7 @@ pub async fn accept_loop(
                 tokio::spawn(connection::serve(
                     stream,
                     peer,
+                    endpoint.clone(),
                     broker.clone(),
                     shutdown.clone(),
                 ));

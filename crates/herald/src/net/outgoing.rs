@@ -11,11 +11,10 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
+use super::transport::Transport;
+use crate::store::journal::Ticket;
 use bytes::{Buf, Bytes, BytesMut};
 use mqtt_codec::{EncodeError, Packet, ProtocolVersion, Publish};
-use tokio::net::TcpStream;
-
-use crate::store::journal::Ticket;
 
 /// Chunks per vectored write.
 const MAX_IOV: usize = 64;
@@ -96,13 +95,14 @@ impl Outgoing {
         self.buffers().bytes(bytes);
     }
 
-    /// Writes as much as the socket takes without waiting. `Ok(true)` when everything was
-    /// written (and the buffers are released), `Ok(false)` when the socket is full.
-    pub(crate) fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
+    /// Writes as much as the connection takes without waiting. `Ok(true)` when everything
+    /// was written, down to what the transport held back (and the buffers are released),
+    /// `Ok(false)` when the socket is full.
+    pub(crate) fn flush(&mut self, io: &mut Transport) -> io::Result<bool> {
         let Some(buffers) = self.0.as_mut() else {
-            return Ok(true);
+            return io.flush();
         };
-        let done = buffers.flush(stream)?;
+        let done = buffers.flush(io)? && io.flush()?;
         if done && buffers.gate == 0 && buffers.held.is_empty() {
             self.0 = None;
         }
@@ -200,7 +200,7 @@ impl Buffers {
         }
     }
 
-    fn flush(&mut self, stream: &TcpStream) -> io::Result<bool> {
+    fn flush(&mut self, io: &mut Transport) -> io::Result<bool> {
         self.seal();
         while !self.chunks.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
@@ -208,7 +208,7 @@ impl Buffers {
             for (slot, chunk) in slices.iter_mut().zip(self.chunks.iter()) {
                 *slot = IoSlice::new(chunk);
             }
-            match stream.try_write_vectored(&slices[..n]) {
+            match io.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),

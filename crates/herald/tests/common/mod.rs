@@ -31,6 +31,8 @@ pub struct TestServer {
 pub fn config() -> Config {
     let mut c = Config::default();
     c.listeners.mqtt = vec!["127.0.0.1:0".parse().unwrap()];
+    // The default WebSocket port would clash between tests running at once.
+    c.listeners.ws = Vec::new();
     match std::env::var_os("TEST_WITH_STORE") {
         // The same conformance tests against the disk store: every acknowledgement then
         // waits for a group commit.
