@@ -1,6 +1,8 @@
 //! Starting and stopping the brokers `compare`, `restart` and `crash` measure, each on a
 //! loopback port with equivalent settings: anonymous clients, the same queue bound, and
-//! either no persistence or the broker's own store in the run directory ([`Setup`]).
+//! either no persistence or the broker's own store in the run directory ([`Setup`]); and for
+//! `compare --set transports`, TLS, WebSocket and WebSocket-over-TLS listeners next to the
+//! MQTT one ([`ExtraListeners`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,6 +13,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use crate::transport::TransportKind;
+use crate::transport::tls::CertFiles;
 
 /// A broker `compare` knows how to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +90,8 @@ pub struct Running {
     pub kind: Kind,
     /// Its MQTT listener.
     pub addr: SocketAddr,
+    /// Every listener, by transport (tcp is `addr`).
+    pub listeners: Vec<(TransportKind, SocketAddr)>,
     /// Its process id.
     pub pid: u32,
     /// The configuration it was started with (file contents or command line).
@@ -161,8 +168,28 @@ impl Fsync {
     }
 }
 
+/// Listeners beyond MQTT over TCP, all serving one certificate.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtraListeners {
+    /// The certificate and key of the TLS and WSS listeners.
+    pub cert: CertFiles,
+    /// Whether to open the WebSocket listeners (ws, wss) too: a mosquitto built without
+    /// WebSocket support does not start with one.
+    pub websockets: bool,
+}
+
+impl ExtraListeners {
+    /// The transports these listeners add to TCP.
+    pub fn kinds(&self) -> Vec<TransportKind> {
+        TransportKind::ALL
+            .into_iter()
+            .filter(|k| *k != TransportKind::Tcp && (self.websockets || !k.is_ws()))
+            .collect()
+    }
+}
+
 /// Settings a broker is started with beyond its kind.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Setup {
     /// In memory or on disk.
     pub durability: Durability,
@@ -172,6 +199,8 @@ pub struct Setup {
     pub port: Option<u16>,
     /// mosquitto's `autosave_interval` in seconds when persistent (its default is 1800).
     pub mosquitto_autosave_s: u32,
+    /// TLS and WebSocket listeners, when wanted.
+    pub extra: Option<ExtraListeners>,
 }
 
 impl Default for Setup {
@@ -181,6 +210,7 @@ impl Default for Setup {
             max_queued: 100_000,
             port: None,
             mosquitto_autosave_s: 1800,
+            extra: None,
         }
     }
 }
@@ -217,7 +247,11 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path, setup: &Setup) -> anyhow:
         None => free_port()?,
     };
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let (args, env, config) = launch_config(kind, &dir, port, setup)?;
+    let mut listeners = vec![(TransportKind::Tcp, addr)];
+    for kind in setup.extra.iter().flat_map(ExtraListeners::kinds) {
+        listeners.push((kind, ([127, 0, 0, 1], free_port()?).into()));
+    }
+    let (args, env, config) = launch_config(kind, &dir, &listeners, setup)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -237,13 +271,21 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path, setup: &Setup) -> anyhow:
     let mut running = Running {
         kind,
         addr,
+        listeners,
         pid,
         config,
         started_in: Duration::ZERO,
         child,
     };
+    // Started when every listener accepts; `waiting` is the first that does not yet.
+    let mut waiting = 0;
     while spawned.elapsed() < START_LIMIT {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        while let Some((_, at)) = running.listeners.get(waiting)
+            && tokio::net::TcpStream::connect(at).await.is_ok()
+        {
+            waiting += 1;
+        }
+        if waiting == running.listeners.len() {
             running.started_in = spawned.elapsed();
             return Ok(running);
         }
@@ -276,8 +318,21 @@ fn running_as_root() -> bool {
 
 type Launch = (Vec<String>, Vec<(String, String)>, String);
 
-/// Arguments, environment and a readable description of the configuration.
-fn launch_config(kind: Kind, dir: &Path, port: u16, setup: &Setup) -> anyhow::Result<Launch> {
+/// Arguments, environment and a readable description of the configuration. `listeners`
+/// starts with MQTT over TCP.
+fn launch_config(
+    kind: Kind,
+    dir: &Path,
+    listeners: &[(TransportKind, SocketAddr)],
+    setup: &Setup,
+) -> anyhow::Result<Launch> {
+    let port = listeners[0].1.port();
+    if setup.extra.is_some() && !matches!(kind, Kind::Herald | Kind::Mosquitto) {
+        bail!(
+            "{} is not run with TLS or WebSocket listeners here",
+            kind.name()
+        );
+    }
     let store = matches!(setup.durability, Durability::Store(_));
     if store && !matches!(kind, Kind::Herald | Kind::Mosquitto) {
         bail!("{} is only run in memory here", kind.name());
@@ -296,23 +351,30 @@ fn launch_config(kind: Kind, dir: &Path, port: u16, setup: &Setup) -> anyhow::Re
             let persistence = if store {
                 let data = dir.join("mosquitto-data");
                 std::fs::create_dir_all(&data)?;
-                // Started as root, mosquitto switches to the user `mosquitto`, which cannot
-                // write a directory root made; staying root keeps its store writable.
-                let user = if running_as_root() { "user root\n" } else { "" };
                 format!(
-                    "persistence true\npersistence_location {}/\nautosave_interval {}\n{user}",
+                    "persistence true\npersistence_location {}/\nautosave_interval {}\n",
                     data.display(),
                     setup.mosquitto_autosave_s
                 )
             } else {
                 "persistence false\n".to_string()
             };
+            // Started as root, mosquitto switches to the user `mosquitto`, which cannot
+            // write a directory root made, nor read a key in one: staying root keeps its
+            // store writable and its key readable.
+            let user = if running_as_root() && (store || setup.extra.is_some()) {
+                "user root\n"
+            } else {
+                ""
+            };
+            let extra = mosquitto_listeners(listeners, setup.extra.as_ref());
             conf_file(
                 "mosquitto.conf",
                 format!(
                     "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
-                     max_connections -1\nmax_queued_messages {}\nmax_inflight_messages 0\n\
-                     set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                     {user}max_connections -1\nmax_queued_messages {}\nmax_inflight_messages 0\n\
+                     set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n\
+                     {extra}",
                     setup.max_queued
                 ),
             )
@@ -349,10 +411,25 @@ fn launch_config(kind: Kind, dir: &Path, port: u16, setup: &Setup) -> anyhow::Re
                 "--log-level".into(),
                 "warn".into(),
             ];
-            let mut env = vec![(
-                "HERALD_LIMITS_MAX_QUEUED_MESSAGES".to_string(),
-                setup.max_queued.to_string(),
-            )];
+            let mut env = vec![
+                (
+                    "HERALD_LIMITS_MAX_QUEUED_MESSAGES".to_string(),
+                    setup.max_queued.to_string(),
+                ),
+                // No WebSocket listener on herald's default port unless one is asked for
+                // (--ws-listen below wins over the variable).
+                ("HERALD_LISTENERS_WS".to_string(), String::new()),
+            ];
+            for (transport, at) in &listeners[1..] {
+                args.push(format!("--{}-listen", transport.name()));
+                args.push(at.to_string());
+            }
+            if let Some(extra) = &setup.extra {
+                args.push("--tls-cert".into());
+                args.push(extra.cert.cert.display().to_string());
+                args.push("--tls-key".into());
+                args.push(extra.cert.key.display().to_string());
+            }
             match setup.durability {
                 Durability::InMemory => args.push("--in-memory".into()),
                 Durability::Store(fsync) => {
@@ -368,7 +445,40 @@ fn launch_config(kind: Kind, dir: &Path, port: u16, setup: &Setup) -> anyhow::Re
     }
 }
 
+/// mosquitto's listener blocks for the transports after the first (TCP) one.
+fn mosquitto_listeners(
+    listeners: &[(TransportKind, SocketAddr)],
+    extra: Option<&ExtraListeners>,
+) -> String {
+    let Some(extra) = extra else {
+        return String::new();
+    };
+    let mut conf = String::new();
+    for (transport, at) in &listeners[1..] {
+        conf.push_str(&format!("listener {} {}\n", at.port(), at.ip()));
+        if transport.is_ws() {
+            conf.push_str("protocol websockets\n");
+        }
+        if transport.is_tls() {
+            conf.push_str(&format!(
+                "certfile {}\nkeyfile {}\n",
+                extra.cert.cert.display(),
+                extra.cert.key.display()
+            ));
+        }
+    }
+    conf
+}
+
 impl Running {
+    /// The address of the listener for `transport`, if the broker has one.
+    pub fn addr_of(&self, transport: TransportKind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == transport)
+            .map(|(_, a)| *a)
+    }
+
     /// Stops the broker by its PID: SIGTERM, then SIGKILL after 5 s.
     pub async fn stop(self) {
         self.stop_within(Duration::from_secs(5)).await;

@@ -19,6 +19,7 @@ use crate::scenario::queue::{DrainSpec, FillSpec, RestartSpec};
 use crate::scenario::storm::StormSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
 use crate::scenario::{RunOptions, conns, crash, queue, storm, traffic};
+use crate::transport::{Connector, TransportArgs};
 
 /// Load generator for MQTT brokers.
 #[derive(Debug, Parser)]
@@ -226,6 +227,9 @@ pub struct Common {
     /// Print one JSON object with every figure instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Transport and TLS options.
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 /// The protocol level `--protocol` names.
@@ -286,12 +290,18 @@ impl BrokerArgs {
             mqtt_level(&self.protocol)?,
             60,
             Duration::from_secs(10),
+            Connector::default(),
         ))
     }
 }
 
-/// The client settings of a protocol level, keep-alive and timeout.
-pub fn client_config(mqtt_level: u8, keep_alive: u16, timeout: Duration) -> ClientConfig {
+/// The client settings of a protocol level, keep-alive, timeout and transport.
+pub fn client_config(
+    mqtt_level: u8,
+    keep_alive: u16,
+    timeout: Duration,
+    transport: Connector,
+) -> ClientConfig {
     ClientConfig {
         version: match mqtt_level {
             3 => ProtocolVersion::V3_1,
@@ -300,6 +310,7 @@ pub fn client_config(mqtt_level: u8, keep_alive: u16, timeout: Duration) -> Clie
         },
         keep_alive,
         timeout,
+        transport,
     }
 }
 
@@ -322,6 +333,7 @@ impl Common {
             timeout: Duration::from_secs_f64(self.timeout),
             broker_pid: self.broker_pid,
             quiet: self.json,
+            transport: self.transport.spec()?,
         })
     }
 }
@@ -555,7 +567,12 @@ fn one_target(common: &Common) -> anyhow::Result<(Target, ClientConfig)> {
     };
     Ok((
         target,
-        client_config(opts.mqtt_level, opts.keep_alive, opts.timeout),
+        client_config(
+            opts.mqtt_level,
+            opts.keep_alive,
+            opts.timeout,
+            Connector::new(&opts.transport)?,
+        ),
     ))
 }
 

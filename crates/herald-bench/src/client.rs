@@ -1,9 +1,11 @@
 //! A minimal MQTT client on `mqtt-codec`, made for load: one buffer each way, many packets
-//! per read and per write, nothing allocated per message.
+//! per read and per write, nothing allocated per message. It speaks over any
+//! [transport](crate::transport): TCP, TLS, WebSocket or WebSocket over TLS.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -11,9 +13,9 @@ use mqtt_codec::{
     Connect, Disconnect, MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe,
     decode,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+
+use crate::transport::{Connector, Stream};
 
 /// Where to connect, and from which local address.
 #[derive(Debug, Clone, Copy)]
@@ -25,14 +27,17 @@ pub struct Target {
 }
 
 /// Connection settings shared by every client of a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// MQTT version to speak.
     pub version: ProtocolVersion,
     /// Keep-alive announced in CONNECT; clients ping at half of it.
     pub keep_alive: u16,
-    /// Limit for TCP connect plus CONNECT/CONNACK (and SUBSCRIBE/SUBACK).
+    /// Limit for TCP connect, TLS and WebSocket handshakes and CONNECT/CONNACK (and
+    /// SUBSCRIBE/SUBACK).
     pub timeout: Duration,
+    /// How connections are opened: TCP, TLS, WebSocket or WebSocket over TLS.
+    pub transport: Connector,
 }
 
 /// Why a client failed; its `key` names it in reports.
@@ -52,6 +57,8 @@ pub enum Failure {
     Io(io::ErrorKind),
     /// The broker sent something the protocol does not allow here.
     Protocol(String),
+    /// The TLS handshake or the WebSocket upgrade failed.
+    Handshake(String),
 }
 
 impl Failure {
@@ -65,6 +72,7 @@ impl Failure {
             Failure::Rejected(code) => format!("rejected_0x{code:02x}"),
             Failure::Io(kind) => format!("io_{kind:?}").to_lowercase(),
             Failure::Protocol(_) => "protocol".into(),
+            Failure::Handshake(_) => "handshake".into(),
         }
     }
 }
@@ -83,15 +91,22 @@ impl From<io::Error> for Failure {
 /// Counts failures by reason.
 pub type FailureCounts = BTreeMap<String, u64>;
 
-/// Adds one failure to `counts`.
+/// Adds one failure to `counts`. The first handshake failure of a process is also printed:
+/// counts by reason would not say which certificate or header was wrong.
 pub fn count_failure(counts: &mut FailureCounts, f: &Failure) {
+    static HANDSHAKE_SHOWN: AtomicBool = AtomicBool::new(false);
+    if let Failure::Handshake(why) = f
+        && !HANDSHAKE_SHOWN.swap(true, Ordering::Relaxed)
+    {
+        eprintln!("herald-bench: handshake failed: {why}");
+    }
     *counts.entry(f.key()).or_default() += 1;
 }
 
 /// A connected MQTT client: the socket and its two buffers.
 pub struct Client {
     /// The connection.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read and not yet decoded.
     pub rbuf: BytesMut,
     /// Encoded packets not yet written.
@@ -117,15 +132,7 @@ impl Client {
         clean_start: bool,
     ) -> Result<Client, Failure> {
         let attempt = async {
-            let socket = match target.addr {
-                SocketAddr::V4(_) => TcpSocket::new_v4()?,
-                SocketAddr::V6(_) => TcpSocket::new_v6()?,
-            };
-            if let Some(source) = target.source {
-                socket.bind(SocketAddr::new(source, 0))?;
-            }
-            let stream = socket.connect(target.addr).await?;
-            stream.set_nodelay(true)?;
+            let stream = cfg.transport.connect(target).await?;
             let mut client = Client {
                 stream,
                 rbuf: BytesMut::with_capacity(4096),
@@ -211,7 +218,7 @@ impl Client {
         encode_into(packet, self.version, &mut self.wbuf);
     }
 
-    /// Writes the whole write buffer.
+    /// Writes the whole write buffer (framed first, over WebSocket).
     pub async fn flush(&mut self) -> io::Result<()> {
         self.stream.write_all_buf(&mut self.wbuf).await
     }

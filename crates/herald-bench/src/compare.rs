@@ -1,6 +1,9 @@
 //! `compare`: run one scenario set against several brokers, each started fresh for each
 //! scenario, and write the figures side by side (markdown table and JSON), with each broker's
-//! ratio to the best peer and, over several runs, the spread between runs.
+//! ratio to the best peer and, over several runs, the spread between runs. The `transports`
+//! set ([`transports`]) instead runs herald and mosquitto over TCP, TLS, WS and WSS.
+
+pub mod transports;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -13,6 +16,7 @@ use crate::brokers::{self, Durability, Fsync, Kind, Setup};
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
 use crate::scenario::{RunOptions, conns, traffic};
+use crate::transport::TransportSpec;
 
 /// Options of `compare`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,7 +27,8 @@ pub struct CompareArgs {
     pub brokers: Vec<String>,
     /// Scenario set: `smoke` (seconds; for tests), `quick` (about a minute per broker),
     /// `standard` (the full set), all with every broker in memory; or `persistence` (QoS 1
-    /// to persistent sessions, with herald and mosquitto each in memory and on disk).
+    /// to persistent sessions, with herald and mosquitto each in memory and on disk); or
+    /// `transports` (idle memory and fan-out over tcp, tls, ws and wss, herald and mosquitto).
     #[arg(long, default_value = "quick")]
     pub set: String,
     /// How many times to run the whole set; with 2 or more the spread is reported.
@@ -47,6 +52,13 @@ pub struct CompareArgs {
     /// The rumqttd executable (default: PATH).
     #[arg(long)]
     pub rumqttd_bin: Option<PathBuf>,
+    /// transports set: idle connections per transport (spread over enough worker processes
+    /// to stay under the open-file limit).
+    #[arg(long, default_value_t = 19_000)]
+    pub conns: usize,
+    /// transports set: seconds of each fan-out run.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
 }
 
 /// One scenario of a set.
@@ -170,7 +182,9 @@ pub fn scenario_set(name: &str) -> anyhow::Result<Vec<Item>> {
             persistent(traffic(Fanout, 1, 100, 1, 0.0, 10.0)),
             persistent(traffic(Fanout, 1, 100, 1, 50.0, 10.0)),
         ],
-        other => bail!("unknown --set {other:?}: smoke, quick, standard or persistence"),
+        other => {
+            bail!("unknown --set {other:?}: smoke, quick, standard, persistence or transports")
+        }
     })
 }
 
@@ -354,6 +368,9 @@ pub struct Cell {
 
 /// Runs `compare`.
 pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
+    if args.set == "transports" {
+        return transports::run(&args).await;
+    }
     let items = scenario_set(&args.set)?;
     let wanted: Vec<Kind> = if args.brokers.is_empty() {
         Kind::ALL.to_vec()
@@ -455,6 +472,7 @@ async fn run_one(
             timeout: Duration::from_secs(10),
             broker_pid: Some(running.pid),
             quiet: false,
+            transport: TransportSpec::tcp(),
         };
         let report = match item {
             Item::Conns(spec) => serde_json::to_value(conns::run(&opts, spec.clone()).await?)?,
@@ -606,7 +624,8 @@ fn markdown(c: &Comparison) -> String {
     s
 }
 
-fn number(v: f64) -> String {
+/// A figure rounded for a table: whole above 100, two decimals above 1, else four.
+pub(crate) fn number(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {

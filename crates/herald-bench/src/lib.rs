@@ -3,7 +3,8 @@
 //!
 //! # Map
 //!
-//! - [`client`]: a minimal MQTT client on `mqtt-codec` (batched reads and writes).
+//! - [`client`]: a minimal MQTT client on `mqtt-codec` (batched reads and writes), over a
+//!   [`transport`]: TCP, TLS, WebSocket or WebSocket over TLS (`--transport`).
 //! - [`scenario`]: `conns`, `fanout`/`fanin`/`p2p` ([`scenario::traffic`]) and `storm`,
 //!   each with a coordinator side (`run`) and a worker side (`worker`).
 //! - [`coord`] and [`worker`]: every run is carried out by worker processes (one or more,
@@ -23,4 +24,5 @@ pub mod procstat;
 pub mod proto;
 pub mod report;
 pub mod scenario;
+pub mod transport;
 pub mod worker;

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{ClientConfig, FailureCounts, Target};
+use crate::transport::{Connector, TransportSpec};
 
 /// Everything one worker needs to play its part.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +31,8 @@ pub struct WorkerSpec {
     pub keep_alive: u16,
     /// Per-operation timeout in milliseconds (connect, subscribe, ping).
     pub timeout_ms: u64,
+    /// How clients reach the broker.
+    pub transport: TransportSpec,
     /// Unique per run, so client ids and topics never collide with another run's.
     pub run_id: String,
     /// The scenario and its parameters.
@@ -37,13 +40,14 @@ pub struct WorkerSpec {
 }
 
 impl WorkerSpec {
-    /// The client settings the spec implies.
-    pub fn client_config(&self) -> ClientConfig {
-        crate::cli::client_config(
+    /// The client settings the spec implies (reads the TLS CA file, if any).
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        Ok(crate::cli::client_config(
             self.mqtt_level,
             self.keep_alive,
             std::time::Duration::from_millis(self.timeout_ms),
-        )
+            Connector::new(&self.transport)?,
+        ))
     }
 
     /// Where global client number `j` connects, and from where.

@@ -9,7 +9,6 @@ use anyhow::bail;
 use bytes::BytesMut;
 use mqtt_codec::{Packet, QoS};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -178,7 +177,7 @@ pub async fn worker(
     let progress = out.progress(done.clone());
     let (attempt_tx, mut attempt_rx) = mpsc::unbounded_channel::<Attempt>();
     let (check_tx, check_rx) = watch::channel(false);
-    let cfg = spec.client_config();
+    let cfg = spec.client_config()?;
     let mut holders = JoinSet::new();
     let start = Instant::now();
     for (n, j) in mine.enumerate() {
@@ -188,6 +187,7 @@ pub async fn worker(
         let id = format!("hb-{}-c{j}", spec.run_id);
         let topic = format!("hb/{}/c/{j}", spec.run_id);
         let keep_alive = spec.keep_alive;
+        let cfg = cfg.clone();
         holders.spawn(async move {
             let began = Instant::now();
             let connected = async {

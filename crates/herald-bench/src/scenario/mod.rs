@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::FailureCounts;
 use crate::procstat::{self, ProcSample};
 use crate::proto::{Event, ScenarioSpec, WorkerSpec};
+use crate::transport::TransportSpec;
 
 /// Options every scenario shares.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct RunOptions {
     pub broker_pid: Option<u32>,
     /// No progress bars (JSON output, or a caller that draws its own).
     pub quiet: bool,
+    /// How clients reach the broker.
+    pub transport: TransportSpec,
 }
 
 impl RunOptions {
@@ -52,6 +55,7 @@ impl RunOptions {
                 mqtt_level: self.mqtt_level,
                 keep_alive: self.keep_alive,
                 timeout_ms: self.timeout.as_millis() as u64,
+                transport: self.transport.clone(),
                 run_id: run_id.clone(),
                 scenario: scenario.clone(),
             })

@@ -17,8 +17,6 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use mqtt_codec::{Ack, Packet, Publish, QoS};
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
-use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout};
 
 use super::inbox::{Inbox, sequence};

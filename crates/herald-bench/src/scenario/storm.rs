@@ -191,7 +191,7 @@ pub async fn worker(
     cmds: &mut Commands,
     out: &Emitter,
 ) -> anyhow::Result<()> {
-    let cfg = spec.client_config();
+    let cfg = spec.client_config()?;
     let mine: Vec<usize> = spec.share(s.clients).collect();
     let done = Arc::new(AtomicU64::new(0));
     let progress = out.progress(done.clone());
@@ -200,6 +200,7 @@ pub async fn worker(
     for &j in &mine {
         let (limit, done) = (limit.clone(), done.clone());
         let (target, id) = (spec.target(j), client_id(spec, j));
+        let cfg = cfg.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let r = Client::connect(target, &cfg, &id, true).await;
@@ -234,7 +235,14 @@ pub async fn worker(
         for j in ids {
             let (target, id, s) = (spec.target(j), client_id(spec, j), s.clone());
             tasks.spawn(reconnect(
-                j, target, cfg, id, s, backoff, dropped_at, deadline,
+                j,
+                target,
+                cfg.clone(),
+                id,
+                s,
+                backoff,
+                dropped_at,
+                deadline,
             ));
         }
         let mut round = StormWorkerRound::default();
@@ -299,7 +307,7 @@ async fn reconnect(
         let left = deadline.saturating_duration_since(Instant::now());
         let cfg = ClientConfig {
             timeout: cfg.timeout.min(left),
-            ..cfg
+            ..cfg.clone()
         };
         match Client::connect(target, &cfg, &id, true).await {
             Ok(client) => {

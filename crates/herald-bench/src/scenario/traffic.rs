@@ -14,7 +14,6 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use mqtt_codec::{Ack, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
@@ -265,7 +264,7 @@ pub async fn worker(
     out: &Emitter,
 ) -> anyhow::Result<()> {
     let qos = QoS::from_u8(t.qos).context("--qos must be 0, 1 or 2")?;
-    let (subs, pubs, failures) = connect_all(spec, t, qos, out).await;
+    let (subs, pubs, failures) = connect_all(spec, t, qos, out).await?;
     out.send(Event::Ready {
         connected: (subs.len() + pubs.len()) as u64,
         failures,
@@ -359,11 +358,16 @@ pub async fn worker(
 type Connected = (Vec<Client>, Vec<(usize, Client)>, FailureCounts);
 
 /// Connects this worker's subscribers (and subscribes them), then its publishers.
-async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter) -> Connected {
+async fn connect_all(
+    spec: &WorkerSpec,
+    t: &TrafficSpec,
+    qos: QoS,
+    out: &Emitter,
+) -> anyhow::Result<Connected> {
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let _progress = out.progress(done.clone());
     let limit = Arc::new(Semaphore::new(256));
-    let cfg = spec.client_config();
+    let cfg = spec.client_config()?;
     let mut tasks = JoinSet::new();
     let persistent = t.persistent;
     for j in spec.share(t.subs) {
@@ -371,6 +375,7 @@ async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter
         let target = spec.target(j);
         let id = format!("hb-{}-s{j}", spec.run_id);
         let filter = t.filter(&spec.run_id, j);
+        let cfg = cfg.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let mut client = Client::connect(target, &cfg, &id, !persistent).await?;
@@ -383,6 +388,7 @@ async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter
         let (limit, done) = (limit.clone(), done.clone());
         let target = spec.target(t.subs + i);
         let id = format!("hb-{}-p{i}", spec.run_id);
+        let cfg = cfg.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let client = Client::connect(target, &cfg, &id, true).await?;
@@ -400,7 +406,7 @@ async fn connect_all(spec: &WorkerSpec, t: &TrafficSpec, qos: QoS, out: &Emitter
         }
     }
     pubs.sort_by_key(|(i, _)| *i);
-    (subs, pubs, failures)
+    Ok((subs, pubs, failures))
 }
 
 #[derive(Default)]

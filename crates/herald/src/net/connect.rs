@@ -39,8 +39,18 @@ pub(crate) async fn first_packet(
         match io.read_some(rbuf).await {
             Ok(0) => return Err(FirstPacketError::Closed(CloseReason::PeerClosed)),
             Ok(_) => {}
-            Err(_) => return Err(FirstPacketError::Closed(CloseReason::IoError)),
+            Err(e) => return Err(FirstPacketError::Closed(read_error(&e))),
         }
+    }
+}
+
+/// Why a failed read ends a connection: bytes a layer refused (a WebSocket frame breaking
+/// the protocol, a TLS record that does not decrypt) are a protocol error, the rest is I/O.
+pub(crate) fn read_error(e: &std::io::Error) -> CloseReason {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        CloseReason::ProtocolError
+    } else {
+        CloseReason::IoError
     }
 }
 

@@ -241,7 +241,13 @@ async fn open(
         match connect::first_packet(&mut io, &mut rbuf, broker.config.limits.max_packet_size).await
         {
             Ok(packet) => Ok(packet),
-            Err(connect::FirstPacketError::Closed(reason)) => return Err(reason),
+            Err(connect::FirstPacketError::Closed(reason)) => {
+                // A layer may have an answer queued (a WebSocket close frame and its code).
+                if io.has_pending() {
+                    io.shutdown().await;
+                }
+                return Err(reason);
+            }
             Err(connect::FirstPacketError::Decode(e)) => Err(e),
         };
     Ok(Opened {
@@ -539,7 +545,7 @@ impl Live {
                 Ok(0) => return Err(Closing::new(CloseReason::PeerClosed)),
                 Ok(_) => self.process()?,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return Err(Closing::new(CloseReason::IoError)),
+                Err(e) => return Err(Closing::new(connect::read_error(&e))),
             }
         }
         if self.rbuf.is_empty() {

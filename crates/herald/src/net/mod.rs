@@ -9,6 +9,76 @@ pub mod tls;
 mod transport;
 mod ws;
 
+/// The transport decoders (WebSocket frames, the WebSocket upgrade request, the PROXY
+/// protocol header) for the fuzz targets in `crates/herald/fuzz` and their corpus replay.
+#[doc(hidden)]
+pub mod fuzzing {
+    use bytes::BytesMut;
+
+    /// Feeds `input` to a WebSocket de-framer in pieces of the given sizes (cycled; the
+    /// rest in one piece when `splits` is empty) and returns the MQTT bytes it gave, or
+    /// `None` once it refused a frame. Checks what must hold whatever the input: no piece
+    /// gives more bytes than it had, and a refusal always queues a close frame.
+    pub fn ws_unframe(input: &[u8], splits: &[u8]) -> Option<Vec<u8>> {
+        let mut framing = super::ws::Framing::default();
+        let mut buf = BytesMut::new();
+        let mut rest = input;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let size = match splits.get(i % splits.len().max(1)) {
+                Some(&s) if s > 0 => usize::from(s).min(rest.len()),
+                _ => rest.len(),
+            };
+            i += 1;
+            let (piece, after) = rest.split_at(size);
+            rest = after;
+            let start = buf.len();
+            buf.extend_from_slice(piece);
+            match framing.unframe(&mut buf, start) {
+                Ok(n) => assert!(n <= piece.len() && buf.len() == start + n),
+                Err(_) => {
+                    assert!(
+                        framing.has_pending(),
+                        "a refused frame queues a close frame"
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(buf.to_vec())
+    }
+
+    /// Parses a WebSocket upgrade request for `path`: `Ok(Some(length))` when accepted,
+    /// `Ok(None)` while incomplete, `Err(status)` when refused.
+    pub fn ws_upgrade(input: &[u8], path: &str) -> Result<Option<usize>, &'static str> {
+        match super::ws::parse_upgrade(input, path) {
+            Ok(Some(u)) => {
+                assert!(u.len <= input.len());
+                assert!(super::ws::response(&u).starts_with("HTTP/1.1 101 "));
+                Ok(Some(u.len))
+            }
+            Ok(None) => Ok(None),
+            Err(refusal) => Err(refusal.status),
+        }
+    }
+
+    /// Parses a PROXY protocol header: the client address and the header's length,
+    /// `Ok(None)` while incomplete, or why it was refused.
+    pub fn proxy_header(
+        input: &[u8],
+    ) -> Result<Option<(Option<std::net::SocketAddr>, usize)>, String> {
+        match super::transport::parse_proxy_header(input) {
+            Ok(Some((addr, len))) => {
+                assert!(len <= input.len());
+                Ok(Some((addr, len)))
+            }
+            Ok(None) => Ok(None),
+            Err(super::transport::ProxyError::Invalid(why)) => Err(why),
+            Err(super::transport::ProxyError::Closed) => Err("closed".into()),
+        }
+    }
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 

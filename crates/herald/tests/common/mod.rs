@@ -58,9 +58,13 @@ pub async fn start() -> TestServer {
     start_with(config()).await
 }
 
+/// A byte stream a test client speaks MQTT over: TCP, or TLS over TCP.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// A client speaking raw MQTT through the codec.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Io>,
     pub rbuf: BytesMut,
     pub version: ProtocolVersion,
     next_id: u16,
@@ -72,7 +76,7 @@ impl Raw {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
         stream.set_nodelay(true).unwrap();
         Raw {
-            stream,
+            stream: Box::new(stream),
             rbuf: BytesMut::new(),
             version,
             next_id: 0,
@@ -82,8 +86,13 @@ impl Raw {
     /// A client on an open stream (no CONNECT yet).
     pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Raw {
         let _ = stream.set_nodelay(true);
+        Raw::over(stream, version)
+    }
+
+    /// A client over any byte stream (no CONNECT yet).
+    pub fn over(stream: impl Io + 'static, version: ProtocolVersion) -> Raw {
         Raw {
-            stream,
+            stream: Box::new(stream),
             rbuf: BytesMut::new(),
             version,
             next_id: 0,
@@ -98,6 +107,23 @@ impl Raw {
             Packet::ConnAck(ack) => (raw, *ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
+    }
+
+    /// Sends CONNECT (clean start, `id`) over an open stream; asserts a successful CONNACK.
+    pub async fn handshake(mut self, id: &str) -> Raw {
+        self.send(Packet::Connect(Box::new(Connect::new(
+            self.version,
+            id,
+            60,
+        ))))
+        .await;
+        match self.recv().await {
+            Packet::ConnAck(ack) => {
+                assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success, "{ack:?}")
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        self
     }
 
     /// Connects with clean start and the given id; asserts success.
@@ -332,4 +358,149 @@ pub fn listen_addr(
         .expect("herald logs its listen address")
         .parse()
         .expect("a socket address")
+}
+
+/// Test certificates: a CA, a server certificate it signed for localhost and 127.0.0.1, and
+/// client certificates on demand, as PEM files in a temporary directory.
+pub mod pki {
+    use std::path::PathBuf;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType,
+    };
+
+    pub struct Pki {
+        pub dir: tempfile::TempDir,
+        ca: CertifiedIssuer<'static, KeyPair>,
+        /// The CA certificate (PEM).
+        pub ca_file: PathBuf,
+        /// The server certificate chain and key (PEM).
+        pub cert_file: PathBuf,
+        pub key_file: PathBuf,
+    }
+
+    fn ca_params(name: &str) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p
+    }
+
+    impl Pki {
+        pub fn new() -> Pki {
+            let dir = tempfile::tempdir().unwrap();
+            let ca = CertifiedIssuer::self_signed(
+                ca_params("Herald test CA"),
+                KeyPair::generate().unwrap(),
+            )
+            .unwrap();
+            let ca_file = dir.path().join("ca.pem");
+            std::fs::write(&ca_file, ca.pem()).unwrap();
+            let mut pki = Pki {
+                cert_file: dir.path().join("server.pem"),
+                key_file: dir.path().join("server.key"),
+                dir,
+                ca,
+                ca_file,
+            };
+            pki.write_server("herald one");
+            pki
+        }
+
+        /// Writes a new server certificate (for localhost and 127.0.0.1, subject CN `cn`)
+        /// over the server files; returns its DER.
+        pub fn write_server(&mut self, cn: &str) -> Vec<u8> {
+            let (cert, key) = self.issue(cn, &["localhost", "127.0.0.1"]);
+            std::fs::write(&self.cert_file, cert.pem()).unwrap();
+            std::fs::write(&self.key_file, key.serialize_pem()).unwrap();
+            cert.der().to_vec()
+        }
+
+        fn issue(&self, cn: &str, sans: &[&str]) -> (rcgen::Certificate, KeyPair) {
+            let mut p =
+                CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &self.ca).unwrap();
+            (cert, key)
+        }
+
+        /// A client certificate with subject CN `cn` and, if given, a DNS SAN; returns the
+        /// certificate and key files.
+        pub fn client(&self, cn: &str, dns_san: Option<&str>) -> (PathBuf, PathBuf) {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            if let Some(dns) = dns_san {
+                p.subject_alt_names
+                    .push(SanType::DnsName(dns.try_into().unwrap()));
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &self.ca).unwrap();
+            self.write_pair(&format!("client-{cn}"), &cert.pem(), &key.serialize_pem())
+        }
+
+        /// A client certificate signed by a CA Herald does not trust.
+        pub fn rogue_client(&self) -> (PathBuf, PathBuf) {
+            let rogue =
+                CertifiedIssuer::self_signed(ca_params("Rogue CA"), KeyPair::generate().unwrap())
+                    .unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, "mallory");
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &rogue).unwrap();
+            self.write_pair("rogue", &cert.pem(), &key.serialize_pem())
+        }
+
+        fn write_pair(&self, name: &str, cert: &str, key: &str) -> (PathBuf, PathBuf) {
+            let c = self.dir.path().join(format!("{name}.pem"));
+            let k = self.dir.path().join(format!("{name}.key"));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            (c, k)
+        }
+    }
+
+    /// A TLS client config trusting the test CA, with a client certificate if given.
+    pub fn client_config(
+        ca_file: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        std::sync::Arc::new(match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => builder
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(cert)
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+        })
+    }
+
+    /// Opens a TLS connection to `addr` as `localhost`.
+    pub async fn tls_connect(
+        addr: std::net::SocketAddr,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    }
 }

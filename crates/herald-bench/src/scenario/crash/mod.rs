@@ -162,7 +162,13 @@ pub async fn run(cfg: &ClientConfig, spec: CrashSpec, quiet: bool) -> anyhow::Re
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = JoinSet::new();
     for id in &sub_ids {
-        let task = subscriber::run(target, *cfg, id.clone(), sub_rx.clone(), delivered.clone());
+        let task = subscriber::run(
+            target,
+            cfg.clone(),
+            id.clone(),
+            sub_rx.clone(),
+            delivered.clone(),
+        );
         subs.spawn(task);
     }
     let (pub_active, pub_rx) = watch::channel(true);
@@ -176,7 +182,13 @@ pub async fn run(cfg: &ClientConfig, spec: CrashSpec, quiet: bool) -> anyhow::Re
             window: spec.inflight.max(1),
             payload: spec.payload.max(8),
         };
-        let task = publisher::run(target, *cfg, format!("hb-crash-p{i}"), plan, pub_rx.clone());
+        let task = publisher::run(
+            target,
+            cfg.clone(),
+            format!("hb-crash-p{i}"),
+            plan,
+            pub_rx.clone(),
+        );
         pubs.spawn(async move { (i, task.await) });
     }
 

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use super::PROBE_ID;
