@@ -91,6 +91,32 @@ async fn tls_1_2_and_1_3_clients_exchange_messages_with_tcp_clients() {
         assert_eq!(origin(&s, name).listener, ListenerKind::Tls);
         c.disconnect().await;
     }
+    // TLS 1.3 key updates after the handshake: Herald answers with its own, and traffic
+    // flows on under the new keys both ways.
+    let mut stream = tls_connect(
+        tls,
+        client_config(&pki.ca_file, None, &[&rustls::version::TLS13]),
+    )
+    .await
+    .unwrap();
+    stream.get_mut().1.refresh_traffic_keys().unwrap();
+    let mut c = Raw::over(stream, V5).handshake("rekeyed").await;
+    c.subscribe("tcp/#", QoS::AtLeastOnce).await;
+    for round in 0..3 {
+        tcp.publish(
+            "tcp/k",
+            format!("round {round}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+        )
+        .await;
+        assert_eq!(
+            c.recv_publish().await.payload,
+            format!("round {round}").as_bytes()
+        );
+        c.publish("tls/k", b"back", QoS::AtLeastOnce, false).await;
+        assert_eq!(&tcp.recv_publish().await.payload[..], b"back");
+    }
     // A plain MQTT client on the TLS port fails the handshake (it is sent an alert, then the
     // connection closes); it is counted as such.
     let mut plain = TcpStream::connect(tls).await.unwrap();

@@ -11,12 +11,12 @@
 //! Handshakes (PROXY header, TLS, WebSocket upgrade) run in the connection's own task, under
 //! the connect timeout, so that a client that never finishes one holds up nobody else.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -37,37 +37,71 @@ pub(crate) enum Link {
     Tls(Box<TlsLink>),
 }
 
-/// A TLS connection: the socket and rustls' state.
+/// A TLS connection: the socket, rustls' state, and the TLS bytes in flight.
+///
+/// rustls' unbuffered API: Herald owns the buffers, so an idle TLS connection holds none
+/// (rustls' buffered `ServerConnection` keeps a 4 KiB read buffer per connection for good).
+/// Records are decrypted in place in `incoming` and copied once into the MQTT read buffer;
+/// plaintext is encrypted straight into `outgoing`.
 pub(crate) struct TlsLink {
     tcp: TcpStream,
-    tls: rustls::ServerConnection,
+    conn: rustls::server::UnbufferedServerConnection,
+    /// TLS bytes read and not yet processed: at most part of a record between reads.
+    incoming: BytesMut,
+    /// TLS bytes made and not yet written, from `out_at`.
+    outgoing: Vec<u8>,
+    out_at: usize,
+    /// Plaintext that arrived outside a read (with the handshake's last flight), handed
+    /// over by the next read.
+    backlog: BytesMut,
+    /// The peer sent close_notify.
+    peer_closed: bool,
 }
 
-/// `Read`/`Write` on a tokio socket without waiting (for rustls, which wants std io).
-struct Sock<'a>(&'a TcpStream);
-
-impl Read for Sock<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
-
-impl Write for Sock<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// Where processing the TLS bytes at hand left the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drive {
+    /// More bytes from the peer are needed.
+    NeedInput,
+    /// Application data can be sent; every whole record was processed.
+    Traffic,
+    /// Closed both ways.
+    Closed,
 }
 
 fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Runs `make` (rustls encoding or encrypting into a slice) at the end of `out`, growing it
+/// as rustls asks.
+fn append_with<E>(
+    out: &mut Vec<u8>,
+    mut make: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    needs: impl Fn(&E) -> Option<usize>,
+) -> Result<(), E> {
+    let start = out.len();
+    let mut room = 256;
+    loop {
+        out.resize(start + room, 0);
+        match make(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(e) => match needs(&e) {
+                Some(required) if required > room => room = required,
+                _ => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            },
+        }
+    }
 }
 
 impl TlsLink {
@@ -78,104 +112,253 @@ impl TlsLink {
         config: Arc<rustls::ServerConfig>,
         already: &[u8],
     ) -> io::Result<TlsLink> {
-        let tls = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
-        let mut link = TlsLink { tcp, tls };
-        let mut already = already;
-        while !already.is_empty() {
-            link.tls.read_tls(&mut already)?;
-            link.process()?;
-        }
+        let conn = rustls::server::UnbufferedServerConnection::new(config).map_err(tls_error)?;
+        let mut link = TlsLink {
+            tcp,
+            conn,
+            incoming: BytesMut::from(already),
+            outgoing: Vec::new(),
+            out_at: 0,
+            backlog: BytesMut::new(),
+            peer_closed: false,
+        };
         loop {
-            while link.tls.wants_write() {
-                match link.tls.write_tls(&mut Sock(&link.tcp)) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => link.tcp.writable().await?,
-                    Err(e) => return Err(e),
-                }
+            let mut early = std::mem::take(&mut link.backlog);
+            let drive = link.drive(&mut early);
+            link.backlog = early;
+            // The alert of a failed handshake goes out before the error is returned.
+            while !link.flush()? {
+                link.tcp.writable().await?;
             }
-            if !link.tls.is_handshaking() {
-                return Ok(link);
+            match drive? {
+                Drive::Traffic if !link.conn.is_handshaking() => return Ok(link),
+                Drive::Closed => return Err(io::ErrorKind::UnexpectedEof.into()),
+                // Waiting for the client's flight (the server may already send, but the
+                // client's certificate is not verified yet).
+                Drive::Traffic | Drive::NeedInput => {}
             }
-            match link.tls.read_tls(&mut Sock(&link.tcp)) {
+            link.incoming.reserve(4096);
+            match link.tcp.try_read_buf(&mut link.incoming) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => {
-                    link.process()?;
-                }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => link.tcp.readable().await?,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Processes the records read; on a TLS error, sends the alert rustls prepared.
-    fn process(&mut self) -> io::Result<rustls::IoState> {
-        match self.tls.process_new_packets() {
-            Ok(state) => Ok(state),
-            Err(e) => {
-                let _ = self.tls.write_tls(&mut Sock(&self.tcp));
-                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+    /// Processes the whole records in `incoming`: application data is appended to `plain`,
+    /// handshake and alert messages are encoded into `outgoing`.
+    fn drive(&mut self, plain: &mut BytesMut) -> io::Result<Drive> {
+        use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
+        let mut failed = None;
+        loop {
+            let TlsLink {
+                conn,
+                incoming,
+                outgoing,
+                peer_closed,
+                ..
+            } = self;
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(incoming);
+            let step = match state {
+                Err(e) => {
+                    // rustls has queued the alert: one more round encodes it (and only one:
+                    // bytes that failed to deframe would fail, and alert, again).
+                    if failed.is_some() {
+                        Some(Err(tls_error(e)))
+                    } else {
+                        failed = Some(e);
+                        self.incoming.advance(discard);
+                        continue;
+                    }
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    while let Some(record) = records.next_record() {
+                        let record = record.map_err(tls_error)?;
+                        discard += record.discard;
+                        plain.extend_from_slice(record.payload);
+                    }
+                    None
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    append_with(
+                        outgoing,
+                        |buf| data.encode(buf),
+                        |e| match e {
+                            EncodeError::InsufficientSize(s) => Some(s.required_size),
+                            _ => None,
+                        },
+                    )
+                    .map_err(io::Error::other)?;
+                    None
+                }
+                Ok(ConnectionState::TransmitTlsData(data)) => {
+                    // Written, in order, by the next flush.
+                    data.done();
+                    None
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    *peer_closed = true;
+                    None
+                }
+                Ok(ConnectionState::BlockedHandshake) => Some(Ok(Drive::NeedInput)),
+                Ok(ConnectionState::WriteTraffic(_)) => Some(Ok(Drive::Traffic)),
+                Ok(ConnectionState::Closed) => Some(Ok(Drive::Closed)),
+                Ok(_) => Some(Err(io::Error::other("unexpected TLS state (early data)"))),
+            };
+            self.incoming.advance(discard);
+            match (step, failed.take()) {
+                (_, Some(e)) => return Err(tls_error(e)),
+                (Some(result), None) => return result,
+                (None, None) => {}
             }
         }
     }
 
     /// The client's certificate chain, leaf first (mTLS).
     pub(crate) fn peer_certificate(&self) -> Option<&[u8]> {
-        self.tls
+        self.conn
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| c.as_ref())
     }
 
-    /// Appends the plaintext available to `buf`: everything rustls has decrypted, else what
+    /// Appends the plaintext available to `buf`: what the records at hand carry, else what
     /// the socket has now. `Ok(0)` at the end of the stream.
     fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if !self.backlog.is_empty() {
+            let n = self.backlog.len();
+            buf.extend_from_slice(&self.backlog);
+            self.backlog = BytesMut::new();
+            return Ok(n);
+        }
         loop {
-            let state = self.process()?;
-            let n = state.plaintext_bytes_to_read();
-            if n > 0 {
-                let len = buf.len();
-                buf.resize(len + n, 0);
-                self.tls.reader().read_exact(&mut buf[len..])?;
-                return Ok(n);
-            }
-            if state.peer_has_closed() {
-                return Ok(0);
-            }
-            if self.tls.wants_write() {
+            let before = buf.len();
+            let drive = self.drive(buf)?;
+            if self.has_pending() {
                 // A key update's answer, or an alert: best effort, the rest goes with the
                 // next write.
                 let _ = self.flush();
             }
-            match self.tls.read_tls(&mut Sock(&self.tcp)) {
+            if buf.len() > before {
+                return Ok(buf.len() - before);
+            }
+            if self.peer_closed || drive == Drive::Closed {
+                return Ok(0);
+            }
+            if self.incoming.capacity() - self.incoming.len() < 1024 {
+                self.incoming.reserve(READ_CHUNK);
+            }
+            match self.tcp.try_read_buf(&mut self.incoming) {
                 Ok(0) => return Ok(0),
                 Ok(_) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if self.incoming.is_empty() {
+                        // Idle: keep no buffer.
+                        self.incoming = BytesMut::new();
+                    }
+                    return Err(e);
+                }
             }
         }
     }
 
-    /// Writes the TLS records waiting; `Ok(true)` once none is left.
+    fn has_pending(&self) -> bool {
+        self.out_at < self.outgoing.len()
+    }
+
+    /// Writes the TLS bytes waiting; `Ok(true)` once none is left.
     fn flush(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(&mut Sock(&self.tcp)) {
+        while self.has_pending() {
+            match self.tcp.try_write(&self.outgoing[self.out_at..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
+                Ok(n) => self.out_at += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
+        self.outgoing = Vec::new();
+        self.out_at = 0;
         Ok(true)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // Records already made go first; while they wait, no more is taken (so rustls'
-        // buffer stays bounded and a slow reader is seen as one).
+        use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
+        // Records already made go first; while they wait, no more is taken (so the buffer
+        // stays bounded and a slow reader is seen as one).
         if !self.flush()? {
             return Err(would_block());
         }
-        let n = self.tls.writer().write_vectored(bufs)?;
+        let mut taken = 0;
+        for attempt in 0..2 {
+            let TlsLink {
+                conn,
+                incoming,
+                outgoing,
+                ..
+            } = self;
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+            let traffic = match state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    for b in bufs {
+                        append_with(
+                            outgoing,
+                            |out| traffic.encrypt(b, out),
+                            |e| match e {
+                                EncryptError::InsufficientSize(s) => Some(s.required_size),
+                                _ => None,
+                            },
+                        )
+                        .map_err(io::Error::other)?;
+                        taken += b.len();
+                    }
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => return Err(tls_error(e)),
+            };
+            self.incoming.advance(discard);
+            if traffic {
+                break;
+            }
+            if attempt == 1 {
+                return Err(io::Error::other("TLS connection cannot send"));
+            }
+            // Messages to process first (rare: reads process everything they get).
+            let mut backlog = std::mem::take(&mut self.backlog);
+            let drive = self.drive(&mut backlog);
+            self.backlog = backlog;
+            if drive? == Drive::Closed {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+        }
         self.flush()?;
-        Ok(n)
+        Ok(taken)
+    }
+
+    /// Sends close_notify, best effort.
+    fn close_notify(&mut self) {
+        use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
+        let TlsLink {
+            conn,
+            incoming,
+            outgoing,
+            ..
+        } = self;
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(incoming);
+        if let Ok(ConnectionState::WriteTraffic(mut traffic)) = state {
+            let _ = append_with(
+                outgoing,
+                |out| traffic.queue_close_notify(out),
+                |e| match e {
+                    EncryptError::InsufficientSize(s) => Some(s.required_size),
+                    _ => None,
+                },
+            );
+        }
+        self.incoming.advance(discard);
+        let _ = self.flush();
     }
 }
 
@@ -220,7 +403,7 @@ impl Link {
     fn has_pending(&self) -> bool {
         match self {
             Link::Tcp(_) => false,
-            Link::Tls(t) => t.tls.wants_write(),
+            Link::Tls(t) => t.has_pending(),
         }
     }
 
@@ -231,8 +414,7 @@ impl Link {
                 let _ = s.shutdown().await;
             }
             Link::Tls(t) => {
-                t.tls.send_close_notify();
-                let _ = t.flush();
+                t.close_notify();
                 let _ = t.tcp.shutdown().await;
             }
         }
@@ -288,6 +470,11 @@ impl Transport {
 
     /// Readiness to read.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Link::Tls(t) = &self.link
+            && !t.backlog.is_empty()
+        {
+            return Poll::Ready(Ok(()));
+        }
         self.link.tcp().poll_read_ready(cx)
     }
 
