@@ -4,7 +4,7 @@
 //! MQTT packets may span frames and one frame may hold several packets, so frames are not
 //! messages here: their payloads are unmasked straight into the connection's MQTT read
 //! buffer, in place, as they arrive. A WebSocket connection therefore keeps no buffer of its
-//! own (an idle one costs this struct, about 48 bytes), where message-oriented crates hold a
+//! own (an idle one costs this struct, 104 bytes, boxed), where message-oriented crates hold a
 //! read buffer per connection (tungstenite's defaults to 128 KiB). tungstenite is used for
 //! what it does well and what is easy to get subtly wrong: parsing frame headers and the
 //! handshake's accept key. Writes go out as one binary frame per vectored write: a burst of
@@ -451,6 +451,12 @@ mod tests {
     const REQUEST: &str = "GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
         Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n";
+
+    #[test]
+    fn framing_state_stays_small() {
+        // Paid by every idle WebSocket connection (docs/benchmarks.md).
+        assert!(std::mem::size_of::<Framing>() <= 104);
+    }
 
     #[test]
     fn upgrade_request_is_accepted_with_the_rfc_example_key() {
