@@ -587,8 +587,10 @@ pub(crate) fn parse_proxy_header(
         ));
     }
     if bytes.starts_with(b"PROXY") || b"PROXY".starts_with(bytes) {
-        // Version 1: one text line of at most 107 bytes, parsed once it is whole.
-        let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else {
+        // Version 1: one text line of at most 107 bytes, parsed once it is whole. A CR or
+        // LF anywhere else in it is refused (ppp would stop reading at a lone CR).
+        let window = &bytes[..bytes.len().min(V1_MAX)];
+        let Some(end) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
             if bytes.len() >= V1_MAX {
                 return Err(ProxyError::Invalid(
                     "PROXY v1: no CRLF within 107 bytes".into(),
@@ -596,6 +598,15 @@ pub(crate) fn parse_proxy_header(
             }
             return Ok(None);
         };
+        match bytes.get(end..end + 2) {
+            Some(b"\r\n") => {}
+            None if bytes[end] == b'\r' => return Ok(None),
+            _ => {
+                return Err(ProxyError::Invalid(
+                    "PROXY v1: a CR or LF before the line's CRLF".into(),
+                ));
+            }
+        }
         let line = &bytes[..end + 2];
         let header = v1::Header::try_from(line)
             .map_err(|e| ProxyError::Invalid(format!("PROXY v1: {e}")))?;
@@ -605,6 +616,15 @@ pub(crate) fn parse_proxy_header(
             v1::Addresses::Unknown => None,
         };
         return Ok(Some((addr, line.len())));
+    }
+    // Version 2 announces its length in bytes 14-15: one too long is refused at once.
+    if let Some(len) = bytes.get(14..16) {
+        let total = 16 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if total > MAX_PROXY_HEADER {
+            return Err(ProxyError::Invalid(format!(
+                "PROXY v2: a {total}-byte header, over {MAX_PROXY_HEADER}"
+            )));
+        }
     }
     let header = v2::Header::try_from(bytes);
     if header.is_incomplete() {

@@ -82,10 +82,11 @@ impl Framing {
     }
 
     /// Turns the raw bytes `buf[start..]` into the MQTT bytes they carry, in place.
+    /// Nothing after a close frame is read.
     pub(crate) fn unframe(&mut self, buf: &mut BytesMut, start: usize) -> io::Result<usize> {
         let end = buf.len();
         let (mut r, mut w) = (start, start);
-        while r < end {
+        while r < end && !self.closed {
             if !self.in_frame {
                 r += self.take_header(&buf[r..end])?;
                 if self.in_frame && self.left == 0 {
@@ -192,10 +193,16 @@ impl Framing {
                 self.push_control(OpCode::Control(Control::Pong), &payload);
             }
             Some(Control::Close) => {
-                // Echo the status code, then the stream ends.
-                let code = match self.control_in.get(..2) {
-                    Some(&[a, b]) => u16::from_be_bytes([a, b]),
-                    _ => CLOSE_NORMAL,
+                // Echo a valid status code, then the stream ends (RFC 6455 §5.5.1, §7.4).
+                let code = match *self.control_in.as_slice() {
+                    [] => CLOSE_NORMAL,
+                    [a, b, ..] if valid_close_code(u16::from_be_bytes([a, b])) => {
+                        u16::from_be_bytes([a, b])
+                    }
+                    _ => {
+                        self.close(CLOSE_PROTOCOL);
+                        return Err(protocol_error("a close frame with an invalid status"));
+                    }
                 };
                 self.close(code);
             }
@@ -313,6 +320,12 @@ impl Framing {
     }
 }
 
+/// Status codes a close frame may carry: the defined ones that an endpoint may send, and
+/// those registered or private (RFC 6455 §7.4).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// XORs `bytes` with the masking key, then rotates the key to the byte after them.
 fn unmask(bytes: &mut [u8], mask: &mut [u8; 4]) {
     for (i, b) in bytes.iter_mut().enumerate() {
@@ -356,6 +369,12 @@ pub(crate) fn parse_upgrade(bytes: &[u8], path: &str) -> Result<Option<Upgrade>,
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) if len > MAX_REQUEST => {
+            return Err(refuse(
+                "431 Request Header Fields Too Large",
+                "request longer than 8 KiB",
+            ));
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if bytes.len() >= MAX_REQUEST => {
             return Err(refuse(
