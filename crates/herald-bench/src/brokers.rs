@@ -419,6 +419,7 @@ fn launch_config(
                 // No WebSocket listener on herald's default port unless one is asked for
                 // (--ws-listen below wins over the variable).
                 ("HERALD_LISTENERS_WS".to_string(), String::new()),
+                ("HERALD_HTTP_LISTEN".to_string(), String::new()),
             ];
             for (transport, at) in &listeners[1..] {
                 args.push(format!("--{}-listen", transport.name()));

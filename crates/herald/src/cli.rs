@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// MQTT over WebSocket over TLS, repeatable (listeners.wss) [env: HERALD_WSS_LISTEN].
     #[arg(long = "wss-listen")]
     pub wss_listen: Vec<SocketAddr>,
+    /// HTTP API, metrics and health address; "" for none (http.listen) [env: HERALD_HTTP_LISTEN].
+    #[arg(long = "http-listen")]
+    pub http_listen: Option<String>,
     /// PEM certificate chain for TLS and WSS (tls.cert_file) [env: HERALD_TLS_CERT].
     #[arg(long = "tls-cert")]
     pub tls_cert: Option<PathBuf>,
@@ -85,6 +88,7 @@ impl ServeArgs {
             ws_listen: self.ws_listen.clone(),
             tls_listen: self.tls_listen.clone(),
             wss_listen: self.wss_listen.clone(),
+            http_listen: self.http_listen.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             worker_threads: self.worker_threads,

@@ -8,15 +8,18 @@
 //!   delivery, vectored writes).
 //! - [`config`]: the configuration, its layering (file < `HERALD_*` < flags) and validation.
 //! - [`server`]: binds the listeners, runs, drains on shutdown.
+//! - [`api`]: the HTTP API (`/api/v1`), health endpoints.
 //! - [`runtime`]: worker threads from the CPU quota, the open-file limit.
 //! - [`store`]: durable state — the `Store` trait, the disk store (fjall), group commit.
 //! - [`cli`]: the command line.
 //!
 //! The data flow and the concurrency model are described in `docs/architecture.md`.
 
+pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod server;

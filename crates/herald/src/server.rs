@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::ApiState;
 use crate::broker::Broker;
 use crate::broker::durable::Durable;
 use crate::config::{Config, ListenerKind};
@@ -28,6 +29,8 @@ pub struct Server {
     addrs: Vec<(ListenerKind, SocketAddr)>,
     mqtt_addrs: Vec<SocketAddr>,
     tls: Option<Arc<TlsAcceptor>>,
+    http_addr: Option<SocketAddr>,
+    api: Option<Arc<ApiState>>,
     accept_loops: Vec<JoinHandle<()>>,
 }
 
@@ -64,6 +67,14 @@ impl Server {
             });
             listeners.push((listener, endpoint));
         }
+        let http_listener = match config.http.addr() {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
         let durable = open_store(&config)?;
         let broker = Broker::with_store(config, max_connections, durable);
         if broker.durable.is_some() {
@@ -115,6 +126,24 @@ impl Server {
                 broker.clone(),
             )));
         }
+        let mut http_addr = None;
+        let api = match http_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, "listening for HTTP (API, health)");
+                http_addr = Some(addr);
+                let api = ApiState::new(broker.clone())?;
+                accept_loops.push(tokio::spawn(crate::api::serve(
+                    listener,
+                    api.clone(),
+                    shutdown.subscribe(),
+                )));
+                accept_loops.push(tokio::spawn(api.clone().sweep_keys(shutdown.subscribe())));
+                api.ready.store(true, Ordering::Relaxed);
+                Some(api)
+            }
+            None => None,
+        };
         let sweeper = broker.clone();
         accept_loops.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -133,6 +162,8 @@ impl Server {
             addrs,
             mqtt_addrs,
             tls,
+            http_addr,
+            api,
             accept_loops,
         })
     }
@@ -140,6 +171,11 @@ impl Server {
     /// The MQTT-over-TCP listeners' addresses (with the ports the system chose for port 0).
     pub fn mqtt_addrs(&self) -> &[SocketAddr] {
         &self.mqtt_addrs
+    }
+
+    /// The HTTP API's address, if it listens.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The addresses of the listeners of `kind`.
@@ -168,6 +204,9 @@ impl Server {
     /// Stops accepting, tells every connection to close (v5 clients get DISCONNECT 0x8B),
     /// and waits up to `grace` for them to finish.
     pub async fn shutdown(self, grace: Duration) {
+        if let Some(api) = &self.api {
+            api.ready.store(false, Ordering::Relaxed);
+        }
         self.broker.begin_shutdown();
         let _ = self.shutdown.send(true);
         for task in self.accept_loops {

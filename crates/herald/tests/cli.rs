@@ -16,6 +16,7 @@ fn herald() -> Command {
     c.env("HERALD_STORE_IN_MEMORY", "true");
     // No WebSocket listener on the default port, which tests running at once would share.
     c.env("HERALD_LISTENERS_WS", "");
+    c.env("HERALD_HTTP_LISTEN", "");
     c
 }
 
@@ -120,7 +121,7 @@ fn spawn_with_fd_limit(
     std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let script = format!(
-        "ulimit -n {limit} && HERALD_LISTENERS_WS= exec {} serve --mqtt-listen 127.0.0.1:0 --in-memory --log-level info",
+        "ulimit -n {limit} && HERALD_LISTENERS_WS= HERALD_HTTP_LISTEN= exec {} serve --mqtt-listen 127.0.0.1:0 --in-memory --log-level info",
         env!("CARGO_BIN_EXE_herald")
     );
     let mut child = Command::new("sh")

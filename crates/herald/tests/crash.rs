@@ -56,6 +56,7 @@ fn start(dir: &Path, fsync: &str) -> Herald {
         .arg(dir)
         .env("HERALD_STORE_FSYNC", fsync)
         .env("HERALD_LISTENERS_WS", "")
+        .env("HERALD_HTTP_LISTEN", "")
         .env("HERALD_STORE_MEMTABLE_BYTES", "65536")
         .env("HERALD_STORE_MIN_FREE_DISK_BYTES", "0")
         .stdin(Stdio::null())

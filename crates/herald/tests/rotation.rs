@@ -59,6 +59,7 @@ async fn sighup_rotates_the_certificate_and_keeps_connections() {
         .arg("--tls-key")
         .arg(&pki.key_file)
         .env("HERALD_LISTENERS_WS", "")
+        .env("HERALD_HTTP_LISTEN", "")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

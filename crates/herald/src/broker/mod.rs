@@ -151,17 +151,18 @@ impl Broker {
 
     /// Publishes `message` in `tenant`: keeps it if retained, routes it.
     pub fn publish(&self, tenant: &Tenant, message: &Arc<Message>) -> router::Routed {
-        self.publish_with(tenant, message, None).routed
+        self.publish_with(tenant, message, |_| None).routed
     }
 
     /// Publishes `message` in `tenant`, and with a store, writes it (once, with the stored
     /// sessions it was queued for), its retained copy and `extra` (the publisher's QoS 2
-    /// packet id) as one unit. The ticket says when all of it is on disk.
+    /// packet id; the HTTP API's idempotency record, made from the number of sessions the
+    /// message matched) as one unit. The ticket says when all of it is on disk.
     pub fn publish_with(
         &self,
         tenant: &Tenant,
         message: &Arc<Message>,
-        extra: Option<Op>,
+        extra: impl FnOnce(usize) -> Option<Op>,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let retain = message.retain && self.config.session.retain_available;
@@ -170,6 +171,8 @@ impl Broker {
                 tenant.retained.set(message, || ());
             }
             let routed = router::route(tenant, message, &self.config.limits, &self.stats);
+            // Nothing to write; the caller still hears what was matched.
+            let _ = extra(routed.matched);
             return Published { routed, ticket: 0 };
         };
         // QoS 1/2 messages are numbered before routing: a subscriber may finish its delivery
@@ -181,7 +184,7 @@ impl Broker {
         let mut routed = router::route(tenant, message, &self.config.limits, &self.stats);
         let mut ops = Vec::new();
         durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
-        ops.extend(extra);
+        ops.extend(extra(routed.matched));
         let submit = |ops: Vec<Op>| {
             if numbered {
                 durable.submit_message(message, ops)
@@ -229,6 +232,7 @@ impl Broker {
                 }
                 st.generation += 1;
                 st.connected = true;
+                st.kicked = false;
                 st.protocol = protocol;
                 st.expiry_interval = expiry_interval;
                 let generation = st.generation;
@@ -252,6 +256,7 @@ impl Broker {
             let mut st = session.lock();
             st.generation = 1;
             st.connected = true;
+            st.kicked = false;
             st.expiry_interval = expiry_interval;
             self.store_session(tenant, &session, &mut st)
         };
@@ -363,6 +368,39 @@ impl Broker {
         tenant.sessions.remove_if(&session.client_id, session.id);
         if let Some(will) = will {
             self.publish(tenant, &will.message(session.id));
+        }
+    }
+
+    /// Asks the connection attached to `session`, if any, to close (v5: DISCONNECT 0x98
+    /// Administrative action). Returns whether one was attached.
+    pub fn kick(&self, session: &Session) -> bool {
+        let connected = {
+            let mut st = session.lock();
+            st.kicked = st.connected;
+            st.connected
+        };
+        if connected {
+            session.wake();
+        }
+        connected
+    }
+
+    /// Deletes `tenant`'s retained message on the topic of `empty` (a retained message
+    /// with no payload) without routing anything; the ticket says when the store has it.
+    pub fn clear_retained(
+        &self,
+        tenant: &Tenant,
+        empty: &Arc<Message>,
+    ) -> crate::store::journal::Ticket {
+        match &self.durable {
+            None => tenant.retained.set(empty, || 0),
+            Some(d) => tenant.retained.set(empty, || {
+                d.journal.submit(
+                    d.retained_op(&tenant.name, empty)
+                        .into_iter()
+                        .collect::<Vec<_>>(),
+                )
+            }),
         }
     }
 

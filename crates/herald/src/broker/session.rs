@@ -244,6 +244,8 @@ pub struct SessionState {
     /// The stored side of a persistent session (`None` without a store, or for a session
     /// that ends with its connection). Boxed: most connections' sessions have none.
     pub durable: Option<Box<DurableSession>>,
+    /// An operator asked the attached connection to close (DISCONNECT 0x98).
+    pub kicked: bool,
     /// Where the attached (or last) connection came from (`None` for a session restored
     /// from the store that no client has resumed yet).
     pub origin: Option<Box<Origin>>,
@@ -333,6 +335,7 @@ impl Session {
                 expiry_interval: 0,
                 ended: false,
                 durable: None,
+                kicked: false,
                 origin: None,
             }),
             signal: AtomicBool::new(false),

@@ -71,6 +71,8 @@ reasons! {
         SlowConsumer => "slow_consumer",
         /// The server is shutting down.
         ServerShutdown => "server_shutdown",
+        /// An operator disconnected the client (HTTP API).
+        AdministrativeAction => "administrative_action",
     }
 }
 
@@ -87,6 +89,7 @@ impl CloseReason {
             CloseReason::SessionTakenOver => ReasonCode::SessionTakenOver,
             CloseReason::SlowConsumer => ReasonCode::QuotaExceeded,
             CloseReason::ServerShutdown => ReasonCode::ServerShuttingDown,
+            CloseReason::AdministrativeAction => ReasonCode::AdministrativeAction,
             _ => return None,
         })
     }
@@ -123,6 +126,10 @@ pub struct Stats {
     pub delivered: AtomicU64,
     /// QoS 1/2 publications refused because the store is past its disk limit or failing.
     pub store_refused: AtomicU64,
+    /// Per-thread counters of the hot path: packets and bytes, delivery latency.
+    pub hot: crate::metrics::Hot,
+    /// Connections by listener and protocol.
+    pub connections: crate::metrics::Connections,
 }
 
 impl Default for Stats {
@@ -135,6 +142,8 @@ impl Default for Stats {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             store_refused: AtomicU64::new(0),
+            hot: Default::default(),
+            connections: Default::default(),
         }
     }
 }

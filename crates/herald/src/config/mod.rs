@@ -60,6 +60,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Certificates for the TLS and WSS listeners.
     pub tls: TlsConfig,
+    /// The HTTP API, metrics and health endpoints.
+    pub http: HttpConfig,
     /// Threads and process limits.
     pub runtime: Runtime,
     /// Logging.
@@ -159,6 +161,46 @@ impl ListenerKind {
     /// Whether MQTT travels in WebSocket frames.
     pub fn is_ws(self) -> bool {
         matches!(self, ListenerKind::Ws | ListenerKind::Wss)
+    }
+}
+
+/// The HTTP side: API, metrics, health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API, `/metrics`, `/healthz` and `/readyz` ("" for none).
+    pub listen: String,
+    /// Bearer tokens accepted by `/api/v1` (`Authorization: Bearer <key>`). Without any,
+    /// the API serves anyone who can reach it, so it must listen on loopback.
+    pub api_keys: Vec<String>,
+    /// Seconds an `Idempotency-Key` is remembered: a retry within it gets the first answer
+    /// and publishes nothing.
+    pub idempotency_window_secs: u64,
+    /// Most idempotency keys remembered at once; past it the oldest are forgotten first.
+    pub max_idempotency_keys: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Most messages in one `POST /api/v1/publish/batch`.
+    pub max_batch: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            api_keys: Vec::new(),
+            idempotency_window_secs: 24 * 3600,
+            max_idempotency_keys: 1_000_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 1000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on, if any.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
     }
 }
 
@@ -376,6 +418,8 @@ pub struct Overrides {
     pub tls_listen: Vec<SocketAddr>,
     /// `--wss-listen` (repeatable): `listeners.wss`.
     pub wss_listen: Vec<SocketAddr>,
+    /// `--http-listen`: `http.listen`.
+    pub http_listen: Option<String>,
     /// `--tls-cert`: `tls.cert_file`.
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key`: `tls.key_file`.
@@ -425,6 +469,9 @@ impl Config {
         }
         if !flags.wss_listen.is_empty() {
             config.listeners.wss = flags.wss_listen.clone();
+        }
+        if let Some(addr) = &flags.http_listen {
+            config.http.listen = addr.clone();
         }
         if let Some(file) = &flags.tls_cert {
             config.tls.cert_file = file.clone();
@@ -521,9 +568,51 @@ impl Config {
         Ok(())
     }
 
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        if h.listen.is_empty() {
+            return Ok(());
+        }
+        let Some(addr) = h.addr() else {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address (host:port, or \"\" for none)",
+                    h.listen
+                ),
+            ));
+        };
+        if !addr.ip().is_loopback() && h.api_keys.is_empty() {
+            return Err(invalid(
+                "http.api_keys",
+                format!(
+                    "the HTTP API listens on {addr}, which is not a loopback address: \
+                     give it at least one API key"
+                ),
+            ));
+        }
+        if let Some(k) = h.api_keys.iter().find(|k| k.len() < 16) {
+            return Err(invalid(
+                "http.api_keys",
+                format!(
+                    "a key of {} characters is too easy to guess (16 at least)",
+                    k.len()
+                ),
+            ));
+        }
+        if h.max_batch == 0 {
+            return Err(invalid("http.max_batch", "must be at least 1"));
+        }
+        if h.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
+        self.validate_http()?;
         self.validate_listeners()?;
         if !self.listeners.allow_anonymous_public
             && let Some((kind, addr)) = self.listeners.all().find(|(_, a)| !a.ip().is_loopback())
@@ -776,6 +865,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_pakcet_size"), "{e}");
+    }
+
+    #[test]
+    fn the_http_api_needs_a_key_off_loopback() {
+        let err = |e: Vec<(String, String)>| {
+            Config::load(None, e, &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(env(&[("HERALD_HTTP_LISTEN", "0.0.0.0:8080")]));
+        assert!(e.starts_with("http.api_keys:"), "{e}");
+        let e = err(env(&[("HERALD_HTTP_LISTEN", "localhost")]));
+        assert!(e.starts_with("http.listen:"), "{e}");
+        let e = err(env(&[
+            ("HERALD_HTTP_LISTEN", "0.0.0.0:8080"),
+            ("HERALD_HTTP_API_KEYS", "short"),
+        ]));
+        assert!(
+            e.starts_with("http.api_keys:") && e.contains("too easy"),
+            "{e}"
+        );
+        let c = Config::load(
+            None,
+            env(&[
+                ("HERALD_HTTP_LISTEN", "0.0.0.0:8080"),
+                ("HERALD_HTTP_API_KEYS", "0123456789abcdef0123"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.http.api_keys.len(), 1);
+        let off = Config::load(
+            None,
+            env(&[("HERALD_HTTP_LISTEN", "")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(off.http.addr(), None);
     }
 
     #[test]

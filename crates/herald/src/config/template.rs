@@ -57,6 +57,22 @@ min_version = "{min_version}"
 # Seconds between checks of the certificate files for changes; 0: only SIGHUP reloads.
 watch_secs = {watch}
 
+[http]
+# The HTTP API (/api/v1), Prometheus metrics (/metrics) and health (/healthz, /readyz);
+# "" for none (flag --http-listen).
+listen = "{http_listen}"
+# Bearer tokens /api/v1 accepts (Authorization: Bearer <key>), 16 characters at least.
+# Without any, anyone who reaches the API may use it: it must then listen on loopback.
+api_keys = [{api_keys}]
+# Seconds an Idempotency-Key is remembered (and stored, with the store on): a retry within
+# it gets the first answer and publishes nothing.
+idempotency_window_secs = {idem_window}
+# Most idempotency keys remembered at once; past it the oldest are forgotten first.
+max_idempotency_keys = {idem_max}
+# Largest request body, bytes, and most messages in one POST /api/v1/publish/batch.
+max_body_bytes = {max_body}
+max_batch = {max_batch}
+
 [limits]
 # Open client connections; past it new ones are refused (v5: CONNACK 0x97 Quota exceeded).
 max_connections = {max_connections}
@@ -185,6 +201,18 @@ level = "{level}"
             super::UsernameFrom::San => "san",
         },
         min_version = t.min_version,
+        http_listen = c.http.listen,
+        api_keys = c
+            .http
+            .api_keys
+            .iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        idem_window = c.http.idempotency_window_secs,
+        idem_max = c.http.max_idempotency_keys,
+        max_body = c.http.max_body_bytes,
+        max_batch = c.http.max_batch,
         watch = t.watch_secs,
     )
 }

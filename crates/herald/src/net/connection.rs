@@ -112,6 +112,8 @@ pub(crate) struct Aliases {
 /// A live connection: socket, buffers, protocol state.
 pub(crate) struct Live {
     pub(crate) io: Transport,
+    /// The listener it came in on.
+    listener: crate::config::ListenerKind,
     pub(crate) peer: SocketAddr,
     pub(crate) rbuf: BytesMut,
     pub(crate) out: Outgoing,
@@ -163,6 +165,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     broker.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    broker.stats.connections.accepted(endpoint.kind);
     let open = broker.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
     let reason = match Box::pin(handshake(stream, peer, endpoint, &broker, shutdown, open)).await {
         Ok((live, started)) => live.run(started).await,
@@ -321,6 +324,9 @@ async fn handshake(
         },
         _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
     };
+    if let Ok(first) = &opened.first {
+        broker.stats.hot.packet_in(first.packet_type());
+    }
     let connect = match opened.first {
         Ok(Packet::Connect(c)) => c,
         // The first packet must be CONNECT [MQTT-3.1.0-1].
@@ -345,8 +351,13 @@ async fn handshake(
         opened.cert_username,
     ) {
         Ok(accepted) => {
+            broker
+                .stats
+                .connections
+                .open(endpoint.kind, accepted.conn.version, true);
             let mut live = Box::new(Live {
                 io: opened.io,
+                listener: endpoint.kind,
                 peer: opened.peer,
                 rbuf: opened.rbuf,
                 out: Outgoing::default(),
@@ -372,6 +383,10 @@ async fn handshake(
                 };
             let ack = Packet::ConnAck(Box::new(mqtt_codec::ConnAck::new(code, false)));
             if let Ok(bytes) = ack.to_bytes(version) {
+                broker
+                    .stats
+                    .hot
+                    .packets_out(mqtt_codec::PacketType::ConnAck, 1);
                 let _ = timeout(Duration::from_secs(1), opened.io.write_all(&bytes)).await;
             }
             let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
@@ -390,6 +405,10 @@ impl Live {
         // Logged before the close is awaited, so that the peer address is not kept in this
         // future's state for the connection's whole life.
         tracing::debug!(peer = %self.peer, reason = closing.reason.label(), "connection closed");
+        self.broker
+            .stats
+            .connections
+            .open(self.listener, self.conn.version, false);
         Box::pin(self.close(closing)).await;
         closing.reason
     }
@@ -494,7 +513,18 @@ impl Live {
         if self.broker.shutting_down() {
             return Err(Closing::new(CloseReason::ServerShutdown));
         }
-        if self.conn.session.lock().generation != self.conn.generation {
+        let (generation, kicked) = {
+            let st = self.conn.session.lock();
+            (st.generation, st.kicked)
+        };
+        if kicked && generation == self.conn.generation {
+            return Err(Closing::new(CloseReason::AdministrativeAction));
+        }
+        if generation != self.conn.generation {
+            if kicked {
+                // Disconnected by an operator, and the session discarded.
+                return Err(Closing::new(CloseReason::AdministrativeAction));
+            }
             // Another connection took the session over; pass the signal on to it.
             self.conn.session.wake();
             return Err(Closing::new(CloseReason::SessionTakenOver));
@@ -543,7 +573,10 @@ impl Live {
             }
             match self.io.read(&mut self.rbuf) {
                 Ok(0) => return Err(Closing::new(CloseReason::PeerClosed)),
-                Ok(_) => self.process()?,
+                Ok(n) => {
+                    self.broker.stats.hot.bytes_in(n);
+                    self.process()?
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Closing::new(connect::read_error(&e))),
             }
@@ -566,6 +599,7 @@ impl Live {
             }
             match mqtt_codec::decode(&mut self.rbuf, self.conn.version, max) {
                 Ok(Some(packet)) => {
+                    self.broker.stats.hot.packet_in(packet.packet_type());
                     // Keep-alive counts whole control packets, not bytes of an unfinished one
                     // [MQTT-3.1.2-22].
                     self.last_received_ms = self.broker.clock_ms(Instant::now());
@@ -579,6 +613,7 @@ impl Live {
 
     /// Queues a control packet.
     pub(crate) fn send(&mut self, packet: &Packet) -> Result<(), Closing> {
+        self.broker.stats.hot.packets_out(packet.packet_type(), 1);
         self.out
             .packet(packet, self.conn.version)
             .map_err(|_| Closing::new(CloseReason::ProtocolError))
@@ -589,7 +624,13 @@ impl Live {
         if let Some(d) = &self.broker.durable {
             self.out.release(d.journal.durable());
         }
-        match self.out.flush(&mut self.io) {
+        let before = self.out.len();
+        let flushed = self.out.flush(&mut self.io);
+        self.broker
+            .stats
+            .hot
+            .bytes_out(before.saturating_sub(self.out.len()));
+        match flushed {
             Ok(true) => {
                 self.unwritable_since_ms = NONE;
                 Ok(())

@@ -87,7 +87,15 @@ impl Live {
             }
             self.out.gate(ticket);
             for (delivery, packet_id) in batch.drain(..) {
-                delivered += u64::from(self.write_delivery(&delivery, packet_id, false)?);
+                let sent = self.write_delivery(&delivery, packet_id, false)?;
+                if sent {
+                    let waited = now.saturating_duration_since(delivery.message.received_at);
+                    self.broker
+                        .stats
+                        .hot
+                        .delivered_after(waited.as_micros() as u64);
+                }
+                delivered += u64::from(sent);
             }
         }
         // One update of the shared counter per pump, not one per message.
@@ -96,6 +104,10 @@ impl Live {
                 .stats
                 .delivered
                 .fetch_add(delivered, Ordering::Relaxed);
+            self.broker
+                .stats
+                .hot
+                .packets_out(mqtt_codec::PacketType::Publish, delivered);
         }
         Ok(())
     }

@@ -111,7 +111,7 @@ impl Live {
             p.properties,
             self.conn.session.id,
         );
-        let published = self.broker.publish_with(&self.tenant, &message, extra);
+        let published = self.broker.publish_with(&self.tenant, &message, |_| extra);
         let matched = published.routed.matched;
         self.note_routed(published.routed);
         let mut ack = Ack::new(packet_id);

@@ -68,8 +68,8 @@ struct Pending {
     closing: bool,
 }
 
-/// What the writer has done, for logs and benchmarks.
-#[derive(Debug, Default)]
+/// What the writer has done, for logs, metrics and benchmarks.
+#[derive(Debug)]
 pub struct JournalStats {
     /// Batches committed.
     pub batches: AtomicU64,
@@ -79,6 +79,23 @@ pub struct JournalStats {
     pub written_ops: AtomicU64,
     /// Bytes written (keys and values).
     pub written_bytes: AtomicU64,
+    /// Time to write one batch, fsync included, seconds.
+    pub write_seconds: crate::metrics::Histogram,
+    /// Changes per batch.
+    pub batch_ops: crate::metrics::Histogram,
+}
+
+impl Default for JournalStats {
+    fn default() -> Self {
+        JournalStats {
+            batches: AtomicU64::new(0),
+            submitted_ops: AtomicU64::new(0),
+            written_ops: AtomicU64::new(0),
+            written_bytes: AtomicU64::new(0),
+            write_seconds: crate::metrics::Histogram::new(crate::metrics::WRITE_SECONDS),
+            batch_ops: crate::metrics::Histogram::new(crate::metrics::BATCH_OPS),
+        }
+    }
 }
 
 impl Journal {
@@ -288,7 +305,12 @@ impl Inner {
 
     fn commit(&self, ops: Vec<Op>, sync: bool, ticket: Ticket) -> Result<(), super::StoreError> {
         if !ops.is_empty() {
+            let started = std::time::Instant::now();
             self.store.apply(&ops, sync)?;
+            self.stats
+                .write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.stats.batch_ops.observe(ops.len() as f64);
         }
         // Never backwards (a batch capped by a reservation may follow a higher one).
         let ticket = ticket.max(self.durable.load(Ordering::Acquire));

@@ -40,11 +40,13 @@ pub enum Space {
     Retained,
     /// Wills of open connections by session id, published after a crash.
     Wills,
+    /// The HTTP API's idempotency keys: what each request published, until its window ends.
+    Idempotency,
 }
 
 impl Space {
     /// Every keyspace.
-    pub const ALL: [Space; 8] = [
+    pub const ALL: [Space; 9] = [
         Space::Meta,
         Space::Sessions,
         Space::Acks,
@@ -53,6 +55,7 @@ impl Space {
         Space::Inbound,
         Space::Retained,
         Space::Wills,
+        Space::Idempotency,
     ];
 
     /// The keyspace's name on disk and in errors.
@@ -66,6 +69,7 @@ impl Space {
             Space::Inbound => "inbound",
             Space::Retained => "retained",
             Space::Wills => "wills",
+            Space::Idempotency => "idempotency",
         }
     }
 }

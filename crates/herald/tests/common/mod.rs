@@ -33,6 +33,8 @@ pub fn config() -> Config {
     c.listeners.mqtt = vec!["127.0.0.1:0".parse().unwrap()];
     // The default WebSocket port would clash between tests running at once.
     c.listeners.ws = Vec::new();
+    // The HTTP API only where a test asks for it (tests/api.rs).
+    c.http.listen = String::new();
     match std::env::var_os("TEST_WITH_STORE") {
         // The same conformance tests against the disk store: every acknowledgement then
         // waits for a group commit.

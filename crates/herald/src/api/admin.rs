@@ -1,0 +1,310 @@
+//! Looking at and steering a node: clients and their sessions, subscriptions, retained
+//! messages.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use mqtt_codec::ProtocolVersion;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, Authorized};
+use crate::broker::session::{Session, SessionState};
+
+/// Most items one page holds.
+const MAX_LIMIT: usize = 1000;
+
+fn protocol(v: ProtocolVersion) -> &'static str {
+    match v {
+        ProtocolVersion::V3_1 => "3.1",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        ProtocolVersion::V5 => "5.0",
+    }
+}
+
+/// The summary of a client in a listing.
+fn summary(session: &Session, st: &SessionState) -> Value {
+    let origin = st.origin.as_deref();
+    json!({
+        "client_id": &*session.client_id,
+        "connected": st.connected,
+        "protocol": protocol(st.protocol),
+        "username": origin.and_then(|o| o.username.as_deref()),
+        "address": origin.map(|o| o.peer.to_string()),
+        "listener": origin.map(|o| o.listener.label()),
+        "persistent": st.expiry_interval > 0,
+        "subscriptions": st.subscriptions.len(),
+        "queued": st.queue.len(),
+        "inflight": st.inflight.len(),
+    })
+}
+
+/// `GET /api/v1/clients` filters and page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientQuery {
+    /// Client ids starting with this.
+    prefix: Option<String>,
+    /// Clients with this username.
+    username: Option<String>,
+    /// Clients whose address (ip:port) starts with this.
+    address: Option<String>,
+    /// Page size (default 100, at most 1000).
+    limit: Option<usize>,
+    /// The page after this client id (the previous page's `next`).
+    after: Option<String>,
+}
+
+fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::field(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        )),
+    }
+}
+
+/// Sorts `items` by key and keeps the first `limit` after `after`; says the next cursor.
+fn page(mut items: Vec<(String, Value)>, limit: usize) -> Value {
+    let more = items.len() > limit;
+    if more {
+        items.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+        items.truncate(limit);
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let next = if more {
+        items.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
+    json!({
+        "items": items.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "next": next,
+    })
+}
+
+pub(crate) async fn clients(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+    query: Result<Query<ClientQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let limit = check_limit(q.limit)?;
+    let mut items = Vec::new();
+    state.broker.default_tenant.sessions.for_each(|session| {
+        let id = &*session.client_id;
+        if q.prefix.as_deref().is_some_and(|p| !id.starts_with(p))
+            || q.after.as_deref().is_some_and(|a| id <= a)
+        {
+            return;
+        }
+        let st = session.lock();
+        let origin = st.origin.as_deref();
+        if let Some(user) = &q.username
+            && origin.and_then(|o| o.username.as_deref()) != Some(user.as_str())
+        {
+            return;
+        }
+        if let Some(addr) = &q.address
+            && !origin.is_some_and(|o| o.peer.to_string().starts_with(addr.as_str()))
+        {
+            return;
+        }
+        items.push((id.to_string(), summary(session, &st)));
+    });
+    Ok(Json(page(items, limit)))
+}
+
+fn find(state: &ApiState, id: &str) -> Result<Arc<Session>, ApiError> {
+    state.broker.default_tenant.sessions.get(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "client_not_found",
+            Some("client_id"),
+            format!("no session for client id {id:?}"),
+        )
+    })
+}
+
+pub(crate) async fn client(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let session = find(&state, &id)?;
+    let st = session.lock();
+    let mut v = summary(&session, &st);
+    v["session_expiry_interval"] = json!(st.expiry_interval);
+    v["subscriptions"] = st
+        .subscriptions
+        .iter()
+        .map(|(filter, r)| {
+            json!({
+                "filter": &**filter,
+                "qos": r.options.qos as u8,
+                "no_local": r.options.no_local,
+                "retain_as_published": r.options.retain_as_published,
+                "identifier": r.id,
+            })
+        })
+        .collect();
+    v["queued_bytes"] = json!(st.queue_bytes);
+    v["inbound_qos2"] = json!(st.inbound_qos2.len());
+    Ok(Json(v))
+}
+
+/// `DELETE /api/v1/clients/{id}` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KickQuery {
+    /// Also end the session: its subscriptions and queued messages go.
+    discard_session: Option<bool>,
+}
+
+pub(crate) async fn kick(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+    Path(id): Path<String>,
+    query: Result<Query<KickQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let session = find(&state, &id)?;
+    let discard = q.discard_session.unwrap_or(false);
+    let was_connected = state.broker.kick(&session);
+    if discard {
+        state
+            .broker
+            .end_session(&state.broker.default_tenant, &session, None);
+    }
+    Ok(Json(json!({
+        "client_id": id,
+        "disconnected": was_connected,
+        "session_discarded": discard,
+    })))
+}
+
+/// A `filter` query parameter.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterQuery {
+    /// An MQTT topic filter (`+` and `#` allowed); all when absent.
+    filter: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+fn check_filter(filter: Option<&str>) -> Result<&str, ApiError> {
+    let filter = filter.unwrap_or("#");
+    mqtt_codec::topic::validate_topic_filter(filter)
+        .map_err(|e| ApiError::field("filter", format!("not a topic filter: {e}")))?;
+    Ok(filter)
+}
+
+pub(crate) async fn subscriptions(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+    query: Result<Query<FilterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let limit = check_limit(q.limit)?;
+    let filter = check_filter(q.filter.as_deref())?;
+    let mut items = Vec::new();
+    state.broker.default_tenant.sessions.for_each(|session| {
+        let st = session.lock();
+        for (f, r) in st.subscriptions.iter() {
+            // A subscription is listed when the query filter covers it: every topic it
+            // matches, the query matches too (checked on the filter as a topic).
+            if !mqtt_codec::topic::matches(filter, f) {
+                continue;
+            }
+            let key = format!("{}\u{0}{}", &**f, &*session.client_id);
+            if q.after.as_deref().is_some_and(|a| key.as_str() <= a) {
+                continue;
+            }
+            items.push((
+                key,
+                json!({
+                    "client_id": &*session.client_id,
+                    "filter": &**f,
+                    "qos": r.options.qos as u8,
+                    "identifier": r.id,
+                }),
+            ));
+        }
+    });
+    Ok(Json(page(items, limit)))
+}
+
+pub(crate) async fn retained(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+    query: Result<Query<FilterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let limit = check_limit(q.limit)?;
+    let filter = check_filter(q.filter.as_deref())?;
+    let items = state
+        .broker
+        .default_tenant
+        .retained
+        .matching(filter)
+        .into_iter()
+        .filter(|m| q.after.as_deref().is_none_or(|a| &*m.topic > a))
+        .map(|m| {
+            let text = std::str::from_utf8(&m.payload).ok();
+            let mut v = json!({
+                "topic": &*m.topic,
+                "qos": m.qos as u8,
+                "bytes": m.payload.len(),
+            });
+            match text {
+                Some(t) => v["payload"] = json!(t),
+                None => v["payload_base64"] = json!(data_encoding::BASE64.encode(&m.payload)),
+            }
+            (m.topic.to_string(), v)
+        })
+        .collect();
+    Ok(Json(page(items, limit)))
+}
+
+pub(crate) async fn delete_retained(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    mqtt_codec::topic::validate_topic_name(&topic)
+        .map_err(|e| ApiError::field("topic", format!("not a topic name: {e}")))?;
+    let existed = state
+        .broker
+        .default_tenant
+        .retained
+        .matching(&topic)
+        .iter()
+        .any(|m| *m.topic == *topic);
+    if !existed {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "retained_not_found",
+            Some("topic"),
+            format!("no retained message on {topic:?}"),
+        ));
+    }
+    // An empty retained publication deletes it, in the store too.
+    let message = crate::broker::message::Message::new(
+        topic.as_str().into(),
+        bytes::Bytes::new(),
+        mqtt_codec::QoS::AtMostOnce,
+        true,
+        Default::default(),
+        0,
+    );
+    let ticket = state
+        .broker
+        .clear_retained(&state.broker.default_tenant, &message);
+    super::publish::wait_durable(&state, ticket).await?;
+    Ok(Json(json!({ "topic": topic, "deleted": true })))
+}

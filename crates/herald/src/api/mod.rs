@@ -1,0 +1,359 @@
+//! The HTTP side of a node: the JSON API under `/api/v1` (backends publish to MQTT clients),
+//! and `/healthz` and `/readyz` for orchestrators.
+//!
+//! axum serves it, on its own listener (`http.listen`), in the same runtime as the MQTT
+//! listeners. Errors are JSON with a stable code and, where a field is at fault, its name:
+//! `{"error": {"code": "invalid_field", "field": "[2].qos", "message": "..."}}`.
+
+mod admin;
+pub mod idempotency;
+mod publish;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::store::{Op, Space};
+
+/// What the API's handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Idempotency keys remembered.
+    pub keys: idempotency::Keys,
+    /// Listeners up and the store open (false again once draining or stopping).
+    pub ready: AtomicBool,
+}
+
+impl ApiState {
+    /// The API's state for `broker`, with the idempotency keys the store kept.
+    pub fn new(broker: Arc<Broker>) -> anyhow::Result<Arc<ApiState>> {
+        let http = &broker.config.http;
+        let keys = idempotency::Keys::new(http.idempotency_window_secs, http.max_idempotency_keys);
+        if let Some(d) = &broker.durable {
+            let now = idempotency::now_ms();
+            let mut expired = Vec::new();
+            let mut kept = 0;
+            d.journal
+                .store()
+                .scan(Space::Idempotency, &mut |k, v| {
+                    let key = String::from_utf8_lossy(k).into_owned();
+                    let kept_it = idempotency::Record::decode(v)
+                        .is_some_and(|record| keys.restore(key, record, now));
+                    if kept_it {
+                        kept += 1;
+                    } else {
+                        expired.push(Op::Delete(Space::Idempotency, k.to_vec()));
+                    }
+                    Ok(())
+                })
+                .map_err(|e| anyhow::anyhow!("reading the idempotency keys: {e}"))?;
+            if !expired.is_empty() {
+                d.journal.submit(expired);
+            }
+            tracing::info!(kept, "idempotency keys restored");
+        }
+        Ok(Arc::new(ApiState {
+            broker,
+            keys,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Forgets expired idempotency keys (and deletes their records), every minute.
+    pub async fn sweep_keys(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let gone = self.keys.sweep(idempotency::now_ms());
+            if let (Some(d), false) = (&self.broker.durable, gone.is_empty()) {
+                d.journal.submit(
+                    gone.into_iter()
+                        .map(|k| Op::Delete(Space::Idempotency, k.into_bytes())),
+                );
+            }
+        }
+    }
+}
+
+/// An API error: HTTP status, stable code, the field at fault, and what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    field: Option<String>,
+    message: String,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        field: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            field: field.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+
+    /// A bad field (400 `invalid_field`).
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = if field.is_empty() {
+            message
+        } else {
+            format!("{field}: {message}")
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            Some(field),
+            message,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = json!(field);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// The caller, checked against `http.api_keys`: `key_id` names which key it used (scoping
+/// its idempotency keys), "-" when the API has no keys.
+#[derive(Debug)]
+pub(crate) struct Authorized {
+    key_id: String,
+}
+
+impl FromRequestParts<Arc<ApiState>> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let keys = &state.broker.config.http.api_keys;
+        if keys.is_empty() {
+            return Ok(Authorized { key_id: "-".into() });
+        }
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let found = given.and_then(|g| keys.iter().position(|k| constant_time_eq(k, g)));
+        match found {
+            Some(i) => Ok(Authorized {
+                key_id: i.to_string(),
+            }),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                Some("Authorization"),
+                "an API key is needed: Authorization: Bearer <key> (http.api_keys)",
+            )),
+        }
+    }
+}
+
+/// Compares without stopping at the first difference (the time taken says nothing of how
+/// much of a key was right).
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The request body, or why it was refused.
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "body_too_large",
+                None,
+                "the body is larger than http.max_body_bytes",
+            )
+        } else {
+            ApiError::new(status, "bad_body", None, e.body_text())
+        }
+    })
+}
+
+/// The body as JSON.
+fn json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            None,
+            format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+/// The routes.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let max_body = state.broker.config.http.max_body_bytes;
+    let api = Router::new()
+        .route("/publish", post(publish::one))
+        .route("/publish/batch", post(publish::batch))
+        .route("/stats", get(stats))
+        .route("/clients", get(admin::clients))
+        .route("/clients/{id}", get(admin::client).delete(admin::kick))
+        .route("/subscriptions", get(admin::subscriptions))
+        .route("/retained", get(admin::retained))
+        .route(
+            "/retained/{*topic}",
+            axum::routing::delete(admin::delete_retained),
+        );
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` changes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(state);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "the HTTP API stopped");
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        "no such endpoint (the API is under /api/v1)",
+    )
+}
+
+/// The process is alive.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready for traffic: listeners up, store open, not draining.
+async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+    let store_ok = state
+        .broker
+        .durable
+        .as_ref()
+        .is_none_or(|d| !d.journal.failed());
+    let ready = state.ready.load(Ordering::Relaxed) && store_ok && !state.broker.shutting_down();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "listeners": state.ready.load(Ordering::Relaxed),
+            "store": store_ok,
+            "draining": state.broker.shutting_down(),
+        })),
+    )
+        .into_response()
+}
+
+/// Prometheus metrics.
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let b = &state.broker;
+    let mut sampled = crate::metrics::Sampled {
+        retained: b.default_tenant.retained.len() as u64,
+        idempotency_keys: state.keys.len() as u64,
+        store_bytes: b.durable.as_ref().map(|d| d.journal.store().disk_bytes()),
+        ..Default::default()
+    };
+    b.default_tenant.sessions.for_each(|session| {
+        let st = session.lock();
+        sampled.sessions += 1;
+        sampled.subscriptions += st.subscriptions.len() as u64;
+        sampled.queued += st.queue.len() as u64;
+        sampled.inflight += st.inflight.len() as u64;
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(b, &sampled),
+    )
+        .into_response()
+}
+
+/// Counts at a glance.
+async fn stats(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Json<Value> {
+    let b = &state.broker;
+    let s = &b.stats;
+    let closes: serde_json::Map<String, Value> = crate::broker::stats::CloseReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), json!(s.closes(*r))))
+        .collect();
+    let drops: serde_json::Map<String, Value> = crate::broker::stats::DropReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), json!(s.drops(*r))))
+        .collect();
+    let mut sessions = 0u64;
+    b.default_tenant.sessions.for_each(|_| sessions += 1);
+    Json(json!({
+        "connections": s.open.load(Ordering::Relaxed),
+        "connections_accepted": s.accepted.load(Ordering::Relaxed),
+        "sessions": sessions,
+        "messages_published": s.published.load(Ordering::Relaxed),
+        "messages_delivered": s.delivered.load(Ordering::Relaxed),
+        "store_refused": s.store_refused.load(Ordering::Relaxed),
+        "idempotency_keys": state.keys.len(),
+        "closes": closes,
+        "drops": drops,
+    }))
+}

@@ -1,0 +1,459 @@
+//! `POST /api/v1/publish` and `POST /api/v1/publish/batch`: backends publish to MQTT clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes as Payload;
+use mqtt_codec::properties::PublishProperties;
+use mqtt_codec::{ByteString, QoS};
+use serde_json::{Map, Value, json};
+
+use super::idempotency::{Begin, Outcome, fingerprint, now_ms, put_op};
+use super::{ApiError, ApiState, Authorized};
+use crate::broker::message::Message;
+use crate::config::Config;
+
+/// One message of a request, checked.
+#[derive(Debug)]
+pub(crate) struct Draft {
+    topic: ByteString,
+    payload: Payload,
+    qos: QoS,
+    retain: bool,
+    properties: PublishProperties,
+}
+
+/// How long a request waits for its messages to reach the disk before giving up (the
+/// store is failing).
+const DURABLE_WAIT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn one(
+    State(state): State<Arc<ApiState>>,
+    auth: Authorized,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = super::body(body)?;
+    let value = super::json(&body)?;
+    let draft = parse(&value, "", &state.broker.config)?;
+    let summary = json!({
+        "topic": &*draft.topic,
+        "qos": draft.qos as u8,
+        "retain": draft.retain,
+    });
+    let key = idempotency_key(&headers, &auth)?;
+    let (outcomes, replayed) = publish(&state, key, "/publish", &body, vec![draft]).await?;
+    let mut answer = summary;
+    answer["matched"] = json!(outcomes.first().map_or(0, |o| o.matched));
+    Ok(respond(answer, replayed))
+}
+
+pub(crate) async fn batch(
+    State(state): State<Arc<ApiState>>,
+    auth: Authorized,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = super::body(body)?;
+    let value = super::json(&body)?;
+    let Value::Array(items) = &value else {
+        return Err(ApiError::field("", "the body must be an array of messages"));
+    };
+    let max = state.broker.config.http.max_batch;
+    if items.is_empty() || items.len() > max {
+        return Err(ApiError::field(
+            "",
+            format!("a batch holds 1 to {max} messages (http.max_batch)"),
+        ));
+    }
+    // Every message is checked before any is published.
+    let drafts = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse(item, &format!("[{i}]."), &state.broker.config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let topics: Vec<String> = drafts.iter().map(|d| d.topic.to_string()).collect();
+    let key = idempotency_key(&headers, &auth)?;
+    let (outcomes, replayed) = publish(&state, key, "/publish/batch", &body, drafts).await?;
+    let results: Vec<Value> = topics
+        .iter()
+        .zip(&outcomes)
+        .map(|(topic, o)| json!({ "topic": topic, "matched": o.matched }))
+        .collect();
+    Ok(respond(
+        json!({ "published": results.len(), "results": results }),
+        replayed,
+    ))
+}
+
+fn respond(body: Value, replayed: bool) -> Response {
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The request's idempotency key, scoped to the API key that sent it.
+fn idempotency_key(headers: &HeaderMap, auth: &Authorized) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()));
+    match key {
+        Some(k) => Ok(Some(format!("{}:{k}", auth.key_id))),
+        None => Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// Publishes `drafts` in order. With a key: only the ones its record does not list yet,
+/// each written with the record's progress; a complete record is answered from memory.
+async fn publish(
+    state: &ApiState,
+    key: Option<String>,
+    path: &str,
+    body: &[u8],
+    drafts: Vec<Draft>,
+) -> Result<(Vec<Outcome>, bool), ApiError> {
+    let broker = &state.broker;
+    let Some(key) = key else {
+        let mut outcomes = Vec::with_capacity(drafts.len());
+        let mut ticket = 0;
+        for draft in drafts {
+            check_store(state, &draft)?;
+            let message = message(draft);
+            let published = broker.publish_with(&broker.default_tenant, &message, |_| None);
+            outcomes.push(Outcome {
+                matched: published.routed.matched,
+            });
+            ticket = ticket.max(published.ticket);
+        }
+        wait_durable(state, ticket).await?;
+        return Ok((outcomes, false));
+    };
+    let keys = &state.keys;
+    let fp = fingerprint(&[path.as_bytes(), body]);
+    let mut outcomes = match keys.begin(&key, fp, drafts.len(), now_ms()) {
+        Begin::Replay(outcomes) => return Ok((outcomes, true)),
+        Begin::InUse => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                Some("Idempotency-Key"),
+                "a request with this key is being served; retry when it is answered",
+            ));
+        }
+        Begin::Mismatch => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                Some("Idempotency-Key"),
+                "this key was used for a different request",
+            ));
+        }
+        Begin::Publish { done } => done,
+    };
+    let mut ticket = 0;
+    let mut failure = None;
+    for draft in drafts.into_iter().skip(outcomes.len()) {
+        if let Err(e) = check_store(state, &draft) {
+            failure = Some(e);
+            break;
+        }
+        let message = message(draft);
+        let stored = broker.durable.is_some();
+        let published = broker.publish_with(&broker.default_tenant, &message, |matched| {
+            // The key's progress, in the same atomic write as the message.
+            let record = keys.progress(&key, Outcome { matched })?;
+            stored.then(|| put_op(&key, &record))
+        });
+        outcomes.push(Outcome {
+            matched: published.routed.matched,
+        });
+        ticket = ticket.max(published.ticket);
+    }
+    keys.finish(&key);
+    let waited = wait_durable(state, ticket).await;
+    if let Some(e) = failure {
+        keys.forget_if_empty(&key);
+        return Err(e);
+    }
+    waited?;
+    Ok((outcomes, false))
+}
+
+/// Refuses a QoS 1/2 message while the store is past its disk limits or failing.
+fn check_store(state: &ApiState, draft: &Draft) -> Result<(), ApiError> {
+    if let Some(d) = &state.broker.durable {
+        if d.journal.failed() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_failed",
+                None,
+                "the store cannot write; nothing more is accepted",
+            ));
+        }
+        if draft.qos != QoS::AtMostOnce && d.refusing() {
+            state
+                .broker
+                .stats
+                .store_refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                None,
+                "the store is past store.max_disk_bytes or store.min_free_disk_bytes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `ticket` is on disk: a publication is answered once it would survive a
+/// crash, as a PUBACK is.
+pub(crate) async fn wait_durable(state: &ApiState, ticket: u64) -> Result<(), ApiError> {
+    let Some(d) = &state.broker.durable else {
+        return Ok(());
+    };
+    if ticket == 0 {
+        return Ok(());
+    }
+    let durable = std::future::poll_fn(|cx| d.journal.poll_durable(ticket, cx));
+    tokio::time::timeout(DURABLE_WAIT, durable)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_timeout",
+                None,
+                "the store did not confirm the write in time; retry with the same \
+                 Idempotency-Key to publish exactly once",
+            )
+        })
+}
+
+fn message(d: Draft) -> Arc<Message> {
+    // Origin 0: the server itself (No Local never holds a subscriber back from it).
+    Message::new(d.topic, d.payload, d.qos, d.retain, d.properties, 0)
+}
+
+/// Checks one message object; errors name the field, prefixed with `at` (`[3].`).
+pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, ApiError> {
+    let field = |name: &str| format!("{at}{name}");
+    let Value::Object(obj) = value else {
+        return Err(ApiError::field(
+            at.trim_end_matches('.'),
+            "a message is a JSON object",
+        ));
+    };
+    const KNOWN: [&str; 6] = [
+        "topic",
+        "payload",
+        "payload_base64",
+        "qos",
+        "retain",
+        "properties",
+    ];
+    if let Some(unknown) = obj.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::field(&field(unknown), "unknown field"));
+    }
+    let topic = match obj.get("topic") {
+        Some(Value::String(t)) => t.as_str(),
+        Some(_) => return Err(ApiError::field(&field("topic"), "must be a string")),
+        None => return Err(ApiError::field(&field("topic"), "is required")),
+    };
+    check_topic(topic, &field("topic"), config)?;
+    let payload = match (obj.get("payload"), obj.get("payload_base64")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::field(
+                &field("payload"),
+                "give payload (UTF-8 text) or payload_base64, not both",
+            ));
+        }
+        (Some(Value::String(text)), None) => Payload::copy_from_slice(text.as_bytes()),
+        (Some(_), None) => return Err(ApiError::field(&field("payload"), "must be a string")),
+        (None, Some(Value::String(b64))) => {
+            Payload::from(data_encoding::BASE64.decode(b64.as_bytes()).map_err(|e| {
+                ApiError::field(&field("payload_base64"), format!("not base64: {e}"))
+            })?)
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::field(
+                &field("payload_base64"),
+                "must be a string",
+            ));
+        }
+        (None, None) => Payload::new(),
+    };
+    if payload.len() + topic.len() > config.limits.max_packet_size {
+        return Err(ApiError::field(
+            &field("payload"),
+            format!(
+                "larger than limits.max_packet_size ({} bytes)",
+                config.limits.max_packet_size
+            ),
+        ));
+    }
+    let qos = match obj.get("qos") {
+        None => QoS::AtMostOnce,
+        Some(v) => match v.as_u64() {
+            Some(q) if q <= u64::from(config.session.maximum_qos) => match q {
+                0 => QoS::AtMostOnce,
+                1 => QoS::AtLeastOnce,
+                _ => QoS::ExactlyOnce,
+            },
+            _ => {
+                return Err(ApiError::field(
+                    &field("qos"),
+                    format!(
+                        "must be 0 to {} (session.maximum_qos)",
+                        config.session.maximum_qos
+                    ),
+                ));
+            }
+        },
+    };
+    let retain = match obj.get("retain") {
+        None => false,
+        Some(Value::Bool(r)) => *r,
+        Some(_) => return Err(ApiError::field(&field("retain"), "must be true or false")),
+    };
+    if retain && !config.session.retain_available {
+        return Err(ApiError::field(
+            &field("retain"),
+            "retained messages are off (session.retain_available)",
+        ));
+    }
+    let properties = match obj.get("properties") {
+        None => PublishProperties::default(),
+        Some(Value::Object(p)) => properties(p, &field("properties."), config)?,
+        Some(_) => return Err(ApiError::field(&field("properties"), "must be an object")),
+    };
+    Ok(Draft {
+        topic: ByteString::from(topic),
+        payload,
+        qos,
+        retain,
+        properties,
+    })
+}
+
+fn check_topic(topic: &str, field: &str, config: &Config) -> Result<(), ApiError> {
+    mqtt_codec::topic::validate_topic_name(topic)
+        .map_err(|e| ApiError::field(field, format!("not a topic name: {e}")))?;
+    if topic.len() > config.limits.max_topic_length
+        || topic.split('/').count() > config.limits.max_topic_levels
+    {
+        return Err(ApiError::field(
+            field,
+            "longer than limits.max_topic_length or deeper than limits.max_topic_levels",
+        ));
+    }
+    Ok(())
+}
+
+fn properties(
+    p: &Map<String, Value>,
+    at: &str,
+    config: &Config,
+) -> Result<PublishProperties, ApiError> {
+    let field = |name: &str| format!("{at}{name}");
+    let text = |name: &str| -> Result<Option<ByteString>, ApiError> {
+        match p.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(ByteString::from(s.as_str()))),
+            Some(_) => Err(ApiError::field(&field(name), "must be a string")),
+        }
+    };
+    let mut out = PublishProperties::default();
+    for key in p.keys() {
+        match key.as_str() {
+            "payload_format_indicator" => {
+                out.payload_format_indicator = Some(match &p[key] {
+                    Value::Bool(b) => *b,
+                    v if v.as_u64() == Some(0) => false,
+                    v if v.as_u64() == Some(1) => true,
+                    _ => {
+                        return Err(ApiError::field(&field(key), "must be 0, 1, true or false"));
+                    }
+                })
+            }
+            "message_expiry_interval" => {
+                let secs = p[key].as_u64().and_then(|s| u32::try_from(s).ok());
+                out.message_expiry_interval = Some(secs.ok_or_else(|| {
+                    ApiError::field(&field(key), "must be a number of seconds (32 bits)")
+                })?);
+            }
+            "content_type" => out.content_type = text(key)?,
+            "response_topic" => {
+                let topic = text(key)?;
+                if let Some(t) = &topic {
+                    check_topic(t, &field(key), config)?;
+                }
+                out.response_topic = topic;
+            }
+            "correlation_data" => {
+                out.correlation_data = text(key)?.map(|s| Payload::copy_from_slice(s.as_bytes()))
+            }
+            "correlation_data_base64" => {
+                let Some(Value::String(b64)) = p.get(key) else {
+                    return Err(ApiError::field(&field(key), "must be a base64 string"));
+                };
+                let bytes = data_encoding::BASE64
+                    .decode(b64.as_bytes())
+                    .map_err(|e| ApiError::field(&field(key), format!("not base64: {e}")))?;
+                out.correlation_data = Some(Payload::from(bytes));
+            }
+            "user_properties" => out.user_properties = user_properties(&p[key], &field(key))?,
+            other => return Err(ApiError::field(&field(other), "unknown property")),
+        }
+    }
+    Ok(out)
+}
+
+/// `{"k": "v", ...}` or `[["k", "v"], ...]` (the list form allows a key twice, as MQTT does).
+fn user_properties(value: &Value, field: &str) -> Result<Vec<(ByteString, ByteString)>, ApiError> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(v) => {
+                    Ok((ByteString::from(k.as_str()), ByteString::from(v.as_str())))
+                }
+                _ => Err(ApiError::field(&format!("{field}.{k}"), "must be a string")),
+            })
+            .collect(),
+        Value::Array(pairs) => pairs
+            .iter()
+            .enumerate()
+            .map(|(i, pair)| match pair.as_array().map(Vec::as_slice) {
+                Some([Value::String(k), Value::String(v)]) => {
+                    Ok((ByteString::from(k.as_str()), ByteString::from(v.as_str())))
+                }
+                _ => Err(ApiError::field(
+                    &format!("{field}[{i}]"),
+                    "must be a [key, value] pair of strings",
+                )),
+            })
+            .collect(),
+        _ => Err(ApiError::field(
+            field,
+            "must be an object of strings or a list of [key, value] pairs",
+        )),
+    }
+}
