@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. info or herald=debug (log.level) [env: HERALD_LOG_LEVEL].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// Log format: text or json (log.format) [env: HERALD_LOG_FORMAT].
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Directory of the durable store (store.data_dir, default ./herald-data)
     /// [env: HERALD_STORE_DATA_DIR].
     #[arg(long, conflicts_with = "in_memory")]
@@ -93,6 +96,7 @@ impl ServeArgs {
             tls_key: self.tls_key.clone(),
             worker_threads: self.worker_threads,
             log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
             data_dir: self.data_dir.clone(),
             in_memory: self.in_memory,
         }

@@ -19,6 +19,7 @@ pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod runtime;

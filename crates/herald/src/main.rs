@@ -25,13 +25,7 @@ fn main() -> anyhow::Result<()> {
 fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), std::env::vars(), &args.overrides())
         .context("invalid configuration")?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level).context("log.level")?;
-    // Colours only for a terminal: logs piped to a file or a collector stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .init();
+    herald::logging::init(&config.log.level, &config.log.format)?;
     let (before, after, hard) = herald::runtime::raise_nofile_limit();
     tracing::info!(soft_before = before, soft = after, hard, "open-file limit");
     let (threads, why) = herald::runtime::worker_threads(config.runtime.worker_threads);

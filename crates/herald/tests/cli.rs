@@ -190,3 +190,102 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Reads the binary's JSON log lines into a channel.
+fn json_lines(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let value: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+            if tx.send(value).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn next_where(
+    rx: &std::sync::mpsc::Receiver<serde_json::Value>,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(v) if f(&v) => return v,
+            Ok(_) => {}
+            Err(_) => panic!("no log line {what}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn json_logs_and_a_log_level_changed_at_runtime() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = herald()
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-level", "info", "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = json_lines(child.stdout.take().unwrap());
+    let mqtt = next_where(&lines, "listening for MQTT", |v| v["listener"] == "mqtt");
+    assert_eq!(mqtt["level"], "INFO");
+    assert_eq!(mqtt["target"], "herald::server");
+    let mqtt: SocketAddr = mqtt["addr"].as_str().unwrap().parse().unwrap();
+    let http = next_where(&lines, "listening for HTTP", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening for HTTP"))
+    });
+    let http: SocketAddr = http["addr"].as_str().unwrap().parse().unwrap();
+    let put = |level: &str| {
+        let body = format!("{{\"level\": \"{level}\"}}");
+        async move {
+            let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+            let req = format!(
+                "PUT /api/v1/log HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    // At info, a client's close is not logged.
+    Raw::connect(mqtt, V5, "quiet").await.disconnect().await;
+    // A bad filter is refused with the field named; then debug is switched on.
+    let refused = put("herald=nonsense[").await;
+    assert!(
+        refused.starts_with("HTTP/1.1 400") && refused.contains("\"field\":\"level\""),
+        "{refused}"
+    );
+    let answer = put("debug").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    next_where(&lines, "log level changed", |v| {
+        v["message"] == "log level changed"
+    });
+    Raw::connect(mqtt, V5, "loud").await.disconnect().await;
+    let closed = next_where(&lines, "connection closed, at debug", |v| {
+        v["message"] == "connection closed"
+    });
+    assert_eq!(closed["level"], "DEBUG");
+    assert_eq!(closed["reason"], "client_disconnect");
+    let _ = child.kill();
+    let _ = child.wait();
+}

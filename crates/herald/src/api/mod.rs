@@ -230,6 +230,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/publish", post(publish::one))
         .route("/publish/batch", post(publish::batch))
         .route("/stats", get(stats))
+        .route("/openapi.json", get(openapi))
+        .route("/log", get(log_level).put(set_log_level))
         .route("/clients", get(admin::clients))
         .route("/clients/{id}", get(admin::client).delete(admin::kick))
         .route("/subscriptions", get(admin::subscriptions))
@@ -273,6 +275,41 @@ async fn not_found() -> ApiError {
         None,
         "no such endpoint (the API is under /api/v1)",
     )
+}
+
+/// The OpenAPI document of `/api/v1` (tests/openapi.rs checks the server against it).
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+/// The log level in force.
+async fn log_level(_auth: Authorized) -> Json<Value> {
+    Json(json!({ "level": crate::logging::level() }))
+}
+
+/// Changes the log level: `{"level": "debug"}` (any tracing filter).
+async fn set_log_level(
+    _auth: Authorized,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = self::body(body)?;
+    let value = json(&body)?;
+    let Some(level) = value.get("level").and_then(Value::as_str) else {
+        return Err(ApiError::field("level", "a string is required"));
+    };
+    crate::logging::set_level(level).map_err(|e| {
+        if crate::logging::level().is_none() {
+            ApiError::new(StatusCode::CONFLICT, "no_logger", None, e)
+        } else {
+            ApiError::field("level", e)
+        }
+    })?;
+    tracing::info!(level, "log level changed");
+    Ok(Json(json!({ "level": level })))
 }
 
 /// The process is alive.

@@ -397,12 +397,15 @@ pub struct Runtime {
 pub struct Log {
     /// A tracing filter: `info`, `debug`, `herald=debug,info`, ...
     pub level: String,
+    /// `text` (for people) or `json` (one object per line, for collectors).
+    pub format: String,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Log {
             level: "info".into(),
+            format: "text".into(),
         }
     }
 }
@@ -428,6 +431,8 @@ pub struct Overrides {
     pub worker_threads: Option<usize>,
     /// `--log-level`: `log.level`.
     pub log_level: Option<String>,
+    /// `--log-format`: `log.format`.
+    pub log_format: Option<String>,
     /// `--data-dir`: `store.data_dir`.
     pub data_dir: Option<PathBuf>,
     /// `--in-memory`: `store.in_memory`.
@@ -484,6 +489,9 @@ impl Config {
         }
         if let Some(level) = &flags.log_level {
             config.log.level = level.clone();
+        }
+        if let Some(format) = &flags.log_format {
+            config.log.format = format.clone();
         }
         if let Some(dir) = &flags.data_dir {
             config.store.data_dir = dir.clone();
@@ -690,6 +698,12 @@ impl Config {
         }
         if self.session.maximum_qos > 2 {
             return Err(invalid("session.maximum_qos", "must be 0, 1 or 2"));
+        }
+        if self.log.format != "text" && self.log.format != "json" {
+            return Err(invalid(
+                "log.format",
+                format!("{:?}: must be \"text\" or \"json\"", self.log.format),
+            ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -147,8 +147,11 @@ max_journal_bytes = {journal}
 worker_threads = {workers}
 
 [log]
-# A tracing filter: "info", "debug", "herald=debug,info", ... (flag --log-level).
+# A tracing filter: "info", "debug", "herald=debug,info", ... (flag --log-level); changed
+# while running by PUT /api/v1/log or a reload.
 level = "{level}"
+# "text" for people, "json" for log collectors: one object per line (flag --log-format).
+format = "{log_format}"
 "#,
         allow = c.listeners.allow_anonymous_public,
         max_connections = l.max_connections,
@@ -181,6 +184,7 @@ level = "{level}"
         memtable = c.store.memtable_bytes,
         journal = c.store.max_journal_bytes,
         level = c.log.level,
+        log_format = c.log.format,
         mqtt = list(&c.listeners.mqtt),
         ws = list(&c.listeners.ws),
         tls = list(&c.listeners.tls),
