@@ -22,6 +22,7 @@ pub mod config;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -36,6 +36,11 @@ fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let server = Server::start(config).await?;
+        server.set_config_source(herald::reload::ConfigSource {
+            file: args.config.clone(),
+            env: std::env::vars().collect(),
+            overrides: args.overrides(),
+        });
         wait_for_signal(&server).await;
         tracing::info!("shutting down");
         server.shutdown(Duration::from_secs(10)).await;
@@ -62,9 +67,9 @@ async fn wait_for_signal(server: &Server) {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading TLS certificates");
-                // A failure is logged; the certificates in use stay.
-                let _ = server.reload_tls();
+                tracing::info!("SIGHUP: reloading the configuration");
+                // A failure is logged; the running configuration stays.
+                let _ = server.reload();
             }
         }
     }

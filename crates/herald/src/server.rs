@@ -15,6 +15,7 @@ use crate::broker::durable::Durable;
 use crate::config::{Config, ListenerKind};
 use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::net::{self, Endpoint};
+use crate::reload::{ConfigSource, Reloader, Report};
 
 /// How often connection deadlines (keep-alive, slow consumer) are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -28,9 +29,9 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     addrs: Vec<(ListenerKind, SocketAddr)>,
     mqtt_addrs: Vec<SocketAddr>,
-    tls: Option<Arc<TlsAcceptor>>,
     http_addr: Option<SocketAddr>,
     api: Option<Arc<ApiState>>,
+    reloader: Arc<Reloader>,
     accept_loops: Vec<JoinHandle<()>>,
 }
 
@@ -126,13 +127,14 @@ impl Server {
                 broker.clone(),
             )));
         }
+        let reloader = Arc::new(Reloader::new(broker.clone(), tls.clone(), fd_bound));
         let mut http_addr = None;
         let api = match http_listener {
             Some(listener) => {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, "listening for HTTP (API, health)");
                 http_addr = Some(addr);
-                let api = ApiState::new(broker.clone())?;
+                let api = ApiState::new(broker.clone(), reloader.clone())?;
                 accept_loops.push(tokio::spawn(crate::api::serve(
                     listener,
                     api.clone(),
@@ -161,9 +163,9 @@ impl Server {
             shutdown,
             addrs,
             mqtt_addrs,
-            tls,
             http_addr,
             api,
+            reloader,
             accept_loops,
         })
     }
@@ -187,13 +189,15 @@ impl Server {
             .collect()
     }
 
-    /// Reads the TLS certificate files again; new handshakes use them, connections already
-    /// up are untouched. On error the certificates in use stay, and the error says why.
-    pub fn reload_tls(&self) -> Result<(), TlsError> {
-        match &self.tls {
-            Some(tls) => reload_logged(tls),
-            None => Ok(()),
-        }
+    /// Says where the configuration came from, for reloads.
+    pub fn set_config_source(&self, source: ConfigSource) {
+        self.reloader.set_source(source);
+    }
+
+    /// Reads the configuration again and applies what can change while running (the TLS
+    /// certificates among it); logs what it did. On error nothing changes.
+    pub fn reload(&self) -> Result<Report, String> {
+        reload_logged(&self.reloader)
     }
 
     /// The broker.
@@ -261,7 +265,38 @@ fn open_store(config: &Config) -> anyhow::Result<Option<Durable>> {
     Ok(Some(durable))
 }
 
-fn reload_logged(tls: &TlsAcceptor) -> Result<(), TlsError> {
+/// Reloads the configuration, logging the outcome.
+pub fn reload_logged(reloader: &Reloader) -> Result<Report, String> {
+    match reloader.reload() {
+        Ok(report) => {
+            tracing::info!(
+                applied = ?report.applied,
+                restart_required = ?report.restart_required,
+                "configuration reloaded"
+            );
+            if !report.restart_required.is_empty() {
+                tracing::warn!(
+                    keys = ?report.restart_required,
+                    "these changes need a restart; their running values stay"
+                );
+            }
+            if reloader.has_tls() {
+                tracing::info!("tls: certificates reloaded; new handshakes use them");
+            }
+            Ok(report)
+        }
+        Err(e) if e.starts_with("tls.") => {
+            tracing::error!(error = %e, "tls: new certificates refused; the previous ones stay in use");
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            Err(e)
+        }
+    }
+}
+
+fn reload_tls_logged(tls: &TlsAcceptor) -> Result<(), TlsError> {
     match tls.reload() {
         Ok(()) => {
             tracing::info!("tls: certificates reloaded; new handshakes use them");
@@ -282,7 +317,7 @@ async fn watch_certificates(tls: Arc<TlsAcceptor>, broker: Arc<Broker>) {
     while !broker.shutting_down() {
         tick.tick().await;
         if tls.files_changed() {
-            let _ = reload_logged(&tls);
+            let _ = reload_tls_logged(&tls);
         }
     }
 }

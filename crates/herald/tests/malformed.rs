@@ -259,7 +259,7 @@ async fn check_rejected(s: &TestServer, version: ProtocolVersion, case: &Case, n
     let err = mqtt_codec::decode(
         &mut BytesMut::from(&bytes[..]),
         version,
-        s.server.broker().config.limits.max_packet_size,
+        s.server.broker().config().limits.max_packet_size,
     )
     .expect_err(case.name);
     if version.is_v5() {

@@ -37,12 +37,18 @@ pub struct ApiState {
     pub keys: idempotency::Keys,
     /// Listeners up and the store open (false again once draining or stopping).
     pub ready: AtomicBool,
+    /// Reloads the configuration (`POST /api/v1/reload`).
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 impl ApiState {
     /// The API's state for `broker`, with the idempotency keys the store kept.
-    pub fn new(broker: Arc<Broker>) -> anyhow::Result<Arc<ApiState>> {
-        let http = &broker.config.http;
+    pub fn new(
+        broker: Arc<Broker>,
+        reloader: Arc<crate::reload::Reloader>,
+    ) -> anyhow::Result<Arc<ApiState>> {
+        let config = broker.config();
+        let http = &config.http;
         let keys = idempotency::Keys::new(http.idempotency_window_secs, http.max_idempotency_keys);
         if let Some(d) = &broker.durable {
             let now = idempotency::now_ms();
@@ -71,6 +77,7 @@ impl ApiState {
             broker,
             keys,
             ready: AtomicBool::new(false),
+            reloader,
         }))
     }
 
@@ -159,7 +166,8 @@ impl FromRequestParts<Arc<ApiState>> for Authorized {
         parts: &mut Parts,
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
-        let keys = &state.broker.config.http.api_keys;
+        let config = state.broker.config();
+        let keys = &config.http.api_keys;
         if keys.is_empty() {
             return Ok(Authorized { key_id: "-".into() });
         }
@@ -225,13 +233,14 @@ fn json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// The routes.
 pub fn router(state: Arc<ApiState>) -> Router {
-    let max_body = state.broker.config.http.max_body_bytes;
+    let max_body = state.broker.config().http.max_body_bytes;
     let api = Router::new()
         .route("/publish", post(publish::one))
         .route("/publish/batch", post(publish::batch))
         .route("/stats", get(stats))
         .route("/openapi.json", get(openapi))
         .route("/log", get(log_level).put(set_log_level))
+        .route("/reload", post(reload))
         .route("/clients", get(admin::clients))
         .route("/clients/{id}", get(admin::client).delete(admin::kick))
         .route("/subscriptions", get(admin::subscriptions))
@@ -284,6 +293,33 @@ async fn openapi() -> Response {
         include_str!("openapi.json"),
     )
         .into_response()
+}
+
+/// Reloads the configuration: what was applied, what needs a restart; or why it was
+/// refused (the running configuration stays).
+async fn reload(
+    State(state): State<Arc<ApiState>>,
+    _auth: Authorized,
+) -> Result<Json<Value>, ApiError> {
+    let reloader = state.reloader.clone();
+    let report = tokio::task::spawn_blocking(move || crate::server::reload_logged(&reloader))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                None,
+                e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            let field = e
+                .split(':')
+                .next()
+                .filter(|k| k.contains('.') && !k.contains(' '));
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_config", field, e.clone())
+        })?;
+    Ok(Json(json!(report)))
 }
 
 /// The log level in force.

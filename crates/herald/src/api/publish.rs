@@ -41,7 +41,7 @@ pub(crate) async fn one(
 ) -> Result<Response, ApiError> {
     let body = super::body(body)?;
     let value = super::json(&body)?;
-    let draft = parse(&value, "", &state.broker.config)?;
+    let draft = parse(&value, "", &state.broker.config())?;
     let summary = json!({
         "topic": &*draft.topic,
         "qos": draft.qos as u8,
@@ -65,7 +65,7 @@ pub(crate) async fn batch(
     let Value::Array(items) = &value else {
         return Err(ApiError::field("", "the body must be an array of messages"));
     };
-    let max = state.broker.config.http.max_batch;
+    let max = state.broker.config().http.max_batch;
     if items.is_empty() || items.len() > max {
         return Err(ApiError::field(
             "",
@@ -76,7 +76,7 @@ pub(crate) async fn batch(
     let drafts = items
         .iter()
         .enumerate()
-        .map(|(i, item)| parse(item, &format!("[{i}]."), &state.broker.config))
+        .map(|(i, item)| parse(item, &format!("[{i}]."), &state.broker.config()))
         .collect::<Result<Vec<_>, _>>()?;
     let topics: Vec<String> = drafts.iter().map(|d| d.topic.to_string()).collect();
     let key = idempotency_key(&headers, &auth)?;

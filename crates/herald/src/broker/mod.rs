@@ -49,14 +49,15 @@ pub struct Tenant {
 /// The broker: configuration, tenants, counters.
 #[derive(Debug)]
 pub struct Broker {
-    /// The configuration it runs with.
-    pub config: Config,
+    /// The configuration it runs with: a snapshot replaced whole by a reload (read without
+    /// a lock: `config()`).
+    config: arc_swap::ArcSwap<Config>,
     /// The tenant of every client until authentication assigns others.
     pub default_tenant: Arc<Tenant>,
     /// Counters.
     pub stats: Stats,
     /// Connections accepted at once, after the file-descriptor limit is taken into account.
-    pub max_connections: usize,
+    pub max_connections: std::sync::atomic::AtomicUsize,
     next_session: AtomicU64,
     /// The broker's clock for connection deadlines (milliseconds since this instant).
     epoch: std::time::Instant,
@@ -103,15 +104,25 @@ impl Broker {
     ) -> Arc<Broker> {
         let first_id = durable.as_ref().map_or(1, Durable::first_session_id);
         Arc::new(Broker {
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             default_tenant: Arc::new(Tenant::default()),
             stats: Stats::default(),
-            max_connections,
+            max_connections: std::sync::atomic::AtomicUsize::new(max_connections),
             next_session: AtomicU64::new(first_id),
             epoch: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
             durable,
         })
+    }
+
+    /// The configuration in force (a snapshot: hold it briefly, not across an await).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Puts `config` in force for everything that reads it from now on.
+    pub fn set_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 
     /// A new session id (unique across restarts when there is a store).
@@ -165,12 +176,12 @@ impl Broker {
         extra: impl FnOnce(usize) -> Option<Op>,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let retain = message.retain && self.config.session.retain_available;
+        let retain = message.retain && self.config().session.retain_available;
         let Some(durable) = &self.durable else {
             if retain {
                 tenant.retained.set(message, || ());
             }
-            let routed = router::route(tenant, message, &self.config.limits, &self.stats);
+            let routed = router::route(tenant, message, &self.config().limits, &self.stats);
             // Nothing to write; the caller still hears what was matched.
             let _ = extra(routed.matched);
             return Published { routed, ticket: 0 };
@@ -181,7 +192,7 @@ impl Broker {
         if numbered {
             durable.number(message);
         }
-        let mut routed = router::route(tenant, message, &self.config.limits, &self.stats);
+        let mut routed = router::route(tenant, message, &self.config().limits, &self.stats);
         let mut ops = Vec::new();
         durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
         ops.extend(extra(routed.matched));
@@ -548,7 +559,7 @@ impl Broker {
                 seq: 0,
             };
             let mut recipients = Vec::new();
-            let queued = session.enqueue(d, &self.config.limits, &mut recipients);
+            let queued = session.enqueue(d, &self.config().limits, &mut recipients);
             if let session::Enqueued::Dropped(reason) = queued {
                 self.stats.dropped(reason, 1);
             }

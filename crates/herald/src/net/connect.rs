@@ -88,12 +88,16 @@ pub(crate) fn accept(
     cert_username: Option<String>,
 ) -> Result<Accepted, (ReasonCode, ProtocolVersion)> {
     let v = connect.protocol;
-    let cfg = &broker.config;
+    let cfg = broker.config();
     let refuse = |code| Err((code, v));
     if connect.properties.authentication_method.is_some() {
         return refuse(ReasonCode::BadAuthenticationMethod);
     }
-    if open_connections > broker.max_connections as u64 {
+    if open_connections
+        > broker
+            .max_connections
+            .load(std::sync::atomic::Ordering::Relaxed) as u64
+    {
         return refuse(if v.is_v5() {
             ReasonCode::QuotaExceeded
         } else {
@@ -184,6 +188,7 @@ pub(crate) fn accept(
             u16::MAX
         },
         client_max_packet_size: p.maximum_packet_size.unwrap_or(u32::MAX),
+        max_packet_size: cfg.limits.max_packet_size.min(u32::MAX as usize) as u32,
         client_alias_maximum: if v.is_v5() {
             p.topic_alias_maximum.unwrap_or(0)
         } else {

@@ -89,6 +89,9 @@ pub(crate) struct Session {
     pub(crate) client_receive_maximum: u16,
     /// Largest packet the client accepts.
     pub(crate) client_max_packet_size: u32,
+    /// Largest packet Herald accepts from it: fixed at CONNECT (a v5 client was told it),
+    /// whatever a reload does.
+    pub(crate) max_packet_size: u32,
     /// Topic aliases the client accepts from Herald.
     pub(crate) client_alias_maximum: u16,
     /// Session expiry interval agreed at CONNECT (a DISCONNECT may not raise it from 0).
@@ -238,10 +241,12 @@ async fn open(
     };
     let mut io = Transport::new(link, None);
     if endpoint.kind.is_ws() {
-        rbuf = upgrade(&mut io, rbuf, &broker.config.listeners.ws_path, peer).await?;
+        let path = broker.config().listeners.ws_path.clone();
+        rbuf = upgrade(&mut io, rbuf, &path, peer).await?;
     }
     let first =
-        match connect::first_packet(&mut io, &mut rbuf, broker.config.limits.max_packet_size).await
+        match connect::first_packet(&mut io, &mut rbuf, broker.config().limits.max_packet_size)
+            .await
         {
             Ok(packet) => Ok(packet),
             Err(connect::FirstPacketError::Closed(reason)) => {
@@ -312,9 +317,9 @@ async fn handshake(
     mut shutdown: watch::Receiver<bool>,
     open_connections: u64,
 ) -> Result<(Box<Live>, Result<(), Closing>), CloseReason> {
-    let limits = &broker.config.limits;
+    let connect_timeout = broker.config().limits.connect_timeout_secs;
     let opening = timeout(
-        Duration::from_secs(limits.connect_timeout_secs),
+        Duration::from_secs(connect_timeout),
         open(stream, peer, &endpoint, broker),
     );
     let mut opened = tokio::select! {
@@ -503,7 +508,7 @@ impl Live {
     fn slow_deadline(&self) -> u64 {
         match self.unwritable_since_ms {
             NONE => NONE,
-            since => since + self.broker.config.limits.slow_consumer_timeout_secs * 1000,
+            since => since + self.broker.config().limits.slow_consumer_timeout_secs * 1000,
         }
     }
 
@@ -591,7 +596,7 @@ impl Live {
 
     /// Decodes and handles the complete packets in the read buffer, until the turn is over.
     fn process(&mut self) -> Result<(), Closing> {
-        let max = self.broker.config.limits.max_packet_size;
+        let max = self.conn.max_packet_size as usize;
         loop {
             if self.turn_over() {
                 self.input_pending = true;

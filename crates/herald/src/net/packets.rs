@@ -59,7 +59,7 @@ impl Live {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Closing> {
         self.resolve_alias(&mut p)?;
-        let cfg = &self.broker.config;
+        let cfg = self.broker.config();
         if p.qos as u8 > cfg.session.maximum_qos {
             return Err(Closing::protocol(ReasonCode::QoSNotSupported));
         }
@@ -132,7 +132,7 @@ impl Live {
         let Some(alias) = p.properties.topic_alias.take() else {
             return Ok(());
         };
-        if alias > self.broker.config.limits.topic_alias_maximum {
+        if alias > self.broker.config().limits.topic_alias_maximum {
             return Err(Closing::new(CloseReason::TopicAliasInvalid));
         }
         if p.topic.is_empty() {
@@ -223,7 +223,7 @@ impl Live {
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Closing> {
-        let cfg = &self.broker.config;
+        let cfg = self.broker.config();
         let max_qos = QoS::from_u8(cfg.session.maximum_qos).unwrap_or(QoS::ExactlyOnce);
         let id = if self.v5() {
             s.properties.subscription_identifier
@@ -322,7 +322,7 @@ impl Live {
                 // [MQTT-3.14.2-2]
                 return Err(Closing::protocol(ReasonCode::ProtocolError));
             }
-            let capped = expiry.min(self.broker.config.session.max_session_expiry_secs);
+            let capped = expiry.min(self.broker.config().session.max_session_expiry_secs);
             self.conn.session.lock().expiry_interval = capped;
         }
         let reason = if d.reason_code == ReasonCode::DisconnectWithWillMessage {

@@ -42,7 +42,7 @@ fn error(key: &'static str, path: &Path, message: impl Into<String>) -> TlsError
 
 /// The TLS side of the listeners: the current server config, replaced whole on reload.
 pub struct TlsAcceptor {
-    settings: TlsConfig,
+    settings: ArcSwap<TlsConfig>,
     current: ArcSwap<rustls::ServerConfig>,
     /// Modification times of the files the current config was built from.
     stamps: std::sync::Mutex<Vec<Option<SystemTime>>>,
@@ -51,7 +51,7 @@ pub struct TlsAcceptor {
 impl std::fmt::Debug for TlsAcceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsAcceptor")
-            .field("cert_file", &self.settings.cert_file)
+            .field("cert_file", &self.settings.load().cert_file)
             .finish_non_exhaustive()
     }
 }
@@ -62,7 +62,7 @@ impl TlsAcceptor {
         let stamps = stamps(settings);
         let config = build(settings)?;
         Ok(TlsAcceptor {
-            settings: settings.clone(),
+            settings: ArcSwap::from_pointee(settings.clone()),
             current: ArcSwap::from_pointee(config),
             stamps: std::sync::Mutex::new(stamps),
         })
@@ -75,20 +75,27 @@ impl TlsAcceptor {
 
     /// How the client's username may come from its certificate.
     pub fn username_from(&self) -> UsernameFrom {
-        self.settings.username_from
+        self.settings.load().username_from
     }
 
     /// Seconds between checks of the files (0: none).
     pub fn watch_secs(&self) -> u64 {
-        self.settings.watch_secs
+        self.settings.load().watch_secs
     }
 
     /// Reads the files again and, if they make a valid config, uses it for new handshakes.
     /// On error the current config stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let stamps = stamps(&self.settings);
-        let config = build(&self.settings)?;
+        self.reload_with(&self.settings.load())
+    }
+
+    /// Builds a config from `settings` (a configuration reload may change them) and, if it
+    /// is valid, uses it and them for new handshakes. On error nothing changes.
+    pub fn reload_with(&self, settings: &TlsConfig) -> Result<(), TlsError> {
+        let stamps = stamps(settings);
+        let config = build(settings)?;
         self.current.store(Arc::new(config));
+        self.settings.store(Arc::new(settings.clone()));
         if let Ok(mut s) = self.stamps.lock() {
             *s = stamps;
         }
@@ -98,7 +105,7 @@ impl TlsAcceptor {
     /// Whether a file changed since the current config was built (or since the last failed
     /// attempt at the change: a bad file is reported once, not every check).
     pub fn files_changed(&self) -> bool {
-        let now = stamps(&self.settings);
+        let now = stamps(&self.settings.load());
         let Ok(mut s) = self.stamps.lock() else {
             return false;
         };

@@ -1,0 +1,170 @@
+//! Live reload (SIGHUP, `POST /api/v1/reload`): the configuration is read again from where
+//! it came from (file, `HERALD_*` variables, flags), validated whole, and swapped in as a new
+//! immutable snapshot that everything reads without a lock (`Broker::config`).
+//!
+//! What applies at once: limits (those negotiated at CONNECT, such as keep-alive bounds and
+//! Receive Maximum, for connections made from then on), session settings, API keys, the log
+//! level, and the TLS certificates and client-certificate settings (new handshakes). What
+//! needs a restart (listener addresses, the store, threads, the HTTP listener, the log format)
+//! is reported as such and keeps its running value: never silently ignored. A configuration
+//! that does not validate, or TLS files that do not load, are refused whole and the running
+//! configuration stays.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use crate::broker::Broker;
+use crate::config::{Config, Overrides};
+use crate::net::tls::TlsAcceptor;
+
+/// Where the configuration came from, to read it again.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The file (`--config`), if any.
+    pub file: Option<PathBuf>,
+    /// The `HERALD_*` variables (and any others: only those are read).
+    pub env: Vec<(String, String)>,
+    /// The command-line flags.
+    pub overrides: Overrides,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Keys whose new values are in force.
+    pub applied: Vec<String>,
+    /// Keys that changed but need a restart; their running values stay.
+    pub restart_required: Vec<String>,
+}
+
+/// Keys (or sections, ending in `.`) that only a restart changes.
+const RESTART_ONLY: [&str; 9] = [
+    "listeners.",
+    "store.",
+    "runtime.",
+    "http.listen",
+    "http.idempotency_window_secs",
+    "http.max_idempotency_keys",
+    "http.max_body_bytes",
+    "log.format",
+    "tls.watch_secs",
+];
+
+fn restart_only(key: &str) -> bool {
+    RESTART_ONLY.iter().any(|k| {
+        if k.ends_with('.') {
+            key.starts_with(k)
+        } else {
+            key == *k
+        }
+    })
+}
+
+/// Reloads a running node's configuration.
+#[derive(Debug)]
+pub struct Reloader {
+    broker: Arc<Broker>,
+    tls: Option<Arc<TlsAcceptor>>,
+    /// The connection limit's ceiling from the open-file limit.
+    fd_bound: usize,
+    source: Mutex<Option<ConfigSource>>,
+}
+
+impl Reloader {
+    /// A reloader for `broker` (and the TLS listeners' certificates).
+    pub fn new(broker: Arc<Broker>, tls: Option<Arc<TlsAcceptor>>, fd_bound: usize) -> Reloader {
+        Reloader {
+            broker,
+            tls,
+            fd_bound,
+            source: Mutex::new(None),
+        }
+    }
+
+    /// Whether TLS listeners are served.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Says where the configuration comes from (without it, a reload re-reads only the TLS
+    /// files of the running configuration).
+    pub fn set_source(&self, source: ConfigSource) {
+        if let Ok(mut s) = self.source.lock() {
+            *s = Some(source);
+        }
+    }
+
+    /// Reads the configuration again and applies it.
+    pub fn reload(&self) -> Result<Report, String> {
+        let source = self.source.lock().ok().and_then(|s| s.clone());
+        let new = match source {
+            Some(s) => {
+                Config::load(s.file.as_deref(), s.env, &s.overrides).map_err(|e| e.to_string())?
+            }
+            None => Config::clone(&self.broker.config()),
+        };
+        self.apply(new)
+    }
+
+    /// Applies `new` (already validated): see the module documentation.
+    pub fn apply(&self, mut new: Config) -> Result<Report, String> {
+        let old = self.broker.config();
+        let mut report = Report::default();
+        for key in changed_keys(&old, &new)? {
+            if restart_only(&key) {
+                report.restart_required.push(key);
+            } else {
+                report.applied.push(key);
+            }
+        }
+        // What needs a restart keeps its running value, so that the snapshot says what is.
+        new.listeners = old.listeners.clone();
+        new.store = old.store.clone();
+        new.runtime = old.runtime.clone();
+        new.http.listen = old.http.listen.clone();
+        new.http.idempotency_window_secs = old.http.idempotency_window_secs;
+        new.http.max_idempotency_keys = old.http.max_idempotency_keys;
+        new.http.max_body_bytes = old.http.max_body_bytes;
+        new.log.format = old.log.format.clone();
+        new.tls.watch_secs = old.tls.watch_secs;
+        // The certificates first: if they do not load, nothing changes.
+        if let Some(tls) = &self.tls {
+            tls.reload_with(&new.tls).map_err(|e| e.to_string())?;
+        }
+        if new.log.level != old.log.level {
+            // Without an installed logger (Herald inside a test) there is nothing to change.
+            let _ = crate::logging::set_level(&new.log.level);
+        }
+        self.broker.max_connections.store(
+            new.limits.max_connections.min(self.fd_bound.max(1)),
+            Ordering::Relaxed,
+        );
+        drop(old);
+        self.broker.set_config(new);
+        Ok(report)
+    }
+}
+
+/// The dotted keys whose values differ.
+fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>, String> {
+    let table = |c: &Config| toml::Table::try_from(c).map_err(|e| e.to_string());
+    let (old, new) = (table(old)?, table(new)?);
+    let mut keys = Vec::new();
+    for (section, new_value) in &new {
+        match (old.get(section), new_value) {
+            (Some(toml::Value::Table(o)), toml::Value::Table(n)) => {
+                for (key, value) in n {
+                    if o.get(key) != Some(value) {
+                        keys.push(format!("{section}.{key}"));
+                    }
+                }
+            }
+            (o, n) if o != Some(n) => keys.push(section.clone()),
+            _ => {}
+        }
+    }
+    Ok(keys)
+}
