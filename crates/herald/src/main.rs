@@ -41,15 +41,33 @@ fn run(args: ServeArgs) -> anyhow::Result<()> {
             env: std::env::vars().collect(),
             overrides: args.overrides(),
         });
-        wait_for_signal(&server).await;
-        tracing::info!("shutting down");
-        server.shutdown(Duration::from_secs(10)).await;
+        let drain_secs = server.broker().config().drain.period_secs;
+        match wait_for_signal(&server).await {
+            Stop::Drain => {
+                tracing::info!(period_secs = drain_secs, "draining");
+                server
+                    .drain(Duration::from_secs(drain_secs), Duration::from_secs(10))
+                    .await;
+            }
+            Stop::Now => {
+                tracing::info!("shutting down");
+                server.shutdown(Duration::from_secs(10)).await;
+            }
+        }
         Ok(())
     })
 }
 
-/// Waits for SIGINT or SIGTERM; on SIGHUP, reloads the TLS certificates.
-async fn wait_for_signal(server: &Server) {
+/// How to stop.
+enum Stop {
+    /// SIGTERM or `POST /api/v1/drain`: let the clients go gradually.
+    Drain,
+    /// SIGINT (Ctrl-C): at once.
+    Now,
+}
+
+/// Waits for SIGTERM, `POST /api/v1/drain` or SIGINT; on SIGHUP, reloads the configuration.
+async fn wait_for_signal(server: &Server) -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -59,13 +77,14 @@ async fn wait_for_signal(server: &Server) {
         (Err(e), _) | (_, Err(e)) => {
             tracing::warn!(error = %e, "cannot listen for SIGTERM or SIGHUP; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
-            return;
+            return Stop::Now;
         }
     };
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return Stop::Now,
+            _ = term.recv() => return Stop::Drain,
+            _ = server.drain_requested() => return Stop::Drain,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 // A failure is logged; the running configuration stays.

@@ -27,6 +27,11 @@ const FD_RESERVE: u64 = 64;
 pub struct Server {
     broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
+    /// Closes the MQTT listeners (draining) before everything else stops.
+    accepting: watch::Sender<bool>,
+    listener_loops: Vec<JoinHandle<()>>,
+    /// Raised by `POST /api/v1/drain`.
+    drain_requested: Arc<tokio::sync::Notify>,
     addrs: Vec<(ListenerKind, SocketAddr)>,
     mqtt_addrs: Vec<SocketAddr>,
     http_addr: Option<SocketAddr>,
@@ -96,8 +101,11 @@ impl Server {
             );
         }
         let (shutdown, _) = watch::channel(false);
+        let (accepting, _) = watch::channel(false);
+        let drain_requested = Arc::new(tokio::sync::Notify::new());
         let mut addrs = Vec::new();
         let mut accept_loops = Vec::new();
+        let mut listener_loops = Vec::new();
         for (listener, endpoint) in listeners {
             let addr = listener.local_addr()?;
             tracing::info!(
@@ -107,11 +115,11 @@ impl Server {
                 "listening"
             );
             addrs.push((endpoint.kind, addr));
-            accept_loops.push(tokio::spawn(net::accept_loop(
+            listener_loops.push(tokio::spawn(net::accept_loop(
                 listener,
                 endpoint,
                 broker.clone(),
-                shutdown.subscribe(),
+                accepting.subscribe(),
             )));
         }
         let mqtt_addrs = addrs
@@ -134,7 +142,7 @@ impl Server {
                 let addr = listener.local_addr()?;
                 tracing::info!(%addr, "listening for HTTP (API, health)");
                 http_addr = Some(addr);
-                let api = ApiState::new(broker.clone(), reloader.clone())?;
+                let api = ApiState::new(broker.clone(), reloader.clone(), drain_requested.clone())?;
                 accept_loops.push(tokio::spawn(crate::api::serve(
                     listener,
                     api.clone(),
@@ -161,6 +169,9 @@ impl Server {
         Ok(Server {
             broker,
             shutdown,
+            accepting,
+            listener_loops,
+            drain_requested,
             addrs,
             mqtt_addrs,
             http_addr,
@@ -205,6 +216,55 @@ impl Server {
         &self.broker
     }
 
+    /// Waits until `POST /api/v1/drain` asks the node to drain.
+    pub async fn drain_requested(&self) {
+        self.drain_requested.notified().await;
+    }
+
+    /// Lame duck: stops accepting, reports not ready, disconnects the clients spread over
+    /// `period` (v5: DISCONNECT 0x8B, or 0x9C with `drain.server_reference`), then shuts
+    /// down (store written and closed). Returns once the node has stopped.
+    pub async fn drain(mut self, period: Duration, grace: Duration) {
+        if let Some(api) = &self.api {
+            api.ready.store(false, Ordering::Relaxed);
+        }
+        self.broker.begin_drain();
+        let _ = self.accepting.send(true);
+        for task in std::mem::take(&mut self.listener_loops) {
+            let _ = task.await;
+        }
+        let mut connected = Vec::new();
+        self.broker.default_tenant.sessions.for_each(|session| {
+            if session.lock().connected {
+                connected.push(session.clone());
+            }
+        });
+        tracing::info!(
+            clients = connected.len(),
+            period_secs = period.as_secs_f64(),
+            "draining: listeners closed, disconnecting clients gradually"
+        );
+        let tick = Duration::from_millis(100);
+        let ticks = (period.as_millis() / tick.as_millis()).max(1) as usize;
+        let per_tick = connected.len().div_ceil(ticks).max(1);
+        let mut interval = tokio::time::interval(tick);
+        for chunk in connected.chunks(per_tick) {
+            interval.tick().await;
+            for session in chunk {
+                self.broker
+                    .kick_for(session, crate::broker::stats::CloseReason::Drained);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.broker.stats.open.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("draining: clients gone");
+        self.shutdown(grace).await;
+    }
+
     /// Stops accepting, tells every connection to close (v5 clients get DISCONNECT 0x8B),
     /// and waits up to `grace` for them to finish.
     pub async fn shutdown(self, grace: Duration) {
@@ -212,8 +272,9 @@ impl Server {
             api.ready.store(false, Ordering::Relaxed);
         }
         self.broker.begin_shutdown();
+        let _ = self.accepting.send(true);
         let _ = self.shutdown.send(true);
-        for task in self.accept_loops {
+        for task in self.listener_loops.into_iter().chain(self.accept_loops) {
             let _ = task.await;
         }
         let deadline = tokio::time::Instant::now() + grace;

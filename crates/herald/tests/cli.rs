@@ -289,3 +289,62 @@ async fn json_logs_and_a_log_level_changed_at_runtime() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn post_drain_lets_clients_go_and_exits_zero() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut child = herald()
+        .args([
+            "serve",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .env("HERALD_DRAIN_PERIOD_SECS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = json_lines(child.stdout.take().unwrap());
+    let mqtt = next_where(&lines, "listening for MQTT", |v| v["listener"] == "mqtt");
+    let mqtt: SocketAddr = mqtt["addr"].as_str().unwrap().parse().unwrap();
+    let http = next_where(&lines, "listening for HTTP", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listening for HTTP"))
+    });
+    let http: SocketAddr = http["addr"].as_str().unwrap().parse().unwrap();
+    let mut client = Raw::connect(mqtt, V5, "drained").await;
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+    s.write_all(
+        b"POST /api/v1/drain HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert_eq!(
+        client.expect_closed().await,
+        vec![Packet::Disconnect(Disconnect::new(
+            ReasonCode::ServerShuttingDown
+        ))]
+    );
+    next_where(&lines, "draining: clients gone", |v| {
+        v["message"] == "draining: clients gone"
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "herald did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(0));
+}

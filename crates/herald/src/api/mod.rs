@@ -39,6 +39,8 @@ pub struct ApiState {
     pub ready: AtomicBool,
     /// Reloads the configuration (`POST /api/v1/reload`).
     pub reloader: Arc<crate::reload::Reloader>,
+    /// Raised by `POST /api/v1/drain`; the process drains and exits.
+    pub drain: Arc<tokio::sync::Notify>,
 }
 
 impl ApiState {
@@ -46,6 +48,7 @@ impl ApiState {
     pub fn new(
         broker: Arc<Broker>,
         reloader: Arc<crate::reload::Reloader>,
+        drain: Arc<tokio::sync::Notify>,
     ) -> anyhow::Result<Arc<ApiState>> {
         let config = broker.config();
         let http = &config.http;
@@ -78,6 +81,7 @@ impl ApiState {
             keys,
             ready: AtomicBool::new(false),
             reloader,
+            drain,
         }))
     }
 
@@ -241,6 +245,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/log", get(log_level).put(set_log_level))
         .route("/reload", post(reload))
+        .route("/drain", post(drain))
         .route("/clients", get(admin::clients))
         .route("/clients/{id}", get(admin::client).delete(admin::kick))
         .route("/subscriptions", get(admin::subscriptions))
@@ -322,6 +327,20 @@ async fn reload(
     Ok(Json(json!(report)))
 }
 
+/// Starts draining the node (as SIGTERM does): it stops accepting, reports not ready,
+/// disconnects its clients gradually, writes the store and exits.
+async fn drain(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Response {
+    state.drain.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "draining": true,
+            "period_secs": state.broker.config().drain.period_secs,
+        })),
+    )
+        .into_response()
+}
+
 /// The log level in force.
 async fn log_level(_auth: Authorized) -> Json<Value> {
     Json(json!({ "level": crate::logging::level() }))
@@ -360,7 +379,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         .durable
         .as_ref()
         .is_none_or(|d| !d.journal.failed());
-    let ready = state.ready.load(Ordering::Relaxed) && store_ok && !state.broker.shutting_down();
+    let ready = state.ready.load(Ordering::Relaxed) && store_ok && !state.broker.draining();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -372,7 +391,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
             "ready": ready,
             "listeners": state.ready.load(Ordering::Relaxed),
             "store": store_ok,
-            "draining": state.broker.shutting_down(),
+            "draining": state.broker.draining(),
         })),
     )
         .into_response()

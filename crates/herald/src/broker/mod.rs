@@ -62,6 +62,7 @@ pub struct Broker {
     /// The broker's clock for connection deadlines (milliseconds since this instant).
     epoch: std::time::Instant,
     /// Set when the server shuts down; connections see it at their next wake-up.
+    draining: AtomicBool,
     shutting_down: AtomicBool,
     /// The store (`None` with `store.in_memory`).
     pub durable: Option<Durable>,
@@ -111,6 +112,7 @@ impl Broker {
             next_session: AtomicU64::new(first_id),
             epoch: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             durable,
         })
     }
@@ -158,6 +160,16 @@ impl Broker {
     /// Whether the server is shutting down.
     pub fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Marks the node as draining (it stops accepting; its clients are being let go).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the node is draining or stopping.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.shutting_down()
     }
 
     /// Publishes `message` in `tenant`: keeps it if retained, routes it.
@@ -243,7 +255,7 @@ impl Broker {
                 }
                 st.generation += 1;
                 st.connected = true;
-                st.kicked = false;
+                st.kicked = None;
                 st.protocol = protocol;
                 st.expiry_interval = expiry_interval;
                 let generation = st.generation;
@@ -267,7 +279,7 @@ impl Broker {
             let mut st = session.lock();
             st.generation = 1;
             st.connected = true;
-            st.kicked = false;
+            st.kicked = None;
             st.expiry_interval = expiry_interval;
             self.store_session(tenant, &session, &mut st)
         };
@@ -385,9 +397,16 @@ impl Broker {
     /// Asks the connection attached to `session`, if any, to close (v5: DISCONNECT 0x98
     /// Administrative action). Returns whether one was attached.
     pub fn kick(&self, session: &Session) -> bool {
+        self.kick_for(session, stats::CloseReason::AdministrativeAction)
+    }
+
+    /// Asks the connection attached to `session`, if any, to close for `reason`.
+    pub fn kick_for(&self, session: &Session, reason: stats::CloseReason) -> bool {
         let connected = {
             let mut st = session.lock();
-            st.kicked = st.connected;
+            if st.connected {
+                st.kicked = Some(reason);
+            }
             st.connected
         };
         if connected {

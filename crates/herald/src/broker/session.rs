@@ -244,8 +244,9 @@ pub struct SessionState {
     /// The stored side of a persistent session (`None` without a store, or for a session
     /// that ends with its connection). Boxed: most connections' sessions have none.
     pub durable: Option<Box<DurableSession>>,
-    /// An operator asked the attached connection to close (DISCONNECT 0x98).
-    pub kicked: bool,
+    /// The attached connection was asked to close, and why (an operator: DISCONNECT 0x98;
+    /// draining: 0x8B or 0x9C).
+    pub kicked: Option<crate::broker::stats::CloseReason>,
     /// Where the attached (or last) connection came from (`None` for a session restored
     /// from the store that no client has resumed yet).
     pub origin: Option<Box<Origin>>,
@@ -335,7 +336,7 @@ impl Session {
                 expiry_interval: 0,
                 ended: false,
                 durable: None,
-                kicked: false,
+                kicked: None,
                 origin: None,
             }),
             signal: AtomicBool::new(false),

@@ -73,6 +73,8 @@ reasons! {
         ServerShutdown => "server_shutdown",
         /// An operator disconnected the client (HTTP API).
         AdministrativeAction => "administrative_action",
+        /// The node is draining (SIGTERM, `POST /api/v1/drain`).
+        Drained => "drained",
     }
 }
 
@@ -90,6 +92,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => ReasonCode::QuotaExceeded,
             CloseReason::ServerShutdown => ReasonCode::ServerShuttingDown,
             CloseReason::AdministrativeAction => ReasonCode::AdministrativeAction,
+            // 0x9C with a Server Reference instead when `drain.server_reference` is set.
+            CloseReason::Drained => ReasonCode::ServerShuttingDown,
             _ => return None,
         })
     }

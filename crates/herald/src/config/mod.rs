@@ -62,6 +62,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// The HTTP API, metrics and health endpoints.
     pub http: HttpConfig,
+    /// How a stopping node lets its clients go.
+    pub drain: DrainConfig,
     /// Threads and process limits.
     pub runtime: Runtime,
     /// Logging.
@@ -201,6 +203,28 @@ impl HttpConfig {
     /// The address to listen on, if any.
     pub fn addr(&self) -> Option<SocketAddr> {
         self.listen.parse().ok()
+    }
+}
+
+/// Draining (lame duck): on SIGTERM or `POST /api/v1/drain` the node stops accepting,
+/// reports not ready, and disconnects its clients gradually so that they do not all
+/// reconnect elsewhere at the same instant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Seconds over which the clients are disconnected (0: all at once).
+    pub period_secs: u64,
+    /// Where v5 clients should go: told in DISCONNECT 0x9C (Use another server) as Server
+    /// Reference; "" tells them 0x8B (Server shutting down).
+    pub server_reference: String,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            period_secs: 30,
+            server_reference: String::new(),
+        }
     }
 }
 

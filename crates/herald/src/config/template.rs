@@ -73,6 +73,15 @@ max_idempotency_keys = {idem_max}
 max_body_bytes = {max_body}
 max_batch = {max_batch}
 
+[drain]
+# On SIGTERM or POST /api/v1/drain: stop accepting, report not ready (/readyz 503), then
+# disconnect the clients spread over this many seconds (0: all at once), so that they do not
+# all reconnect elsewhere at the same instant; then write the store and exit 0.
+period_secs = {drain_period}
+# Told to v5 clients as Server Reference in DISCONNECT 0x9C (Use another server), for
+# example "mqtt-2.example.com:1883"; "" tells them 0x8B (Server shutting down).
+server_reference = "{server_reference}"
+
 [limits]
 # Open client connections; past it new ones are refused (v5: CONNACK 0x97 Quota exceeded).
 max_connections = {max_connections}
@@ -184,6 +193,8 @@ format = "{log_format}"
         memtable = c.store.memtable_bytes,
         journal = c.store.max_journal_bytes,
         level = c.log.level,
+        drain_period = c.drain.period_secs,
+        server_reference = c.drain.server_reference,
         log_format = c.log.format,
         mqtt = list(&c.listeners.mqtt),
         ws = list(&c.listeners.ws),

@@ -522,13 +522,13 @@ impl Live {
             let st = self.conn.session.lock();
             (st.generation, st.kicked)
         };
-        if kicked && generation == self.conn.generation {
-            return Err(Closing::new(CloseReason::AdministrativeAction));
+        if let (Some(reason), true) = (kicked, generation == self.conn.generation) {
+            return Err(Closing::new(reason));
         }
         if generation != self.conn.generation {
-            if kicked {
+            if let Some(reason) = kicked {
                 // Disconnected by an operator, and the session discarded.
-                return Err(Closing::new(CloseReason::AdministrativeAction));
+                return Err(Closing::new(reason));
             }
             // Another connection took the session over; pass the signal on to it.
             self.conn.session.wake();
@@ -656,10 +656,18 @@ impl Live {
         if self.conn.version.is_v5()
             && let Some(code) = closing.code
         {
-            let _ = self.out.packet(
-                &Packet::Disconnect(Disconnect::new(code)),
-                self.conn.version,
-            );
+            let mut disconnect = Disconnect::new(code);
+            if closing.reason == CloseReason::Drained {
+                let reference = self.broker.config().drain.server_reference.clone();
+                if !reference.is_empty() {
+                    // Use another server, and which [MQTT-4.11].
+                    disconnect = Disconnect::new(ReasonCode::UseAnotherServer);
+                    disconnect.properties.server_reference = Some(reference.into());
+                }
+            }
+            let _ = self
+                .out
+                .packet(&Packet::Disconnect(disconnect), self.conn.version);
         }
         if !self.out.is_empty() {
             // Best effort, briefly: a slow consumer is not waited for.
