@@ -599,3 +599,30 @@ async fn clients_subscriptions_and_retained_are_listed_and_steered() {
     let r = get("/api/v1/clients/alpha-1").await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn subscription_pages_follow_an_opaque_cursor() {
+    let (s, http) = start(api_config()).await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        let mut c = Raw::connect(s.addr, V5, &format!("c{i}")).await;
+        c.subscribe("page/#", QoS::AtMostOnce).await;
+        clients.push(c);
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/subscriptions?limit=2".to_string();
+    loop {
+        let r = request(http, "GET", &path, &[], "").await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        for item in r.body["items"].as_array().unwrap() {
+            seen.push(item["client_id"].as_str().unwrap().to_string());
+        }
+        match r.body["next"].as_str() {
+            Some(next) => path = format!("/api/v1/subscriptions?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4"]);
+    let r = request(http, "GET", "/api/v1/subscriptions?after=%%%", &[], "").await;
+    assert_eq!(r.status, 400);
+}

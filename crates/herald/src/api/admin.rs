@@ -212,6 +212,17 @@ pub(crate) async fn subscriptions(
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let limit = check_limit(q.limit)?;
     let filter = check_filter(q.filter.as_deref())?;
+    // The cursor names a (filter, client id) pair: opaque (base64url) in the answer.
+    let after = match &q.after {
+        None => None,
+        Some(a) => Some(
+            data_encoding::BASE64URL_NOPAD
+                .decode(a.as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| ApiError::field("after", "not a cursor this API gave"))?,
+        ),
+    };
     let mut items = Vec::new();
     state.broker.default_tenant.sessions.for_each(|session| {
         let st = session.lock();
@@ -222,7 +233,7 @@ pub(crate) async fn subscriptions(
                 continue;
             }
             let key = format!("{}\u{0}{}", &**f, &*session.client_id);
-            if q.after.as_deref().is_some_and(|a| key.as_str() <= a) {
+            if after.as_deref().is_some_and(|a| key.as_str() <= a) {
                 continue;
             }
             items.push((
@@ -236,7 +247,11 @@ pub(crate) async fn subscriptions(
             ));
         }
     });
-    Ok(Json(page(items, limit)))
+    let mut answer = page(items, limit);
+    if let Some(next) = answer["next"].as_str() {
+        answer["next"] = json!(data_encoding::BASE64URL_NOPAD.encode(next.as_bytes()));
+    }
+    Ok(Json(answer))
 }
 
 pub(crate) async fn retained(
