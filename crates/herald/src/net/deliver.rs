@@ -29,6 +29,7 @@ impl Live {
         let now = std::time::Instant::now();
         let mut batch: Vec<(Delivery, u16)> = Vec::new();
         let mut delivered = 0u64;
+        let mut latencies = crate::metrics::Latencies::default();
         let broker = self.broker.clone();
         let durable = broker.durable.as_ref();
         while self.out.len() < WRITE_BUDGET {
@@ -88,12 +89,11 @@ impl Live {
             self.out.gate(ticket);
             for (delivery, packet_id) in batch.drain(..) {
                 let sent = self.write_delivery(&delivery, packet_id, false)?;
-                if sent {
+                // Sampled: one delivery in 16 is timed (an Instant subtraction and a bucket
+                // search per message measured 6% of a saturating QoS 0 fan-out).
+                if sent && delivered.is_multiple_of(16) {
                     let waited = now.saturating_duration_since(delivery.message.received_at);
-                    self.broker
-                        .stats
-                        .hot
-                        .delivered_after(waited.as_micros() as u64);
+                    latencies.observe(waited.as_micros() as u64);
                 }
                 delivered += u64::from(sent);
             }
@@ -104,10 +104,9 @@ impl Live {
                 .stats
                 .delivered
                 .fetch_add(delivered, Ordering::Relaxed);
-            self.broker
-                .stats
-                .hot
-                .packets_out(mqtt_codec::PacketType::Publish, delivered);
+            let hot = &self.broker.stats.hot;
+            hot.packets_out(mqtt_codec::PacketType::Publish, delivered);
+            hot.delivered(&latencies);
         }
         Ok(())
     }
