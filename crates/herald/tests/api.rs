@@ -626,3 +626,21 @@ async fn subscription_pages_follow_an_opaque_cursor() {
     let r = request(http, "GET", "/api/v1/subscriptions?after=%%%", &[], "").await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn a_path_that_is_not_utf8_gets_a_json_error() {
+    let (_s, http) = start(api_config()).await;
+    for (method, path, field) in [
+        ("GET", "/api/v1/clients/%FF", "client_id"),
+        ("DELETE", "/api/v1/clients/%FF", "client_id"),
+        ("DELETE", "/api/v1/retained/a%FFb", "topic"),
+    ] {
+        let r = request(http, method, path, &[], "").await;
+        assert_eq!(
+            (r.status, r.error_field()),
+            (400, field),
+            "{method} {path}: {:?}",
+            r.body
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use mqtt_codec::ProtocolVersion;
@@ -12,6 +13,12 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiState, Authorized};
 use crate::broker::session::{Session, SessionState};
+
+/// A path segment, or a JSON error naming it (axum would answer plain text).
+fn path_text(path: Result<Path<String>, PathRejection>, field: &str) -> Result<String, ApiError> {
+    path.map(|Path(p)| p)
+        .map_err(|e| ApiError::field(field, e.body_text()))
+}
 
 /// Most items one page holds.
 const MAX_LIMIT: usize = 1000;
@@ -133,8 +140,9 @@ fn find(state: &ApiState, id: &str) -> Result<Arc<Session>, ApiError> {
 pub(crate) async fn client(
     State(state): State<Arc<ApiState>>,
     _auth: Authorized,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_text(id, "client_id")?;
     let session = find(&state, &id)?;
     let st = session.lock();
     let mut v = summary(&session, &st);
@@ -168,9 +176,10 @@ pub(crate) struct KickQuery {
 pub(crate) async fn kick(
     State(state): State<Arc<ApiState>>,
     _auth: Authorized,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     query: Result<Query<KickQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = path_text(id, "client_id")?;
     let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
     let session = find(&state, &id)?;
     let discard = q.discard_session.unwrap_or(false);
@@ -289,8 +298,9 @@ pub(crate) async fn retained(
 pub(crate) async fn delete_retained(
     State(state): State<Arc<ApiState>>,
     _auth: Authorized,
-    Path(topic): Path<String>,
+    topic: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let topic = path_text(topic, "topic")?;
     mqtt_codec::topic::validate_topic_name(&topic)
         .map_err(|e| ApiError::field("topic", format!("not a topic name: {e}")))?;
     let existed = state
