@@ -201,6 +201,10 @@ pub struct Setup {
     pub mosquitto_autosave_s: u32,
     /// TLS and WebSocket listeners, when wanted.
     pub extra: Option<ExtraListeners>,
+    /// herald only: its HTTP API (`--http-listen`); `None` runs it without one.
+    pub http: Option<SocketAddr>,
+    /// herald only: more `HERALD_` variables, after (and so over) the ones set here.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Setup {
@@ -211,6 +215,8 @@ impl Default for Setup {
             port: None,
             mosquitto_autosave_s: 1800,
             extra: None,
+            http: None,
+            env: Vec::new(),
         }
     }
 }
@@ -425,6 +431,11 @@ fn launch_config(
                 args.push(format!("--{}-listen", transport.name()));
                 args.push(at.to_string());
             }
+            if let Some(http) = setup.http {
+                args.push("--http-listen".into());
+                args.push(http.to_string());
+            }
+            env.extend(setup.env.iter().cloned());
             if let Some(extra) = &setup.extra {
                 args.push("--tls-cert".into());
                 args.push(extra.cert.cert.display().to_string());
@@ -499,6 +510,31 @@ impl Running {
             let _ = self.child.kill().await;
         }
         (asked.elapsed(), clean)
+    }
+
+    /// Sends the broker a signal by name (`INT`, `TERM`, ...), without waiting.
+    pub async fn signal(&self, name: &str) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid.to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{name} {} failed: {status}", self.pid);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the broker to exit by itself and returns its exit code
+    /// (`None`: killed by a signal); after `limit`, kills it and returns an error.
+    pub async fn wait_exit(mut self, limit: Duration) -> anyhow::Result<Option<i32>> {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => Ok(status?.code()),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("{} did not exit within {limit:?}", self.kind.name())
+            }
+        }
     }
 
     /// Kills the broker with SIGKILL (no chance to save anything) and waits for it to die.

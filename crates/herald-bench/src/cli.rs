@@ -15,10 +15,11 @@ use crate::client::{ClientConfig, Target};
 use crate::report;
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::crash::CrashSpec;
+use crate::scenario::node_drain::NodeDrainSpec;
 use crate::scenario::queue::{DrainSpec, FillSpec, RestartSpec};
 use crate::scenario::storm::StormSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
-use crate::scenario::{RunOptions, conns, crash, queue, storm, traffic};
+use crate::scenario::{RunOptions, conns, crash, node_drain, queue, storm, traffic};
 use crate::transport::{Connector, TransportArgs};
 
 /// Load generator for MQTT brokers.
@@ -95,6 +96,31 @@ pub enum Scenario {
         /// First-reconnect spread in milliseconds (with backoff).
         #[arg(long, default_value_t = 1000)]
         jitter_ms: u64,
+    },
+    /// Start herald nodes A and B, put N MQTT 5 clients on A, and let them follow A to B:
+    /// once as A drains (POST /api/v1/drain), once as A stops at once (SIGINT).
+    NodeDrain {
+        /// Clients on node A.
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        /// A's drain period in seconds (HERALD_DRAIN_PERIOD_SECS).
+        #[arg(long, default_value_t = 10)]
+        drain_secs: u64,
+        /// The herald executable (default: next to herald-bench, then PATH).
+        #[arg(long)]
+        herald_bin: Option<PathBuf>,
+        /// Connect timeout of each attempt, seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Worker processes to spread the clients over.
+        #[arg(long, default_value_t = 1)]
+        procs: usize,
+        /// Directory for the nodes' logs.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print one JSON object with every figure instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Leave a persistent subscriber's session with N queued messages (sequence-numbered).
     Fill {
@@ -451,6 +477,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             };
             let report = storm::run(&common.options()?, spec).await?;
             emit(common.json, &report, report::storm)
+        }
+        Scenario::NodeDrain {
+            clients,
+            drain_secs,
+            herald_bin,
+            timeout,
+            procs,
+            dir,
+            json,
+        } => {
+            if clients == 0 || procs == 0 || timeout <= 0.0 {
+                bail!("--clients and --procs must be at least 1, --timeout above 0");
+            }
+            let herald_bin = Kind::Herald
+                .locate(herald_bin.as_deref())
+                .context("herald not found; give --herald-bin")?;
+            let spec = NodeDrainSpec {
+                clients,
+                drain_secs,
+                timeout_s: timeout,
+                procs,
+                herald_bin,
+                dir: dir.unwrap_or_else(|| default_out_dir().join("node-drain")),
+                quiet: json,
+            };
+            let report = node_drain::run(spec).await?;
+            emit(json, &report, report::node_drain)
         }
         Scenario::Fill {
             common,

@@ -79,6 +79,8 @@ pub enum ScenarioSpec {
     Traffic(crate::scenario::traffic::TrafficSpec),
     /// Drop and reconnect everyone at once.
     Storm(crate::scenario::storm::StormSpec),
+    /// Follow a draining (or stopped) node's clients to another node.
+    NodeDrain(crate::scenario::node_drain::NodeDrainWorker),
 }
 
 /// A command from the coordinator.

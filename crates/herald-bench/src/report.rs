@@ -7,6 +7,7 @@ use crate::proto::Latency;
 use crate::scenario::CpuUse;
 use crate::scenario::conns::ConnsReport;
 use crate::scenario::crash::CrashReport;
+use crate::scenario::node_drain::{self, NodeDrainReport};
 use crate::scenario::queue::{DrainReport, FillReport, RestartReport};
 use crate::scenario::storm::StormReport;
 use crate::scenario::traffic::TrafficReport;
@@ -150,6 +151,51 @@ pub fn storm(r: &StormReport) -> String {
             failures(&round.failures)
         );
         let _ = writeln!(s, "    reconnect time: {}", latency(&round.reconnect));
+    }
+    s
+}
+
+/// Summary of a `node-drain` run: one table row per round, then reconnects per second.
+pub fn node_drain(r: &NodeDrainReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "node-drain: {} MQTT 5 clients on herald A follow it to B (drain period {} s, {} procs)",
+        r.spec.clients, r.spec.drain_secs, r.spec.procs
+    );
+    let _ = writeln!(
+        s,
+        "  {:<7} {:<19} {:>6} {:>6} {:>12} {:>10} {:>8} {:>9}  failures",
+        "round", "trigger", "on A", "on B", "all back in", "peak/100ms", "peak/s", "attempts"
+    );
+    for round in &r.rounds {
+        let _ = writeln!(
+            s,
+            "  {:<7} {:<19} {:>6} {:>6} {:>12} {:>10} {:>8} {:>9}  {}",
+            round.mode,
+            round.trigger,
+            round.connected_to_a,
+            round.back_on_b,
+            round
+                .time_to_all_back_s
+                .map_or("never".into(), |t| format!("{t:.2} s")),
+            round.peak_per_100ms,
+            round.peak_per_s,
+            round.attempts,
+            failures(&round.failures)
+        );
+    }
+    for round in &r.rounds {
+        let per_s = node_drain::per_second(&round.buckets, |b| b.back);
+        let _ = writeln!(
+            s,
+            "  {}: reconnects per second {:?}; A's connections ended: {}; A exited after {} (code {})",
+            round.mode,
+            per_s,
+            failures(&round.ends),
+            secs(round.a_exit_s),
+            round.a_exit_code.map_or("-".into(), |c| c.to_string())
+        );
     }
     s
 }

@@ -35,6 +35,9 @@ pub async fn run() -> anyhow::Result<()> {
         ScenarioSpec::Conns(s) => scenario::conns::worker(&spec, &s, &mut commands, &out).await,
         ScenarioSpec::Traffic(s) => scenario::traffic::worker(&spec, &s, &mut commands, &out).await,
         ScenarioSpec::Storm(s) => scenario::storm::worker(&spec, &s, &mut commands, &out).await,
+        ScenarioSpec::NodeDrain(s) => {
+            scenario::node_drain::worker(&spec, &s, &mut commands, &out).await
+        }
     };
     if let Err(e) = outcome {
         out.send(Event::Error {

@@ -4,6 +4,7 @@
 pub mod conns;
 pub mod crash;
 pub mod inbox;
+pub mod node_drain;
 pub mod queue;
 pub mod storm;
 pub mod traffic;
