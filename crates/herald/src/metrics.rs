@@ -52,8 +52,8 @@ fn shard() -> usize {
 struct Traffic {
     packets_in: [AtomicU64; 16],
     packets_out: [AtomicU64; 16],
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
+    bytes_in: [AtomicU64; 16],
+    bytes_out: [AtomicU64; 16],
     /// Publish-to-deliver latency, a bucket per bound and one above, then the sum (µs).
     latency: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
     latency_sum_us: AtomicU64,
@@ -99,24 +99,18 @@ impl Hot {
         &self.shards[shard()]
     }
 
-    /// A packet received.
-    pub fn packet_in(&self, t: PacketType) {
-        self.mine().packets_in[t as usize & 15].fetch_add(1, Ordering::Relaxed);
+    /// A packet of `bytes` received.
+    pub fn packet_in(&self, t: PacketType, bytes: usize) {
+        let mine = self.mine();
+        mine.packets_in[t as usize & 15].fetch_add(1, Ordering::Relaxed);
+        mine.bytes_in[t as usize & 15].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// `n` packets of type `t` sent.
-    pub fn packets_out(&self, t: PacketType, n: u64) {
-        self.mine().packets_out[t as usize & 15].fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Bytes read from clients.
-    pub fn bytes_in(&self, n: usize) {
-        self.mine().bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Bytes written to clients.
-    pub fn bytes_out(&self, n: usize) {
-        self.mine().bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    /// `n` packets of type `t`, `bytes` in all, queued to be sent.
+    pub fn packets_out(&self, t: PacketType, n: u64, bytes: usize) {
+        let mine = self.mine();
+        mine.packets_out[t as usize & 15].fetch_add(n, Ordering::Relaxed);
+        mine.bytes_out[t as usize & 15].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Adds a batch of delivery latencies counted on the stack (`Latencies`): a few atomic
@@ -347,20 +341,22 @@ pub fn render(broker: &crate::broker::Broker, sampled: &Sampled) -> String {
         &mut out,
         "herald_received_bytes_total",
         "counter",
-        "Bytes of MQTT read from clients (after TLS and WebSocket framing).",
+        "Bytes of MQTT packets received from clients (inside TLS and WebSocket framing), by type.",
     );
-    let _ = writeln!(
-        out,
-        "herald_received_bytes_total {}",
-        hot.sum(|x| &x.bytes_in)
-    );
+    for (i, t) in PACKET_TYPES.iter().enumerate().skip(1) {
+        let n = hot.sum(|x| &x.bytes_in[i]);
+        let _ = writeln!(out, "herald_received_bytes_total{{type=\"{t}\"}} {n}");
+    }
     family(
         &mut out,
         "herald_sent_bytes_total",
         "counter",
-        "Bytes of MQTT written to clients (before TLS and WebSocket framing).",
+        "Bytes of MQTT packets sent to clients (inside TLS and WebSocket framing), by type.",
     );
-    let _ = writeln!(out, "herald_sent_bytes_total {}", hot.sum(|x| &x.bytes_out));
+    for (i, t) in PACKET_TYPES.iter().enumerate().skip(1) {
+        let n = hot.sum(|x| &x.bytes_out[i]);
+        let _ = writeln!(out, "herald_sent_bytes_total{{type=\"{t}\"}} {n}");
+    }
     family(
         &mut out,
         "herald_messages_published_total",

@@ -149,6 +149,7 @@ impl Server {
                     shutdown.subscribe(),
                 )));
                 accept_loops.push(tokio::spawn(api.clone().sweep_keys(shutdown.subscribe())));
+                accept_loops.push(tokio::spawn(api.clone().sample_rates(shutdown.subscribe())));
                 api.ready.store(true, Ordering::Relaxed);
                 Some(api)
             }

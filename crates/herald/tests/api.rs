@@ -457,6 +457,12 @@ async fn api_keys_guard_the_api_and_health_is_open() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["messages_published"], 1);
+    // One message since the start, a moment ago: a rate above zero.
+    assert!(
+        r.body["rates"]["published_per_sec"].as_f64().unwrap() > 0.0,
+        "{:?}",
+        r.body
+    );
     let r = request(http, "GET", "/healthz", &[], "").await;
     assert_eq!((r.status, &r.body), (200, &json!({"status": "ok"})));
     let r = request(http, "GET", "/readyz", &[], "").await;

@@ -117,8 +117,15 @@ async fn metrics_cover_connections_traffic_messages_store_and_process() {
     assert!(get(r#"herald_packets_received_total{type="puback"}"#) >= 10.0);
     assert_eq!(get(r#"herald_packets_sent_total{type="publish"}"#), 11.0);
     assert_eq!(get(r#"herald_packets_sent_total{type="connack"}"#), 2.0);
-    assert!(get("herald_received_bytes_total") > 100.0);
-    assert!(get("herald_sent_bytes_total") > 100.0);
+    // Publish bytes: 11 PUBLISH packets each way, a 4-byte topic and a 1 to 4 byte payload.
+    let received = get(r#"herald_received_bytes_total{type="publish"}"#);
+    assert!((11.0 * 8.0..=11.0 * 16.0).contains(&received), "{received}");
+    assert!(get(r#"herald_sent_bytes_total{type="publish"}"#) >= 11.0 * 8.0);
+    assert_eq!(
+        get(r#"herald_sent_bytes_total{type="connack"}"#) > 0.0,
+        true
+    );
+    assert!(get(r#"herald_received_bytes_total{type="connect"}"#) > 20.0);
     assert_eq!(get("herald_messages_published_total"), 11.0);
     assert_eq!(get("herald_messages_delivered_total"), 11.0);
     // Sampled: the first delivery of each write batch and every 16th after it.

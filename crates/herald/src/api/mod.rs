@@ -41,7 +41,34 @@ pub struct ApiState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// Raised by `POST /api/v1/drain`; the process drains and exits.
     pub drain: Arc<tokio::sync::Notify>,
+    /// Counter samples for the rates `/api/v1/stats` shows: the one taken at least
+    /// `RATE_WINDOW` ago (or at start) and the latest.
+    samples: std::sync::Mutex<(Sample, Sample)>,
 }
+
+/// Counters at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: std::time::Instant,
+    published: u64,
+    delivered: u64,
+    accepted: u64,
+}
+
+impl Sample {
+    fn take(broker: &Broker) -> Sample {
+        let s = &broker.stats;
+        Sample {
+            at: std::time::Instant::now(),
+            published: s.published.load(Ordering::Relaxed),
+            delivered: s.delivered.load(Ordering::Relaxed),
+            accepted: s.accepted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The rates of `/api/v1/stats` cover at least this long (once the node has run as long).
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 impl ApiState {
     /// The API's state for `broker`, with the idempotency keys the store kept.
@@ -76,13 +103,31 @@ impl ApiState {
             }
             tracing::info!(kept, "idempotency keys restored");
         }
+        let start = Sample::take(&broker);
         Ok(Arc::new(ApiState {
+            samples: std::sync::Mutex::new((start, start)),
             broker,
             keys,
             ready: AtomicBool::new(false),
             reloader,
             drain,
         }))
+    }
+
+    /// Takes a counter sample every `RATE_WINDOW` for the rates of `/api/v1/stats`.
+    pub async fn sample_rates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(RATE_WINDOW);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = Sample::take(&self.broker);
+            if let Ok(mut s) = self.samples.lock() {
+                *s = (s.1, now);
+            }
+        }
     }
 
     /// Forgets expired idempotency keys (and deletes their records), every minute.
@@ -437,6 +482,14 @@ async fn stats(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Json<Va
         .collect();
     let mut sessions = 0u64;
     b.default_tenant.sessions.for_each(|_| sessions += 1);
+    // Per second since the older sample (10 to 20 seconds ago, or since the start).
+    let then = state
+        .samples
+        .lock()
+        .map_or_else(|s| s.into_inner().0, |s| s.0);
+    let now = Sample::take(b);
+    let secs = now.at.duration_since(then.at).as_secs_f64().max(0.001);
+    let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / secs * 10.0).round() / 10.0;
     Json(json!({
         "connections": s.open.load(Ordering::Relaxed),
         "connections_accepted": s.accepted.load(Ordering::Relaxed),
@@ -447,5 +500,11 @@ async fn stats(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Json<Va
         "idempotency_keys": state.keys.len(),
         "closes": closes,
         "drops": drops,
+        "rates": {
+            "window_secs": (secs * 10.0).round() / 10.0,
+            "published_per_sec": rate(then.published, now.published),
+            "delivered_per_sec": rate(then.delivered, now.delivered),
+            "connections_accepted_per_sec": rate(then.accepted, now.accepted),
+        },
     }))
 }

@@ -23,16 +23,17 @@ pub(crate) enum FirstPacketError {
     Decode(DecodeError),
 }
 
-/// Reads until the first whole packet has arrived.
+/// Reads until the first whole packet has arrived; returns it and its size.
 pub(crate) async fn first_packet(
     io: &mut Transport,
     rbuf: &mut BytesMut,
     max_packet_size: usize,
-) -> Result<Packet, FirstPacketError> {
+) -> Result<(Packet, usize), FirstPacketError> {
     loop {
+        let before = rbuf.len();
         // The version is unknown until CONNECT says it; CONNECT decodes with its own.
         match decode(rbuf, ProtocolVersion::V5, max_packet_size) {
-            Ok(Some(packet)) => return Ok(packet),
+            Ok(Some(packet)) => return Ok((packet, before - rbuf.len())),
             Ok(None) => {}
             Err(e) => return Err(FirstPacketError::Decode(e)),
         }

@@ -192,6 +192,8 @@ struct Opened {
     cert_username: Option<String>,
     /// The first packet, or why it did not decode.
     first: Result<Packet, mqtt_codec::DecodeError>,
+    /// Its size.
+    first_size: usize,
 }
 
 /// The transport handshakes, in order: the PROXY header, TLS, the WebSocket upgrade; then
@@ -244,11 +246,15 @@ async fn open(
         let path = broker.config().listeners.ws_path.clone();
         rbuf = upgrade(&mut io, rbuf, &path, peer).await?;
     }
+    let mut first_size = 0;
     let first =
         match connect::first_packet(&mut io, &mut rbuf, broker.config().limits.max_packet_size)
             .await
         {
-            Ok(packet) => Ok(packet),
+            Ok((packet, size)) => {
+                first_size = size;
+                Ok(packet)
+            }
             Err(connect::FirstPacketError::Closed(reason)) => {
                 // A layer may have an answer queued (a WebSocket close frame and its code).
                 if io.has_pending() {
@@ -264,6 +270,7 @@ async fn open(
         rbuf,
         cert_username,
         first,
+        first_size,
     })
 }
 
@@ -330,7 +337,10 @@ async fn handshake(
         _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
     };
     if let Ok(first) = &opened.first {
-        broker.stats.hot.packet_in(first.packet_type());
+        broker
+            .stats
+            .hot
+            .packet_in(first.packet_type(), opened.first_size);
     }
     let connect = match opened.first {
         Ok(Packet::Connect(c)) => c,
@@ -391,7 +401,7 @@ async fn handshake(
                 broker
                     .stats
                     .hot
-                    .packets_out(mqtt_codec::PacketType::ConnAck, 1);
+                    .packets_out(mqtt_codec::PacketType::ConnAck, 1, bytes.len());
                 let _ = timeout(Duration::from_secs(1), opened.io.write_all(&bytes)).await;
             }
             let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
@@ -578,10 +588,7 @@ impl Live {
             }
             match self.io.read(&mut self.rbuf) {
                 Ok(0) => return Err(Closing::new(CloseReason::PeerClosed)),
-                Ok(n) => {
-                    self.broker.stats.hot.bytes_in(n);
-                    self.process()?
-                }
+                Ok(_) => self.process()?,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(Closing::new(connect::read_error(&e))),
             }
@@ -602,9 +609,11 @@ impl Live {
                 self.input_pending = true;
                 return Ok(());
             }
+            let before = self.rbuf.len();
             match mqtt_codec::decode(&mut self.rbuf, self.conn.version, max) {
                 Ok(Some(packet)) => {
-                    self.broker.stats.hot.packet_in(packet.packet_type());
+                    let size = before - self.rbuf.len();
+                    self.broker.stats.hot.packet_in(packet.packet_type(), size);
                     // Keep-alive counts whole control packets, not bytes of an unfinished one
                     // [MQTT-3.1.2-22].
                     self.last_received_ms = self.broker.clock_ms(Instant::now());
@@ -618,10 +627,16 @@ impl Live {
 
     /// Queues a control packet.
     pub(crate) fn send(&mut self, packet: &Packet) -> Result<(), Closing> {
-        self.broker.stats.hot.packets_out(packet.packet_type(), 1);
+        let before = self.out.len();
         self.out
             .packet(packet, self.conn.version)
-            .map_err(|_| Closing::new(CloseReason::ProtocolError))
+            .map_err(|_| Closing::new(CloseReason::ProtocolError))?;
+        let size = self.out.len().saturating_sub(before);
+        self.broker
+            .stats
+            .hot
+            .packets_out(packet.packet_type(), 1, size);
+        Ok(())
     }
 
     /// Writes what the socket takes now; tracks how long it has been full.
@@ -629,13 +644,7 @@ impl Live {
         if let Some(d) = &self.broker.durable {
             self.out.release(d.journal.durable());
         }
-        let before = self.out.len();
-        let flushed = self.out.flush(&mut self.io);
-        self.broker
-            .stats
-            .hot
-            .bytes_out(before.saturating_sub(self.out.len()));
-        match flushed {
+        match self.out.flush(&mut self.io) {
             Ok(true) => {
                 self.unwritable_since_ms = NONE;
                 Ok(())

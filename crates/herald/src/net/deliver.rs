@@ -30,6 +30,7 @@ impl Live {
         let mut batch: Vec<(Delivery, u16)> = Vec::new();
         let mut delivered = 0u64;
         let mut latencies = crate::metrics::Latencies::default();
+        let queued_before = self.out.len();
         let broker = self.broker.clone();
         let durable = broker.durable.as_ref();
         while self.out.len() < WRITE_BUDGET {
@@ -105,7 +106,8 @@ impl Live {
                 .delivered
                 .fetch_add(delivered, Ordering::Relaxed);
             let hot = &self.broker.stats.hot;
-            hot.packets_out(mqtt_codec::PacketType::Publish, delivered);
+            let bytes = self.out.len().saturating_sub(queued_before);
+            hot.packets_out(mqtt_codec::PacketType::Publish, delivered, bytes);
             hot.delivered(&latencies);
         }
         Ok(())
