@@ -14,7 +14,6 @@ use herald::config::Config;
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::QoS;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A response: status, headers (lower-case names), body.
 #[derive(Debug)]
@@ -37,7 +36,7 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request on its own connection.
+/// One HTTP/1.1 request on its own connection; the body read as JSON.
 async fn request(
     addr: SocketAddr,
     method: &str,
@@ -45,46 +44,11 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("the API answers")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
-        .collect();
-    let body = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body ({e}): {body}"))
-    };
+    let r = common::http::request(addr, method, path, headers, body).await;
     Reply {
-        status,
-        headers,
-        body,
+        status: r.status,
+        body: r.json(),
+        headers: r.headers,
     }
 }
 

@@ -13,7 +13,6 @@ use common::Raw;
 use mqtt_codec::ProtocolVersion::V5;
 use mqtt_codec::QoS;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The functions that take a counter's range vector.
 const RATE_FUNCTIONS: [&str; 3] = ["rate", "irate", "increase"];
@@ -76,15 +75,9 @@ fn enclosing_function(expr: &str, at: usize) -> Option<&str> {
 }
 
 async fn scrape(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
+    let r = common::http::request(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
 }
 
 /// What `/metrics` serves: the families with their TYPE, and the names of the series.

@@ -11,16 +11,11 @@ use std::time::{Duration, Instant};
 use common::Raw;
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::{Packet, ReasonCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn readyz(http: SocketAddr) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+    common::http::request(http, "GET", "/readyz", &[], "")
         .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    raw.split(' ').nth(1).unwrap().parse().unwrap()
+        .status
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

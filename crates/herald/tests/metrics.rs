@@ -13,19 +13,13 @@ use std::process::{Command, Stdio};
 use common::Raw;
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::QoS;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn scrape(addr: SocketAddr) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.to_string()
+    let r = common::http::request(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 200);
+    let kind = r.header("content-type").unwrap_or("");
+    assert!(kind.contains("text/plain; version=0.0.4"), "{kind}");
+    r.body
 }
 
 /// Samples by `name{labels}`, checking that each belongs to a family declared before it.

@@ -17,7 +17,6 @@ use herald::config::Config;
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::QoS;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The document as built into the server.
 const DOCUMENT: &str = include_str!("../src/api/openapi.json");
@@ -71,38 +70,19 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 request on its own connection.
+/// One HTTP/1.1 request on its own connection, with the API key `auth` if not empty.
 async fn request(addr: SocketAddr, method: &str, path: &str, auth: &str, body: &str) -> Reply {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = if auth.is_empty() {
-        String::new()
+    let bearer = format!("Bearer {auth}");
+    let headers: &[(&str, &str)] = if auth.is_empty() {
+        &[]
     } else {
-        format!("Authorization: Bearer {auth}\r\n")
+        &[("Authorization", &bearer)]
     };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("the API answers")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
-    let content_type = lines
-        .filter_map(|l| l.split_once(": "))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default();
+    let r = common::http::request(addr, method, path, headers, body).await;
     Reply {
-        status: status.parse().unwrap(),
-        content_type,
-        body: body.to_string(),
+        status: r.status,
+        content_type: r.header("content-type").unwrap_or_default().to_string(),
+        body: r.body,
     }
 }
 

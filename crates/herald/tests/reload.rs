@@ -13,18 +13,10 @@ use herald::reload::ConfigSource;
 use mqtt_codec::ProtocolVersion::V5;
 use mqtt_codec::{Packet, QoS, ReasonCode};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn post_reload(http: SocketAddr) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-    s.write_all(b"POST /api/v1/reload HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
+    let r = common::http::request(http, "POST", "/api/v1/reload", &[], "").await;
+    (r.status, r.json())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
