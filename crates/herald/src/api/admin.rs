@@ -20,6 +20,15 @@ fn path_text(path: Result<Path<String>, PathRejection>, field: &str) -> Result<S
         .map_err(|e| ApiError::field(field, e.body_text()))
 }
 
+/// The query parameters, or a JSON error (axum would answer plain text).
+fn query_of<T>(
+    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::field("query", e.body_text()))
+}
+
 /// Most items one page holds.
 const MAX_LIMIT: usize = 1000;
 
@@ -99,7 +108,7 @@ pub(crate) async fn clients(
     _auth: Authorized,
     query: Result<Query<ClientQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let q = query_of(query)?;
     let limit = check_limit(q.limit)?;
     let mut items = Vec::new();
     state.broker.default_tenant.sessions.for_each(|session| {
@@ -180,7 +189,7 @@ pub(crate) async fn kick(
     query: Result<Query<KickQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_text(id, "client_id")?;
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let q = query_of(query)?;
     let session = find(&state, &id)?;
     let discard = q.discard_session.unwrap_or(false);
     let was_connected = state.broker.kick(&session);
@@ -218,7 +227,7 @@ pub(crate) async fn subscriptions(
     _auth: Authorized,
     query: Result<Query<FilterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let q = query_of(query)?;
     let limit = check_limit(q.limit)?;
     let filter = check_filter(q.filter.as_deref())?;
     // The cursor names a (filter, client id) pair: opaque (base64url) in the answer.
@@ -268,7 +277,7 @@ pub(crate) async fn retained(
     _auth: Authorized,
     query: Result<Query<FilterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let q = query_of(query)?;
     let limit = check_limit(q.limit)?;
     let filter = check_filter(q.filter.as_deref())?;
     let items = state

@@ -73,6 +73,14 @@ fn would_block() -> io::Error {
     io::ErrorKind::WouldBlock.into()
 }
 
+/// The room rustls asks for when an encrypt did not fit.
+fn encrypt_room(e: &rustls::unbuffered::EncryptError) -> Option<usize> {
+    match e {
+        rustls::unbuffered::EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -284,7 +292,7 @@ impl TlsLink {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
+        use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
         // Records already made go first; while they wait, no more is taken (so the buffer
         // stays bounded and a slow reader is seen as one).
         if !self.flush()? {
@@ -302,15 +310,8 @@ impl TlsLink {
             let traffic = match state {
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
                     for b in bufs {
-                        append_with(
-                            outgoing,
-                            |out| traffic.encrypt(b, out),
-                            |e| match e {
-                                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                _ => None,
-                            },
-                        )
-                        .map_err(io::Error::other)?;
+                        append_with(outgoing, |out| traffic.encrypt(b, out), encrypt_room)
+                            .map_err(io::Error::other)?;
                         taken += b.len();
                     }
                     true
@@ -339,7 +340,7 @@ impl TlsLink {
 
     /// Sends close_notify, best effort.
     fn close_notify(&mut self) {
-        use rustls::unbuffered::{ConnectionState, EncryptError, UnbufferedStatus};
+        use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
         let TlsLink {
             conn,
             incoming,
@@ -351,10 +352,7 @@ impl TlsLink {
             let _ = append_with(
                 outgoing,
                 |out| traffic.queue_close_notify(out),
-                |e| match e {
-                    EncryptError::InsufficientSize(s) => Some(s.required_size),
-                    _ => None,
-                },
+                encrypt_room,
             );
         }
         self.incoming.advance(discard);
