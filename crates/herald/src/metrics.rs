@@ -395,6 +395,47 @@ pub fn render(broker: &crate::broker::Broker, sampled: &Sampled) -> String {
     }
     family(
         &mut out,
+        "herald_publications_refused_total",
+        "counter",
+        "QoS 1/2 publications refused rather than acknowledged (v5: a reason code; 3.1.1: closed unacknowledged), by reason.",
+    );
+    for r in crate::broker::stats::RefuseReason::ALL {
+        let _ = writeln!(
+            out,
+            "herald_publications_refused_total{{reason=\"{}\"}} {}",
+            r.label(),
+            s.refusals(*r)
+        );
+    }
+    for (name, help, value) in [
+        (
+            "herald_accepted_unqueued_total",
+            "3.1.1 QoS 1/2 publications acknowledged although a copy could not be queued (listeners.v3_accept_refused).",
+            s.accepted_unqueued.load(Ordering::Relaxed),
+        ),
+        (
+            "herald_pushbacks_total",
+            "Times a publisher stopped reading because a subscriber it feeds was congested.",
+            s.pushbacks.load(Ordering::Relaxed),
+        ),
+        (
+            "herald_stalled_subscribers_total",
+            "Subscribers still congested after limits.stall_after_ms: they lose QoS 0 instead of slowing publishers.",
+            s.stalls.load(Ordering::Relaxed),
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "herald_queued_bytes",
+        "gauge",
+        "Bytes held by all session queues (limits.max_queued_bytes_total bounds it).",
+    );
+    let _ = writeln!(out, "herald_queued_bytes {}", s.queued_bytes());
+    family(
+        &mut out,
         "herald_messages_queued",
         "gauge",
         "Messages queued for sessions and not yet sent.",

@@ -69,6 +69,7 @@ impl Server {
             let endpoint = Arc::new(Endpoint {
                 kind,
                 proxy_protocol: config.listeners.proxy_protocol.contains(&addr),
+                v3_accept_refused: config.listeners.v3_accept_refused.contains(&addr),
                 tls: if kind.is_tls() { tls.clone() } else { None },
             });
             listeners.push((listener, endpoint));

@@ -595,3 +595,34 @@ async fn random_bytes_from_many_connections_never_crash_the_server() {
     assert_eq!(&p.payload[..], b"alive");
     s.server.shutdown(WAIT).await;
 }
+
+/// A CONNECT that says it is MQTT 5 and fails to decode is answered with a v5 CONNACK
+/// carrying the reason (MQTT 5.0 §3.2.2.2 allows it before the close), so the client learns
+/// what it did wrong; a 3.1.1 CONNECT that fails gets no CONNACK (3.1.1 has no code for it).
+#[tokio::test]
+async fn a_malformed_v5_connect_is_answered_with_a_connack_reason_code() {
+    let s = start().await;
+    // CONNECT v5, clean start, keep-alive 60, a property block holding an unknown
+    // property identifier (0xFF), client id "c".
+    let connect = [
+        0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 1, 0xFF, 0, 1, b'c',
+    ];
+    let mut c = Raw::open(s.addr, mqtt_codec::ProtocolVersion::V5).await;
+    c.send_bytes(&connect).await;
+    match c.try_recv(WAIT).await {
+        Some(Packet::ConnAck(ack)) => assert_eq!(ack.reason_code, ReasonCode::MalformedPacket),
+        other => panic!("expected CONNACK 0x81, got {other:?}"),
+    }
+    assert_eq!(c.try_recv(WAIT).await, None, "then the connection closes");
+
+    let mut v3 = connect;
+    v3[8] = 4;
+    let mut c = Raw::open(s.addr, mqtt_codec::ProtocolVersion::V3_1_1).await;
+    c.send_bytes(&v3).await;
+    assert_eq!(
+        c.try_recv(WAIT).await,
+        None,
+        "3.1.1: closed without CONNACK"
+    );
+    s.server.shutdown(WAIT).await;
+}

@@ -301,3 +301,78 @@ async fn retained_publish_without_retain_available_is_refused() {
     );
     s.server.shutdown(WAIT).await;
 }
+
+/// 200,000 retained messages, then subscribers to `#` reading as fast as they can, at QoS 0
+/// and QoS 1: each gets every one. They are streamed as the subscriber's queue drains,
+/// never pushed all at once (which overran its queue and dropped most of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_to_everything_gets_every_one_of_200000_retained_messages() {
+    const RETAINED: usize = 200_000;
+    let s = start().await;
+    let mut publisher = Raw::connect(s.addr, V5, "many-retained").await;
+    let mut burst = Vec::new();
+    for i in 0..RETAINED {
+        let mut p = Publish::new(format!("big/{}/{i}", i % 100), vec![b'r'; 16]);
+        p.retain = true;
+        burst.extend_from_slice(&Packet::Publish(p).to_bytes(V5).unwrap());
+    }
+    publisher.send_bytes(&burst).await;
+    ping(&mut publisher).await;
+    let broker = s.server.broker().clone();
+    assert_eq!(broker.default_tenant.retained.len(), RETAINED);
+
+    for (qos, version) in [(QoS::AtMostOnce, V3_1_1), (QoS::AtLeastOnce, V5)] {
+        let mut sub = Raw::connect(s.addr, version, &format!("everything-{qos:?}")).await;
+        sub.subscribe("#", qos).await;
+        let mut topics = std::collections::HashSet::new();
+        while topics.len() < RETAINED {
+            let p = match sub.try_recv(WAIT).await {
+                Some(Packet::Publish(p)) => p,
+                other => panic!("{qos:?}: after {} messages: {other:?}", topics.len()),
+            };
+            assert!(p.retain);
+            if p.qos == QoS::AtLeastOnce {
+                sub.send(Packet::PubAck(Ack::new(p.packet_id))).await;
+            }
+            assert!(topics.insert(p.topic.to_string()), "{} twice", p.topic);
+        }
+        sub.expect_nothing().await;
+    }
+    assert_eq!(
+        broker
+            .stats
+            .drops(herald::broker::stats::DropReason::OutboxFull)
+            + broker
+                .stats
+                .drops(herald::broker::stats::DropReason::QueueFull),
+        0
+    );
+    s.server.shutdown(WAIT).await;
+}
+
+/// A retained message past the tenant's bound is refused with 0x97, not stored and then
+/// lost; replacing a topic's message still works.
+#[tokio::test]
+async fn retained_messages_past_the_bound_are_refused_with_quota_exceeded() {
+    let mut config = config();
+    config.limits.max_retained_messages = 3;
+    let s = start_with(config).await;
+    let mut p = Raw::connect(s.addr, V5, "retain-bound").await;
+    let mut codes = Vec::new();
+    for topic in ["b/1", "b/2", "b/3", "b/4", "b/1"] {
+        let mut m = Publish::new(topic, b"v".to_vec());
+        m.retain = true;
+        m.qos = QoS::AtLeastOnce;
+        m.packet_id = p.next_id();
+        p.send(Packet::Publish(m)).await;
+        match p.recv().await {
+            Packet::PubAck(a) => codes.push(a.reason_code),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    // No subscriber: a success is 0x10 No matching subscribers.
+    let ok = ReasonCode::NoMatchingSubscribers;
+    assert_eq!(codes, vec![ok, ok, ok, ReasonCode::QuotaExceeded, ok]);
+    assert_eq!(s.server.broker().default_tenant.retained.len(), 3);
+    s.server.shutdown(WAIT).await;
+}

@@ -497,6 +497,14 @@ async fn stats(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Json<Va
         "messages_published": s.published.load(Ordering::Relaxed),
         "messages_delivered": s.delivered.load(Ordering::Relaxed),
         "store_refused": s.store_refused.load(Ordering::Relaxed),
+        "refused": crate::broker::stats::RefuseReason::ALL
+            .iter()
+            .map(|r| (r.label().to_string(), json!(s.refusals(*r))))
+            .collect::<serde_json::Map<_, _>>(),
+        "accepted_unqueued": s.accepted_unqueued.load(Ordering::Relaxed),
+        "queued_bytes": s.queued_bytes(),
+        "pushbacks": s.pushbacks.load(Ordering::Relaxed),
+        "stalls": s.stalls.load(Ordering::Relaxed),
         "idempotency_keys": state.keys.len(),
         "closes": closes,
         "drops": drops,

@@ -244,7 +244,16 @@ pub(crate) async fn wait_durable(state: &ApiState, ticket: u64) -> Result<(), Ap
                 "the store did not confirm the write in time; retry with the same \
                  Idempotency-Key to publish exactly once",
             )
-        })
+        })?;
+    if d.journal.durable() < ticket {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            None,
+            "the store cannot write; nothing more is accepted",
+        ));
+    }
+    Ok(())
 }
 
 fn message(d: Draft) -> Arc<Message> {

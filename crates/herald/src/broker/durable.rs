@@ -135,6 +135,18 @@ impl Durable {
         self.refusing.load(Ordering::Relaxed)
     }
 
+    /// Why a new QoS 1/2 publication must be refused now, if it must: a store write failed,
+    /// or the disk is past its limit.
+    pub fn refusal(&self) -> Option<super::stats::RefuseReason> {
+        if self.journal.failed() {
+            Some(super::stats::RefuseReason::StoreFailed)
+        } else if self.refusing() {
+            Some(super::stats::RefuseReason::DiskLimit)
+        } else {
+            None
+        }
+    }
+
     /// Measures the disk: the store's size against `max_disk_bytes`, the file system's free
     /// space against `min_free_disk_bytes`. Returns (store bytes, free bytes).
     pub fn check_disk(&self) -> (u64, Option<u64>) {

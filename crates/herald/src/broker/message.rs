@@ -39,6 +39,9 @@ pub struct Message {
     /// Stored deliveries of it not yet done, plus one held by the publisher while it routes:
     /// the store's copy is deleted when this reaches 0 (see `broker::durable`).
     pub pins: AtomicU32,
+    /// Session queues holding a delivery of it: its bytes count in the node's queued bytes
+    /// once, while this is above 0 (`broker::flow`).
+    pub queued: AtomicU32,
     /// The whole QoS 0, non-retained packet, encoded once for all 3.1/3.1.1 subscribers.
     plain_v3: OnceLock<Bytes>,
     /// The same for 5.0 subscribers (only used without subscription identifiers or alias).
@@ -115,6 +118,7 @@ impl Message {
             id: AtomicU64::new(0),
             ticket: AtomicU64::new(0),
             pins: AtomicU32::new(1),
+            queued: AtomicU32::new(0),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         })
@@ -139,6 +143,7 @@ impl Message {
             id: AtomicU64::new(id),
             ticket: AtomicU64::new(0),
             pins: AtomicU32::new(0),
+            queued: AtomicU32::new(0),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         }
@@ -158,6 +163,7 @@ impl Message {
             id: AtomicU64::new(0),
             ticket: AtomicU64::new(0),
             pins: AtomicU32::new(1),
+            queued: AtomicU32::new(0),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         })

@@ -5,6 +5,7 @@
 //! registry shard -> session state -> subscription index / retained store.
 
 pub mod durable;
+pub mod flow;
 pub mod index;
 pub mod message;
 pub mod registry;
@@ -75,6 +76,9 @@ pub struct Published {
     pub routed: router::Routed,
     /// The store ticket its acknowledgement waits for (0: nothing to wait for).
     pub ticket: Ticket,
+    /// Why it must not be acknowledged as accepted: a QoS 1/2 copy could not be queued, or
+    /// a retained message was past the tenant's retained bounds (then nothing was routed).
+    pub refused: Option<stats::RefuseReason>,
 }
 
 /// The result of attaching a connection to a session.
@@ -188,15 +192,28 @@ impl Broker {
         extra: impl FnOnce(usize) -> Option<Op>,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        let retain = message.retain && self.config().session.retain_available;
+        let config = self.config();
+        let retain = message.retain && config.session.retain_available;
+        if retain && !tenant.retained.admits(message, &config.limits) {
+            self.stats.refuse(stats::RefuseReason::RetainedLimit);
+            return Published {
+                refused: Some(stats::RefuseReason::RetainedLimit),
+                ..Published::default()
+            };
+        }
         let Some(durable) = &self.durable else {
             if retain {
                 tenant.retained.set(message, || ());
             }
-            let routed = router::route(tenant, message, &self.config().limits, &self.stats);
+            let routed = router::route(tenant, message, &config.limits, &self.stats);
             // Nothing to write; the caller still hears what was matched.
             let _ = extra(routed.matched);
-            return Published { routed, ticket: 0 };
+            let refused = self.refusal(&routed);
+            return Published {
+                routed,
+                ticket: 0,
+                refused,
+            };
         };
         // QoS 1/2 messages are numbered before routing: a subscriber may finish its delivery
         // before the publisher has written the message, and must name it.
@@ -204,7 +221,7 @@ impl Broker {
         if numbered {
             durable.number(message);
         }
-        let mut routed = router::route(tenant, message, &self.config().limits, &self.stats);
+        let mut routed = router::route(tenant, message, &config.limits, &self.stats);
         let mut ops = Vec::new();
         durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
         ops.extend(extra(routed.matched));
@@ -228,7 +245,23 @@ impl Broker {
         // The publisher's pin: released after the message's record was submitted, so that
         // its deletion (by the last recipient to finish) always comes after it.
         durable.unpin(message);
-        Published { routed, ticket }
+        let refused = self.refusal(&routed);
+        Published {
+            routed,
+            ticket,
+            refused,
+        }
+    }
+
+    /// Why a publication whose copies `routed` says were refused must not be acknowledged
+    /// as accepted (counted); `None` when every copy was queued.
+    fn refusal(&self, routed: &router::Routed) -> Option<stats::RefuseReason> {
+        let reason = match routed.refused_for? {
+            stats::DropReason::MemoryBudget => stats::RefuseReason::MemoryBudget,
+            _ => stats::RefuseReason::QueueFull,
+        };
+        self.stats.refuse(reason);
+        Some(reason)
     }
 
     /// Attaches a new connection to `client_id`'s session: resumes it (`clean_start` false
@@ -323,8 +356,11 @@ impl Broker {
                 // Written with the time it went offline, for its expiry across a restart.
                 self.store_session(tenant, session, &mut st);
             }
-            st.expiry_interval
+            // Publishers parked on it go on: an offline session does not push back.
+            (st.expiry_interval, st.release_waiters())
         };
+        let (expiry, waiters) = expiry;
+        waiters.into_iter().for_each(std::task::Waker::wake);
         if expiry == 0 {
             self.end_session(tenant, session, Some(generation));
             return;
@@ -355,7 +391,7 @@ impl Broker {
     /// dropped, a pending will is published. With `if_generation`, only if no connection has
     /// attached since that generation.
     pub fn end_session(&self, tenant: &Tenant, session: &Arc<Session>, if_generation: Option<u64>) {
-        let (subscriptions, will) = {
+        let (subscriptions, will, waiters) = {
             let mut st = session.lock();
             if st.ended || if_generation.is_some_and(|g| g != st.generation || st.connected) {
                 return;
@@ -364,8 +400,9 @@ impl Broker {
             let will_generation = st.generation;
             // A connection still attached (clean-start takeover) sees the new generation.
             st.generation += 1;
-            let queue = std::mem::take(&mut st.queue);
-            st.queue_bytes = 0;
+            let (queue, released) = st.take_queue();
+            self.stats.release_queued(released);
+            let waiters = st.release_waiters();
             let inflight = std::mem::take(&mut st.inflight);
             if let Some(d) = &self.durable {
                 let dropped: Vec<&Delivery> = queue
@@ -381,8 +418,10 @@ impl Broker {
             (
                 std::mem::take(&mut st.subscriptions),
                 st.pending_will.take(),
+                waiters,
             )
         };
+        waiters.into_iter().for_each(std::task::Waker::wake);
         session.wake();
         for filter in subscriptions.keys() {
             let (group, inner) = split_shared(filter);
@@ -550,44 +589,100 @@ impl Broker {
         }
     }
 
-    /// Queues the retained messages matching `filter` for `session` (retain flag set).
-    pub fn send_retained(
-        &self,
-        tenant: &Tenant,
-        session: &Session,
-        filter: &str,
-        qos: QoS,
-        id: Option<u32>,
-    ) {
-        for message in tenant.retained.matching(filter) {
-            let qos = message.qos.min(qos);
-            // To a stored session, a QoS 1/2 copy is a stored message of its own.
-            let message = match &self.durable {
-                Some(d) if qos != QoS::AtMostOnce => {
-                    let copy = message.copy();
-                    d.number(&copy);
-                    copy
+    /// Starts streaming the retained messages matching `filter` to `session` (retain flag
+    /// set): its connection queues them a page at a time as its queue drains.
+    pub fn send_retained(&self, session: &Session, filter: &str, qos: QoS, id: Option<u32>) {
+        let cursor = retained::Cursor {
+            filter: message::own_str(&filter.into()),
+            qos,
+            id,
+            after: None,
+            since: std::time::Instant::now(),
+        };
+        let connected = {
+            let mut st = session.lock();
+            st.retained
+                .get_or_insert_with(Default::default)
+                .push_back(cursor);
+            st.connected
+        };
+        if connected {
+            session.wake();
+        }
+    }
+
+    /// Queues the next page of `session`'s oldest retained stream, at most `room` messages.
+    /// Returns whether a stream had anything left to look at (call again while it does).
+    pub fn stream_retained(&self, tenant: &Tenant, session: &Session, room: usize) -> bool {
+        let Some(cursor) = session
+            .lock()
+            .retained
+            .as_ref()
+            .and_then(|r| r.front().cloned())
+        else {
+            return false;
+        };
+        let page = tenant.retained.page(
+            &cursor.filter,
+            cursor.after.as_deref(),
+            room,
+            Some(cursor.since),
+        );
+        for message in page.messages {
+            self.queue_retained(session, message, &cursor);
+        }
+        let mut st = session.lock();
+        if let Some(streams) = st.retained.as_mut() {
+            match page.resume_after {
+                Some(topic) => {
+                    if let Some(front) = streams.front_mut() {
+                        front.after = Some(topic);
+                    }
                 }
-                _ => message,
-            };
-            let d = Delivery {
-                qos,
-                retain: true,
-                subscription_identifiers: id.into_iter().collect(),
-                message: message.clone(),
-                seq: 0,
-            };
-            let mut recipients = Vec::new();
-            let queued = session.enqueue(d, &self.config().limits, &mut recipients);
-            if let session::Enqueued::Dropped(reason) = queued {
-                self.stats.dropped(reason, 1);
+                None => {
+                    streams.pop_front();
+                }
             }
-            if let (Some(d), true) = (&self.durable, qos != QoS::AtMostOnce) {
-                let mut ops = Vec::new();
-                d.message_ops(&message, recipients, &mut ops);
-                d.submit_message(&message, ops);
-                d.unpin(&message);
+            if streams.is_empty() {
+                st.retained = None;
             }
+        }
+        true
+    }
+
+    /// Queues one retained message for `session` at the QoS `cursor` granted.
+    fn queue_retained(&self, session: &Session, message: Arc<Message>, cursor: &retained::Cursor) {
+        let qos = message.qos.min(cursor.qos);
+        // To a stored session, a QoS 1/2 copy is a stored message of its own.
+        let message = match &self.durable {
+            Some(d) if qos != QoS::AtMostOnce => {
+                let copy = message.copy();
+                d.number(&copy);
+                copy
+            }
+            _ => message,
+        };
+        let d = Delivery {
+            qos,
+            retain: true,
+            subscription_identifiers: cursor.id.into_iter().collect(),
+            message: message.clone(),
+            seq: 0,
+        };
+        let mut recipients = Vec::new();
+        let limits = &self.config().limits;
+        let over = self.stats.over_budget(limits.max_queued_bytes_total);
+        match session.enqueue(d, limits, over, &mut recipients) {
+            session::Enqueued::Dropped(reason) => self.stats.dropped(reason, 1),
+            session::Enqueued::Queued { charge, .. } => {
+                self.stats.charge_queued(charge);
+            }
+        }
+        if let (Some(d), true) = (&self.durable, qos != QoS::AtMostOnce) {
+            let mut ops = Vec::new();
+            d.message_ops(&message, recipients, &mut ops);
+            d.submit_message(&message, ops);
+            d.unpin(&message);
         }
     }
 }

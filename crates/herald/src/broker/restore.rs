@@ -278,6 +278,7 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
             }
         }
     }
+    let mut charged = 0;
     for (session, _) in sessions.values() {
         let mut st = session.lock();
         st.queue.make_contiguous().sort_by_key(|d| d.seq);
@@ -285,10 +286,12 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
             .make_contiguous()
             .sort_by_key(|i| i.delivery.seq);
         st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
+        charged += st.queue.iter().map(Delivery::charge).sum::<u64>();
         // Their packet ids are whatever they were: new ones must avoid them.
         st.ids_may_collide = !st.inflight.is_empty();
     }
 
+    broker.stats.charge_queued(charged);
     out.retained = restore_retained(durable, tenant, now_ms, &mut purge)?;
     let wills = read(durable, Space::Wills, |k, v| {
         Ok((record::decode_stage_key(k)?, WillRecord::decode(v)?))

@@ -15,20 +15,25 @@ use super::Tenant;
 use super::index::{FilterEntry, SharedGroup, Subscriber};
 use super::message::{Delivery, Message};
 use super::session::{Enqueued, Session, SessionId};
-use super::stats::Stats;
+use super::stats::{DropReason, Stats};
 use crate::config::Limits;
 use crate::store::record::Recipient;
 
 /// What routing one message did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Routed {
     /// Sessions it matched, whether or not each copy could be queued (a dropped copy is
     /// counted in the stats), so that v5 "No matching subscribers" is only said when there
     /// are none.
     pub matched: usize,
-    /// Whether a connected subscriber's queue is past high water: the publisher should
-    /// pause reading.
-    pub pushback: bool,
+    /// A connected subscriber whose queue is past high water: the publisher should stop
+    /// reading until it drains (`broker::flow`).
+    pub congested: Option<Arc<Session>>,
+    /// QoS 1/2 copies that could not be queued (a full queue, the memory budget): the
+    /// publisher must not be told the message was accepted.
+    pub refused: usize,
+    /// Why the last copy was refused.
+    pub refused_for: Option<DropReason>,
     /// The stored sessions it was queued for (written with the message by the publisher).
     pub recipients: Vec<Recipient>,
 }
@@ -38,12 +43,18 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
     let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
     tenant.index.matches(&message.topic, &mut entries);
     let mut routed = Routed::default();
+    let mut q = Queueing {
+        limits,
+        stats,
+        over_budget: stats.over_budget(limits.max_queued_bytes_total),
+        charged: 0,
+    };
     let single = entries.len() == 1;
     if single {
         // The common case: one filter, each session at most once in it.
         for sub in &entries[0].direct {
             if let Some(d) = delivery(sub, message) {
-                enqueue(&sub.session, d, limits, stats, &mut routed);
+                q.enqueue(&sub.session, d, &mut routed);
             }
         }
     } else {
@@ -66,17 +77,57 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
             }
         }
         for (_, (session, d)) in merged {
-            enqueue(&session, d, limits, stats, &mut routed);
+            q.enqueue(&session, d, &mut routed);
         }
     }
     for group in entries.iter().flat_map(|e| e.shared.iter()) {
         if let Some(sub) = pick(group)
             && let Some(d) = delivery(sub, message)
         {
-            enqueue(&sub.session, d, limits, stats, &mut routed);
+            q.enqueue(&sub.session, d, &mut routed);
         }
     }
+    q.finish();
     routed
+}
+
+/// Queueing one message's copies: the bounds, and what they added to the node's queued
+/// bytes (added to the shared counter once per message, not once per copy).
+struct Queueing<'a> {
+    limits: &'a Limits,
+    stats: &'a Stats,
+    /// The node's queued bytes were past their budget when routing began.
+    over_budget: bool,
+    charged: u64,
+}
+
+impl Queueing<'_> {
+    /// Queues `d` for `session`; a dropped copy is counted, a refused QoS 1/2 one noted.
+    fn enqueue(&mut self, session: &Arc<Session>, d: Delivery, routed: &mut Routed) {
+        routed.matched += 1;
+        let qos = d.qos;
+        match session.enqueue(d, self.limits, self.over_budget, &mut routed.recipients) {
+            Enqueued::Queued { charge, congested } => {
+                self.charged += charge;
+                if congested && routed.congested.is_none() {
+                    routed.congested = Some(session.clone());
+                }
+            }
+            Enqueued::Dropped(reason) => {
+                self.stats.dropped(reason, 1);
+                if qos != QoS::AtMostOnce && reason != DropReason::Offline {
+                    routed.refused += 1;
+                    routed.refused_for = Some(reason);
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        if self.charged > 0 {
+            self.stats.charge_queued(self.charged);
+        }
+    }
 }
 
 /// The delivery `sub` gets, or `None` when No Local excludes it.
@@ -91,16 +142,6 @@ fn delivery(sub: &Subscriber, message: &Arc<Message>) -> Option<Delivery> {
         subscription_identifiers: sub.id.into_iter().collect(),
         seq: 0,
     })
-}
-
-/// Queues `d` for `session`; a dropped copy is counted.
-fn enqueue(session: &Session, d: Delivery, limits: &Limits, stats: &Stats, routed: &mut Routed) {
-    routed.matched += 1;
-    match session.enqueue(d, limits, &mut routed.recipients) {
-        Enqueued::Queued => {}
-        Enqueued::QueuedHighWater => routed.pushback = true,
-        Enqueued::Dropped(reason) => stats.dropped(reason, 1),
-    }
 }
 
 /// The member of a shared group to give the next message: the next connected one in

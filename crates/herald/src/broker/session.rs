@@ -250,6 +250,11 @@ pub struct SessionState {
     /// Where the attached (or last) connection came from (`None` for a session restored
     /// from the store that no client has resumed yet).
     pub origin: Option<Box<Origin>>,
+    /// Publishers parked until the queue drains (`broker::flow`); `None` unless congested.
+    pub congestion: Option<Box<super::flow::Congestion>>,
+    /// Retained messages still to stream to it, one cursor per subscription, oldest first
+    /// (`Broker::stream_retained`); `None` when there are none.
+    pub retained: Option<Box<VecDeque<super::retained::Cursor>>>,
 }
 
 /// Where a connection came from.
@@ -306,11 +311,13 @@ impl DurableSession {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// Queued.
-    Queued,
-    /// Queued, and the connected session's queue is past half its outbox bound: the
-    /// publisher should pause reading (pushback) so that subscribers catch up before
-    /// messages have to be dropped.
-    QueuedHighWater,
+    Queued {
+        /// What it added to the node's queued bytes (`Delivery::charge`).
+        charge: u64,
+        /// The connected session's queue is past half its outbox bound: the publisher
+        /// should stop reading until it drains (pushback, `broker::flow`).
+        congested: bool,
+    },
     /// Not queued, for this reason.
     Dropped(DropReason),
 }
@@ -338,6 +345,8 @@ impl Session {
                 durable: None,
                 kicked: None,
                 origin: None,
+                congestion: None,
+                retained: None,
             }),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -379,30 +388,39 @@ impl Session {
     }
 
     /// Queues a delivery, within `limits`. QoS 0 is dropped when the session is offline or its
-    /// outbox is full; QoS 1/2 when its queue is at `max_queued_messages`. A QoS 1/2 delivery
-    /// to a stored session gets the session's next sequence number, pins its message, and is
-    /// added to `recipients` (the message's record is written by the publisher).
+    /// outbox is full; QoS 1/2 when its queue is at `max_queued_messages` or
+    /// `max_queued_bytes`; either when the node is `over_budget` (its queued bytes are past
+    /// `max_queued_bytes_total`). A QoS 1/2 delivery to a stored session gets the session's
+    /// next sequence number, pins its message, and is added to `recipients` (the message's
+    /// record is written by the publisher).
     pub fn enqueue(
         &self,
         mut delivery: Delivery,
         limits: &Limits,
+        over_budget: bool,
         recipients: &mut Vec<Recipient>,
     ) -> Enqueued {
         let mut st = self.lock();
         if st.ended {
             return Enqueued::Dropped(DropReason::Offline);
         }
+        let weight = delivery.weight();
         if delivery.qos == QoS::AtMostOnce {
             if !st.connected {
                 return Enqueued::Dropped(DropReason::Offline);
             }
             if st.queue.len() >= limits.max_outbox_messages
-                || st.queue_bytes + delivery.weight() > limits.max_outbox_bytes
+                || st.queue_bytes + weight > limits.max_outbox_bytes
             {
                 return Enqueued::Dropped(DropReason::OutboxFull);
             }
-        } else if st.queue.len() >= limits.max_queued_messages {
+        } else if st.queue.len() >= limits.max_queued_messages
+            || st.queue_bytes + weight > limits.max_queued_bytes
+        {
             return Enqueued::Dropped(DropReason::QueueFull);
+        }
+        if over_budget {
+            return Enqueued::Dropped(DropReason::MemoryBudget);
         }
         if delivery.qos != QoS::AtMostOnce
             && let Some(durable) = st.durable.as_mut()
@@ -422,21 +440,16 @@ impl Session {
             });
         }
         let was_empty = st.queue.is_empty();
-        st.queue_bytes += delivery.weight();
+        let charge = delivery.charge();
+        st.queue_bytes += weight;
         st.queue.push_back(delivery);
         let connected = st.connected;
-        let high = connected
-            && (st.queue.len() * 2 > limits.max_outbox_messages
-                || st.queue_bytes * 2 > limits.max_outbox_bytes);
+        let congested = st.pushes_back(limits);
         drop(st);
         if was_empty && connected {
             self.wake();
         }
-        if high {
-            Enqueued::QueuedHighWater
-        } else {
-            Enqueued::Queued
-        }
+        Enqueued::Queued { charge, congested }
     }
 }
 
@@ -463,17 +476,22 @@ impl SessionState {
         }
     }
 
-    /// Takes the oldest queued delivery, keeping the byte count in step.
-    pub fn pop_queued(&mut self) -> Option<Delivery> {
+    /// Takes the oldest queued delivery, keeping the byte count in step; `released` grows
+    /// by what it gave back to the node's queued bytes (`Delivery::discharge`).
+    pub fn pop_queued(&mut self, released: &mut u64) -> Option<Delivery> {
         let d = self.queue.pop_front()?;
         self.queue_bytes = self.queue_bytes.saturating_sub(d.weight());
+        *released += d.discharge();
         Some(d)
     }
 
-    /// Puts a delivery back at the front (it could not be written yet).
-    pub fn push_front(&mut self, d: Delivery) {
-        self.queue_bytes += d.weight();
-        self.queue.push_front(d);
+    /// Empties the queue (the session ended); returns what it held and what that gave back
+    /// to the node's queued bytes.
+    pub fn take_queue(&mut self) -> (VecDeque<Delivery>, u64) {
+        let queue = std::mem::take(&mut self.queue);
+        self.queue_bytes = 0;
+        let released = queue.iter().map(Delivery::discharge).sum();
+        (queue, released)
     }
 
     /// Removes the inflight entry for `packet_id` if it is at `stage`.
@@ -532,34 +550,91 @@ mod tests {
             ..Limits::default()
         };
         let s = Session::new(1, "c".into(), ProtocolVersion::V5);
+        let enqueue = |qos| s.enqueue(delivery(qos), &limits, false, &mut Vec::new());
+        let queued = |congested| Enqueued::Queued {
+            charge: super::super::flow::DELIVERY_OVERHEAD + 2,
+            congested,
+        };
         assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut Vec::new()),
+            enqueue(QoS::AtMostOnce),
             Enqueued::Dropped(DropReason::Offline)
         );
         assert_eq!(
-            s.enqueue(delivery(QoS::AtLeastOnce), &limits, &mut Vec::new()),
-            Enqueued::Queued,
-            "QoS 1 waits offline"
+            enqueue(QoS::AtLeastOnce),
+            queued(false),
+            "QoS 1 waits offline, and an offline session does not push back"
         );
         s.lock().connected = true;
         assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut Vec::new()),
-            Enqueued::QueuedHighWater,
+            enqueue(QoS::AtMostOnce),
+            queued(true),
             "2 of 2: queued, past half the outbox bound"
         );
         assert_eq!(
-            s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut Vec::new()),
+            enqueue(QoS::AtMostOnce),
             Enqueued::Dropped(DropReason::OutboxFull)
         );
+        assert_eq!(enqueue(QoS::ExactlyOnce), queued(true));
         assert_eq!(
-            s.enqueue(delivery(QoS::ExactlyOnce), &limits, &mut Vec::new()),
-            Enqueued::QueuedHighWater
-        );
-        assert_eq!(
-            s.enqueue(delivery(QoS::ExactlyOnce), &limits, &mut Vec::new()),
+            enqueue(QoS::ExactlyOnce),
             Enqueued::Dropped(DropReason::QueueFull)
         );
         assert_eq!(s.lock().queue_bytes, 3 * 2);
+    }
+
+    #[test]
+    fn queued_bytes_and_the_node_budget_bound_qos1() {
+        let limits = Limits {
+            max_queued_bytes: 5,
+            ..Limits::default()
+        };
+        let s = Session::new(1, "c".into(), ProtocolVersion::V5);
+        let enqueue = |over| s.enqueue(delivery(QoS::AtLeastOnce), &limits, over, &mut Vec::new());
+        assert!(matches!(enqueue(false), Enqueued::Queued { .. }));
+        assert!(matches!(enqueue(false), Enqueued::Queued { .. }));
+        assert_eq!(
+            enqueue(false),
+            Enqueued::Dropped(DropReason::QueueFull),
+            "4 of 5 bytes queued: 2 more do not fit"
+        );
+        let s = Session::new(2, "d".into(), ProtocolVersion::V5);
+        assert_eq!(
+            s.enqueue(
+                delivery(QoS::AtLeastOnce),
+                &Limits::default(),
+                true,
+                &mut Vec::new()
+            ),
+            Enqueued::Dropped(DropReason::MemoryBudget)
+        );
+    }
+
+    #[test]
+    fn a_message_in_many_queues_is_charged_once() {
+        let limits = Limits::default();
+        let d = delivery(QoS::AtLeastOnce);
+        let (a, b) = (
+            Session::new(1, "a".into(), ProtocolVersion::V5),
+            Session::new(2, "b".into(), ProtocolVersion::V5),
+        );
+        let charge = |e| match e {
+            Enqueued::Queued { charge, .. } => charge,
+            other => panic!("{other:?}"),
+        };
+        let overhead = super::super::flow::DELIVERY_OVERHEAD;
+        assert_eq!(
+            charge(a.enqueue(d.clone(), &limits, false, &mut Vec::new())),
+            overhead + 2
+        );
+        assert_eq!(
+            charge(b.enqueue(d, &limits, false, &mut Vec::new())),
+            overhead
+        );
+        let mut released = 0;
+        a.lock().pop_queued(&mut released);
+        assert_eq!(released, overhead, "b still holds the message");
+        let (_, rest) = b.lock().take_queue();
+        assert_eq!(rest, overhead + 2);
     }
 
     #[test]
@@ -570,10 +645,10 @@ mod tests {
         let mut recipients = Vec::new();
         let d = delivery(QoS::AtLeastOnce);
         let message = d.message.clone();
-        s.enqueue(d, &limits, &mut recipients);
-        s.enqueue(delivery(QoS::ExactlyOnce), &limits, &mut recipients);
+        s.enqueue(d, &limits, false, &mut recipients);
+        s.enqueue(delivery(QoS::ExactlyOnce), &limits, false, &mut recipients);
         s.lock().connected = true;
-        s.enqueue(delivery(QoS::AtMostOnce), &limits, &mut recipients);
+        s.enqueue(delivery(QoS::AtMostOnce), &limits, false, &mut recipients);
         let seqs: Vec<u64> = recipients.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 2], "QoS 0 is never stored");
         assert_eq!(message.pins.load(std::sync::atomic::Ordering::Relaxed), 2);

@@ -3,7 +3,7 @@
 //! Plain atomics, created once and indexed by enum: nothing is looked up or allocated per
 //! message. The metrics endpoint (a later issue) exports them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use mqtt_codec::ReasonCode;
 
@@ -75,6 +75,11 @@ reasons! {
         AdministrativeAction => "administrative_action",
         /// The node is draining (SIGTERM, `POST /api/v1/drain`).
         Drained => "drained",
+        /// A 3.1/3.1.1 QoS 1/2 PUBLISH could not be queued or stored, and 3.1.1 has no
+        /// reason code to refuse it with: closed without acknowledging it.
+        PublishRefused => "publish_refused",
+        /// A store write failed while the connection waited on it (v5: DISCONNECT 0x80).
+        StoreFailed => "store_failed",
     }
 }
 
@@ -94,6 +99,7 @@ impl CloseReason {
             CloseReason::AdministrativeAction => ReasonCode::AdministrativeAction,
             // 0x9C with a Server Reference instead when `drain.server_reference` is set.
             CloseReason::Drained => ReasonCode::ServerShuttingDown,
+            CloseReason::StoreFailed => ReasonCode::UnspecifiedError,
             _ => return None,
         })
     }
@@ -106,12 +112,33 @@ reasons! {
         OutboxFull => "qos0_outbox_full",
         /// QoS 0 to a session that is offline (QoS 0 is not queued).
         Offline => "qos0_offline",
-        /// QoS 1/2 to a session whose queue is at `max_queued_messages`.
+        /// QoS 1/2 to a session whose queue is at `max_queued_messages` or
+        /// `max_queued_bytes` (the publisher was refused, or, on a listener in
+        /// `listeners.v3_accept_refused`, a 3.1.1 publisher acknowledged).
         QueueFull => "queue_full",
+        /// The node's queued bytes were past `limits.max_queued_bytes_total`.
+        MemoryBudget => "memory_budget",
         /// The message expired before it could be sent.
         Expired => "expired",
         /// Larger than the client's Maximum Packet Size.
         TooLargeForClient => "too_large_for_client",
+    }
+}
+
+reasons! {
+    /// Why a QoS 1/2 publication was refused rather than acknowledged.
+    RefuseReason {
+        /// A subscriber's queue was full (`max_queued_messages`, `max_queued_bytes`).
+        QueueFull => "queue_full",
+        /// The node's queued bytes were past `limits.max_queued_bytes_total`.
+        MemoryBudget => "memory_budget",
+        /// The tenant's retained messages were at `limits.max_retained_messages` or
+        /// `max_retained_bytes`.
+        RetainedLimit => "retained_limit",
+        /// The store is past its disk limit.
+        DiskLimit => "disk_limit",
+        /// A store write failed.
+        StoreFailed => "store_failed",
     }
 }
 
@@ -130,6 +157,20 @@ pub struct Stats {
     pub delivered: AtomicU64,
     /// QoS 1/2 publications refused because the store is past its disk limit or failing.
     pub store_refused: AtomicU64,
+    /// QoS 1/2 publications refused (v5: a reason code in PUBACK/PUBREC; 3.1.1: the
+    /// connection closed unacknowledged), by why.
+    refused: Vec<AtomicU64>,
+    /// 3.1.1 QoS 1/2 publications that could not be queued for every subscriber, and were
+    /// acknowledged all the same (`listeners.v3_accept_refused`).
+    pub accepted_unqueued: AtomicU64,
+    /// Bytes held by every session queue (`broker::flow`): a gauge. Signed: a subscriber
+    /// may take a delivery out (and give its bytes back) before the publisher that queued
+    /// it has added them, once per message, so it can dip below 0 for a moment.
+    queued_bytes: AtomicI64,
+    /// Publishers that parked on a congested subscriber (pushback).
+    pub pushbacks: AtomicU64,
+    /// Subscribers marked stalled: still congested after `limits.stall_after_ms`.
+    pub stalls: AtomicU64,
     /// Per-thread counters of the hot path: packets and bytes, delivery latency.
     pub hot: crate::metrics::Hot,
     /// Connections by listener and protocol.
@@ -146,6 +187,14 @@ impl Default for Stats {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             store_refused: AtomicU64::new(0),
+            refused: RefuseReason::ALL
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            accepted_unqueued: AtomicU64::new(0),
+            queued_bytes: AtomicI64::new(0),
+            pushbacks: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
             hot: Default::default(),
             connections: Default::default(),
         }
@@ -171,5 +220,39 @@ impl Stats {
     /// Deliveries dropped for `reason` so far.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused publication.
+    pub fn refuse(&self, reason: RefuseReason) {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publications refused for `reason` so far.
+    pub fn refusals(&self, reason: RefuseReason) -> u64 {
+        self.refused[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Whether the node's queued bytes are past `limit`.
+    pub fn over_budget(&self, limit: u64) -> bool {
+        self.queued_bytes.load(Ordering::Relaxed) >= limit as i64
+    }
+
+    /// Bytes held by every session queue now.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Adds `bytes` to the node's queued bytes.
+    pub fn charge_queued(&self, bytes: u64) {
+        if bytes > 0 {
+            self.queued_bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives back `bytes` of the node's queued bytes.
+    pub fn release_queued(&self, bytes: u64) {
+        if bytes > 0 {
+            self.queued_bytes.fetch_sub(bytes as i64, Ordering::Relaxed);
+        }
     }
 }

@@ -88,6 +88,12 @@ pub struct Listeners {
     /// (v1 or v2, from HAProxy, nginx or a cloud load balancer); a connection without a
     /// valid one is refused.
     pub proxy_protocol: Vec<SocketAddr>,
+    /// Addresses, among the above, where a 3.1/3.1.1 client's QoS 1/2 PUBLISH that cannot be
+    /// queued for every subscriber (a full queue, the node's memory budget) is acknowledged
+    /// all the same and counted (`herald_accepted_unqueued_total`), as mosquitto does.
+    /// Elsewhere such a publisher is disconnected without its acknowledgement, so it sends
+    /// the message again later: 3.1.1 has no reason code to say no with.
+    pub v3_accept_refused: Vec<SocketAddr>,
     /// Allow binding a non-loopback address while every client is anonymous. Herald has no
     /// authentication yet, so a public listener needs this set explicitly.
     pub allow_anonymous_public: bool,
@@ -102,6 +108,7 @@ impl Default for Listeners {
             wss: Vec::new(),
             ws_path: "/mqtt".into(),
             proxy_protocol: Vec::new(),
+            v3_accept_refused: Vec::new(),
             allow_anonymous_public: false,
         }
     }
@@ -319,8 +326,25 @@ pub struct Limits {
     /// Bytes of payload waiting to be written to a connected client (as above).
     pub max_outbox_bytes: usize,
     /// QoS 1/2 messages queued for one session (offline, or slower than its outbox); past
-    /// it new messages for that session are dropped and counted (drop newest).
+    /// it, or past `max_queued_bytes`, a new message for that session is refused: v5
+    /// publishers get 0x97 Quota exceeded, 3.1.1 publishers are disconnected unacknowledged
+    /// (or, on `listeners.v3_accept_refused`, acknowledged and the copy counted dropped).
     pub max_queued_messages: usize,
+    /// Topic and payload bytes of QoS 1/2 messages queued for one session (as above).
+    pub max_queued_bytes: usize,
+    /// Bytes held by all session queues together (each message counted once however many
+    /// queues hold it, plus a small fixed cost per queued delivery). Past it, QoS 0 copies
+    /// are dropped and QoS 1/2 publications refused as above, until queues drain.
+    pub max_queued_bytes_total: u64,
+    /// Milliseconds a publisher waits on a subscriber whose queue is past half its outbox
+    /// bound (pushback) before that subscriber counts as stalled: it then loses QoS 0 past
+    /// its outbox bound instead of slowing its publishers, until it catches up.
+    pub stall_after_ms: u64,
+    /// Retained messages one tenant may keep; past it, a retained message on a new topic is
+    /// refused (v5: 0x97; 3.1.1: as for `max_queued_messages`) and counted.
+    pub max_retained_messages: usize,
+    /// Topic and payload bytes of one tenant's retained messages (as above).
+    pub max_retained_bytes: usize,
     /// Seconds a client's socket may stay unwritable with data waiting before it is
     /// disconnected as a slow consumer.
     pub slow_consumer_timeout_secs: u64,
@@ -342,6 +366,11 @@ impl Default for Limits {
             max_outbox_messages: 1000,
             max_outbox_bytes: 4 * 1024 * 1024,
             max_queued_messages: 10_000,
+            max_queued_bytes: 64 * 1024 * 1024,
+            max_queued_bytes_total: 2 * 1024 * 1024 * 1024,
+            stall_after_ms: 1000,
+            max_retained_messages: 1_000_000,
+            max_retained_bytes: 1024 * 1024 * 1024,
             slow_consumer_timeout_secs: 30,
         }
     }
@@ -557,6 +586,16 @@ impl Config {
                 format!("{addr} is not the address of a listener"),
             ));
         }
+        if let Some(addr) = ls
+            .v3_accept_refused
+            .iter()
+            .find(|p| !ls.all().any(|(_, a)| a == **p))
+        {
+            return Err(invalid(
+                "listeners.v3_accept_refused",
+                format!("{addr} is not the address of a listener"),
+            ));
+        }
         if !ls.ws_path.starts_with('/') || ls.ws_path.contains(char::is_whitespace) {
             return Err(invalid(
                 "listeners.ws_path",
@@ -697,6 +736,33 @@ impl Config {
         }
         if l.max_queued_messages == 0 {
             return Err(invalid("limits.max_queued_messages", "must be at least 1"));
+        }
+        if l.max_queued_bytes < l.max_packet_size {
+            return Err(invalid(
+                "limits.max_queued_bytes",
+                "must be at least limits.max_packet_size (one message of the largest size)",
+            ));
+        }
+        if l.max_queued_bytes_total < l.max_queued_bytes as u64 {
+            return Err(invalid(
+                "limits.max_queued_bytes_total",
+                "must be at least limits.max_queued_bytes",
+            ));
+        }
+        if l.stall_after_ms == 0 {
+            return Err(invalid("limits.stall_after_ms", "must be at least 1"));
+        }
+        if l.max_retained_messages == 0 {
+            return Err(invalid(
+                "limits.max_retained_messages",
+                "must be at least 1",
+            ));
+        }
+        if l.max_retained_bytes < l.max_packet_size {
+            return Err(invalid(
+                "limits.max_retained_bytes",
+                "must be at least limits.max_packet_size",
+            ));
         }
         if l.slow_consumer_timeout_secs == 0 {
             return Err(invalid(

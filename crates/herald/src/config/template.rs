@@ -35,6 +35,12 @@ ws_path = "{ws_path}"
 # v2) first: logs and limits then see the client's own address. A connection without a
 # valid header on such a listener is refused.
 proxy_protocol = [{proxy}]
+# Listeners, by address, where an MQTT 3.1/3.1.1 client's QoS 1/2 PUBLISH that Herald cannot
+# queue for every subscriber (a full queue, the memory budget) is acknowledged all the same
+# and counted, as mosquitto does. Elsewhere that client is disconnected without the
+# acknowledgement, so it sends the message again: 3.1.1 has no reason code to say no with.
+# (MQTT 5 clients are always told: PUBACK/PUBREC 0x97 Quota exceeded.)
+v3_accept_refused = [{v3_accept}]
 # Herald has no authentication yet: a non-loopback address is refused unless this is true.
 allow_anonymous_public = {allow}
 
@@ -108,10 +114,23 @@ max_client_id_length = {max_client_id}
 # QoS 0 messages are dropped (counted); QoS 1/2 wait in the session queue.
 max_outbox_messages = {outbox_msgs}
 max_outbox_bytes = {outbox_bytes}
-# QoS 1/2 messages queued for one session (offline or slow). Past it, new messages for that
-# session are dropped and counted (drop newest): a publisher is never blocked by one slow
-# subscriber.
+# QoS 1/2 messages and their bytes queued for one session (offline or slow). Past either, a
+# new message for that session is refused, never acknowledged and then dropped: an MQTT 5
+# publisher gets 0x97 Quota exceeded, a 3.1.1 publisher is disconnected unacknowledged (see
+# listeners.v3_accept_refused).
 max_queued_messages = {queued}
+max_queued_bytes = {queued_bytes}
+# Bytes held by all session queues together (a message counted once however many queues
+# hold it). Past it, QoS 0 copies are dropped and QoS 1/2 publications refused as above.
+max_queued_bytes_total = {queued_total}
+# Milliseconds a publisher is held back (pushback: it stops reading its socket) by one
+# subscriber whose queue is past half its outbox bound. A subscriber still that far behind
+# then counts as stalled: it loses QoS 0 messages instead of slowing its publishers.
+stall_after_ms = {stall}
+# Retained messages, and their bytes, one tenant may keep. Past either, a retained message
+# on a new topic is refused as above.
+max_retained_messages = {retained_msgs}
+max_retained_bytes = {retained_bytes}
 # Seconds a client's socket may stay unwritable with data waiting before it is disconnected
 # as a slow consumer.
 slow_consumer_timeout_secs = {slow}
@@ -176,6 +195,12 @@ format = "{log_format}"
         outbox_msgs = l.max_outbox_messages,
         outbox_bytes = l.max_outbox_bytes,
         queued = l.max_queued_messages,
+        queued_bytes = l.max_queued_bytes,
+        queued_total = l.max_queued_bytes_total,
+        stall = l.stall_after_ms,
+        retained_msgs = l.max_retained_messages,
+        retained_bytes = l.max_retained_bytes,
+        v3_accept = list(&c.listeners.v3_accept_refused),
         slow = l.slow_consumer_timeout_secs,
         expiry = s.max_session_expiry_secs,
         retain = s.retain_available,

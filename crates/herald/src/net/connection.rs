@@ -38,6 +38,8 @@ pub(crate) struct Closing {
     pub(crate) reason: CloseReason,
     /// The reason code a v5 client is told in DISCONNECT (`None`: no DISCONNECT).
     pub(crate) code: Option<ReasonCode>,
+    /// For a protocol violation, the rule the client broke (`[MQTT-3.1.0-2]`), logged.
+    pub(crate) rule: Option<&'static str>,
 }
 
 impl Closing {
@@ -46,6 +48,7 @@ impl Closing {
         Closing {
             reason,
             code: reason.disconnect_code(),
+            rule: None,
         }
     }
 
@@ -63,15 +66,38 @@ impl Closing {
         Closing {
             reason,
             code: Some(code),
+            rule: Some(e.rule()),
         }
     }
 
-    /// A protocol error told with a specific reason code.
-    pub(crate) fn protocol(code: ReasonCode) -> Self {
+    /// A protocol error told with a specific reason code, breaking `rule`.
+    pub(crate) fn protocol(code: ReasonCode, rule: &'static str) -> Self {
         Closing {
             reason: CloseReason::ProtocolError,
             code: Some(code),
+            rule: Some(rule),
         }
+    }
+
+    /// A close without a DISCONNECT.
+    pub(crate) fn silent(reason: CloseReason) -> Self {
+        Closing {
+            reason,
+            code: None,
+            rule: None,
+        }
+    }
+
+    /// Whether the client broke a rule (logged at INFO, rate-limited).
+    fn is_violation(&self) -> bool {
+        matches!(
+            self.reason,
+            CloseReason::MalformedPacket
+                | CloseReason::ProtocolError
+                | CloseReason::PacketTooLarge
+                | CloseReason::ReceiveMaximumExceeded
+                | CloseReason::TopicAliasInvalid
+        )
     }
 }
 
@@ -129,8 +155,19 @@ pub(crate) struct Live {
     unwritable_since_ms: u64,
     /// Deliveries this connection's publications queued since it last yielded.
     routed: u32,
-    /// A subscriber queue passed high water: stop reading until others have run.
+    /// A subscriber queue passed high water, or the route budget is spent: stop taking
+    /// input until others have run.
     pushback: bool,
+    /// The congested subscriber this connection's input waits on (pushback,
+    /// `broker::flow`): no input is taken until it drains, goes offline, or stalls.
+    blocked_on: Option<Arc<BrokerSession>>,
+    /// Since when it has waited (broker clock, ms).
+    blocked_since_ms: u64,
+    /// The store ticket CONNACK waited for: while it is not durable, CONNACK is unsent.
+    connack_ticket: Ticket,
+    /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
+    /// (`listeners.v3_accept_refused`) instead of closing the connection.
+    v3_accept_refused: bool,
     /// Input is buffered (or unread) because the connection yielded; resume it next turn.
     input_pending: bool,
     /// The yield has happened; the next poll resumes the input.
@@ -152,6 +189,21 @@ const NONE: u64 = u64::MAX;
 /// Deliveries a publisher's connection may queue per turn before it yields to the
 /// subscribers' tasks (pushback: the broker reads no faster than it can deliver).
 const ROUTE_BUDGET: u32 = 128 * 1024;
+
+/// Rounds of pump and write per wake-up before the task lets others run (each moves up to
+/// the write budget, 256 KiB).
+const DRIVE_ROUNDS: usize = 16;
+
+/// How long, and for how many bytes, a closing connection keeps reading what the client
+/// still sends after Herald's last word (`Transport::linger`).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// How long a closing connection waits for the store to confirm the answers it holds.
+const HELD_WAIT: Duration = Duration::from_secs(1);
+
+/// Protocol violations logged at INFO: at most this many lines a second, the rest counted.
+static VIOLATIONS_LOGGED: crate::logging::RateLimited = crate::logging::RateLimited::new(10);
 
 /// Most reads per wake-up, so that one busy publisher cannot starve the worker thread.
 const READS_PER_WAKE: usize = 16;
@@ -192,6 +244,8 @@ struct Opened {
     cert_username: Option<String>,
     /// The first packet, or why it did not decode.
     first: Result<Packet, mqtt_codec::DecodeError>,
+    /// The protocol level the first bytes named, if they started a CONNECT.
+    first_level: Option<u8>,
     /// Its size.
     first_size: usize,
 }
@@ -247,6 +301,7 @@ async fn open(
         rbuf = upgrade(&mut io, rbuf, &path, peer).await?;
     }
     let mut first_size = 0;
+    let mut first_level = None;
     let first =
         match connect::first_packet(&mut io, &mut rbuf, broker.config().limits.max_packet_size)
             .await
@@ -262,7 +317,10 @@ async fn open(
                 }
                 return Err(reason);
             }
-            Err(connect::FirstPacketError::Decode(e)) => Err(e),
+            Err(connect::FirstPacketError::Decode(e, level)) => {
+                first_level = level;
+                Err(e)
+            }
         };
     Ok(Opened {
         io,
@@ -271,6 +329,7 @@ async fn open(
         cert_username,
         first,
         first_size,
+        first_level,
     })
 }
 
@@ -348,7 +407,10 @@ async fn handshake(
         Ok(_) => return Err(CloseReason::ProtocolError),
         Err(e) => {
             // Before CONNACK there is no DISCONNECT; only an unsupported level is answered.
-            connect::refuse_undecodable(&mut opened.io, &e).await;
+            if connect::refuse_undecodable(&mut opened.io, opened.first_level, &e).await {
+                let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
+                opened.io.linger(LINGER, LINGER_BYTES).await;
+            }
             return Err(Closing::decode(&e).reason);
         }
     };
@@ -383,10 +445,20 @@ async fn handshake(
                 unwritable_since_ms: NONE,
                 routed: 0,
                 pushback: false,
+                blocked_on: None,
+                blocked_since_ms: NONE,
+                connack_ticket: 0,
+                v3_accept_refused: endpoint.v3_accept_refused,
                 input_pending: false,
                 yielded: false,
             });
             let started = live.start(accepted.connack, accepted.ticket);
+            // Packets that came in the same read as CONNECT (a device's CONNECT, PUBLISH,
+            // DISCONNECT in one write; paho's CONNECT and SUBSCRIBE) are handled at once,
+            // not when the socket next becomes readable: it may never, for a client that
+            // waits for their answers.
+            live.input_pending = !live.rbuf.is_empty();
+            live.yielded = true;
             Ok((live, started))
         }
         Err((code, version)) => {
@@ -405,6 +477,7 @@ async fn handshake(
                 let _ = timeout(Duration::from_secs(1), opened.io.write_all(&bytes)).await;
             }
             let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
+            opened.io.linger(LINGER, LINGER_BYTES).await;
             Err(reason)
         }
     }
@@ -419,7 +492,21 @@ impl Live {
         };
         // Logged before the close is awaited, so that the peer address is not kept in this
         // future's state for the connection's whole life.
-        tracing::debug!(peer = %self.peer, reason = closing.reason.label(), "connection closed");
+        if closing.is_violation()
+            && let Some(suppressed) = VIOLATIONS_LOGGED.allow()
+        {
+            tracing::info!(
+                client_id = &*self.conn.session.client_id,
+                peer = %self.peer,
+                reason = closing.reason.label(),
+                rule = closing.rule.unwrap_or("limits"),
+                code = ?closing.code,
+                suppressed,
+                "protocol violation: connection closed"
+            );
+        } else {
+            tracing::debug!(peer = %self.peer, reason = closing.reason.label(), "connection closed");
+        }
         self.broker
             .stats
             .connections
@@ -432,10 +519,10 @@ impl Live {
     fn start(&mut self, connack: mqtt_codec::ConnAck, ticket: Ticket) -> Result<(), Closing> {
         // With a store, CONNACK waits until the session's record and the will are on disk.
         self.out.gate(ticket);
+        self.connack_ticket = ticket;
         self.send(&Packet::ConnAck(Box::new(connack)))?;
         self.resend_inflight()?;
-        self.pump()?;
-        self.flush()
+        self.drive()
     }
 
     /// The main loop. It waits through `poll_event`, which stores no futures: socket
@@ -448,7 +535,7 @@ impl Live {
             let step = match event {
                 Event::Readable => self.on_readable(),
                 Event::Resume => self.on_resume(),
-                Event::Writable => self.pump().and_then(|()| self.flush()),
+                Event::Writable => self.drive(),
                 Event::Signalled => self.on_signal(),
             };
             if let Err(closing) = step {
@@ -458,16 +545,6 @@ impl Live {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        if self.input_pending {
-            if !self.yielded {
-                // Let the other tasks (subscribers draining their queues) run first.
-                self.yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.yielded = false;
-            return Poll::Ready(Event::Resume);
-        }
         {
             // A takeover raises the generation under this lock, then wakes: checked under it,
             // a replaced connection never registers its waker over its successor's, and is
@@ -480,8 +557,26 @@ impl Live {
                 return Poll::Ready(Event::Signalled);
             }
         }
-        // An error also reports ready; the read that follows returns it.
-        if self.io.poll_read_ready(cx).is_ready() {
+        if self.input_pending {
+            // Input waits while a subscriber it feeds is congested; parked on that session,
+            // this task is woken when it drains (its own deliveries and writes go on).
+            let blocked = self
+                .blocked_on
+                .as_ref()
+                .is_some_and(|congested| congested.park(cx.waker(), &self.broker.config().limits));
+            if !blocked {
+                self.blocked_on = None;
+                if !self.yielded {
+                    // Let the other tasks (subscribers draining their queues) run first.
+                    self.yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                self.yielded = false;
+                return Poll::Ready(Event::Resume);
+            }
+        } else if self.io.poll_read_ready(cx).is_ready() {
+            // An error also reports ready; the read that follows returns it.
             return Poll::Ready(Event::Readable);
         }
         if (!self.out.is_empty() || self.io.has_pending())
@@ -501,9 +596,19 @@ impl Live {
     /// Tells the broker's sweep when this connection next needs looking at: keep-alive
     /// expiry, or the slow-consumer limit while the socket is full.
     fn publish_deadline(&self) {
-        self.conn
-            .session
-            .set_deadline(self.keep_alive_deadline().min(self.slow_deadline()));
+        let deadline = self
+            .keep_alive_deadline()
+            .min(self.slow_deadline())
+            .min(self.stall_deadline());
+        self.conn.session.set_deadline(deadline);
+    }
+
+    /// When the subscriber this connection's input waits on counts as stalled.
+    fn stall_deadline(&self) -> u64 {
+        match (&self.blocked_on, self.blocked_since_ms) {
+            (Some(_), since) if since != NONE => since + self.broker.config().limits.stall_after_ms,
+            _ => NONE,
+        }
     }
 
     /// When the client must have sent something: 1.5 x keep-alive after the last packet.
@@ -545,21 +650,44 @@ impl Live {
             return Err(Closing::new(CloseReason::SessionTakenOver));
         }
         let now = self.broker.clock_ms(Instant::now());
+        if now >= self.stall_deadline()
+            && let Some(congested) = self.blocked_on.take()
+        {
+            // Waited long enough: that subscriber loses instead of slowing its publishers.
+            if congested.mark_stalled(&self.broker.config().limits) {
+                self.broker.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    client_id = &*congested.client_id,
+                    "subscriber stalled: it no longer slows its publishers"
+                );
+            }
+        }
         if now >= self.keep_alive_deadline() {
             return Err(Closing::new(CloseReason::KeepAliveTimeout));
         }
         if now >= self.slow_deadline() {
             return Err(Closing::new(CloseReason::SlowConsumer));
         }
-        self.pump()?;
-        self.flush()
+        self.drive()
     }
 
     /// Records what a publication routed; past the budget, or at high water, the connection
     /// stops taking input and yields.
-    pub(crate) fn note_routed(&mut self, routed: crate::broker::router::Routed) {
+    pub(crate) fn note_routed(&mut self, routed: &mut crate::broker::router::Routed) {
         self.routed = self.routed.saturating_add(routed.matched as u32);
-        self.pushback |= routed.pushback;
+        if let Some(congested) = routed.congested.take() {
+            self.pushback = true;
+            if self.blocked_on.is_none() {
+                self.broker.stats.pushbacks.fetch_add(1, Ordering::Relaxed);
+                self.blocked_since_ms = self.broker.clock_ms(Instant::now());
+                self.blocked_on = Some(congested);
+            }
+        }
+    }
+
+    /// Whether this listener acknowledges a 3.1.1 publication it could not queue.
+    pub(crate) fn v3_accept_refused(&self) -> bool {
+        self.v3_accept_refused
     }
 
     fn turn_over(&self) -> bool {
@@ -573,8 +701,7 @@ impl Live {
         self.pushback = false;
         self.process()?;
         if self.input_pending {
-            self.pump()?;
-            return self.flush();
+            return self.drive();
         }
         self.on_readable()
     }
@@ -597,8 +724,7 @@ impl Live {
             // Idle connections keep no read buffer.
             self.rbuf = BytesMut::new();
         }
-        self.pump()?;
-        self.flush()
+        self.drive()
     }
 
     /// Decodes and handles the complete packets in the read buffer, until the turn is over.
@@ -639,29 +765,78 @@ impl Live {
         Ok(())
     }
 
-    /// Writes what the socket takes now; tracks how long it has been full.
-    pub(crate) fn flush(&mut self) -> Result<(), Closing> {
+    /// Moves deliveries to the socket until it is full or nothing more may be sent now.
+    ///
+    /// The session signals this task only when its queue goes from empty to non-empty, so
+    /// a write that empties the write queue while deliveries still wait must take the next
+    /// ones itself: otherwise they would wait for the client's next packet (a PINGREQ).
+    /// After `DRIVE_ROUNDS` rounds the task signals itself and lets others run.
+    pub(crate) fn drive(&mut self) -> Result<(), Closing> {
+        for _ in 0..DRIVE_ROUNDS {
+            let more = self.pump()?;
+            let written = self.flush()?;
+            if !(more && written) {
+                return Ok(());
+            }
+        }
+        self.conn.session.wake();
+        Ok(())
+    }
+
+    /// Writes what the socket takes now; tracks how long it has been full. `Ok(true)` when
+    /// everything ready was written.
+    pub(crate) fn flush(&mut self) -> Result<bool, Closing> {
         if let Some(d) = &self.broker.durable {
             self.out.release(d.journal.durable());
+            if self.out.waiting().is_some() && d.journal.failed() {
+                return Err(self.store_failed());
+            }
         }
         match self.out.flush(&mut self.io) {
             Ok(true) => {
                 self.unwritable_since_ms = NONE;
-                Ok(())
+                Ok(true)
             }
             Ok(false) => {
                 if self.unwritable_since_ms == NONE {
                     self.unwritable_since_ms = self.broker.clock_ms(Instant::now());
                 }
-                Ok(())
+                Ok(false)
             }
             Err(_) => Err(Closing::new(CloseReason::IoError)),
         }
     }
 
+    /// The store failed while answers waited for it: they are never sent. A client still
+    /// waiting for its CONNACK gets 0x88 Server unavailable (3.1.1: return code 3); one
+    /// past it, v5 DISCONNECT 0x80 (its unacknowledged messages it sends again elsewhere).
+    fn store_failed(&mut self) -> Closing {
+        self.out.discard_held();
+        let unsent = self
+            .broker
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.journal.durable() < self.connack_ticket);
+        tracing::warn!(
+            client_id = &*self.conn.session.client_id,
+            "store failed: closing a connection waiting on it"
+        );
+        if unsent {
+            let ack = mqtt_codec::ConnAck::new(ReasonCode::ServerUnavailable, false);
+            let _ = self.send(&Packet::ConnAck(Box::new(ack)));
+            return Closing::silent(CloseReason::StoreFailed);
+        }
+        Closing::new(CloseReason::StoreFailed)
+    }
+
     /// Ends the connection: a DISCONNECT for v5 clients where one is due, the will unless the
     /// client disconnected normally, then the session goes offline.
     async fn close(mut self: Box<Self>, closing: Closing) {
+        let broker = self.broker.clone();
+        if broker.durable.as_ref().is_some_and(|d| d.journal.failed()) {
+            // What waited for the store will never be sent; the DISCONNECT must not wait.
+            self.out.discard_held();
+        }
         if self.conn.version.is_v5()
             && let Some(code) = closing.code
         {
@@ -678,6 +853,29 @@ impl Live {
                 .out
                 .packet(&Packet::Disconnect(disconnect), self.conn.version);
         }
+        if let Some(d) = &broker.durable {
+            // Acknowledgements held for the store, and the DISCONNECT behind them, go out in
+            // order once it confirms them: briefly, a closing connection does not wait long.
+            let _ = timeout(HELD_WAIT, async {
+                while let Some(ticket) = self.out.waiting() {
+                    std::future::poll_fn(|cx| d.journal.poll_durable(ticket, cx)).await;
+                    if d.journal.failed() {
+                        self.out.discard_held();
+                        return;
+                    }
+                    self.out.release(d.journal.durable());
+                }
+            })
+            .await;
+        }
+        // Something the client must read was sent last (a DISCONNECT, a refusing CONNACK):
+        // linger so that it is not destroyed by a reset. A peer that closed does not
+        // need it; a slow consumer is not waited for.
+        let told = !self.out.is_empty()
+            && !matches!(
+                closing.reason,
+                CloseReason::PeerClosed | CloseReason::IoError | CloseReason::SlowConsumer
+            );
         if !self.out.is_empty() {
             // Best effort, briefly: a slow consumer is not waited for.
             let _ = self.out.flush(&mut self.io);
@@ -693,6 +891,10 @@ impl Live {
         }
         self.broker
             .detach(&self.tenant, &session, self.conn.generation);
+        // After the session is let go: the will and a takeover do not wait for it.
+        if told {
+            self.io.linger(LINGER, LINGER_BYTES).await;
+        }
     }
 
     fn will_on_close(&self, session: &Arc<BrokerSession>, will: Will, reason: CloseReason) {
@@ -724,6 +926,7 @@ mod tests {
             kind: crate::config::ListenerKind::Mqtt,
             proxy_protocol: false,
             tls: None,
+            v3_accept_refused: false,
         });
         let fut = super::serve(stream, "127.0.0.1:1".parse().unwrap(), endpoint, broker, rx);
         let size = std::mem::size_of_val(&fut);

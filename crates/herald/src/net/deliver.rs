@@ -23,8 +23,10 @@ const BATCH: usize = 64;
 
 impl Live {
     /// Moves queued deliveries into the write queue while the socket keeps up, the client's
-    /// Receive Maximum allows, and the write budget lasts.
-    pub(crate) fn pump(&mut self) -> Result<(), Closing> {
+    /// Receive Maximum allows, and the write budget lasts. `Ok(true)` when it stopped at the
+    /// write budget (more deliveries may be waiting), `Ok(false)` when nothing more may be
+    /// sent now.
+    pub(crate) fn pump(&mut self) -> Result<bool, Closing> {
         let window = usize::from(self.conn.client_receive_maximum);
         let now = std::time::Instant::now();
         let mut batch: Vec<(Delivery, u16)> = Vec::new();
@@ -33,10 +35,16 @@ impl Live {
         let queued_before = self.out.len();
         let broker = self.broker.clone();
         let durable = broker.durable.as_ref();
-        while self.out.len() < WRITE_BUDGET {
+        let mut more = false;
+        loop {
+            if self.out.len() >= WRITE_BUDGET {
+                more = true;
+                break;
+            }
             let mut expired = 0;
             let mut ticket = 0;
-            {
+            let mut released = 0;
+            let (waiters, refill) = {
                 // Up to BATCH deliveries per lock: the session lock is taken per batch, not
                 // per message.
                 let mut st = self.conn.session.lock();
@@ -48,7 +56,9 @@ impl Live {
                     if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
                         break;
                     }
-                    let Some(d) = st.pop_queued() else { break };
+                    let Some(d) = st.pop_queued(&mut released) else {
+                        break;
+                    };
                     if d.message.expired(now) {
                         expired += 1;
                         if let Some(durable) = durable {
@@ -80,11 +90,20 @@ impl Live {
                     };
                     batch.push((d, packet_id));
                 }
-            }
+                // Publishers parked on this queue go on once it is at low water.
+                let waiters = st.relieve(&broker.config().limits);
+                (waiters, st.queue.is_empty() && st.retained.is_some())
+            };
+            broker.stats.release_queued(released);
+            waiters.into_iter().for_each(std::task::Waker::wake);
             if expired > 0 {
                 self.broker.stats.dropped(DropReason::Expired, expired);
             }
             if batch.is_empty() {
+                // Retained messages stream in as the queue empties, a page at a time.
+                if refill && broker.stream_retained(&self.tenant, &self.conn.session, BATCH) {
+                    continue;
+                }
                 break;
             }
             self.out.gate(ticket);
@@ -110,7 +129,7 @@ impl Live {
             hot.packets_out(mqtt_codec::PacketType::Publish, delivered, bytes);
             hot.delivered(&latencies);
         }
-        Ok(())
+        Ok(more)
     }
 
     /// Re-sends, in order, what a resumed session had sent without acknowledgement: PUBLISH

@@ -97,6 +97,9 @@ pub struct Endpoint {
     pub proxy_protocol: bool,
     /// Certificates, for TLS and WSS listeners.
     pub tls: Option<Arc<tls::TlsAcceptor>>,
+    /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
+    /// instead of closing the connection (`listeners.v3_accept_refused`).
+    pub v3_accept_refused: bool,
 }
 
 /// TCP keepalive: a second line of dead-peer detection behind MQTT keep-alive.

@@ -72,6 +72,16 @@ impl Outgoing {
         }
     }
 
+    /// Drops everything held behind a gate, and the gate (the store failed: what waited
+    /// for it will never be sent).
+    pub(crate) fn discard_held(&mut self) {
+        if let Some(b) = self.0.as_mut() {
+            b.held.clear();
+            b.held_bytes = 0;
+            b.gate = 0;
+        }
+    }
+
     /// Appends a packet.
     pub(crate) fn packet(
         &mut self,

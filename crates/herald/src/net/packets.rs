@@ -34,7 +34,14 @@ impl Live {
             Packet::Disconnect(d) => self.on_disconnect(d),
             // A second CONNECT [MQTT-3.1.0-2], AUTH without an authentication method
             // [MQTT-4.12.0-1], or a packet only a server sends.
-            _ => Err(Closing::protocol(ReasonCode::ProtocolError)),
+            other => Err(Closing::protocol(
+                ReasonCode::ProtocolError,
+                match other {
+                    Packet::Connect(_) => "[MQTT-3.1.0-2]",
+                    Packet::Auth(_) => "[MQTT-4.12.0-1]",
+                    _ => "a packet only a server sends",
+                },
+            )),
         }
     }
 
@@ -61,10 +68,16 @@ impl Live {
         self.resolve_alias(&mut p)?;
         let cfg = self.broker.config();
         if p.qos as u8 > cfg.session.maximum_qos {
-            return Err(Closing::protocol(ReasonCode::QoSNotSupported));
+            return Err(Closing::protocol(
+                ReasonCode::QoSNotSupported,
+                "[MQTT-3.2.2-11]",
+            ));
         }
         if p.retain && !cfg.session.retain_available {
-            return Err(Closing::protocol(ReasonCode::RetainNotSupported));
+            return Err(Closing::protocol(
+                ReasonCode::RetainNotSupported,
+                "[MQTT-3.2.2-14]",
+            ));
         }
         let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
             && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
@@ -73,7 +86,7 @@ impl Live {
         }
         if let Some(d) = &self.broker.durable
             && p.qos != QoS::AtMostOnce
-            && (d.refusing() || d.journal.failed())
+            && let Some(reason) = d.refusal()
         {
             // The disk is full (or failing): refuse what would have to be stored rather
             // than acknowledge what might be lost.
@@ -81,7 +94,8 @@ impl Live {
                 .stats
                 .store_refused
                 .fetch_add(1, Ordering::Relaxed);
-            return self.refuse_publish(&p, ReasonCode::QuotaExceeded);
+            self.broker.stats.refuse(reason);
+            return self.refuse_unqueued(&p, reason, false);
         }
         let packet_id = p.packet_id;
         let mut extra = None;
@@ -111,9 +125,25 @@ impl Live {
             p.properties,
             self.conn.session.id,
         );
-        let published = self.broker.publish_with(&self.tenant, &message, |_| extra);
+        let mut published = self.broker.publish_with(&self.tenant, &message, |_| extra);
         let matched = published.routed.matched;
-        self.note_routed(published.routed);
+        self.note_routed(&mut published.routed);
+        if let Some(reason) = published.refused
+            && qos != QoS::AtMostOnce
+        {
+            // Not acknowledged as accepted: the QoS 2 exchange ends here, and a re-send of
+            // this packet id must be taken as a new message.
+            self.out.gate(published.ticket);
+            if qos == QoS::ExactlyOnce {
+                self.forget_inbound(packet_id);
+            }
+            let p = Publish {
+                packet_id,
+                qos,
+                ..Publish::new(message.topic.clone(), bytes::Bytes::new())
+            };
+            return self.refuse_unqueued(&p, reason, self.v3_accept_refused());
+        }
         let mut ack = Ack::new(packet_id);
         if matched == 0 && self.v5() {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
@@ -125,6 +155,54 @@ impl Live {
             QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
             QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
         }
+    }
+
+    /// Forgets an inbound QoS 2 packet id whose PUBLISH was refused, in memory and in the
+    /// store (a restart must not take the client's re-send for a duplicate).
+    fn forget_inbound(&mut self, packet_id: u16) {
+        let mut st = self.conn.session.lock();
+        if st.inbound_qos2.remove(&packet_id)
+            && st.durable.is_some()
+            && let Some(d) = &self.broker.durable
+        {
+            let ticket = d.release_inbound(&self.conn.session, packet_id);
+            drop(st);
+            self.out.gate(ticket);
+        }
+    }
+
+    /// Refuses a QoS 1/2 publication Herald could not queue or store: a v5 client is told
+    /// why in its PUBACK/PUBREC (0x97 Quota exceeded for a bound, 0x80 Unspecified error
+    /// for a failing store). 3.1.1 has no way to say no: the connection is closed without
+    /// the acknowledgement (the client sends it again), unless `accept` (the listener is in
+    /// `listeners.v3_accept_refused`), when it is acknowledged and counted.
+    fn refuse_unqueued(
+        &mut self,
+        p: &Publish,
+        reason: crate::broker::stats::RefuseReason,
+        accept: bool,
+    ) -> Result<(), Closing> {
+        use crate::broker::stats::RefuseReason;
+        let code = match reason {
+            RefuseReason::StoreFailed => ReasonCode::UnspecifiedError,
+            _ => ReasonCode::QuotaExceeded,
+        };
+        if self.v5() {
+            return self.refuse_publish(p, code);
+        }
+        if accept && reason != RefuseReason::StoreFailed {
+            self.broker
+                .stats
+                .accepted_unqueued
+                .fetch_add(1, Ordering::Relaxed);
+            let ack = Ack::new(p.packet_id);
+            return match p.qos {
+                QoS::AtMostOnce => Ok(()),
+                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
+                QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
+            };
+        }
+        Err(Closing::new(CloseReason::PublishRefused))
     }
 
     /// Replaces a v5 topic alias by its topic, or records a new alias [MQTT-3.3.2-12].
@@ -144,7 +222,12 @@ impl Live {
             {
                 Some(topic) => p.topic = topic.clone(),
                 // An alias never set is a protocol error [MQTT-3.3.4-?]: §3.3.2.3.4.
-                None => return Err(Closing::protocol(ReasonCode::ProtocolError)),
+                None => {
+                    return Err(Closing::protocol(
+                        ReasonCode::ProtocolError,
+                        "a topic alias never set (MQTT 5.0 §3.3.2.3.4)",
+                    ));
+                }
             }
         } else {
             let aliases = self.conn.aliases.get_or_insert_with(Default::default);
@@ -287,7 +370,7 @@ impl Live {
         }))?;
         for (filter, qos) in retained {
             self.broker
-                .send_retained(&self.tenant, &self.conn.session, &filter, qos, id);
+                .send_retained(&self.conn.session, &filter, qos, id);
         }
         Ok(())
     }
@@ -320,7 +403,10 @@ impl Live {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.conn.expiry_at_connect == 0 && expiry != 0 {
                 // [MQTT-3.14.2-2]
-                return Err(Closing::protocol(ReasonCode::ProtocolError));
+                return Err(Closing::protocol(
+                    ReasonCode::ProtocolError,
+                    "[MQTT-3.14.2-2]",
+                ));
             }
             let capped = expiry.min(self.broker.config().session.max_session_expiry_secs);
             self.conn.session.lock().expiry_interval = capped;
@@ -331,6 +417,6 @@ impl Live {
             CloseReason::ClientDisconnect
         };
         // The client closes; Herald sends nothing back [MQTT-3.14.4-1].
-        Err(Closing { reason, code: None })
+        Err(Closing::silent(reason))
     }
 }

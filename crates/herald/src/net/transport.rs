@@ -521,6 +521,30 @@ impl Transport {
         }
         self.link.shutdown().await;
     }
+
+    /// A lingering close, after `shutdown`: reads and discards what the peer still sends
+    /// until it closes, for at most `time` and `max_bytes`. Closing a socket with unread
+    /// bytes makes the kernel send a reset, which destroys what was sent last (a
+    /// DISCONNECT's reason code, a refusing CONNACK) before the client has read it.
+    pub(crate) async fn linger(&mut self, time: std::time::Duration, max_bytes: usize) {
+        let tcp = self.link.tcp();
+        let mut scratch = [0u8; 4096];
+        let mut total = 0;
+        let _ = tokio::time::timeout(time, async {
+            while total < max_bytes {
+                if tcp.readable().await.is_err() {
+                    return;
+                }
+                match tcp.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(n) => total += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Reads a PROXY protocol header (v1 or v2) at the start of a connection. Returns the

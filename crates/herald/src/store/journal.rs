@@ -186,15 +186,17 @@ impl Journal {
         self.inner.durable.load(Ordering::Acquire)
     }
 
-    /// Whether `ticket` is on disk; if not, `cx`'s task is woken once it is.
+    /// Whether `ticket` is on disk, or never will be (the journal failed: check `failed`);
+    /// if neither, `cx`'s task is woken once one is true.
     pub fn poll_durable(&self, ticket: Ticket, cx: &Context<'_>) -> Poll<()> {
-        if self.durable() >= ticket {
+        if self.durable() >= ticket || self.failed() {
             return Poll::Ready(());
         }
         lock(&self.inner.waiters).push((ticket, cx.waker().clone()));
-        // The writer advances `durable` before it takes the waiters: checked again after
-        // registering, a commit that raced with the registration is not missed.
-        if self.durable() >= ticket {
+        // The writer advances `durable` (or sets `failed`) before it takes the waiters:
+        // checked again after registering, a change that raced with the registration is
+        // not missed.
+        if self.durable() >= ticket || self.failed() {
             return Poll::Ready(());
         }
         Poll::Pending
@@ -282,6 +284,10 @@ impl Inner {
                      subscriptions have stopped; restart Herald once the cause is fixed"
                 );
                 self.failed.store(true, Ordering::Release);
+                // Everyone waiting hears it now: a connection answers its client (CONNACK
+                // 0x88, DISCONNECT 0x80) instead of waiting for a write that will not come.
+                let waiters = std::mem::take(&mut *lock(&self.waiters));
+                waiters.into_iter().for_each(|(_, waker)| waker.wake());
             }
         }
     }

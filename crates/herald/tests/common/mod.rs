@@ -326,6 +326,19 @@ pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
     eventually_within(what, WAIT, cond).await;
 }
 
+/// Waits until `client_id`'s session is offline (its connection closed, the session kept).
+pub async fn until_offline(s: &TestServer, client_id: &str) {
+    let broker = s.server.broker().clone();
+    eventually(&format!("{client_id} offline"), || {
+        broker
+            .default_tenant
+            .sessions
+            .get(client_id)
+            .is_some_and(|session| !session.lock().connected)
+    })
+    .await;
+}
+
 /// Asserts that nothing arrives and the connection stays open for `d`.
 pub async fn quiet_for(c: &mut Raw, d: Duration) {
     match tokio::time::timeout(d, c.try_recv(d + WAIT)).await {

@@ -1,0 +1,132 @@
+//! Flow control between the publishers that fill a session's queue and the connection that
+//! drains it, and the node-wide budget of queued bytes.
+//!
+//! **Pushback.** A connected session whose queue passes half its outbox bound is
+//! *congested*: a publisher whose message was queued there stops reading its socket and
+//! parks its task on the session (`Session::park`). The session's connection wakes every
+//! parked publisher when its queue drains to a quarter of the bound (`relieve`), or when it
+//! goes offline or ends. Each publisher re-checks under the session lock before it parks, so
+//! the bound holds however many publishers, on however many workers, hit it at once: each
+//! adds at most the message it was routing when the queue crossed high water.
+//!
+//! **Stalled subscribers.** A publisher parks at most `limits.stall_after_ms`. A session
+//! still congested then is marked *stalled* (`mark_stalled`): it stops pushing back, so one
+//! subscriber that does not read cannot hold up publishers and the other subscribers they
+//! feed. A stalled session loses QoS 0 past its outbox bound (counted `outbox_full`), its
+//! QoS 1/2 queue fills to `limits.max_queued_messages` / `max_queued_bytes` (past which
+//! publishers are refused, never acknowledged), and past the slow-consumer timeout its
+//! connection is closed. It pushes back again once it has drained to low water.
+//!
+//! **Queued bytes.** `Stats::queued_bytes` counts what every session queue holds: each
+//! message's topic and payload once however many queues hold it (a fan-out shares them), and
+//! a fixed cost per queued delivery. Past `limits.max_queued_bytes_total`, QoS 0 copies are
+//! dropped and QoS 1/2 publications refused.
+
+use std::sync::atomic::Ordering;
+use std::task::Waker;
+
+use super::message::Delivery;
+use super::session::{Session, SessionState};
+use crate::config::Limits;
+
+/// What a queued delivery costs besides its message: the `Delivery` in the queue.
+pub const DELIVERY_OVERHEAD: u64 = std::mem::size_of::<Delivery>() as u64;
+
+/// A congested session's parked publishers. Boxed in the session state: only congested
+/// sessions have one.
+#[derive(Debug, Default)]
+pub struct Congestion {
+    /// Publishers' tasks waiting for the queue to drain.
+    waiters: Vec<Waker>,
+    /// Stayed congested past `limits.stall_after_ms`: no longer pushes back.
+    stalled: bool,
+}
+
+/// Whether a queue of `len` deliveries and `bytes` bytes is past half the outbox bound.
+pub fn high_water(len: usize, bytes: usize, limits: &Limits) -> bool {
+    len * 2 > limits.max_outbox_messages || bytes * 2 > limits.max_outbox_bytes
+}
+
+/// Whether it is at or below a quarter of the outbox bound.
+pub fn low_water(len: usize, bytes: usize, limits: &Limits) -> bool {
+    len * 4 <= limits.max_outbox_messages && bytes * 4 <= limits.max_outbox_bytes
+}
+
+impl SessionState {
+    /// Whether publishers feeding this session should stop reading: it is connected, past
+    /// high water, and not stalled.
+    pub fn pushes_back(&self, limits: &Limits) -> bool {
+        self.connected
+            && !self.congestion.as_ref().is_some_and(|c| c.stalled)
+            && high_water(self.queue.len(), self.queue_bytes, limits)
+    }
+
+    /// Once the queue is at low water (or the session is offline or ended), ends the
+    /// congestion and returns the parked publishers to wake (after the lock is released).
+    pub fn relieve(&mut self, limits: &Limits) -> Vec<Waker> {
+        if self.congestion.is_none() {
+            return Vec::new();
+        }
+        if low_water(self.queue.len(), self.queue_bytes, limits) || !self.connected || self.ended {
+            return self.release_waiters();
+        }
+        Vec::new()
+    }
+
+    /// Ends the congestion whatever the queue holds (the session went offline or ended):
+    /// the publishers to wake.
+    pub fn release_waiters(&mut self) -> Vec<Waker> {
+        self.congestion
+            .take()
+            .map(|c| c.waiters)
+            .unwrap_or_default()
+    }
+}
+
+impl Session {
+    /// Parks a publisher's task until this session drains: `true` when it must wait (its
+    /// waker is registered), `false` when the session no longer pushes back.
+    pub fn park(&self, waker: &Waker, limits: &Limits) -> bool {
+        let mut st = self.lock();
+        if st.ended || !st.pushes_back(limits) {
+            return false;
+        }
+        let c = st.congestion.get_or_insert_with(Default::default);
+        if !c.waiters.iter().any(|w| w.will_wake(waker)) {
+            c.waiters.push(waker.clone());
+        }
+        true
+    }
+
+    /// Marks a session that stayed congested past `limits.stall_after_ms` as stalled: it
+    /// stops pushing back until it drains to low water. Wakes the publishers parked on it.
+    /// Returns whether it was still congested (and is now stalled).
+    pub fn mark_stalled(&self, limits: &Limits) -> bool {
+        let waiters = {
+            let mut st = self.lock();
+            if !st.pushes_back(limits) {
+                return false;
+            }
+            let c = st.congestion.get_or_insert_with(Default::default);
+            c.stalled = true;
+            std::mem::take(&mut c.waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+        true
+    }
+}
+
+impl Delivery {
+    /// What queueing this delivery adds to the node's queued bytes: the fixed cost, plus its
+    /// message's topic and payload if no other queue holds the message yet.
+    pub fn charge(&self) -> u64 {
+        let first = self.message.queued.fetch_add(1, Ordering::AcqRel) == 0;
+        DELIVERY_OVERHEAD + if first { self.weight() as u64 } else { 0 }
+    }
+
+    /// What taking it out of its queue gives back (the reverse of `charge`).
+    pub fn discharge(&self) -> u64 {
+        let last = self.message.queued.fetch_sub(1, Ordering::AcqRel) == 1;
+        DELIVERY_OVERHEAD + if last { self.weight() as u64 } else { 0 }
+    }
+}
