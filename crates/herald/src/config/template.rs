@@ -35,8 +35,13 @@ ws_path = "{ws_path}"
 # v2) first: logs and limits then see the client's own address. A connection without a
 # valid header on such a listener is refused.
 proxy_protocol = [{proxy}]
-# Herald has no authentication yet: a non-loopback address is refused unless this is true.
+# Herald has no authentication yet: a non-loopback address is refused unless this is true
+# (and a warning is logged at start for each such listener).
 allow_anonymous_public = {allow}
+# Listen backlog of the listeners above: connections the kernel queues before Herald accepts
+# them, so that a reconnect storm is not dropped (capped by the kernel's
+# net.core.somaxconn, 4096 by default on Linux 5.4 and later).
+backlog = {backlog}
 
 [tls]
 # PEM certificate chain (leaf first) and private key of the tls and wss listeners (flags
@@ -62,8 +67,12 @@ watch_secs = {watch}
 # "" for none (flag --http-listen).
 listen = "{http_listen}"
 # Bearer tokens /api/v1 accepts (Authorization: Bearer <key>), 16 characters at least.
-# Without any, anyone who reaches the API may use it: it must then listen on loopback.
+# Without any, anyone who reaches the API may use it: it must then listen on loopback, and
+# requests that a web page could send (an Origin or a Host that is not loopback) are refused.
 api_keys = [{api_keys}]
+# true: /metrics needs an API key too (needs api_keys); false lets Prometheus scrape
+# without one.
+metrics_requires_key = {metrics_key}
 # Seconds an Idempotency-Key is remembered (and stored, with the store on): a retry within
 # it gets the first answer and publishes nothing.
 idempotency_window_secs = {idem_window}
@@ -72,6 +81,16 @@ max_idempotency_keys = {idem_max}
 # Largest request body, bytes, and most messages in one POST /api/v1/publish/batch.
 max_body_bytes = {max_body}
 max_batch = {max_batch}
+# Seconds a client has to send a request's head (request line and headers), from the
+# connection's opening or the request's first byte; and seconds a connection may pass
+# without a byte in either direction (idle between requests, or a stalled body or answer).
+# Either closes the connection.
+header_timeout_secs = {header_timeout}
+idle_timeout_secs = {idle_timeout}
+# Open HTTP connections; past it new ones are closed at once and counted
+# (herald_http_connections_refused_total). The descriptors they may take are kept back
+# from limits.max_connections.
+max_connections = {http_max_connections}
 
 [drain]
 # On SIGTERM or POST /api/v1/drain: stop accepting, report not ready (/readyz 503), then
@@ -163,6 +182,7 @@ level = "{level}"
 format = "{log_format}"
 "#,
         allow = c.listeners.allow_anonymous_public,
+        backlog = c.listeners.backlog,
         max_connections = l.max_connections,
         connect_timeout = l.connect_timeout_secs,
         max_packet_size = l.max_packet_size,
@@ -228,6 +248,10 @@ format = "{log_format}"
         idem_max = c.http.max_idempotency_keys,
         max_body = c.http.max_body_bytes,
         max_batch = c.http.max_batch,
+        metrics_key = c.http.metrics_requires_key,
+        header_timeout = c.http.header_timeout_secs,
+        idle_timeout = c.http.idle_timeout_secs,
+        http_max_connections = c.http.max_connections,
         watch = t.watch_secs,
     )
 }
