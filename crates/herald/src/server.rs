@@ -61,10 +61,10 @@ impl Server {
         } else {
             None
         };
+        log_backlog_cap(config.listeners.backlog);
         let mut listeners = Vec::new();
         for (kind, addr) in config.listeners.all() {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = net::bind(addr, config.listeners.backlog)
                 .with_context(|| format!("{}: cannot listen on {addr}", kind.key()))?;
             let endpoint = Arc::new(Endpoint {
                 kind,
@@ -82,6 +82,7 @@ impl Server {
             None => None,
         };
         let durable = open_store(&config)?;
+        let anonymous_public = config.listeners.allow_anonymous_public;
         let broker = Broker::with_store(config, max_connections, durable);
         if broker.durable.is_some() {
             let started = std::time::Instant::now();
@@ -114,6 +115,15 @@ impl Server {
                 proxy_protocol = endpoint.proxy_protocol,
                 "listening"
             );
+            if anonymous_public && !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    listener = endpoint.kind.label(),
+                    "anonymous clients accepted from the network: this listener is not on \
+                     loopback and Herald authenticates no one \
+                     (listeners.allow_anonymous_public = true)"
+                );
+            }
             addrs.push((endpoint.kind, addr));
             listener_loops.push(tokio::spawn(net::accept_loop(
                 listener,
@@ -308,6 +318,20 @@ impl Server {
                 "store closed"
             );
         }
+    }
+}
+
+/// Logs it when the kernel caps the listen backlog below `listeners.backlog`.
+fn log_backlog_cap(backlog: u32) {
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(cap) = cap.filter(|cap| *cap < backlog) {
+        tracing::info!(
+            configured = backlog,
+            effective = cap,
+            "listen backlog capped by the kernel (sysctl net.core.somaxconn)"
+        );
     }
 }
 
