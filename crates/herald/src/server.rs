@@ -46,13 +46,21 @@ impl Server {
         let soft_fd_limit = rlimit::Resource::NOFILE
             .get()
             .map_or(u64::MAX, |(soft, _)| soft);
-        let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE) as usize;
+        // The HTTP listener's connections take descriptors too: they are kept back, so that
+        // HTTP clients cannot take what MQTT clients were promised.
+        let http_reserve = match config.http.addr() {
+            Some(_) => config.http.max_connections as u64,
+            None => 0,
+        };
+        let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE.saturating_add(http_reserve));
+        let fd_bound = usize::try_from(fd_bound).unwrap_or(usize::MAX);
         let max_connections = config.limits.max_connections.min(fd_bound.max(1));
         if max_connections < config.limits.max_connections {
             tracing::info!(
                 configured = config.limits.max_connections,
                 effective = max_connections,
                 soft_fd_limit,
+                http_connections = http_reserve,
                 "connection limit lowered to fit the open-file limit"
             );
         }

@@ -1,13 +1,17 @@
 //! The HTTP side of a node: the JSON API under `/api/v1` (backends publish to MQTT clients),
 //! and `/healthz` and `/readyz` for orchestrators.
 //!
-//! axum serves it, on its own listener (`http.listen`), in the same runtime as the MQTT
-//! listeners. Errors are JSON with a stable code and, where a field is at fault, its name:
+//! axum routes it; Herald's own accept loop (`listener`) serves it on its own listener
+//! (`http.listen`), in the same runtime as the MQTT listeners, with bounded connections and
+//! deadlines. Errors are JSON with a stable code and, where a field is at fault, its name:
 //! `{"error": {"code": "invalid_field", "field": "[2].qos", "message": "..."}}`.
 
 mod admin;
 pub mod idempotency;
+mod listener;
 mod publish;
+
+pub use listener::serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +48,8 @@ pub struct ApiState {
     /// Counter samples for the rates `/api/v1/stats` shows: the one taken at least
     /// `RATE_WINDOW` ago (or at start) and the latest.
     samples: std::sync::Mutex<(Sample, Sample)>,
+    /// The HTTP listener's connections: open, refused, timed out.
+    http: listener::HttpCounters,
 }
 
 /// Counters at one instant.
@@ -106,6 +112,7 @@ impl ApiState {
         let start = Sample::take(&broker);
         Ok(Arc::new(ApiState {
             samples: std::sync::Mutex::new((start, start)),
+            http: listener::HttpCounters::default(),
             broker,
             keys,
             ready: AtomicBool::new(false),
@@ -309,24 +316,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` changes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<ApiState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let app = router(state);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "the HTTP API stopped");
-    }
-}
-
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -445,10 +434,15 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 /// Prometheus metrics.
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let b = &state.broker;
+    let http = &state.http;
     let mut sampled = crate::metrics::Sampled {
         retained: b.default_tenant.retained.len() as u64,
         idempotency_keys: state.keys.len() as u64,
         store_bytes: b.durable.as_ref().map(|d| d.journal.store().disk_bytes()),
+        http_open: http.open.load(Ordering::Relaxed) as u64,
+        http_refused: http.refused.load(Ordering::Relaxed),
+        http_header_timeouts: http.header_timeouts.load(Ordering::Relaxed),
+        http_idle_timeouts: http.idle_timeouts.load(Ordering::Relaxed),
         ..Default::default()
     };
     b.default_tenant.sessions.for_each(|session| {

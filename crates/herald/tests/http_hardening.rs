@@ -1,0 +1,305 @@
+//! The HTTP API against what a connection flood can do: header and idle deadlines, and a
+//! bound on HTTP connections that keeps descriptors for MQTT clients.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{QUIET, Raw};
+use herald::config::Config;
+use mqtt_codec::ProtocolVersion::V5;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn api_config() -> Config {
+    let mut c = common::config();
+    c.http.listen = "127.0.0.1:0".into();
+    c
+}
+
+async fn start(c: Config) -> (common::TestServer, SocketAddr) {
+    let s = common::start_with(c).await;
+    let http = s.server.http_addr().expect("the API listens");
+    (s, http)
+}
+
+/// Asserts that no drain was asked for (a request would have left a permit).
+async fn still_running(s: &common::TestServer) {
+    assert!(
+        tokio::time::timeout(QUIET, s.server.drain_requested())
+            .await
+            .is_err(),
+        "a drain was requested"
+    );
+    assert!(!s.server.broker().draining());
+}
+
+#[test]
+fn http_bounds_are_validated_with_their_key() {
+    for key in [
+        "HERALD_HTTP_HEADER_TIMEOUT_SECS",
+        "HERALD_HTTP_IDLE_TIMEOUT_SECS",
+        "HERALD_HTTP_MAX_CONNECTIONS",
+    ] {
+        let e = Config::load(None, [(key.into(), "0".into())], &Default::default())
+            .unwrap_err()
+            .to_string();
+        let dotted = key
+            .strip_prefix("HERALD_HTTP_")
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(e.starts_with(&format!("http.{dotted}:")), "{e}");
+    }
+    let c = Config::load(
+        None,
+        [
+            ("HERALD_HTTP_HEADER_TIMEOUT_SECS".into(), "3".into()),
+            ("HERALD_HTTP_MAX_CONNECTIONS".into(), "7".into()),
+        ],
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!((c.http.header_timeout_secs, c.http.max_connections), (3, 7));
+    let d = Config::default().http;
+    assert_eq!(
+        (
+            d.header_timeout_secs,
+            d.idle_timeout_secs,
+            d.max_connections
+        ),
+        (10, 60, 1024)
+    );
+    assert!(!d.metrics_requires_key);
+}
+
+/// Reads until the server closes the connection; panics if it does not within `within`.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the connection is still open after {within:?}"));
+    got
+}
+
+/// A sample of `/metrics`.
+async fn metric(http: SocketAddr, name: &str) -> f64 {
+    let r = common::http::request(http, "GET", "/metrics", &[], "").await;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_request_head_is_closed_at_the_header_timeout() {
+    let mut c = api_config();
+    c.http.header_timeout_secs = 1;
+    let (s, http) = start(c).await;
+    // Connected, nothing sent.
+    let mut silent = TcpStream::connect(http).await.unwrap();
+    // Half a head, then nothing.
+    let mut half = TcpStream::connect(http).await.unwrap();
+    half.write_all(b"POST /api/v1/drain HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut half, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "not before the timeout"
+    );
+    assert_eq!(
+        metric(
+            http,
+            r#"herald_http_connections_timed_out_total{phase="header"}"#
+        )
+        .await,
+        2.0
+    );
+    still_running(&s).await;
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_lives_until_the_idle_timeout() {
+    let mut c = api_config();
+    c.http.header_timeout_secs = 1;
+    c.http.idle_timeout_secs = 3;
+    let (s, http) = start(c).await;
+    let mut conn = TcpStream::connect(http).await.unwrap();
+    let get = format!("GET /healthz HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        conn.write_all(get.as_bytes()).await.unwrap();
+        let mut n = 0;
+        while !buf[..n].ends_with(b"}") {
+            let got = conn.read(&mut buf[n..]).await.unwrap();
+            assert!(got > 0, "closed before the answer");
+            n += got;
+        }
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // Idle for longer than the header timeout: the connection stays.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert!(
+        closed_within(&mut conn, Duration::from_secs(5))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        metric(
+            http,
+            r#"herald_http_connections_timed_out_total{phase="idle"}"#
+        )
+        .await,
+        1.0
+    );
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_connections_and_waits_for_requests() {
+    let (s, http) = start(api_config()).await;
+    let mut idle = TcpStream::connect(http).await.unwrap();
+    let get = format!("GET /healthz HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    idle.write_all(get.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        s.server.shutdown(Duration::from_secs(5)),
+    )
+    .await
+    .expect("shutdown does not wait for idle keep-alive connections");
+    closed_within(&mut idle, Duration::from_secs(1)).await;
+    assert!(
+        TcpStream::connect(http).await.is_err(),
+        "the listener is closed"
+    );
+}
+
+/// `herald serve` under `ulimit -n 256`, with the API on: its MQTT and HTTP addresses.
+fn spawn_with_fd_limit(
+    extra_env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr, SocketAddr) {
+    let script = format!(
+        "ulimit -n 256 && exec {} serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+         --in-memory --log-level info",
+        env!("CARGO_BIN_EXE_herald")
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]).env("HERALD_LISTENERS_WS", "");
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("herald starts under sh");
+    let http = Arc::new(Mutex::new(None));
+    let seen = http.clone();
+    let mqtt = common::listen_addr(child.stdout.take().unwrap(), move |line| {
+        if line.contains("listening for HTTP")
+            && let Some(at) = line.find("addr=")
+        {
+            let addr: String = line[at + 5..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            *seen.lock().unwrap() = addr.parse::<SocketAddr>().ok();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let http = loop {
+        if let Some(addr) = *http.lock().unwrap() {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "herald logs its HTTP address");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (child, mqtt, http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_http_clients_are_closed_and_mqtt_clients_still_connect() {
+    const CAP: usize = 16;
+    const FLOOD: usize = 300;
+    let (mut child, mqtt, http) = spawn_with_fd_limit(&[
+        ("HERALD_HTTP_MAX_CONNECTIONS", "16"),
+        ("HERALD_HTTP_HEADER_TIMEOUT_SECS", "60"),
+    ]);
+    // More idle connections than herald has descriptors (256).
+    let mut flood = Vec::new();
+    for _ in 0..FLOOD {
+        flood.push(TcpStream::connect(http).await.unwrap());
+    }
+    // The first CAP stay open, every other one is closed at once.
+    let watched: Vec<_> = flood
+        .into_iter()
+        .map(|s| tokio::spawn(closed_soon(s)))
+        .collect();
+    let mut open = Vec::new();
+    for w in watched {
+        let (closed, s) = w.await.unwrap();
+        if !closed {
+            open.push(s);
+        }
+    }
+    assert_eq!(open.len(), CAP, "open HTTP connections");
+    // MQTT clients are still accepted and served.
+    let mut c = Raw::connect(mqtt, V5, "still-served").await;
+    common::ping(&mut c).await;
+    // Slots free up as connections close; the refusals are counted.
+    drop(open);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        if let Ok(Ok(r)) = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::spawn(metric(http, "herald_http_connections_refused_total")),
+        )
+        .await
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "/metrics answers again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused, (FLOOD - CAP) as f64);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "herald is still running"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Whether the server closes `s` within two seconds, and `s`.
+async fn closed_soon(mut s: TcpStream) -> (bool, TcpStream) {
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
+    (matches!(read, Ok(Ok(0) | Err(_))), s)
+}
