@@ -1,5 +1,7 @@
-//! The HTTP API against what a connection flood can do: header and idle deadlines, and a
-//! bound on HTTP connections that keeps descriptors for MQTT clients.
+//! The HTTP API against what a web page, a DNS-rebinding page or a connection flood can do:
+//! only JSON bodies, no foreign `Origin` or `Host` without API keys, the `Bearer` scheme in
+//! any case, `/metrics` behind a key when asked, header and idle deadlines, and a bound on
+//! HTTP connections that keeps descriptors for MQTT clients.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,11 +12,16 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http::{Reply, exchange};
 use common::{QUIET, Raw};
 use herald::config::Config;
 use mqtt_codec::ProtocolVersion::V5;
+use mqtt_codec::QoS;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+const KEY: &str = "k-0123456789abcdef";
 
 fn api_config() -> Config {
     let mut c = common::config();
@@ -28,6 +35,36 @@ async fn start(c: Config) -> (common::TestServer, SocketAddr) {
     (s, http)
 }
 
+/// One request with exactly the headers given (and `Connection: close`, `Content-Length`).
+async fn send(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    exchange(http, req.as_bytes()).await
+}
+
+/// The error's code and the field (here: the header) it names.
+fn refusal(r: &Reply) -> (u16, String, String) {
+    let v = r.json();
+    (
+        r.status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+        v["error"]["field"].as_str().unwrap_or("").to_string(),
+    )
+}
+
 /// Asserts that no drain was asked for (a request would have left a permit).
 async fn still_running(s: &common::TestServer) {
     assert!(
@@ -37,6 +74,286 @@ async fn still_running(s: &common::TestServer) {
         "a drain was requested"
     );
     assert!(!s.server.broker().draining());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_a_web_page_could_send_are_refused_with_415() {
+    let (s, http) = start(api_config()).await;
+    let host = http.to_string();
+    let mut sub = Raw::connect(s.addr, V5, "sub").await;
+    sub.subscribe("t/#", QoS::AtMostOnce).await;
+    let message = json!({"topic": "t/1", "payload": "x"}).to_string();
+
+    // What <form> and fetch() send without a CORS preflight, to every mutating endpoint.
+    for content_type in [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        for (method, path, body) in [
+            ("POST", "/api/v1/drain", ""),
+            ("POST", "/api/v1/drain", "{}"),
+            ("POST", "/api/v1/reload", ""),
+            ("POST", "/api/v1/publish", message.as_str()),
+            ("POST", "/api/v1/publish/batch", "[]"),
+            ("PUT", "/api/v1/log", r#"{"level": "trace"}"#),
+            ("DELETE", "/api/v1/clients/sub", ""),
+            ("DELETE", "/api/v1/retained/t/1", ""),
+        ] {
+            let headers = [("Host", host.as_str()), ("Content-Type", content_type)];
+            let r = send(http, method, path, &headers, body).await;
+            assert_eq!(
+                refusal(&r),
+                (415, "unsupported_media_type".into(), "Content-Type".into()),
+                "{method} {path} as {content_type}: {}",
+                r.body
+            );
+        }
+    }
+    // A body without any Content-Type is refused too.
+    let r = send(
+        http,
+        "POST",
+        "/api/v1/publish",
+        &[("Host", &host)],
+        &message,
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.body);
+    still_running(&s).await;
+    common::quiet_for(&mut sub, QUIET).await;
+
+    // JSON in any case, with parameters, is served; so are bodyless requests without a
+    // Content-Type (curl -X POST, curl -X DELETE) and GETs whatever they carry.
+    let json_type = [
+        ("Host", host.as_str()),
+        ("Content-Type", "Application/JSON; charset=utf-8"),
+    ];
+    let r = send(http, "POST", "/api/v1/publish", &json_type, &message).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(sub.recv_publish().await.payload.as_ref(), b"x");
+    let r = send(http, "POST", "/api/v1/reload", &[("Host", &host)], "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = send(
+        http,
+        "DELETE",
+        "/api/v1/clients/nobody",
+        &[("Host", &host)],
+        "",
+    )
+    .await;
+    assert_eq!(r.json()["error"]["code"], "client_not_found", "{}", r.body);
+    let plain_get = [("Host", host.as_str()), ("Content-Type", "text/plain")];
+    let r = send(http, "GET", "/api/v1/stats", &plain_get, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // An unknown path keeps its 404.
+    let r = send(http, "POST", "/api/v1/nothing", &plain_get, "x").await;
+    assert_eq!(r.json()["error"]["code"], "not_found", "{}", r.body);
+    still_running(&s).await;
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_a_foreign_origin_is_refused_with_403() {
+    let (s, http) = start(api_config()).await;
+    let host = http.to_string();
+    let mut sub = Raw::connect(s.addr, V5, "sub").await;
+    sub.subscribe("t/#", QoS::AtMostOnce).await;
+    let message = json!({"topic": "t/1", "payload": "x"}).to_string();
+
+    // The reported attack: a page's text/plain POST that stopped Herald.
+    let r = send(
+        http,
+        "POST",
+        "/api/v1/drain",
+        &[
+            ("Host", "evil.example"),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    for origin in [
+        "https://evil.example",
+        "http://localhost.evil.example:8080",
+        "null",
+    ] {
+        for (method, path, body) in [
+            ("POST", "/api/v1/drain", ""),
+            ("POST", "/api/v1/publish", message.as_str()),
+            ("GET", "/api/v1/stats", ""),
+            ("GET", "/metrics", ""),
+        ] {
+            let headers = [
+                ("Host", host.as_str()),
+                ("Origin", origin),
+                ("Content-Type", "application/json"),
+            ];
+            let r = send(http, method, path, &headers, body).await;
+            assert_eq!(
+                refusal(&r),
+                (403, "forbidden".into(), "Origin".into()),
+                "{method} {path} from {origin}: {}",
+                r.body
+            );
+        }
+    }
+    still_running(&s).await;
+    common::quiet_for(&mut sub, QUIET).await;
+
+    // Pages of this host are served.
+    for origin in [
+        "http://localhost:3000",
+        "http://127.0.0.1:8080",
+        "https://[::1]",
+    ] {
+        let headers = [
+            ("Host", host.as_str()),
+            ("Origin", origin),
+            ("Content-Type", "application/json"),
+        ];
+        let r = send(http, "POST", "/api/v1/publish", &headers, &message).await;
+        assert_eq!(r.status, 200, "{origin}: {}", r.body);
+    }
+    assert_eq!(sub.recv_publish().await.payload.as_ref(), b"x");
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_a_host_that_is_not_loopback_is_refused_with_403() {
+    let (s, http) = start(api_config()).await;
+    // DNS rebinding: the page's own name, now resolving to 127.0.0.1, is in Host.
+    for host in [
+        "evil.example:8080",
+        "evil.example",
+        "10.1.2.3:8080",
+        "herald",
+    ] {
+        for path in ["/api/v1/clients", "/api/v1/stats", "/metrics", "/healthz"] {
+            let r = send(http, "GET", path, &[("Host", host)], "").await;
+            assert_eq!(
+                refusal(&r),
+                (403, "forbidden".into(), "Host".into()),
+                "GET {path} for Host {host}: {}",
+                r.body
+            );
+        }
+        let headers = [("Host", host), ("Content-Type", "application/json")];
+        let r = send(http, "POST", "/api/v1/drain", &headers, "").await;
+        assert_eq!(r.status, 403, "{}", r.body);
+    }
+    still_running(&s).await;
+    let port = http.port();
+    for host in [
+        http.to_string(),
+        format!("localhost:{port}"),
+        "LocalHost".to_string(),
+        format!("127.0.0.2:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let r = send(http, "GET", "/api/v1/clients", &[("Host", &host)], "").await;
+        assert_eq!(r.status, 200, "Host {host}: {}", r.body);
+    }
+    // No Host at all (HTTP/1.0 clients; browsers always send one).
+    let r = exchange(http, b"GET /healthz HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_origin_and_host_are_free_and_bodies_still_json() {
+    let mut c = api_config();
+    c.http.api_keys = vec![KEY.into()];
+    let (s, http) = start(c).await;
+    let bearer = format!("Bearer {KEY}");
+    let foreign = [
+        ("Host", "herald.example.com"),
+        ("Origin", "https://console.example.com"),
+        ("Authorization", bearer.as_str()),
+    ];
+    let r = send(http, "GET", "/api/v1/stats", &foreign, "").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut json_type = foreign.to_vec();
+    json_type.push(("Content-Type", "application/json"));
+    let body = json!({"topic": "t/1", "payload": "x"}).to_string();
+    let r = send(http, "POST", "/api/v1/publish", &json_type, &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Without the key: 401, not 403.
+    let r = send(http, "GET", "/api/v1/stats", &foreign[..2], "").await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    // The key does not make text/plain acceptable.
+    let mut plain = foreign.to_vec();
+    plain.push(("Content-Type", "text/plain"));
+    let r = send(http, "POST", "/api/v1/drain", &plain, "").await;
+    assert_eq!(refusal(&r).0, 415, "{}", r.body);
+    still_running(&s).await;
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let mut c = api_config();
+    c.http.api_keys = vec![KEY.into()];
+    let (s, http) = start(c).await;
+    let host = http.to_string();
+    for (authorization, status) in [
+        (format!("Bearer {KEY}"), 200),
+        (format!("bearer {KEY}"), 200),
+        (format!("BEARER {KEY}"), 200),
+        (format!("bEaReR  {KEY} "), 200),
+        (format!("Basic {KEY}"), 401),
+        (format!("Bearer{KEY}"), 401),
+        ("bearer k-0123456789abcdeX".to_string(), 401),
+    ] {
+        let headers = [("Host", host.as_str()), ("Authorization", &authorization)];
+        let r = send(http, "GET", "/api/v1/stats", &headers, "").await;
+        assert_eq!(r.status, status, "{authorization:?}: {}", r.body);
+    }
+    s.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_key() {
+    // Off by default: Prometheus scrapes without one even when the API has keys.
+    let mut c = api_config();
+    c.http.api_keys = vec![KEY.into()];
+    let (s, http) = start(c.clone()).await;
+    let r = send(http, "GET", "/metrics", &[], "").await;
+    assert_eq!(r.status, 200);
+    s.server.shutdown(Duration::from_secs(5)).await;
+
+    c.http.metrics_requires_key = true;
+    let (s, http) = start(c.clone()).await;
+    let r = send(http, "GET", "/metrics", &[], "").await;
+    assert_eq!(
+        refusal(&r),
+        (401, "unauthorized".into(), "Authorization".into()),
+        "{}",
+        r.body
+    );
+    let bearer = format!("bearer {KEY}");
+    let r = send(http, "GET", "/metrics", &[("Authorization", &bearer)], "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("herald_http_connections "), "{}", r.body);
+    // Health stays open.
+    assert_eq!(send(http, "GET", "/healthz", &[], "").await.status, 200);
+    s.server.shutdown(Duration::from_secs(5)).await;
+
+    // It needs keys to ask for.
+    let e = Config::load(
+        None,
+        [(
+            "HERALD_HTTP_METRICS_REQUIRES_KEY".to_string(),
+            "true".to_string(),
+        )],
+        &Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("http.metrics_requires_key:"), "{e}");
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //!   finish, and the loop returns once every connection has ended (as `axum::serve` did).
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -44,12 +45,18 @@ pub(crate) struct HttpCounters {
     pub(crate) idle_timeouts: AtomicU64,
 }
 
+/// The address the listener is bound to, in each request's extensions (the `Host` check
+/// accepts it besides loopback names).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAddr(pub(crate) SocketAddr);
+
 /// Serves the API on `listener` until `shutdown` changes, then waits for its connections.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let local = listener.local_addr().ok();
     let app = super::router(state.clone());
     // Every connection's task holds a sender: `recv` gives `None` once the last has ended.
     let (done, mut all_done) = mpsc::channel::<()>(1);
@@ -101,6 +108,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         tokio::spawn(connection(
             stream,
+            local,
             app.clone(),
             deadlines,
             slot,
@@ -142,6 +150,7 @@ enum Phase {
 /// Serves one connection until it ends, a deadline passes, or shutdown lets it go.
 async fn connection(
     stream: TcpStream,
+    local: Option<SocketAddr>,
     app: Router,
     deadlines: Deadlines,
     slot: Slot,
@@ -153,7 +162,10 @@ async fn connection(
         activity: activity.clone(),
     });
     let on_request = activity.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        if let Some(local) = local {
+            request.extensions_mut().insert(LocalAddr(local));
+        }
         let serving = Serving::begin(on_request.clone());
         let app = app.clone();
         async move {
