@@ -1,11 +1,13 @@
 //! The MQTT listeners as the system and the log see them: the listen backlog the kernel was
-//! given (`listeners.backlog`), and the warning for anonymous clients on a public address.
+//! given (`listeners.backlog`), the warning for anonymous clients on a public address, and
+//! TLS handshakes whose SNI is an IP address, which rustls would warn about one by one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -165,5 +167,75 @@ fn an_anonymous_public_listener_is_warned_about_at_start() {
     let mut seen = until(&lines, "listening");
     seen.extend(within(&lines, Duration::from_millis(500)));
     assert!(!seen.iter().any(|l| l.contains(PUBLIC_WARNING)), "{seen:?}");
+    stop(child);
+}
+
+/// A TLS handshake with `openssl s_client`, sending `127.0.0.1` as SNI (rustls clients do not
+/// send an IP address; OpenSSL and libmosquitto do); returns s_client's output.
+fn handshake_with_ip_sni(tls: SocketAddr, ca: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &tls.to_string()])
+        .args(["-servername", "127.0.0.1", "-CAfile"])
+        .arg(ca)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs (Debian package openssl)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts herald with a TLS listener and the log filter `level`; its TLS address and lines.
+fn serve_tls(pki: &common::pki::Pki, level: &str) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let cert = pki.cert_file.to_str().unwrap();
+    let key = pki.key_file.to_str().unwrap();
+    let (child, lines) = serve(
+        &[
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--log-level",
+            level,
+        ],
+        &[],
+    );
+    let listening = until(&lines, "listener=\"tls\"").pop().unwrap();
+    let at = listening.find("addr=").unwrap() + 5;
+    let tls = listening[at..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (child, tls, lines)
+}
+
+#[test]
+fn a_tls_handshake_with_an_ip_address_as_sni_logs_no_warning() {
+    let pki = common::pki::Pki::new();
+    let (child, tls, lines) = serve_tls(&pki, "debug");
+    for _ in 0..3 {
+        let out = handshake_with_ip_sni(tls, &pki.ca_file);
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    }
+    // Herald saw the connections through (logged at debug), and warned about none.
+    let mut seen = until(&lines, "connection closed");
+    seen.extend(within(&lines, Duration::from_millis(500)));
+    let warnings: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains("Illegal SNI"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    stop(child);
+
+    // The warning is rustls', and a filter that names rustls shows it: the handshakes above
+    // did send an IP address.
+    let (child, tls, lines) = serve_tls(&pki, "rustls=warn,info");
+    handshake_with_ip_sni(tls, &pki.ca_file);
+    let seen = until(&lines, "Illegal SNI extension: ignoring IP address");
+    assert!(seen.last().unwrap().contains(" WARN "), "{seen:?}");
     stop(child);
 }
