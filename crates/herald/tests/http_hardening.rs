@@ -518,10 +518,18 @@ async fn shutdown_closes_idle_connections_and_waits_for_requests() {
     );
 }
 
+/// A `herald serve` process, killed when dropped (a failed assertion included).
+struct Herald(std::process::Child);
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `herald serve` under `ulimit -n 256`, with the API on: its MQTT and HTTP addresses.
-fn spawn_with_fd_limit(
-    extra_env: &[(&str, &str)],
-) -> (std::process::Child, SocketAddr, SocketAddr) {
+fn spawn_with_fd_limit(extra_env: &[(&str, &str)]) -> (Herald, SocketAddr, SocketAddr) {
     let script = format!(
         "ulimit -n 256 && exec {} serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
          --in-memory --log-level info",
@@ -532,14 +540,15 @@ fn spawn_with_fd_limit(
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("herald starts under sh");
+    let mut child = Herald(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald starts under sh"),
+    );
     let http = Arc::new(Mutex::new(None));
     let seen = http.clone();
-    let mqtt = common::listen_addr(child.stdout.take().unwrap(), move |line| {
+    let mqtt = common::listen_addr(child.0.stdout.take().unwrap(), move |line| {
         if line.contains("listening for HTTP")
             && let Some(at) = line.find("addr=")
         {
@@ -607,11 +616,9 @@ async fn past_max_connections_http_clients_are_closed_and_mqtt_clients_still_con
     };
     assert_eq!(refused, (FLOOD - CAP) as f64);
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.0.try_wait().unwrap().is_none(),
         "herald is still running"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Whether the server closes `s` within two seconds, and `s`.

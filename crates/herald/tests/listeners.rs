@@ -76,8 +76,18 @@ fn the_backlog_is_validated_with_its_key() {
     assert!(herald::config::generate().contains("\nbacklog = 1024\n"));
 }
 
+/// A `herald serve` process, killed when dropped (a failed assertion included).
+struct Herald(Child);
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `herald serve` with `args`, in memory, no WebSocket or HTTP listener; its log lines.
-fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>) {
+fn serve(args: &[&str], env: &[(&str, &str)]) -> (Herald, mpsc::Receiver<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("serve")
         .args(args)
@@ -99,7 +109,7 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, mpsc::Receiver<String>)
             let _ = tx.send(line);
         }
     });
-    (child, lines)
+    (Herald(child), lines)
 }
 
 /// The lines up to and including the first that contains `what` (panics after 10 s).
@@ -134,11 +144,6 @@ fn within(lines: &mpsc::Receiver<String>, d: Duration) -> Vec<String> {
     seen
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 const PUBLIC_WARNING: &str = "anonymous clients accepted from the network";
 
 #[test]
@@ -157,7 +162,7 @@ fn an_anonymous_public_listener_is_warned_about_at_start() {
     // One warning: the loopback listener is not one.
     let rest = within(&lines, Duration::from_millis(500));
     assert!(!rest.iter().any(|l| l.contains(PUBLIC_WARNING)), "{rest:?}");
-    stop(child);
+    drop(child);
 
     // Allowed but unused (loopback only): no warning.
     let (child, lines) = serve(
@@ -167,7 +172,7 @@ fn an_anonymous_public_listener_is_warned_about_at_start() {
     let mut seen = until(&lines, "listening");
     seen.extend(within(&lines, Duration::from_millis(500)));
     assert!(!seen.iter().any(|l| l.contains(PUBLIC_WARNING)), "{seen:?}");
-    stop(child);
+    drop(child);
 }
 
 /// A TLS handshake with `openssl s_client`, sending `127.0.0.1` as SNI (rustls clients do not
@@ -184,7 +189,7 @@ fn handshake_with_ip_sni(tls: SocketAddr, ca: &std::path::Path) -> String {
 }
 
 /// Starts herald with a TLS listener and the log filter `level`; its TLS address and lines.
-fn serve_tls(pki: &common::pki::Pki, level: &str) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+fn serve_tls(pki: &common::pki::Pki, level: &str) -> (Herald, SocketAddr, mpsc::Receiver<String>) {
     let cert = pki.cert_file.to_str().unwrap();
     let key = pki.key_file.to_str().unwrap();
     let (child, lines) = serve(
@@ -229,7 +234,7 @@ fn a_tls_handshake_with_an_ip_address_as_sni_logs_no_warning() {
         .filter(|l| l.contains(" WARN ") || l.contains("Illegal SNI"))
         .collect();
     assert!(warnings.is_empty(), "{warnings:?}");
-    stop(child);
+    drop(child);
 
     // The warning is rustls', and a filter that names rustls shows it: the handshakes above
     // did send an IP address.
@@ -237,5 +242,5 @@ fn a_tls_handshake_with_an_ip_address_as_sni_logs_no_warning() {
     handshake_with_ip_sni(tls, &pki.ca_file);
     let seen = until(&lines, "Illegal SNI extension: ignoring IP address");
     assert!(seen.last().unwrap().contains(" WARN "), "{seen:?}");
-    stop(child);
+    drop(child);
 }
