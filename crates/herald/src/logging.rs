@@ -1,9 +1,16 @@
 //! Logs: tracing, as human-readable text or one JSON object per line, with a level that can
 //! change while Herald runs (`PUT /api/v1/log`, or `log.level` on reload).
+//!
+//! Libraries that log through the `log` crate (rustls) come through the same filter. One of
+//! their warnings is dropped: see `QuietIpSni`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_log::NormalizeEvent as _;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
@@ -20,7 +27,8 @@ pub fn init(level: &str, format: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("log.level: {level:?} is not a log filter: {e}"))?;
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    RUSTLS_NAMED.store(names_rustls(level), Ordering::Relaxed);
+    let registry = tracing_subscriber::registry().with(filter).with(QuietIpSni);
     if format == "json" {
         registry
             .with(
@@ -50,6 +58,7 @@ pub fn set_level(level: &str) -> Result<(), String> {
         .get()
         .ok_or("no logger is installed (Herald runs inside another program)")?;
     installed.handle.reload(filter).map_err(|e| e.to_string())?;
+    RUSTLS_NAMED.store(names_rustls(level), Ordering::Relaxed);
     if let Ok(mut l) = installed.level.lock() {
         *l = level.to_string();
     }
@@ -61,6 +70,62 @@ pub fn level() -> Option<String> {
     INSTALLED
         .get()
         .and_then(|i| i.level.lock().ok().map(|l| l.clone()))
+}
+
+/// The target and the start of rustls' warning about an IP address sent as SNI.
+const IP_SNI_TARGET: &str = "rustls::msgs::handshake";
+const IP_SNI_WARNING: &str = "Illegal SNI extension: ignoring IP address";
+
+/// Whether the log filter names rustls (then its warnings all show).
+static RUSTLS_NAMED: AtomicBool = AtomicBool::new(false);
+
+fn names_rustls(filter: &str) -> bool {
+    filter.contains("rustls")
+}
+
+/// Drops rustls' warning about a TLS handshake whose SNI is an IP address, one per such
+/// handshake: RFC 6066 forbids it, but clients connecting to an address send it (OpenSSL's
+/// `s_client -servername`, mosquitto_sub `-h 127.0.0.1`), rustls ignores the name and goes
+/// on, and a warning per connection would drown the log without anything to act on. Its
+/// other warnings stay, and a filter that names `rustls` (`rustls=warn,info`) shows this one
+/// too.
+#[derive(Debug, Clone, Copy)]
+struct QuietIpSni;
+
+impl<S: Subscriber> Layer<S> for QuietIpSni {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        RUSTLS_NAMED.load(Ordering::Relaxed) || !is_ip_sni_warning(event)
+    }
+}
+
+fn is_ip_sni_warning(event: &Event<'_>) -> bool {
+    // A `log` record arrives as an event of tracing-log's own callsite: its target is in the
+    // normalized metadata.
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    if *meta.level() != Level::WARN || meta.target() != IP_SNI_TARGET {
+        return false;
+    }
+    let mut message = Message(None);
+    event.record(&mut message);
+    message.0.is_some_and(|m| m.starts_with(IP_SNI_WARNING))
+}
+
+/// An event's message.
+struct Message(Option<String>);
+
+impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
 }
 
 /// At most `per_second` log lines a second for one kind of event a peer can cause at will
@@ -109,12 +174,51 @@ impl RateLimited {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Counts the events that reach it.
+    struct Count(Arc<AtomicUsize>);
+
+    impl<S: Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &Event<'_>, _: Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     #[test]
     fn a_burst_is_cut_to_the_rate_and_the_rest_counted() {
-        let limiter = super::RateLimited::new(3);
+        let limiter = RateLimited::new(3);
         let allowed: Vec<_> = (0..10).map(|_| limiter.allow()).collect();
         let through = allowed.iter().filter(|a| a.is_some()).count();
         // Normally 3; 6 if the burst straddled a second boundary.
         assert!(through == 3 || through == 6, "{allowed:?}");
+    }
+
+    #[test]
+    fn only_the_ip_sni_warning_is_dropped() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let subscriber = tracing_subscriber::registry()
+            .with(QuietIpSni)
+            .with(Count(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                target: "rustls::msgs::handshake",
+                "Illegal SNI extension: ignoring IP address presented as hostname (31)"
+            );
+            assert_eq!(seen.load(Ordering::Relaxed), 0, "dropped");
+            tracing::warn!(
+                target: "rustls::msgs::handshake",
+                "Illegal SNI extension: duplicate host_name received"
+            );
+            tracing::warn!("Illegal SNI extension: ignoring IP address, from elsewhere");
+            tracing::info!(
+                target: "rustls::msgs::handshake",
+                "Illegal SNI extension: ignoring IP address presented as hostname (31)"
+            );
+            assert_eq!(seen.load(Ordering::Relaxed), 3, "the others pass");
+        });
     }
 }

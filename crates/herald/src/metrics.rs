@@ -257,6 +257,14 @@ pub struct Sampled {
     pub idempotency_keys: u64,
     /// The store's size on disk (`None` in memory).
     pub store_bytes: Option<u64>,
+    /// Open HTTP connections.
+    pub http_open: u64,
+    /// HTTP connections closed at once past `http.max_connections`.
+    pub http_refused: u64,
+    /// HTTP connections closed for sending no request head within `http.header_timeout_secs`.
+    pub http_header_timeouts: u64,
+    /// HTTP connections closed after `http.idle_timeout_secs` without a byte either way.
+    pub http_idle_timeouts: u64,
 }
 
 /// Renders every metric of `broker`.
@@ -476,6 +484,7 @@ pub fn render(broker: &crate::broker::Broker, sampled: &Sampled) -> String {
         "Idempotency keys the HTTP API remembers.",
     );
     let _ = writeln!(out, "herald_idempotency_keys {}", sampled.idempotency_keys);
+    http(&mut out, sampled);
 
     // Publish-to-deliver latency.
     let name = "herald_delivery_latency_seconds";
@@ -540,6 +549,43 @@ pub fn render(broker: &crate::broker::Broker, sampled: &Sampled) -> String {
     }
     process(&mut out);
     out
+}
+
+/// The HTTP listener's connections.
+fn http(out: &mut String, sampled: &Sampled) {
+    family(
+        out,
+        "herald_http_connections",
+        "gauge",
+        "Open HTTP connections (API, metrics, health).",
+    );
+    let _ = writeln!(out, "herald_http_connections {}", sampled.http_open);
+    family(
+        out,
+        "herald_http_connections_refused_total",
+        "counter",
+        "HTTP connections closed as soon as accepted: http.max_connections were open.",
+    );
+    let _ = writeln!(
+        out,
+        "herald_http_connections_refused_total {}",
+        sampled.http_refused
+    );
+    family(
+        out,
+        "herald_http_connections_timed_out_total",
+        "counter",
+        "HTTP connections closed by a deadline: header (http.header_timeout_secs) or idle (http.idle_timeout_secs).",
+    );
+    for (phase, n) in [
+        ("header", sampled.http_header_timeouts),
+        ("idle", sampled.http_idle_timeouts),
+    ] {
+        let _ = writeln!(
+            out,
+            "herald_http_connections_timed_out_total{{phase=\"{phase}\"}} {n}"
+        );
+    }
 }
 
 /// The process's descriptors, CPU and memory, from /proc.

@@ -5,10 +5,10 @@
 //! What applies at once: limits (those negotiated at CONNECT, such as keep-alive bounds and
 //! Receive Maximum, for connections made from then on), session settings, API keys, the log
 //! level, and the TLS certificates and client-certificate settings (new handshakes). What
-//! needs a restart (listener addresses, the store, threads, the HTTP listener, the log format)
-//! is reported as such and keeps its running value: never silently ignored. A configuration
-//! that does not validate, or TLS files that do not load, are refused whole and the running
-//! configuration stays.
+//! needs a restart (listener addresses, the store, threads, the HTTP listener and its
+//! connection bound, the log format) is reported as such and keeps its running value: never
+//! silently ignored. A configuration that does not validate, or TLS files that do not load,
+//! are refused whole and the running configuration stays.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -41,11 +41,12 @@ pub struct Report {
 }
 
 /// Keys (or sections, ending in `.`) that only a restart changes.
-const RESTART_ONLY: [&str; 9] = [
+const RESTART_ONLY: [&str; 10] = [
     "listeners.",
     "store.",
     "runtime.",
     "http.listen",
+    "http.max_connections",
     "http.idempotency_window_secs",
     "http.max_idempotency_keys",
     "http.max_body_bytes",
@@ -125,6 +126,8 @@ impl Reloader {
         new.store = old.store.clone();
         new.runtime = old.runtime.clone();
         new.http.listen = old.http.listen.clone();
+        // The descriptors kept back for HTTP connections were set aside at start.
+        new.http.max_connections = old.http.max_connections;
         new.http.idempotency_window_secs = old.http.idempotency_window_secs;
         new.http.max_idempotency_keys = old.http.max_idempotency_keys;
         new.http.max_body_bytes = old.http.max_body_bytes;

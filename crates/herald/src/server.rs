@@ -46,13 +46,21 @@ impl Server {
         let soft_fd_limit = rlimit::Resource::NOFILE
             .get()
             .map_or(u64::MAX, |(soft, _)| soft);
-        let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE) as usize;
+        // The HTTP listener's connections take descriptors too: they are kept back, so that
+        // HTTP clients cannot take what MQTT clients were promised.
+        let http_reserve = match config.http.addr() {
+            Some(_) => config.http.max_connections as u64,
+            None => 0,
+        };
+        let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE.saturating_add(http_reserve));
+        let fd_bound = usize::try_from(fd_bound).unwrap_or(usize::MAX);
         let max_connections = config.limits.max_connections.min(fd_bound.max(1));
         if max_connections < config.limits.max_connections {
             tracing::info!(
                 configured = config.limits.max_connections,
                 effective = max_connections,
                 soft_fd_limit,
+                http_connections = http_reserve,
                 "connection limit lowered to fit the open-file limit"
             );
         }
@@ -61,10 +69,10 @@ impl Server {
         } else {
             None
         };
+        log_backlog_cap(config.listeners.backlog);
         let mut listeners = Vec::new();
         for (kind, addr) in config.listeners.all() {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
+            let listener = net::bind(addr, config.listeners.backlog)
                 .with_context(|| format!("{}: cannot listen on {addr}", kind.key()))?;
             let endpoint = Arc::new(Endpoint {
                 kind,
@@ -83,6 +91,7 @@ impl Server {
             None => None,
         };
         let durable = open_store(&config)?;
+        let anonymous_public = config.listeners.allow_anonymous_public;
         let broker = Broker::with_store(config, max_connections, durable);
         if broker.durable.is_some() {
             let started = std::time::Instant::now();
@@ -115,6 +124,15 @@ impl Server {
                 proxy_protocol = endpoint.proxy_protocol,
                 "listening"
             );
+            if anonymous_public && !addr.ip().is_loopback() {
+                tracing::warn!(
+                    %addr,
+                    listener = endpoint.kind.label(),
+                    "anonymous clients accepted from the network: this listener is not on \
+                     loopback and Herald authenticates no one \
+                     (listeners.allow_anonymous_public = true)"
+                );
+            }
             addrs.push((endpoint.kind, addr));
             listener_loops.push(tokio::spawn(net::accept_loop(
                 listener,
@@ -309,6 +327,20 @@ impl Server {
                 "store closed"
             );
         }
+    }
+}
+
+/// Logs it when the kernel caps the listen backlog below `listeners.backlog`.
+fn log_backlog_cap(backlog: u32) {
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(cap) = cap.filter(|cap| *cap < backlog) {
+        tracing::info!(
+            configured = backlog,
+            effective = cap,
+            "listen backlog capped by the kernel (sysctl net.core.somaxconn)"
+        );
     }
 }
 

@@ -258,7 +258,8 @@ async fn json_logs_and_a_log_level_changed_at_runtime() {
         async move {
             let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
             let req = format!(
-                "PUT /api/v1/log HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                "PUT /api/v1/log HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
             s.write_all(req.as_bytes()).await.unwrap();
@@ -318,11 +319,10 @@ async fn post_drain_lets_clients_go_and_exits_zero() {
     let http: SocketAddr = http["addr"].as_str().unwrap().parse().unwrap();
     let mut client = Raw::connect(mqtt, V5, "drained").await;
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-    s.write_all(
-        b"POST /api/v1/drain HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let drain = format!(
+        "POST /api/v1/drain HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(drain.as_bytes()).await.unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");

@@ -1,13 +1,19 @@
 //! The HTTP side of a node: the JSON API under `/api/v1` (backends publish to MQTT clients),
 //! and `/healthz` and `/readyz` for orchestrators.
 //!
-//! axum serves it, on its own listener (`http.listen`), in the same runtime as the MQTT
-//! listeners. Errors are JSON with a stable code and, where a field is at fault, its name:
+//! axum routes it; Herald's own accept loop (`listener`) serves it on its own listener
+//! (`http.listen`), in the same runtime as the MQTT listeners, with bounded connections and
+//! deadlines. `guard` keeps web pages off it. Errors are JSON with a stable code and, where
+//! a field or header is at fault, its name:
 //! `{"error": {"code": "invalid_field", "field": "[2].qos", "message": "..."}}`.
 
 mod admin;
+mod guard;
 pub mod idempotency;
+mod listener;
 mod publish;
+
+pub use listener::serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +25,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -44,6 +50,8 @@ pub struct ApiState {
     /// Counter samples for the rates `/api/v1/stats` shows: the one taken at least
     /// `RATE_WINDOW` ago (or at start) and the latest.
     samples: std::sync::Mutex<(Sample, Sample)>,
+    /// The HTTP listener's connections: open, refused, timed out.
+    http: listener::HttpCounters,
 }
 
 /// Counters at one instant.
@@ -106,6 +114,7 @@ impl ApiState {
         let start = Sample::take(&broker);
         Ok(Arc::new(ApiState {
             samples: std::sync::Mutex::new((start, start)),
+            http: listener::HttpCounters::default(),
             broker,
             keys,
             ready: AtomicBool::new(false),
@@ -216,29 +225,38 @@ impl FromRequestParts<Arc<ApiState>> for Authorized {
         state: &Arc<ApiState>,
     ) -> Result<Self, Self::Rejection> {
         let config = state.broker.config();
-        let keys = &config.http.api_keys;
-        if keys.is_empty() {
-            return Ok(Authorized { key_id: "-".into() });
-        }
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let found = given.and_then(|g| keys.iter().position(|k| constant_time_eq(k, g)));
-        match found {
-            Some(i) => Ok(Authorized {
-                key_id: i.to_string(),
-            }),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                Some("Authorization"),
-                "an API key is needed: Authorization: Bearer <key> (http.api_keys)",
-            )),
-        }
+        let key_id = check_key(&parts.headers, &config.http.api_keys)?;
+        Ok(Authorized { key_id })
     }
+}
+
+/// Which of `keys` the request's `Authorization: Bearer <key>` names ("-" when there are no
+/// keys), or 401.
+fn check_key(headers: &HeaderMap, keys: &[String]) -> Result<String, ApiError> {
+    if keys.is_empty() {
+        return Ok("-".into());
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token);
+    match given.and_then(|g| keys.iter().position(|k| constant_time_eq(k, g))) {
+        Some(i) => Ok(i.to_string()),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            Some("Authorization"),
+            "an API key is needed: Authorization: Bearer <key> (http.api_keys)",
+        )),
+    }
+}
+
+/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 /// Compares without stopping at the first difference (the time taken says nothing of how
@@ -304,27 +322,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Routed paths only: an unknown path keeps its 404.
+        .route_layer(axum::middleware::from_fn(guard::json_only))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::origin_and_host,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
-}
-
-/// Serves the API on `listener` until `shutdown` changes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<ApiState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let app = router(state);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "the HTTP API stopped");
-    }
 }
 
 async fn not_found() -> ApiError {
@@ -442,13 +448,25 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-/// Prometheus metrics.
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+/// Prometheus metrics; an API key is needed with `http.metrics_requires_key`.
+async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let config = state.broker.config();
+    if config.http.metrics_requires_key {
+        check_key(&headers, &config.http.api_keys)?;
+    }
     let b = &state.broker;
+    let http = &state.http;
     let mut sampled = crate::metrics::Sampled {
         retained: b.default_tenant.retained.len() as u64,
         idempotency_keys: state.keys.len() as u64,
         store_bytes: b.durable.as_ref().map(|d| d.journal.store().disk_bytes()),
+        http_open: http.open.load(Ordering::Relaxed) as u64,
+        http_refused: http.refused.load(Ordering::Relaxed),
+        http_header_timeouts: http.header_timeouts.load(Ordering::Relaxed),
+        http_idle_timeouts: http.idle_timeouts.load(Ordering::Relaxed),
         ..Default::default()
     };
     b.default_tenant.sessions.for_each(|session| {
@@ -458,14 +476,14 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         sampled.queued += st.queue.len() as u64;
         sampled.inflight += st.inflight.len() as u64;
     });
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         crate::metrics::render(b, &sampled),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Counts at a glance.

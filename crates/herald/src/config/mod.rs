@@ -97,6 +97,10 @@ pub struct Listeners {
     /// Allow binding a non-loopback address while every client is anonymous. Herald has no
     /// authentication yet, so a public listener needs this set explicitly.
     pub allow_anonymous_public: bool,
+    /// The listen backlog of every listener above: connections the kernel completes and
+    /// queues before Herald accepts them (a reconnect storm arrives faster than one accept
+    /// loop). The kernel caps it at `net.core.somaxconn`.
+    pub backlog: u32,
 }
 
 impl Default for Listeners {
@@ -110,6 +114,7 @@ impl Default for Listeners {
             proxy_protocol: Vec::new(),
             v3_accept_refused: Vec::new(),
             allow_anonymous_public: false,
+            backlog: 1024,
         }
     }
 }
@@ -191,6 +196,18 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Most messages in one `POST /api/v1/publish/batch`.
     pub max_batch: usize,
+    /// Seconds a client has to send a request's head (request line and headers), counted
+    /// from the connection's opening or from the first byte of the request.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may pass without a byte in either direction (between requests,
+    /// or a request whose body or answer has stalled) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Open HTTP connections; past it new ones are closed at once (and counted), so that
+    /// HTTP clients cannot take the descriptors MQTT clients need.
+    pub max_connections: usize,
+    /// `/metrics` asks for an API key too (Prometheus then sends it: `authorization` in its
+    /// scrape config). Needs `api_keys`.
+    pub metrics_requires_key: bool,
 }
 
 impl Default for HttpConfig {
@@ -202,6 +219,10 @@ impl Default for HttpConfig {
             max_idempotency_keys: 1_000_000,
             max_body_bytes: 4 * 1024 * 1024,
             max_batch: 1000,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            metrics_requires_key: false,
         }
     }
 }
@@ -596,6 +617,9 @@ impl Config {
                 format!("{addr} is not the address of a listener"),
             ));
         }
+        if !(1..=65_535).contains(&ls.backlog) {
+            return Err(invalid("listeners.backlog", "must be between 1 and 65535"));
+        }
         if !ls.ws_path.starts_with('/') || ls.ws_path.contains(char::is_whitespace) {
             return Err(invalid(
                 "listeners.ws_path",
@@ -676,6 +700,21 @@ impl Config {
         }
         if h.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if h.header_timeout_secs == 0 {
+            return Err(invalid("http.header_timeout_secs", "must be at least 1"));
+        }
+        if h.idle_timeout_secs == 0 {
+            return Err(invalid("http.idle_timeout_secs", "must be at least 1"));
+        }
+        if h.max_connections == 0 {
+            return Err(invalid("http.max_connections", "must be at least 1"));
+        }
+        if h.metrics_requires_key && h.api_keys.is_empty() {
+            return Err(invalid(
+                "http.metrics_requires_key",
+                "needs at least one key in http.api_keys",
+            ));
         }
         Ok(())
     }

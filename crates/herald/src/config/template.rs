@@ -41,8 +41,13 @@ proxy_protocol = [{proxy}]
 # acknowledgement, so it sends the message again: 3.1.1 has no reason code to say no with.
 # (MQTT 5 clients are always told: PUBACK/PUBREC 0x97 Quota exceeded.)
 v3_accept_refused = [{v3_accept}]
-# Herald has no authentication yet: a non-loopback address is refused unless this is true.
+# Herald has no authentication yet: a non-loopback address is refused unless this is true
+# (and a warning is logged at start for each such listener).
 allow_anonymous_public = {allow}
+# Listen backlog of the listeners above: connections the kernel queues before Herald accepts
+# them, so that a reconnect storm is not dropped (capped by the kernel's
+# net.core.somaxconn, 4096 by default on Linux 5.4 and later).
+backlog = {backlog}
 
 [tls]
 # PEM certificate chain (leaf first) and private key of the tls and wss listeners (flags
@@ -68,8 +73,12 @@ watch_secs = {watch}
 # "" for none (flag --http-listen).
 listen = "{http_listen}"
 # Bearer tokens /api/v1 accepts (Authorization: Bearer <key>), 16 characters at least.
-# Without any, anyone who reaches the API may use it: it must then listen on loopback.
+# Without any, anyone who reaches the API may use it: it must then listen on loopback, and
+# requests that a web page could send (an Origin or a Host that is not loopback) are refused.
 api_keys = [{api_keys}]
+# true: /metrics needs an API key too (needs api_keys); false lets Prometheus scrape
+# without one.
+metrics_requires_key = {metrics_key}
 # Seconds an Idempotency-Key is remembered (and stored, with the store on): a retry within
 # it gets the first answer and publishes nothing.
 idempotency_window_secs = {idem_window}
@@ -78,6 +87,16 @@ max_idempotency_keys = {idem_max}
 # Largest request body, bytes, and most messages in one POST /api/v1/publish/batch.
 max_body_bytes = {max_body}
 max_batch = {max_batch}
+# Seconds a client has to send a request's head (request line and headers), from the
+# connection's opening or the request's first byte; and seconds a connection may pass
+# without a byte in either direction (idle between requests, or a stalled body or answer).
+# Either closes the connection.
+header_timeout_secs = {header_timeout}
+idle_timeout_secs = {idle_timeout}
+# Open HTTP connections; past it new ones are closed at once and counted
+# (herald_http_connections_refused_total). The descriptors they may take are kept back
+# from limits.max_connections.
+max_connections = {http_max_connections}
 
 [drain]
 # On SIGTERM or POST /api/v1/drain: stop accepting, report not ready (/readyz 503), then
@@ -182,6 +201,7 @@ level = "{level}"
 format = "{log_format}"
 "#,
         allow = c.listeners.allow_anonymous_public,
+        backlog = c.listeners.backlog,
         max_connections = l.max_connections,
         connect_timeout = l.connect_timeout_secs,
         max_packet_size = l.max_packet_size,
@@ -253,6 +273,10 @@ format = "{log_format}"
         idem_max = c.http.max_idempotency_keys,
         max_body = c.http.max_body_bytes,
         max_batch = c.http.max_batch,
+        metrics_key = c.http.metrics_requires_key,
+        header_timeout = c.http.header_timeout_secs,
+        idle_timeout = c.http.idle_timeout_secs,
+        http_max_connections = c.http.max_connections,
         watch = t.watch_secs,
     )
 }

@@ -105,6 +105,22 @@ pub struct Endpoint {
 /// TCP keepalive: a second line of dead-peer detection behind MQTT keep-alive.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// Listens on `addr` with a listen backlog of `backlog` (`listeners.backlog`; tokio's own
+/// `bind` asks for 128, which a reconnect storm overflows: each dropped SYN then costs its
+/// client a retransmission, a second or more).
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `bind` does: a restarted node can listen again at once, without waiting
+    // for the previous process's connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Accepts connections on `listener` until `shutdown` changes; each connection runs in its
 /// own task (counted in `Stats::open`, which shutdown waits on). The loop only accepts:
 /// handshakes happen in the connection's task.

@@ -554,7 +554,8 @@ pub mod http {
         }
     }
 
-    /// Sends one request (JSON content type) and reads the whole response.
+    /// Sends one request (JSON content type, `Host` the address as curl sends it) and reads
+    /// the whole response.
     pub async fn request(
         addr: SocketAddr,
         method: &str,
@@ -562,9 +563,8 @@ pub mod http {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Reply {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: herald\r\nConnection: close\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         );
@@ -573,7 +573,14 @@ pub mod http {
         }
         req.push_str("\r\n");
         req.push_str(body);
-        s.write_all(req.as_bytes()).await.unwrap();
+        exchange(addr, req.as_bytes()).await
+    }
+
+    /// Sends `request` as it is (head and body, every header written by the test) and reads
+    /// the whole response.
+    pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Reply {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
         let mut raw = Vec::new();
         tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
             .await
