@@ -614,3 +614,38 @@ async fn a_path_that_is_not_utf8_gets_a_json_error() {
         );
     }
 }
+
+/// A QoS 1 message that cannot be queued for an offline session at its bound is refused
+/// with 429 and Retry-After, never answered as published; with an Idempotency-Key the key
+/// does not count it, so a retry publishes it.
+#[tokio::test]
+async fn publishing_past_a_queue_bound_is_429_with_retry_after() {
+    let mut c = api_config();
+    c.limits.max_queued_messages = 1;
+    let (s, http) = start(c).await;
+    let mut connect = mqtt_codec::Connect::new(V5, "away", 60);
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut sub, _) = Raw::connect_with(s.addr, connect).await;
+    sub.subscribe("full/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    common::until_offline(&s, "away").await;
+
+    let body = json!({"topic": "full/t", "payload": "1", "qos": 1});
+    let first = post(http, "/api/v1/publish", &[], &body).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    for key in [None, Some("k-full")] {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        let r = post(http, "/api/v1/publish", &headers, &body).await;
+        assert_eq!(r.status, 429, "{key:?}: {:?}", r.body);
+        assert_eq!(r.body["error"]["code"], "queue_full");
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    assert_eq!(
+        s.server
+            .broker()
+            .stats
+            .refusals(herald::broker::stats::RefuseReason::QueueFull),
+        2
+    );
+    s.server.shutdown(common::WAIT).await;
+}

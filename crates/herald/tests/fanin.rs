@@ -21,8 +21,11 @@ const EACH: u16 = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn two_thousand_qos1_publishers_into_one_subscriber_lose_nothing_acknowledged() {
     let mut config = config();
-    // A short queue bound: without pushback 40,000 messages overrun it many times over.
-    config.limits.max_queued_messages = 4000;
+    // Tight bounds: pushback from 50 queued, 2,500 at most (room for the one message each
+    // of 2,000 publishers may add past high water). 40,000 messages of 2 KiB overrun it
+    // many times over unless publishers are held back.
+    config.limits.max_outbox_messages = 100;
+    config.limits.max_queued_messages = 2500;
     // The bound must hold by pushback alone: no subscriber counts as stalled here.
     config.limits.stall_after_ms = 60_000;
     let s = start_with(config).await;
@@ -38,7 +41,7 @@ async fn two_thousand_qos1_publishers_into_one_subscriber_lose_nothing_acknowled
                 // Every message in one write: the publisher does not wait between them.
                 let mut burst = Vec::new();
                 for id in 1..=EACH {
-                    let mut m = Publish::new(format!("fanin/{i}"), vec![0u8; 256]);
+                    let mut m = Publish::new(format!("fanin/{i}"), vec![0u8; 2048]);
                     m.qos = QoS::AtLeastOnce;
                     m.packet_id = id;
                     burst.extend_from_slice(&Packet::Publish(m).to_bytes(V5).unwrap());

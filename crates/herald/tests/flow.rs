@@ -53,6 +53,7 @@ async fn a_subscriber_that_pauses_gets_every_qos1_message_when_it_reads_again() 
     // The subscriber does not read for 3 s.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut got_qos1 = Vec::new();
+    let mut unacked = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
     while got_qos1.len() < QOS1 as usize {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -61,16 +62,21 @@ async fn a_subscriber_that_pauses_gets_every_qos1_message_when_it_reads_again() 
             "only {} of {QOS1} QoS 1 messages within 8 s of reading again",
             got_qos1.len()
         );
+        // Only reading: a client that sends nothing (its acknowledgements come later) must
+        // not have to, for Herald to go on writing.
         match tokio::time::timeout(left, sub.try_recv(left + WAIT)).await {
             Ok(Some(Packet::Publish(p))) => {
                 if p.qos == QoS::AtLeastOnce {
                     got_qos1.push(u32::from_be_bytes(p.payload[1..5].try_into().unwrap()));
-                    sub.send(Packet::PubAck(Ack::new(p.packet_id))).await;
+                    unacked.push(p.packet_id);
                 }
             }
             Ok(other) => panic!("unexpected {other:?}"),
             Err(_) => {}
         }
+    }
+    for id in unacked {
+        sub.send(Packet::PubAck(Ack::new(id))).await;
     }
     assert!(
         got_qos1.windows(2).all(|w| w[0] < w[1]),
@@ -211,25 +217,28 @@ async fn a_v311_publisher_past_an_offline_sessions_bound_is_closed_unacknowledge
     }
 }
 
-/// A v5 client that overruns Receive Maximum while writing hard still reads its DISCONNECT
-/// 0x93: Herald half-closes and drains what the client sends (a lingering close) instead
-/// of closing with unread bytes, which makes the kernel reset the connection and destroy
-/// the DISCONNECT before the client reads it.
+/// A v5 client that overruns Receive Maximum while still writing reads its DISCONNECT 0x93:
+/// Herald half-closes and drains what the client still sends (a lingering close). Closing
+/// with unread bytes makes the kernel reset the connection: the client's next write fails
+/// with a broken pipe, and a client library that stops there never reads the reason code.
 #[tokio::test]
 async fn a_client_that_overruns_receive_maximum_reads_its_disconnect() {
     let mut config = config();
     config.limits.receive_maximum = 5;
     let s = start_with(config).await;
     let mut c = Raw::connect(s.addr, V5, "overrun").await;
-    // 150 QoS 2 messages of 1 KiB in one write, none released: far past Receive Maximum.
-    let mut burst = Vec::new();
+    // 150 QoS 2 messages of 1 KiB, none released: far past Receive Maximum. Written one by
+    // one, as a client library does, each write must succeed (send_bytes panics otherwise).
     for id in 1..=150u16 {
         let mut m = Publish::new("overrun/t", vec![0u8; 1024]);
         m.qos = QoS::ExactlyOnce;
         m.packet_id = id;
-        burst.extend_from_slice(&Packet::Publish(m).to_bytes(V5).unwrap());
+        c.send_bytes(&Packet::Publish(m).to_bytes(V5).unwrap())
+            .await;
+        if id % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
-    c.send_bytes(&burst).await;
     let mut reason = None;
     while let Some(packet) = c.try_recv(WAIT).await {
         if let Packet::Disconnect(d) = packet {
@@ -237,5 +246,42 @@ async fn a_client_that_overruns_receive_maximum_reads_its_disconnect() {
         }
     }
     assert_eq!(reason, Some(ReasonCode::ReceiveMaximumExceeded));
+    s.server.shutdown(WAIT).await;
+}
+
+/// A client that reads but never acknowledges holds a bounded amount of memory: past
+/// `limits.max_inflight_bytes` of unacknowledged QoS 1 messages Herald sends it no more
+/// until it acknowledges, whatever Receive Maximum it announced; then the rest follow.
+#[tokio::test]
+async fn unacknowledged_bytes_are_bounded_and_the_rest_follow_acknowledgements() {
+    const SIZE: usize = 100 * 1024;
+    let mut config = config();
+    config.limits.max_inflight_bytes = 1024 * 1024;
+    let s = start_with(config).await;
+    let mut sub = Raw::connect(s.addr, V5, "no-acks").await;
+    sub.subscribe("inflight/#", QoS::AtLeastOnce).await;
+    let mut p = Raw::connect(s.addr, V5, "inflight-pub").await;
+    for seq in 0..30 {
+        p.publish("inflight/t", &tagged(1, seq, SIZE), QoS::AtLeastOnce, false)
+            .await;
+    }
+    let mut first = Vec::new();
+    while let Ok(Some(Packet::Publish(m))) =
+        tokio::time::timeout(QUIET * 2, sub.try_recv(WAIT)).await
+    {
+        first.push(m);
+    }
+    // 1 MiB of 100 KiB messages: ten fit, the eleventh would pass the bound.
+    assert_eq!(first.len(), 10, "sent before any acknowledgement");
+    let mut total = first.len();
+    for m in first {
+        sub.send(Packet::PubAck(Ack::new(m.packet_id))).await;
+    }
+    while total < 30 {
+        let m = sub.recv_publish().await;
+        sub.send(Packet::PubAck(Ack::new(m.packet_id))).await;
+        total += 1;
+    }
+    sub.expect_nothing().await;
     s.server.shutdown(WAIT).await;
 }

@@ -135,12 +135,17 @@ async fn publish(
         let mut ticket = 0;
         for draft in drafts {
             check_store(state, &draft)?;
+            let qos = draft.qos;
             let message = message(draft);
             let published = broker.publish_with(&broker.default_tenant, &message, |_| None);
+            ticket = ticket.max(published.ticket);
+            if let Some(reason) = refused(&published, qos) {
+                wait_durable(state, ticket).await?;
+                return Err(over_bound(reason, outcomes.len()));
+            }
             outcomes.push(Outcome {
                 matched: published.routed.matched,
             });
-            ticket = ticket.max(published.ticket);
         }
         wait_durable(state, ticket).await?;
         return Ok((outcomes, false));
@@ -174,17 +179,31 @@ async fn publish(
             failure = Some(e);
             break;
         }
+        let qos = draft.qos;
         let message = message(draft);
         let stored = broker.durable.is_some();
-        let published = broker.publish_with(&broker.default_tenant, &message, |matched| {
+        let published = broker.publish_with(&broker.default_tenant, &message, |routed| {
+            if qos != QoS::AtMostOnce && routed.refused > 0 {
+                // Not accepted: the key does not count it, a retry publishes it again.
+                return None;
+            }
             // The key's progress, in the same atomic write as the message.
-            let record = keys.progress(&key, Outcome { matched })?;
+            let record = keys.progress(
+                &key,
+                Outcome {
+                    matched: routed.matched,
+                },
+            )?;
             stored.then(|| put_op(&key, &record))
         });
+        ticket = ticket.max(published.ticket);
+        if let Some(reason) = refused(&published, qos) {
+            failure = Some(over_bound(reason, outcomes.len()));
+            break;
+        }
         outcomes.push(Outcome {
             matched: published.routed.matched,
         });
-        ticket = ticket.max(published.ticket);
     }
     keys.finish(&key);
     let waited = wait_durable(state, ticket).await;
@@ -194,6 +213,37 @@ async fn publish(
     }
     waited?;
     Ok((outcomes, false))
+}
+
+/// Why a QoS 1/2 publication was not accepted (a subscriber's queue or the node's memory
+/// budget was full, or the tenant's retained bound), if it was not.
+fn refused(
+    published: &crate::broker::Published,
+    qos: QoS,
+) -> Option<crate::broker::stats::RefuseReason> {
+    published.refused.filter(|_| qos != QoS::AtMostOnce)
+}
+
+/// The answer to a publication past a bound: 429 with Retry-After, saying how many of the
+/// request's messages were published before it. Subscribers whose queues had room got the
+/// refused message; a retry sends it to them again (at-least-once for what was refused).
+fn over_bound(reason: crate::broker::stats::RefuseReason, published: usize) -> ApiError {
+    let what = match reason {
+        crate::broker::stats::RefuseReason::RetainedLimit => {
+            "the tenant's retained messages are at limits.max_retained_messages or \
+             max_retained_bytes"
+        }
+        crate::broker::stats::RefuseReason::MemoryBudget => {
+            "the node's queues are at limits.max_queued_bytes_total"
+        }
+        _ => "a subscriber's queue is at limits.max_queued_messages or max_queued_bytes",
+    };
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        reason.label(),
+        None,
+        format!("{what}; {published} message(s) of the request were published before it"),
+    )
 }
 
 /// Refuses a QoS 1/2 message while the store is past its disk limits or failing.

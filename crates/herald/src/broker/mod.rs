@@ -183,13 +183,13 @@ impl Broker {
 
     /// Publishes `message` in `tenant`, and with a store, writes it (once, with the stored
     /// sessions it was queued for), its retained copy and `extra` (the publisher's QoS 2
-    /// packet id; the HTTP API's idempotency record, made from the number of sessions the
-    /// message matched) as one unit. The ticket says when all of it is on disk.
+    /// packet id; the HTTP API's idempotency record, made from what routing did) as one
+    /// unit. The ticket says when all of it is on disk.
     pub fn publish_with(
         &self,
         tenant: &Tenant,
         message: &Arc<Message>,
-        extra: impl FnOnce(usize) -> Option<Op>,
+        extra: impl FnOnce(&router::Routed) -> Option<Op>,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let config = self.config();
@@ -207,7 +207,7 @@ impl Broker {
             }
             let routed = router::route(tenant, message, &config.limits, &self.stats);
             // Nothing to write; the caller still hears what was matched.
-            let _ = extra(routed.matched);
+            let _ = extra(&routed);
             let refused = self.refusal(&routed);
             return Published {
                 routed,
@@ -224,7 +224,7 @@ impl Broker {
         let mut routed = router::route(tenant, message, &config.limits, &self.stats);
         let mut ops = Vec::new();
         durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
-        ops.extend(extra(routed.matched));
+        ops.extend(extra(&routed));
         let submit = |ops: Vec<Op>| {
             if numbered {
                 durable.submit_message(message, ops)
@@ -404,6 +404,7 @@ impl Broker {
             self.stats.release_queued(released);
             let waiters = st.release_waiters();
             let inflight = std::mem::take(&mut st.inflight);
+            st.inflight_bytes = 0;
             if let Some(d) = &self.durable {
                 let dropped: Vec<&Delivery> = queue
                     .iter()

@@ -286,6 +286,7 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
             .make_contiguous()
             .sort_by_key(|i| i.delivery.seq);
         st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
+        st.inflight_bytes = st.inflight.iter().map(|i| i.delivery.weight()).sum();
         charged += st.queue.iter().map(Delivery::charge).sum::<u64>();
         // Their packet ids are whatever they were: new ones must avoid them.
         st.ids_may_collide = !st.inflight.is_empty();

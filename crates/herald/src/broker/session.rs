@@ -225,6 +225,8 @@ pub struct SessionState {
     /// QoS 1/2 deliveries written and not yet acknowledged, in the order they were sent. A
     /// deque: acknowledgements arrive oldest first, and a window can hold thousands.
     pub inflight: VecDeque<Inflight>,
+    /// Topic and payload bytes in `inflight` (bounded by `limits.max_inflight_bytes`).
+    pub inflight_bytes: usize,
     next_packet_id: u16,
     /// Some packet id in flight may equal the next one (the ids wrapped around, or were
     /// restored from the store) since the inflight window was last empty: allocation must
@@ -335,6 +337,7 @@ impl Session {
                 queue: VecDeque::new(),
                 queue_bytes: 0,
                 inflight: VecDeque::new(),
+                inflight_bytes: 0,
                 next_packet_id: 0,
                 ids_may_collide: false,
                 inbound_qos2: PacketIds::default(),
@@ -500,7 +503,9 @@ impl SessionState {
             .inflight
             .iter()
             .position(|i| i.packet_id == packet_id && i.stage == stage)?;
-        self.inflight.remove(pos)
+        let done = self.inflight.remove(pos)?;
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(done.delivery.weight());
+        Some(done)
     }
 
     /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent); returns its stored

@@ -353,6 +353,11 @@ pub struct Limits {
     pub max_queued_messages: usize,
     /// Topic and payload bytes of QoS 1/2 messages queued for one session (as above).
     pub max_queued_bytes: usize,
+    /// Topic and payload bytes of QoS 1/2 messages sent to one client and not yet
+    /// acknowledged: past it, Herald waits for acknowledgements before sending it more QoS
+    /// 1/2 messages (as with its Receive Maximum), so a client that reads and never
+    /// acknowledges holds a bounded amount of memory.
+    pub max_inflight_bytes: usize,
     /// Bytes held by all session queues together (each message counted once however many
     /// queues hold it, plus a small fixed cost per queued delivery). Past it, QoS 0 copies
     /// are dropped and QoS 1/2 publications refused as above, until queues drain.
@@ -388,6 +393,7 @@ impl Default for Limits {
             max_outbox_bytes: 4 * 1024 * 1024,
             max_queued_messages: 10_000,
             max_queued_bytes: 64 * 1024 * 1024,
+            max_inflight_bytes: 16 * 1024 * 1024,
             max_queued_bytes_total: 2 * 1024 * 1024 * 1024,
             stall_after_ms: 1000,
             max_retained_messages: 1_000_000,
@@ -781,6 +787,9 @@ impl Config {
                 "limits.max_queued_bytes",
                 "must be at least limits.max_packet_size (one message of the largest size)",
             ));
+        }
+        if l.max_inflight_bytes == 0 {
+            return Err(invalid("limits.max_inflight_bytes", "must be at least 1"));
         }
         if l.max_queued_bytes_total < l.max_queued_bytes as u64 {
             return Err(invalid(

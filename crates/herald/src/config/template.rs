@@ -139,6 +139,10 @@ max_outbox_bytes = {outbox_bytes}
 # listeners.v3_accept_refused).
 max_queued_messages = {queued}
 max_queued_bytes = {queued_bytes}
+# Bytes of QoS 1/2 messages sent to one client and not yet acknowledged; past it Herald
+# waits for acknowledgements before sending more (a client that reads and never acknowledges
+# holds no more memory than this).
+max_inflight_bytes = {inflight_bytes}
 # Bytes held by all session queues together (a message counted once however many queues
 # hold it). Past it, QoS 0 copies are dropped and QoS 1/2 publications refused as above.
 max_queued_bytes_total = {queued_total}
@@ -216,6 +220,7 @@ format = "{log_format}"
         outbox_bytes = l.max_outbox_bytes,
         queued = l.max_queued_messages,
         queued_bytes = l.max_queued_bytes,
+        inflight_bytes = l.max_inflight_bytes,
         queued_total = l.max_queued_bytes_total,
         stall = l.stall_after_ms,
         retained_msgs = l.max_retained_messages,

@@ -35,6 +35,7 @@ impl Live {
         let queued_before = self.out.len();
         let broker = self.broker.clone();
         let durable = broker.durable.as_ref();
+        let max_inflight_bytes = broker.config().limits.max_inflight_bytes;
         let mut more = false;
         loop {
             if self.out.len() >= WRITE_BUDGET {
@@ -53,7 +54,14 @@ impl Live {
                 }
                 while batch.len() < BATCH {
                     let Some(front) = st.queue.front() else { break };
-                    if front.qos != QoS::AtMostOnce && st.inflight.len() >= window {
+                    // QoS 1/2 wait while the client's window is full, or (a bound on memory
+                    // for a client that reads but does not acknowledge) the bytes it has not
+                    // acknowledged reach `limits.max_inflight_bytes`.
+                    if front.qos != QoS::AtMostOnce
+                        && (st.inflight.len() >= window
+                            || st.inflight_bytes > 0
+                                && st.inflight_bytes + front.weight() > max_inflight_bytes)
+                    {
                         break;
                     }
                     let Some(d) = st.pop_queued(&mut released) else {
@@ -81,6 +89,7 @@ impl Live {
                             let m = d.message.ticket.load(std::sync::atomic::Ordering::Acquire);
                             ticket = ticket.max(t).max(m);
                         }
+                        st.inflight_bytes += d.weight();
                         st.inflight.push_back(Inflight {
                             packet_id: id,
                             delivery: d.clone(),
