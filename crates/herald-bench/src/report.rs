@@ -4,13 +4,13 @@ use std::fmt::Write;
 
 use crate::client::FailureCounts;
 use crate::proto::Latency;
-use crate::scenario::CpuUse;
 use crate::scenario::conns::ConnsReport;
 use crate::scenario::crash::CrashReport;
 use crate::scenario::node_drain::{self, NodeDrainReport};
 use crate::scenario::queue::{DrainReport, FillReport, RestartReport};
 use crate::scenario::storm::StormReport;
 use crate::scenario::traffic::TrafficReport;
+use crate::scenario::{AckCounts, CpuUse};
 
 fn failures(f: &FailureCounts) -> String {
     if f.is_empty() {
@@ -121,12 +121,30 @@ pub fn traffic(r: &TrafficReport) -> String {
         r.delivered_per_s,
         r.delivery_ratio
     );
+    if r.acks.total() > 0 {
+        let _ = writeln!(s, "  acks: {}", acks(&r.acks));
+    }
     let _ = writeln!(s, "  latency: {}", latency(&r.latency));
     let _ = writeln!(s, "  cpu: {}", cpu(&r.cpu));
     if !r.errors.is_empty() {
         let _ = writeln!(s, "  connections lost: {}", failures(&r.errors));
     }
     s
+}
+
+fn acks(a: &AckCounts) -> String {
+    let codes: Vec<String> = a
+        .by_code
+        .iter()
+        .map(|(c, n)| format!("0x{c:02x}={n}"))
+        .collect();
+    format!(
+        "{} success, {} quota exceeded (0x97), {} other [{}]",
+        a.success,
+        a.quota_exceeded,
+        a.other,
+        codes.join(" ")
+    )
 }
 
 /// Summary of a `storm` run.
