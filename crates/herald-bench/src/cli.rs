@@ -15,11 +15,12 @@ use crate::client::{ClientConfig, Target};
 use crate::report;
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::crash::CrashSpec;
+use crate::scenario::flow::flood::FloodSpec;
 use crate::scenario::node_drain::NodeDrainSpec;
 use crate::scenario::queue::{DrainSpec, FillSpec, RestartSpec};
 use crate::scenario::storm::StormSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
-use crate::scenario::{RunOptions, conns, crash, node_drain, queue, storm, traffic};
+use crate::scenario::{RunOptions, conns, crash, flow, node_drain, queue, storm, traffic};
 use crate::transport::{Connector, TransportArgs};
 
 /// Load generator for MQTT brokers.
@@ -75,6 +76,16 @@ pub enum Scenario {
         /// Traffic options.
         #[command(flatten)]
         traffic: TrafficArgs,
+    },
+    /// Many QoS 1 publishers (default 2,000) into one QoS 1 subscriber, then a drain: which
+    /// acknowledged messages never arrived, PUBACKs by reason code, latency.
+    FaninFlood {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Flood options.
+        #[command(flatten)]
+        flood: FloodArgs,
     },
     /// M clients drop and reconnect at once, without then with jittered backoff.
     Storm {
@@ -436,6 +447,48 @@ impl TrafficArgs {
     }
 }
 
+/// Options of `fanin-flood`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FloodArgs {
+    /// Publishers, each on its own topic (worker processes are added past 15,000 sockets).
+    #[arg(long, default_value_t = 2000)]
+    pub pubs: usize,
+    /// Publications per second of each publisher; 0 = as fast as its window allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub pub_rate: f64,
+    /// Payload bytes (at least 16).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// The drain ends once the subscriber has received nothing for this many seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub idle: f64,
+    /// The drain ends this many seconds after publishing at the latest.
+    #[arg(long, default_value_t = 60.0)]
+    pub max_drain: f64,
+    /// Unacknowledged publications allowed per publisher (at most the broker's Receive
+    /// Maximum).
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+}
+
+impl FloodArgs {
+    /// The spec these flags describe.
+    pub fn spec(&self) -> FloodSpec {
+        FloodSpec {
+            pubs: self.pubs,
+            pub_rate: self.pub_rate,
+            payload: self.payload,
+            duration_s: self.duration,
+            idle_s: self.idle,
+            max_drain_s: self.max_drain,
+            inflight: self.inflight,
+        }
+    }
+}
+
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if !matches!(args.command, Scenario::Worker) {
@@ -460,6 +513,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Fanout { common, traffic: t } => traffic_run(common, t, Pattern::Fanout).await,
         Scenario::Fanin { common, traffic: t } => traffic_run(common, t, Pattern::Fanin).await,
         Scenario::P2p { common, traffic: t } => traffic_run(common, t, Pattern::P2p).await,
+        Scenario::FaninFlood { common, flood } => {
+            let report = flow::flood::run(&common.options()?, flood.spec()).await?;
+            emit(common.json, &report, report::fanin_flood)
+        }
         Scenario::Storm {
             common,
             clients,

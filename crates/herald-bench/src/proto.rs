@@ -81,6 +81,8 @@ pub enum ScenarioSpec {
     Storm(crate::scenario::storm::StormSpec),
     /// Follow a draining (or stopped) node's clients to another node.
     NodeDrain(crate::scenario::node_drain::NodeDrainWorker),
+    /// Many QoS 1 publishers into one subscriber, every message accounted for.
+    FaninFlood(crate::scenario::flow::flood::FloodSpec),
 }
 
 /// A command from the coordinator.

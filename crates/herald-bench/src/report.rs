@@ -6,6 +6,7 @@ use crate::client::FailureCounts;
 use crate::proto::Latency;
 use crate::scenario::conns::ConnsReport;
 use crate::scenario::crash::CrashReport;
+use crate::scenario::flow::flood::FloodReport;
 use crate::scenario::node_drain::{self, NodeDrainReport};
 use crate::scenario::queue::{DrainReport, FillReport, RestartReport};
 use crate::scenario::storm::StormReport;
@@ -145,6 +146,71 @@ fn acks(a: &AckCounts) -> String {
         a.other,
         codes.join(" ")
     )
+}
+
+fn protocol(level: u8) -> &'static str {
+    match level {
+        3 => "MQTT 3.1",
+        5 => "MQTT 5",
+        _ => "MQTT 3.1.1",
+    }
+}
+
+/// Summary of a `fanin-flood` run.
+pub fn fanin_flood(r: &FloodReport) -> String {
+    let mut s = String::new();
+    let t = &r.spec;
+    let rate = if t.pub_rate > 0.0 {
+        format!("{} msg/s each", t.pub_rate)
+    } else {
+        "max rate".into()
+    };
+    let _ = writeln!(
+        s,
+        "fanin-flood: {} QoS 1 pubs -> 1 sub, {}, {} B, {rate}, {} s, drain until {} s idle \
+         ({} procs)",
+        t.pubs,
+        protocol(r.mqtt_level),
+        t.payload,
+        t.duration_s,
+        t.idle_s,
+        r.procs
+    );
+    let _ = writeln!(
+        s,
+        "  connected: {} pubs, subscriber {}; failures: {}",
+        r.pubs_connected,
+        if r.subscriber_connected { "yes" } else { "NO" },
+        failures(&r.connect_failures)
+    );
+    let _ = writeln!(
+        s,
+        "  published {} ({:.0}/s); acks: {}; unacknowledged {}",
+        r.published,
+        r.published_per_s,
+        acks(&r.acks),
+        r.unacknowledged
+    );
+    let _ = writeln!(
+        s,
+        "  received {} distinct ({:.0}/s), {} duplicates, {} unrecognised; last {:.2} s after \
+         publishing",
+        r.received, r.received_per_s, r.duplicates, r.unrecognised, r.drain_s
+    );
+    let _ = writeln!(
+        s,
+        "  acknowledged but not delivered: {} ({:.2}% of successes); delivered though not \
+         acknowledged: {}",
+        r.acked_not_delivered,
+        r.acked_not_delivered_ratio * 100.0,
+        r.delivered_not_acked
+    );
+    let _ = writeln!(s, "  latency: {}", latency(&r.latency));
+    let _ = writeln!(s, "  cpu: {}", cpu(&r.cpu));
+    if !r.errors.is_empty() {
+        let _ = writeln!(s, "  connections lost: {}", failures(&r.errors));
+    }
+    s
 }
 
 /// Summary of a `storm` run.

@@ -3,6 +3,7 @@
 
 pub mod conns;
 pub mod crash;
+pub mod flow;
 pub mod inbox;
 pub mod node_drain;
 pub mod queue;
