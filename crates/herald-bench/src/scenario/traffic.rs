@@ -296,7 +296,7 @@ pub async fn worker(
         let keep_alive = spec.keep_alive;
         sub_tasks.spawn(async move {
             let (stats, mut client) =
-                subscriber(client, hist, pub_end, drain_end, keep_alive).await;
+                subscriber(client, hist, pub_end, drain_end, keep_alive, 0).await;
             let _ = client.stream.shutdown().await;
             stats
         });
@@ -599,6 +599,8 @@ fn encode_timestamped(
 pub(crate) struct SubStats {
     /// Publications received.
     pub(crate) delivered: u64,
+    /// Publications received that were sent before `not_before_ns` (not counted above).
+    pub(crate) stale: u64,
     /// First arrival, Unix nanoseconds (0: none).
     pub(crate) first_ns: u64,
     /// Last arrival, Unix nanoseconds (0: none).
@@ -609,20 +611,23 @@ pub(crate) struct SubStats {
 
 /// Reads publications until publishing has ended and the flow has been idle for a second
 /// (or `drain_end`), acknowledging QoS 1/2 and recording latencies; gives the client back.
+/// Publications sent before `not_before_ns` (Unix nanoseconds: a previous round's backlog)
+/// are counted apart, as stale.
 pub(crate) async fn subscriber(
     mut client: Client,
     hist: Arc<Mutex<Histogram<u64>>>,
     pub_end: Instant,
     drain_end: Instant,
     keep_alive: u16,
+    not_before_ns: u64,
 ) -> (SubStats, Client) {
     let mut stats = SubStats::default();
     if let Err(f) = subscribe_loop(
         &mut client,
         &hist,
-        pub_end,
-        drain_end,
+        (pub_end, drain_end),
         keep_alive,
+        not_before_ns,
         &mut stats,
     )
     .await
@@ -678,9 +683,9 @@ fn take_qos0_publish(
 async fn subscribe_loop(
     client: &mut Client,
     hist: &Mutex<Histogram<u64>>,
-    pub_end: Instant,
-    drain_end: Instant,
+    (pub_end, drain_end): (Instant, Instant),
     keep_alive: u16,
+    not_before_ns: u64,
     stats: &mut SubStats,
 ) -> Result<(), Failure> {
     let version = client.version;
@@ -701,12 +706,17 @@ async fn subscribe_loop(
                     return Err(Failure::Closed);
                 }
                 let now_ns = unix_nanos();
+                let mut arrived = |sent: Option<u64>, batch: &mut Vec<u64>| match sent {
+                    Some(sent_ns) if sent_ns < not_before_ns => stats.stale += 1,
+                    Some(sent_ns) => {
+                        batch.push(now_ns.saturating_sub(sent_ns) / 1000);
+                        stats.delivered += 1;
+                    }
+                    None => stats.delivered += 1,
+                };
                 loop {
                     if let Some(sent_ns) = take_qos0_publish(rbuf, version)? {
-                        if let Some(sent_ns) = sent_ns {
-                            batch.push(now_ns.saturating_sub(sent_ns) / 1000);
-                        }
-                        stats.delivered += 1;
+                        arrived(sent_ns, &mut batch);
                         continue;
                     }
                     let Some(packet) = decode_from(rbuf, version)?
@@ -715,10 +725,7 @@ async fn subscribe_loop(
                     };
                     let reply = match packet {
                         Packet::Publish(p) => {
-                            if let Some(sent_ns) = send_time(&p.payload) {
-                                batch.push(now_ns.saturating_sub(sent_ns) / 1000);
-                            }
-                            stats.delivered += 1;
+                            arrived(send_time(&p.payload), &mut batch);
                             match p.qos {
                                 QoS::AtMostOnce => None,
                                 QoS::AtLeastOnce => Some(Packet::PubAck(Ack::new(p.packet_id))),

@@ -4,8 +4,12 @@
 //!   names its publisher and sequence number, so the report says exactly which acknowledged
 //!   messages never arrived (a broker must refuse, 0x97, or slow publishers down; never
 //!   acknowledge and then drop).
+//! - [`stalled`]: a fan-out to fast subscribers, once alone and once next to one subscriber
+//!   that stops reading its socket: what one stuck reader costs everyone else, and whether
+//!   and when the broker lets it go.
 
 pub mod flood;
+pub mod stalled;
 
 use serde::{Deserialize, Serialize};
 
