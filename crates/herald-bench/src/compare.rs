@@ -328,11 +328,8 @@ pub struct Figure {
 }
 
 fn figures(report: &serde_json::Value, item: &Item) -> Vec<Figure> {
-    let get = |path: &[&str]| {
-        path.iter()
-            .try_fold(report, |v, k| v.get(k))
-            .and_then(serde_json::Value::as_f64)
-    };
+    let path = |path: &[&str]| path.iter().try_fold(report, |v, k| v.get(k));
+    let get = |keys: &[&str]| path(keys).and_then(serde_json::Value::as_f64);
     let mut out = Vec::new();
     let mut push = |metric, value: Option<f64>, higher_is_better| {
         if let Some(value) = value {
@@ -387,6 +384,10 @@ fn figures(report: &serde_json::Value, item: &Item) -> Vec<Figure> {
                 get(&["summary", "delivery_ratio_with_stalled"]),
                 true,
             );
+            let cut_off = path(&["summary", "stalled_disconnected"])
+                .and_then(serde_json::Value::as_bool)
+                .map(f64::from);
+            push("stalled disconnected (1 = yes)", cut_off, false);
             push(
                 "stalled cut off after s",
                 get(&["summary", "stalled_disconnect_seen_after_s"]),
@@ -731,7 +732,14 @@ fn markdown(c: &Comparison) -> String {
                         .map_or("-".into(), |r| format!("{r:.2}x"));
                     cells.push(format!("{}{spread} [{ratio}]", number(cell.mean)));
                 }
-                None => cells.push("failed".into()),
+                // No figure: the run failed, or it has no such figure (a subscriber that was
+                // never cut off has no time for it).
+                None => {
+                    let failed = c.results.iter().any(|r| {
+                        r.scenario == row.scenario && r.broker == *name && r.error.is_some()
+                    });
+                    cells.push(if failed { "failed" } else { "-" }.into());
+                }
             }
         }
         let _ = writeln!(
@@ -767,5 +775,67 @@ pub(crate) fn number(v: f64) -> String {
         format!("{v:.2}")
     } else {
         format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_figure_is_a_dash_and_a_failed_run_says_so() {
+        let items = vec![stalled_fanout(0)];
+        let label = items[0].label();
+        let broker = |name: &str| BrokerInfo {
+            label: name.into(),
+            kind: Kind::Herald,
+            setup: Setup::default(),
+            binary: PathBuf::new(),
+            version: String::new(),
+            config: String::new(),
+        };
+        let report = |cut_off: Option<f64>| {
+            serde_json::json!({"summary": {
+                "p99_alone_ms": 1.0,
+                "p99_with_stalled_ms": 2.0,
+                "p99_ratio": 2.0,
+                "stalled_disconnected": cut_off.is_some(),
+                "stalled_disconnect_seen_after_s": cut_off,
+            }})
+        };
+        let entry = |broker: &str, report, error: Option<&str>| ResultEntry {
+            scenario: label.clone(),
+            broker: broker.into(),
+            run: 0,
+            report,
+            error: error.map(Into::into),
+        };
+        let results = vec![
+            entry("a", report(Some(34.81)), None),
+            entry("b", report(None), None),
+            entry("c", serde_json::Value::Null, Some("did not start")),
+        ];
+        let brokers = vec![broker("a"), broker("b"), broker("c")];
+        let table = summarise(&items, &brokers, &results);
+        let comparison = Comparison {
+            started_unix: 0,
+            cores: 2,
+            kernel: String::new(),
+            set: "flow".into(),
+            scenarios: items,
+            runs: 1,
+            brokers,
+            results,
+            table,
+        };
+        let md = markdown(&comparison);
+        assert!(
+            md.contains("| stalled cut off after s | 34.81 [1.00x] | - | failed |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| stalled disconnected (1 = yes) | 1.00 [-] | 0.0000 [-] | failed |"),
+            "{md}"
+        );
     }
 }
