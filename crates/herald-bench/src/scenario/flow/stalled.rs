@@ -275,7 +275,8 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
                 stalled: with_stalled,
             })
             .await?;
-        let ready = workers.gather(None, opts.timeout * 2).await?;
+        // The stalled subscriber's connect and two subscriptions, and the filler's connect.
+        let ready = workers.gather(None, opts.timeout * 4).await?;
         let connected: u64 = ready.iter().map(connected_of).sum();
         if connected == 0 {
             bail!("no client connected");
