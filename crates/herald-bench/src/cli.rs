@@ -15,11 +15,13 @@ use crate::client::{ClientConfig, Target};
 use crate::report;
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::crash::CrashSpec;
+use crate::scenario::flow::flood::FloodSpec;
+use crate::scenario::flow::stalled::StalledSpec;
 use crate::scenario::node_drain::NodeDrainSpec;
 use crate::scenario::queue::{DrainSpec, FillSpec, RestartSpec};
 use crate::scenario::storm::StormSpec;
 use crate::scenario::traffic::{Pattern, TrafficSpec};
-use crate::scenario::{RunOptions, conns, crash, node_drain, queue, storm, traffic};
+use crate::scenario::{RunOptions, conns, crash, flow, node_drain, queue, storm, traffic};
 use crate::transport::{Connector, TransportArgs};
 
 /// Load generator for MQTT brokers.
@@ -75,6 +77,26 @@ pub enum Scenario {
         /// Traffic options.
         #[command(flatten)]
         traffic: TrafficArgs,
+    },
+    /// Many QoS 1 publishers (default 2,000) into one QoS 1 subscriber, then a drain: which
+    /// acknowledged messages never arrived, PUBACKs by reason code, latency.
+    FaninFlood {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Flood options.
+        #[command(flatten)]
+        flood: FloodArgs,
+    },
+    /// A fan-out to fast subscribers, without then with one subscriber that stops reading
+    /// its socket: the fast ones' latency in both rounds, and what became of the stalled one.
+    Stalled {
+        /// Shared options.
+        #[command(flatten)]
+        common: Common,
+        /// Stalled-round options.
+        #[command(flatten)]
+        stalled: StalledArgs,
     },
     /// M clients drop and reconnect at once, without then with jittered backoff.
     Storm {
@@ -436,6 +458,108 @@ impl TrafficArgs {
     }
 }
 
+/// Options of `fanin-flood`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FloodArgs {
+    /// Publishers, each on its own topic (worker processes are added past 15,000 sockets).
+    #[arg(long, default_value_t = 2000)]
+    pub pubs: usize,
+    /// Publications per second of each publisher; 0 = as fast as its window allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub pub_rate: f64,
+    /// Payload bytes (at least 16).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// The drain ends once the subscriber has received nothing for this many seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub idle: f64,
+    /// The drain ends this many seconds after publishing at the latest.
+    #[arg(long, default_value_t = 60.0)]
+    pub max_drain: f64,
+    /// Unacknowledged publications allowed per publisher (at most the broker's Receive
+    /// Maximum).
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+}
+
+impl FloodArgs {
+    /// The spec these flags describe.
+    pub fn spec(&self) -> FloodSpec {
+        FloodSpec {
+            pubs: self.pubs,
+            pub_rate: self.pub_rate,
+            payload: self.payload,
+            duration_s: self.duration,
+            idle_s: self.idle,
+            max_drain_s: self.max_drain,
+            inflight: self.inflight,
+        }
+    }
+}
+
+/// Options of `stalled`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StalledArgs {
+    /// Publishers, all on the one topic.
+    #[arg(long, default_value_t = 1)]
+    pub pubs: usize,
+    /// Fast subscribers (the stalled one comes on top).
+    #[arg(long, default_value_t = 1000)]
+    pub subs: usize,
+    /// Total publications per second over all publishers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Payload bytes (at least 8).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// QoS of publications and of every subscription: 0, 1 or 2.
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    /// Seconds of publishing in each round: with the default filler, long enough for the
+    /// stalled socket's buffers to fill (about 4.5 MB on loopback here) and for a
+    /// slow-consumer timeout to pass after that (herald's: 30 s).
+    #[arg(long, default_value_t = 40.0)]
+    pub duration: f64,
+    /// Seconds fast subscribers may keep receiving after publishing stops.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain: f64,
+    /// Unacknowledged QoS 1/2 publications allowed per publisher.
+    #[arg(long, default_value_t = 64)]
+    pub inflight: usize,
+    /// Filler publications per second on a topic only the stalled subscriber has, so that
+    /// its socket and then its queue in the broker fill within seconds; 0 = no filler.
+    #[arg(long, default_value_t = 1000.0)]
+    pub fill_rate: f64,
+    /// Filler payload bytes (at least 8).
+    #[arg(long, default_value_t = 1024)]
+    pub fill_payload: usize,
+    /// Play only the round with the stalled subscriber, not the one without it first.
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+impl StalledArgs {
+    /// The spec these flags describe.
+    pub fn spec(&self) -> StalledSpec {
+        StalledSpec {
+            pubs: self.pubs,
+            subs: self.subs,
+            qos: self.qos,
+            payload: self.payload,
+            rate: self.rate,
+            duration_s: self.duration,
+            drain_s: self.drain,
+            inflight: self.inflight,
+            fill_rate: self.fill_rate,
+            fill_payload: self.fill_payload,
+            baseline: !self.no_baseline,
+        }
+    }
+}
+
 /// Runs the command.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if !matches!(args.command, Scenario::Worker) {
@@ -460,6 +584,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Scenario::Fanout { common, traffic: t } => traffic_run(common, t, Pattern::Fanout).await,
         Scenario::Fanin { common, traffic: t } => traffic_run(common, t, Pattern::Fanin).await,
         Scenario::P2p { common, traffic: t } => traffic_run(common, t, Pattern::P2p).await,
+        Scenario::FaninFlood { common, flood } => {
+            let report = flow::flood::run(&common.options()?, flood.spec()).await?;
+            emit(common.json, &report, report::fanin_flood)
+        }
+        Scenario::Stalled { common, stalled } => {
+            let report = flow::stalled::run(&common.options()?, stalled.spec()).await?;
+            emit(common.json, &report, report::stalled)
+        }
         Scenario::Storm {
             common,
             clients,

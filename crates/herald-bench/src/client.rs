@@ -115,6 +115,9 @@ pub struct Client {
     pub version: ProtocolVersion,
     /// Whether the broker resumed a stored session (CONNACK's Session Present).
     pub session_present: bool,
+    /// QoS 1/2 publications the broker accepts unacknowledged from this client (its MQTT 5
+    /// Receive Maximum; 65,535 when it names none, and always before 5.0).
+    pub receive_maximum: u16,
     next_packet_id: u16,
 }
 
@@ -139,6 +142,7 @@ impl Client {
                 wbuf: BytesMut::with_capacity(256),
                 version: cfg.version,
                 session_present: false,
+                receive_maximum: u16::MAX,
                 next_packet_id: 0,
             };
             let mut connect = Connect::new(cfg.version, client_id, cfg.keep_alive);
@@ -151,6 +155,9 @@ impl Client {
             match client.recv().await? {
                 Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success => {
                     client.session_present = ack.session_present;
+                    if let Some(max) = ack.properties.receive_maximum {
+                        client.receive_maximum = max;
+                    }
                     Ok(client)
                 }
                 Packet::ConnAck(ack) => Err(Failure::Rejected(ack.reason_code as u8)),

@@ -1,7 +1,8 @@
 //! `compare`: run one scenario set against several brokers, each started fresh for each
 //! scenario, and write the figures side by side (markdown table and JSON), with each broker's
 //! ratio to the best peer and, over several runs, the spread between runs. The `transports`
-//! set ([`transports`]) instead runs herald and mosquitto over TCP, TLS, WS and WSS.
+//! set ([`transports`]) instead runs herald and mosquitto over TCP, TLS, WS and WSS; the
+//! `flow` set runs the flow-control scenarios, `fanin-flood` and `stalled`.
 
 pub mod transports;
 
@@ -14,6 +15,9 @@ use serde::Serialize;
 
 use crate::brokers::{self, Durability, Fsync, Kind, Setup};
 use crate::scenario::conns::ConnsSpec;
+use crate::scenario::flow::flood::FloodSpec;
+use crate::scenario::flow::stalled::StalledSpec;
+use crate::scenario::flow::{flood, stalled};
 use crate::scenario::traffic::{Pattern, TrafficSpec};
 use crate::scenario::{RunOptions, conns, traffic};
 use crate::transport::TransportSpec;
@@ -28,7 +32,9 @@ pub struct CompareArgs {
     /// Scenario set: `smoke` (seconds; for tests), `quick` (about a minute per broker),
     /// `standard` (the full set), all with every broker in memory; or `persistence` (QoS 1
     /// to persistent sessions, with herald and mosquitto each in memory and on disk); or
-    /// `transports` (idle memory and fan-out over tcp, tls, ws and wss, herald and mosquitto).
+    /// `transports` (idle memory and fan-out over tcp, tls, ws and wss, herald and mosquitto);
+    /// or `flow` (fanin-flood over MQTT 3.1.1 and 5, stalled at QoS 0 and 1; a few minutes
+    /// per broker).
     #[arg(long, default_value = "quick")]
     pub set: String,
     /// How many times to run the whole set; with 2 or more the spread is reported.
@@ -69,13 +75,43 @@ pub enum Item {
     Conns(ConnsSpec),
     /// A fanout, fanin or p2p run.
     Traffic(TrafficSpec),
+    /// A `fanin-flood` run at one MQTT version.
+    FaninFlood {
+        /// The scenario's parameters.
+        spec: FloodSpec,
+        /// MQTT protocol level: 4 (3.1.1) or 5.
+        mqtt_level: u8,
+    },
+    /// A `stalled` run (MQTT 3.1.1, which every broker speaks).
+    Stalled(StalledSpec),
 }
 
 impl Item {
+    /// The MQTT protocol level the item's clients speak.
+    pub fn mqtt_level(&self) -> u8 {
+        match self {
+            Item::FaninFlood { mqtt_level, .. } => *mqtt_level,
+            _ => 4,
+        }
+    }
+
     /// A short label for the table.
     pub fn label(&self) -> String {
         match self {
             Item::Conns(c) => format!("conns {}", c.conns),
+            Item::FaninFlood { spec, mqtt_level } => {
+                let rate = if spec.pub_rate > 0.0 {
+                    format!("{} msg/s each", spec.pub_rate)
+                } else {
+                    "max".into()
+                };
+                let version = if *mqtt_level == 5 { "5" } else { "3.1.1" };
+                format!("fanin-flood {}->1 QoS1 {rate} MQTT {version}", spec.pubs)
+            }
+            Item::Stalled(s) => format!(
+                "stalled {}->{}+1 QoS{} {} msg/s {} s",
+                s.pubs, s.subs, s.qos, s.rate, s.duration_s
+            ),
             Item::Traffic(t) => {
                 let rate = if t.rate > 0.0 {
                     format!("{} msg/s", t.rate)
@@ -112,6 +148,42 @@ fn traffic(pattern: Pattern, pubs: usize, subs: usize, qos: u8, rate: f64, secs:
         drain_s: 10.0,
         inflight: 64,
         persistent: false,
+    })
+}
+
+/// 2,000 QoS 1 publishers as fast as they may into one subscriber for 10 s, at MQTT
+/// protocol level `mqtt_level`.
+fn fanin_flood(mqtt_level: u8) -> Item {
+    Item::FaninFlood {
+        spec: FloodSpec {
+            pubs: 2000,
+            pub_rate: 0.0,
+            payload: 64,
+            duration_s: 10.0,
+            idle_s: 3.0,
+            max_drain_s: 60.0,
+            inflight: 64,
+        },
+        mqtt_level,
+    }
+}
+
+/// 1 -> 1,000 at 100 msg/s of 64 B (what every broker here keeps up with), alone and then
+/// with a stalled subscriber and its filler (1,000 msg/s of 1 KiB), long enough for the
+/// stalled socket's buffers to fill and a slow-consumer timeout (herald's: 30 s) to pass.
+fn stalled_fanout(qos: u8) -> Item {
+    Item::Stalled(StalledSpec {
+        pubs: 1,
+        subs: 1000,
+        qos,
+        payload: 64,
+        rate: 100.0,
+        duration_s: 40.0,
+        drain_s: 10.0,
+        inflight: 64,
+        fill_rate: 1000.0,
+        fill_payload: 1024,
+        baseline: true,
     })
 }
 
@@ -182,9 +254,15 @@ pub fn scenario_set(name: &str) -> anyhow::Result<Vec<Item>> {
             persistent(traffic(Fanout, 1, 100, 1, 0.0, 10.0)),
             persistent(traffic(Fanout, 1, 100, 1, 50.0, 10.0)),
         ],
-        other => {
-            bail!("unknown --set {other:?}: smoke, quick, standard, persistence or transports")
-        }
+        "flow" => vec![
+            fanin_flood(4),
+            fanin_flood(5),
+            stalled_fanout(0),
+            stalled_fanout(1),
+        ],
+        other => bail!(
+            "unknown --set {other:?}: smoke, quick, standard, persistence, transports or flow"
+        ),
     })
 }
 
@@ -193,6 +271,14 @@ pub fn scenario_set(name: &str) -> anyhow::Result<Vec<Item>> {
 /// without and with persistence), every one with a bound of a million queued messages.
 fn variants(kind: Kind, set: &str) -> Vec<(String, Setup)> {
     let name = kind.name();
+    if set == "flow" {
+        // Herald's own default bound, so that the set shows what it does out of the box.
+        let setup = Setup {
+            max_queued: 10_000,
+            ..Setup::default()
+        };
+        return vec![(name.to_string(), setup)];
+    }
     if set != "persistence" {
         return vec![(name.to_string(), Setup::default())];
     }
@@ -242,11 +328,8 @@ pub struct Figure {
 }
 
 fn figures(report: &serde_json::Value, item: &Item) -> Vec<Figure> {
-    let get = |path: &[&str]| {
-        path.iter()
-            .try_fold(report, |v, k| v.get(k))
-            .and_then(serde_json::Value::as_f64)
-    };
+    let path = |path: &[&str]| path.iter().try_fold(report, |v, k| v.get(k));
+    let get = |keys: &[&str]| path(keys).and_then(serde_json::Value::as_f64);
     let mut out = Vec::new();
     let mut push = |metric, value: Option<f64>, higher_is_better| {
         if let Some(value) = value {
@@ -264,6 +347,52 @@ fn figures(report: &serde_json::Value, item: &Item) -> Vec<Figure> {
             push("connects/s", get(&["connect_rate_per_s"]), true);
             push("broker bytes/conn", get(&["broker_bytes_per_conn"]), false);
             push("connect p99 ms", get(&["connect_latency", "p99_ms"]), false);
+        }
+        Item::FaninFlood { .. } => {
+            push("published/s", get(&["published_per_s"]), true);
+            push("received/s", get(&["received_per_s"]), true);
+            push("acked, not delivered", get(&["acked_not_delivered"]), false);
+            push("PUBACK 0x97", get(&["acks", "quota_exceeded"]), false);
+            push("unacknowledged", get(&["unacknowledged"]), false);
+            push("latency p50 ms", get(&["latency", "p50_ms"]), false);
+            push("latency p99 ms", get(&["latency", "p99_ms"]), false);
+            push(
+                "broker CPU s/M msgs",
+                get(&["cpu", "broker_cpu_s_per_million"]),
+                false,
+            );
+        }
+        Item::Stalled(_) => {
+            push(
+                "fast p99 ms, alone",
+                get(&["summary", "p99_alone_ms"]),
+                false,
+            );
+            push(
+                "fast p99 ms, with stalled",
+                get(&["summary", "p99_with_stalled_ms"]),
+                false,
+            );
+            push("fast p99 with/alone", get(&["summary", "p99_ratio"]), false);
+            push(
+                "fast delivered/s, with stalled",
+                get(&["summary", "delivered_per_s_with_stalled"]),
+                true,
+            );
+            push(
+                "fast delivery ratio, with stalled",
+                get(&["summary", "delivery_ratio_with_stalled"]),
+                true,
+            );
+            let cut_off = path(&["summary", "stalled_disconnected"])
+                .and_then(serde_json::Value::as_bool)
+                .map(f64::from);
+            push("stalled disconnected (1 = yes)", cut_off, false);
+            push(
+                "stalled cut off after s",
+                get(&["summary", "stalled_disconnect_seen_after_s"]),
+                false,
+            );
         }
         Item::Traffic(_) => {
             push("delivered/s", get(&["delivered_per_s"]), true);
@@ -460,6 +589,9 @@ async fn run_one(
     eprintln!("run {}: {label} on {}", run + 1, broker.label);
     let dir = args.out.join(broker.label.replace([' ', '='], "-"));
     let outcome = async {
+        if broker.kind == Kind::Nats && item.mqtt_level() == 5 {
+            bail!("not run: nats-server speaks MQTT 3.1.1 only");
+        }
         brokers::wipe_data(&dir)?;
         let running = brokers::start(broker.kind, &broker.binary, &dir, &broker.setup).await?;
         broker.config = running.config.clone();
@@ -467,7 +599,7 @@ async fn run_one(
             targets: vec![running.addr],
             sources: Vec::new(),
             procs: args.procs.max(1),
-            mqtt_level: 4,
+            mqtt_level: item.mqtt_level(),
             keep_alive: 60,
             timeout: Duration::from_secs(10),
             broker_pid: Some(running.pid),
@@ -477,6 +609,10 @@ async fn run_one(
         let report = match item {
             Item::Conns(spec) => serde_json::to_value(conns::run(&opts, spec.clone()).await?)?,
             Item::Traffic(spec) => serde_json::to_value(traffic::run(&opts, spec.clone()).await?)?,
+            Item::FaninFlood { spec, .. } => {
+                serde_json::to_value(flood::run(&opts, spec.clone()).await?)?
+            }
+            Item::Stalled(spec) => serde_json::to_value(stalled::run(&opts, spec.clone()).await?)?,
         };
         running.stop().await;
         Ok::<_, anyhow::Error>(report)
@@ -596,7 +732,14 @@ fn markdown(c: &Comparison) -> String {
                         .map_or("-".into(), |r| format!("{r:.2}x"));
                     cells.push(format!("{}{spread} [{ratio}]", number(cell.mean)));
                 }
-                None => cells.push("failed".into()),
+                // No figure: the run failed, or it has no such figure (a subscriber that was
+                // never cut off has no time for it).
+                None => {
+                    let failed = c.results.iter().any(|r| {
+                        r.scenario == row.scenario && r.broker == *name && r.error.is_some()
+                    });
+                    cells.push(if failed { "failed" } else { "-" }.into());
+                }
             }
         }
         let _ = writeln!(
@@ -632,5 +775,67 @@ pub(crate) fn number(v: f64) -> String {
         format!("{v:.2}")
     } else {
         format!("{v:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_figure_is_a_dash_and_a_failed_run_says_so() {
+        let items = vec![stalled_fanout(0)];
+        let label = items[0].label();
+        let broker = |name: &str| BrokerInfo {
+            label: name.into(),
+            kind: Kind::Herald,
+            setup: Setup::default(),
+            binary: PathBuf::new(),
+            version: String::new(),
+            config: String::new(),
+        };
+        let report = |cut_off: Option<f64>| {
+            serde_json::json!({"summary": {
+                "p99_alone_ms": 1.0,
+                "p99_with_stalled_ms": 2.0,
+                "p99_ratio": 2.0,
+                "stalled_disconnected": cut_off.is_some(),
+                "stalled_disconnect_seen_after_s": cut_off,
+            }})
+        };
+        let entry = |broker: &str, report, error: Option<&str>| ResultEntry {
+            scenario: label.clone(),
+            broker: broker.into(),
+            run: 0,
+            report,
+            error: error.map(Into::into),
+        };
+        let results = vec![
+            entry("a", report(Some(34.81)), None),
+            entry("b", report(None), None),
+            entry("c", serde_json::Value::Null, Some("did not start")),
+        ];
+        let brokers = vec![broker("a"), broker("b"), broker("c")];
+        let table = summarise(&items, &brokers, &results);
+        let comparison = Comparison {
+            started_unix: 0,
+            cores: 2,
+            kernel: String::new(),
+            set: "flow".into(),
+            scenarios: items,
+            runs: 1,
+            brokers,
+            results,
+            table,
+        };
+        let md = markdown(&comparison);
+        assert!(
+            md.contains("| stalled cut off after s | 34.81 [1.00x] | - | failed |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| stalled disconnected (1 = yes) | 1.00 [-] | 0.0000 [-] | failed |"),
+            "{md}"
+        );
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! - [`client`]: a minimal MQTT client on `mqtt-codec` (batched reads and writes), over a
 //!   [`transport`]: TCP, TLS, WebSocket or WebSocket over TLS (`--transport`).
-//! - [`scenario`]: `conns`, `fanout`/`fanin`/`p2p` ([`scenario::traffic`]), `storm` and
-//!   `node-drain` ([`scenario::node_drain`]: herald nodes it starts itself), each with a
+//! - [`scenario`]: `conns`, `fanout`/`fanin`/`p2p` ([`scenario::traffic`]), `storm`,
+//!   `node-drain` ([`scenario::node_drain`]: herald nodes it starts itself) and the
+//!   flow-control scenarios `fanin-flood` and `stalled` ([`scenario::flow`]), each with a
 //!   coordinator side (`run`) and a worker side (`worker`).
 //! - [`coord`] and [`worker`]: every run is carried out by worker processes (one or more,
 //!   `--procs`) that the coordinating process starts, commands and merges; [`proto`] is what

@@ -81,6 +81,10 @@ pub enum ScenarioSpec {
     Storm(crate::scenario::storm::StormSpec),
     /// Follow a draining (or stopped) node's clients to another node.
     NodeDrain(crate::scenario::node_drain::NodeDrainWorker),
+    /// Many QoS 1 publishers into one subscriber, every message accounted for.
+    FaninFlood(crate::scenario::flow::flood::FloodSpec),
+    /// A fan-out with and without a subscriber that stops reading.
+    Stalled(crate::scenario::flow::stalled::StalledSpec),
 }
 
 /// A command from the coordinator.
@@ -98,6 +102,11 @@ pub enum Command {
     Storm {
         /// Whether reconnects use jittered exponential backoff.
         backoff: bool,
+    },
+    /// Set up the next round of `stalled` and report `Ready`; `Go` starts it.
+    Round {
+        /// Whether the round has the subscriber that stops reading.
+        stalled: bool,
     },
 }
 

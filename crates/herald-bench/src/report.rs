@@ -4,13 +4,15 @@ use std::fmt::Write;
 
 use crate::client::FailureCounts;
 use crate::proto::Latency;
-use crate::scenario::CpuUse;
 use crate::scenario::conns::ConnsReport;
 use crate::scenario::crash::CrashReport;
+use crate::scenario::flow::flood::FloodReport;
+use crate::scenario::flow::stalled::{StalledOutcome, StalledReport};
 use crate::scenario::node_drain::{self, NodeDrainReport};
 use crate::scenario::queue::{DrainReport, FillReport, RestartReport};
 use crate::scenario::storm::StormReport;
 use crate::scenario::traffic::TrafficReport;
+use crate::scenario::{AckCounts, CpuUse};
 
 fn failures(f: &FailureCounts) -> String {
     if f.is_empty() {
@@ -121,10 +123,199 @@ pub fn traffic(r: &TrafficReport) -> String {
         r.delivered_per_s,
         r.delivery_ratio
     );
+    if r.acks.total() > 0 {
+        let _ = writeln!(s, "  acks: {}", acks(&r.acks));
+    }
     let _ = writeln!(s, "  latency: {}", latency(&r.latency));
     let _ = writeln!(s, "  cpu: {}", cpu(&r.cpu));
     if !r.errors.is_empty() {
         let _ = writeln!(s, "  connections lost: {}", failures(&r.errors));
+    }
+    s
+}
+
+fn acks(a: &AckCounts) -> String {
+    let codes: Vec<String> = a
+        .by_code
+        .iter()
+        .map(|(c, n)| format!("0x{c:02x}={n}"))
+        .collect();
+    format!(
+        "{} success, {} quota exceeded (0x97), {} other [{}]",
+        a.success,
+        a.quota_exceeded,
+        a.other,
+        codes.join(" ")
+    )
+}
+
+fn protocol(level: u8) -> &'static str {
+    match level {
+        3 => "MQTT 3.1",
+        5 => "MQTT 5",
+        _ => "MQTT 3.1.1",
+    }
+}
+
+/// Summary of a `fanin-flood` run.
+pub fn fanin_flood(r: &FloodReport) -> String {
+    let mut s = String::new();
+    let t = &r.spec;
+    let rate = if t.pub_rate > 0.0 {
+        format!("{} msg/s each", t.pub_rate)
+    } else {
+        "max rate".into()
+    };
+    let _ = writeln!(
+        s,
+        "fanin-flood: {} QoS 1 pubs -> 1 sub, {}, {} B, {rate}, {} s, drain until {} s idle \
+         ({} procs)",
+        t.pubs,
+        protocol(r.mqtt_level),
+        t.payload,
+        t.duration_s,
+        t.idle_s,
+        r.procs
+    );
+    let _ = writeln!(
+        s,
+        "  connected: {} pubs, subscriber {}; failures: {}",
+        r.pubs_connected,
+        if r.subscriber_connected { "yes" } else { "NO" },
+        failures(&r.connect_failures)
+    );
+    let _ = writeln!(
+        s,
+        "  published {} ({:.0}/s); acks: {}; unacknowledged {}",
+        r.published,
+        r.published_per_s,
+        acks(&r.acks),
+        r.unacknowledged
+    );
+    let _ = writeln!(
+        s,
+        "  received {} distinct ({:.0}/s), {} duplicates, {} unrecognised; last {:.2} s after \
+         publishing",
+        r.received, r.received_per_s, r.duplicates, r.unrecognised, r.drain_s
+    );
+    let _ = writeln!(
+        s,
+        "  acknowledged but not delivered: {} ({:.2}% of successes); delivered though not \
+         acknowledged: {}",
+        r.acked_not_delivered,
+        r.acked_not_delivered_ratio * 100.0,
+        r.delivered_not_acked
+    );
+    let _ = writeln!(s, "  latency: {}", latency(&r.latency));
+    let _ = writeln!(s, "  cpu: {}", cpu(&r.cpu));
+    if !r.errors.is_empty() {
+        let _ = writeln!(s, "  connections lost: {}", failures(&r.errors));
+    }
+    s
+}
+
+fn stalled_outcome(o: &StalledOutcome) -> String {
+    if !o.subscribed {
+        return format!(
+            "did not subscribe ({})",
+            o.failure.as_deref().unwrap_or("?")
+        );
+    }
+    let state = if !o.disconnected {
+        "still connected after the round".to_string()
+    } else {
+        let when = o
+            .disconnect_seen_after_s
+            .map_or("on waking up".into(), |t| {
+                format!("{t:.1} s into the round")
+            });
+        format!(
+            "disconnected, seen {when} ({}{})",
+            o.ended_by.as_deref().unwrap_or("?"),
+            o.disconnect_reason
+                .as_ref()
+                .map_or(String::new(), |r| format!(", DISCONNECT {r}"))
+        )
+    };
+    let filler = if o.filler_acks.total() > 0 {
+        format!(" (acks: {})", acks(&o.filler_acks))
+    } else {
+        String::new()
+    };
+    format!(
+        "{state}; {} PINGREQs written; {} publications read on waking; filler published \
+         {}{filler}",
+        o.pings, o.received_on_wake, o.filler_published
+    )
+}
+
+/// Summary of a `stalled` run: one block per round, then the two side by side.
+pub fn stalled(r: &StalledReport) -> String {
+    let mut s = String::new();
+    let t = &r.spec;
+    let rate = if t.rate > 0.0 {
+        format!("{} msg/s", t.rate)
+    } else {
+        "max rate".into()
+    };
+    let _ = writeln!(
+        s,
+        "stalled: {} pubs -> {} fast subs (+1 stalled, filler {} msg/s of {} B), QoS {}, {}, \
+         {} B, {rate}, {} s a round ({} procs); failures: {}",
+        t.pubs,
+        t.subs,
+        t.fill_rate,
+        t.fill_payload,
+        t.qos,
+        protocol(r.mqtt_level),
+        t.payload,
+        t.duration_s,
+        r.procs,
+        failures(&r.connect_failures)
+    );
+    for round in &r.rounds {
+        let _ = writeln!(
+            s,
+            "  {}: {} subs, published {} ({:.0}/s), delivered {} of {} ({:.0}/s, ratio {:.4})",
+            if round.with_stalled {
+                "with stalled"
+            } else {
+                "alone"
+            },
+            round.subs_connected,
+            round.published,
+            round.published_per_s,
+            round.delivered,
+            round.expected,
+            round.delivered_per_s,
+            round.delivery_ratio
+        );
+        let _ = writeln!(s, "    latency: {}", latency(&round.latency));
+        if round.stale > 0 {
+            let _ = writeln!(
+                s,
+                "    {} deliveries of messages sent before the round (not counted)",
+                round.stale
+            );
+        }
+        if round.acks.total() > 0 {
+            let _ = writeln!(s, "    acks: {}", acks(&round.acks));
+        }
+        if let Some(o) = &round.stalled {
+            let _ = writeln!(s, "    stalled subscriber: {}", stalled_outcome(o));
+        }
+        if !round.errors.is_empty() {
+            let _ = writeln!(s, "    connections lost: {}", failures(&round.errors));
+        }
+        let _ = writeln!(s, "    cpu: {}", cpu(&round.cpu));
+    }
+    let sum = &r.summary;
+    if let (Some(a), Some(w)) = (sum.p99_alone_ms, sum.p99_with_stalled_ms) {
+        let _ = writeln!(
+            s,
+            "  fast subscribers' p99: {a:.3} ms alone, {w:.3} ms with the stalled one ({})",
+            sum.p99_ratio.map_or("-".into(), |x| format!("{x:.2}x"))
+        );
     }
     s
 }

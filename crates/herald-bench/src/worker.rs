@@ -38,6 +38,12 @@ pub async fn run() -> anyhow::Result<()> {
         ScenarioSpec::NodeDrain(s) => {
             scenario::node_drain::worker(&spec, &s, &mut commands, &out).await
         }
+        ScenarioSpec::FaninFlood(s) => {
+            scenario::flow::flood::worker(&spec, &s, &mut commands, &out).await
+        }
+        ScenarioSpec::Stalled(s) => {
+            scenario::flow::stalled::worker(&spec, &s, &mut commands, &out).await
+        }
     };
     if let Err(e) = outcome {
         out.send(Event::Error {

@@ -234,7 +234,7 @@ async fn run_one(
             .with_context(|| format!("no {} listener", transport.name()))?;
         let procs = match item {
             Item::Conns(c) => args.procs.max(c.conns.div_ceil(CONNS_PER_PROC)),
-            Item::Traffic(_) => args.procs,
+            _ => args.procs,
         };
         let opts = RunOptions {
             targets: vec![addr],
@@ -256,6 +256,7 @@ async fn run_one(
             Item::Traffic(spec) => {
                 serde_json::to_value(crate::scenario::traffic::run(&opts, spec.clone()).await?)?
             }
+            other => bail!("{} is not in the transports set", other.label()),
         };
         running.stop().await;
         Ok::<_, anyhow::Error>(report)

@@ -3,12 +3,14 @@
 
 pub mod conns;
 pub mod crash;
+pub mod flow;
 pub mod inbox;
 pub mod node_drain;
 pub mod queue;
 pub mod storm;
 pub mod traffic;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -111,6 +113,83 @@ impl CpuUse {
     }
 }
 
+/// The acknowledgements (PUBACK, PUBCOMP) publishers received, by reason code: what the
+/// broker said it did with their QoS 1/2 messages. Before MQTT 5 every one is a success.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AckCounts {
+    /// Codes below 0x80 (0x00 Success, 0x10 No matching subscribers): the broker took the
+    /// message.
+    pub success: u64,
+    /// 0x97 Quota exceeded: refused, so the broker owes no delivery.
+    pub quota_exceeded: u64,
+    /// Any other code of 0x80 or above: refused.
+    pub other: u64,
+    /// Every code seen and how often, keyed "0x00", "0x97", ...
+    #[serde(with = "hex_keys")]
+    pub by_code: BTreeMap<u8, u64>,
+}
+
+impl AckCounts {
+    /// Counts one acknowledgement with reason `code`.
+    pub fn record(&mut self, code: u8) {
+        match code {
+            0x00..=0x7F => self.success += 1,
+            0x97 => self.quota_exceeded += 1,
+            _ => self.other += 1,
+        }
+        *self.by_code.entry(code).or_default() += 1;
+    }
+
+    /// Acknowledgements of any kind.
+    pub fn total(&self) -> u64 {
+        self.success + self.quota_exceeded + self.other
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &AckCounts) {
+        self.success += other.success;
+        self.quota_exceeded += other.quota_exceeded;
+        self.other += other.other;
+        for (code, n) in &other.by_code {
+            *self.by_code.entry(*code).or_default() += n;
+        }
+    }
+}
+
+/// Reason codes as "0x97"-style map keys, so that the JSON reads like the specification.
+mod hex_keys {
+    use std::collections::BTreeMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<u8, u64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let named: BTreeMap<String, u64> = map
+            .iter()
+            .map(|(k, v)| (format!("0x{k:02x}"), *v))
+            .collect();
+        named.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u8, u64>, D::Error> {
+        let named = BTreeMap::<String, u64>::deserialize(d)?;
+        named
+            .into_iter()
+            .map(|(k, v)| {
+                let hex = k.strip_prefix("0x").unwrap_or(&k);
+                u8::from_str_radix(hex, 16)
+                    .map(|code| (code, v))
+                    .map_err(|_| D::Error::custom(format!("not a reason code: {k:?}")))
+            })
+            .collect()
+    }
+}
+
 /// The failures a `Ready` event reports.
 pub fn failures_of(event: &Event) -> FailureCounts {
     match event {
@@ -205,5 +284,28 @@ impl XorShift {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AckCounts;
+
+    #[test]
+    fn ack_counts_sort_codes_and_survive_the_trip() {
+        let mut a = AckCounts::default();
+        for code in [0x00, 0x00, 0x10, 0x97, 0x97, 0x80] {
+            a.record(code);
+        }
+        assert_eq!((a.success, a.quota_exceeded, a.other), (3, 2, 1));
+        assert_eq!(a.total(), 6);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["by_code"]["0x97"], 2);
+        let back: AckCounts = serde_json::from_value(json).unwrap();
+        assert_eq!(back, a);
+        let mut sum = AckCounts::default();
+        sum.add(&a);
+        sum.add(&a);
+        assert_eq!(sum.by_code[&0x00], 4);
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::{CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures};
+use super::{AckCounts, CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures};
 use crate::client::{
     Client, Failure, FailureCounts, count_failure, decode_from, encode_into, unix_nanos,
 };
@@ -69,7 +69,7 @@ pub struct TrafficSpec {
 }
 
 impl TrafficSpec {
-    fn topic(&self, run: &str, publisher: usize) -> String {
+    pub(crate) fn topic(&self, run: &str, publisher: usize) -> String {
         match self.pattern {
             Pattern::Fanout => format!("hb/{run}/fanout"),
             Pattern::Fanin => format!("hb/{run}/fanin/{publisher}"),
@@ -77,7 +77,7 @@ impl TrafficSpec {
         }
     }
 
-    fn filter(&self, run: &str, subscriber: usize) -> String {
+    pub(crate) fn filter(&self, run: &str, subscriber: usize) -> String {
         match self.pattern {
             Pattern::Fanout => format!("hb/{run}/fanout"),
             Pattern::Fanin => format!("hb/{run}/fanin/+"),
@@ -106,6 +106,9 @@ pub struct TrafficWorkerResult {
     pub published: u64,
     /// QoS 1/2 publications acknowledged (PUBACK or PUBCOMP).
     pub acked: u64,
+    /// Those acknowledgements by reason code.
+    #[serde(default)]
+    pub acks: AckCounts,
     /// Publications received by subscribers.
     pub delivered: u64,
     /// First and last arrival, Unix nanoseconds (0 when none).
@@ -141,6 +144,9 @@ pub struct TrafficReport {
     pub published_per_s: f64,
     /// QoS 1/2 publications acknowledged.
     pub acked: u64,
+    /// Those acknowledgements by reason code (MQTT 5; before it, all successes).
+    #[serde(default)]
+    pub acks: AckCounts,
     /// Deliveries expected: each publication times the subscribers that match it.
     pub expected: u64,
     /// Deliveries received.
@@ -213,6 +219,7 @@ fn merge(
         r.pubs_connected += p.pubs_connected;
         r.published += p.published;
         r.acked += p.acked;
+        r.acks.add(&p.acks);
         r.delivered += p.delivered;
         r.last_delivery_ns = r.last_delivery_ns.max(p.last_delivery_ns);
         r.cpu_seconds += p.cpu_seconds;
@@ -237,6 +244,7 @@ fn merge(
         published: r.published,
         published_per_s: r.published as f64 / spec.duration_s,
         acked: r.acked,
+        acks: r.acks,
         expected,
         delivered: r.delivered,
         delivered_per_s: if delivery_window > 0.0 {
@@ -286,7 +294,12 @@ pub async fn worker(
     for client in subs {
         let hist = hist.clone();
         let keep_alive = spec.keep_alive;
-        sub_tasks.spawn(subscriber(client, hist, pub_end, drain_end, keep_alive));
+        sub_tasks.spawn(async move {
+            let (stats, mut client) =
+                subscriber(client, hist, pub_end, drain_end, keep_alive, 0).await;
+            let _ = client.stream.shutdown().await;
+            stats
+        });
     }
     let rate = if t.rate > 0.0 {
         t.rate / t.pubs as f64
@@ -301,7 +314,7 @@ pub async fn worker(
         let window = if qos == QoS::AtMostOnce {
             usize::MAX
         } else {
-            t.inflight.max(1)
+            t.inflight.clamp(1, usize::from(client.receive_maximum))
         };
         // Publishers at a fixed rate are spread evenly over one interval, so that N publishers
         // at r msg/s make a steady N*r msg/s, not a burst of N messages every 1/r seconds
@@ -326,6 +339,7 @@ pub async fn worker(
         let (stats, client) = joined?;
         result.published += stats.published;
         result.acked += stats.acked;
+        result.acks.add(&stats.acks);
         if let Some(f) = stats.error {
             count_failure(&mut result.errors, &f);
         }
@@ -355,10 +369,11 @@ pub async fn worker(
     out.result(&result)
 }
 
-type Connected = (Vec<Client>, Vec<(usize, Client)>, FailureCounts);
+/// Subscribers, publishers with their index, and the failures on the way.
+pub(crate) type Connected = (Vec<Client>, Vec<(usize, Client)>, FailureCounts);
 
 /// Connects this worker's subscribers (and subscribes them), then its publishers.
-async fn connect_all(
+pub(crate) async fn connect_all(
     spec: &WorkerSpec,
     t: &TrafficSpec,
     qos: QoS,
@@ -409,19 +424,27 @@ async fn connect_all(
     Ok((subs, pubs, failures))
 }
 
+/// What one publisher did.
 #[derive(Default)]
-struct PubStats {
-    published: u64,
-    acked: u64,
-    error: Option<Failure>,
+pub(crate) struct PubStats {
+    /// Publications written.
+    pub(crate) published: u64,
+    /// QoS 1/2 publications acknowledged (PUBACK or PUBCOMP, whatever their reason code).
+    pub(crate) acked: u64,
+    /// Those acknowledgements by reason code.
+    pub(crate) acks: AckCounts,
+    /// Why the connection ended early, if it did.
+    pub(crate) error: Option<Failure>,
 }
 
 /// Largest number of publications encoded before one write.
 const BATCH: u64 = 256;
 
 /// Publishes at `rate` per second (0: as fast as the window and the socket allow) from
-/// `start` to `end`, then waits for outstanding acknowledgements until `drain_end`.
-async fn publisher(
+/// `start` to `end`, then waits for outstanding acknowledgements until `drain_end`. Gives
+/// the client back unless its connection failed or the broker stopped reading it (writes
+/// still waiting at `drain_end` count as a timeout, and their publications as unwritten).
+pub(crate) async fn publisher(
     mut client: Client,
     mut publish: Publish,
     rate: f64,
@@ -442,8 +465,14 @@ async fn publisher(
         &mut stats,
     )
     .await;
+    let left = unsent(client.wbuf.len(), frame_len(&publish, client.version));
+    stats.published -= left.min(stats.published);
     match outcome {
-        Ok(()) => (stats, Some(client)),
+        Ok(()) if client.wbuf.is_empty() => (stats, Some(client)),
+        Ok(()) => {
+            stats.error = Some(Failure::Timeout);
+            (stats, None)
+        }
         Err(f) => {
             stats.error = Some(f);
             (stats, None)
@@ -502,7 +531,13 @@ async fn publish_loop(
                 next_due = Some(now);
             }
         }
-        let wake = next_due.unwrap_or(if publishing { end } else { drain_end });
+        let limit = if publishing { end } else { drain_end };
+        // While a write is pending only the limit wakes the loop: a broker that stops
+        // reading this publisher must not hold it past the run.
+        let wake = match next_due {
+            Some(due) if wbuf.is_empty() => due,
+            _ => limit,
+        };
         tokio::select! {
             read = rd.read_buf(rbuf) => {
                 if read? == 0 {
@@ -511,9 +546,10 @@ async fn publish_loop(
                 while let Some(packet) = decode_from(rbuf, version)?
                 {
                     match packet {
-                        Packet::PubAck(_) | Packet::PubComp(_) => {
+                        Packet::PubAck(ack) | Packet::PubComp(ack) => {
                             inflight = inflight.saturating_sub(1);
                             stats.acked += 1;
+                            stats.acks.record(ack.reason_code as u8);
                         }
                         Packet::PubRec(rec) => {
                             let rel = Packet::PubRel(Ack::new(rec.packet_id));
@@ -524,9 +560,25 @@ async fn publish_loop(
                 }
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
-            _ = sleep_until(wake), if wbuf.is_empty() => {}
+            _ = sleep_until(wake) => {}
         }
     }
+}
+
+/// Bytes one encoded `publish` takes (its header's size does not depend on the packet id).
+pub(crate) fn frame_len(publish: &Publish, version: mqtt_codec::ProtocolVersion) -> usize {
+    let mut header = bytes::BytesMut::new();
+    if let Err(e) = publish.encode_header(version, &mut header) {
+        panic!("herald-bench built an unencodable PUBLISH: {e}");
+    }
+    header.len() + publish.payload.len()
+}
+
+/// Publications left whole in a write buffer of `len` bytes when a run gives up on a
+/// broker that stopped reading: they were never written. (A QoS 2 PUBREL waiting with them
+/// makes this an estimate.)
+pub(crate) fn unsent(len: usize, frame_len: usize) -> u64 {
+    (len / frame_len.max(1)) as u64
 }
 
 /// Appends `publish` with the current time in the first 8 bytes of its payload.
@@ -542,38 +594,47 @@ fn encode_timestamped(
     wbuf.extend_from_slice(&publish.payload[8..]);
 }
 
+/// What one subscriber received.
 #[derive(Default)]
-struct SubStats {
-    delivered: u64,
-    first_ns: u64,
-    last_ns: u64,
-    error: Option<Failure>,
+pub(crate) struct SubStats {
+    /// Publications received.
+    pub(crate) delivered: u64,
+    /// Publications received that were sent before `not_before_ns` (not counted above).
+    pub(crate) stale: u64,
+    /// First arrival, Unix nanoseconds (0: none).
+    pub(crate) first_ns: u64,
+    /// Last arrival, Unix nanoseconds (0: none).
+    pub(crate) last_ns: u64,
+    /// Why the connection ended early, if it did.
+    pub(crate) error: Option<Failure>,
 }
 
 /// Reads publications until publishing has ended and the flow has been idle for a second
-/// (or `drain_end`), acknowledging QoS 1/2 and recording latencies.
-async fn subscriber(
+/// (or `drain_end`), acknowledging QoS 1/2 and recording latencies; gives the client back.
+/// Publications sent before `not_before_ns` (Unix nanoseconds: a previous round's backlog)
+/// are counted apart, as stale.
+pub(crate) async fn subscriber(
     mut client: Client,
     hist: Arc<Mutex<Histogram<u64>>>,
     pub_end: Instant,
     drain_end: Instant,
     keep_alive: u16,
-) -> SubStats {
+    not_before_ns: u64,
+) -> (SubStats, Client) {
     let mut stats = SubStats::default();
     if let Err(f) = subscribe_loop(
         &mut client,
         &hist,
-        pub_end,
-        drain_end,
+        (pub_end, drain_end),
         keep_alive,
+        not_before_ns,
         &mut stats,
     )
     .await
     {
         stats.error = Some(f);
     }
-    let _ = client.stream.shutdown().await;
-    stats
+    (stats, client)
 }
 
 const IDLE: Duration = Duration::from_secs(1);
@@ -622,9 +683,9 @@ fn take_qos0_publish(
 async fn subscribe_loop(
     client: &mut Client,
     hist: &Mutex<Histogram<u64>>,
-    pub_end: Instant,
-    drain_end: Instant,
+    (pub_end, drain_end): (Instant, Instant),
     keep_alive: u16,
+    not_before_ns: u64,
     stats: &mut SubStats,
 ) -> Result<(), Failure> {
     let version = client.version;
@@ -645,12 +706,17 @@ async fn subscribe_loop(
                     return Err(Failure::Closed);
                 }
                 let now_ns = unix_nanos();
+                let mut arrived = |sent: Option<u64>, batch: &mut Vec<u64>| match sent {
+                    Some(sent_ns) if sent_ns < not_before_ns => stats.stale += 1,
+                    Some(sent_ns) => {
+                        batch.push(now_ns.saturating_sub(sent_ns) / 1000);
+                        stats.delivered += 1;
+                    }
+                    None => stats.delivered += 1,
+                };
                 loop {
                     if let Some(sent_ns) = take_qos0_publish(rbuf, version)? {
-                        if let Some(sent_ns) = sent_ns {
-                            batch.push(now_ns.saturating_sub(sent_ns) / 1000);
-                        }
-                        stats.delivered += 1;
+                        arrived(sent_ns, &mut batch);
                         continue;
                     }
                     let Some(packet) = decode_from(rbuf, version)?
@@ -659,10 +725,7 @@ async fn subscribe_loop(
                     };
                     let reply = match packet {
                         Packet::Publish(p) => {
-                            if let Some(sent_ns) = send_time(&p.payload) {
-                                batch.push(now_ns.saturating_sub(sent_ns) / 1000);
-                            }
-                            stats.delivered += 1;
+                            arrived(send_time(&p.payload), &mut batch);
                             match p.qos {
                                 QoS::AtMostOnce => None,
                                 QoS::AtLeastOnce => Some(Packet::PubAck(Ack::new(p.packet_id))),
