@@ -114,8 +114,23 @@ async fn a_subscriber_that_stops_reading_is_disconnected_after_the_slow_consumer
             == 1
     })
     .await;
-    // The publisher is still served.
+    // The publisher is still served: it was held back only until the subscriber counted
+    // as stalled (its socket took nothing for limits.stall_after_ms).
     ping(&mut p).await;
+    assert!(
+        broker
+            .stats
+            .pushbacks
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert_eq!(
+        broker
+            .stats
+            .stalls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     drop(sub);
     s.server.shutdown(WAIT).await;
 }

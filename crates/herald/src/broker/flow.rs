@@ -9,10 +9,12 @@
 //! the bound holds however many publishers, on however many workers, hit it at once: each
 //! adds at most the message it was routing when the queue crossed high water.
 //!
-//! **Stalled subscribers.** A publisher parks at most `limits.stall_after_ms`. A session
-//! still congested then is marked *stalled* (`mark_stalled`): it stops pushing back, so one
-//! subscriber that does not read cannot hold up publishers and the other subscribers they
-//! feed. A stalled session loses QoS 0 past its outbox bound (counted `outbox_full`), its
+//! **Stalled subscribers.** A congested session whose connection has made no progress (its
+//! socket took no bytes) for `limits.stall_after_ms` is marked *stalled* by a publisher parked
+//! on it (`mark_stalled`; the publisher holds a timer while parked): it stops pushing back,
+//! so one subscriber that does not read cannot hold up publishers and the other subscribers
+//! they feed. A subscriber that keeps taking bytes, however slowly, is not stalled: many
+//! publishers into one reader are held back for as long as it reads. A stalled session loses QoS 0 past its outbox bound (counted `outbox_full`), its
 //! QoS 1/2 queue fills to `limits.max_queued_messages` / `max_queued_bytes` (past which
 //! publishers are refused, never acknowledged), and past the slow-consumer timeout its
 //! connection is closed. It pushes back again once it has drained to low water.
@@ -83,7 +85,26 @@ impl SessionState {
     }
 }
 
+/// Milliseconds on the clock of progress and stalls (since the first call in this process).
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 impl Session {
+    /// Records that the attached connection made progress now (see `progress_ms`).
+    pub fn note_progress(&self) {
+        self.progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the attached connection last made progress (`now_ms`).
+    pub fn progress_ms(&self) -> u64 {
+        self.progress_ms.load(Ordering::Relaxed)
+    }
+
     /// Parks a publisher's task until this session drains: `true` when it must wait (its
     /// waker is registered), `false` when the session no longer pushes back.
     pub fn park(&self, waker: &Waker, limits: &Limits) -> bool {

@@ -42,6 +42,10 @@ pub struct Session {
     /// The attached connection's next deadline (keep-alive, slow consumer), milliseconds on
     /// the broker's clock; `u64::MAX` for none. The broker's sweep wakes it once passed.
     deadline_ms: AtomicU64,
+    /// When the attached connection last made progress: its socket took bytes, or nothing
+    /// waited for it (`broker::flow::now_ms`). A congested session that has made none for
+    /// `limits.stall_after_ms` is stalled.
+    pub(super) progress_ms: AtomicU64,
 }
 
 /// A small set of packet identifiers (inbound QoS 2 awaiting PUBREL): bounded by the Receive
@@ -354,6 +358,7 @@ impl Session {
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
             deadline_ms: AtomicU64::new(u64::MAX),
+            progress_ms: AtomicU64::new(super::flow::now_ms()),
         })
     }
 
@@ -443,6 +448,10 @@ impl Session {
             });
         }
         let was_empty = st.queue.is_empty();
+        if was_empty {
+            // Nothing waited until now: the stall clock starts here, not at the last write.
+            self.note_progress();
+        }
         let charge = delivery.charge();
         st.queue_bytes += weight;
         st.queue.push_back(delivery);

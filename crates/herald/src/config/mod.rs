@@ -362,9 +362,11 @@ pub struct Limits {
     /// queues hold it, plus a small fixed cost per queued delivery). Past it, QoS 0 copies
     /// are dropped and QoS 1/2 publications refused as above, until queues drain.
     pub max_queued_bytes_total: u64,
-    /// Milliseconds a publisher waits on a subscriber whose queue is past half its outbox
-    /// bound (pushback) before that subscriber counts as stalled: it then loses QoS 0 past
-    /// its outbox bound instead of slowing its publishers, until it catches up.
+    /// A subscriber whose queue is past half its outbox bound holds its publishers back
+    /// (pushback) while its socket keeps taking bytes; one whose socket has taken nothing
+    /// for this many milliseconds counts as stalled: it then loses QoS 0 past its outbox
+    /// bound instead of slowing its publishers (and everyone else they feed), until it
+    /// catches up.
     pub stall_after_ms: u64,
     /// Retained messages one tenant may keep; past it, a retained message on a new topic is
     /// refused (v5: 0x97; 3.1.1: as for `max_queued_messages`) and counted.
@@ -395,7 +397,7 @@ impl Default for Limits {
             max_queued_bytes: 64 * 1024 * 1024,
             max_inflight_bytes: 16 * 1024 * 1024,
             max_queued_bytes_total: 2 * 1024 * 1024 * 1024,
-            stall_after_ms: 1000,
+            stall_after_ms: 200,
             max_retained_messages: 1_000_000,
             max_retained_bytes: 1024 * 1024 * 1024,
             slow_consumer_timeout_secs: 30,

@@ -146,9 +146,10 @@ max_inflight_bytes = {inflight_bytes}
 # Bytes held by all session queues together (a message counted once however many queues
 # hold it). Past it, QoS 0 copies are dropped and QoS 1/2 publications refused as above.
 max_queued_bytes_total = {queued_total}
-# Milliseconds a publisher is held back (pushback: it stops reading its socket) by one
-# subscriber whose queue is past half its outbox bound. A subscriber still that far behind
-# then counts as stalled: it loses QoS 0 messages instead of slowing its publishers.
+# A subscriber whose queue is past half its outbox bound holds back its publishers
+# (pushback: Herald stops reading them) while its socket keeps taking bytes. One whose socket
+# has taken nothing for this many milliseconds counts as stalled: it loses QoS 0 messages
+# instead of slowing its publishers and everyone else they feed.
 stall_after_ms = {stall}
 # Retained messages, and their bytes, one tenant may keep. Past either, a retained message
 # on a new topic is refused as above.

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_codec::{ByteString, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use mqtt_codec::{ByteString, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -21,85 +21,14 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::Endpoint;
+pub(crate) use super::closing::Closing;
 use super::connect;
 use super::outgoing::Outgoing;
-use super::transport::{self, Link, TlsLink, Transport};
-use super::ws;
-use crate::broker::session::Origin;
+use super::transport::Transport;
 use crate::broker::session::{Session as BrokerSession, Will};
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
 use crate::store::journal::Ticket;
-
-/// Why and how a connection ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Closing {
-    /// The counted reason.
-    pub(crate) reason: CloseReason,
-    /// The reason code a v5 client is told in DISCONNECT (`None`: no DISCONNECT).
-    pub(crate) code: Option<ReasonCode>,
-    /// For a protocol violation, the rule the client broke (`[MQTT-3.1.0-2]`), logged.
-    pub(crate) rule: Option<&'static str>,
-}
-
-impl Closing {
-    /// A close for `reason`, with its usual reason code.
-    pub(crate) fn new(reason: CloseReason) -> Self {
-        Closing {
-            reason,
-            code: reason.disconnect_code(),
-            rule: None,
-        }
-    }
-
-    /// A close for a packet that failed to decode, told the codec's precise reason code.
-    pub(crate) fn decode(e: &DecodeError) -> Self {
-        let code = e.reason_code();
-        let reason = match code {
-            ReasonCode::MalformedPacket => CloseReason::MalformedPacket,
-            ReasonCode::PacketTooLarge => CloseReason::PacketTooLarge,
-            ReasonCode::TopicAliasInvalid => CloseReason::TopicAliasInvalid,
-            // A CONNECT asking for a protocol level Herald does not speak is refused.
-            ReasonCode::UnsupportedProtocolVersion => CloseReason::ConnectRefused,
-            _ => CloseReason::ProtocolError,
-        };
-        Closing {
-            reason,
-            code: Some(code),
-            rule: Some(e.rule()),
-        }
-    }
-
-    /// A protocol error told with a specific reason code, breaking `rule`.
-    pub(crate) fn protocol(code: ReasonCode, rule: &'static str) -> Self {
-        Closing {
-            reason: CloseReason::ProtocolError,
-            code: Some(code),
-            rule: Some(rule),
-        }
-    }
-
-    /// A close without a DISCONNECT.
-    pub(crate) fn silent(reason: CloseReason) -> Self {
-        Closing {
-            reason,
-            code: None,
-            rule: None,
-        }
-    }
-
-    /// Whether the client broke a rule (logged at INFO, rate-limited).
-    fn is_violation(&self) -> bool {
-        matches!(
-            self.reason,
-            CloseReason::MalformedPacket
-                | CloseReason::ProtocolError
-                | CloseReason::PacketTooLarge
-                | CloseReason::ReceiveMaximumExceeded
-                | CloseReason::TopicAliasInvalid
-        )
-    }
-}
 
 /// The protocol state of a connection once CONNECT is accepted.
 pub(crate) struct Session {
@@ -161,8 +90,9 @@ pub(crate) struct Live {
     /// The congested subscriber this connection's input waits on (pushback,
     /// `broker::flow`): no input is taken until it drains, goes offline, or stalls.
     blocked_on: Option<Arc<BrokerSession>>,
-    /// Since when it has waited (broker clock, ms).
-    blocked_since_ms: u64,
+    /// Wakes this task when the subscriber it waits on would count as stalled (a timer only
+    /// while parked: a rare state).
+    stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// The store ticket CONNACK waited for: while it is not durable, CONNACK is unsent.
     connack_ticket: Ticket,
     /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
@@ -196,8 +126,8 @@ const DRIVE_ROUNDS: usize = 16;
 
 /// How long, and for how many bytes, a closing connection keeps reading what the client
 /// still sends after Herald's last word (`Transport::linger`).
-const LINGER: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 256 * 1024;
+pub(super) const LINGER: Duration = Duration::from_secs(1);
+pub(super) const LINGER_BYTES: usize = 256 * 1024;
 
 /// How long a closing connection waits for the store to confirm the answers it holds.
 const HELD_WAIT: Duration = Duration::from_secs(1);
@@ -222,7 +152,11 @@ pub async fn serve(
     broker.stats.accepted.fetch_add(1, Ordering::Relaxed);
     broker.stats.connections.accepted(endpoint.kind);
     let open = broker.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
-    let reason = match Box::pin(handshake(stream, peer, endpoint, &broker, shutdown, open)).await {
+    let reason = match Box::pin(super::handshake::handshake(
+        stream, peer, endpoint, &broker, shutdown, open,
+    ))
+    .await
+    {
         Ok((live, started)) => live.run(started).await,
         Err(reason) => {
             tracing::debug!(%peer, reason = reason.label(), "connection closed in handshake");
@@ -233,257 +167,42 @@ pub async fn serve(
     broker.stats.closed(reason);
 }
 
-/// A connection whose transport handshakes are done and whose first packet arrived.
-struct Opened {
-    io: Transport,
-    /// The client's address (from the PROXY header when the listener expects one).
-    peer: SocketAddr,
-    /// Bytes read after the first packet.
-    rbuf: BytesMut,
-    /// The username the client certificate carries (`tls.username_from`).
-    cert_username: Option<String>,
-    /// The first packet, or why it did not decode.
-    first: Result<Packet, mqtt_codec::DecodeError>,
-    /// The protocol level the first bytes named, if they started a CONNECT.
-    first_level: Option<u8>,
-    /// Its size.
-    first_size: usize,
-}
-
-/// The transport handshakes, in order: the PROXY header, TLS, the WebSocket upgrade; then
-/// the first MQTT packet.
-async fn open(
-    stream: TcpStream,
-    mut peer: SocketAddr,
-    endpoint: &Endpoint,
-    broker: &Broker,
-) -> Result<Opened, CloseReason> {
-    let mut rbuf = BytesMut::new();
-    if endpoint.proxy_protocol {
-        match transport::read_proxy_header(&stream).await {
-            Ok((addr, rest)) => {
-                if let Some(addr) = addr {
-                    peer = addr;
-                }
-                rbuf = rest;
-            }
-            Err(transport::ProxyError::Closed) => return Err(CloseReason::PeerClosed),
-            Err(transport::ProxyError::Invalid(why)) => {
-                tracing::info!(%peer, listener = endpoint.kind.label(), reason = %why, "PROXY header refused");
-                return Err(CloseReason::ProxyHeaderInvalid);
-            }
-        }
-    }
-    let mut cert_username = None;
-    let link = match &endpoint.tls {
-        Some(acceptor) => {
-            let tls = TlsLink::accept(stream, acceptor.config(), &rbuf)
-                .await
-                .map_err(|e| {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        CloseReason::PeerClosed
-                    } else {
-                        CloseReason::TlsHandshakeFailed
-                    }
-                })?;
-            rbuf.clear();
-            if let Some(cert) = tls.peer_certificate() {
-                cert_username = super::tls::username_of(cert, acceptor.username_from());
-            }
-            Link::Tls(Box::new(tls))
-        }
-        None => Link::Tcp(stream),
-    };
-    let mut io = Transport::new(link, None);
-    if endpoint.kind.is_ws() {
-        let path = broker.config().listeners.ws_path.clone();
-        rbuf = upgrade(&mut io, rbuf, &path, peer).await?;
-    }
-    let mut first_size = 0;
-    let mut first_level = None;
-    let first =
-        match connect::first_packet(&mut io, &mut rbuf, broker.config().limits.max_packet_size)
-            .await
-        {
-            Ok((packet, size)) => {
-                first_size = size;
-                Ok(packet)
-            }
-            Err(connect::FirstPacketError::Closed(reason)) => {
-                // A layer may have an answer queued (a WebSocket close frame and its code).
-                if io.has_pending() {
-                    io.shutdown().await;
-                }
-                return Err(reason);
-            }
-            Err(connect::FirstPacketError::Decode(e, level)) => {
-                first_level = level;
-                Err(e)
-            }
-        };
-    Ok(Opened {
-        io,
-        peer,
-        rbuf,
-        cert_username,
-        first,
-        first_size,
-        first_level,
-    })
-}
-
-/// Reads the WebSocket upgrade request (after `already`, bytes read before) and answers
-/// it; returns the MQTT bytes the frames after it carried.
-async fn upgrade(
-    io: &mut Transport,
-    already: BytesMut,
-    path: &str,
-    peer: SocketAddr,
-) -> Result<BytesMut, CloseReason> {
-    let mut request = already;
-    let upgrade = loop {
-        match ws::parse_upgrade(&request, path) {
-            Ok(Some(upgrade)) => break upgrade,
-            Ok(None) => match io.read_some(&mut request).await {
-                Ok(0) | Err(_) => return Err(CloseReason::PeerClosed),
-                Ok(_) => {}
-            },
-            Err(refusal) => {
-                tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "WebSocket upgrade refused");
-                let _ = io
-                    .write_all(ws::refusal_response(&refusal).as_bytes())
-                    .await;
-                return Err(CloseReason::WebSocketRefused);
-            }
-        }
-    };
-    io.write_all(ws::response(&upgrade).as_bytes())
-        .await
-        .map_err(|_| CloseReason::IoError)?;
-    let mut rest = request.split_off(upgrade.len);
-    let mut framing = Box::<ws::Framing>::default();
-    let unframed = framing.unframe(&mut rest, 0);
-    io.set_ws(framing);
-    if unframed.is_err() {
-        io.shutdown().await;
-        return Err(CloseReason::ProtocolError);
-    }
-    Ok(rest)
-}
-
-/// Opens the transport and reads CONNECT within the connect timeout, attaches the session,
-/// sends CONNACK; or answers the refusal and says why the connection ends. On success, the
-/// connection's state and the outcome of sending CONNACK.
-async fn handshake(
-    stream: TcpStream,
-    peer: SocketAddr,
-    endpoint: Arc<Endpoint>,
-    broker: &Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
-    open_connections: u64,
-) -> Result<(Box<Live>, Result<(), Closing>), CloseReason> {
-    let connect_timeout = broker.config().limits.connect_timeout_secs;
-    let opening = timeout(
-        Duration::from_secs(connect_timeout),
-        open(stream, peer, &endpoint, broker),
-    );
-    let mut opened = tokio::select! {
-        opened = opening => match opened {
-            Err(_) => return Err(CloseReason::ConnectTimeout),
-            Ok(result) => result?,
-        },
-        _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
-    };
-    if let Ok(first) = &opened.first {
-        broker
-            .stats
-            .hot
-            .packet_in(first.packet_type(), opened.first_size);
-    }
-    let connect = match opened.first {
-        Ok(Packet::Connect(c)) => c,
-        // The first packet must be CONNECT [MQTT-3.1.0-1].
-        Ok(_) => return Err(CloseReason::ProtocolError),
-        Err(e) => {
-            // Before CONNACK there is no DISCONNECT; only an unsupported level is answered.
-            if connect::refuse_undecodable(&mut opened.io, opened.first_level, &e).await {
-                let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
-                opened.io.linger(LINGER, LINGER_BYTES).await;
-            }
-            return Err(Closing::decode(&e).reason);
-        }
-    };
-    let origin = Origin {
-        peer: opened.peer,
-        listener: endpoint.kind,
-        username: None,
-    };
-    match connect::accept(
-        broker,
-        &broker.default_tenant,
-        *connect,
-        open_connections,
-        origin,
-        opened.cert_username,
-    ) {
-        Ok(accepted) => {
-            broker
-                .stats
-                .connections
-                .open(endpoint.kind, accepted.conn.version, true);
-            let mut live = Box::new(Live {
-                io: opened.io,
-                listener: endpoint.kind,
-                peer: opened.peer,
-                rbuf: opened.rbuf,
-                out: Outgoing::default(),
-                conn: accepted.conn,
-                broker: broker.clone(),
-                tenant: broker.default_tenant.clone(),
-                last_received_ms: broker.clock_ms(Instant::now()),
-                unwritable_since_ms: NONE,
-                routed: 0,
-                pushback: false,
-                blocked_on: None,
-                blocked_since_ms: NONE,
-                connack_ticket: 0,
-                v3_accept_refused: endpoint.v3_accept_refused,
-                input_pending: false,
-                yielded: false,
-            });
-            let started = live.start(accepted.connack, accepted.ticket);
-            // Packets that came in the same read as CONNECT (a device's CONNECT, PUBLISH,
-            // DISCONNECT in one write; paho's CONNECT and SUBSCRIBE) are handled at once,
-            // not when the socket next becomes readable: it may never, for a client that
-            // waits for their answers.
-            live.input_pending = !live.rbuf.is_empty();
-            live.yielded = true;
-            Ok((live, started))
-        }
-        Err((code, version)) => {
-            let reason =
-                if code == ReasonCode::QuotaExceeded || code == ReasonCode::ServerUnavailable {
-                    CloseReason::ConnectionLimit
-                } else {
-                    CloseReason::ConnectRefused
-                };
-            let ack = Packet::ConnAck(Box::new(mqtt_codec::ConnAck::new(code, false)));
-            if let Ok(bytes) = ack.to_bytes(version) {
-                broker
-                    .stats
-                    .hot
-                    .packets_out(mqtt_codec::PacketType::ConnAck, 1, bytes.len());
-                let _ = timeout(Duration::from_secs(1), opened.io.write_all(&bytes)).await;
-            }
-            let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
-            opened.io.linger(LINGER, LINGER_BYTES).await;
-            Err(reason)
-        }
-    }
-}
-
 impl Live {
+    /// The state of a connection whose CONNECT was accepted. Packets that came in the same
+    /// read as CONNECT (a device's CONNECT, PUBLISH, DISCONNECT in one write; paho's CONNECT
+    /// and SUBSCRIBE) are handled at once, not when the socket next becomes readable: it may
+    /// never, for a client that waits for their answers.
+    pub(super) fn new(
+        io: Transport,
+        endpoint: &Endpoint,
+        peer: SocketAddr,
+        rbuf: BytesMut,
+        conn: Session,
+        broker: &Arc<Broker>,
+    ) -> Box<Live> {
+        let input_pending = !rbuf.is_empty();
+        Box::new(Live {
+            io,
+            listener: endpoint.kind,
+            peer,
+            rbuf,
+            out: Outgoing::default(),
+            conn,
+            broker: broker.clone(),
+            tenant: broker.default_tenant.clone(),
+            last_received_ms: broker.clock_ms(Instant::now()),
+            unwritable_since_ms: NONE,
+            routed: 0,
+            pushback: false,
+            blocked_on: None,
+            stall_timer: None,
+            connack_ticket: 0,
+            v3_accept_refused: endpoint.v3_accept_refused,
+            input_pending,
+            yielded: input_pending,
+        })
+    }
+
     /// Serves the connection after CONNACK until it closes, then closes it.
     async fn run(mut self: Box<Self>, started: Result<(), Closing>) -> CloseReason {
         let closing = match started {
@@ -516,7 +235,11 @@ impl Live {
     }
 
     /// Sends CONNACK, then re-sends what the resumed session had in flight, then its queue.
-    fn start(&mut self, connack: mqtt_codec::ConnAck, ticket: Ticket) -> Result<(), Closing> {
+    pub(super) fn start(
+        &mut self,
+        connack: mqtt_codec::ConnAck,
+        ticket: Ticket,
+    ) -> Result<(), Closing> {
         // With a store, CONNACK waits until the session's record and the will are on disk.
         self.out.gate(ticket);
         self.connack_ticket = ticket;
@@ -560,12 +283,9 @@ impl Live {
         if self.input_pending {
             // Input waits while a subscriber it feeds is congested; parked on that session,
             // this task is woken when it drains (its own deliveries and writes go on).
-            let blocked = self
-                .blocked_on
-                .as_ref()
-                .is_some_and(|congested| congested.park(cx.waker(), &self.broker.config().limits));
-            if !blocked {
+            if !self.still_blocked(cx) {
                 self.blocked_on = None;
+                self.stall_timer = None;
                 if !self.yielded {
                     // Let the other tasks (subscribers draining their queues) run first.
                     self.yielded = true;
@@ -596,19 +316,45 @@ impl Live {
     /// Tells the broker's sweep when this connection next needs looking at: keep-alive
     /// expiry, or the slow-consumer limit while the socket is full.
     fn publish_deadline(&self) {
-        let deadline = self
-            .keep_alive_deadline()
-            .min(self.slow_deadline())
-            .min(self.stall_deadline());
+        let deadline = self.keep_alive_deadline().min(self.slow_deadline());
         self.conn.session.set_deadline(deadline);
     }
 
-    /// When the subscriber this connection's input waits on counts as stalled.
-    fn stall_deadline(&self) -> u64 {
-        match (&self.blocked_on, self.blocked_since_ms) {
-            (Some(_), since) if since != NONE => since + self.broker.config().limits.stall_after_ms,
-            _ => NONE,
+    /// Whether input still waits on the congested subscriber this connection fed (its task
+    /// is then parked on that session, and its stall timer armed). A subscriber whose socket
+    /// has taken nothing for `limits.stall_after_ms` is marked stalled instead: it loses QoS
+    /// 0 rather than hold up its publishers and, through them, everyone else they feed. One
+    /// that keeps taking bytes, however slowly, keeps its publishers waiting.
+    fn still_blocked(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(congested) = &self.blocked_on else {
+            return false;
+        };
+        let limits = &self.broker.config().limits;
+        if !congested.park(cx.waker(), limits) {
+            return false;
         }
+        let stall_at = congested.progress_ms() + limits.stall_after_ms;
+        let now = crate::broker::flow::now_ms();
+        if now >= stall_at {
+            if congested.mark_stalled(limits) {
+                self.broker.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(
+                    client_id = &*congested.client_id,
+                    "subscriber stalled: it no longer slows its publishers"
+                );
+            }
+            return false;
+        }
+        let wake_at = tokio::time::Instant::now() + Duration::from_millis(stall_at - now);
+        let timer = self
+            .stall_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
+        }
+        // Woken by the timer, this is looked at again: the subscriber may have written since.
+        let _ = std::future::Future::poll(timer.as_mut(), cx);
+        true
     }
 
     /// When the client must have sent something: 1.5 x keep-alive after the last packet.
@@ -650,18 +396,6 @@ impl Live {
             return Err(Closing::new(CloseReason::SessionTakenOver));
         }
         let now = self.broker.clock_ms(Instant::now());
-        if now >= self.stall_deadline()
-            && let Some(congested) = self.blocked_on.take()
-        {
-            // Waited long enough: that subscriber loses instead of slowing its publishers.
-            if congested.mark_stalled(&self.broker.config().limits) {
-                self.broker.stats.stalls.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    client_id = &*congested.client_id,
-                    "subscriber stalled: it no longer slows its publishers"
-                );
-            }
-        }
         if now >= self.keep_alive_deadline() {
             return Err(Closing::new(CloseReason::KeepAliveTimeout));
         }
@@ -679,7 +413,6 @@ impl Live {
             self.pushback = true;
             if self.blocked_on.is_none() {
                 self.broker.stats.pushbacks.fetch_add(1, Ordering::Relaxed);
-                self.blocked_since_ms = self.broker.clock_ms(Instant::now());
                 self.blocked_on = Some(congested);
             }
         }
@@ -792,7 +525,13 @@ impl Live {
                 return Err(self.store_failed());
             }
         }
-        match self.out.flush(&mut self.io) {
+        let before = self.out.len();
+        let flushed = self.out.flush(&mut self.io);
+        if self.out.len() < before || matches!(flushed, Ok(true)) {
+            // The socket took bytes (or nothing waits): this subscriber is not stalled.
+            self.conn.session.note_progress();
+        }
+        match flushed {
             Ok(true) => {
                 self.unwritable_since_ms = NONE;
                 Ok(true)
