@@ -1,5 +1,6 @@
-//! Why and how a connection ends: the counted reason, the reason code a v5 client is told,
-//! and for a protocol violation the rule it broke.
+//! Why and how a connection ends: the counted reason and the reason code a v5 client is told.
+//! Kept to a few bytes: it is held across the close's awaits, in the connection's future,
+//! which every idle connection pays for (the rule a violation broke is kept in `Live`).
 
 use mqtt_codec::{DecodeError, ReasonCode};
 
@@ -12,8 +13,6 @@ pub(crate) struct Closing {
     pub(crate) reason: CloseReason,
     /// The reason code a v5 client is told in DISCONNECT (`None`: no DISCONNECT).
     pub(crate) code: Option<ReasonCode>,
-    /// For a protocol violation, the rule the client broke (`[MQTT-3.1.0-2]`), logged.
-    pub(crate) rule: Option<&'static str>,
 }
 
 impl Closing {
@@ -22,7 +21,6 @@ impl Closing {
         Closing {
             reason,
             code: reason.disconnect_code(),
-            rule: None,
         }
     }
 
@@ -40,26 +38,20 @@ impl Closing {
         Closing {
             reason,
             code: Some(code),
-            rule: Some(e.rule()),
         }
     }
 
-    /// A protocol error told with a specific reason code, breaking `rule`.
-    pub(crate) fn protocol(code: ReasonCode, rule: &'static str) -> Self {
+    /// A protocol error told with a specific reason code.
+    pub(crate) fn protocol(code: ReasonCode) -> Self {
         Closing {
             reason: CloseReason::ProtocolError,
             code: Some(code),
-            rule: Some(rule),
         }
     }
 
     /// A close without a DISCONNECT.
     pub(crate) fn silent(reason: CloseReason) -> Self {
-        Closing {
-            reason,
-            code: None,
-            rule: None,
-        }
+        Closing { reason, code: None }
     }
 
     /// Whether the client broke a rule (logged at INFO, rate-limited).

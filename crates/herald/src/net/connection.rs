@@ -87,12 +87,8 @@ pub(crate) struct Live {
     /// A subscriber queue passed high water, or the route budget is spent: stop taking
     /// input until others have run.
     pushback: bool,
-    /// The congested subscriber this connection's input waits on (pushback,
-    /// `broker::flow`): no input is taken until it drains, goes offline, or stalls.
-    blocked_on: Option<Arc<BrokerSession>>,
-    /// Wakes this task when the subscriber it waits on would count as stalled (a timer only
-    /// while parked: a rare state).
-    stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// State few connections ever have (boxed: every byte here is paid per connection).
+    rare: Option<Box<Rare>>,
     /// The store ticket CONNACK waited for: while it is not durable, CONNACK is unsent.
     connack_ticket: Ticket,
     /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
@@ -102,6 +98,19 @@ pub(crate) struct Live {
     input_pending: bool,
     /// The yield has happened; the next poll resumes the input.
     yielded: bool,
+}
+
+/// What few connections ever need: pushback state and the rule a violation broke.
+#[derive(Default)]
+struct Rare {
+    /// The congested subscriber this connection's input waits on (pushback,
+    /// `broker::flow`): no input is taken until it drains, goes offline, or stalls.
+    blocked_on: Option<Arc<BrokerSession>>,
+    /// Wakes this task when the subscriber it waits on would count as stalled (armed only
+    /// while parked).
+    stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// The rule a protocol violation broke (`[MQTT-3.1.0-2]`), for the log.
+    rule: Option<&'static str>,
 }
 
 /// What woke a connection.
@@ -194,8 +203,7 @@ impl Live {
             unwritable_since_ms: NONE,
             routed: 0,
             pushback: false,
-            blocked_on: None,
-            stall_timer: None,
+            rare: None,
             connack_ticket: 0,
             v3_accept_refused: endpoint.v3_accept_refused,
             input_pending,
@@ -218,7 +226,7 @@ impl Live {
                 client_id = &*self.conn.session.client_id,
                 peer = %self.peer,
                 reason = closing.reason.label(),
-                rule = closing.rule.unwrap_or("limits"),
+                rule = self.rare.as_ref().and_then(|r| r.rule).unwrap_or("limits"),
                 code = ?closing.code,
                 suppressed,
                 "protocol violation: connection closed"
@@ -284,8 +292,10 @@ impl Live {
             // Input waits while a subscriber it feeds is congested; parked on that session,
             // this task is woken when it drains (its own deliveries and writes go on).
             if !self.still_blocked(cx) {
-                self.blocked_on = None;
-                self.stall_timer = None;
+                if let Some(rare) = &mut self.rare {
+                    rare.blocked_on = None;
+                    rare.stall_timer = None;
+                }
                 if !self.yielded {
                     // Let the other tasks (subscribers draining their queues) run first.
                     self.yielded = true;
@@ -326,7 +336,10 @@ impl Live {
     /// 0 rather than hold up its publishers and, through them, everyone else they feed. One
     /// that keeps taking bytes, however slowly, keeps its publishers waiting.
     fn still_blocked(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(congested) = &self.blocked_on else {
+        let Some(rare) = &mut self.rare else {
+            return false;
+        };
+        let Some(congested) = &rare.blocked_on else {
             return false;
         };
         let limits = &self.broker.config().limits;
@@ -346,7 +359,7 @@ impl Live {
             return false;
         }
         let wake_at = tokio::time::Instant::now() + Duration::from_millis(stall_at - now);
-        let timer = self
+        let timer = rare
             .stall_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
         if timer.deadline() != wake_at {
@@ -411,11 +424,18 @@ impl Live {
         self.routed = self.routed.saturating_add(routed.matched as u32);
         if let Some(congested) = routed.congested.take() {
             self.pushback = true;
-            if self.blocked_on.is_none() {
+            let rare = self.rare.get_or_insert_with(Default::default);
+            if rare.blocked_on.is_none() {
                 self.broker.stats.pushbacks.fetch_add(1, Ordering::Relaxed);
-                self.blocked_on = Some(congested);
+                rare.blocked_on = Some(congested);
             }
         }
+    }
+
+    /// A protocol error told with `code`, breaking `rule` (logged when the connection closes).
+    pub(crate) fn violation(&mut self, code: ReasonCode, rule: &'static str) -> Closing {
+        self.rare.get_or_insert_with(Default::default).rule = Some(rule);
+        Closing::protocol(code)
     }
 
     /// Whether this listener acknowledges a 3.1.1 publication it could not queue.
@@ -479,7 +499,10 @@ impl Live {
                     self.handle(packet)?
                 }
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(Closing::decode(&e)),
+                Err(e) => {
+                    self.rare.get_or_insert_with(Default::default).rule = Some(e.rule());
+                    return Err(Closing::decode(&e));
+                }
             }
         }
     }

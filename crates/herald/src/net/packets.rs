@@ -34,7 +34,7 @@ impl Live {
             Packet::Disconnect(d) => self.on_disconnect(d),
             // A second CONNECT [MQTT-3.1.0-2], AUTH without an authentication method
             // [MQTT-4.12.0-1], or a packet only a server sends.
-            other => Err(Closing::protocol(
+            other => Err(self.violation(
                 ReasonCode::ProtocolError,
                 match other {
                     Packet::Connect(_) => "[MQTT-3.1.0-2]",
@@ -68,16 +68,10 @@ impl Live {
         self.resolve_alias(&mut p)?;
         let cfg = self.broker.config();
         if p.qos as u8 > cfg.session.maximum_qos {
-            return Err(Closing::protocol(
-                ReasonCode::QoSNotSupported,
-                "[MQTT-3.2.2-11]",
-            ));
+            return Err(self.violation(ReasonCode::QoSNotSupported, "[MQTT-3.2.2-11]"));
         }
         if p.retain && !cfg.session.retain_available {
-            return Err(Closing::protocol(
-                ReasonCode::RetainNotSupported,
-                "[MQTT-3.2.2-14]",
-            ));
+            return Err(self.violation(ReasonCode::RetainNotSupported, "[MQTT-3.2.2-14]"));
         }
         let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
             && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
@@ -223,7 +217,7 @@ impl Live {
                 Some(topic) => p.topic = topic.clone(),
                 // An alias never set is a protocol error [MQTT-3.3.4-?]: §3.3.2.3.4.
                 None => {
-                    return Err(Closing::protocol(
+                    return Err(self.violation(
                         ReasonCode::ProtocolError,
                         "a topic alias never set (MQTT 5.0 §3.3.2.3.4)",
                     ));
@@ -403,10 +397,7 @@ impl Live {
         if let Some(expiry) = d.properties.session_expiry_interval {
             if self.conn.expiry_at_connect == 0 && expiry != 0 {
                 // [MQTT-3.14.2-2]
-                return Err(Closing::protocol(
-                    ReasonCode::ProtocolError,
-                    "[MQTT-3.14.2-2]",
-                ));
+                return Err(self.violation(ReasonCode::ProtocolError, "[MQTT-3.14.2-2]"));
             }
             let capped = expiry.min(self.broker.config().session.max_session_expiry_secs);
             self.conn.session.lock().expiry_interval = capped;
