@@ -190,6 +190,8 @@ impl Live {
         broker: &Arc<Broker>,
     ) -> Box<Live> {
         let input_pending = !rbuf.is_empty();
+        // Idle connections keep no read buffer: not even the handshake's, once empty.
+        let rbuf = if input_pending { rbuf } else { BytesMut::new() };
         Box::new(Live {
             io,
             listener: endpoint.kind,
