@@ -133,6 +133,11 @@ impl Reloader {
         new.http.max_body_bytes = old.http.max_body_bytes;
         new.log.format = old.log.format.clone();
         new.tls.watch_secs = old.tls.watch_secs;
+        // Valid on its own is not enough: with the running values of what needs a restart it
+        // must be valid too (removing every API key while the API still listens on a public
+        // address, or anonymous access while an MQTT listener does, is refused).
+        new.validate()
+            .map_err(|e| format!("{e} (checked with the running listeners and http.listen)"))?;
         // The certificates first: if they do not load, nothing changes.
         if let Some(tls) = &self.tls {
             tls.reload_with(&new.tls).map_err(|e| e.to_string())?;

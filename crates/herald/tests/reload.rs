@@ -104,3 +104,61 @@ async fn limits_reload_live_and_bad_configurations_are_refused_whole() {
     assert_eq!(config.limits.max_packet_size, 2048);
     assert_eq!(config.session.maximum_qos, 1);
 }
+
+/// A reload that would leave the running API on a public address without API keys is
+/// refused: `http.listen` needs a restart, so the running address is what is checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_remove_the_keys_of_an_api_on_a_public_address() {
+    const KEY: &str = "reload-test-key-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    // Every address of this machine (the test talks to it over loopback only), with a key.
+    std::fs::write(
+        &file,
+        format!("[http]\nlisten = \"0.0.0.0:0\"\napi_keys = [\"{KEY}\"]\n"),
+    )
+    .unwrap();
+    let env: Vec<(String, String)> = [
+        ("HERALD_LISTENERS_MQTT", "127.0.0.1:0"),
+        ("HERALD_LISTENERS_WS", ""),
+        ("HERALD_STORE_IN_MEMORY", "true"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = Config::load(Some(&file), env.clone(), &Overrides::default()).unwrap();
+    let s = common::start_with(config).await;
+    s.server.set_config_source(ConfigSource {
+        file: Some(file.clone()),
+        env,
+        overrides: Overrides::default(),
+    });
+    let port = s.server.http_addr().unwrap().port();
+    let http = SocketAddr::from(([127, 0, 0, 1], port));
+    let auth = format!("Bearer {KEY}");
+
+    // The file now names the loopback address and no keys: valid on its own.
+    std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let r = common::http::request(
+        http,
+        "POST",
+        "/api/v1/reload",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_ne!(r.status, 200, "refused: {:?}", r.json());
+    assert!(
+        r.json().to_string().contains("http.api_keys"),
+        "the error names the key: {:?}",
+        r.json()
+    );
+    // The keys still guard the API.
+    let r = common::http::request(http, "GET", "/api/v1/stats", &[], "").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        s.server.broker().config().http.api_keys,
+        vec![KEY.to_string()]
+    );
+    s.server.shutdown(common::WAIT).await;
+}
