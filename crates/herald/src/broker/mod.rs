@@ -1,8 +1,7 @@
 //! The transport-agnostic core: tenants, sessions and their lifecycle, the subscription
 //! index, routing, retained messages, wills, counters. One file per concept.
 //!
-//! Lock order (never the reverse, never across an `.await`):
-//! registry shard -> session state -> subscription index / retained store.
+//! Lock order: written once, in docs/architecture.md ("Lock order").
 
 pub mod durable;
 pub mod flow;
