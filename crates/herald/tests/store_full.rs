@@ -90,5 +90,19 @@ async fn a_full_disk_answers_publishers_and_connects_instead_of_hanging() {
     // The persistent session reconnects: it is told the server is unavailable, at once.
     let (_, ack) = Raw::connect_with(s.addr, keeper).await;
     assert_eq!(ack.reason_code, ReasonCode::ServerUnavailable);
+    // Counted as what it is, not as the connection limit.
+    eventually("counted store_failed", || {
+        broker
+            .stats
+            .closes(herald::broker::stats::CloseReason::StoreFailed)
+            >= 1
+    })
+    .await;
+    assert_eq!(
+        broker
+            .stats
+            .closes(herald::broker::stats::CloseReason::ConnectionLimit),
+        0
+    );
     s.server.shutdown(WAIT).await;
 }

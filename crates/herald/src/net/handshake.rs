@@ -232,12 +232,15 @@ pub(super) async fn handshake(
             Ok((live, started))
         }
         Err((code, version)) => {
-            let reason =
-                if code == ReasonCode::QuotaExceeded || code == ReasonCode::ServerUnavailable {
+            let store_failed = broker.durable.as_ref().is_some_and(|d| d.journal.failed());
+            let reason = match code {
+                // A persistent session cannot be stored (connect::accept).
+                ReasonCode::ServerUnavailable if store_failed => CloseReason::StoreFailed,
+                ReasonCode::QuotaExceeded | ReasonCode::ServerUnavailable => {
                     CloseReason::ConnectionLimit
-                } else {
-                    CloseReason::ConnectRefused
-                };
+                }
+                _ => CloseReason::ConnectRefused,
+            };
             let ack = Packet::ConnAck(Box::new(mqtt_codec::ConnAck::new(code, false)));
             if let Ok(bytes) = ack.to_bytes(version) {
                 broker
