@@ -135,15 +135,7 @@ async fn qos1_for_an_offline_session_queues_up_to_the_limit() {
         let (mut sub, _) = Raw::connect_with(s.addr, persistent(version, &id, true)).await;
         sub.subscribe(&topic, QoS::AtLeastOnce).await;
         sub.disconnect().await;
-        let broker = s.server.broker().clone();
-        eventually_within(&format!("{id} offline"), WAIT, || {
-            broker
-                .default_tenant
-                .sessions
-                .get(&id)
-                .is_some_and(|session| !session.lock().connected)
-        })
-        .await;
+        until_offline(&s, &id).await;
 
         let before = stats.drops(DropReason::QueueFull);
         for i in 0..SENT {

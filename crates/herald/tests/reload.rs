@@ -19,27 +19,34 @@ async fn post_reload(http: SocketAddr) -> (u16, Value) {
     (r.status, r.json())
 }
 
+/// Herald on free loopback ports and in memory, configured from `file`, the variables
+/// `extra` and those, and reloading from the same sources.
+async fn start_reloadable(file: &std::path::Path, extra: &[(&str, &str)]) -> common::TestServer {
+    let env: Vec<(String, String)> = [
+        ("HERALD_LISTENERS_MQTT", "127.0.0.1:0"),
+        ("HERALD_LISTENERS_WS", ""),
+        ("HERALD_STORE_IN_MEMORY", "true"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = Config::load(Some(file), env.clone(), &Overrides::default()).unwrap();
+    let s = common::start_with(config).await;
+    s.server.set_config_source(ConfigSource {
+        file: Some(file.to_path_buf()),
+        env,
+        overrides: Overrides::default(),
+    });
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_reload_live_and_bad_configurations_are_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("herald.toml");
     std::fs::write(&file, "[limits]\nmax_packet_size = 1048576\n").unwrap();
-    let env: Vec<(String, String)> = [
-        ("HERALD_LISTENERS_MQTT", "127.0.0.1:0"),
-        ("HERALD_LISTENERS_WS", ""),
-        ("HERALD_HTTP_LISTEN", "127.0.0.1:0"),
-        ("HERALD_STORE_IN_MEMORY", "true"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let config = Config::load(Some(&file), env.clone(), &Overrides::default()).unwrap();
-    let s = common::start_with(config).await;
-    s.server.set_config_source(ConfigSource {
-        file: Some(file.clone()),
-        env,
-        overrides: Overrides::default(),
-    });
+    let s = start_reloadable(&file, &[("HERALD_HTTP_LISTEN", "127.0.0.1:0")]).await;
     let http = s.server.http_addr().unwrap();
     let mut before = Raw::connect(s.addr, V5, "before").await;
 
@@ -118,21 +125,7 @@ async fn a_reload_cannot_remove_the_keys_of_an_api_on_a_public_address() {
         format!("[http]\nlisten = \"0.0.0.0:0\"\napi_keys = [\"{KEY}\"]\n"),
     )
     .unwrap();
-    let env: Vec<(String, String)> = [
-        ("HERALD_LISTENERS_MQTT", "127.0.0.1:0"),
-        ("HERALD_LISTENERS_WS", ""),
-        ("HERALD_STORE_IN_MEMORY", "true"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let config = Config::load(Some(&file), env.clone(), &Overrides::default()).unwrap();
-    let s = common::start_with(config).await;
-    s.server.set_config_source(ConfigSource {
-        file: Some(file.clone()),
-        env,
-        overrides: Overrides::default(),
-    });
+    let s = start_reloadable(&file, &[]).await;
     let port = s.server.http_addr().unwrap().port();
     let http = SocketAddr::from(([127, 0, 0, 1], port));
     let auth = format!("Bearer {KEY}");

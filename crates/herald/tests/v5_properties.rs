@@ -14,19 +14,6 @@ use mqtt_codec::{
     Ack, Connect, Disconnect, Packet, ProtocolVersion::*, Publish, QoS, ReasonCode, Subscribe,
 };
 
-/// Waits until the server has seen `id`'s connection go (its session stays, offline).
-async fn wait_offline(s: &TestServer, id: &str) {
-    let broker = s.server.broker().clone();
-    eventually(&format!("session {id} offline"), || {
-        broker
-            .default_tenant
-            .sessions
-            .get(id)
-            .is_some_and(|session| !session.lock().connected)
-    })
-    .await;
-}
-
 /// A v5 CONNECT with clean start, changed by `edit`.
 async fn connect_v5(s: &TestServer, id: &str, edit: impl FnOnce(&mut Connect)) -> Raw {
     let mut c = Connect::new(V5, id, 60);
@@ -133,7 +120,7 @@ async fn expired_messages_are_not_delivered_and_the_rest_carry_the_remaining_int
     .await;
     sub.subscribe("exp/t", QoS::AtLeastOnce).await;
     sub.disconnect().await;
-    wait_offline(&s, "exp-sub").await;
+    until_offline(&s, "exp-sub").await;
 
     let mut publisher = connect_v5(&s, "exp-pub", |_| {}).await;
     for (payload, expiry) in [("short", Some(2)), ("long", Some(60)), ("never", None)] {

@@ -345,7 +345,7 @@ impl Broker {
     /// attached, the session goes offline: it ends now (expiry 0) or when its expiry interval
     /// passes without a new connection.
     pub fn detach(self: &Arc<Self>, tenant: &Arc<Tenant>, session: &Arc<Session>, generation: u64) {
-        let expiry = {
+        let (expiry, waiters) = {
             let mut st = session.lock();
             if st.generation != generation {
                 return;
@@ -358,7 +358,6 @@ impl Broker {
             // Publishers parked on it go on: an offline session does not push back.
             (st.expiry_interval, st.release_waiters())
         };
-        let (expiry, waiters) = expiry;
         waiters.into_iter().for_each(std::task::Waker::wake);
         if expiry == 0 {
             self.end_session(tenant, session, Some(generation));
