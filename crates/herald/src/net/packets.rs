@@ -76,7 +76,7 @@ impl Live {
         let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
             && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
         if !topic_ok {
-            return self.refuse_publish(&p, ReasonCode::TopicNameInvalid);
+            return self.refuse_publish(p.qos, p.packet_id, ReasonCode::TopicNameInvalid);
         }
         if let Some(d) = &self.broker.durable
             && p.qos != QoS::AtMostOnce
@@ -89,7 +89,7 @@ impl Live {
                 .store_refused
                 .fetch_add(1, Ordering::Relaxed);
             self.broker.stats.refuse(reason);
-            return self.refuse_unqueued(&p, reason, false);
+            return self.refuse_unqueued(p.qos, p.packet_id, reason, false);
         }
         let packet_id = p.packet_id;
         let mut extra = None;
@@ -125,18 +125,9 @@ impl Live {
         if let Some(reason) = published.refused
             && qos != QoS::AtMostOnce
         {
-            // Not acknowledged as accepted: the QoS 2 exchange ends here, and a re-send of
-            // this packet id must be taken as a new message.
             self.out.gate(published.ticket);
-            if qos == QoS::ExactlyOnce {
-                self.forget_inbound(packet_id);
-            }
-            let p = Publish {
-                packet_id,
-                qos,
-                ..Publish::new(message.topic.clone(), bytes::Bytes::new())
-            };
-            return self.refuse_unqueued(&p, reason, self.v3_accept_refused());
+            let accept = self.v3_accept_refused();
+            return self.refuse_unqueued(qos, packet_id, reason, accept);
         }
         let mut ack = Ack::new(packet_id);
         if matched == 0 && self.v5() {
@@ -144,6 +135,11 @@ impl Live {
         }
         // Acknowledged once on disk.
         self.out.gate(published.ticket);
+        self.acknowledge(qos, ack)
+    }
+
+    /// Answers a PUBLISH of `qos` with `ack`: PUBACK for QoS 1, PUBREC for QoS 2.
+    fn acknowledge(&mut self, qos: QoS, ack: Ack) -> Result<(), Closing> {
         match qos {
             QoS::AtMostOnce => Ok(()),
             QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
@@ -169,34 +165,34 @@ impl Live {
     /// why in its PUBACK/PUBREC (0x97 Quota exceeded for a bound, 0x80 Unspecified error
     /// for a failing store). 3.1.1 has no way to say no: the connection is closed without
     /// the acknowledgement (the client sends it again), unless `accept` (the listener is in
-    /// `listeners.v3_accept_refused`), when it is acknowledged and counted.
+    /// `listeners.v3_accept_refused`), when it is acknowledged and counted. A refused QoS 2
+    /// exchange ends here: its packet id is forgotten, so a re-send is a new message.
     fn refuse_unqueued(
         &mut self,
-        p: &Publish,
+        qos: QoS,
+        packet_id: u16,
         reason: crate::broker::stats::RefuseReason,
         accept: bool,
     ) -> Result<(), Closing> {
         use crate::broker::stats::RefuseReason;
-        let code = match reason {
-            RefuseReason::StoreFailed => ReasonCode::UnspecifiedError,
-            _ => ReasonCode::QuotaExceeded,
-        };
-        if self.v5() {
-            return self.refuse_publish(p, code);
-        }
-        if accept && reason != RefuseReason::StoreFailed {
+        if accept && !self.v5() && reason != RefuseReason::StoreFailed {
             self.broker
                 .stats
                 .accepted_unqueued
                 .fetch_add(1, Ordering::Relaxed);
-            let ack = Ack::new(p.packet_id);
-            return match p.qos {
-                QoS::AtMostOnce => Ok(()),
-                QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
-                QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
-            };
+            return self.acknowledge(qos, Ack::new(packet_id));
         }
-        Err(Closing::new(CloseReason::PublishRefused))
+        if qos == QoS::ExactlyOnce {
+            self.forget_inbound(packet_id);
+        }
+        if !self.v5() {
+            return Err(Closing::new(CloseReason::PublishRefused));
+        }
+        let code = match reason {
+            RefuseReason::StoreFailed => ReasonCode::UnspecifiedError,
+            _ => ReasonCode::QuotaExceeded,
+        };
+        self.refuse_publish(qos, packet_id, code)
     }
 
     /// Replaces a v5 topic alias by its topic, or records a new alias [MQTT-3.3.2-12].
@@ -234,17 +230,18 @@ impl Live {
 
     /// Refuses one publication without closing (v5 QoS 1/2 get the reason in their ack);
     /// 3.1.1 has no way to say no but to close.
-    fn refuse_publish(&mut self, p: &Publish, code: ReasonCode) -> Result<(), Closing> {
+    fn refuse_publish(
+        &mut self,
+        qos: QoS,
+        packet_id: u16,
+        code: ReasonCode,
+    ) -> Result<(), Closing> {
         if !self.v5() {
             return Err(Closing::new(CloseReason::ProtocolError));
         }
-        let mut ack = Ack::new(p.packet_id);
+        let mut ack = Ack::new(packet_id);
         ack.reason_code = code;
-        match p.qos {
-            QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
-            QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
-        }
+        self.acknowledge(qos, ack)
     }
 
     fn on_pubrec(&mut self, a: Ack) -> Result<(), Closing> {
