@@ -523,7 +523,7 @@ pub fn render(broker: &crate::broker::Broker, sampled: &Sampled) -> String {
         "herald_store_refused_total {}",
         s.store_refused.load(Ordering::Relaxed)
     );
-    if let Some(d) = &broker.durable {
+    if let Some(d) = broker.persist.durable() {
         let j = d.journal.stats();
         j.write_seconds.write(
             &mut out,

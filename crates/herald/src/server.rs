@@ -93,10 +93,10 @@ impl Server {
         let durable = open_store(&config)?;
         let anonymous_public = config.listeners.allow_anonymous_public;
         let broker = Broker::with_store(config, max_connections, durable);
-        if broker.durable.is_some() {
+        if broker.persist.is_stored() {
             let started = std::time::Instant::now();
             let restored = crate::broker::restore::restore(&broker)?;
-            let d = broker.durable.as_ref().map(|d| d.check_disk());
+            let d = broker.persist.durable().map(|d| d.check_disk());
             tracing::info!(
                 sessions = restored.sessions,
                 messages = restored.messages,
@@ -183,7 +183,7 @@ impl Server {
                 sweeper.sweep();
             }
         }));
-        if broker.durable.is_some() {
+        if broker.persist.is_stored() {
             accept_loops.push(tokio::spawn(watch_disk(broker.clone())));
         }
         Ok(Server {
@@ -310,11 +310,11 @@ impl Server {
                 "connections still open after the shutdown grace period"
             );
         }
-        if let Some(d) = &self.broker.durable {
+        if let Some(d) = self.broker.persist.durable() {
             // Everything submitted is written before the store closes.
             let broker = self.broker.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                if let Some(d) = &broker.durable {
+                if let Some(d) = broker.persist.durable() {
                     d.journal.close();
                 }
             })
@@ -432,7 +432,7 @@ async fn watch_disk(broker: Arc<Broker>) {
         tick.tick().await;
         let broker = broker.clone();
         let Ok(Some((used, free))) =
-            tokio::task::spawn_blocking(move || broker.durable.as_ref().map(Durable::check_disk))
+            tokio::task::spawn_blocking(move || broker.persist.durable().map(Durable::check_disk))
                 .await
         else {
             return;

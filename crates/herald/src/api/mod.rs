@@ -88,12 +88,12 @@ impl ApiState {
         let config = broker.config();
         let http = &config.http;
         let keys = idempotency::Keys::new(http.idempotency_window_secs, http.max_idempotency_keys);
-        if let Some(d) = &broker.durable {
+        if broker.persist.is_stored() {
             let now = idempotency::now_ms();
             let mut expired = Vec::new();
             let mut kept = 0;
-            d.journal
-                .store()
+            broker
+                .persist
                 .scan(Space::Idempotency, &mut |k, v| {
                     let key = String::from_utf8_lossy(k).into_owned();
                     let kept_it = idempotency::Record::decode(v)
@@ -106,9 +106,7 @@ impl ApiState {
                     Ok(())
                 })
                 .map_err(|e| anyhow::anyhow!("reading the idempotency keys: {e}"))?;
-            if !expired.is_empty() {
-                d.journal.submit(expired);
-            }
+            broker.persist.submit(expired);
             tracing::info!(kept, "idempotency keys restored");
         }
         let start = Sample::take(&broker);
@@ -149,12 +147,10 @@ impl ApiState {
                 _ = shutdown.changed() => return,
             }
             let gone = self.keys.sweep(idempotency::now_ms());
-            if let (Some(d), false) = (&self.broker.durable, gone.is_empty()) {
-                d.journal.submit(
-                    gone.into_iter()
-                        .map(|k| Op::Delete(Space::Idempotency, k.into_bytes())),
-                );
-            }
+            self.broker.persist.submit(
+                gone.into_iter()
+                    .map(|k| Op::Delete(Space::Idempotency, k.into_bytes())),
+            );
         }
     }
 }
@@ -432,11 +428,7 @@ async fn healthz() -> Json<Value> {
 
 /// Ready for traffic: listeners up, store open, not draining.
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
-    let store_ok = state
-        .broker
-        .durable
-        .as_ref()
-        .is_none_or(|d| !d.journal.failed());
+    let store_ok = !state.broker.persist.failed();
     let ready = state.ready.load(Ordering::Relaxed) && store_ok && !state.broker.draining();
     let status = if ready {
         StatusCode::OK
@@ -469,7 +461,7 @@ async fn metrics(
     let mut sampled = crate::metrics::Sampled {
         retained: b.default_tenant.retained.len() as u64,
         idempotency_keys: state.keys.len() as u64,
-        store_bytes: b.durable.as_ref().map(|d| d.journal.store().disk_bytes()),
+        store_bytes: b.persist.durable().map(|d| d.journal.store().disk_bytes()),
         http_open: http.open.load(Ordering::Relaxed) as u64,
         http_refused: http.refused.load(Ordering::Relaxed),
         http_header_timeouts: http.header_timeouts.load(Ordering::Relaxed),

@@ -18,6 +18,7 @@ use super::idempotency::{Begin, Outcome, fingerprint, now_ms, put_op};
 use super::{ApiError, ApiState, Authorized};
 use crate::broker::message::Message;
 use crate::config::Config;
+use crate::store::journal::Ticket;
 
 /// One message of a request, checked.
 #[derive(Debug)]
@@ -132,7 +133,7 @@ async fn publish(
     let broker = &state.broker;
     let Some(key) = key else {
         let mut outcomes = Vec::with_capacity(drafts.len());
-        let mut ticket = 0;
+        let mut ticket = Ticket::NONE;
         for draft in drafts {
             check_store(state, &draft)?;
             let qos = draft.qos;
@@ -172,7 +173,7 @@ async fn publish(
         }
         Begin::Publish { done } => done,
     };
-    let mut ticket = 0;
+    let mut ticket = Ticket::NONE;
     let mut failure = None;
     for draft in drafts.into_iter().skip(outcomes.len()) {
         if let Err(e) = check_store(state, &draft) {
@@ -181,7 +182,7 @@ async fn publish(
         }
         let qos = draft.qos;
         let message = message(draft);
-        let stored = broker.durable.is_some();
+        let stored = broker.persist.is_stored();
         let published = broker.publish_with(&broker.default_tenant, &message, |routed| {
             if qos != QoS::AtMostOnce && routed.refused > 0 {
                 // Not accepted: the key does not count it, a retry publishes it again.
@@ -228,6 +229,17 @@ fn refused(
 /// request's messages were published before it. Subscribers whose queues had room got the
 /// refused message; a retry sends it to them again (at-least-once for what was refused).
 fn over_bound(reason: crate::broker::stats::RefuseReason, published: usize) -> ApiError {
+    if reason == crate::broker::stats::RefuseReason::Unrecordable {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            None,
+            format!(
+                "the store could not record the message; {published} message(s) of the \
+                 request were published before it"
+            ),
+        );
+    }
     let what = match reason {
         crate::broker::stats::RefuseReason::RetainedLimit => {
             "the tenant's retained messages are at limits.max_retained_messages or \
@@ -248,42 +260,39 @@ fn over_bound(reason: crate::broker::stats::RefuseReason, published: usize) -> A
 
 /// Refuses a QoS 1/2 message while the store is past its disk limits or failing.
 fn check_store(state: &ApiState, draft: &Draft) -> Result<(), ApiError> {
-    if let Some(d) = &state.broker.durable {
-        if d.journal.failed() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_failed",
-                None,
-                "the store cannot write; nothing more is accepted",
-            ));
-        }
-        if draft.qos != QoS::AtMostOnce && d.refusing() {
-            state
-                .broker
-                .stats
-                .store_refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(ApiError::new(
-                StatusCode::INSUFFICIENT_STORAGE,
-                "store_full",
-                None,
-                "the store is past store.max_disk_bytes or store.min_free_disk_bytes",
-            ));
-        }
+    let persist = &state.broker.persist;
+    if persist.failed() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            None,
+            "the store cannot write; nothing more is accepted",
+        ));
+    }
+    if draft.qos != QoS::AtMostOnce && persist.refusing() {
+        state
+            .broker
+            .stats
+            .store_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store_full",
+            None,
+            "the store is past store.max_disk_bytes or store.min_free_disk_bytes",
+        ));
     }
     Ok(())
 }
 
 /// Waits until `ticket` is on disk: a publication is answered once it would survive a
 /// crash, as a PUBACK is.
-pub(crate) async fn wait_durable(state: &ApiState, ticket: u64) -> Result<(), ApiError> {
-    let Some(d) = &state.broker.durable else {
-        return Ok(());
-    };
-    if ticket == 0 {
+pub(crate) async fn wait_durable(state: &ApiState, ticket: Ticket) -> Result<(), ApiError> {
+    let persist = &state.broker.persist;
+    if ticket.is_none() {
         return Ok(());
     }
-    let durable = std::future::poll_fn(|cx| d.journal.poll_durable(ticket, cx));
+    let durable = std::future::poll_fn(|cx| persist.poll_durable(ticket, cx));
     tokio::time::timeout(DURABLE_WAIT, durable)
         .await
         .map_err(|_| {
@@ -295,7 +304,7 @@ pub(crate) async fn wait_durable(state: &ApiState, ticket: u64) -> Result<(), Ap
                  Idempotency-Key to publish exactly once",
             )
         })?;
-    if d.journal.durable() < ticket {
+    if persist.durable_ticket() < ticket {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_failed",

@@ -29,6 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use mqtt_codec::QoS;
 
 use super::message::{Delivery, Message};
+use super::persist::StoredMessage;
 use super::session::{Session, SessionState, Stage, Will};
 use crate::config::StoreConfig;
 use crate::store::fjall::{FjallOptions, FjallStore};
@@ -176,31 +177,33 @@ impl Durable {
         (used, free)
     }
 
-    /// Gives `message` a store id and reserves its ticket before it is routed, so that its
-    /// deliveries can name it and wait for it. Submit its ops with `submit_message`.
-    pub fn number(&self, message: &Message) {
+    /// Whether `message` can be recorded: its PUBLISH, as the store keeps it, encodes.
+    pub(super) fn recordable(&self, message: &Message) -> bool {
+        let publish = message.publish(
+            message.qos,
+            message.retain,
+            1,
+            message.properties.message_expiry_interval,
+            Vec::new(),
+        );
+        publish.encoded_len(mqtt_codec::ProtocolVersion::V5).is_ok()
+    }
+
+    /// A new store id for a QoS 1/2 message, with its ticket reserved before it is routed,
+    /// so that its deliveries can name it and wait for it. Submit its ops under the ticket.
+    pub(super) fn number(&self) -> std::sync::Arc<StoredMessage> {
         let id = self.next_message.fetch_add(1, Ordering::Relaxed);
-        message.id.store(id, Ordering::Release);
-        message
-            .ticket
-            .store(self.journal.reserve(), Ordering::Release);
+        StoredMessage::new(id, self.journal.reserve())
     }
 
-    /// Submits the ops of a numbered message under its reserved ticket; returns the ticket.
-    pub fn submit_message(&self, message: &Message, ops: Vec<Op>) -> Ticket {
-        let ticket = message.ticket.load(Ordering::Acquire);
-        self.journal.submit_reserved(ticket, ops);
-        ticket
-    }
-
-    /// The ops that store `message` for `recipients` (none when there are none).
-    pub fn message_ops(&self, message: &Message, recipients: Vec<Recipient>, ops: &mut Vec<Op>) {
-        if recipients.is_empty() {
-            // Not written, so nothing to delete when the publisher lets go of it.
-            message.id.store(0, Ordering::Release);
-            return;
-        }
-        let id = message.id.load(Ordering::Acquire);
+    /// The op that stores `message` as `stored` for `recipients`; `Err` when it does not
+    /// encode (logged).
+    pub(super) fn message_op(
+        &self,
+        message: &Message,
+        stored: &StoredMessage,
+        recipients: Vec<Recipient>,
+    ) -> Result<Op, ()> {
         let publish = message.publish(
             message.qos,
             message.retain,
@@ -215,16 +218,24 @@ impl Durable {
             publish,
         };
         match rec.encode() {
-            Ok(v) => ops.push(Op::Create(Space::Messages, record::message_key(id), v)),
-            Err(e) => tracing::error!(error = %e, "message not stored"),
+            Ok(v) => Ok(Op::Create(
+                Space::Messages,
+                record::message_key(stored.id()),
+                v,
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "message cannot be stored: refused");
+                Err(())
+            }
         }
     }
 
-    /// The op that stores (or, for an empty payload, deletes) a retained message.
-    pub fn retained_op(&self, tenant: &str, message: &Message) -> Option<Op> {
+    /// The op that stores (or, for an empty payload, deletes) a retained message; `Err`
+    /// when it does not encode (logged).
+    pub(super) fn retained_op(&self, tenant: &str, message: &Message) -> Result<Op, ()> {
         let key = record::retained_key(tenant, &message.topic);
         if message.payload.is_empty() {
-            return Some(Op::Delete(Space::Retained, key));
+            return Ok(Op::Delete(Space::Retained, key));
         }
         let publish = message.publish(
             message.qos,
@@ -238,41 +249,33 @@ impl Durable {
             publish,
         };
         match rec.encode() {
-            Ok(v) => Some(Op::Put(Space::Retained, key, v)),
+            Ok(v) => Ok(Op::Put(Space::Retained, key, v)),
             Err(e) => {
-                tracing::error!(error = %e, "retained message not stored");
-                None
+                tracing::error!(error = %e, "retained message cannot be stored: refused");
+                Err(())
             }
         }
     }
 
-    /// Releases one pin of `message`; the last one deletes its record.
-    pub fn unpin(&self, message: &Message) {
-        if message.pins.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let id = message.id.load(Ordering::Acquire);
-            if id != 0 {
-                self.journal
-                    .submit([Op::Delete(Space::Messages, record::message_key(id))]);
-            }
-        }
+    /// Deletes the record of the message stored as `id` (its last delivery is done).
+    pub(super) fn delete_message(&self, id: u64) {
+        self.journal
+            .submit([Op::Delete(Space::Messages, record::message_key(id))]);
     }
 
     /// Writes the session record of `session` (call with its lock held, as `st`).
-    pub fn put_session(&self, tenant: &str, session: &Session, st: &SessionState) -> Ticket {
+    pub(super) fn put_session(&self, tenant: &str, session: &Session, st: &SessionState) -> Ticket {
         self.journal.submit([session_op(tenant, session, st)])
     }
 
-    /// A stored delivery is done (acknowledged, expired, refused, too large): records it in
-    /// the session's acknowledgements and releases its message. Call with the session's lock
-    /// held, as `st`. `staged`: a QoS 2 stage record exists for it and goes too.
-    pub fn done(&self, session: &Session, st: &mut SessionState, d: &Delivery, staged: bool) {
-        if d.seq == 0 {
-            return;
-        }
+    /// The stored delivery `seq` of `session` is done: records it in the session's
+    /// acknowledgements (call with its lock held, as `st`). `staged`: a QoS 2 stage record
+    /// exists for it and goes too.
+    pub(super) fn done(&self, session: &Session, st: &mut SessionState, seq: u64, staged: bool) {
         let Some(ds) = st.durable.as_mut() else {
             return;
         };
-        ds.done(d.seq);
+        ds.done(seq);
         let acks = AckRecord {
             watermark: ds.watermark,
             above: ds.above.clone(),
@@ -280,16 +283,21 @@ impl Durable {
         let key = record::session_key(session.id);
         let ack_op = Op::Put(Space::Acks, key, acks.encode());
         if staged {
-            let stage = Op::Delete(Space::Stages, record::stage_key(session.id, d.seq));
+            let stage = Op::Delete(Space::Stages, record::stage_key(session.id, seq));
             self.journal.submit([ack_op, stage]);
         } else {
             self.journal.submit([ack_op]);
         }
-        self.unpin(&d.message);
     }
 
     /// Records an outbound QoS 2 delivery's packet id and stage.
-    pub fn stage(&self, session: &Session, seq: u64, packet_id: u16, stage: Stage) -> Ticket {
+    pub(super) fn stage(
+        &self,
+        session: &Session,
+        seq: u64,
+        packet_id: u16,
+        stage: Stage,
+    ) -> Ticket {
         let rec = StageRecord {
             packet_id,
             released: stage == Stage::Released,
@@ -302,7 +310,7 @@ impl Durable {
     }
 
     /// The op recording an inbound QoS 2 packet id.
-    pub fn inbound_op(session: &Session, packet_id: u16) -> Op {
+    pub(super) fn inbound_op(session: &Session, packet_id: u16) -> Op {
         Op::Put(
             Space::Inbound,
             record::inbound_key(session.id, packet_id),
@@ -311,7 +319,7 @@ impl Durable {
     }
 
     /// Forgets an inbound QoS 2 packet id (PUBREL received).
-    pub fn release_inbound(&self, session: &Session, packet_id: u16) -> Ticket {
+    pub(super) fn release_inbound(&self, session: &Session, packet_id: u16) -> Ticket {
         self.journal.submit([Op::Delete(
             Space::Inbound,
             record::inbound_key(session.id, packet_id),
@@ -319,13 +327,13 @@ impl Durable {
     }
 
     /// Stores the will of the connection of `generation`, published after a crash.
-    pub fn put_will(
+    pub(super) fn put_will(
         &self,
         tenant: &str,
         session: &Session,
         generation: u64,
         will: &Will,
-    ) -> Ticket {
+    ) -> Result<Ticket, ()> {
         let rec = WillRecord {
             tenant: tenant.to_string(),
             delay: will.delay,
@@ -338,26 +346,27 @@ impl Durable {
             ),
         };
         match rec.encode() {
-            Ok(v) => {
-                self.journal
-                    .submit([Op::Put(Space::Wills, will_key(session.id, generation), v)])
-            }
+            Ok(v) => Ok(self.journal.submit([Op::Put(
+                Space::Wills,
+                will_key(session.id, generation),
+                v,
+            )])),
             Err(e) => {
-                tracing::error!(error = %e, "will not stored");
-                0
+                tracing::error!(error = %e, "will cannot be stored: connection refused");
+                Err(())
             }
         }
     }
 
     /// Forgets the will of the connection of `generation` (published, or not to be).
-    pub fn delete_will(&self, session: &Session, generation: u64) {
+    pub(super) fn delete_will(&self, session: &Session, generation: u64) {
         self.journal
             .submit([Op::Delete(Space::Wills, will_key(session.id, generation))]);
     }
 
     /// Removes a session's records and releases the messages queued for it. Call with its
     /// lock held, as `st`, after its queue and inflight list were taken out (`dropped`).
-    pub fn end_session(&self, session: &Session, st: &SessionState, dropped: &[&Delivery]) {
+    pub(super) fn end_session(&self, session: &Session, st: &SessionState, dropped: &[&Delivery]) {
         if st.durable.is_none() {
             return;
         }
@@ -367,10 +376,10 @@ impl Durable {
             Op::Delete(Space::Acks, key),
         ];
         for d in dropped {
-            if d.seq != 0 && d.qos == QoS::ExactlyOnce {
+            if let (Some(stored), QoS::ExactlyOnce) = (&d.stored, d.qos) {
                 ops.push(Op::Delete(
                     Space::Stages,
-                    record::stage_key(session.id, d.seq),
+                    record::stage_key(session.id, stored.seq),
                 ));
             }
         }
@@ -381,11 +390,6 @@ impl Durable {
             ));
         }
         self.journal.submit(ops);
-        for d in dropped {
-            if d.seq != 0 {
-                self.unpin(&d.message);
-            }
-        }
     }
 }
 

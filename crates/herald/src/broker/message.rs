@@ -1,6 +1,6 @@
 //! A published message, shared by every subscriber it goes to, and one delivery of it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -30,15 +30,6 @@ pub struct Message {
     pub received_at: Instant,
     /// The session that published it, for No Local (0 for the server itself).
     pub origin: SessionId,
-    /// Its id in the store (0: not stored). Set before it is routed.
-    pub id: AtomicU64,
-    /// The store ticket of its record (0: none, or already on disk): a QoS 2 delivery to a
-    /// stored session waits for it, so that a publisher's re-sent PUBLISH after a crash is
-    /// always recognised.
-    pub ticket: AtomicU64,
-    /// Stored deliveries of it not yet done, plus one held by the publisher while it routes:
-    /// the store's copy is deleted when this reaches 0 (see `broker::durable`).
-    pub pins: AtomicU32,
     /// Session queues holding a delivery of it: its bytes count in the node's queued bytes
     /// once, while this is above 0 (`broker::flow`).
     pub queued: AtomicU32,
@@ -115,18 +106,14 @@ impl Message {
             properties,
             received_at: Instant::now(),
             origin,
-            id: AtomicU64::new(0),
-            ticket: AtomicU64::new(0),
-            pins: AtomicU32::new(1),
             queued: AtomicU32::new(0),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         })
     }
 
-    /// A message read back from the store: received at `received_at`, stored as `id`, with
-    /// no pins yet (each restored delivery adds one).
-    pub fn restored(publish: Publish, received_at: Instant, origin: SessionId, id: u64) -> Message {
+    /// A message read back from the store, received at `received_at`.
+    pub fn restored(publish: Publish, received_at: Instant, origin: SessionId) -> Message {
         let mut properties = publish.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers = Vec::new();
@@ -140,33 +127,10 @@ impl Message {
             properties,
             received_at,
             origin,
-            id: AtomicU64::new(id),
-            ticket: AtomicU64::new(0),
-            pins: AtomicU32::new(0),
             queued: AtomicU32::new(0),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         }
-    }
-
-    /// A copy sharing the payload, with its own store id and pins: a retained message sent
-    /// to a new subscriber is stored as a message of its own.
-    pub fn copy(&self) -> Arc<Message> {
-        Arc::new(Message {
-            topic: self.topic.clone(),
-            payload: self.payload.clone(),
-            qos: self.qos,
-            retain: self.retain,
-            properties: self.properties.clone(),
-            received_at: self.received_at,
-            origin: self.origin,
-            id: AtomicU64::new(0),
-            ticket: AtomicU64::new(0),
-            pins: AtomicU32::new(1),
-            queued: AtomicU32::new(0),
-            plain_v3: OnceLock::new(),
-            plain_v5: OnceLock::new(),
-        })
     }
 
     /// Seconds of life left, `Some(0)` once expired, `None` when it never expires.
@@ -238,10 +202,12 @@ pub struct Delivery {
     pub qos: QoS,
     /// The retain flag as this subscriber sees it.
     pub retain: bool,
-    /// Identifiers of the subscriptions that matched (v5).
-    pub subscription_identifiers: Vec<u32>,
-    /// Its place in a persistent session's queue, as stored (0: not stored).
-    pub seq: u64,
+    /// Identifiers of the subscriptions that matched (v5). A boxed slice: a delivery sits
+    /// in a queue, and every byte of it is paid per queued message.
+    pub subscription_identifiers: Box<[u32]>,
+    /// Its place in a stored session's queue, and its message's record (`None`: not
+    /// stored).
+    pub stored: Option<super::persist::Stored>,
 }
 
 impl Delivery {

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod flow;
 pub mod index;
 pub mod message;
+pub mod persist;
 pub mod registry;
 pub mod restore;
 pub mod retained;
@@ -26,6 +27,7 @@ use crate::store::journal::Ticket;
 use durable::Durable;
 use index::{Subscriber, SubscriptionIndex};
 use message::{Delivery, Message};
+use persist::Persistence;
 use registry::Registry;
 use retained::Retained;
 use session::{Session, SessionState, SubscriptionRecord, Will};
@@ -64,8 +66,8 @@ pub struct Broker {
     /// Set when the server shuts down; connections see it at their next wake-up.
     draining: AtomicBool,
     shutting_down: AtomicBool,
-    /// The store (`None` with `store.in_memory`).
-    pub durable: Option<Durable>,
+    /// Durability: the store, or nothing with `store.in_memory` (every call a no-op).
+    pub persist: Persistence,
 }
 
 /// What publishing one message did.
@@ -73,7 +75,7 @@ pub struct Broker {
 pub struct Published {
     /// What routing it did.
     pub routed: router::Routed,
-    /// The store ticket its acknowledgement waits for (0: nothing to wait for).
+    /// The store ticket its acknowledgement waits for.
     pub ticket: Ticket,
     /// Why it must not be acknowledged as accepted: a QoS 1/2 copy could not be queued, or
     /// a retained message was past the tenant's retained bounds (then nothing was routed).
@@ -89,7 +91,7 @@ pub struct Attached {
     pub generation: u64,
     /// Whether an existing session was resumed (CONNACK session present).
     pub present: bool,
-    /// The store ticket of the session's record (0: nothing stored).
+    /// The store ticket of the session's record.
     pub ticket: Ticket,
 }
 
@@ -107,6 +109,7 @@ impl Broker {
         durable: Option<Durable>,
     ) -> Arc<Broker> {
         let first_id = durable.as_ref().map_or(1, Durable::first_session_id);
+        let persist = durable.map_or_else(Persistence::memory, Persistence::disk);
         Arc::new(Broker {
             config: arc_swap::ArcSwap::from_pointee(config),
             default_tenant: Arc::new(Tenant::default()),
@@ -116,7 +119,7 @@ impl Broker {
             epoch: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            durable,
+            persist,
         })
     }
 
@@ -200,51 +203,54 @@ impl Broker {
                 ..Published::default()
             };
         }
-        let Some(durable) = &self.durable else {
-            if retain {
-                tenant.retained.set(message, || ());
+        // With a store, a message that could not be recorded is refused before anything
+        // is routed; a QoS 1/2 one is numbered, so that a subscriber that finishes its
+        // delivery before the publisher has written the record can name it.
+        let prepared = match self.persist.prepare(message, retain) {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                self.stats.refuse(reason);
+                return Published {
+                    refused: Some(reason),
+                    ..Published::default()
+                };
             }
-            let routed = router::route(tenant, message, &config.limits, &self.stats);
-            // Nothing to write; the caller still hears what was matched.
-            let _ = extra(&routed);
-            let refused = self.refusal(&routed);
-            return Published {
-                routed,
-                ticket: 0,
-                refused,
-            };
         };
-        // QoS 1/2 messages are numbered before routing: a subscriber may finish its delivery
-        // before the publisher has written the message, and must name it.
-        let numbered = message.qos != QoS::AtMostOnce;
-        if numbered {
-            durable.number(message);
-        }
-        let mut routed = router::route(tenant, message, &config.limits, &self.stats);
-        let mut ops = Vec::new();
-        durable.message_ops(message, std::mem::take(&mut routed.recipients), &mut ops);
+        let persist = &self.persist;
+        let mut routed = router::route(
+            tenant,
+            message,
+            prepared.stored(),
+            &config.limits,
+            &self.stats,
+        );
+        let recipients = std::mem::take(&mut routed.recipients);
+        let (mut ops, mut unrecorded) = match persist.message_ops(message, &prepared, recipients) {
+            Ok(ops) => (ops, None),
+            Err(reason) => (Vec::new(), Some(reason)),
+        };
         ops.extend(extra(&routed));
-        let submit = |ops: Vec<Op>| {
-            if numbered {
-                durable.submit_message(message, ops)
-            } else {
-                durable.journal.submit(ops)
-            }
-        };
         let ticket = if retain {
             // Under the retained map's lock: the store sees a topic's retained messages in
             // the order the map does.
             tenant.retained.set(message, || {
-                ops.extend(durable.retained_op(&tenant.name, message));
-                submit(ops)
+                match persist.retained_op(&tenant.name, message) {
+                    Ok(op) => ops.extend(op),
+                    Err(reason) => unrecorded = Some(reason),
+                }
+                persist.commit(&prepared, ops)
             })
         } else {
-            submit(ops)
+            persist.commit(&prepared, ops)
         };
-        // The publisher's pin: released after the message's record was submitted, so that
-        // its deletion (by the last recipient to finish) always comes after it.
-        durable.unpin(message);
-        let refused = self.refusal(&routed);
+        persist.release(prepared);
+        let refused = match unrecorded {
+            Some(reason) => {
+                self.stats.refuse(reason);
+                Some(reason)
+            }
+            None => self.refusal(&routed),
+        };
         Published {
             routed,
             ticket,
@@ -280,10 +286,8 @@ impl Broker {
             let mut st = session.lock();
             if !st.ended {
                 // A resumed session cancels a will still waiting for its delay.
-                if st.pending_will.take().is_some()
-                    && let Some(d) = &self.durable
-                {
-                    d.delete_will(session, st.generation);
+                if st.pending_will.take().is_some() {
+                    self.persist.delete_will(session, st.generation);
                 }
                 st.generation += 1;
                 st.connected = true;
@@ -331,14 +335,13 @@ impl Broker {
     /// Writes the record of a session that outlives its connection (expiry above 0), making
     /// it a stored session if it was not. Call with its lock held, as `st`.
     fn store_session(&self, tenant: &Tenant, session: &Session, st: &mut SessionState) -> Ticket {
-        let Some(d) = &self.durable else { return 0 };
-        if st.expiry_interval == 0 && st.durable.is_none() {
-            return 0;
+        if !self.persist.is_stored() || (st.expiry_interval == 0 && st.durable.is_none()) {
+            return Ticket::NONE;
         }
         if st.durable.is_none() {
             st.durable = Some(Box::default());
         }
-        d.put_session(&tenant.name, session, st)
+        self.persist.put_session(&tenant.name, session, st)
     }
 
     /// A connection of generation `generation` has closed. Unless a newer connection has
@@ -403,15 +406,13 @@ impl Broker {
             let waiters = st.release_waiters();
             let inflight = std::mem::take(&mut st.inflight);
             st.inflight_bytes = 0;
-            if let Some(d) = &self.durable {
-                let dropped: Vec<&Delivery> = queue
-                    .iter()
-                    .chain(inflight.iter().map(|i| &i.delivery))
-                    .collect();
-                d.end_session(session, &st, &dropped);
-                if st.pending_will.is_some() {
-                    d.delete_will(session, will_generation);
-                }
+            let dropped: Vec<&Delivery> = queue
+                .iter()
+                .chain(inflight.iter().map(|i| &i.delivery))
+                .collect();
+            self.persist.end_session(session, &st, &dropped);
+            if st.pending_will.is_some() {
+                self.persist.delete_will(session, will_generation);
             }
             st.durable = None;
             (
@@ -460,16 +461,11 @@ impl Broker {
         tenant: &Tenant,
         empty: &Arc<Message>,
     ) -> crate::store::journal::Ticket {
-        match &self.durable {
-            None => tenant.retained.set(empty, || 0),
-            Some(d) => tenant.retained.set(empty, || {
-                d.journal.submit(
-                    d.retained_op(&tenant.name, empty)
-                        .into_iter()
-                        .collect::<Vec<_>>(),
-                )
-            }),
-        }
+        let persist = &self.persist;
+        // An empty payload is a deletion: it always records.
+        tenant.retained.set(empty, || {
+            persist.submit(persist.retained_op(&tenant.name, empty).ok().flatten())
+        })
     }
 
     /// Publishes `will` for a connection of `session` that closed without a normal
@@ -524,9 +520,7 @@ impl Broker {
 
     /// Deletes the stored will of `session`'s connection of `generation`.
     pub fn forget_will(&self, session: &Session, generation: u64) {
-        if let Some(d) = &self.durable {
-            d.delete_will(session, generation);
-        }
+        self.persist.delete_will(session, generation);
     }
 
     /// Adds (or replaces) a subscription of `session`. Returns whether it existed before,
@@ -544,7 +538,7 @@ impl Broker {
         let ticket = {
             let mut st = session.lock();
             if st.ended {
-                return (false, 0);
+                return (false, Ticket::NONE);
             }
             st.subscriptions.insert(filter.clone(), record.clone());
             self.store_subscriptions(tenant, session, &st)
@@ -571,7 +565,7 @@ impl Broker {
             let ticket = if existed {
                 self.store_subscriptions(tenant, session, &st)
             } else {
-                0
+                Ticket::NONE
             };
             (existed, ticket)
         };
@@ -582,9 +576,9 @@ impl Broker {
 
     /// Rewrites a stored session's record after its subscriptions changed.
     fn store_subscriptions(&self, tenant: &Tenant, session: &Session, st: &SessionState) -> Ticket {
-        match (&self.durable, &st.durable) {
-            (Some(d), Some(_)) => d.put_session(&tenant.name, session, st),
-            _ => 0,
+        match &st.durable {
+            Some(_) => self.persist.put_session(&tenant.name, session, st),
+            None => Ticket::NONE,
         }
     }
 
@@ -649,40 +643,34 @@ impl Broker {
         true
     }
 
-    /// Queues one retained message for `session` at the QoS `cursor` granted.
+    /// Queues one retained message for `session` at the QoS `cursor` granted. To a stored
+    /// session, a QoS 1/2 copy is a stored message of its own.
     fn queue_retained(&self, session: &Session, message: Arc<Message>, cursor: &retained::Cursor) {
         let qos = message.qos.min(cursor.qos);
-        // To a stored session, a QoS 1/2 copy is a stored message of its own.
-        let message = match &self.durable {
-            Some(d) if qos != QoS::AtMostOnce => {
-                let copy = message.copy();
-                d.number(&copy);
-                copy
-            }
-            _ => message,
-        };
+        let prepared = persist::Prepared::numbered(self.persist.number(qos));
         let d = Delivery {
             qos,
             retain: true,
             subscription_identifiers: cursor.id.into_iter().collect(),
             message: message.clone(),
-            seq: 0,
+            stored: None,
         };
         let mut recipients = Vec::new();
         let limits = &self.config().limits;
         let over = self.stats.over_budget(limits.max_queued_bytes_total);
-        match session.enqueue(d, limits, over, &mut recipients) {
+        match session.enqueue(d, prepared.stored(), limits, over, &mut recipients) {
             session::Enqueued::Dropped(reason) => self.stats.dropped(reason, 1),
             session::Enqueued::Queued { charge, .. } => {
                 self.stats.charge_queued(charge);
             }
         }
-        if let (Some(d), true) = (&self.durable, qos != QoS::AtMostOnce) {
-            let mut ops = Vec::new();
-            d.message_ops(&message, recipients, &mut ops);
-            d.submit_message(&message, ops);
-            d.unpin(&message);
-        }
+        // The retained message was recorded when it was set: this copy encodes as it did.
+        let ops = self
+            .persist
+            .message_ops(&message, &prepared, recipients)
+            .unwrap_or_default();
+        self.persist.commit(&prepared, ops);
+        self.persist.release(prepared);
     }
 }
 

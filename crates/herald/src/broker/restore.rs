@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mqtt_codec::{ByteString, ProtocolVersion, QoS};
 
 use super::durable::{Durable, unix_ms};
 use super::message::{Delivery, Message, own_str};
+use super::persist::{Stored, StoredMessage};
 use super::session::{Inflight, Session, Stage, SubscriptionRecord, Will};
 use super::{Broker, Tenant, split_shared};
 use crate::broker::index::Subscriber;
@@ -83,7 +83,7 @@ fn instant_of(ms: u64, now_ms: u64) -> Instant {
 /// Restores `broker` from its store. Call once, before accepting connections, inside the
 /// runtime (session expiry and will delays start timers).
 pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
-    let Some(durable) = &broker.durable else {
+    let Some(durable) = broker.persist.durable() else {
         return Ok(Restored::default());
     };
     let tenant = &broker.default_tenant;
@@ -211,7 +211,8 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
         let id = record::decode_message_key(k).map_err(|m| damaged(Space::Messages, k, m))?;
         let rec = MessageRecord::decode(v).map_err(|m| damaged(Space::Messages, k, m))?;
         let received_at = instant_of(rec.received_ms, now_ms);
-        let message = Arc::new(Message::restored(rec.publish, received_at, rec.origin, id));
+        let message = Arc::new(Message::restored(rec.publish, received_at, rec.origin));
+        let record = StoredMessage::restored(id, 0);
         let expired = message.expired(Instant::now());
         let mut live = 0;
         for r in rec.recipients {
@@ -236,9 +237,13 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
                 message: message.clone(),
                 qos: r.qos,
                 retain: r.retain,
-                subscription_identifiers: r.subscription_ids,
-                seq: r.seq,
+                subscription_identifiers: r.subscription_ids.into(),
+                stored: Some(Stored {
+                    seq: r.seq,
+                    message: record.clone(),
+                }),
             };
+            record.pin();
             match stages.remove(&(r.session, r.seq)) {
                 Some(stage) if r.qos == QoS::ExactlyOnce => st.inflight.push_back(Inflight {
                     packet_id: stage.packet_id,
@@ -255,7 +260,6 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
         if live == 0 {
             purge.push(Op::Delete(Space::Messages, k.to_vec()));
         } else {
-            message.pins.store(live, Ordering::Release);
             out.messages += 1;
             out.deliveries += live as usize;
         }
@@ -281,10 +285,11 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
     let mut charged = 0;
     for (session, _) in sessions.values() {
         let mut st = session.lock();
-        st.queue.make_contiguous().sort_by_key(|d| d.seq);
+        let seq = |d: &Delivery| d.stored.as_ref().map_or(0, |s| s.seq);
+        st.queue.make_contiguous().sort_by_key(seq);
         st.inflight
             .make_contiguous()
-            .sort_by_key(|i| i.delivery.seq);
+            .sort_by_key(|i| seq(&i.delivery));
         st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
         st.inflight_bytes = st.inflight.iter().map(|i| i.delivery.weight()).sum();
         charged += st.queue.iter().map(Delivery::charge).sum::<u64>();
@@ -331,7 +336,6 @@ fn restore_retained(
         let message = Arc::new(Message::restored(
             rec.publish,
             instant_of(rec.received_ms, now_ms),
-            0,
             0,
         ));
         if message.expired(Instant::now()) || message.payload.is_empty() {

@@ -14,6 +14,7 @@ use mqtt_codec::QoS;
 use super::Tenant;
 use super::index::{FilterEntry, SharedGroup, Subscriber};
 use super::message::{Delivery, Message};
+use super::persist::StoredMessage;
 use super::session::{Enqueued, Session, SessionId};
 use super::stats::{DropReason, Stats};
 use crate::config::Limits;
@@ -38,12 +39,20 @@ pub struct Routed {
     pub recipients: Vec<Recipient>,
 }
 
-/// Delivers `message` to every matching subscriber of `tenant`.
-pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &Stats) -> Routed {
+/// Delivers `message` to every matching subscriber of `tenant`. `stored`: its record, when
+/// there is a store and it is QoS 1/2 (stored sessions' deliveries name it).
+pub fn route(
+    tenant: &Tenant,
+    message: &Arc<Message>,
+    stored: Option<&Arc<StoredMessage>>,
+    limits: &Limits,
+    stats: &Stats,
+) -> Routed {
     let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
     tenant.index.matches(&message.topic, &mut entries);
     let mut routed = Routed::default();
     let mut q = Queueing {
+        stored,
         limits,
         stats,
         over_budget: stats.over_budget(limits.max_queued_bytes_total),
@@ -67,9 +76,9 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
                 Some((_, existing)) => {
                     existing.qos = existing.qos.max(d.qos);
                     existing.retain |= d.retain;
-                    existing
-                        .subscription_identifiers
-                        .extend(d.subscription_identifiers);
+                    let ids = std::mem::take(&mut existing.subscription_identifiers);
+                    existing.subscription_identifiers =
+                        [&ids[..], &d.subscription_identifiers[..]].concat().into();
                 }
                 None => {
                     merged.insert(sub.session.id, (sub.session.clone(), d));
@@ -94,6 +103,7 @@ pub fn route(tenant: &Tenant, message: &Arc<Message>, limits: &Limits, stats: &S
 /// Queueing one message's copies: the bounds, and what they added to the node's queued
 /// bytes (added to the shared counter once per message, not once per copy).
 struct Queueing<'a> {
+    stored: Option<&'a Arc<StoredMessage>>,
     limits: &'a Limits,
     stats: &'a Stats,
     /// The node's queued bytes were past their budget when routing began.
@@ -106,7 +116,8 @@ impl Queueing<'_> {
     fn enqueue(&mut self, session: &Arc<Session>, d: Delivery, routed: &mut Routed) {
         routed.matched += 1;
         let qos = d.qos;
-        match session.enqueue(d, self.limits, self.over_budget, &mut routed.recipients) {
+        let recipients = &mut routed.recipients;
+        match session.enqueue(d, self.stored, self.limits, self.over_budget, recipients) {
             Enqueued::Queued { charge, congested } => {
                 self.charged += charge;
                 if congested && routed.congested.is_none() {
@@ -140,7 +151,7 @@ fn delivery(sub: &Subscriber, message: &Arc<Message>) -> Option<Delivery> {
         qos: message.qos.min(sub.options.qos),
         retain: sub.options.retain_as_published && message.retain,
         subscription_identifiers: sub.id.into_iter().collect(),
-        seq: 0,
+        stored: None,
     })
 }
 

@@ -18,6 +18,7 @@ use mqtt_codec::properties::PublishProperties;
 use mqtt_codec::{ByteString, ProtocolVersion, QoS, SubscriptionOptions};
 
 use super::message::{Delivery, Message};
+use super::persist::{Stored, StoredMessage};
 use super::stats::DropReason;
 use crate::config::Limits;
 use crate::store::record::Recipient;
@@ -400,10 +401,11 @@ impl Session {
     /// `max_queued_bytes`; either when the node is `over_budget` (its queued bytes are past
     /// `max_queued_bytes_total`). A QoS 1/2 delivery to a stored session gets the session's
     /// next sequence number, pins its message, and is added to `recipients` (the message's
-    /// record is written by the publisher).
+    /// record, `stored`, is written by the publisher).
     pub fn enqueue(
         &self,
         mut delivery: Delivery,
+        stored: Option<&Arc<StoredMessage>>,
         limits: &Limits,
         over_budget: bool,
         recipients: &mut Vec<Recipient>,
@@ -431,20 +433,21 @@ impl Session {
             return Enqueued::Dropped(DropReason::MemoryBudget);
         }
         if delivery.qos != QoS::AtMostOnce
-            && let Some(durable) = st.durable.as_mut()
+            && let (Some(durable), Some(stored)) = (st.durable.as_mut(), stored)
         {
-            delivery.seq = durable.next_seq;
+            let seq = durable.next_seq;
             durable.next_seq += 1;
-            delivery
-                .message
-                .pins
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            stored.pin();
             recipients.push(Recipient {
                 session: self.id,
-                seq: delivery.seq,
+                seq,
                 qos: delivery.qos,
                 retain: delivery.retain,
-                subscription_ids: delivery.subscription_identifiers.clone(),
+                subscription_ids: delivery.subscription_identifiers.to_vec(),
+            });
+            delivery.stored = Some(Stored {
+                seq,
+                message: stored.clone(),
             });
         }
         let was_empty = st.queue.is_empty();
@@ -517,9 +520,9 @@ impl SessionState {
         Some(done)
     }
 
-    /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent); returns its stored
-    /// sequence number (0 when not stored), or `None` when no such message was waiting.
-    pub fn release(&mut self, packet_id: u16) -> Option<u64> {
+    /// Marks a QoS 2 message as released (PUBREC received, PUBREL sent); returns its
+    /// delivery, or `None` when no such message was waiting.
+    pub fn release(&mut self, packet_id: u16) -> Option<&Delivery> {
         match self
             .inflight
             .iter_mut()
@@ -527,7 +530,7 @@ impl SessionState {
         {
             Some(entry) if entry.delivery.qos == QoS::ExactlyOnce => {
                 entry.stage = Stage::Released;
-                Some(entry.delivery.seq)
+                Some(&entry.delivery)
             }
             _ => None,
         }
@@ -551,8 +554,8 @@ mod tests {
             ),
             qos,
             retain: false,
-            subscription_identifiers: Vec::new(),
-            seq: 0,
+            subscription_identifiers: Box::default(),
+            stored: None,
         }
     }
 
@@ -564,7 +567,7 @@ mod tests {
             ..Limits::default()
         };
         let s = Session::new(1, "c".into(), ProtocolVersion::V5);
-        let enqueue = |qos| s.enqueue(delivery(qos), &limits, false, &mut Vec::new());
+        let enqueue = |qos| s.enqueue(delivery(qos), None, &limits, false, &mut Vec::new());
         let queued = |congested| Enqueued::Queued {
             charge: super::super::flow::DELIVERY_OVERHEAD + 2,
             congested,
@@ -603,7 +606,10 @@ mod tests {
             ..Limits::default()
         };
         let s = Session::new(1, "c".into(), ProtocolVersion::V5);
-        let enqueue = |over| s.enqueue(delivery(QoS::AtLeastOnce), &limits, over, &mut Vec::new());
+        let enqueue = |over| {
+            let d = delivery(QoS::AtLeastOnce);
+            s.enqueue(d, None, &limits, over, &mut Vec::new())
+        };
         assert!(matches!(enqueue(false), Enqueued::Queued { .. }));
         assert!(matches!(enqueue(false), Enqueued::Queued { .. }));
         assert_eq!(
@@ -615,6 +621,7 @@ mod tests {
         assert_eq!(
             s.enqueue(
                 delivery(QoS::AtLeastOnce),
+                None,
                 &Limits::default(),
                 true,
                 &mut Vec::new()
@@ -637,11 +644,11 @@ mod tests {
         };
         let overhead = super::super::flow::DELIVERY_OVERHEAD;
         assert_eq!(
-            charge(a.enqueue(d.clone(), &limits, false, &mut Vec::new())),
+            charge(a.enqueue(d.clone(), None, &limits, false, &mut Vec::new())),
             overhead + 2
         );
         assert_eq!(
-            charge(b.enqueue(d, &limits, false, &mut Vec::new())),
+            charge(b.enqueue(d, None, &limits, false, &mut Vec::new())),
             overhead
         );
         let mut released = 0;
@@ -657,15 +664,40 @@ mod tests {
         s.lock().durable = Some(Box::default());
         let limits = Limits::default();
         let mut recipients = Vec::new();
-        let d = delivery(QoS::AtLeastOnce);
-        let message = d.message.clone();
-        s.enqueue(d, &limits, false, &mut recipients);
-        s.enqueue(delivery(QoS::ExactlyOnce), &limits, false, &mut recipients);
+        let record = StoredMessage::restored(7, 0);
+        let stored = Some(&record);
+        s.enqueue(
+            delivery(QoS::AtLeastOnce),
+            stored,
+            &limits,
+            false,
+            &mut recipients,
+        );
+        s.enqueue(
+            delivery(QoS::ExactlyOnce),
+            stored,
+            &limits,
+            false,
+            &mut recipients,
+        );
         s.lock().connected = true;
-        s.enqueue(delivery(QoS::AtMostOnce), &limits, false, &mut recipients);
+        s.enqueue(
+            delivery(QoS::AtMostOnce),
+            None,
+            &limits,
+            false,
+            &mut recipients,
+        );
         let seqs: Vec<u64> = recipients.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![1, 2], "QoS 0 is never stored");
-        assert_eq!(message.pins.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(record.pins(), 2, "each stored delivery pins the record");
+        let queued: Vec<Option<u64>> = s
+            .lock()
+            .queue
+            .iter()
+            .map(|d| d.stored.as_ref().map(|st| st.seq))
+            .collect();
+        assert_eq!(queued, vec![Some(1), Some(2), None]);
         let mut d = DurableSession {
             next_seq: 6,
             ..DurableSession::default()

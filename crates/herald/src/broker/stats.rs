@@ -139,6 +139,9 @@ reasons! {
         DiskLimit => "disk_limit",
         /// A store write failed.
         StoreFailed => "store_failed",
+        /// The store could not record the message (it does not encode as the store keeps
+        /// it: in practice never, as the codec's limits keep every message encodable).
+        Unrecordable => "unrecordable",
     }
 }
 

@@ -179,7 +179,7 @@ pub(crate) fn accept(
     // A session that outlives its connection, or a will, must be stored first: with the
     // store failing, the client is told at once (0x88) rather than left without CONNACK.
     let needs_store = expiry > 0 || connect.will.is_some();
-    if needs_store && broker.durable.as_ref().is_some_and(|d| d.journal.failed()) {
+    if needs_store && broker.persist.failed() {
         broker
             .stats
             .refuse(crate::broker::stats::RefuseReason::StoreFailed);
@@ -259,9 +259,20 @@ pub(crate) fn accept(
         aliases: None,
     };
     let mut ticket = attached.ticket;
-    if let (Some(d), Some(will)) = (&broker.durable, &conn.will) {
-        // Stored while the connection is open: a crash publishes it at the next start.
-        ticket = ticket.max(d.put_will(&tenant.name, &conn.session, conn.generation, will));
+    if let Some(will) = &conn.will {
+        // Stored while the connection is open: a crash publishes it at the next start. A
+        // will the store cannot record is refused rather than silently not kept.
+        match broker
+            .persist
+            .put_will(&tenant.name, &conn.session, conn.generation, will)
+        {
+            Ok(t) => ticket = ticket.max(t),
+            Err(reason) => {
+                broker.stats.refuse(reason);
+                broker.detach(tenant, &conn.session, conn.generation);
+                return refuse(ReasonCode::UnspecifiedError);
+            }
+        }
     }
     Ok(Accepted {
         conn,

@@ -206,7 +206,7 @@ impl Live {
             routed: 0,
             pushback: false,
             rare: None,
-            connack_ticket: 0,
+            connack_ticket: Ticket::NONE,
             v3_accept_refused: endpoint.v3_accept_refused,
             input_pending,
             yielded: input_pending,
@@ -317,8 +317,8 @@ impl Live {
             return Poll::Ready(Event::Writable);
         }
         // Acknowledgements held until the store has their change on disk.
-        if let (Some(ticket), Some(d)) = (self.out.waiting(), &self.broker.durable)
-            && d.journal.poll_durable(ticket, cx).is_ready()
+        if let Some(ticket) = self.out.waiting()
+            && self.broker.persist.poll_durable(ticket, cx).is_ready()
         {
             return Poll::Ready(Event::Writable);
         }
@@ -544,11 +544,10 @@ impl Live {
     /// Writes what the socket takes now; tracks how long it has been full. `Ok(true)` when
     /// everything ready was written.
     pub(crate) fn flush(&mut self) -> Result<bool, Closing> {
-        if let Some(d) = &self.broker.durable {
-            self.out.release(d.journal.durable());
-            if self.out.waiting().is_some() && d.journal.failed() {
-                return Err(self.store_failed());
-            }
+        let persist = &self.broker.persist;
+        self.out.release(persist.durable_ticket());
+        if self.out.waiting().is_some() && persist.failed() {
+            return Err(self.store_failed());
         }
         let before = self.out.len();
         let flushed = self.out.flush(&mut self.io);
@@ -576,11 +575,7 @@ impl Live {
     /// past it, v5 DISCONNECT 0x80 (its unacknowledged messages it sends again elsewhere).
     fn store_failed(&mut self) -> Closing {
         self.out.discard_held();
-        let unsent = self
-            .broker
-            .durable
-            .as_ref()
-            .is_some_and(|d| d.journal.durable() < self.connack_ticket);
+        let unsent = self.broker.persist.durable_ticket() < self.connack_ticket;
         tracing::warn!(
             client_id = &*self.conn.session.client_id,
             "store failed: closing a connection waiting on it"
@@ -597,7 +592,7 @@ impl Live {
     /// client disconnected normally, then the session goes offline.
     async fn close(mut self: Box<Self>, closing: Closing) {
         let broker = self.broker.clone();
-        if broker.durable.as_ref().is_some_and(|d| d.journal.failed()) {
+        if broker.persist.failed() {
             // What waited for the store will never be sent; the DISCONNECT must not wait.
             self.out.discard_held();
         }
@@ -617,17 +612,18 @@ impl Live {
                 .out
                 .packet(&Packet::Disconnect(disconnect), self.conn.version);
         }
-        if let Some(d) = &broker.durable {
+        if self.out.waiting().is_some() {
             // Acknowledgements held for the store, and the DISCONNECT behind them, go out in
             // order once it confirms them: briefly, a closing connection does not wait long.
+            let persist = &broker.persist;
             let _ = timeout(HELD_WAIT, async {
                 while let Some(ticket) = self.out.waiting() {
-                    std::future::poll_fn(|cx| d.journal.poll_durable(ticket, cx)).await;
-                    if d.journal.failed() {
+                    std::future::poll_fn(|cx| persist.poll_durable(ticket, cx)).await;
+                    if persist.failed() {
                         self.out.discard_held();
                         return;
                     }
-                    self.out.release(d.journal.durable());
+                    self.out.release(persist.durable_ticket());
                 }
             })
             .await;

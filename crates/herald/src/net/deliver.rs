@@ -13,6 +13,7 @@ use super::connection::{Closing, Live};
 use crate::broker::message::Delivery;
 use crate::broker::session::{Inflight, Stage};
 use crate::broker::stats::{CloseReason, DropReason};
+use crate::store::journal::Ticket;
 
 /// Stop moving deliveries once this much waits for the socket: the rest stays in the session
 /// queue, where its bounds apply.
@@ -34,7 +35,7 @@ impl Live {
         let mut latencies = crate::metrics::Latencies::default();
         let queued_before = self.out.len();
         let broker = self.broker.clone();
-        let durable = broker.durable.as_ref();
+        let persist = &broker.persist;
         let max_inflight_bytes = broker.config().limits.max_inflight_bytes;
         let mut more = false;
         loop {
@@ -43,7 +44,7 @@ impl Live {
                 break;
             }
             let mut expired = 0;
-            let mut ticket = 0;
+            let mut ticket = Ticket::NONE;
             let mut released = 0;
             let (waiters, refill) = {
                 // Up to BATCH deliveries per lock: the session lock is taken per batch, not
@@ -69,25 +70,20 @@ impl Live {
                     };
                     if d.message.expired(now) {
                         expired += 1;
-                        if let Some(durable) = durable {
-                            durable.done(&self.conn.session, &mut st, &d, false);
-                        }
+                        persist.done(&self.conn.session, &mut st, &d, false);
                         continue;
                     }
                     let packet_id = if d.qos == QoS::AtMostOnce {
                         0
                     } else {
                         let id = st.allocate_packet_id();
-                        if let (Some(durable), QoS::ExactlyOnce, true) =
-                            (durable, d.qos, d.seq != 0)
-                        {
+                        if let (QoS::ExactlyOnce, Some(stored)) = (d.qos, &d.stored) {
                             // A QoS 2 PUBLISH goes out once its packet id is on disk: after a
                             // restart Herald re-sends it with the same id, never as a new one.
                             // And once the message itself is: the publisher's QoS 2 packet
                             // id is stored with it.
-                            let t = durable.stage(&self.conn.session, d.seq, id, Stage::Sent);
-                            let m = d.message.ticket.load(std::sync::atomic::Ordering::Acquire);
-                            ticket = ticket.max(t).max(m);
+                            let t = persist.stage(&self.conn.session, &d, id, Stage::Sent);
+                            ticket = ticket.max(t).max(stored.message.ticket());
                         }
                         st.inflight_bytes += d.weight();
                         st.inflight.push_back(Inflight {
@@ -177,7 +173,7 @@ impl Live {
         }
         let remaining = d.message.remaining_expiry(std::time::Instant::now());
         let ids = if v.is_v5() {
-            d.subscription_identifiers.clone()
+            d.subscription_identifiers.to_vec()
         } else {
             Vec::new()
         };

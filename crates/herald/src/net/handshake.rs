@@ -232,7 +232,7 @@ pub(super) async fn handshake(
             Ok((live, started))
         }
         Err((code, version)) => {
-            let store_failed = broker.durable.as_ref().is_some_and(|d| d.journal.failed());
+            let store_failed = broker.persist.failed();
             let reason = match code {
                 // A persistent session cannot be stored (connect::accept).
                 ReasonCode::ServerUnavailable if store_failed => CloseReason::StoreFailed,

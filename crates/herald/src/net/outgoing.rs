@@ -43,9 +43,10 @@ impl Outgoing {
         self.0.as_ref().map_or(0, |b| b.len() + b.held_bytes)
     }
 
-    /// Makes everything appended from now on wait until `ticket` is durable (0: no wait).
+    /// Makes everything appended from now on wait until `ticket` is durable (`NONE`: no
+    /// wait).
     pub(crate) fn gate(&mut self, ticket: Ticket) {
-        if ticket != 0 {
+        if !ticket.is_none() {
             let b = self.buffers();
             b.gate = b.gate.max(ticket);
         }
@@ -68,7 +69,7 @@ impl Outgoing {
             }
         }
         if b.gate <= durable {
-            b.gate = 0;
+            b.gate = Ticket::NONE;
         }
     }
 
@@ -78,7 +79,7 @@ impl Outgoing {
         if let Some(b) = self.0.as_mut() {
             b.held.clear();
             b.held_bytes = 0;
-            b.gate = 0;
+            b.gate = Ticket::NONE;
         }
     }
 
@@ -113,7 +114,7 @@ impl Outgoing {
             return io.flush();
         };
         let done = buffers.flush(io)? && io.flush()?;
-        if done && buffers.gate == 0 && buffers.held.is_empty() {
+        if done && buffers.gate.is_none() && buffers.held.is_empty() {
             self.0 = None;
         }
         Ok(done)
@@ -152,7 +153,7 @@ impl Buffers {
 
     /// Appends a packet, encoded into the scratch buffer.
     fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
-        if self.gate != 0 {
+        if !self.gate.is_none() {
             let mut buf = BytesMut::new();
             packet.encode(version, &mut buf)?;
             self.hold(buf.freeze());
@@ -166,7 +167,7 @@ impl Buffers {
 
     /// Appends a PUBLISH: its header into the scratch buffer, its payload after it.
     fn publish(&mut self, publish: &Publish, version: ProtocolVersion) -> Result<(), EncodeError> {
-        if self.gate != 0 {
+        if !self.gate.is_none() {
             let mut buf = BytesMut::new();
             publish.encode(version, &mut buf)?;
             self.hold(buf.freeze());
@@ -186,7 +187,7 @@ impl Buffers {
     /// a reference count touched by every subscriber's thread, and contiguous bytes let one
     /// write carry hundreds of messages. Large ones are referenced, not copied.
     fn bytes(&mut self, bytes: &Bytes) {
-        if self.gate != 0 {
+        if !self.gate.is_none() {
             self.hold(bytes.clone());
             return;
         }

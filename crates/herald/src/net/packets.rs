@@ -8,10 +8,10 @@ use mqtt_codec::{
 use super::connection::{Closing, Live};
 use std::sync::atomic::Ordering;
 
-use crate::broker::durable::Durable;
 use crate::broker::message::Message;
 use crate::broker::session::{Stage, SubscriptionRecord};
 use crate::broker::stats::CloseReason;
+use crate::store::journal::Ticket;
 
 impl Live {
     /// Handles one packet.
@@ -58,10 +58,10 @@ impl Live {
         let Some(done) = st.take_inflight(packet_id, stage) else {
             return;
         };
-        if let Some(d) = &self.broker.durable {
-            let staged = done.delivery.qos == QoS::ExactlyOnce;
-            d.done(session, &mut st, &done.delivery, staged);
-        }
+        let staged = done.delivery.qos == QoS::ExactlyOnce;
+        self.broker
+            .persist
+            .done(session, &mut st, &done.delivery, staged);
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Closing> {
@@ -78,9 +78,8 @@ impl Live {
         if !topic_ok {
             return self.refuse_publish(p.qos, p.packet_id, ReasonCode::TopicNameInvalid);
         }
-        if let Some(d) = &self.broker.durable
-            && p.qos != QoS::AtMostOnce
-            && let Some(reason) = d.refusal()
+        if p.qos != QoS::AtMostOnce
+            && let Some(reason) = self.broker.persist.refusal()
         {
             // The disk is full (or failing): refuse what would have to be stored rather
             // than acknowledge what might be lost.
@@ -105,9 +104,12 @@ impl Live {
                 return Err(Closing::new(CloseReason::ReceiveMaximumExceeded));
             }
             st.inbound_qos2.insert(packet_id);
-            if self.broker.durable.is_some() && st.durable.is_some() {
+            if st.durable.is_some() {
                 // Written with the message: a re-send after a restart is still recognised.
-                extra = Some(Durable::inbound_op(&self.conn.session, packet_id));
+                extra = self
+                    .broker
+                    .persist
+                    .inbound_op(&self.conn.session, packet_id);
             }
         }
         let qos = p.qos;
@@ -151,11 +153,11 @@ impl Live {
     /// store (a restart must not take the client's re-send for a duplicate).
     fn forget_inbound(&mut self, packet_id: u16) {
         let mut st = self.conn.session.lock();
-        if st.inbound_qos2.remove(&packet_id)
-            && st.durable.is_some()
-            && let Some(d) = &self.broker.durable
-        {
-            let ticket = d.release_inbound(&self.conn.session, packet_id);
+        if st.inbound_qos2.remove(&packet_id) && st.durable.is_some() {
+            let ticket = self
+                .broker
+                .persist
+                .release_inbound(&self.conn.session, packet_id);
             drop(st);
             self.out.gate(ticket);
         }
@@ -254,14 +256,16 @@ impl Live {
                 self.finish_inflight(a.packet_id, Stage::Sent);
                 return Ok(());
             }
-            if let Some(seq) = st.release(a.packet_id) {
+            if let Some(delivery) = st.release(a.packet_id) {
                 // PUBREL goes out once the stage is on disk: after a restart Herald re-sends
                 // PUBREL, never the message again.
-                if let (Some(d), true) = (&self.broker.durable, seq != 0) {
-                    let ticket = d.stage(&self.conn.session, seq, a.packet_id, Stage::Released);
-                    drop(st);
-                    self.out.gate(ticket);
-                }
+                let session = &self.conn.session;
+                let ticket =
+                    self.broker
+                        .persist
+                        .stage(session, delivery, a.packet_id, Stage::Released);
+                drop(st);
+                self.out.gate(ticket);
             } else if !st
                 .inflight
                 .iter()
@@ -280,10 +284,13 @@ impl Live {
         let known = {
             let mut st = self.conn.session.lock();
             let known = st.inbound_qos2.remove(&a.packet_id);
-            if let (Some(d), true) = (&self.broker.durable, known && st.durable.is_some()) {
+            if known && st.durable.is_some() {
                 // PUBCOMP once the id is forgotten on disk: a restart must not take a later
                 // message with the same id for a duplicate.
-                let ticket = d.release_inbound(&self.conn.session, a.packet_id);
+                let ticket = self
+                    .broker
+                    .persist
+                    .release_inbound(&self.conn.session, a.packet_id);
                 drop(st);
                 self.out.gate(ticket);
             }
@@ -306,7 +313,7 @@ impl Live {
         };
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut retained = Vec::new();
-        let mut ticket = 0;
+        let mut ticket = Ticket::NONE;
         for sub in s.subscriptions {
             let filter = sub.filter;
             let too_long = filter.len() > cfg.limits.max_topic_length
@@ -367,7 +374,7 @@ impl Live {
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Closing> {
-        let mut ticket = 0;
+        let mut ticket = Ticket::NONE;
         let codes = u
             .filters
             .iter()

@@ -31,7 +31,34 @@ use std::thread::JoinHandle;
 use super::{Fsync, Op, Space, Store};
 
 /// A submission's place in the journal: durable once [`Journal::durable`] reaches it.
-pub type Ticket = u64;
+/// Tickets are ordered: one at or below the durable ticket is on disk. [`Ticket::NONE`] is
+/// "nothing to wait for" (what an in-memory broker hands out), durable from the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// Nothing to wait for.
+    pub const NONE: Ticket = Ticket(0);
+
+    /// Whether this is [`Ticket::NONE`].
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The ticket after this one.
+    fn next(self) -> Ticket {
+        Ticket(self.0 + 1)
+    }
+
+    /// The ticket before this one (`NONE` stays `NONE`).
+    fn prev(self) -> Ticket {
+        Ticket(self.0.saturating_sub(1))
+    }
+
+    /// The largest ticket: every ticket is at or below it (a cap that holds nothing back;
+    /// the durable ticket of a broker without a store).
+    pub const MAX: Ticket = Ticket(u64::MAX);
+}
 
 /// The group-commit journal in front of a store.
 #[derive(Debug)]
@@ -137,7 +164,7 @@ impl Journal {
         if p.ops.len() == before {
             return p.last;
         }
-        p.last += 1;
+        p.last = p.last.next();
         let ticket = p.last;
         self.close_submission(p, before, ticket);
         ticket
@@ -147,7 +174,7 @@ impl Journal {
     /// Until then no later ticket becomes durable: submit (even nothing) promptly.
     pub fn reserve(&self) -> Ticket {
         let mut p = lock(&self.inner.pending);
-        p.last += 1;
+        p.last = p.last.next();
         let ticket = p.last;
         p.reserved.push(ticket);
         ticket
@@ -183,7 +210,7 @@ impl Journal {
 
     /// The highest ticket on disk.
     pub fn durable(&self) -> Ticket {
-        self.inner.durable.load(Ordering::Acquire)
+        Ticket(self.inner.durable.load(Ordering::Acquire))
     }
 
     /// Whether `ticket` is on disk, or never will be (the journal failed: check `failed`);
@@ -248,7 +275,7 @@ impl Drop for Journal {
 impl Inner {
     fn run(&self) {
         // The highest ticket written so far (durable unless a reservation holds it back).
-        let mut highest: Ticket = 0;
+        let mut highest = Ticket::NONE;
         loop {
             let (ops, submissions, cap) = {
                 let mut p = lock(&self.pending);
@@ -260,7 +287,7 @@ impl Inner {
                 }
                 // A ticket reserved before this batch was taken and not yet submitted: nothing
                 // from it on may be reported durable yet.
-                let cap = p.reserved.first().map_or(Ticket::MAX, |t| t - 1);
+                let cap = p.reserved.first().map_or(Ticket::MAX, |t| t.prev());
                 (
                     std::mem::take(&mut p.ops),
                     std::mem::take(&mut p.submissions),
@@ -273,7 +300,7 @@ impl Inner {
             let result = if self.fsync == Fsync::Always {
                 self.commit_each(&ops, &submissions, cap, &mut highest)
             } else {
-                let last = submissions.iter().map(|s| s.1).max().unwrap_or(0);
+                let last = submissions.iter().map(|s| s.1).max().unwrap_or_default();
                 highest = highest.max(last);
                 self.commit(elide(ops), self.fsync == Fsync::Batch, highest.min(cap))
             };
@@ -319,7 +346,7 @@ impl Inner {
             self.stats.batch_ops.observe(ops.len() as f64);
         }
         // Never backwards (a batch capped by a reservation may follow a higher one).
-        let ticket = ticket.max(self.durable.load(Ordering::Acquire));
+        let ticket = ticket.max(Ticket(self.durable.load(Ordering::Acquire)));
         let stats = &self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
@@ -329,7 +356,7 @@ impl Inner {
         stats
             .written_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.durable.store(ticket, Ordering::Release);
+        self.durable.store(ticket.0, Ordering::Release);
         let ready: Vec<Waker> = {
             let mut waiters = lock(&self.waiters);
             let mut ready = Vec::new();
@@ -449,7 +476,7 @@ mod tests {
         for fsync in [Fsync::Batch, Fsync::Always, Fsync::Never] {
             let store = Arc::new(MemoryStore::new());
             let journal = Journal::start(store.clone(), fsync);
-            let mut last = 0;
+            let mut last = Ticket::NONE;
             for i in 0..100 {
                 let t = journal.submit([put(&format!("k{i:03}"), "v")]);
                 assert!(t > last, "tickets grow");
