@@ -17,7 +17,10 @@ use serde_json::{Map, Value, json};
 use super::idempotency::{Begin, Outcome, fingerprint, now_ms, put_op};
 use super::{ApiError, ApiState, Authorized};
 use crate::broker::message::Message;
+use crate::broker::router::Routed;
 use crate::config::Config;
+use crate::store::Op;
+use crate::store::journal::Ticket;
 
 /// One message of a request, checked.
 #[derive(Debug)]
@@ -129,30 +132,11 @@ async fn publish(
     body: &[u8],
     drafts: Vec<Draft>,
 ) -> Result<(Vec<Outcome>, bool), ApiError> {
-    let broker = &state.broker;
     let Some(key) = key else {
-        let mut outcomes = Vec::with_capacity(drafts.len());
-        let mut ticket = 0;
-        for draft in drafts {
-            check_store(state, &draft)?;
-            let qos = draft.qos;
-            let message = message(draft);
-            let published = broker.publish_with(&broker.default_tenant, &message, |_| None);
-            ticket = ticket.max(published.ticket);
-            if let Some(reason) = refused(&published, qos) {
-                wait_durable(state, ticket).await?;
-                return Err(over_bound(reason, outcomes.len()));
-            }
-            outcomes.push(Outcome {
-                matched: published.routed.matched,
-            });
-        }
-        wait_durable(state, ticket).await?;
-        return Ok((outcomes, false));
+        return Ok((publish_all(state, drafts).await?, false));
     };
-    let keys = &state.keys;
     let fp = fingerprint(&[path.as_bytes(), body]);
-    let mut outcomes = match keys.begin(&key, fp, drafts.len(), now_ms()) {
+    let done = match state.keys.begin(&key, fp, drafts.len(), now_ms()) {
         Begin::Replay(outcomes) => return Ok((outcomes, true)),
         Begin::InUse => {
             return Err(ApiError::new(
@@ -172,6 +156,40 @@ async fn publish(
         }
         Begin::Publish { done } => done,
     };
+    Ok((publish_keyed(state, &key, done, drafts).await?, false))
+}
+
+/// Publishes every draft, without an idempotency key, and waits until they are on disk.
+async fn publish_all(state: &ApiState, drafts: Vec<Draft>) -> Result<Vec<Outcome>, ApiError> {
+    let mut outcomes = Vec::with_capacity(drafts.len());
+    let mut ticket = 0;
+    for draft in drafts {
+        check_store(state, &draft)?;
+        let (t, outcome) = route(state, draft, outcomes.len(), |_| None);
+        ticket = ticket.max(t);
+        match outcome {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                wait_durable(state, ticket).await?;
+                return Err(e);
+            }
+        }
+    }
+    wait_durable(state, ticket).await?;
+    Ok(outcomes)
+}
+
+/// Publishes the drafts past `outcomes` (those the key's record already lists), each in the
+/// same store write as the record's progress, and waits until they are on disk. A request
+/// that fails before its first message forgets the key, so that a retry starts afresh.
+async fn publish_keyed(
+    state: &ApiState,
+    key: &str,
+    mut outcomes: Vec<Outcome>,
+    drafts: Vec<Draft>,
+) -> Result<Vec<Outcome>, ApiError> {
+    let keys = &state.keys;
+    let stored = state.broker.durable.is_some();
     let mut ticket = 0;
     let mut failure = None;
     for draft in drafts.into_iter().skip(outcomes.len()) {
@@ -180,39 +198,58 @@ async fn publish(
             break;
         }
         let qos = draft.qos;
-        let message = message(draft);
-        let stored = broker.durable.is_some();
-        let published = broker.publish_with(&broker.default_tenant, &message, |routed| {
+        let (t, outcome) = route(state, draft, outcomes.len(), |routed| {
             if qos != QoS::AtMostOnce && routed.refused > 0 {
                 // Not accepted: the key does not count it, a retry publishes it again.
                 return None;
             }
             // The key's progress, in the same atomic write as the message.
             let record = keys.progress(
-                &key,
+                key,
                 Outcome {
                     matched: routed.matched,
                 },
             )?;
-            stored.then(|| put_op(&key, &record))
+            stored.then(|| put_op(key, &record))
         });
-        ticket = ticket.max(published.ticket);
-        if let Some(reason) = refused(&published, qos) {
-            failure = Some(over_bound(reason, outcomes.len()));
-            break;
+        ticket = ticket.max(t);
+        match outcome {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
-        outcomes.push(Outcome {
-            matched: published.routed.matched,
-        });
     }
-    keys.finish(&key);
+    keys.finish(key);
     let waited = wait_durable(state, ticket).await;
     if let Some(e) = failure {
-        keys.forget_if_empty(&key);
+        keys.forget_if_empty(key);
         return Err(e);
     }
     waited?;
-    Ok((outcomes, false))
+    Ok(outcomes)
+}
+
+/// Routes one draft, with `extra` written in the same store write as the message. Returns
+/// the store ticket to wait for, and the outcome, or the answer to a refusal (`published`:
+/// how many of the request's messages went before it).
+fn route(
+    state: &ApiState,
+    draft: Draft,
+    published: usize,
+    extra: impl FnOnce(&Routed) -> Option<Op>,
+) -> (Ticket, Result<Outcome, ApiError>) {
+    let broker = &state.broker;
+    let qos = draft.qos;
+    let result = broker.publish_with(&broker.default_tenant, &message(draft), extra);
+    let outcome = match refused(&result, qos) {
+        Some(reason) => Err(over_bound(reason, published)),
+        None => Ok(Outcome {
+            matched: result.routed.matched,
+        }),
+    };
+    (result.ticket, outcome)
 }
 
 /// Why a QoS 1/2 publication was not accepted (a subscriber's queue or the node's memory
