@@ -374,28 +374,7 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
         None => return Err(ApiError::field(&field("topic"), "is required")),
     };
     check_topic(topic, &field("topic"), config)?;
-    let payload = match (obj.get("payload"), obj.get("payload_base64")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                &field("payload"),
-                "give payload (UTF-8 text) or payload_base64, not both",
-            ));
-        }
-        (Some(Value::String(text)), None) => Payload::copy_from_slice(text.as_bytes()),
-        (Some(_), None) => return Err(ApiError::field(&field("payload"), "must be a string")),
-        (None, Some(Value::String(b64))) => {
-            Payload::from(data_encoding::BASE64.decode(b64.as_bytes()).map_err(|e| {
-                ApiError::field(&field("payload_base64"), format!("not base64: {e}"))
-            })?)
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::field(
-                &field("payload_base64"),
-                "must be a string",
-            ));
-        }
-        (None, None) => Payload::new(),
-    };
+    let payload = payload(obj, at)?;
     if payload.len() + topic.len() > config.limits.max_packet_size {
         return Err(ApiError::field(
             &field("payload"),
@@ -405,36 +384,8 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
             ),
         ));
     }
-    let qos = match obj.get("qos") {
-        None => QoS::AtMostOnce,
-        Some(v) => match v.as_u64() {
-            Some(q) if q <= u64::from(config.session.maximum_qos) => match q {
-                0 => QoS::AtMostOnce,
-                1 => QoS::AtLeastOnce,
-                _ => QoS::ExactlyOnce,
-            },
-            _ => {
-                return Err(ApiError::field(
-                    &field("qos"),
-                    format!(
-                        "must be 0 to {} (session.maximum_qos)",
-                        config.session.maximum_qos
-                    ),
-                ));
-            }
-        },
-    };
-    let retain = match obj.get("retain") {
-        None => false,
-        Some(Value::Bool(r)) => *r,
-        Some(_) => return Err(ApiError::field(&field("retain"), "must be true or false")),
-    };
-    if retain && !config.session.retain_available {
-        return Err(ApiError::field(
-            &field("retain"),
-            "retained messages are off (session.retain_available)",
-        ));
-    }
+    let qos = qos(obj.get("qos"), &field("qos"), config)?;
+    let retain = retain(obj.get("retain"), &field("retain"), config)?;
     let properties = match obj.get("properties") {
         None => PublishProperties::default(),
         Some(Value::Object(p)) => properties(p, &field("properties."), config)?,
@@ -447,6 +398,65 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
         retain,
         properties,
     })
+}
+
+/// The payload: `payload` (UTF-8 text) or `payload_base64`, or none (empty).
+fn payload(obj: &Map<String, Value>, at: &str) -> Result<Payload, ApiError> {
+    let field = |name: &str| format!("{at}{name}");
+    match (obj.get("payload"), obj.get("payload_base64")) {
+        (Some(_), Some(_)) => Err(ApiError::field(
+            &field("payload"),
+            "give payload (UTF-8 text) or payload_base64, not both",
+        )),
+        (Some(Value::String(text)), None) => Ok(Payload::copy_from_slice(text.as_bytes())),
+        (Some(_), None) => Err(ApiError::field(&field("payload"), "must be a string")),
+        (None, Some(Value::String(b64))) => data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .map(Payload::from)
+            .map_err(|e| ApiError::field(&field("payload_base64"), format!("not base64: {e}"))),
+        (None, Some(_)) => Err(ApiError::field(
+            &field("payload_base64"),
+            "must be a string",
+        )),
+        (None, None) => Ok(Payload::new()),
+    }
+}
+
+/// `qos`: 0 when absent, at most `session.maximum_qos`.
+fn qos(value: Option<&Value>, field: &str, config: &Config) -> Result<QoS, ApiError> {
+    let Some(v) = value else {
+        return Ok(QoS::AtMostOnce);
+    };
+    match v.as_u64() {
+        Some(q) if q <= u64::from(config.session.maximum_qos) => Ok(match q {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }),
+        _ => Err(ApiError::field(
+            field,
+            format!(
+                "must be 0 to {} (session.maximum_qos)",
+                config.session.maximum_qos
+            ),
+        )),
+    }
+}
+
+/// `retain`: false when absent; true only while `session.retain_available`.
+fn retain(value: Option<&Value>, field: &str, config: &Config) -> Result<bool, ApiError> {
+    let retain = match value {
+        None => false,
+        Some(Value::Bool(r)) => *r,
+        Some(_) => return Err(ApiError::field(field, "must be true or false")),
+    };
+    if retain && !config.session.retain_available {
+        return Err(ApiError::field(
+            field,
+            "retained messages are off (session.retain_available)",
+        ));
+    }
+    Ok(retain)
 }
 
 fn check_topic(topic: &str, field: &str, config: &Config) -> Result<(), ApiError> {
