@@ -1,5 +1,5 @@
 //! The HTTP side of a node: the JSON API under `/api/v1` (backends publish to MQTT clients),
-//! and `/healthz` and `/readyz` for orchestrators.
+//! `/metrics` for Prometheus (`prometheus`), and `/healthz` and `/readyz` for orchestrators.
 //!
 //! axum routes it; Herald's own accept loop (`listener`) serves it on its own listener
 //! (`http.listen`), in the same runtime as the MQTT listeners, with bounded connections and
@@ -11,6 +11,7 @@ mod admin;
 mod guard;
 pub mod idempotency;
 mod listener;
+mod prometheus;
 mod publish;
 
 pub use listener::serve;
@@ -458,7 +459,7 @@ async fn metrics(
     }
     let b = &state.broker;
     let http = &state.http;
-    let mut sampled = crate::metrics::Sampled {
+    let mut sampled = prometheus::Sampled {
         retained: b.default_tenant.retained.len() as u64,
         idempotency_keys: state.keys.len() as u64,
         store_bytes: b.persist.durable().map(|d| d.journal.store().disk_bytes()),
@@ -480,7 +481,7 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(b, &sampled),
+        prometheus::render(b, &sampled),
     )
         .into_response())
 }

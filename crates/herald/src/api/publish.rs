@@ -17,7 +17,9 @@ use serde_json::{Map, Value, json};
 use super::idempotency::{Begin, Outcome, fingerprint, now_ms, put_op};
 use super::{ApiError, ApiState, Authorized};
 use crate::broker::message::Message;
+use crate::broker::router::Routed;
 use crate::config::Config;
+use crate::store::Op;
 use crate::store::journal::Ticket;
 
 /// One message of a request, checked.
@@ -130,30 +132,11 @@ async fn publish(
     body: &[u8],
     drafts: Vec<Draft>,
 ) -> Result<(Vec<Outcome>, bool), ApiError> {
-    let broker = &state.broker;
     let Some(key) = key else {
-        let mut outcomes = Vec::with_capacity(drafts.len());
-        let mut ticket = Ticket::NONE;
-        for draft in drafts {
-            check_store(state, &draft)?;
-            let qos = draft.qos;
-            let message = message(draft);
-            let published = broker.publish_with(&broker.default_tenant, &message, |_| None);
-            ticket = ticket.max(published.ticket);
-            if let Some(reason) = refused(&published, qos) {
-                wait_durable(state, ticket).await?;
-                return Err(over_bound(reason, outcomes.len()));
-            }
-            outcomes.push(Outcome {
-                matched: published.routed.matched,
-            });
-        }
-        wait_durable(state, ticket).await?;
-        return Ok((outcomes, false));
+        return Ok((publish_all(state, drafts).await?, false));
     };
-    let keys = &state.keys;
     let fp = fingerprint(&[path.as_bytes(), body]);
-    let mut outcomes = match keys.begin(&key, fp, drafts.len(), now_ms()) {
+    let done = match state.keys.begin(&key, fp, drafts.len(), now_ms()) {
         Begin::Replay(outcomes) => return Ok((outcomes, true)),
         Begin::InUse => {
             return Err(ApiError::new(
@@ -173,6 +156,40 @@ async fn publish(
         }
         Begin::Publish { done } => done,
     };
+    Ok((publish_keyed(state, &key, done, drafts).await?, false))
+}
+
+/// Publishes every draft, without an idempotency key, and waits until they are on disk.
+async fn publish_all(state: &ApiState, drafts: Vec<Draft>) -> Result<Vec<Outcome>, ApiError> {
+    let mut outcomes = Vec::with_capacity(drafts.len());
+    let mut ticket = Ticket::NONE;
+    for draft in drafts {
+        check_store(state, &draft)?;
+        let (t, outcome) = route(state, draft, outcomes.len(), |_| None);
+        ticket = ticket.max(t);
+        match outcome {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                wait_durable(state, ticket).await?;
+                return Err(e);
+            }
+        }
+    }
+    wait_durable(state, ticket).await?;
+    Ok(outcomes)
+}
+
+/// Publishes the drafts past `outcomes` (those the key's record already lists), each in the
+/// same store write as the record's progress, and waits until they are on disk. A request
+/// that fails before its first message forgets the key, so that a retry starts afresh.
+async fn publish_keyed(
+    state: &ApiState,
+    key: &str,
+    mut outcomes: Vec<Outcome>,
+    drafts: Vec<Draft>,
+) -> Result<Vec<Outcome>, ApiError> {
+    let keys = &state.keys;
+    let stored = state.broker.persist.is_stored();
     let mut ticket = Ticket::NONE;
     let mut failure = None;
     for draft in drafts.into_iter().skip(outcomes.len()) {
@@ -181,39 +198,58 @@ async fn publish(
             break;
         }
         let qos = draft.qos;
-        let message = message(draft);
-        let stored = broker.persist.is_stored();
-        let published = broker.publish_with(&broker.default_tenant, &message, |routed| {
+        let (t, outcome) = route(state, draft, outcomes.len(), |routed| {
             if qos != QoS::AtMostOnce && routed.refused > 0 {
                 // Not accepted: the key does not count it, a retry publishes it again.
                 return None;
             }
             // The key's progress, in the same atomic write as the message.
             let record = keys.progress(
-                &key,
+                key,
                 Outcome {
                     matched: routed.matched,
                 },
             )?;
-            stored.then(|| put_op(&key, &record))
+            stored.then(|| put_op(key, &record))
         });
-        ticket = ticket.max(published.ticket);
-        if let Some(reason) = refused(&published, qos) {
-            failure = Some(over_bound(reason, outcomes.len()));
-            break;
+        ticket = ticket.max(t);
+        match outcome {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
-        outcomes.push(Outcome {
-            matched: published.routed.matched,
-        });
     }
-    keys.finish(&key);
+    keys.finish(key);
     let waited = wait_durable(state, ticket).await;
     if let Some(e) = failure {
-        keys.forget_if_empty(&key);
+        keys.forget_if_empty(key);
         return Err(e);
     }
     waited?;
-    Ok((outcomes, false))
+    Ok(outcomes)
+}
+
+/// Routes one draft, with `extra` written in the same store write as the message. Returns
+/// the store ticket to wait for, and the outcome, or the answer to a refusal (`published`:
+/// how many of the request's messages went before it).
+fn route(
+    state: &ApiState,
+    draft: Draft,
+    published: usize,
+    extra: impl FnOnce(&Routed) -> Option<Op>,
+) -> (Ticket, Result<Outcome, ApiError>) {
+    let broker = &state.broker;
+    let qos = draft.qos;
+    let result = broker.publish_with(&broker.default_tenant, &message(draft), extra);
+    let outcome = match refused(&result, qos) {
+        Some(reason) => Err(over_bound(reason, published)),
+        None => Ok(Outcome {
+            matched: result.routed.matched,
+        }),
+    };
+    (result.ticket, outcome)
 }
 
 /// Why a QoS 1/2 publication was not accepted (a subscriber's queue or the node's memory
@@ -346,28 +382,7 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
         None => return Err(ApiError::field(&field("topic"), "is required")),
     };
     check_topic(topic, &field("topic"), config)?;
-    let payload = match (obj.get("payload"), obj.get("payload_base64")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::field(
-                &field("payload"),
-                "give payload (UTF-8 text) or payload_base64, not both",
-            ));
-        }
-        (Some(Value::String(text)), None) => Payload::copy_from_slice(text.as_bytes()),
-        (Some(_), None) => return Err(ApiError::field(&field("payload"), "must be a string")),
-        (None, Some(Value::String(b64))) => {
-            Payload::from(data_encoding::BASE64.decode(b64.as_bytes()).map_err(|e| {
-                ApiError::field(&field("payload_base64"), format!("not base64: {e}"))
-            })?)
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::field(
-                &field("payload_base64"),
-                "must be a string",
-            ));
-        }
-        (None, None) => Payload::new(),
-    };
+    let payload = payload(obj, at)?;
     if payload.len() + topic.len() > config.limits.max_packet_size {
         return Err(ApiError::field(
             &field("payload"),
@@ -377,36 +392,8 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
             ),
         ));
     }
-    let qos = match obj.get("qos") {
-        None => QoS::AtMostOnce,
-        Some(v) => match v.as_u64() {
-            Some(q) if q <= u64::from(config.session.maximum_qos) => match q {
-                0 => QoS::AtMostOnce,
-                1 => QoS::AtLeastOnce,
-                _ => QoS::ExactlyOnce,
-            },
-            _ => {
-                return Err(ApiError::field(
-                    &field("qos"),
-                    format!(
-                        "must be 0 to {} (session.maximum_qos)",
-                        config.session.maximum_qos
-                    ),
-                ));
-            }
-        },
-    };
-    let retain = match obj.get("retain") {
-        None => false,
-        Some(Value::Bool(r)) => *r,
-        Some(_) => return Err(ApiError::field(&field("retain"), "must be true or false")),
-    };
-    if retain && !config.session.retain_available {
-        return Err(ApiError::field(
-            &field("retain"),
-            "retained messages are off (session.retain_available)",
-        ));
-    }
+    let qos = qos(obj.get("qos"), &field("qos"), config)?;
+    let retain = retain(obj.get("retain"), &field("retain"), config)?;
     let properties = match obj.get("properties") {
         None => PublishProperties::default(),
         Some(Value::Object(p)) => properties(p, &field("properties."), config)?,
@@ -419,6 +406,65 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
         retain,
         properties,
     })
+}
+
+/// The payload: `payload` (UTF-8 text) or `payload_base64`, or none (empty).
+fn payload(obj: &Map<String, Value>, at: &str) -> Result<Payload, ApiError> {
+    let field = |name: &str| format!("{at}{name}");
+    match (obj.get("payload"), obj.get("payload_base64")) {
+        (Some(_), Some(_)) => Err(ApiError::field(
+            &field("payload"),
+            "give payload (UTF-8 text) or payload_base64, not both",
+        )),
+        (Some(Value::String(text)), None) => Ok(Payload::copy_from_slice(text.as_bytes())),
+        (Some(_), None) => Err(ApiError::field(&field("payload"), "must be a string")),
+        (None, Some(Value::String(b64))) => data_encoding::BASE64
+            .decode(b64.as_bytes())
+            .map(Payload::from)
+            .map_err(|e| ApiError::field(&field("payload_base64"), format!("not base64: {e}"))),
+        (None, Some(_)) => Err(ApiError::field(
+            &field("payload_base64"),
+            "must be a string",
+        )),
+        (None, None) => Ok(Payload::new()),
+    }
+}
+
+/// `qos`: 0 when absent, at most `session.maximum_qos`.
+fn qos(value: Option<&Value>, field: &str, config: &Config) -> Result<QoS, ApiError> {
+    let Some(v) = value else {
+        return Ok(QoS::AtMostOnce);
+    };
+    match v.as_u64() {
+        Some(q) if q <= u64::from(config.session.maximum_qos) => Ok(match q {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }),
+        _ => Err(ApiError::field(
+            field,
+            format!(
+                "must be 0 to {} (session.maximum_qos)",
+                config.session.maximum_qos
+            ),
+        )),
+    }
+}
+
+/// `retain`: false when absent; true only while `session.retain_available`.
+fn retain(value: Option<&Value>, field: &str, config: &Config) -> Result<bool, ApiError> {
+    let retain = match value {
+        None => false,
+        Some(Value::Bool(r)) => *r,
+        Some(_) => return Err(ApiError::field(field, "must be true or false")),
+    };
+    if retain && !config.session.retain_available {
+        return Err(ApiError::field(
+            field,
+            "retained messages are off (session.retain_available)",
+        ));
+    }
+    Ok(retain)
 }
 
 fn check_topic(topic: &str, field: &str, config: &Config) -> Result<(), ApiError> {

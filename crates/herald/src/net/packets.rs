@@ -165,7 +165,7 @@ impl Live {
 
     /// Refuses a QoS 1/2 publication Herald could not queue or store: a v5 client is told
     /// why in its PUBACK/PUBREC (0x97 Quota exceeded for a bound, 0x80 Unspecified error
-    /// for a failing store). 3.1.1 has no way to say no: the connection is closed without
+    /// for a failing store or a message it cannot record). 3.1.1 has no way to say no: the connection is closed without
     /// the acknowledgement (the client sends it again), unless `accept` (the listener is in
     /// `listeners.v3_accept_refused`), when it is acknowledged and counted. A refused QoS 2
     /// exchange ends here: its packet id is forgotten, so a re-send is a new message.
@@ -177,7 +177,11 @@ impl Live {
         accept: bool,
     ) -> Result<(), Closing> {
         use crate::broker::stats::RefuseReason;
-        if accept && !self.v5() && reason != RefuseReason::StoreFailed {
+        let unstored = matches!(
+            reason,
+            RefuseReason::StoreFailed | RefuseReason::Unrecordable
+        );
+        if accept && !self.v5() && !unstored {
             self.broker
                 .stats
                 .accepted_unqueued
@@ -190,9 +194,10 @@ impl Live {
         if !self.v5() {
             return Err(Closing::new(CloseReason::PublishRefused));
         }
-        let code = match reason {
-            RefuseReason::StoreFailed => ReasonCode::UnspecifiedError,
-            _ => ReasonCode::QuotaExceeded,
+        let code = if unstored {
+            ReasonCode::UnspecifiedError
+        } else {
+            ReasonCode::QuotaExceeded
         };
         self.refuse_publish(qos, packet_id, code)
     }

@@ -1,0 +1,456 @@
+//! `/metrics`: the broker's counters (`crate::metrics`) and its state, sampled at scrape
+//! time, in Prometheus' text exposition format, every name prefixed `herald_`.
+//!
+//! `render` writes the families in a fixed order, one function per group (connections,
+//! traffic, messages, state, HTTP, latency, store, process); dashboards and alerts rely on
+//! the names, help texts and labels staying as they are.
+
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::Ordering;
+
+use mqtt_codec::ProtocolVersion;
+
+use crate::broker::Broker;
+use crate::broker::stats::{CloseReason, DropReason, RefuseReason, Stats};
+use crate::config::ListenerKind;
+use crate::metrics::{Buckets, LISTENER_SLOTS, ListenerSlot, TrafficTotals};
+
+/// State sampled at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct Sampled {
+    /// Sessions, connected or not.
+    pub(crate) sessions: u64,
+    /// Subscriptions held by sessions.
+    pub(crate) subscriptions: u64,
+    /// Messages queued for sessions, not yet sent.
+    pub(crate) queued: u64,
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub(crate) inflight: u64,
+    /// Retained messages.
+    pub(crate) retained: u64,
+    /// Idempotency keys remembered by the API.
+    pub(crate) idempotency_keys: u64,
+    /// The store's size on disk (`None` in memory).
+    pub(crate) store_bytes: Option<u64>,
+    /// Open HTTP connections.
+    pub(crate) http_open: u64,
+    /// HTTP connections closed at once past `http.max_connections`.
+    pub(crate) http_refused: u64,
+    /// HTTP connections closed for sending no request head within `http.header_timeout_secs`.
+    pub(crate) http_header_timeouts: u64,
+    /// HTTP connections closed after `http.idle_timeout_secs` without a byte either way.
+    pub(crate) http_idle_timeouts: u64,
+}
+
+/// Renders every metric of `broker`.
+pub(crate) fn render(broker: &Broker, sampled: &Sampled) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let s = &broker.stats;
+    connections(&mut out, s);
+    traffic(&mut out, &s.hot.traffic());
+    messages(&mut out, s);
+    state(&mut out, s, sampled);
+    http(&mut out, sampled);
+    histogram(
+        &mut out,
+        "herald_delivery_latency_seconds",
+        "Time from Herald receiving a message to writing it to a subscriber (sampled: the first delivery of each write batch and every 16th after it).",
+        &s.hot.latency(),
+    );
+    store(&mut out, broker, sampled);
+    process(&mut out);
+    out
+}
+
+/// The packet types, by their wire number (index 0 unused), for labels.
+const PACKET_TYPES: [&str; 16] = [
+    "reserved",
+    "connect",
+    "connack",
+    "publish",
+    "puback",
+    "pubrec",
+    "pubrel",
+    "pubcomp",
+    "subscribe",
+    "suback",
+    "unsubscribe",
+    "unsuback",
+    "pingreq",
+    "pingresp",
+    "disconnect",
+    "auth",
+];
+
+/// The listener kinds, in the order their series are written.
+const LISTENERS: [ListenerKind; LISTENER_SLOTS] = [
+    ListenerKind::Mqtt,
+    ListenerKind::Ws,
+    ListenerKind::Tls,
+    ListenerKind::Wss,
+];
+
+/// The protocol versions and their labels, in the order their series are written.
+const PROTOCOLS: [(ProtocolVersion, &str); 3] = [
+    (ProtocolVersion::V3_1, "3.1"),
+    (ProtocolVersion::V3_1_1, "3.1.1"),
+    (ProtocolVersion::V5, "5.0"),
+];
+
+/// A listener kind's slot in the connection counters: its place in `LISTENERS`.
+impl ListenerSlot for ListenerKind {
+    fn slot(self) -> usize {
+        match self {
+            ListenerKind::Mqtt => 0,
+            ListenerKind::Ws => 1,
+            ListenerKind::Tls => 2,
+            ListenerKind::Wss => 3,
+        }
+    }
+}
+
+/// Writes one metric family's header.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes a family of one sample without labels.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Writes a family of one sample per value of its one label, `label`.
+fn labelled<V: Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'static str, V)>,
+) {
+    family(out, name, kind, help);
+    for (value, n) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
+/// Writes a histogram family: cumulative buckets, then the sum and the count.
+fn histogram(out: &mut String, name: &str, help: &str, h: &Buckets) {
+    family(out, name, "histogram", help);
+    let mut cumulative = 0;
+    for (bound, n) in h.bounds.iter().zip(&h.counts) {
+        cumulative += n;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += h.counts[h.bounds.len()];
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {}\n{name}_count {cumulative}", h.sum);
+}
+
+/// Connections open, sockets accepted, connections closed and why.
+fn connections(out: &mut String, s: &Stats) {
+    let c = &s.connections;
+    family(
+        out,
+        "herald_connections",
+        "gauge",
+        "Open MQTT connections (CONNECT accepted), by listener and protocol version.",
+    );
+    for kind in LISTENERS {
+        for (v, proto) in PROTOCOLS {
+            let _ = writeln!(
+                out,
+                "herald_connections{{listener=\"{}\",protocol=\"{proto}\"}} {}",
+                kind.label(),
+                c.open_count(kind, v)
+            );
+        }
+    }
+    labelled(
+        out,
+        "herald_connections_accepted_total",
+        "counter",
+        "Sockets accepted, by listener.",
+        "listener",
+        LISTENERS.map(|kind| (kind.label(), c.accepted_count(kind))),
+    );
+    labelled(
+        out,
+        "herald_connections_closed_total",
+        "counter",
+        "Connections closed, by reason.",
+        "reason",
+        CloseReason::ALL.iter().map(|r| (r.label(), s.closes(*r))),
+    );
+}
+
+/// MQTT packets and their bytes, each way, by packet type.
+fn traffic(out: &mut String, t: &TrafficTotals) {
+    for (name, help, counts) in [
+        (
+            "herald_packets_received_total",
+            "MQTT packets received from clients, by type.",
+            &t.packets_in,
+        ),
+        (
+            "herald_packets_sent_total",
+            "MQTT packets sent to clients, by type.",
+            &t.packets_out,
+        ),
+        (
+            "herald_received_bytes_total",
+            "Bytes of MQTT packets received from clients (inside TLS and WebSocket framing), by type.",
+            &t.bytes_in,
+        ),
+        (
+            "herald_sent_bytes_total",
+            "Bytes of MQTT packets sent to clients (inside TLS and WebSocket framing), by type.",
+            &t.bytes_out,
+        ),
+    ] {
+        let samples = PACKET_TYPES.into_iter().zip(counts).skip(1);
+        labelled(out, name, "counter", help, "type", samples);
+    }
+}
+
+/// Messages published and delivered, deliveries dropped, publications refused, and the
+/// flow control between publishers and subscribers.
+fn messages(out: &mut String, s: &Stats) {
+    single(
+        out,
+        "herald_messages_published_total",
+        "counter",
+        "Messages published (by clients, wills and the API).",
+        s.published.load(Ordering::Relaxed),
+    );
+    single(
+        out,
+        "herald_messages_delivered_total",
+        "counter",
+        "Messages written to subscribers.",
+        s.delivered.load(Ordering::Relaxed),
+    );
+    labelled(
+        out,
+        "herald_messages_dropped_total",
+        "counter",
+        "Deliveries dropped, by reason.",
+        "reason",
+        DropReason::ALL.iter().map(|r| (r.label(), s.drops(*r))),
+    );
+    labelled(
+        out,
+        "herald_publications_refused_total",
+        "counter",
+        "QoS 1/2 publications refused rather than acknowledged (v5: a reason code; 3.1.1: closed unacknowledged), by reason.",
+        "reason",
+        RefuseReason::ALL
+            .iter()
+            .map(|r| (r.label(), s.refusals(*r))),
+    );
+    for (name, help, value) in [
+        (
+            "herald_accepted_unqueued_total",
+            "3.1.1 QoS 1/2 publications acknowledged although a copy could not be queued (listeners.v3_accept_refused).",
+            &s.accepted_unqueued,
+        ),
+        (
+            "herald_pushbacks_total",
+            "Times a publisher stopped reading because a subscriber it feeds was congested.",
+            &s.pushbacks,
+        ),
+        (
+            "herald_stalled_subscribers_total",
+            "Subscribers still congested after limits.stall_after_ms: they lose QoS 0 instead of slowing publishers.",
+            &s.stalls,
+        ),
+    ] {
+        single(out, name, "counter", help, value.load(Ordering::Relaxed));
+    }
+}
+
+/// Gauges of what the node holds: queues, in-flight messages, retained messages,
+/// subscriptions, sessions, idempotency keys.
+fn state(out: &mut String, s: &Stats, sampled: &Sampled) {
+    for (name, help, value) in [
+        (
+            "herald_queued_bytes",
+            "Bytes held by all session queues (limits.max_queued_bytes_total bounds it).",
+            s.queued_bytes(),
+        ),
+        (
+            "herald_messages_queued",
+            "Messages queued for sessions and not yet sent.",
+            sampled.queued,
+        ),
+        (
+            "herald_messages_inflight",
+            "QoS 1/2 messages sent and not yet acknowledged.",
+            sampled.inflight,
+        ),
+        (
+            "herald_retained_messages",
+            "Retained messages.",
+            sampled.retained,
+        ),
+        (
+            "herald_subscriptions",
+            "Subscriptions held by sessions.",
+            sampled.subscriptions,
+        ),
+        (
+            "herald_sessions",
+            "Sessions, connected or not.",
+            sampled.sessions,
+        ),
+        (
+            "herald_idempotency_keys",
+            "Idempotency keys the HTTP API remembers.",
+            sampled.idempotency_keys,
+        ),
+    ] {
+        single(out, name, "gauge", help, value);
+    }
+}
+
+/// The HTTP listener's connections.
+fn http(out: &mut String, sampled: &Sampled) {
+    single(
+        out,
+        "herald_http_connections",
+        "gauge",
+        "Open HTTP connections (API, metrics, health).",
+        sampled.http_open,
+    );
+    single(
+        out,
+        "herald_http_connections_refused_total",
+        "counter",
+        "HTTP connections closed as soon as accepted: http.max_connections were open.",
+        sampled.http_refused,
+    );
+    labelled(
+        out,
+        "herald_http_connections_timed_out_total",
+        "counter",
+        "HTTP connections closed by a deadline: header (http.header_timeout_secs) or idle (http.idle_timeout_secs).",
+        "phase",
+        [
+            ("header", sampled.http_header_timeouts),
+            ("idle", sampled.http_idle_timeouts),
+        ],
+    );
+}
+
+/// Publications the store refused; with a store, its group commits and its size on disk.
+fn store(out: &mut String, broker: &Broker, sampled: &Sampled) {
+    single(
+        out,
+        "herald_store_refused_total",
+        "counter",
+        "QoS 1/2 publications refused because the store is past its disk limits or failing.",
+        broker.stats.store_refused.load(Ordering::Relaxed),
+    );
+    let Some(d) = broker.persist.durable() else {
+        return;
+    };
+    let j = d.journal.stats();
+    histogram(
+        out,
+        "herald_store_write_seconds",
+        "Time to write one group commit, fsync included.",
+        &j.write_seconds.read(),
+    );
+    histogram(
+        out,
+        "herald_store_batch_ops",
+        "Changes written per group commit (fsync batch size).",
+        &j.batch_ops.read(),
+    );
+    single(
+        out,
+        "herald_store_disk_bytes",
+        "gauge",
+        "Bytes the store takes on disk.",
+        sampled.store_bytes.unwrap_or(0),
+    );
+}
+
+/// The process's descriptors, CPU and memory, from /proc.
+fn process(out: &mut String) {
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1));
+    single(
+        out,
+        "herald_process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+        fds,
+    );
+    let max = rlimit::Resource::NOFILE.get().map_or(0, |(soft, _)| soft);
+    single(
+        out,
+        "herald_process_max_fds",
+        "gauge",
+        "The open-file limit (soft).",
+        max,
+    );
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    // Fields 14 and 15 of /proc/self/stat (after the command name in parentheses).
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+        });
+    single(
+        out,
+        "herald_process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time.",
+        cpu.unwrap_or(0.0),
+    );
+    let page = rustix::param::page_size() as u64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split(' ').nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    single(
+        out,
+        "herald_process_resident_memory_bytes",
+        "gauge",
+        "Resident memory.",
+        rss,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listener_kind_has_its_own_slot() {
+        let mut seen = [false; LISTENER_SLOTS];
+        for kind in LISTENERS {
+            assert!(!std::mem::replace(&mut seen[kind.slot()], true), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let h = Buckets {
+            bounds: vec![0.5, 1.0],
+            counts: vec![1, 2, 3],
+            sum: 9.25,
+        };
+        let mut out = String::new();
+        histogram(&mut out, "herald_x", "X.", &h);
+        assert_eq!(
+            out,
+            "# HELP herald_x X.\n# TYPE herald_x histogram\n\
+             herald_x_bucket{le=\"0.5\"} 1\nherald_x_bucket{le=\"1\"} 3\n\
+             herald_x_bucket{le=\"+Inf\"} 6\nherald_x_sum 9.25\nherald_x_count 6\n"
+        );
+    }
+}
