@@ -78,9 +78,11 @@ async fn draining_lets_clients_go_gradually_and_points_them_elsewhere() {
             other => panic!("expected DISCONNECT 0x9C, got {other:?}"),
         }
     }
+    // Nominally about 0.9 s apart (21 clients, two per 100 ms tick); all at once would be
+    // a few milliseconds. Half the nominal spread leaves room for a loaded machine.
     let (first, last) = (at.iter().min().unwrap(), at.iter().max().unwrap());
     assert!(
-        *last - *first >= Duration::from_millis(800),
+        *last - *first >= Duration::from_millis(450),
         "disconnects not spread: {first:?} .. {last:?}"
     );
     assert!(*last < Duration::from_secs(4), "{last:?}");

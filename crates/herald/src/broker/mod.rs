@@ -469,32 +469,36 @@ impl Broker {
     }
 
     /// Publishes `will` for a connection of `session` that closed without a normal
-    /// DISCONNECT: now, or after its delay unless a connection resumes the session first.
-    /// `generation` is that connection's: its stored will goes once published.
+    /// DISCONNECT: now, or after its delay unless a connection resumes the session first
+    /// (`Will::fate`). `generation` is that connection's: its stored will goes once
+    /// published; `taken_over`: a newer connection replaced it.
     pub fn publish_will(
         self: &Arc<Self>,
         tenant: &Arc<Tenant>,
         session: &Arc<Session>,
         will: Will,
         generation: u64,
+        taken_over: bool,
     ) {
-        if will.delay == 0 {
-            self.publish(tenant, &will.message(session.id));
-            self.forget_will(session, generation);
-            return;
-        }
-        let (delay, generation) = {
-            let mut st = session.lock();
-            if st.ended || st.generation != generation {
+        let mut st = session.lock();
+        let resumed = st.generation != generation;
+        let delay = match will.fate(taken_over, st.ended, resumed, st.expiry_interval) {
+            session::WillFate::Forget => {
+                drop(st);
+                self.forget_will(session, generation);
+                return;
+            }
+            session::WillFate::Publish => {
                 drop(st);
                 self.publish(tenant, &will.message(session.id));
                 self.forget_will(session, generation);
                 return;
             }
-            let delay = will.delay.min(st.expiry_interval);
-            st.pending_will = Some(Box::new(will));
-            (delay, st.generation)
+            session::WillFate::After(delay) => delay,
         };
+        st.pending_will = Some(Box::new(will));
+        let generation = st.generation;
+        drop(st);
         let (broker, tenant, session) = (Arc::downgrade(self), tenant.clone(), session.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;

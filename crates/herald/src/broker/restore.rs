@@ -373,7 +373,7 @@ fn restore_will(
         // resume (or the session's end) finds the record.
         Some((session, _)) if rec.delay > 0 => {
             session.lock().generation = generation;
-            broker.publish_will(tenant, session, will, generation);
+            broker.publish_will(tenant, session, will, generation, false);
         }
         _ => {
             let placeholder = Session::new(session_id, Arc::from(""), ProtocolVersion::V5);

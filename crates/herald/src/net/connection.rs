@@ -5,14 +5,13 @@
 //! session's queue going from empty to non-empty, the socket becoming writable again while
 //! bytes wait, its deadline (keep-alive, slow consumer), and server shutdown.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_codec::{ByteString, Disconnect, Packet, ProtocolVersion, ReasonCode};
+
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -21,51 +20,13 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::Endpoint;
-pub(crate) use super::closing::Closing;
 use super::connect;
 use super::outgoing::Outgoing;
 use super::transport::Transport;
-use crate::broker::session::{Session as BrokerSession, Will};
+use crate::broker::Broker;
+use crate::broker::session::{Closing, Handled, Link, Session as BrokerSession};
 use crate::broker::stats::CloseReason;
-use crate::broker::{Broker, Tenant};
 use crate::store::journal::Ticket;
-
-/// The protocol state of a connection once CONNECT is accepted.
-pub(crate) struct Session {
-    /// Protocol version.
-    pub(crate) version: ProtocolVersion,
-    /// The attached session.
-    pub(crate) session: Arc<BrokerSession>,
-    /// This connection's attachment generation.
-    pub(crate) generation: u64,
-    /// Keep-alive in force (0: none).
-    pub(crate) keep_alive: u16,
-    /// How many QoS 1/2 messages the client accepts unacknowledged.
-    pub(crate) client_receive_maximum: u16,
-    /// Largest packet the client accepts.
-    pub(crate) client_max_packet_size: u32,
-    /// Largest packet Herald accepts from it: fixed at CONNECT (a v5 client was told it),
-    /// whatever a reload does.
-    pub(crate) max_packet_size: u32,
-    /// Topic aliases the client accepts from Herald.
-    pub(crate) client_alias_maximum: u16,
-    /// Session expiry interval agreed at CONNECT (a DISCONNECT may not raise it from 0).
-    pub(crate) expiry_at_connect: u32,
-    /// The will, published unless the connection ends with a normal DISCONNECT (boxed: most
-    /// connections have none, and every byte here is paid per connection).
-    pub(crate) will: Option<Box<Will>>,
-    /// Topic aliases in use, created on first use (most clients use none).
-    pub(crate) aliases: Option<Box<Aliases>>,
-}
-
-/// Topic aliases of a v5 connection.
-#[derive(Debug, Default)]
-pub(crate) struct Aliases {
-    /// Set by the client, alias -> topic.
-    pub(crate) inbound: HashMap<u16, ByteString>,
-    /// Assigned by Herald, topic -> alias.
-    pub(crate) outbound: HashMap<ByteString, u16>,
-}
 
 /// A live connection: socket, buffers, protocol state.
 pub(crate) struct Live {
@@ -75,9 +36,8 @@ pub(crate) struct Live {
     pub(crate) peer: SocketAddr,
     pub(crate) rbuf: BytesMut,
     pub(crate) out: Outgoing,
-    pub(crate) conn: Session,
-    pub(crate) broker: Arc<Broker>,
-    pub(crate) tenant: Arc<Tenant>,
+    /// The MQTT side: the session core's state of this connection.
+    pub(crate) link: Link,
     /// When the last whole packet arrived (broker clock, ms).
     last_received_ms: u64,
     /// Since when the socket has been full with data waiting (broker clock, ms; `NONE`).
@@ -91,16 +51,13 @@ pub(crate) struct Live {
     rare: Option<Box<Rare>>,
     /// The store ticket CONNACK waited for: while it is not durable, CONNACK is unsent.
     connack_ticket: Ticket,
-    /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
-    /// (`listeners.v3_accept_refused`) instead of closing the connection.
-    v3_accept_refused: bool,
     /// Input is buffered (or unread) because the connection yielded; resume it next turn.
     input_pending: bool,
     /// The yield has happened; the next poll resumes the input.
     yielded: bool,
 }
 
-/// What few connections ever need: pushback state and the rule a violation broke.
+/// What few connections ever need: pushback state.
 #[derive(Default)]
 struct Rare {
     /// The congested subscriber this connection's input waits on (pushback,
@@ -109,8 +66,6 @@ struct Rare {
     /// Wakes this task when the subscriber it waits on would count as stalled (armed only
     /// while parked).
     stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// The rule a protocol violation broke (`[MQTT-3.1.0-2]`), for the log.
-    rule: Option<&'static str>,
 }
 
 /// What woke a connection.
@@ -186,8 +141,7 @@ impl Live {
         endpoint: &Endpoint,
         peer: SocketAddr,
         rbuf: BytesMut,
-        conn: Session,
-        broker: &Arc<Broker>,
+        link: Link,
     ) -> Box<Live> {
         let input_pending = !rbuf.is_empty();
         // Idle connections keep no read buffer: not even the handshake's, once empty.
@@ -198,16 +152,13 @@ impl Live {
             peer,
             rbuf,
             out: Outgoing::default(),
-            conn,
-            broker: broker.clone(),
-            tenant: broker.default_tenant.clone(),
-            last_received_ms: broker.clock_ms(Instant::now()),
+            last_received_ms: link.broker().clock_ms(Instant::now()),
+            link,
             unwritable_since_ms: NONE,
             routed: 0,
             pushback: false,
             rare: None,
             connack_ticket: Ticket::NONE,
-            v3_accept_refused: endpoint.v3_accept_refused,
             input_pending,
             yielded: input_pending,
         })
@@ -225,10 +176,10 @@ impl Live {
             && let Some(suppressed) = VIOLATIONS_LOGGED.allow()
         {
             tracing::info!(
-                client_id = &*self.conn.session.client_id,
+                client_id = &*self.link.session().client_id,
                 peer = %self.peer,
                 reason = closing.reason.label(),
-                rule = self.rare.as_ref().and_then(|r| r.rule).unwrap_or("limits"),
+                rule = self.link.rule().unwrap_or("limits"),
                 code = ?closing.code,
                 suppressed,
                 "protocol violation: connection closed"
@@ -236,10 +187,11 @@ impl Live {
         } else {
             tracing::debug!(peer = %self.peer, reason = closing.reason.label(), "connection closed");
         }
-        self.broker
+        self.link
+            .broker()
             .stats
             .connections
-            .open(self.listener, self.conn.version, false);
+            .open(self.listener, self.link.version(), false);
         Box::pin(self.close(closing)).await;
         closing.reason
     }
@@ -251,10 +203,8 @@ impl Live {
         ticket: Ticket,
     ) -> Result<(), Closing> {
         // With a store, CONNACK waits until the session's record and the will are on disk.
-        self.out.gate(ticket);
         self.connack_ticket = ticket;
-        self.send(&Packet::ConnAck(Box::new(connack)))?;
-        self.resend_inflight()?;
+        self.link.start(&mut self.out, connack, ticket)?;
         self.drive()
     }
 
@@ -278,17 +228,8 @@ impl Live {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
-        {
-            // A takeover raises the generation under this lock, then wakes: checked under it,
-            // a replaced connection never registers its waker over its successor's, and is
-            // woken at least once after the change.
-            let st = self.conn.session.lock();
-            if st.generation != self.conn.generation
-                || self.conn.session.poll_signal(cx)
-                || self.broker.shutting_down()
-            {
-                return Poll::Ready(Event::Signalled);
-            }
+        if self.link.poll_signal(cx) || self.link.broker().shutting_down() {
+            return Poll::Ready(Event::Signalled);
         }
         if self.input_pending {
             // Input waits while a subscriber it feeds is congested; parked on that session,
@@ -318,7 +259,12 @@ impl Live {
         }
         // Acknowledgements held until the store has their change on disk.
         if let Some(ticket) = self.out.waiting()
-            && self.broker.persist.poll_durable(ticket, cx).is_ready()
+            && self
+                .link
+                .broker()
+                .persist
+                .poll_durable(ticket, cx)
+                .is_ready()
         {
             return Poll::Ready(Event::Writable);
         }
@@ -329,7 +275,7 @@ impl Live {
     /// expiry, or the slow-consumer limit while the socket is full.
     fn publish_deadline(&self) {
         let deadline = self.keep_alive_deadline().min(self.slow_deadline());
-        self.conn.session.set_deadline(deadline);
+        self.link.session().set_deadline(deadline);
     }
 
     /// Whether input still waits on the congested subscriber this connection fed (its task
@@ -344,7 +290,8 @@ impl Live {
         let Some(congested) = &rare.blocked_on else {
             return false;
         };
-        let limits = &self.broker.config().limits;
+        let broker = self.link.broker();
+        let limits = &broker.config().limits;
         if !congested.park(cx.waker(), limits) {
             return false;
         }
@@ -352,7 +299,7 @@ impl Live {
         let now = crate::broker::flow::now_ms();
         if now >= stall_at {
             if congested.mark_stalled(limits) {
-                self.broker.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                broker.stats.stalls.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     client_id = &*congested.client_id,
                     "subscriber stalled: it no longer slows its publishers"
@@ -374,7 +321,7 @@ impl Live {
 
     /// When the client must have sent something: 1.5 x keep-alive after the last packet.
     fn keep_alive_deadline(&self) -> u64 {
-        match self.conn.keep_alive {
+        match self.link.keep_alive() {
             0 => NONE,
             secs => self.last_received_ms + u64::from(secs) * 1500,
         }
@@ -384,33 +331,21 @@ impl Live {
     fn slow_deadline(&self) -> u64 {
         match self.unwritable_since_ms {
             NONE => NONE,
-            since => since + self.broker.config().limits.slow_consumer_timeout_secs * 1000,
+            since => {
+                let limits = &self.link.broker().config().limits;
+                since + limits.slow_consumer_timeout_secs * 1000
+            }
         }
     }
 
     /// Something happened that is not socket readiness: shutdown, takeover, new deliveries,
     /// or a deadline.
     fn on_signal(&mut self) -> Result<(), Closing> {
-        if self.broker.shutting_down() {
+        if self.link.broker().shutting_down() {
             return Err(Closing::new(CloseReason::ServerShutdown));
         }
-        let (generation, kicked) = {
-            let st = self.conn.session.lock();
-            (st.generation, st.kicked)
-        };
-        if let (Some(reason), true) = (kicked, generation == self.conn.generation) {
-            return Err(Closing::new(reason));
-        }
-        if generation != self.conn.generation {
-            if let Some(reason) = kicked {
-                // Disconnected by an operator, and the session discarded.
-                return Err(Closing::new(reason));
-            }
-            // Another connection took the session over; pass the signal on to it.
-            self.conn.session.wake();
-            return Err(Closing::new(CloseReason::SessionTakenOver));
-        }
-        let now = self.broker.clock_ms(Instant::now());
+        self.link.check_signal()?;
+        let now = self.link.broker().clock_ms(Instant::now());
         if now >= self.keep_alive_deadline() {
             return Err(Closing::new(CloseReason::KeepAliveTimeout));
         }
@@ -422,27 +357,17 @@ impl Live {
 
     /// Records what a publication routed; past the budget, or at high water, the connection
     /// stops taking input and yields.
-    pub(crate) fn note_routed(&mut self, routed: &mut crate::broker::router::Routed) {
-        self.routed = self.routed.saturating_add(routed.matched as u32);
-        if let Some(congested) = routed.congested.take() {
+    fn note_routed(&mut self, handled: Handled) {
+        self.routed = self.routed.saturating_add(handled.matched as u32);
+        if let Some(congested) = handled.congested {
             self.pushback = true;
             let rare = self.rare.get_or_insert_with(Default::default);
             if rare.blocked_on.is_none() {
-                self.broker.stats.pushbacks.fetch_add(1, Ordering::Relaxed);
+                let stats = &self.link.broker().stats;
+                stats.pushbacks.fetch_add(1, Ordering::Relaxed);
                 rare.blocked_on = Some(congested);
             }
         }
-    }
-
-    /// A protocol error told with `code`, breaking `rule` (logged when the connection closes).
-    pub(crate) fn violation(&mut self, code: ReasonCode, rule: &'static str) -> Closing {
-        self.rare.get_or_insert_with(Default::default).rule = Some(rule);
-        Closing::protocol(code)
-    }
-
-    /// Whether this listener acknowledges a 3.1.1 publication it could not queue.
-    pub(crate) fn v3_accept_refused(&self) -> bool {
-        self.v3_accept_refused
     }
 
     fn turn_over(&self) -> bool {
@@ -484,43 +409,31 @@ impl Live {
 
     /// Decodes and handles the complete packets in the read buffer, until the turn is over.
     fn process(&mut self) -> Result<(), Closing> {
-        let max = self.conn.max_packet_size as usize;
+        let max = self.link.max_packet_size();
         loop {
             if self.turn_over() {
                 self.input_pending = true;
                 return Ok(());
             }
             let before = self.rbuf.len();
-            match mqtt_codec::decode(&mut self.rbuf, self.conn.version, max) {
+            match mqtt_codec::decode(&mut self.rbuf, self.link.version(), max) {
                 Ok(Some(packet)) => {
                     let size = before - self.rbuf.len();
-                    self.broker.stats.hot.packet_in(packet.packet_type(), size);
+                    let broker = self.link.broker();
+                    broker.stats.hot.packet_in(packet.packet_type(), size);
                     // Keep-alive counts whole control packets, not bytes of an unfinished one
                     // [MQTT-3.1.2-22].
-                    self.last_received_ms = self.broker.clock_ms(Instant::now());
-                    self.handle(packet)?
+                    self.last_received_ms = broker.clock_ms(Instant::now());
+                    let handled = self.link.handle(packet, &mut self.out)?;
+                    self.note_routed(handled);
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    self.rare.get_or_insert_with(Default::default).rule = Some(e.rule());
+                    self.link.note_rule(e.rule());
                     return Err(Closing::decode(&e));
                 }
             }
         }
-    }
-
-    /// Queues a control packet.
-    pub(crate) fn send(&mut self, packet: &Packet) -> Result<(), Closing> {
-        let before = self.out.len();
-        self.out
-            .packet(packet, self.conn.version)
-            .map_err(|_| Closing::new(CloseReason::ProtocolError))?;
-        let size = self.out.len().saturating_sub(before);
-        self.broker
-            .stats
-            .hot
-            .packets_out(packet.packet_type(), 1, size);
-        Ok(())
     }
 
     /// Moves deliveries to the socket until it is full or nothing more may be sent now.
@@ -531,29 +444,31 @@ impl Live {
     /// After `DRIVE_ROUNDS` rounds the task signals itself and lets others run.
     pub(crate) fn drive(&mut self) -> Result<(), Closing> {
         for _ in 0..DRIVE_ROUNDS {
-            let more = self.pump()?;
+            let more = self.link.pump(&mut self.out)?;
             let written = self.flush()?;
             if !(more && written) {
                 return Ok(());
             }
         }
-        self.conn.session.wake();
+        self.link.session().wake();
         Ok(())
     }
 
     /// Writes what the socket takes now; tracks how long it has been full. `Ok(true)` when
     /// everything ready was written.
     pub(crate) fn flush(&mut self) -> Result<bool, Closing> {
-        let persist = &self.broker.persist;
+        let persist = &self.link.broker().persist;
         self.out.release(persist.durable_ticket());
         if self.out.waiting().is_some() && persist.failed() {
-            return Err(self.store_failed());
+            self.out.discard_held();
+            let unsent = persist.durable_ticket() < self.connack_ticket;
+            return Err(self.link.store_failed(&mut self.out, unsent));
         }
         let before = self.out.len();
         let flushed = self.out.flush(&mut self.io);
         if self.out.len() < before || matches!(flushed, Ok(true)) {
             // The socket took bytes (or nothing waits): this subscriber is not stalled.
-            self.conn.session.note_progress();
+            self.link.session().note_progress();
         }
         match flushed {
             Ok(true) => {
@@ -562,7 +477,7 @@ impl Live {
             }
             Ok(false) => {
                 if self.unwritable_since_ms == NONE {
-                    self.unwritable_since_ms = self.broker.clock_ms(Instant::now());
+                    self.unwritable_since_ms = self.link.broker().clock_ms(Instant::now());
                 }
                 Ok(false)
             }
@@ -570,48 +485,15 @@ impl Live {
         }
     }
 
-    /// The store failed while answers waited for it: they are never sent. A client still
-    /// waiting for its CONNACK gets 0x88 Server unavailable (3.1.1: return code 3); one
-    /// past it, v5 DISCONNECT 0x80 (its unacknowledged messages it sends again elsewhere).
-    fn store_failed(&mut self) -> Closing {
-        self.out.discard_held();
-        let unsent = self.broker.persist.durable_ticket() < self.connack_ticket;
-        tracing::warn!(
-            client_id = &*self.conn.session.client_id,
-            "store failed: closing a connection waiting on it"
-        );
-        if unsent {
-            let ack = mqtt_codec::ConnAck::new(ReasonCode::ServerUnavailable, false);
-            let _ = self.send(&Packet::ConnAck(Box::new(ack)));
-            return Closing::silent(CloseReason::StoreFailed);
-        }
-        Closing::new(CloseReason::StoreFailed)
-    }
-
     /// Ends the connection: a DISCONNECT for v5 clients where one is due, the will unless the
     /// client disconnected normally, then the session goes offline.
     async fn close(mut self: Box<Self>, closing: Closing) {
-        let broker = self.broker.clone();
+        let broker = self.link.broker().clone();
         if broker.persist.failed() {
             // What waited for the store will never be sent; the DISCONNECT must not wait.
             self.out.discard_held();
         }
-        if self.conn.version.is_v5()
-            && let Some(code) = closing.code
-        {
-            let mut disconnect = Disconnect::new(code);
-            if closing.reason == CloseReason::Drained {
-                let reference = self.broker.config().drain.server_reference.clone();
-                if !reference.is_empty() {
-                    // Use another server, and which [MQTT-4.11].
-                    disconnect = Disconnect::new(ReasonCode::UseAnotherServer);
-                    disconnect.properties.server_reference = Some(reference.into());
-                }
-            }
-            let _ = self
-                .out
-                .packet(&Packet::Disconnect(disconnect), self.conn.version);
-        }
+        self.link.farewell(&mut self.out, closing);
         if self.out.waiting().is_some() {
             // Acknowledgements held for the store, and the DISCONNECT behind them, go out in
             // order once it confirms them: briefly, a closing connection does not wait long.
@@ -641,31 +523,14 @@ impl Live {
             let _ = self.out.flush(&mut self.io);
         }
         let _ = timeout(Duration::from_millis(200), self.io.shutdown()).await;
-        let session = self.conn.session.clone();
-        if let Some(will) = self.conn.will.take() {
-            if closing.reason == CloseReason::ClientDisconnect {
-                self.broker.forget_will(&session, self.conn.generation);
-            } else {
-                self.will_on_close(&session, *will, closing.reason);
-            }
-        }
-        self.broker
-            .detach(&self.tenant, &session, self.conn.generation);
-        // After the session is let go: the will and a takeover do not wait for it.
+        let Live { link, io, .. } = *self;
+        // The will, then the session goes offline: after the socket is shut, and before
+        // the linger, so that neither the will nor a takeover waits for it.
+        link.end(closing.reason);
         if told {
-            self.io.linger(LINGER, LINGER_BYTES).await;
+            let mut io = io;
+            io.linger(LINGER, LINGER_BYTES).await;
         }
-    }
-
-    fn will_on_close(&self, session: &Arc<BrokerSession>, will: Will, reason: CloseReason) {
-        if reason == CloseReason::SessionTakenOver && will.delay > 0 && !session.lock().ended {
-            // A new connection resumed the session before the will delay passed
-            // [MQTT-3.1.3-9].
-            self.broker.forget_will(session, self.conn.generation);
-            return;
-        }
-        self.broker
-            .publish_will(&self.tenant, session, will, self.conn.generation);
     }
 }
 

@@ -12,13 +12,13 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 
 use super::Endpoint;
-use super::closing::Closing;
 use super::connect;
 use super::connection::{LINGER, LINGER_BYTES, Live};
 use super::transport::{self, Link, TlsLink, Transport};
 use super::ws;
 use crate::broker::Broker;
-use crate::broker::session::Origin;
+use crate::broker::session::connect::Arrival;
+use crate::broker::session::{self, Closing, Origin};
 use crate::broker::stats::CloseReason;
 
 /// A connection whose transport handshakes are done and whose first packet arrived.
@@ -207,26 +207,24 @@ pub(super) async fn handshake(
         listener: endpoint.kind,
         username: None,
     };
-    match connect::accept(
-        broker,
-        &broker.default_tenant,
-        *connect,
+    let arrival = Arrival {
         open_connections,
         origin,
-        opened.cert_username,
-    ) {
+        cert_username: opened.cert_username,
+        v3_accept_refused: endpoint.v3_accept_refused,
+    };
+    match session::connect::accept(broker, &broker.default_tenant, *connect, arrival) {
         Ok(accepted) => {
             broker
                 .stats
                 .connections
-                .open(endpoint.kind, accepted.conn.version, true);
+                .open(endpoint.kind, accepted.link.version(), true);
             let mut live = Live::new(
                 opened.io,
                 &endpoint,
                 opened.peer,
                 opened.rbuf,
-                accepted.conn,
-                broker,
+                accepted.link,
             );
             let started = live.start(accepted.connack, accepted.ticket);
             Ok((live, started))

@@ -1,12 +1,9 @@
 //! Listeners and connections: the accept loop, the per-connection task, outbound writing.
 
-mod closing;
 mod connect;
 pub mod connection;
-mod deliver;
 mod handshake;
 mod outgoing;
-mod packets;
 pub mod tls;
 mod transport;
 mod ws;

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use super::transport::Transport;
+use crate::broker::session::Out;
 use crate::store::journal::Ticket;
 use bytes::{Buf, Bytes, BytesMut};
 use mqtt_codec::{EncodeError, Packet, ProtocolVersion, Publish};
@@ -118,6 +119,29 @@ impl Outgoing {
             self.0 = None;
         }
         Ok(done)
+    }
+}
+
+/// The session core appends what it sends to the connection's write queue.
+impl Out for Outgoing {
+    fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
+        Outgoing::packet(self, packet, version)
+    }
+
+    fn publish(&mut self, publish: &Publish, version: ProtocolVersion) -> Result<(), EncodeError> {
+        Outgoing::publish(self, publish, version)
+    }
+
+    fn bytes(&mut self, bytes: &Bytes) {
+        Outgoing::bytes(self, bytes);
+    }
+
+    fn gate(&mut self, ticket: Ticket) {
+        Outgoing::gate(self, ticket);
+    }
+
+    fn len(&self) -> usize {
+        Outgoing::len(self)
     }
 }
 

@@ -1,36 +1,39 @@
-//! What a connection does with each packet a client sends after CONNECT.
+//! What a link does with each packet a client sends after CONNECT: the QoS 1 and 2
+//! exchanges both ways, subscriptions, topic aliases, DISCONNECT.
 
 use mqtt_codec::{
     Ack, Disconnect, Packet, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
 
-use super::connection::{Closing, Live};
 use std::sync::atomic::Ordering;
 
+use super::closing::Closing;
+use super::link::{Handled, Link, Out};
+use super::{Stage, SubscriptionRecord};
+
 use crate::broker::message::Message;
-use crate::broker::session::{Stage, SubscriptionRecord};
 use crate::broker::stats::CloseReason;
 use crate::store::journal::Ticket;
 
-impl Live {
-    /// Handles one packet.
-    pub(crate) fn handle(&mut self, packet: Packet) -> Result<(), Closing> {
-        match packet {
-            Packet::Publish(p) => self.on_publish(p),
+impl Link {
+    /// Handles one packet; what it answers is appended to `out`.
+    pub fn handle(&mut self, packet: Packet, out: &mut impl Out) -> Result<Handled, Closing> {
+        let done = match packet {
+            Packet::Publish(p) => return self.on_publish(p, out),
             Packet::PubAck(a) => {
                 self.finish_inflight(a.packet_id, Stage::Sent);
                 Ok(())
             }
-            Packet::PubRec(a) => self.on_pubrec(a),
-            Packet::PubRel(a) => self.on_pubrel(a),
+            Packet::PubRec(a) => self.on_pubrec(a, out),
+            Packet::PubRel(a) => self.on_pubrel(a, out),
             Packet::PubComp(a) => {
                 self.finish_inflight(a.packet_id, Stage::Released);
                 Ok(())
             }
-            Packet::Subscribe(s) => self.on_subscribe(s),
-            Packet::Unsubscribe(u) => self.on_unsubscribe(u),
-            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Subscribe(s) => self.on_subscribe(s, out),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u, out),
+            Packet::PingReq => self.send(out, &Packet::PingResp),
             Packet::Disconnect(d) => self.on_disconnect(d),
             // A second CONNECT [MQTT-3.1.0-2], AUTH without an authentication method
             // [MQTT-4.12.0-1], or a packet only a server sends.
@@ -42,18 +45,15 @@ impl Live {
                     _ => "a packet only a server sends",
                 },
             )),
-        }
-    }
-
-    fn v5(&self) -> bool {
-        self.conn.version.is_v5()
+        };
+        done.map(|()| Handled::default())
     }
 
     /// An acknowledgement (PUBACK, PUBCOMP, a refusing PUBREC), or a message too large to
     /// send, ends the exchange of the inflight message `packet_id` at `stage`: it is done, in
     /// memory and in the store.
-    pub(crate) fn finish_inflight(&mut self, packet_id: u16, stage: Stage) {
-        let session = &self.conn.session;
+    pub(super) fn finish_inflight(&mut self, packet_id: u16, stage: Stage) {
+        let session = &self.session;
         let mut st = session.lock();
         let Some(done) = st.take_inflight(packet_id, stage) else {
             return;
@@ -64,7 +64,7 @@ impl Live {
             .done(session, &mut st, &done.delivery, staged);
     }
 
-    fn on_publish(&mut self, mut p: Publish) -> Result<(), Closing> {
+    fn on_publish(&mut self, mut p: Publish, out: &mut impl Out) -> Result<Handled, Closing> {
         self.resolve_alias(&mut p)?;
         let cfg = self.broker.config();
         if p.qos as u8 > cfg.session.maximum_qos {
@@ -76,7 +76,10 @@ impl Live {
         let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
             && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
         if !topic_ok {
-            return self.refuse_publish(p.qos, p.packet_id, ReasonCode::TopicNameInvalid);
+            let code = ReasonCode::TopicNameInvalid;
+            return self
+                .refuse_publish(out, p.qos, p.packet_id, code)
+                .map(|()| Handled::default());
         }
         if p.qos != QoS::AtMostOnce
             && let Some(reason) = self.broker.persist.refusal()
@@ -88,17 +91,19 @@ impl Live {
                 .store_refused
                 .fetch_add(1, Ordering::Relaxed);
             self.broker.stats.refuse(reason);
-            return self.refuse_unqueued(p.qos, p.packet_id, reason, false);
+            let refused = self.refuse_unqueued(out, p.qos, p.packet_id, reason, false);
+            return refused.map(|()| Handled::default());
         }
         let packet_id = p.packet_id;
         let mut extra = None;
         if p.qos == QoS::ExactlyOnce {
-            let mut st = self.conn.session.lock();
+            let mut st = self.session.lock();
             if st.inbound_qos2.contains(&packet_id) {
                 // A re-sent PUBLISH before PUBREL: acknowledge, do not deliver again
                 // [MQTT-4.3.3-9].
                 drop(st);
-                return self.send(&Packet::PubRec(Ack::new(packet_id)));
+                let resent = self.send(out, &Packet::PubRec(Ack::new(packet_id)));
+                return resent.map(|()| Handled::default());
             }
             if st.inbound_qos2.len() >= usize::from(cfg.limits.receive_maximum) {
                 return Err(Closing::new(CloseReason::ReceiveMaximumExceeded));
@@ -106,10 +111,7 @@ impl Live {
             st.inbound_qos2.insert(packet_id);
             if st.durable.is_some() {
                 // Written with the message: a re-send after a restart is still recognised.
-                extra = self
-                    .broker
-                    .persist
-                    .inbound_op(&self.conn.session, packet_id);
+                extra = self.broker.persist.inbound_op(&self.session, packet_id);
             }
         }
         let qos = p.qos;
@@ -119,47 +121,50 @@ impl Live {
             qos,
             p.retain,
             p.properties,
-            self.conn.session.id,
+            self.session.id,
         );
-        let mut published = self.broker.publish_with(&self.tenant, &message, |_| extra);
-        let matched = published.routed.matched;
-        self.note_routed(&mut published.routed);
+        let published = self.broker.publish_with(&self.tenant, &message, |_| extra);
+        let handled = Handled {
+            matched: published.routed.matched,
+            congested: published.routed.congested,
+        };
+        // Acknowledged (or refused) once on disk.
+        out.gate(published.ticket);
         if let Some(reason) = published.refused
             && qos != QoS::AtMostOnce
         {
-            self.out.gate(published.ticket);
-            let accept = self.v3_accept_refused();
-            return self.refuse_unqueued(qos, packet_id, reason, accept);
+            let accept = self.v3_accept_refused;
+            self.refuse_unqueued(out, qos, packet_id, reason, accept)?;
+            return Ok(handled);
         }
         let mut ack = Ack::new(packet_id);
-        if matched == 0 && self.v5() {
+        if handled.matched == 0 && self.v5() {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
         }
-        // Acknowledged once on disk.
-        self.out.gate(published.ticket);
-        self.acknowledge(qos, ack)
+        self.acknowledge(out, qos, ack)?;
+        Ok(handled)
     }
 
     /// Answers a PUBLISH of `qos` with `ack`: PUBACK for QoS 1, PUBREC for QoS 2.
-    fn acknowledge(&mut self, qos: QoS, ack: Ack) -> Result<(), Closing> {
+    fn acknowledge(&mut self, out: &mut impl Out, qos: QoS, ack: Ack) -> Result<(), Closing> {
         match qos {
             QoS::AtMostOnce => Ok(()),
-            QoS::AtLeastOnce => self.send(&Packet::PubAck(ack)),
-            QoS::ExactlyOnce => self.send(&Packet::PubRec(ack)),
+            QoS::AtLeastOnce => self.send(out, &Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send(out, &Packet::PubRec(ack)),
         }
     }
 
     /// Forgets an inbound QoS 2 packet id whose PUBLISH was refused, in memory and in the
     /// store (a restart must not take the client's re-send for a duplicate).
-    fn forget_inbound(&mut self, packet_id: u16) {
-        let mut st = self.conn.session.lock();
+    fn forget_inbound(&mut self, out: &mut impl Out, packet_id: u16) {
+        let mut st = self.session.lock();
         if st.inbound_qos2.remove(&packet_id) && st.durable.is_some() {
             let ticket = self
                 .broker
                 .persist
-                .release_inbound(&self.conn.session, packet_id);
+                .release_inbound(&self.session, packet_id);
             drop(st);
-            self.out.gate(ticket);
+            out.gate(ticket);
         }
     }
 
@@ -171,6 +176,7 @@ impl Live {
     /// exchange ends here: its packet id is forgotten, so a re-send is a new message.
     fn refuse_unqueued(
         &mut self,
+        out: &mut impl Out,
         qos: QoS,
         packet_id: u16,
         reason: crate::broker::stats::RefuseReason,
@@ -186,10 +192,10 @@ impl Live {
                 .stats
                 .accepted_unqueued
                 .fetch_add(1, Ordering::Relaxed);
-            return self.acknowledge(qos, Ack::new(packet_id));
+            return self.acknowledge(out, qos, Ack::new(packet_id));
         }
         if qos == QoS::ExactlyOnce {
-            self.forget_inbound(packet_id);
+            self.forget_inbound(out, packet_id);
         }
         if !self.v5() {
             return Err(Closing::new(CloseReason::PublishRefused));
@@ -199,7 +205,7 @@ impl Live {
         } else {
             ReasonCode::QuotaExceeded
         };
-        self.refuse_publish(qos, packet_id, code)
+        self.refuse_publish(out, qos, packet_id, code)
     }
 
     /// Replaces a v5 topic alias by its topic, or records a new alias [MQTT-3.3.2-12].
@@ -211,12 +217,7 @@ impl Live {
             return Err(Closing::new(CloseReason::TopicAliasInvalid));
         }
         if p.topic.is_empty() {
-            match self
-                .conn
-                .aliases
-                .as_ref()
-                .and_then(|a| a.inbound.get(&alias))
-            {
+            match self.rare.as_ref().and_then(|a| a.inbound.get(&alias)) {
                 Some(topic) => p.topic = topic.clone(),
                 // An alias never set is a protocol error [MQTT-3.3.4-?]: §3.3.2.3.4.
                 None => {
@@ -227,8 +228,7 @@ impl Live {
                 }
             }
         } else {
-            let aliases = self.conn.aliases.get_or_insert_with(Default::default);
-            aliases
+            self.rare()
                 .inbound
                 .insert(alias, crate::broker::message::own_str(&p.topic));
         }
@@ -239,6 +239,7 @@ impl Live {
     /// 3.1.1 has no way to say no but to close.
     fn refuse_publish(
         &mut self,
+        out: &mut impl Out,
         qos: QoS,
         packet_id: u16,
         code: ReasonCode,
@@ -248,13 +249,13 @@ impl Live {
         }
         let mut ack = Ack::new(packet_id);
         ack.reason_code = code;
-        self.acknowledge(qos, ack)
+        self.acknowledge(out, qos, ack)
     }
 
-    fn on_pubrec(&mut self, a: Ack) -> Result<(), Closing> {
+    fn on_pubrec(&mut self, a: Ack, out: &mut impl Out) -> Result<(), Closing> {
         let mut reply = Ack::new(a.packet_id);
         {
-            let mut st = self.conn.session.lock();
+            let mut st = self.session.lock();
             if a.reason_code.is_error() {
                 // The client refused the message: it is done with [MQTT-4.3.3-4 in 5.0].
                 drop(st);
@@ -264,13 +265,13 @@ impl Live {
             if let Some(delivery) = st.release(a.packet_id) {
                 // PUBREL goes out once the stage is on disk: after a restart Herald re-sends
                 // PUBREL, never the message again.
-                let session = &self.conn.session;
+                let session = &self.session;
                 let ticket =
                     self.broker
                         .persist
                         .stage(session, delivery, a.packet_id, Stage::Released);
                 drop(st);
-                self.out.gate(ticket);
+                out.gate(ticket);
             } else if !st
                 .inflight
                 .iter()
@@ -282,12 +283,12 @@ impl Live {
         if !self.v5() {
             reply.reason_code = ReasonCode::Success;
         }
-        self.send(&Packet::PubRel(reply))
+        self.send(out, &Packet::PubRel(reply))
     }
 
-    fn on_pubrel(&mut self, a: Ack) -> Result<(), Closing> {
+    fn on_pubrel(&mut self, a: Ack, out: &mut impl Out) -> Result<(), Closing> {
         let known = {
-            let mut st = self.conn.session.lock();
+            let mut st = self.session.lock();
             let known = st.inbound_qos2.remove(&a.packet_id);
             if known && st.durable.is_some() {
                 // PUBCOMP once the id is forgotten on disk: a restart must not take a later
@@ -295,9 +296,9 @@ impl Live {
                 let ticket = self
                     .broker
                     .persist
-                    .release_inbound(&self.conn.session, a.packet_id);
+                    .release_inbound(&self.session, a.packet_id);
                 drop(st);
-                self.out.gate(ticket);
+                out.gate(ticket);
             }
             known
         };
@@ -305,10 +306,10 @@ impl Live {
         if !known && self.v5() {
             reply.reason_code = ReasonCode::PacketIdentifierNotFound;
         }
-        self.send(&Packet::PubComp(reply))
+        self.send(out, &Packet::PubComp(reply))
     }
 
-    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Closing> {
+    fn on_subscribe(&mut self, s: Subscribe, out: &mut impl Out) -> Result<(), Closing> {
         let cfg = self.broker.config();
         let max_qos = QoS::from_u8(cfg.session.maximum_qos).unwrap_or(QoS::ExactlyOnce);
         let id = if self.v5() {
@@ -327,7 +328,7 @@ impl Live {
                 codes.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }
-            let session = &self.conn.session;
+            let session = &self.session;
             let full = {
                 let subs = &session.lock().subscriptions;
                 !subs.contains_key(&filter) && subs.len() >= cfg.limits.max_subscriptions_per_client
@@ -365,27 +366,28 @@ impl Live {
             }
         }
         // SUBACK once the subscription is on disk.
-        self.out.gate(ticket);
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: s.packet_id,
-            properties: Default::default(),
-            reason_codes: codes,
-        }))?;
+        out.gate(ticket);
+        self.send(
+            out,
+            &Packet::SubAck(SubAck {
+                packet_id: s.packet_id,
+                properties: Default::default(),
+                reason_codes: codes,
+            }),
+        )?;
         for (filter, qos) in retained {
-            self.broker
-                .send_retained(&self.conn.session, &filter, qos, id);
+            self.broker.send_retained(&self.session, &filter, qos, id);
         }
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Closing> {
+    fn on_unsubscribe(&mut self, u: Unsubscribe, out: &mut impl Out) -> Result<(), Closing> {
         let mut ticket = Ticket::NONE;
         let codes = u
             .filters
             .iter()
             .map(|f| {
-                let (existed, stored) =
-                    self.broker.unsubscribe(&self.tenant, &self.conn.session, f);
+                let (existed, stored) = self.broker.unsubscribe(&self.tenant, &self.session, f);
                 ticket = ticket.max(stored);
                 if existed {
                     ReasonCode::Success
@@ -394,22 +396,25 @@ impl Live {
                 }
             })
             .collect();
-        self.out.gate(ticket);
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: u.packet_id,
-            properties: Default::default(),
-            reason_codes: if self.v5() { codes } else { Vec::new() },
-        }))
+        out.gate(ticket);
+        self.send(
+            out,
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Default::default(),
+                reason_codes: if self.v5() { codes } else { Vec::new() },
+            }),
+        )
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Result<(), Closing> {
         if let Some(expiry) = d.properties.session_expiry_interval {
-            if self.conn.expiry_at_connect == 0 && expiry != 0 {
+            if self.expiry_at_connect == 0 && expiry != 0 {
                 // [MQTT-3.14.2-2]
                 return Err(self.violation(ReasonCode::ProtocolError, "[MQTT-3.14.2-2]"));
             }
             let capped = expiry.min(self.broker.config().session.max_session_expiry_secs);
-            self.conn.session.lock().expiry_interval = capped;
+            self.session.lock().expiry_interval = capped;
         }
         let reason = if d.reason_code == ReasonCode::DisconnectWithWillMessage {
             CloseReason::ClientDisconnectWithWill

@@ -8,16 +8,16 @@ use crate::broker::stats::CloseReason;
 
 /// Why and how a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Closing {
+pub struct Closing {
     /// The counted reason.
-    pub(crate) reason: CloseReason,
+    pub reason: CloseReason,
     /// The reason code a v5 client is told in DISCONNECT (`None`: no DISCONNECT).
-    pub(crate) code: Option<ReasonCode>,
+    pub code: Option<ReasonCode>,
 }
 
 impl Closing {
     /// A close for `reason`, with its usual reason code.
-    pub(crate) fn new(reason: CloseReason) -> Self {
+    pub fn new(reason: CloseReason) -> Self {
         Closing {
             reason,
             code: reason.disconnect_code(),
@@ -25,7 +25,7 @@ impl Closing {
     }
 
     /// A close for a packet that failed to decode, told the codec's precise reason code.
-    pub(crate) fn decode(e: &DecodeError) -> Self {
+    pub fn decode(e: &DecodeError) -> Self {
         let code = e.reason_code();
         let reason = match code {
             ReasonCode::MalformedPacket => CloseReason::MalformedPacket,
@@ -42,7 +42,7 @@ impl Closing {
     }
 
     /// A protocol error told with a specific reason code.
-    pub(crate) fn protocol(code: ReasonCode) -> Self {
+    pub fn protocol(code: ReasonCode) -> Self {
         Closing {
             reason: CloseReason::ProtocolError,
             code: Some(code),
@@ -50,12 +50,12 @@ impl Closing {
     }
 
     /// A close without a DISCONNECT.
-    pub(crate) fn silent(reason: CloseReason) -> Self {
+    pub fn silent(reason: CloseReason) -> Self {
         Closing { reason, code: None }
     }
 
     /// Whether the client broke a rule (logged at INFO, rate-limited).
-    pub(crate) fn is_violation(&self) -> bool {
+    pub fn is_violation(&self) -> bool {
         matches!(
             self.reason,
             CloseReason::MalformedPacket

@@ -7,6 +7,17 @@
 //! never across an `.await`. A publisher's task pushes a delivery and wakes the attached
 //! connection only when the queue goes from empty to non-empty.
 
+pub mod closing;
+pub mod connect;
+#[cfg(test)]
+mod exchanges;
+mod inbound;
+pub mod link;
+mod outbound;
+
+pub use closing::Closing;
+pub use link::{Handled, Link, Out};
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -179,7 +190,35 @@ pub struct Will {
     pub delay: u32,
 }
 
+/// What becomes of a will when its connection closes without a normal DISCONNECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WillFate {
+    /// Not published: a new connection resumed the session within the will delay.
+    Forget,
+    /// Published now.
+    Publish,
+    /// Published after this many seconds, unless a connection resumes the session first.
+    After(u32),
+}
+
 impl Will {
+    /// What becomes of this will when its connection closes: `taken_over`, a newer
+    /// connection replaced it; `ended`, the session is over; `resumed`, a connection has
+    /// attached since; `expiry`, the session's expiry interval. The will waits for the
+    /// lower of its delay and the session expiry, as the session's end publishes it at once
+    /// [MQTT-3.1.3-9].
+    pub fn fate(&self, taken_over: bool, ended: bool, resumed: bool, expiry: u32) -> WillFate {
+        if taken_over && self.delay > 0 && !ended {
+            // The new connection resumed the session before the delay passed.
+            return WillFate::Forget;
+        }
+        match self.delay.min(expiry) {
+            _ if ended || resumed => WillFate::Publish,
+            0 => WillFate::Publish,
+            delay => WillFate::After(delay),
+        }
+    }
+
     /// The message to publish.
     pub fn message(&self, origin: SessionId) -> Arc<Message> {
         Message::new(

@@ -1,4 +1,6 @@
-//! Moving deliveries from the session queue to the socket.
+//! Moving deliveries from the session queue to the connection: packet ids, the client's
+//! Receive Maximum and byte bound on what it holds unacknowledged, outbound QoS 2 stages,
+//! resend on resume, outbound topic aliases.
 //!
 //! A QoS 0 message that needs no per-subscriber header is written as the bytes encoded once
 //! for every subscriber of its protocol version (`Message::shared_qos0`). Otherwise a header
@@ -9,9 +11,10 @@ use std::sync::atomic::Ordering;
 
 use mqtt_codec::{Ack, Packet, QoS};
 
-use super::connection::{Closing, Live};
+use super::closing::Closing;
+use super::link::{Link, Out};
+use super::{Inflight, Stage};
 use crate::broker::message::Delivery;
-use crate::broker::session::{Inflight, Stage};
 use crate::broker::stats::{CloseReason, DropReason};
 use crate::store::journal::Ticket;
 
@@ -22,24 +25,24 @@ const WRITE_BUDGET: usize = 256 * 1024;
 /// Deliveries taken from the session queue per lock.
 const BATCH: usize = 64;
 
-impl Live {
+impl Link {
     /// Moves queued deliveries into the write queue while the socket keeps up, the client's
     /// Receive Maximum allows, and the write budget lasts. `Ok(true)` when it stopped at the
     /// write budget (more deliveries may be waiting), `Ok(false)` when nothing more may be
     /// sent now.
-    pub(crate) fn pump(&mut self) -> Result<bool, Closing> {
-        let window = usize::from(self.conn.client_receive_maximum);
+    pub fn pump(&mut self, out: &mut impl Out) -> Result<bool, Closing> {
+        let window = usize::from(self.client_receive_maximum);
         let now = std::time::Instant::now();
         let mut batch: Vec<(Delivery, u16)> = Vec::new();
         let mut delivered = 0u64;
         let mut latencies = crate::metrics::Latencies::default();
-        let queued_before = self.out.len();
+        let queued_before = out.len();
         let broker = self.broker.clone();
         let persist = &broker.persist;
         let max_inflight_bytes = broker.config().limits.max_inflight_bytes;
         let mut more = false;
         loop {
-            if self.out.len() >= WRITE_BUDGET {
+            if out.len() >= WRITE_BUDGET {
                 more = true;
                 break;
             }
@@ -49,8 +52,8 @@ impl Live {
             let (waiters, refill) = {
                 // Up to BATCH deliveries per lock: the session lock is taken per batch, not
                 // per message.
-                let mut st = self.conn.session.lock();
-                if st.generation != self.conn.generation {
+                let mut st = self.session.lock();
+                if st.generation != self.generation {
                     return Err(Closing::new(CloseReason::SessionTakenOver));
                 }
                 while batch.len() < BATCH {
@@ -70,7 +73,7 @@ impl Live {
                     };
                     if d.message.expired(now) {
                         expired += 1;
-                        persist.done(&self.conn.session, &mut st, &d, false);
+                        persist.done(&self.session, &mut st, &d, false);
                         continue;
                     }
                     let packet_id = if d.qos == QoS::AtMostOnce {
@@ -82,7 +85,7 @@ impl Live {
                             // restart Herald re-sends it with the same id, never as a new one.
                             // And once the message itself is: the publisher's QoS 2 packet
                             // id is stored with it.
-                            let t = persist.stage(&self.conn.session, &d, id, Stage::Sent);
+                            let t = persist.stage(&self.session, &d, id, Stage::Sent);
                             ticket = ticket.max(t).max(stored.message.ticket());
                         }
                         st.inflight_bytes += d.weight();
@@ -106,14 +109,14 @@ impl Live {
             }
             if batch.is_empty() {
                 // Retained messages stream in as the queue empties, a page at a time.
-                if refill && broker.stream_retained(&self.tenant, &self.conn.session, BATCH) {
+                if refill && broker.stream_retained(&self.tenant, &self.session, BATCH) {
                     continue;
                 }
                 break;
             }
-            self.out.gate(ticket);
+            out.gate(ticket);
             for (delivery, packet_id) in batch.drain(..) {
-                let sent = self.write_delivery(&delivery, packet_id, false)?;
+                let sent = self.write_delivery(out, &delivery, packet_id, false)?;
                 // Sampled: one delivery in 16 is timed (an Instant subtraction and a bucket
                 // search per message measured 6% of a saturating QoS 0 fan-out).
                 if sent && delivered.is_multiple_of(16) {
@@ -130,7 +133,7 @@ impl Live {
                 .delivered
                 .fetch_add(delivered, Ordering::Relaxed);
             let hot = &self.broker.stats.hot;
-            let bytes = self.out.len().saturating_sub(queued_before);
+            let bytes = out.len().saturating_sub(queued_before);
             hot.packets_out(mqtt_codec::PacketType::Publish, delivered, bytes);
             hot.delivered(&latencies);
         }
@@ -139,36 +142,42 @@ impl Live {
 
     /// Re-sends, in order, what a resumed session had sent without acknowledgement: PUBLISH
     /// with DUP set, or PUBREL for QoS 2 messages already received [MQTT-4.4.0-1].
-    pub(crate) fn resend_inflight(&mut self) -> Result<(), Closing> {
-        let pending: Vec<Inflight> = self.conn.session.lock().inflight.iter().cloned().collect();
+    pub(super) fn resend_inflight(&mut self, out: &mut impl Out) -> Result<(), Closing> {
+        let pending: Vec<Inflight> = self.session.lock().inflight.iter().cloned().collect();
         for entry in pending {
             match entry.stage {
                 Stage::Sent => {
-                    self.write_delivery(&entry.delivery, entry.packet_id, true)?;
+                    self.write_delivery(out, &entry.delivery, entry.packet_id, true)?;
                 }
-                Stage::Released => self.send(&Packet::PubRel(Ack::new(entry.packet_id)))?,
+                Stage::Released => self.send(out, &Packet::PubRel(Ack::new(entry.packet_id)))?,
             }
         }
         Ok(())
     }
 
     /// Writes one delivery; `Ok(false)` when it was not sent (too large for the client).
-    fn write_delivery(&mut self, d: &Delivery, packet_id: u16, dup: bool) -> Result<bool, Closing> {
-        let v = self.conn.version;
-        let max = self.conn.client_max_packet_size as usize;
+    fn write_delivery(
+        &mut self,
+        out: &mut impl Out,
+        d: &Delivery,
+        packet_id: u16,
+        dup: bool,
+    ) -> Result<bool, Closing> {
+        let v = self.version;
+        let max = self.client_max_packet_size as usize;
         let stats = &self.broker.stats;
         // A client that takes topic aliases gets its own header (the shared bytes carry the
         // full topic and no alias).
         let shared = d.qos == QoS::AtMostOnce
             && !d.retain
             && d.subscription_identifiers.is_empty()
-            && self.conn.client_alias_maximum == 0;
+            && self.client_alias_maximum == 0;
         if shared && let Some(bytes) = d.message.shared_qos0(v) {
             if bytes.len() > max {
                 stats.dropped(DropReason::TooLargeForClient, 1);
                 return Ok(false);
             }
-            self.out.bytes(bytes);
+            out.bytes(bytes);
             return Ok(true);
         }
         let remaining = d.message.remaining_expiry(std::time::Instant::now());
@@ -190,11 +199,10 @@ impl Live {
             self.broker.stats.dropped(DropReason::TooLargeForClient, 1);
             return Ok(false);
         }
-        if v.is_v5() && self.conn.client_alias_maximum > 0 {
+        if v.is_v5() && self.client_alias_maximum > 0 {
             self.apply_outbound_alias(&mut publish);
         }
-        self.out
-            .publish(&publish, v)
+        out.publish(&publish, v)
             .map_err(|_| Closing::new(CloseReason::ProtocolError))?;
         Ok(true)
     }
@@ -202,15 +210,12 @@ impl Live {
     /// Uses a topic alias the client allows: the first `client_alias_maximum` distinct topics
     /// get one, sent with the topic the first time and instead of it afterwards.
     fn apply_outbound_alias(&mut self, publish: &mut mqtt_codec::Publish) {
-        let aliases = &mut self
-            .conn
-            .aliases
-            .get_or_insert_with(Default::default)
-            .outbound;
+        let maximum = usize::from(self.client_alias_maximum);
+        let aliases = &mut self.rare().outbound;
         if let Some(&alias) = aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = mqtt_codec::ByteString::new();
-        } else if aliases.len() < usize::from(self.conn.client_alias_maximum) {
+        } else if aliases.len() < maximum {
             let alias = aliases.len() as u16 + 1;
             aliases.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
