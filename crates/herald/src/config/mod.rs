@@ -29,13 +29,12 @@ mod tls;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::store::Fsync;
 pub use http::HttpConfig;
 pub use limits::{Limits, SessionConfig};
 pub use listeners::{ListenerKind, Listeners};
 pub use load::Overrides;
 pub use node::{DrainConfig, Log, Runtime};
-pub use store::StoreConfig;
+pub use store::{Fsync, StoreConfig};
 pub use template::generate;
 pub use tls::{ClientAuth, TlsConfig, UsernameFrom};
 

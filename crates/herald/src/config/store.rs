@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, require};
-use crate::store::Fsync;
 
 /// The durable store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,4 +65,20 @@ impl StoreConfig {
             ),
         ])
     }
+}
+
+/// How a committed batch is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// One fsync per group commit: everything submitted while the previous batch was being
+    /// written goes into the next batch, and one fsync covers them all. Nothing acknowledged
+    /// is lost in a crash of the process or of the machine. The default.
+    Batch,
+    /// One commit and one fsync per submitted change: the same promise as `batch`, at the
+    /// cost of one fsync per message.
+    Always,
+    /// Batches are handed to the operating system but never fsynced: an acknowledged message
+    /// survives a crash of Herald (the kernel still has it) but not of the machine.
+    Never,
 }

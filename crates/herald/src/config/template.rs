@@ -235,9 +235,9 @@ format = "{log_format}"
         data_dir = c.store.data_dir.display(),
         in_memory = c.store.in_memory,
         fsync = match c.store.fsync {
-            crate::store::Fsync::Batch => "batch",
-            crate::store::Fsync::Always => "always",
-            crate::store::Fsync::Never => "never",
+            super::Fsync::Batch => "batch",
+            super::Fsync::Always => "always",
+            super::Fsync::Never => "never",
         },
         max_disk = c.store.max_disk_bytes,
         min_free = c.store.min_free_disk_bytes,
