@@ -13,9 +13,9 @@ use crate::api::ApiState;
 use crate::broker::Broker;
 use crate::broker::durable::Durable;
 use crate::config::{Config, ListenerKind};
-use crate::net::tls::{TlsAcceptor, TlsError};
+use crate::net::tls::TlsAcceptor;
 use crate::net::{self, Endpoint};
-use crate::reload::{ConfigSource, Reloader, Report};
+use crate::reload::{ConfigSource, ReloadError, Reloader, Report};
 
 /// How often connection deadlines (keep-alive, slow consumer) are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -146,15 +146,8 @@ impl Server {
             .filter(|(kind, _)| *kind == ListenerKind::Mqtt)
             .map(|(_, a)| *a)
             .collect();
-        if let Some(tls) = &tls
-            && tls.watch_secs() > 0
-        {
-            accept_loops.push(tokio::spawn(watch_certificates(
-                tls.clone(),
-                broker.clone(),
-            )));
-        }
         let reloader = Arc::new(Reloader::new(broker.clone(), tls.clone(), fd_bound));
+        accept_loops.push(tokio::spawn(reloader.clone().watch_certificates()));
         let mut http_addr = None;
         let api = match http_listener {
             Some(listener) => {
@@ -227,8 +220,8 @@ impl Server {
 
     /// Reads the configuration again and applies what can change while running (the TLS
     /// certificates among it); logs what it did. On error nothing changes.
-    pub fn reload(&self) -> Result<Report, String> {
-        reload_logged(&self.reloader)
+    pub fn reload(&self) -> Result<Report, ReloadError> {
+        self.reloader.reload_logged()
     }
 
     /// The broker.
@@ -358,63 +351,6 @@ fn open_store(config: &Config) -> anyhow::Result<Option<Durable>> {
         "store opened"
     );
     Ok(Some(durable))
-}
-
-/// Reloads the configuration, logging the outcome.
-pub fn reload_logged(reloader: &Reloader) -> Result<Report, String> {
-    match reloader.reload() {
-        Ok(report) => {
-            tracing::info!(
-                applied = ?report.applied,
-                restart_required = ?report.restart_required,
-                "configuration reloaded"
-            );
-            if !report.restart_required.is_empty() {
-                tracing::warn!(
-                    keys = ?report.restart_required,
-                    "these changes need a restart; their running values stay"
-                );
-            }
-            if reloader.has_tls() {
-                tracing::info!("tls: certificates reloaded; new handshakes use them");
-            }
-            Ok(report)
-        }
-        Err(e) if e.starts_with("tls.") => {
-            tracing::error!(error = %e, "tls: new certificates refused; the previous ones stay in use");
-            Err(e)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
-            Err(e)
-        }
-    }
-}
-
-fn reload_tls_logged(tls: &TlsAcceptor) -> Result<(), TlsError> {
-    match tls.reload() {
-        Ok(()) => {
-            tracing::info!("tls: certificates reloaded; new handshakes use them");
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "tls: new certificates refused; the previous ones stay in use");
-            Err(e)
-        }
-    }
-}
-
-/// Reloads the certificates when their files change (`tls.watch_secs`).
-async fn watch_certificates(tls: Arc<TlsAcceptor>, broker: Arc<Broker>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(tls.watch_secs()));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    while !broker.shutting_down() {
-        tick.tick().await;
-        if tls.files_changed() {
-            let _ = reload_tls_logged(&tls);
-        }
-    }
 }
 
 /// How often the store's disk use is measured.

@@ -362,7 +362,7 @@ async fn reload(
     _auth: Authorized,
 ) -> Result<Json<Value>, ApiError> {
     let reloader = state.reloader.clone();
-    let report = tokio::task::spawn_blocking(move || crate::server::reload_logged(&reloader))
+    let report = tokio::task::spawn_blocking(move || reloader.reload_logged())
         .await
         .map_err(|e| {
             ApiError::new(
@@ -373,11 +373,12 @@ async fn reload(
             )
         })?
         .map_err(|e| {
-            let field = e
-                .split(':')
-                .next()
-                .filter(|k| k.contains('.') && !k.contains(' '));
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_config", field, e.clone())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                e.key(),
+                e.to_string(),
+            )
         })?;
     Ok(Json(json!(report)))
 }
