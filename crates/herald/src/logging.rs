@@ -22,10 +22,49 @@ struct Installed {
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
+/// A log level that is not a tracing filter.
+#[derive(Debug, thiserror::Error)]
+#[error("{level:?} is not a log filter: {reason}")]
+pub struct BadLevel {
+    level: String,
+    reason: tracing_subscriber::filter::ParseError,
+}
+
+/// Why the logger was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// `log.level` is not a tracing filter.
+    #[error("log.level: {0}")]
+    Level(BadLevel),
+    /// The process has a logger already.
+    #[error(transparent)]
+    Installed(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Why the level did not change.
+#[derive(Debug, thiserror::Error)]
+pub enum SetLevelError {
+    /// The level is not a tracing filter.
+    #[error(transparent)]
+    Level(#[from] BadLevel),
+    /// No logger was installed by [`init`]: Herald runs inside another program.
+    #[error("no logger is installed (Herald runs inside another program)")]
+    NoLogger,
+    /// The installed logger is gone.
+    #[error(transparent)]
+    Reload(#[from] reload::Error),
+}
+
+fn filter(level: &str) -> Result<EnvFilter, BadLevel> {
+    EnvFilter::try_new(level).map_err(|reason| BadLevel {
+        level: level.to_string(),
+        reason,
+    })
+}
+
 /// Installs the process's logger: `level` is a tracing filter, `format` "text" or "json".
-pub fn init(level: &str, format: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(level)
-        .map_err(|e| anyhow::anyhow!("log.level: {level:?} is not a log filter: {e}"))?;
+pub fn init(level: &str, format: &str) -> Result<(), InitError> {
+    let filter = filter(level).map_err(InitError::Level)?;
     let (filter, handle) = reload::Layer::new(filter);
     RUSTLS_NAMED.store(names_rustls(level), Ordering::Relaxed);
     let registry = tracing_subscriber::registry().with(filter).with(QuietIpSni);
@@ -51,13 +90,10 @@ pub fn init(level: &str, format: &str) -> anyhow::Result<()> {
 }
 
 /// Changes the level of the installed logger.
-pub fn set_level(level: &str) -> Result<(), String> {
-    let filter =
-        EnvFilter::try_new(level).map_err(|e| format!("{level:?} is not a log filter: {e}"))?;
-    let installed = INSTALLED
-        .get()
-        .ok_or("no logger is installed (Herald runs inside another program)")?;
-    installed.handle.reload(filter).map_err(|e| e.to_string())?;
+pub fn set_level(level: &str) -> Result<(), SetLevelError> {
+    let filter = filter(level)?;
+    let installed = INSTALLED.get().ok_or(SetLevelError::NoLogger)?;
+    installed.handle.reload(filter)?;
     RUSTLS_NAMED.store(names_rustls(level), Ordering::Relaxed);
     if let Ok(mut l) = installed.level.lock() {
         *l = level.to_string();

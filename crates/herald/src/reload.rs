@@ -9,16 +9,21 @@
 //! connection bound, the log format) is reported as such and keeps its running value: never
 //! silently ignored. A configuration that does not validate, or TLS files that do not load,
 //! are refused whole and the running configuration stays.
+//!
+//! The certificates alone are also reloaded when their files change (`tls.watch_secs`).
+//! Both the server (SIGHUP) and the API reload through [`Reloader::reload_logged`], which
+//! logs the outcome; [`ReloadError::key`] names the key at fault.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::config::{Config, Overrides};
-use crate::net::tls::TlsAcceptor;
+use crate::config::{Config, ConfigError, Overrides};
+use crate::net::tls::{TlsAcceptor, TlsError};
 
 /// Where the configuration came from, to read it again.
 #[derive(Debug, Clone, Default)]
@@ -38,6 +43,41 @@ pub struct Report {
     pub applied: Vec<String>,
     /// Keys that changed but need a restart; their running values stay.
     pub restart_required: Vec<String>,
+}
+
+/// Why a reload was refused. Nothing changed: the running configuration and certificates stay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration read again does not load or does not validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration is valid on its own but not with the running values of what needs a
+    /// restart (the listeners, `http.listen`).
+    #[error("{0} (checked with the running listeners and http.listen)")]
+    WithRunning(ConfigError),
+    /// The certificate files do not load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The running and the new configuration could not be compared.
+    #[error(transparent)]
+    Compare(#[from] toml::ser::Error),
+}
+
+impl ReloadError {
+    /// The dotted key at fault, when one is: a value of the configuration, or the
+    /// `tls.*_file` key naming a file that does not load.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            ReloadError::Config(e) | ReloadError::WithRunning(e) => e.key(),
+            ReloadError::Tls(e) => Some(e.key),
+            ReloadError::Compare(_) => None,
+        }
+    }
+
+    /// Whether the certificates were at fault: the TLS files, or a `tls.*` setting.
+    fn about_certificates(&self) -> bool {
+        self.key().is_some_and(|key| key.starts_with("tls."))
+    }
 }
 
 /// Keys (or sections, ending in `.`) that only a restart changes.
@@ -85,11 +125,6 @@ impl Reloader {
         }
     }
 
-    /// Whether TLS listeners are served.
-    pub fn has_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Says where the configuration comes from (without it, a reload re-reads only the TLS
     /// files of the running configuration).
     pub fn set_source(&self, source: ConfigSource) {
@@ -99,19 +134,69 @@ impl Reloader {
     }
 
     /// Reads the configuration again and applies it.
-    pub fn reload(&self) -> Result<Report, String> {
+    pub fn reload(&self) -> Result<Report, ReloadError> {
         let source = self.source.lock().ok().and_then(|s| s.clone());
         let new = match source {
-            Some(s) => {
-                Config::load(s.file.as_deref(), s.env, &s.overrides).map_err(|e| e.to_string())?
-            }
+            Some(s) => Config::load(s.file.as_deref(), s.env, &s.overrides)?,
             None => Config::clone(&self.broker.config()),
         };
         self.apply(new)
     }
 
+    /// Reloads (see [`Reloader::reload`]) and logs what was applied, what needs a restart, or
+    /// why the reload was refused.
+    pub fn reload_logged(&self) -> Result<Report, ReloadError> {
+        match self.reload() {
+            Ok(report) => {
+                tracing::info!(
+                    applied = ?report.applied,
+                    restart_required = ?report.restart_required,
+                    "configuration reloaded"
+                );
+                if !report.restart_required.is_empty() {
+                    tracing::warn!(
+                        keys = ?report.restart_required,
+                        "these changes need a restart; their running values stay"
+                    );
+                }
+                if self.tls.is_some() {
+                    log_certificates_reloaded();
+                }
+                Ok(report)
+            }
+            Err(e) if e.about_certificates() => {
+                log_certificates_refused(&e);
+                Err(e)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the certificates when their files change, every `tls.watch_secs`, until the
+    /// broker shuts down. Without TLS listeners, or with `tls.watch_secs` 0, returns at once.
+    pub async fn watch_certificates(self: Arc<Self>) {
+        let Some(tls) = self.tls.as_ref().filter(|tls| tls.watch_secs() > 0) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(tls.watch_secs()));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        while !self.broker.shutting_down() {
+            tick.tick().await;
+            if tls.files_changed() {
+                match tls.reload() {
+                    Ok(()) => log_certificates_reloaded(),
+                    Err(e) => log_certificates_refused(&e),
+                }
+            }
+        }
+    }
+
     /// Applies `new` (already validated): see the module documentation.
-    pub fn apply(&self, mut new: Config) -> Result<Report, String> {
+    pub fn apply(&self, mut new: Config) -> Result<Report, ReloadError> {
         let old = self.broker.config();
         let mut report = Report::default();
         for key in changed_keys(&old, &new)? {
@@ -136,11 +221,10 @@ impl Reloader {
         // Valid on its own is not enough: with the running values of what needs a restart it
         // must be valid too (removing every API key while the API still listens on a public
         // address, or anonymous access while an MQTT listener does, is refused).
-        new.validate()
-            .map_err(|e| format!("{e} (checked with the running listeners and http.listen)"))?;
+        new.validate().map_err(ReloadError::WithRunning)?;
         // The certificates first: if they do not load, nothing changes.
         if let Some(tls) = &self.tls {
-            tls.reload_with(&new.tls).map_err(|e| e.to_string())?;
+            tls.reload_with(&new.tls)?;
         }
         if new.log.level != old.log.level {
             // Without an installed logger (Herald inside a test) there is nothing to change.
@@ -156,10 +240,17 @@ impl Reloader {
     }
 }
 
+fn log_certificates_reloaded() {
+    tracing::info!("tls: certificates reloaded; new handshakes use them");
+}
+
+fn log_certificates_refused(error: &dyn std::error::Error) {
+    tracing::error!(error = %error, "tls: new certificates refused; the previous ones stay in use");
+}
+
 /// The dotted keys whose values differ.
-fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>, String> {
-    let table = |c: &Config| toml::Table::try_from(c).map_err(|e| e.to_string());
-    let (old, new) = (table(old)?, table(new)?);
+fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>, toml::ser::Error> {
+    let (old, new) = (toml::Table::try_from(old)?, toml::Table::try_from(new)?);
     let mut keys = Vec::new();
     for (section, new_value) in &new {
         match (old.get(section), new_value) {

@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::Context;
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::ApiState;
+use crate::api::{ApiState, KeysError};
 use crate::broker::Broker;
 use crate::broker::durable::Durable;
 use crate::config::{Config, ListenerKind};
 use crate::net::tls::{TlsAcceptor, TlsError};
 use crate::net::{self, Endpoint};
-use crate::reload::{ConfigSource, Reloader, Report};
+use crate::reload::{ConfigSource, ReloadError, Reloader, Report};
+use crate::store::StoreError;
 
 /// How often connection deadlines (keep-alive, slow consumer) are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -23,166 +24,103 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// File descriptors kept back for listeners, logs and files when sizing the connection limit.
 const FD_RESERVE: u64 = 64;
 
+/// Why a server did not start. Each message says what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The certificates of the TLS and WSS listeners do not load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A listener's address cannot be bound.
+    #[error("{key}: cannot listen on {addr}")]
+    Bind {
+        /// The config key listing the address (`listeners.mqtt`, `http.listen`, ...).
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A bound listener's address cannot be read back.
+    #[error(transparent)]
+    LocalAddr(std::io::Error),
+    /// The store does not open, or what it holds does not restore.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP API cannot read what the store keeps for it.
+    #[error(transparent)]
+    Api(#[from] KeysError),
+}
+
 /// A running server.
 pub struct Server {
+    /// The broker every listener feeds.
     broker: Arc<Broker>,
+    /// Tells the HTTP API and the background tasks to stop.
     shutdown: watch::Sender<bool>,
     /// Closes the MQTT listeners (draining) before everything else stops.
     accepting: watch::Sender<bool>,
+    /// The MQTT listeners' accept loops: awaited first when draining.
     listener_loops: Vec<JoinHandle<()>>,
     /// Raised by `POST /api/v1/drain`.
     drain_requested: Arc<tokio::sync::Notify>,
+    /// Every MQTT listener's bound address (the port the system chose for port 0).
     addrs: Vec<(ListenerKind, SocketAddr)>,
+    /// The MQTT-over-TCP ones among `addrs`, kept apart to be lent as a slice.
     mqtt_addrs: Vec<SocketAddr>,
+    /// The HTTP listener's bound address, if it listens.
     http_addr: Option<SocketAddr>,
+    /// The HTTP API, told when the node stops being ready.
     api: Option<Arc<ApiState>>,
+    /// Reloads the configuration on SIGHUP (`Server::reload`).
     reloader: Arc<Reloader>,
+    /// The HTTP API and the background tasks (sweeps, certificate and disk watches).
     accept_loops: Vec<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds every listener of `config` and starts accepting.
-    pub async fn start(config: Config) -> anyhow::Result<Server> {
-        let soft_fd_limit = rlimit::Resource::NOFILE
-            .get()
-            .map_or(u64::MAX, |(soft, _)| soft);
-        // The HTTP listener's connections take descriptors too: they are kept back, so that
-        // HTTP clients cannot take what MQTT clients were promised.
-        let http_reserve = match config.http.addr() {
-            Some(_) => config.http.max_connections as u64,
-            None => 0,
-        };
-        let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE.saturating_add(http_reserve));
-        let fd_bound = usize::try_from(fd_bound).unwrap_or(usize::MAX);
-        let max_connections = config.limits.max_connections.min(fd_bound.max(1));
-        if max_connections < config.limits.max_connections {
-            tracing::info!(
-                configured = config.limits.max_connections,
-                effective = max_connections,
-                soft_fd_limit,
-                http_connections = http_reserve,
-                "connection limit lowered to fit the open-file limit"
-            );
-        }
+    /// Binds every listener of `config`, opens and restores the store, and starts accepting.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let (max_connections, fd_bound) = connection_limit(&config);
         let tls = if config.listeners.all().any(|(kind, _)| kind.is_tls()) {
             Some(Arc::new(TlsAcceptor::new(&config.tls)?))
         } else {
             None
         };
-        log_backlog_cap(config.listeners.backlog);
-        let mut listeners = Vec::new();
-        for (kind, addr) in config.listeners.all() {
-            let listener = net::bind(addr, config.listeners.backlog)
-                .with_context(|| format!("{}: cannot listen on {addr}", kind.key()))?;
-            let endpoint = Arc::new(Endpoint {
-                kind,
-                proxy_protocol: config.listeners.proxy_protocol.contains(&addr),
-                v3_accept_refused: config.listeners.v3_accept_refused.contains(&addr),
-                tls: if kind.is_tls() { tls.clone() } else { None },
-            });
-            listeners.push((listener, endpoint));
-        }
-        let http_listener = match config.http.addr() {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("http.listen: cannot listen on {addr}"))?,
-            ),
-            None => None,
-        };
+        let listeners = bind_listeners(&config, tls.as_ref())?;
+        let http_listener = bind_http(&config).await?;
         let durable = open_store(&config)?;
         let anonymous_public = config.listeners.allow_anonymous_public;
         let broker = Broker::with_store(config, max_connections, durable);
-        if broker.persist.is_stored() {
-            let started = std::time::Instant::now();
-            let restored = crate::broker::restore::restore(&broker)?;
-            let d = broker.persist.durable().map(|d| d.check_disk());
-            tracing::info!(
-                sessions = restored.sessions,
-                messages = restored.messages,
-                deliveries = restored.deliveries,
-                retained = restored.retained,
-                wills = restored.wills,
-                purged = restored.purged,
-                store_bytes = d.map(|d| d.0),
-                free_bytes = d.and_then(|d| d.1),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "store restored"
-            );
-        }
+        restore_store(&broker)?;
         let (shutdown, _) = watch::channel(false);
         let (accepting, _) = watch::channel(false);
         let drain_requested = Arc::new(tokio::sync::Notify::new());
-        let mut addrs = Vec::new();
-        let mut accept_loops = Vec::new();
         let mut listener_loops = Vec::new();
-        for (listener, endpoint) in listeners {
-            let addr = listener.local_addr()?;
-            tracing::info!(
-                %addr,
-                listener = endpoint.kind.label(),
-                proxy_protocol = endpoint.proxy_protocol,
-                "listening"
-            );
-            if anonymous_public && !addr.ip().is_loopback() {
-                tracing::warn!(
-                    %addr,
-                    listener = endpoint.kind.label(),
-                    "anonymous clients accepted from the network: this listener is not on \
-                     loopback and Herald authenticates no one \
-                     (listeners.allow_anonymous_public = true)"
-                );
-            }
-            addrs.push((endpoint.kind, addr));
-            listener_loops.push(tokio::spawn(net::accept_loop(
-                listener,
-                endpoint,
-                broker.clone(),
-                accepting.subscribe(),
-            )));
-        }
+        let addrs = spawn_listeners(
+            listeners,
+            &broker,
+            &accepting,
+            anonymous_public,
+            &mut listener_loops,
+        )?;
         let mqtt_addrs = addrs
             .iter()
             .filter(|(kind, _)| *kind == ListenerKind::Mqtt)
             .map(|(_, a)| *a)
             .collect();
-        if let Some(tls) = &tls
-            && tls.watch_secs() > 0
-        {
-            accept_loops.push(tokio::spawn(watch_certificates(
-                tls.clone(),
-                broker.clone(),
-            )));
-        }
-        let reloader = Arc::new(Reloader::new(broker.clone(), tls.clone(), fd_bound));
-        let mut http_addr = None;
-        let api = match http_listener {
+        let reloader = Arc::new(Reloader::new(broker.clone(), tls, fd_bound));
+        let mut accept_loops = vec![tokio::spawn(reloader.clone().watch_certificates())];
+        let (api, http_addr) = match http_listener {
             Some(listener) => {
-                let addr = listener.local_addr()?;
+                let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
                 tracing::info!(%addr, "listening for HTTP (API, health)");
-                http_addr = Some(addr);
                 let api = ApiState::new(broker.clone(), reloader.clone(), drain_requested.clone())?;
-                accept_loops.push(tokio::spawn(crate::api::serve(
-                    listener,
-                    api.clone(),
-                    shutdown.subscribe(),
-                )));
-                accept_loops.push(tokio::spawn(api.clone().sweep_keys(shutdown.subscribe())));
-                accept_loops.push(tokio::spawn(api.clone().sample_rates(shutdown.subscribe())));
-                api.ready.store(true, Ordering::Relaxed);
-                Some(api)
+                serve_api(listener, &api, &shutdown, &mut accept_loops);
+                (Some(api), Some(addr))
             }
-            None => None,
+            None => (None, None),
         };
-        let sweeper = broker.clone();
-        accept_loops.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            while !sweeper.shutting_down() {
-                tick.tick().await;
-                sweeper.sweep();
-            }
-        }));
+        accept_loops.push(tokio::spawn(sweep(broker.clone())));
         if broker.persist.is_stored() {
             accept_loops.push(tokio::spawn(watch_disk(broker.clone())));
         }
@@ -227,8 +165,8 @@ impl Server {
 
     /// Reads the configuration again and applies what can change while running (the TLS
     /// certificates among it); logs what it did. On error nothing changes.
-    pub fn reload(&self) -> Result<Report, String> {
-        reload_logged(&self.reloader)
+    pub fn reload(&self) -> Result<Report, ReloadError> {
+        self.reloader.reload_logged()
     }
 
     /// The broker.
@@ -330,6 +268,139 @@ impl Server {
     }
 }
 
+/// The connection limit in force: `limits.max_connections`, lowered to what the open-file
+/// limit allows (logged when it is); and that ceiling, which a reload cannot raise.
+fn connection_limit(config: &Config) -> (usize, usize) {
+    let soft_fd_limit = rlimit::Resource::NOFILE
+        .get()
+        .map_or(u64::MAX, |(soft, _)| soft);
+    // The HTTP listener's connections take descriptors too: they are kept back, so that
+    // HTTP clients cannot take what MQTT clients were promised.
+    let http_reserve = match config.http.addr() {
+        Some(_) => config.http.max_connections as u64,
+        None => 0,
+    };
+    let fd_bound = soft_fd_limit.saturating_sub(FD_RESERVE.saturating_add(http_reserve));
+    let fd_bound = usize::try_from(fd_bound).unwrap_or(usize::MAX);
+    let max_connections = config.limits.max_connections.min(fd_bound.max(1));
+    if max_connections < config.limits.max_connections {
+        tracing::info!(
+            configured = config.limits.max_connections,
+            effective = max_connections,
+            soft_fd_limit,
+            http_connections = http_reserve,
+            "connection limit lowered to fit the open-file limit"
+        );
+    }
+    (max_connections, fd_bound)
+}
+
+/// Binds every MQTT listener of `config`, each with what its connections need to know.
+fn bind_listeners(
+    config: &Config,
+    tls: Option<&Arc<TlsAcceptor>>,
+) -> Result<Vec<(TcpListener, Arc<Endpoint>)>, StartError> {
+    log_backlog_cap(config.listeners.backlog);
+    let mut listeners = Vec::new();
+    for (kind, addr) in config.listeners.all() {
+        let listener =
+            net::bind(addr, config.listeners.backlog).map_err(|source| StartError::Bind {
+                key: kind.key(),
+                addr,
+                source,
+            })?;
+        let endpoint = Arc::new(Endpoint {
+            kind,
+            proxy_protocol: config.listeners.proxy_protocol.contains(&addr),
+            v3_accept_refused: config.listeners.v3_accept_refused.contains(&addr),
+            tls: if kind.is_tls() { tls.cloned() } else { None },
+        });
+        listeners.push((listener, endpoint));
+    }
+    Ok(listeners)
+}
+
+/// Binds the HTTP listener, if `http.listen` names one.
+async fn bind_http(config: &Config) -> Result<Option<TcpListener>, StartError> {
+    let Some(addr) = config.http.addr() else {
+        return Ok(None);
+    };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            key: "http.listen",
+            addr,
+            source,
+        })?;
+    Ok(Some(listener))
+}
+
+/// Starts an accept loop per listener (pushed on `loops`); returns their bound addresses.
+fn spawn_listeners(
+    listeners: Vec<(TcpListener, Arc<Endpoint>)>,
+    broker: &Arc<Broker>,
+    accepting: &watch::Sender<bool>,
+    anonymous_public: bool,
+    loops: &mut Vec<JoinHandle<()>>,
+) -> Result<Vec<(ListenerKind, SocketAddr)>, StartError> {
+    let mut addrs = Vec::new();
+    for (listener, endpoint) in listeners {
+        let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
+        tracing::info!(
+            %addr,
+            listener = endpoint.kind.label(),
+            proxy_protocol = endpoint.proxy_protocol,
+            "listening"
+        );
+        if anonymous_public && !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                listener = endpoint.kind.label(),
+                "anonymous clients accepted from the network: this listener is not on \
+                 loopback and Herald authenticates no one \
+                 (listeners.allow_anonymous_public = true)"
+            );
+        }
+        addrs.push((endpoint.kind, addr));
+        loops.push(tokio::spawn(net::accept_loop(
+            listener,
+            endpoint,
+            broker.clone(),
+            accepting.subscribe(),
+        )));
+    }
+    Ok(addrs)
+}
+
+/// Serves the HTTP API on `listener` with its background tasks (pushed on `tasks`), and
+/// reports the node ready.
+fn serve_api(
+    listener: TcpListener,
+    api: &Arc<ApiState>,
+    shutdown: &watch::Sender<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) {
+    tasks.push(tokio::spawn(crate::api::serve(
+        listener,
+        api.clone(),
+        shutdown.subscribe(),
+    )));
+    tasks.push(tokio::spawn(api.clone().sweep_keys(shutdown.subscribe())));
+    tasks.push(tokio::spawn(api.clone().sample_rates(shutdown.subscribe())));
+    api.ready.store(true, Ordering::Relaxed);
+}
+
+/// Checks connection deadlines (keep-alive, slow consumer) every `SWEEP_EVERY` until the
+/// broker shuts down.
+async fn sweep(broker: Arc<Broker>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !broker.shutting_down() {
+        tick.tick().await;
+        broker.sweep();
+    }
+}
+
 /// Logs it when the kernel caps the listen backlog below `listeners.backlog`.
 fn log_backlog_cap(backlog: u32) {
     let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
@@ -345,7 +416,7 @@ fn log_backlog_cap(backlog: u32) {
 }
 
 /// Opens the store of `config`, unless it runs in memory.
-fn open_store(config: &Config) -> anyhow::Result<Option<Durable>> {
+fn open_store(config: &Config) -> Result<Option<Durable>, StoreError> {
     if config.store.in_memory {
         tracing::info!("store: in memory (nothing survives a restart)");
         return Ok(None);
@@ -360,61 +431,27 @@ fn open_store(config: &Config) -> anyhow::Result<Option<Durable>> {
     Ok(Some(durable))
 }
 
-/// Reloads the configuration, logging the outcome.
-pub fn reload_logged(reloader: &Reloader) -> Result<Report, String> {
-    match reloader.reload() {
-        Ok(report) => {
-            tracing::info!(
-                applied = ?report.applied,
-                restart_required = ?report.restart_required,
-                "configuration reloaded"
-            );
-            if !report.restart_required.is_empty() {
-                tracing::warn!(
-                    keys = ?report.restart_required,
-                    "these changes need a restart; their running values stay"
-                );
-            }
-            if reloader.has_tls() {
-                tracing::info!("tls: certificates reloaded; new handshakes use them");
-            }
-            Ok(report)
-        }
-        Err(e) if e.starts_with("tls.") => {
-            tracing::error!(error = %e, "tls: new certificates refused; the previous ones stay in use");
-            Err(e)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
-            Err(e)
-        }
-    }
-}
-
-fn reload_tls_logged(tls: &TlsAcceptor) -> Result<(), TlsError> {
-    match tls.reload() {
-        Ok(()) => {
-            tracing::info!("tls: certificates reloaded; new handshakes use them");
-            Ok(())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "tls: new certificates refused; the previous ones stay in use");
-            Err(e)
-        }
-    }
-}
-
-/// Reloads the certificates when their files change (`tls.watch_secs`).
-async fn watch_certificates(tls: Arc<TlsAcceptor>, broker: Arc<Broker>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(tls.watch_secs()));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    while !broker.shutting_down() {
-        tick.tick().await;
-        if tls.files_changed() {
-            let _ = reload_tls_logged(&tls);
-        }
-    }
+/// Restores the broker's state from its store, if it has one, and logs what it found.
+fn restore_store(broker: &Arc<Broker>) -> Result<(), StoreError> {
+    let Some(durable) = broker.persist.durable() else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let restored = crate::broker::restore::restore(broker)?;
+    let (store_bytes, free_bytes) = durable.check_disk();
+    tracing::info!(
+        sessions = restored.sessions,
+        messages = restored.messages,
+        deliveries = restored.deliveries,
+        retained = restored.retained,
+        wills = restored.wills,
+        purged = restored.purged,
+        store_bytes,
+        free_bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store restored"
+    );
+    Ok(())
 }
 
 /// How often the store's disk use is measured.

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
-use crate::store::{Op, Space};
+use crate::store::{Op, Space, StoreError};
 
 /// What the API's handlers share.
 #[derive(Debug)]
@@ -54,6 +54,11 @@ pub struct ApiState {
     /// The HTTP listener's connections: open, refused, timed out.
     http: listener::HttpCounters,
 }
+
+/// The idempotency keys kept in the store could not be read: the API does not start.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the idempotency keys: {0}")]
+pub struct KeysError(StoreError);
 
 /// Counters at one instant.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +90,7 @@ impl ApiState {
         broker: Arc<Broker>,
         reloader: Arc<crate::reload::Reloader>,
         drain: Arc<tokio::sync::Notify>,
-    ) -> anyhow::Result<Arc<ApiState>> {
+    ) -> Result<Arc<ApiState>, KeysError> {
         let config = broker.config();
         let http = &config.http;
         let keys = idempotency::Keys::new(http.idempotency_window_secs, http.max_idempotency_keys);
@@ -106,7 +111,7 @@ impl ApiState {
                     }
                     Ok(())
                 })
-                .map_err(|e| anyhow::anyhow!("reading the idempotency keys: {e}"))?;
+                .map_err(KeysError)?;
             broker.persist.submit(expired);
             tracing::info!(kept, "idempotency keys restored");
         }
@@ -362,7 +367,7 @@ async fn reload(
     _auth: Authorized,
 ) -> Result<Json<Value>, ApiError> {
     let reloader = state.reloader.clone();
-    let report = tokio::task::spawn_blocking(move || crate::server::reload_logged(&reloader))
+    let report = tokio::task::spawn_blocking(move || reloader.reload_logged())
         .await
         .map_err(|e| {
             ApiError::new(
@@ -373,11 +378,12 @@ async fn reload(
             )
         })?
         .map_err(|e| {
-            let field = e
-                .split(':')
-                .next()
-                .filter(|k| k.contains('.') && !k.contains(' '));
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_config", field, e.clone())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                e.key(),
+                e.to_string(),
+            )
         })?;
     Ok(Json(json!(report)))
 }
@@ -413,9 +419,9 @@ async fn set_log_level(
     };
     crate::logging::set_level(level).map_err(|e| {
         if crate::logging::level().is_none() {
-            ApiError::new(StatusCode::CONFLICT, "no_logger", None, e)
+            ApiError::new(StatusCode::CONFLICT, "no_logger", None, e.to_string())
         } else {
-            ApiError::field("level", e)
+            ApiError::field("level", e.to_string())
         }
     })?;
     tracing::info!(level, "log level changed");

@@ -20,6 +20,10 @@ pub mod record;
 
 use std::path::PathBuf;
 
+// How a committed batch is made durable is a setting (`store.fsync`): it is defined with the
+// configuration, which knows nothing of the store.
+pub use crate::config::Fsync;
+
 /// The keyspaces. Each holds one kind of record (see [`record`] for the layouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Space {
@@ -107,22 +111,6 @@ impl Op {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-/// How a committed batch is made durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fsync {
-    /// One fsync per group commit: everything submitted while the previous batch was being
-    /// written goes into the next batch, and one fsync covers them all. Nothing acknowledged
-    /// is lost in a crash of the process or of the machine. The default.
-    Batch,
-    /// One commit and one fsync per submitted change: the same promise as `batch`, at the
-    /// cost of one fsync per message.
-    Always,
-    /// Batches are handed to the operating system but never fsynced: an acknowledged message
-    /// survives a crash of Herald (the kernel still has it) but not of the machine.
-    Never,
 }
 
 /// Why the store failed.

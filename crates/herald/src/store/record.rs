@@ -18,6 +18,11 @@ const FORMAT: u8 = 1;
 /// Why a record does not decode.
 pub type DecodeResult<T> = Result<T, String>;
 
+/// A message that does not encode as an MQTT 5.0 PUBLISH, so it cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("message does not encode: {0}")]
+pub struct EncodeError(mqtt_codec::EncodeError);
+
 /// A persistent session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -292,7 +297,7 @@ impl AckRecord {
 
 impl MessageRecord {
     /// The value bytes.
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut w = vec![FORMAT];
         w.extend_from_slice(&self.received_ms.to_be_bytes());
         w.extend_from_slice(&self.origin.to_be_bytes());
@@ -379,7 +384,7 @@ impl StageRecord {
 
 impl RetainedRecord {
     /// The value bytes.
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut w = vec![FORMAT];
         w.extend_from_slice(&self.received_ms.to_be_bytes());
         put_publish(&mut w, &self.publish)?;
@@ -400,7 +405,7 @@ impl RetainedRecord {
 
 impl WillRecord {
     /// The value bytes.
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut w = vec![FORMAT];
         put_str(&mut w, &self.tenant);
         w.extend_from_slice(&self.delay.to_be_bytes());
@@ -459,14 +464,14 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
 }
 
 /// Appends `publish` as a v5 packet (the rest of the value).
-fn put_publish(w: &mut Vec<u8>, publish: &Publish) -> Result<(), String> {
+fn put_publish(w: &mut Vec<u8>, publish: &Publish) -> Result<(), EncodeError> {
     let mut p = publish.clone();
     if p.qos != QoS::AtMostOnce && p.packet_id == 0 {
         p.packet_id = 1;
     }
     let mut buf = BytesMut::new();
     p.encode(ProtocolVersion::V5, &mut buf)
-        .map_err(|e| format!("message does not encode: {e}"))?;
+        .map_err(EncodeError)?;
     w.put_slice(&buf);
     Ok(())
 }
@@ -705,6 +710,23 @@ mod tests {
             AckRecord::decode(&huge)
                 .unwrap_err()
                 .contains("does not fit")
+        );
+    }
+
+    #[test]
+    fn a_message_that_does_not_encode_says_why() {
+        let mut p = publish();
+        p.topic = "t".repeat(70_000).into();
+        let e = RetainedRecord {
+            received_ms: 1,
+            publish: p,
+        }
+        .encode()
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("message does not encode: topic name is 70000 bytes"),
+            "{e}"
         );
     }
 

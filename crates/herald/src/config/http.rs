@@ -1,0 +1,127 @@
+//! `[http]`: the HTTP API, `/metrics` and the health endpoints, and the bounds of their
+//! listener.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, invalid, require};
+
+/// The HTTP side: API, metrics, health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the HTTP API, `/metrics`, `/healthz` and `/readyz` ("" for none).
+    pub listen: String,
+    /// Bearer tokens accepted by `/api/v1` (`Authorization: Bearer <key>`). Without any,
+    /// the API serves anyone who can reach it, so it must listen on loopback.
+    pub api_keys: Vec<String>,
+    /// Seconds an `Idempotency-Key` is remembered: a retry within it gets the first answer
+    /// and publishes nothing.
+    pub idempotency_window_secs: u64,
+    /// Most idempotency keys remembered at once; past it the oldest are forgotten first.
+    pub max_idempotency_keys: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Most messages in one `POST /api/v1/publish/batch`.
+    pub max_batch: usize,
+    /// Seconds a client has to send a request's head (request line and headers), counted
+    /// from the connection's opening or from the first byte of the request.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may pass without a byte in either direction (between requests,
+    /// or a request whose body or answer has stalled) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Open HTTP connections; past it new ones are closed at once (and counted), so that
+    /// HTTP clients cannot take the descriptors MQTT clients need.
+    pub max_connections: usize,
+    /// `/metrics` asks for an API key too (Prometheus then sends it: `authorization` in its
+    /// scrape config). Needs `api_keys`.
+    pub metrics_requires_key: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            api_keys: Vec::new(),
+            idempotency_window_secs: 24 * 3600,
+            max_idempotency_keys: 1_000_000,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 1000,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 1024,
+            metrics_requires_key: false,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on, if any.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.listen.parse().ok()
+    }
+
+    /// Checks the address, that an API off loopback has keys and that they are long
+    /// enough, and the bounds.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(());
+        }
+        let Some(addr) = self.addr() else {
+            return Err(invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address (host:port, or \"\" for none)",
+                    self.listen
+                ),
+            ));
+        };
+        if !addr.ip().is_loopback() && self.api_keys.is_empty() {
+            return Err(invalid(
+                "http.api_keys",
+                format!(
+                    "the HTTP API listens on {addr}, which is not a loopback address: \
+                     give it at least one API key"
+                ),
+            ));
+        }
+        if let Some(k) = self.api_keys.iter().find(|k| k.len() < 16) {
+            return Err(invalid(
+                "http.api_keys",
+                format!(
+                    "a key of {} characters is too easy to guess (16 at least)",
+                    k.len()
+                ),
+            ));
+        }
+        require(&[
+            ("http.max_batch", self.max_batch > 0, "must be at least 1"),
+            (
+                "http.max_body_bytes",
+                self.max_body_bytes >= 1024,
+                "must be at least 1024",
+            ),
+            (
+                "http.header_timeout_secs",
+                self.header_timeout_secs > 0,
+                "must be at least 1",
+            ),
+            (
+                "http.idle_timeout_secs",
+                self.idle_timeout_secs > 0,
+                "must be at least 1",
+            ),
+            (
+                "http.max_connections",
+                self.max_connections > 0,
+                "must be at least 1",
+            ),
+            (
+                "http.metrics_requires_key",
+                !self.metrics_requires_key || !self.api_keys.is_empty(),
+                "needs at least one key in http.api_keys",
+            ),
+        ])
+    }
+}

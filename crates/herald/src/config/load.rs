@@ -1,0 +1,185 @@
+//! The layering: defaults, then the file, then the `HERALD_*` variables, then the flags.
+//! The first three meet as one TOML table, so that a variable is parsed as the type its key
+//! has; the flags are typed already and set their keys on the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::{Config, ConfigError};
+
+/// Values given on the command line; each overrides its key.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--mqtt-listen` (repeatable): `listeners.mqtt`.
+    pub mqtt_listen: Vec<SocketAddr>,
+    /// `--ws-listen` (repeatable): `listeners.ws`.
+    pub ws_listen: Vec<SocketAddr>,
+    /// `--tls-listen` (repeatable): `listeners.tls`.
+    pub tls_listen: Vec<SocketAddr>,
+    /// `--wss-listen` (repeatable): `listeners.wss`.
+    pub wss_listen: Vec<SocketAddr>,
+    /// `--http-listen`: `http.listen`.
+    pub http_listen: Option<String>,
+    /// `--tls-cert`: `tls.cert_file`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`: `tls.key_file`.
+    pub tls_key: Option<PathBuf>,
+    /// `--worker-threads`: `runtime.worker_threads`.
+    pub worker_threads: Option<usize>,
+    /// `--log-level`: `log.level`.
+    pub log_level: Option<String>,
+    /// `--log-format`: `log.format`.
+    pub log_format: Option<String>,
+    /// `--data-dir`: `store.data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--in-memory`: `store.in_memory`.
+    pub in_memory: bool,
+}
+
+impl Overrides {
+    /// Sets the keys given on the command line.
+    fn apply(&self, config: &mut Config) {
+        if !self.mqtt_listen.is_empty() {
+            config.listeners.mqtt = self.mqtt_listen.clone();
+        }
+        if !self.ws_listen.is_empty() {
+            config.listeners.ws = self.ws_listen.clone();
+        }
+        if !self.tls_listen.is_empty() {
+            config.listeners.tls = self.tls_listen.clone();
+        }
+        if !self.wss_listen.is_empty() {
+            config.listeners.wss = self.wss_listen.clone();
+        }
+        if let Some(addr) = &self.http_listen {
+            config.http.listen = addr.clone();
+        }
+        if let Some(file) = &self.tls_cert {
+            config.tls.cert_file = file.clone();
+        }
+        if let Some(file) = &self.tls_key {
+            config.tls.key_file = file.clone();
+        }
+        if let Some(n) = self.worker_threads {
+            config.runtime.worker_threads = n;
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+        if let Some(format) = &self.log_format {
+            config.log.format = format.clone();
+        }
+        if let Some(dir) = &self.data_dir {
+            config.store.data_dir = dir.clone();
+        }
+        if self.in_memory {
+            config.store.in_memory = true;
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration: defaults, then `file` (if any), then the `HERALD_*` variables
+    /// in `env`, then `flags`; then validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Parse(format!("default config: {e}")))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let from_file: toml::Table = text
+                .parse()
+                .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+            merge(&mut table, from_file);
+        }
+        apply_env(&mut table, env)?;
+        let mut config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        flags.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Overlays `top` on `base`, table by table.
+fn merge(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => merge(b, t),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies `HERALD_SECTION_KEY=value` variables. The value is parsed as the type the key
+/// has (numbers, booleans, strings; lists are comma-separated).
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    // Variables that are not settings (the config file's path) or are a flag's short name.
+    const NOT_SETTINGS: [&str; 1] = ["HERALD_CONFIG"];
+    for (name, raw) in env {
+        // `--mqtt-listen`'s variable is a short name for listeners.mqtt.
+        let name = match name.as_str() {
+            "HERALD_MQTT_LISTEN" => "HERALD_LISTENERS_MQTT".to_string(),
+            "HERALD_WS_LISTEN" => "HERALD_LISTENERS_WS".to_string(),
+            "HERALD_TLS_LISTEN" => "HERALD_LISTENERS_TLS".to_string(),
+            "HERALD_WSS_LISTEN" => "HERALD_LISTENERS_WSS".to_string(),
+            "HERALD_TLS_CERT" => "HERALD_TLS_CERT_FILE".to_string(),
+            "HERALD_TLS_KEY" => "HERALD_TLS_KEY_FILE".to_string(),
+            _ => name,
+        };
+        let Some(rest) = name.strip_prefix("HERALD_") else {
+            continue;
+        };
+        if NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            return Err(ConfigError::Parse(format!("{name}: not a Herald setting")));
+        };
+        let Some(toml::Value::Table(sec)) = table.get_mut(section) else {
+            return Err(ConfigError::Parse(format!(
+                "{name}: no config section {section:?}"
+            )));
+        };
+        let Some(current) = sec.get(key) else {
+            return Err(ConfigError::Parse(format!(
+                "{name}: no config key {section}.{key}"
+            )));
+        };
+        let value = parse_like(current, &raw).ok_or_else(|| {
+            ConfigError::Parse(format!("{name}={raw:?}: not a valid {section}.{key}"))
+        })?;
+        sec.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+fn parse_like(current: &toml::Value, raw: &str) -> Option<toml::Value> {
+    use toml::Value;
+    Some(match current {
+        Value::Integer(_) => Value::Integer(raw.trim().parse().ok()?),
+        Value::Boolean(_) => Value::Boolean(raw.trim().parse().ok()?),
+        Value::Float(_) => Value::Float(raw.trim().parse().ok()?),
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => Value::String(raw.to_string()),
+    })
+}

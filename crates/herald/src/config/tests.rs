@@ -1,0 +1,151 @@
+//! The configuration as `Config::load` builds it: layering, validation errors that name
+//! their keys, and the generated file.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_are_valid_and_loopback() {
+    let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.listeners.mqtt, vec!["127.0.0.1:1883".parse().unwrap()]);
+}
+
+#[test]
+fn layers_apply_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        "[limits]\nmax_packet_size = 2048\nmax_connections = 10\n[listeners]\nmqtt = [\"127.0.0.1:1999\"]\n",
+    )
+    .unwrap();
+    let flags = Overrides {
+        mqtt_listen: vec!["127.0.0.1:2000".parse().unwrap()],
+        ..Default::default()
+    };
+    let c = Config::load(
+        Some(&file),
+        env(&[("HERALD_LIMITS_MAX_CONNECTIONS", "20"), ("PATH", "/bin")]),
+        &flags,
+    )
+    .unwrap();
+    assert_eq!(c.limits.max_packet_size, 2048, "file");
+    assert_eq!(c.limits.max_connections, 20, "environment over file");
+    assert_eq!(
+        c.listeners.mqtt,
+        vec!["127.0.0.1:2000".parse().unwrap()],
+        "flag over file"
+    );
+    let c = Config::load(
+        None,
+        env(&[("HERALD_LISTENERS_MQTT", "127.0.0.1:1,127.0.0.2:2")]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.listeners.mqtt.len(), 2);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let err = |e: Vec<(String, String)>| {
+        Config::load(None, e, &Overrides::default())
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        err(env(&[("HERALD_LIMITS_MAX_PACKET_SIZE", "10")])).starts_with("limits.max_packet_size:")
+    );
+    assert!(
+        err(env(&[("HERALD_LIMITS_MAX_PACKET_SIZE", "lots")])).contains("limits.max_packet_size")
+    );
+    assert!(err(env(&[("HERALD_LIMITS_NO_SUCH", "1")])).contains("limits.no_such"));
+    assert!(err(env(&[("HERALD_SESSION_MAXIMUM_QOS", "3")])).starts_with("session.maximum_qos:"));
+    assert!(
+        err(env(&[("HERALD_LIMITS_MAX_OUTBOX_BYTES", "0")]))
+            .starts_with("limits.max_outbox_bytes:")
+    );
+    let public = err(env(&[("HERALD_LISTENERS_MQTT", "0.0.0.0:1883")]));
+    assert!(
+        public.starts_with("listeners.mqtt:") && public.contains("allow_anonymous_public"),
+        "{public}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[limits]\nmax_pakcet_size = 5\n").unwrap();
+    let e = Config::load(Some(&file), Vec::new(), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_pakcet_size"), "{e}");
+}
+
+#[test]
+fn the_http_api_needs_a_key_off_loopback() {
+    let err = |e: Vec<(String, String)>| {
+        Config::load(None, e, &Overrides::default())
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(env(&[("HERALD_HTTP_LISTEN", "0.0.0.0:8080")]));
+    assert!(e.starts_with("http.api_keys:"), "{e}");
+    let e = err(env(&[("HERALD_HTTP_LISTEN", "localhost")]));
+    assert!(e.starts_with("http.listen:"), "{e}");
+    let e = err(env(&[
+        ("HERALD_HTTP_LISTEN", "0.0.0.0:8080"),
+        ("HERALD_HTTP_API_KEYS", "short"),
+    ]));
+    assert!(
+        e.starts_with("http.api_keys:") && e.contains("too easy"),
+        "{e}"
+    );
+    let c = Config::load(
+        None,
+        env(&[
+            ("HERALD_HTTP_LISTEN", "0.0.0.0:8080"),
+            ("HERALD_HTTP_API_KEYS", "0123456789abcdef0123"),
+        ]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.http.api_keys.len(), 1);
+    let off = Config::load(
+        None,
+        env(&[("HERALD_HTTP_LISTEN", "")]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(off.http.addr(), None);
+}
+
+#[test]
+fn public_listener_with_explicit_consent() {
+    let c = Config::load(
+        None,
+        env(&[
+            ("HERALD_LISTENERS_MQTT", "0.0.0.0:1883"),
+            ("HERALD_LISTENERS_ALLOW_ANONYMOUS_PUBLIC", "true"),
+        ]),
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert!(c.listeners.allow_anonymous_public);
+}
+
+#[test]
+fn generated_file_is_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gen.toml");
+    std::fs::write(&file, generate()).unwrap();
+    let c = Config::load(Some(&file), Vec::new(), &Overrides::default()).unwrap();
+    assert_eq!(c, Config::default());
+    // Every key of the defaults is written out (commented defaults would hide drift).
+    let table = toml::Table::try_from(Config::default()).unwrap();
+    let generated: toml::Table = generate().parse().unwrap();
+    assert_eq!(table, generated);
+}
