@@ -22,7 +22,8 @@ use super::session::{Inflight, Session, Stage, SubscriptionRecord, Will};
 use super::{Broker, Tenant, split_shared};
 use crate::broker::index::Subscriber;
 use crate::store::record::{
-    self, AckRecord, MessageRecord, RetainedRecord, SessionRecord, StageRecord, WillRecord,
+    self, AckRecord, DecodeError, MessageRecord, RetainedRecord, SessionRecord, StageRecord,
+    WillRecord,
 };
 use crate::store::{Op, Space, StoreError};
 
@@ -44,7 +45,7 @@ pub struct Restored {
 }
 
 /// A damaged-record error for `space` and `key`.
-fn damaged(space: Space, key: &[u8], message: String) -> StoreError {
+fn damaged(space: Space, key: &[u8], message: DecodeError) -> StoreError {
     StoreError::Damaged {
         space: space.name(),
         key: key.iter().map(|b| format!("{b:02x}")).collect(),
@@ -56,7 +57,7 @@ fn damaged(space: Space, key: &[u8], message: String) -> StoreError {
 fn read<T>(
     durable: &Durable,
     space: Space,
-    decode: impl Fn(&[u8], &[u8]) -> Result<T, String>,
+    decode: impl Fn(&[u8], &[u8]) -> Result<T, DecodeError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     durable.journal.store().scan(space, &mut |k, v| {

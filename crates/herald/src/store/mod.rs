@@ -149,7 +149,7 @@ pub enum StoreError {
         /// The key, in hexadecimal.
         key: String,
         /// What is wrong.
-        message: String,
+        message: record::DecodeError,
     },
     /// The store was closed, or a write failed before.
     #[error("the store is closed after an earlier failure")]

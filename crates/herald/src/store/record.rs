@@ -15,8 +15,83 @@ use mqtt_codec::{
 /// The format byte every value starts with.
 const FORMAT: u8 = 1;
 
-/// Why a record does not decode.
-pub type DecodeResult<T> = Result<T, String>;
+/// A record read back, or why it does not decode.
+pub type DecodeResult<T> = Result<T, DecodeError>;
+
+/// Why a record does not decode. The store's `Damaged` error adds the keyspace and the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A key of the wrong length.
+    #[error("key is not {0} bytes")]
+    KeyLength(usize),
+    /// A retained key without the NUL that ends its tenant.
+    #[error("key has no tenant")]
+    KeyNoTenant,
+    /// A retained key whose tenant or topic is not UTF-8.
+    #[error("key is not UTF-8")]
+    KeyNotUtf8,
+    /// A value without even its format byte.
+    #[error("empty value")]
+    Empty,
+    /// A format byte this version does not write.
+    #[error("unknown record format {0}")]
+    Format(u8),
+    /// The value ends inside a field.
+    #[error("value cut short: {needed} bytes needed, {left} left")]
+    CutShort {
+        /// The field's length.
+        needed: usize,
+        /// What the value had left.
+        left: usize,
+    },
+    /// A count of items that the rest of the value cannot hold.
+    #[error("count {0} does not fit in the value")]
+    Count(usize),
+    /// Bytes left after the last field.
+    #[error("{0} bytes after the record")]
+    Trailing(usize),
+    /// A string field that is not UTF-8.
+    #[error("string is not UTF-8")]
+    NotUtf8,
+    /// A session's protocol level that is not MQTT 3.1, 3.1.1 or 5.0.
+    #[error("protocol level {0} is not 3, 4 or 5")]
+    Protocol(u8),
+    /// A QoS of 3 in a recipient's flags or a subscription's options.
+    #[error("{of} QoS is 3")]
+    Qos3 {
+        /// Whose QoS: `recipient` or `subscription`.
+        of: &'static str,
+    },
+    /// A retain handling of 3 in a subscription's options.
+    #[error("retain handling is 3")]
+    RetainHandling3,
+    /// Reserved bits set in a recipient's flags or a subscription's options.
+    #[error("{of} {bits:#x} have reserved bits")]
+    Reserved {
+        /// Which byte: `recipient flags` or `subscription options`.
+        of: &'static str,
+        /// The byte.
+        bits: u8,
+    },
+    /// An outbound QoS 2 stage with packet id 0.
+    #[error("packet id 0")]
+    PacketIdZero,
+    /// An outbound QoS 2 stage that is neither sent (0) nor released (1).
+    #[error("stage {0} is not 0 or 1")]
+    Stage(u8),
+    /// A stored PUBLISH followed by more bytes.
+    #[error("bytes after the message")]
+    AfterMessage,
+    /// A stored packet that is not a PUBLISH (its debug form).
+    #[error("holds a {0}, not a PUBLISH")]
+    NotPublish(String),
+    /// A stored PUBLISH that ends early.
+    #[error("message cut short")]
+    MessageCutShort,
+    /// A stored PUBLISH that the codec refuses.
+    #[error("message does not decode: {0}")]
+    Message(mqtt_codec::DecodeError),
+}
 
 /// A message that does not encode as an MQTT 5.0 PUBLISH, so it cannot be stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,7 +233,7 @@ pub fn retained_key(tenant: &str, topic: &str) -> Vec<u8> {
 /// The session id of a sessions/acks/wills key.
 pub fn decode_session_key(k: &[u8]) -> DecodeResult<u64> {
     Ok(u64::from_be_bytes(
-        k.try_into().map_err(|_| "key is not 8 bytes")?,
+        k.try_into().map_err(|_| DecodeError::KeyLength(8))?,
     ))
 }
 
@@ -170,7 +245,7 @@ pub fn decode_message_key(k: &[u8]) -> DecodeResult<u64> {
 /// (session, seq) of a stages key.
 pub fn decode_stage_key(k: &[u8]) -> DecodeResult<(u64, u64)> {
     if k.len() != 16 {
-        return Err("key is not 16 bytes".into());
+        return Err(DecodeError::KeyLength(16));
     }
     Ok((decode_session_key(&k[..8])?, decode_session_key(&k[8..])?))
 }
@@ -178,7 +253,7 @@ pub fn decode_stage_key(k: &[u8]) -> DecodeResult<(u64, u64)> {
 /// (session, packet id) of an inbound key.
 pub fn decode_inbound_key(k: &[u8]) -> DecodeResult<(u64, u16)> {
     if k.len() != 10 {
-        return Err("key is not 10 bytes".into());
+        return Err(DecodeError::KeyLength(10));
     }
     Ok((
         decode_session_key(&k[..8])?,
@@ -188,8 +263,11 @@ pub fn decode_inbound_key(k: &[u8]) -> DecodeResult<(u64, u16)> {
 
 /// The tenant of a retained key.
 pub fn decode_retained_key(k: &[u8]) -> DecodeResult<(String, String)> {
-    let nul = k.iter().position(|b| *b == 0).ok_or("key has no tenant")?;
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| "key is not UTF-8".to_string());
+    let nul = k
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or(DecodeError::KeyNoTenant)?;
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| DecodeError::KeyNotUtf8);
     Ok((text(&k[..nul])?, text(&k[nul + 1..])?))
 }
 
@@ -235,7 +313,7 @@ impl SessionRecord {
         let client_id = r.string()?;
         let protocol = r.u8()?;
         if !(3..=5).contains(&protocol) {
-            return Err(format!("protocol level {protocol} is not 3, 4 or 5"));
+            return Err(DecodeError::Protocol(protocol));
         }
         let expiry = r.u32()?;
         let offline_since_ms = r.u64()?;
@@ -326,9 +404,12 @@ impl MessageRecord {
             let session = r.u64()?;
             let seq = r.u64()?;
             let flags = r.u8()?;
-            let qos = QoS::from_u8(flags & 3).ok_or("recipient QoS is 3")?;
+            let qos = QoS::from_u8(flags & 3).ok_or(DecodeError::Qos3 { of: "recipient" })?;
             if flags & !7 != 0 {
-                return Err(format!("recipient flags {flags:#x} have reserved bits"));
+                return Err(DecodeError::Reserved {
+                    of: "recipient flags",
+                    bits: flags,
+                });
             }
             let ids = r.u16()? as usize;
             let mut subscription_ids = Vec::with_capacity(ids.min(r.left() / 4));
@@ -367,12 +448,12 @@ impl StageRecord {
         let mut r = Reader::new(v)?;
         let packet_id = r.u16()?;
         if packet_id == 0 {
-            return Err("packet id 0".into());
+            return Err(DecodeError::PacketIdZero);
         }
         let released = match r.u8()? {
             0 => false,
             1 => true,
-            other => return Err(format!("stage {other} is not 0 or 1")),
+            other => return Err(DecodeError::Stage(other)),
         };
         r.end()?;
         Ok(StageRecord {
@@ -440,15 +521,18 @@ fn options_byte(o: &SubscriptionOptions) -> u8 {
 }
 
 fn options_from(b: u8) -> DecodeResult<SubscriptionOptions> {
-    let qos = QoS::from_u8(b & 3).ok_or("subscription QoS is 3")?;
+    let qos = QoS::from_u8(b & 3).ok_or(DecodeError::Qos3 { of: "subscription" })?;
     let retain_handling = match (b >> 4) & 3 {
         0 => RetainHandling::OnSubscribe,
         1 => RetainHandling::OnNewSubscription,
         2 => RetainHandling::Never,
-        _ => return Err("retain handling is 3".into()),
+        _ => return Err(DecodeError::RetainHandling3),
     };
     if b & 0xC0 != 0 {
-        return Err(format!("subscription options {b:#x} have reserved bits"));
+        return Err(DecodeError::Reserved {
+            of: "subscription options",
+            bits: b,
+        });
     }
     Ok(SubscriptionOptions {
         qos,
@@ -485,8 +569,8 @@ impl<'a> Reader<'a> {
     fn new(v: &'a [u8]) -> DecodeResult<Reader<'a>> {
         match v.split_first() {
             Some((&FORMAT, rest)) => Ok(Reader { bytes: rest }),
-            Some((other, _)) => Err(format!("unknown record format {other}")),
-            None => Err("empty value".into()),
+            Some((other, _)) => Err(DecodeError::Format(*other)),
+            None => Err(DecodeError::Empty),
         }
     }
 
@@ -496,10 +580,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
         if self.bytes.len() < n {
-            return Err(format!(
-                "value cut short: {n} bytes needed, {} left",
-                self.bytes.len()
-            ));
+            return Err(DecodeError::CutShort {
+                needed: n,
+                left: self.bytes.len(),
+            });
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -532,7 +616,7 @@ impl<'a> Reader<'a> {
     fn count(&mut self, min_item: usize) -> DecodeResult<usize> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item) > self.bytes.len() {
-            return Err(format!("count {n} does not fit in the value"));
+            return Err(DecodeError::Count(n));
         }
         Ok(n)
     }
@@ -540,7 +624,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> DecodeResult<String> {
         let n = self.u32()? as usize;
         let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".into())
+        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::NotUtf8)
     }
 
     /// The rest of the value, as one v5 PUBLISH packet.
@@ -549,10 +633,10 @@ impl<'a> Reader<'a> {
         self.bytes = &[];
         match mqtt_codec::decode(&mut buf, ProtocolVersion::V5, MAX_PACKET_SIZE) {
             Ok(Some(Packet::Publish(p))) if buf.is_empty() => Ok(p),
-            Ok(Some(Packet::Publish(_))) => Err("bytes after the message".into()),
-            Ok(Some(other)) => Err(format!("holds a {other:?}, not a PUBLISH")),
-            Ok(None) => Err("message cut short".into()),
-            Err(e) => Err(format!("message does not decode: {e}")),
+            Ok(Some(Packet::Publish(_))) => Err(DecodeError::AfterMessage),
+            Ok(Some(other)) => Err(DecodeError::NotPublish(format!("{other:?}"))),
+            Ok(None) => Err(DecodeError::MessageCutShort),
+            Err(e) => Err(DecodeError::Message(e)),
         }
     }
 
@@ -560,7 +644,7 @@ impl<'a> Reader<'a> {
         if self.bytes.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} bytes after the record", self.bytes.len()))
+            Err(DecodeError::Trailing(self.bytes.len()))
         }
     }
 }
@@ -700,6 +784,7 @@ mod tests {
         assert!(
             SessionRecord::decode(&[9, 0])
                 .unwrap_err()
+                .to_string()
                 .contains("format")
         );
         // A count that the value cannot hold is refused before anything is allocated.
@@ -709,6 +794,7 @@ mod tests {
         assert!(
             AckRecord::decode(&huge)
                 .unwrap_err()
+                .to_string()
                 .contains("does not fit")
         );
     }
