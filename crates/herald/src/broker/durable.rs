@@ -28,15 +28,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mqtt_codec::QoS;
 
-use super::message::{Delivery, Message};
-use super::persist::StoredMessage;
-use super::session::{Session, SessionState, Stage, Will};
+use super::message::{Delivery, Message, SessionId};
+use super::stored::{DurableSession, StoredMessage};
 use crate::config::StoreConfig;
 use crate::store::fjall::{FjallOptions, FjallStore};
 use crate::store::journal::{Journal, Ticket};
 use crate::store::record::{
     self, AckRecord, MessageRecord, Recipient, RetainedRecord, SessionRecord, StageRecord,
-    StoredSubscription, WillRecord,
+    WillRecord,
 };
 use crate::store::{Op, Space, Store, StoreError};
 
@@ -263,94 +262,87 @@ impl Durable {
             .submit([Op::Delete(Space::Messages, record::message_key(id))]);
     }
 
-    /// Writes the session record of `session` (call with its lock held, as `st`).
-    pub(super) fn put_session(&self, tenant: &str, session: &Session, st: &SessionState) -> Ticket {
-        self.journal.submit([session_op(tenant, session, st)])
+    /// Writes the record of session `id`.
+    pub(super) fn put_session(&self, id: SessionId, record: &SessionRecord) -> Ticket {
+        self.journal.submit([Op::Put(
+            Space::Sessions,
+            record::session_key(id),
+            record.encode(),
+        )])
     }
 
-    /// The stored delivery `seq` of `session` is done: records it in the session's
-    /// acknowledgements (call with its lock held, as `st`). `staged`: a QoS 2 stage record
-    /// exists for it and goes too.
-    pub(super) fn done(&self, session: &Session, st: &mut SessionState, seq: u64, staged: bool) {
-        let Some(ds) = st.durable.as_mut() else {
-            return;
+    /// Writes session `id`'s acknowledgements; `unstage`: the QoS 2 stage record of that
+    /// sequence number goes too.
+    pub(super) fn acks(&self, id: SessionId, acks: &DurableSession, unstage: Option<u64>) {
+        let rec = AckRecord {
+            watermark: acks.watermark,
+            above: acks.above.clone(),
         };
-        ds.done(seq);
-        let acks = AckRecord {
-            watermark: ds.watermark,
-            above: ds.above.clone(),
+        let ack_op = Op::Put(Space::Acks, record::session_key(id), rec.encode());
+        match unstage {
+            Some(seq) => {
+                let stage = Op::Delete(Space::Stages, record::stage_key(id, seq));
+                self.journal.submit([ack_op, stage])
+            }
+            None => self.journal.submit([ack_op]),
         };
-        let key = record::session_key(session.id);
-        let ack_op = Op::Put(Space::Acks, key, acks.encode());
-        if staged {
-            let stage = Op::Delete(Space::Stages, record::stage_key(session.id, seq));
-            self.journal.submit([ack_op, stage]);
-        } else {
-            self.journal.submit([ack_op]);
-        }
     }
 
     /// Records an outbound QoS 2 delivery's packet id and stage.
-    pub(super) fn stage(
-        &self,
-        session: &Session,
-        seq: u64,
-        packet_id: u16,
-        stage: Stage,
-    ) -> Ticket {
+    pub(super) fn stage(&self, id: SessionId, seq: u64, packet_id: u16, released: bool) -> Ticket {
         let rec = StageRecord {
             packet_id,
-            released: stage == Stage::Released,
+            released,
         };
         self.journal.submit([Op::Put(
             Space::Stages,
-            record::stage_key(session.id, seq),
+            record::stage_key(id, seq),
             rec.encode(),
         )])
     }
 
     /// The op recording an inbound QoS 2 packet id.
-    pub(super) fn inbound_op(session: &Session, packet_id: u16) -> Op {
+    pub(super) fn inbound_op(id: SessionId, packet_id: u16) -> Op {
         Op::Put(
             Space::Inbound,
-            record::inbound_key(session.id, packet_id),
+            record::inbound_key(id, packet_id),
             record::inbound_value(),
         )
     }
 
     /// Forgets an inbound QoS 2 packet id (PUBREL received).
-    pub(super) fn release_inbound(&self, session: &Session, packet_id: u16) -> Ticket {
+    pub(super) fn release_inbound(&self, id: SessionId, packet_id: u16) -> Ticket {
         self.journal.submit([Op::Delete(
             Space::Inbound,
-            record::inbound_key(session.id, packet_id),
+            record::inbound_key(id, packet_id),
         )])
     }
 
-    /// Stores the will of the connection of `generation`, published after a crash.
+    /// Stores the will of session `id`'s connection of `generation` (`message`, published
+    /// `delay` seconds after the connection ends), published after a crash.
     pub(super) fn put_will(
         &self,
         tenant: &str,
-        session: &Session,
+        id: SessionId,
         generation: u64,
-        will: &Will,
+        delay: u32,
+        message: &Message,
     ) -> Result<Ticket, ()> {
         let rec = WillRecord {
             tenant: tenant.to_string(),
-            delay: will.delay,
-            publish: will.message(session.id).publish(
-                will.qos,
-                will.retain,
+            delay,
+            publish: message.publish(
+                message.qos,
+                message.retain,
                 1,
-                will.properties.message_expiry_interval,
+                message.properties.message_expiry_interval,
                 Vec::new(),
             ),
         };
         match rec.encode() {
-            Ok(v) => Ok(self.journal.submit([Op::Put(
-                Space::Wills,
-                will_key(session.id, generation),
-                v,
-            )])),
+            Ok(v) => Ok(self
+                .journal
+                .submit([Op::Put(Space::Wills, will_key(id, generation), v)])),
             Err(e) => {
                 tracing::error!(error = %e, "will cannot be stored: connection refused");
                 Err(())
@@ -358,35 +350,35 @@ impl Durable {
         }
     }
 
-    /// Forgets the will of the connection of `generation` (published, or not to be).
-    pub(super) fn delete_will(&self, session: &Session, generation: u64) {
+    /// Forgets the will of session `id`'s connection of `generation`.
+    pub(super) fn delete_will(&self, id: SessionId, generation: u64) {
         self.journal
-            .submit([Op::Delete(Space::Wills, will_key(session.id, generation))]);
+            .submit([Op::Delete(Space::Wills, will_key(id, generation))]);
     }
 
-    /// Removes a session's records and releases the messages queued for it. Call with its
-    /// lock held, as `st`, after its queue and inflight list were taken out (`dropped`).
-    pub(super) fn end_session(&self, session: &Session, st: &SessionState, dropped: &[&Delivery]) {
-        if st.durable.is_none() {
-            return;
-        }
-        let key = record::session_key(session.id);
+    /// Removes the records of stored session `id`: its own, its acknowledgements, the QoS 2
+    /// stages of `dropped` (its queue and inflight list, taken out) and its `inbound` QoS 2
+    /// packet ids.
+    pub(super) fn end_session(
+        &self,
+        id: SessionId,
+        dropped: &[&Delivery],
+        inbound: impl Iterator<Item = u16>,
+    ) {
+        let key = record::session_key(id);
         let mut ops = vec![
             Op::Delete(Space::Sessions, key.clone()),
             Op::Delete(Space::Acks, key),
         ];
         for d in dropped {
             if let (Some(stored), QoS::ExactlyOnce) = (&d.stored, d.qos) {
-                ops.push(Op::Delete(
-                    Space::Stages,
-                    record::stage_key(session.id, stored.seq),
-                ));
+                ops.push(Op::Delete(Space::Stages, record::stage_key(id, stored.seq)));
             }
         }
-        for id in st.inbound_qos2.iter() {
+        for packet_id in inbound {
             ops.push(Op::Delete(
                 Space::Inbound,
-                record::inbound_key(session.id, id),
+                record::inbound_key(id, packet_id),
             ));
         }
         self.journal.submit(ops);
@@ -396,29 +388,4 @@ impl Durable {
 /// A will's key: the session and the generation of the connection that set it.
 pub fn will_key(session: u64, generation: u64) -> Vec<u8> {
     record::stage_key(session, generation)
-}
-
-/// The session record op of `session` (its lock held, as `st`).
-pub fn session_op(tenant: &str, session: &Session, st: &SessionState) -> Op {
-    let rec = SessionRecord {
-        tenant: tenant.to_string(),
-        client_id: session.client_id.to_string(),
-        protocol: st.protocol.level(),
-        expiry: st.expiry_interval,
-        offline_since_ms: if st.connected { 0 } else { unix_ms() },
-        subscriptions: st
-            .subscriptions
-            .iter()
-            .map(|(filter, r)| StoredSubscription {
-                filter: filter.to_string(),
-                options: r.options,
-                id: r.id,
-            })
-            .collect(),
-    };
-    Op::Put(
-        Space::Sessions,
-        record::session_key(session.id),
-        rec.encode(),
-    )
 }

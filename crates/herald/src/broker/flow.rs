@@ -28,7 +28,6 @@ use std::sync::atomic::Ordering;
 use std::task::Waker;
 
 use super::message::Delivery;
-use super::session::{Session, SessionState};
 use crate::config::Limits;
 
 /// What a queued delivery costs besides its message: the `Delivery` in the queue.
@@ -44,6 +43,31 @@ pub struct Congestion {
     stalled: bool,
 }
 
+impl Congestion {
+    /// Whether it stalled (and no longer pushes back).
+    pub fn stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Adds a parked publisher's task (once).
+    pub fn park(&mut self, waker: &Waker) {
+        if !self.waiters.iter().any(|w| w.will_wake(waker)) {
+            self.waiters.push(waker.clone());
+        }
+    }
+
+    /// Marks it stalled; returns the publishers to wake.
+    pub fn stall(&mut self) -> Vec<Waker> {
+        self.stalled = true;
+        std::mem::take(&mut self.waiters)
+    }
+
+    /// The publishers to wake as it ends.
+    pub fn into_waiters(self) -> Vec<Waker> {
+        self.waiters
+    }
+}
+
 /// Whether a queue of `len` deliveries and `bytes` bytes is past half the outbox bound.
 pub fn high_water(len: usize, bytes: usize, limits: &Limits) -> bool {
     len * 2 > limits.max_outbox_messages || bytes * 2 > limits.max_outbox_bytes
@@ -54,37 +78,6 @@ pub fn low_water(len: usize, bytes: usize, limits: &Limits) -> bool {
     len * 4 <= limits.max_outbox_messages && bytes * 4 <= limits.max_outbox_bytes
 }
 
-impl SessionState {
-    /// Whether publishers feeding this session should stop reading: it is connected, past
-    /// high water, and not stalled.
-    pub fn pushes_back(&self, limits: &Limits) -> bool {
-        self.connected
-            && !self.congestion.as_ref().is_some_and(|c| c.stalled)
-            && high_water(self.queue.len(), self.queue_bytes, limits)
-    }
-
-    /// Once the queue is at low water (or the session is offline or ended), ends the
-    /// congestion and returns the parked publishers to wake (after the lock is released).
-    pub fn relieve(&mut self, limits: &Limits) -> Vec<Waker> {
-        if self.congestion.is_none() {
-            return Vec::new();
-        }
-        if low_water(self.queue.len(), self.queue_bytes, limits) || !self.connected || self.ended {
-            return self.release_waiters();
-        }
-        Vec::new()
-    }
-
-    /// Ends the congestion whatever the queue holds (the session went offline or ended):
-    /// the publishers to wake.
-    pub fn release_waiters(&mut self) -> Vec<Waker> {
-        self.congestion
-            .take()
-            .map(|c| c.waiters)
-            .unwrap_or_default()
-    }
-}
-
 /// Milliseconds on the clock of progress and stalls (since the first call in this process).
 pub fn now_ms() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -92,49 +85,6 @@ pub fn now_ms() -> u64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_millis() as u64
-}
-
-impl Session {
-    /// Records that the attached connection made progress now (see `progress_ms`).
-    pub fn note_progress(&self) {
-        self.progress_ms.store(now_ms(), Ordering::Relaxed);
-    }
-
-    /// When the attached connection last made progress (`now_ms`).
-    pub fn progress_ms(&self) -> u64 {
-        self.progress_ms.load(Ordering::Relaxed)
-    }
-
-    /// Parks a publisher's task until this session drains: `true` when it must wait (its
-    /// waker is registered), `false` when the session no longer pushes back.
-    pub fn park(&self, waker: &Waker, limits: &Limits) -> bool {
-        let mut st = self.lock();
-        if st.ended || !st.pushes_back(limits) {
-            return false;
-        }
-        let c = st.congestion.get_or_insert_with(Default::default);
-        if !c.waiters.iter().any(|w| w.will_wake(waker)) {
-            c.waiters.push(waker.clone());
-        }
-        true
-    }
-
-    /// Marks a session that stayed congested past `limits.stall_after_ms` as stalled: it
-    /// stops pushing back until it drains to low water. Wakes the publishers parked on it.
-    /// Returns whether it was still congested (and is now stalled).
-    pub fn mark_stalled(&self, limits: &Limits) -> bool {
-        let waiters = {
-            let mut st = self.lock();
-            if !st.pushes_back(limits) {
-                return false;
-            }
-            let c = st.congestion.get_or_insert_with(Default::default);
-            c.stalled = true;
-            std::mem::take(&mut c.waiters)
-        };
-        waiters.into_iter().for_each(Waker::wake);
-        true
-    }
 }
 
 impl Delivery {

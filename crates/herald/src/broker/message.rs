@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use mqtt_codec::properties::PublishProperties;
 use mqtt_codec::{ByteString, ProtocolVersion, Publish, QoS};
 
-use super::session::SessionId;
+/// A process-unique session number (0 is the server itself, as a message origin).
+pub type SessionId = u64;
 
 /// A message as Herald received it: routed once, referenced by every delivery.
 #[derive(Debug)]
@@ -207,7 +208,7 @@ pub struct Delivery {
     pub subscription_identifiers: Box<[u32]>,
     /// Its place in a stored session's queue, and its message's record (`None`: not
     /// stored).
-    pub stored: Option<super::persist::Stored>,
+    pub stored: Option<super::stored::Stored>,
 }
 
 impl Delivery {

@@ -14,6 +14,7 @@ pub mod retained;
 pub mod router;
 pub mod session;
 pub mod stats;
+pub mod stored;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -287,7 +288,7 @@ impl Broker {
             if !st.ended {
                 // A resumed session cancels a will still waiting for its delay.
                 if st.pending_will.take().is_some() {
-                    self.persist.delete_will(session, st.generation);
+                    self.persist.delete_will(session.id, st.generation);
                 }
                 st.generation += 1;
                 st.connected = true;
@@ -341,7 +342,8 @@ impl Broker {
         if st.durable.is_none() {
             st.durable = Some(Box::default());
         }
-        self.persist.put_session(&tenant.name, session, st)
+        let record = st.record(&tenant.name, &session.client_id);
+        self.persist.put_session(session.id, &record)
     }
 
     /// A connection of generation `generation` has closed. Unless a newer connection has
@@ -410,9 +412,12 @@ impl Broker {
                 .iter()
                 .chain(inflight.iter().map(|i| &i.delivery))
                 .collect();
-            self.persist.end_session(session, &st, &dropped);
+            if st.durable.is_some() {
+                self.persist
+                    .end_session(session.id, &dropped, st.inbound_qos2.iter());
+            }
             if st.pending_will.is_some() {
-                self.persist.delete_will(session, will_generation);
+                self.persist.delete_will(session.id, will_generation);
             }
             st.durable = None;
             (
@@ -524,7 +529,7 @@ impl Broker {
 
     /// Deletes the stored will of `session`'s connection of `generation`.
     pub fn forget_will(&self, session: &Session, generation: u64) {
-        self.persist.delete_will(session, generation);
+        self.persist.delete_will(session.id, generation);
     }
 
     /// Adds (or replaces) a subscription of `session`. Returns whether it existed before,
@@ -581,7 +586,10 @@ impl Broker {
     /// Rewrites a stored session's record after its subscriptions changed.
     fn store_subscriptions(&self, tenant: &Tenant, session: &Session, st: &SessionState) -> Ticket {
         match &st.durable {
-            Some(_) => self.persist.put_session(&tenant.name, session, st),
+            Some(_) => {
+                let record = st.record(&tenant.name, &session.client_id);
+                self.persist.put_session(session.id, &record)
+            }
             None => Ticket::NONE,
         }
     }

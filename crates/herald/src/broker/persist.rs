@@ -7,90 +7,22 @@
 //! the ticket its record is written under, and how many stored deliveries still need it. The
 //! message itself knows nothing of the store. Each stored delivery carries a [`Stored`]: its
 //! sequence number in its session and the message's record.
+//!
+//! It speaks in ids and records, not in sessions: the session state calls it, never the
+//! other way round.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use mqtt_codec::QoS;
 
 use super::durable::Durable;
-use super::message::{Delivery, Message};
-use super::session::{Session, SessionState, Stage, Will};
+use super::message::{Delivery, Message, SessionId};
 use super::stats::RefuseReason;
+pub use super::stored::{DurableSession, Stored, StoredMessage};
 use crate::store::journal::Ticket;
-use crate::store::record::Recipient;
+use crate::store::record::{Recipient, SessionRecord};
 use crate::store::{Op, Space, StoreError, Visit};
-
-/// The store's record of a QoS 1/2 message, shared by every stored delivery of it.
-#[derive(Debug)]
-pub struct StoredMessage {
-    /// Its key in the store.
-    id: u64,
-    /// The ticket its record is written under (reserved before routing, so that a QoS 2
-    /// delivery can wait for it: a publisher's re-sent PUBLISH after a crash is then always
-    /// recognised). `NONE` for a record read back at start.
-    ticket: Ticket,
-    /// Stored deliveries not yet done, plus one held by the publisher while it routes: the
-    /// record is deleted when this reaches 0.
-    pins: AtomicU32,
-}
-
-impl StoredMessage {
-    /// A message numbered for publishing: the publisher holds one pin.
-    pub(super) fn new(id: u64, ticket: Ticket) -> Arc<StoredMessage> {
-        Arc::new(StoredMessage {
-            id,
-            ticket,
-            pins: AtomicU32::new(1),
-        })
-    }
-
-    /// A record read back from the store, pinned by its `live` deliveries.
-    pub fn restored(id: u64, live: u32) -> Arc<StoredMessage> {
-        Arc::new(StoredMessage {
-            id,
-            ticket: Ticket::NONE,
-            pins: AtomicU32::new(live),
-        })
-    }
-
-    /// Its key in the store.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The ticket of its record.
-    pub fn ticket(&self) -> Ticket {
-        self.ticket
-    }
-
-    /// Adds a stored delivery.
-    pub(super) fn pin(&self) {
-        self.pins.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Drops one pin; `true` when it was the last (the record goes).
-    fn unpin(&self) -> bool {
-        self.pins.fetch_sub(1, Ordering::AcqRel) == 1
-    }
-
-    /// Pins held (for tests).
-    #[cfg(test)]
-    pub fn pins(&self) -> u32 {
-        self.pins.load(Ordering::Relaxed)
-    }
-}
-
-/// A delivery's place in the store: its sequence number in its session's queue, and the
-/// record of its message.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    /// Its sequence number in its session (above 0).
-    pub seq: u64,
-    /// Its message's record.
-    pub message: Arc<StoredMessage>,
-}
 
 /// A message about to be published, checked against the store.
 #[derive(Debug, Default)]
@@ -250,8 +182,8 @@ impl Persistence {
     pub fn commit(&self, prepared: &Prepared, ops: Vec<Op>) -> Ticket {
         match (&self.0, &prepared.stored) {
             (Some(d), Some(stored)) => {
-                d.journal.submit_reserved(stored.ticket, ops);
-                stored.ticket
+                d.journal.submit_reserved(stored.ticket(), ops);
+                stored.ticket()
             }
             (Some(d), None) => d.journal.submit(ops),
             (None, _) => Ticket::NONE,
@@ -271,83 +203,88 @@ impl Persistence {
         if stored.unpin()
             && let Some(d) = &self.0
         {
-            d.delete_message(stored.id);
+            d.delete_message(stored.id());
         }
     }
 
-    /// Writes the record of `session` (call with its lock held, as `st`).
-    pub fn put_session(&self, tenant: &str, session: &Session, st: &SessionState) -> Ticket {
+    /// Writes the record of session `id` (call with its lock held: the store sees one
+    /// session's records in the order they changed).
+    pub fn put_session(&self, id: SessionId, record: &SessionRecord) -> Ticket {
         match &self.0 {
-            Some(d) => d.put_session(tenant, session, st),
+            Some(d) => d.put_session(id, record),
             None => Ticket::NONE,
         }
     }
 
-    /// A stored delivery is done (acknowledged, expired, refused, too large): recorded in
-    /// the session's acknowledgements, and its message's pin released. Call with the
-    /// session's lock held, as `st`. `staged`: a QoS 2 stage record exists for it and goes.
-    pub fn done(&self, session: &Session, st: &mut SessionState, d: &Delivery, staged: bool) {
+    /// A stored delivery of session `id` is done (acknowledged, expired, refused, too
+    /// large): recorded in its acknowledgements `acks`, and its message's pin released.
+    /// Call with the session's lock held. `staged`: a QoS 2 stage record exists for it and
+    /// goes too.
+    pub fn done(&self, id: SessionId, acks: &mut DurableSession, d: &Delivery, staged: bool) {
         if let (Some(durable), Some(stored)) = (&self.0, &d.stored) {
-            durable.done(session, st, stored.seq, staged);
+            acks.done(stored.seq);
+            durable.acks(id, acks, staged.then_some(stored.seq));
             self.unpin(&stored.message);
         }
     }
 
-    /// Records an outbound QoS 2 delivery's packet id and stage.
-    pub fn stage(&self, session: &Session, d: &Delivery, packet_id: u16, stage: Stage) -> Ticket {
+    /// Records an outbound QoS 2 delivery's packet id and stage (`released`: PUBREL sent).
+    pub fn stage(&self, id: SessionId, d: &Delivery, packet_id: u16, released: bool) -> Ticket {
         match (&self.0, &d.stored) {
-            (Some(durable), Some(stored)) => durable.stage(session, stored.seq, packet_id, stage),
+            (Some(durable), Some(stored)) => durable.stage(id, stored.seq, packet_id, released),
             _ => Ticket::NONE,
         }
     }
 
-    /// The op recording an inbound QoS 2 packet id of a stored session, written with the
+    /// The op recording an inbound QoS 2 packet id of session `id`, written with the
     /// message (`None` in memory).
-    pub fn inbound_op(&self, session: &Session, packet_id: u16) -> Option<Op> {
-        self.0
-            .as_ref()
-            .map(|_| Durable::inbound_op(session, packet_id))
+    pub fn inbound_op(&self, id: SessionId, packet_id: u16) -> Option<Op> {
+        self.0.as_ref().map(|_| Durable::inbound_op(id, packet_id))
     }
 
     /// Forgets an inbound QoS 2 packet id (PUBREL received, or the PUBLISH refused).
-    pub fn release_inbound(&self, session: &Session, packet_id: u16) -> Ticket {
+    pub fn release_inbound(&self, id: SessionId, packet_id: u16) -> Ticket {
         match &self.0 {
-            Some(d) => d.release_inbound(session, packet_id),
+            Some(d) => d.release_inbound(id, packet_id),
             None => Ticket::NONE,
         }
     }
 
-    /// Stores the will of the connection of `generation` (published after a crash).
+    /// Stores the will of session `id`'s connection of `generation` (published after a
+    /// crash): `message`, published after `delay` seconds.
     pub fn put_will(
         &self,
         tenant: &str,
-        session: &Session,
+        id: SessionId,
         generation: u64,
-        will: &Will,
+        delay: u32,
+        message: &Message,
     ) -> Result<Ticket, RefuseReason> {
         match &self.0 {
             Some(d) => d
-                .put_will(tenant, session, generation, will)
+                .put_will(tenant, id, generation, delay, message)
                 .map_err(|()| RefuseReason::Unrecordable),
             None => Ok(Ticket::NONE),
         }
     }
 
-    /// Forgets the will of the connection of `generation` (published, or not to be).
-    pub fn delete_will(&self, session: &Session, generation: u64) {
+    /// Forgets the will of session `id`'s connection of `generation`.
+    pub fn delete_will(&self, id: SessionId, generation: u64) {
         if let Some(d) = &self.0 {
-            d.delete_will(session, generation);
+            d.delete_will(id, generation);
         }
     }
 
-    /// Removes a session's records and releases the messages queued for it. Call with its
-    /// lock held, as `st`, after its queue and inflight list were taken out (`dropped`).
-    pub fn end_session(&self, session: &Session, st: &SessionState, dropped: &[&Delivery]) {
+    /// Removes the records of stored session `id` and releases the messages queued for it
+    /// (`dropped`: its queue and inflight list, taken out), with its inbound QoS 2 ids.
+    pub fn end_session(
+        &self,
+        id: SessionId,
+        dropped: &[&Delivery],
+        inbound: impl Iterator<Item = u16>,
+    ) {
         let Some(d) = &self.0 else { return };
-        if st.durable.is_none() {
-            return;
-        }
-        d.end_session(session, st, dropped);
+        d.end_session(id, dropped, inbound);
         for stored in dropped.iter().filter_map(|d| d.stored.as_ref()) {
             self.unpin(&stored.message);
         }

@@ -112,9 +112,11 @@ pub fn accept(
     if let Some(will) = &link.will {
         // Stored while the connection is open: a crash publishes it at the next start. A
         // will the store cannot record is refused rather than silently not kept.
+        let id = link.session.id;
+        let message = will.message(id);
         match broker
             .persist
-            .put_will(&tenant.name, &link.session, link.generation, will)
+            .put_will(&tenant.name, id, link.generation, will.delay, &message)
         {
             Ok(t) => ticket = ticket.max(t),
             Err(reason) => {

@@ -59,9 +59,7 @@ impl Link {
             return;
         };
         let staged = done.delivery.qos == QoS::ExactlyOnce;
-        self.broker
-            .persist
-            .done(session, &mut st, &done.delivery, staged);
+        st.finish(&self.broker.persist, session.id, &done.delivery, staged);
     }
 
     fn on_publish(&mut self, mut p: Publish, out: &mut impl Out) -> Result<Handled, Closing> {
@@ -111,7 +109,7 @@ impl Link {
             st.inbound_qos2.insert(packet_id);
             if st.durable.is_some() {
                 // Written with the message: a re-send after a restart is still recognised.
-                extra = self.broker.persist.inbound_op(&self.session, packet_id);
+                extra = self.broker.persist.inbound_op(self.session.id, packet_id);
             }
         }
         let qos = p.qos;
@@ -162,7 +160,7 @@ impl Link {
             let ticket = self
                 .broker
                 .persist
-                .release_inbound(&self.session, packet_id);
+                .release_inbound(self.session.id, packet_id);
             drop(st);
             out.gate(ticket);
         }
@@ -265,11 +263,8 @@ impl Link {
             if let Some(delivery) = st.release(a.packet_id) {
                 // PUBREL goes out once the stage is on disk: after a restart Herald re-sends
                 // PUBREL, never the message again.
-                let session = &self.session;
-                let ticket =
-                    self.broker
-                        .persist
-                        .stage(session, delivery, a.packet_id, Stage::Released);
+                let id = self.session.id;
+                let ticket = self.broker.persist.stage(id, delivery, a.packet_id, true);
                 drop(st);
                 out.gate(ticket);
             } else if !st
@@ -296,7 +291,7 @@ impl Link {
                 let ticket = self
                     .broker
                     .persist
-                    .release_inbound(&self.session, a.packet_id);
+                    .release_inbound(self.session.id, a.packet_id);
                 drop(st);
                 out.gate(ticket);
             }

@@ -14,6 +14,7 @@ mod exchanges;
 mod inbound;
 pub mod link;
 mod outbound;
+mod pressure;
 
 pub use closing::Closing;
 pub use link::{Handled, Link, Out};
@@ -29,13 +30,13 @@ use mqtt_codec::properties::PublishProperties;
 use mqtt_codec::{ByteString, ProtocolVersion, QoS, SubscriptionOptions};
 
 use super::message::{Delivery, Message};
-use super::persist::{Stored, StoredMessage};
+use super::persist::Persistence;
 use super::stats::DropReason;
+use super::stored::{DurableSession, Stored, StoredMessage};
 use crate::config::Limits;
-use crate::store::record::Recipient;
+use crate::store::record::{Recipient, SessionRecord, StoredSubscription};
 
-/// A process-unique session number (0 is the server itself, as a message origin).
-pub type SessionId = u64;
+pub use super::message::SessionId;
 
 /// A session.
 #[derive(Debug)]
@@ -314,45 +315,6 @@ pub struct Origin {
     pub username: Option<ByteString>,
 }
 
-/// Sequence numbers of a stored session's deliveries, and which are done.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DurableSession {
-    /// The next QoS 1/2 delivery's sequence number.
-    pub next_seq: u64,
-    /// Every sequence number below this is done (acknowledged, expired or not deliverable).
-    pub watermark: u64,
-    /// Sequence numbers above the watermark that are done (acknowledged out of order).
-    pub above: Vec<u64>,
-}
-
-impl Default for DurableSession {
-    fn default() -> Self {
-        DurableSession {
-            next_seq: 1,
-            watermark: 1,
-            above: Vec::new(),
-        }
-    }
-}
-
-impl DurableSession {
-    /// Marks `seq` done, moving the watermark past every done number it reaches.
-    pub fn done(&mut self, seq: u64) {
-        if seq < self.watermark || self.above.contains(&seq) {
-            return;
-        }
-        if seq != self.watermark {
-            self.above.push(seq);
-            return;
-        }
-        self.watermark += 1;
-        while let Some(pos) = self.above.iter().position(|s| *s == self.watermark) {
-            self.above.swap_remove(pos);
-            self.watermark += 1;
-        }
-    }
-}
-
 /// Whether a delivery was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
@@ -508,6 +470,39 @@ impl Session {
 }
 
 impl SessionState {
+    /// The stored record of this session (`id`'s, of `tenant`, for `client_id`).
+    pub fn record(&self, tenant: &str, client_id: &str) -> SessionRecord {
+        SessionRecord {
+            tenant: tenant.to_string(),
+            client_id: client_id.to_string(),
+            protocol: self.protocol.level(),
+            expiry: self.expiry_interval,
+            offline_since_ms: if self.connected {
+                0
+            } else {
+                crate::broker::durable::unix_ms()
+            },
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(filter, r)| StoredSubscription {
+                    filter: filter.to_string(),
+                    options: r.options,
+                    id: r.id,
+                })
+                .collect(),
+        }
+    }
+
+    /// A stored delivery of session `id` is done (acknowledged, expired, refused, too
+    /// large): recorded in its acknowledgements, its message released. Nothing to do for a
+    /// session that is not stored. `staged`: a QoS 2 stage record exists for it.
+    pub fn finish(&mut self, persist: &Persistence, id: SessionId, d: &Delivery, staged: bool) {
+        if let Some(acks) = self.durable.as_deref_mut() {
+            persist.done(id, acks, d, staged);
+        }
+    }
+
     /// The next packet identifier not in use by an unacknowledged message.
     pub fn allocate_packet_id(&mut self) -> u16 {
         if self.inflight.is_empty() {

@@ -73,7 +73,7 @@ impl Link {
                     };
                     if d.message.expired(now) {
                         expired += 1;
-                        persist.done(&self.session, &mut st, &d, false);
+                        st.finish(persist, self.session.id, &d, false);
                         continue;
                     }
                     let packet_id = if d.qos == QoS::AtMostOnce {
@@ -85,7 +85,7 @@ impl Link {
                             // restart Herald re-sends it with the same id, never as a new one.
                             // And once the message itself is: the publisher's QoS 2 packet
                             // id is stored with it.
-                            let t = persist.stage(&self.session, &d, id, Stage::Sent);
+                            let t = persist.stage(self.session.id, &d, id, false);
                             ticket = ticket.max(t).max(stored.message.ticket());
                         }
                         st.inflight_bytes += d.weight();
