@@ -242,7 +242,7 @@ fn route(
 ) -> (Ticket, Result<Outcome, ApiError>) {
     let broker = &state.broker;
     let qos = draft.qos;
-    let result = broker.publish_with(&broker.default_tenant, &message(draft), extra);
+    let result = broker.inject(&broker.default_tenant, &message(draft), extra);
     let outcome = match refused(&result, qos) {
         Some(reason) => Err(over_bound(reason, published)),
         None => Ok(Outcome {

@@ -5,6 +5,7 @@
 
 pub mod durable;
 pub mod flow;
+pub mod hooks;
 pub mod index;
 pub mod message;
 pub mod persist;
@@ -69,6 +70,8 @@ pub struct Broker {
     shutting_down: AtomicBool,
     /// Durability: the store, or nothing with `store.in_memory` (every call a no-op).
     pub persist: Persistence,
+    /// What plugs in at the hook points (`broker::hooks`): nothing by default.
+    pub hooks: hooks::Hooks,
 }
 
 /// What publishing one message did.
@@ -109,6 +112,16 @@ impl Broker {
         max_connections: usize,
         durable: Option<Durable>,
     ) -> Arc<Broker> {
+        Broker::with_hooks(config, max_connections, durable, hooks::Hooks::default())
+    }
+
+    /// A broker that stores its state in `durable` and runs `hooks` at the hook points.
+    pub fn with_hooks(
+        config: Config,
+        max_connections: usize,
+        durable: Option<Durable>,
+        hooks: hooks::Hooks,
+    ) -> Arc<Broker> {
         let first_id = durable.as_ref().map_or(1, Durable::first_session_id);
         let persist = durable.map_or_else(Persistence::memory, Persistence::disk);
         Arc::new(Broker {
@@ -121,6 +134,7 @@ impl Broker {
             shutting_down: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             persist,
+            hooks,
         })
     }
 
@@ -184,6 +198,18 @@ impl Broker {
         self.publish_with(tenant, message, |_| None).routed
     }
 
+    /// Publishes a message that arrived from elsewhere than an MQTT client of this node (the
+    /// HTTP API today, other nodes next), with `extra` written in the same store write as it
+    /// (see `publish_with`).
+    pub fn inject(
+        &self,
+        tenant: &Tenant,
+        message: &Arc<Message>,
+        extra: impl FnOnce(&router::Routed) -> Option<Op>,
+    ) -> Published {
+        self.publish_with(tenant, message, extra)
+    }
+
     /// Publishes `message` in `tenant`, and with a store, writes it (once, with the stored
     /// sessions it was queued for), its retained copy and `extra` (the publisher's QoS 2
     /// packet id; the HTTP API's idempotency record, made from what routing did) as one
@@ -245,6 +271,7 @@ impl Broker {
             persist.commit(&prepared, ops)
         };
         persist.release(prepared);
+        self.hooks.observe(&tenant.name, message, &routed);
         let refused = match unrecorded {
             Some(reason) => {
                 self.stats.refuse(reason);

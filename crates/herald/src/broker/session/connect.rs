@@ -9,6 +9,7 @@ use mqtt_codec::{ByteString, ConnAck, Connect, ProtocolVersion, QoS, ReasonCode}
 
 use super::link::Link;
 use super::{Origin, Will};
+use crate::broker::hooks::{Actor, Credentials, Identity};
 use crate::broker::message::{own_properties, own_str};
 use crate::broker::stats::RefuseReason;
 use crate::broker::{Broker, Tenant};
@@ -66,11 +67,9 @@ pub fn accept(
     let v = connect.protocol;
     let cfg = broker.config();
     let terms = negotiate(broker, &cfg, &connect, arrival.open_connections).map_err(|c| (c, v))?;
+    let identity = admit(broker, &connect, &terms, &arrival).map_err(|c| (c, v))?;
     // The certificate's name, when configured, replaces CONNECT's username.
-    arrival.origin.username = arrival
-        .cert_username
-        .map(Into::into)
-        .or_else(|| connect.username.as_ref().map(own_str));
+    arrival.origin.username = identity.username.as_ref().map(own_str);
     let attached = broker.attach(
         tenant,
         terms.client_id.clone(),
@@ -104,6 +103,8 @@ pub fn accept(
         expiry_at_connect: terms.expiry,
         will: connect.will.map(will),
         rare: None,
+        // Kept only for hooks to look at: without them it costs nothing per connection.
+        identity: broker.hooks.installed().then(|| Box::new(identity)),
         v3_accept_refused: arrival.v3_accept_refused,
         broker: broker.clone(),
         tenant: tenant.clone(),
@@ -131,6 +132,31 @@ pub fn accept(
         connack,
         ticket,
     })
+}
+
+/// Authenticates the client and admits its connection (the hook seam: without hooks, the
+/// identity is the certificate's name or CONNECT's username, and everyone is admitted).
+fn admit(
+    broker: &Broker,
+    connect: &Connect,
+    terms: &Terms,
+    arrival: &Arrival,
+) -> Result<Identity, ReasonCode> {
+    let credentials = Credentials {
+        client_id: &terms.client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        certificate: arrival.cert_username.as_deref(),
+        peer: arrival.origin.peer,
+        listener: arrival.origin.listener,
+    };
+    let identity = broker.hooks.authenticate(&credentials)?;
+    let actor = Actor {
+        client_id: &terms.client_id,
+        identity: &identity,
+    };
+    broker.hooks.admit_connection(actor)?;
+    Ok(identity)
 }
 
 /// Checks what CONNECT asks against the configuration and the node's state, and settles

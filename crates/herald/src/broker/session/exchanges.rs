@@ -409,3 +409,115 @@ fn a_will_with_a_delay_on_a_session_that_ends_is_published_when_it_ends() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A hook that refuses what names `secret`, and counts what it sees.
+#[derive(Debug, Default)]
+struct Guard {
+    observed: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::broker::hooks::Hook for Guard {
+    fn authenticate(
+        &self,
+        credentials: &crate::broker::hooks::Credentials<'_>,
+    ) -> Result<crate::broker::hooks::Identity, ReasonCode> {
+        match credentials.username {
+            Some("mallory") => Err(ReasonCode::BadUserNameOrPassword),
+            username => Ok(crate::broker::hooks::Identity {
+                username: username.map(Into::into),
+            }),
+        }
+    }
+
+    fn authorize_subscribe(
+        &self,
+        actor: crate::broker::hooks::Actor<'_>,
+        filter: &str,
+    ) -> Result<(), ReasonCode> {
+        assert_eq!(actor.identity.username.as_deref(), Some("alice"));
+        match filter.contains("secret") {
+            true => Err(ReasonCode::NotAuthorized),
+            false => Ok(()),
+        }
+    }
+
+    fn authorize_publish(
+        &self,
+        _actor: crate::broker::hooks::Actor<'_>,
+        topic: &str,
+        _qos: QoS,
+        _retain: bool,
+    ) -> Result<(), ReasonCode> {
+        match topic.contains("secret") {
+            true => Err(ReasonCode::NotAuthorized),
+            false => Ok(()),
+        }
+    }
+
+    fn observe(
+        &self,
+        _tenant: &str,
+        _message: &crate::broker::message::Message,
+        routed: &crate::broker::router::Routed,
+    ) {
+        self.observed
+            .fetch_add(routed.matched, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn hooks_authenticate_authorize_and_observe() {
+    let guard = Arc::new(Guard::default());
+    let hooks = crate::broker::hooks::Hooks::new(guard.clone());
+    let b = Broker::with_hooks(Config::default(), 100, None, hooks);
+    let mut bad = Connect::new(ProtocolVersion::V5, "m", 0);
+    bad.username = Some("mallory".into());
+    let arrival = Arrival {
+        open_connections: 1,
+        origin: Origin {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: ListenerKind::Mqtt,
+            username: None,
+        },
+        cert_username: None,
+        v3_accept_refused: false,
+    };
+    let refused = accept(&b, &b.default_tenant, bad, arrival).err();
+    assert_eq!(
+        refused,
+        Some((ReasonCode::BadUserNameOrPassword, ProtocolVersion::V5))
+    );
+    assert!(
+        b.default_tenant.sessions.get("m").is_none(),
+        "no session attached"
+    );
+
+    let mut alice = Connect::new(ProtocolVersion::V5, "a", 0);
+    alice.username = Some("alice".into());
+    let (mut link, mut out) = connect_with(&b, alice);
+    let v = ProtocolVersion::V5;
+    link.handle(
+        Packet::Subscribe(Subscribe::new(1, "secret/#", QoS::AtLeastOnce)),
+        &mut out,
+    )
+    .unwrap();
+    match &out.take(v)[..] {
+        [Packet::SubAck(s)] => assert_eq!(s.reason_codes, [ReasonCode::NotAuthorized]),
+        other => panic!("{other:?}"),
+    }
+    subscribe(&mut link, &mut out, "open/#", QoS::AtLeastOnce);
+    link.handle(publish("secret/x", QoS::AtLeastOnce, 5), &mut out)
+        .unwrap();
+    match &out.take(v)[..] {
+        [Packet::PubAck(a)] => assert_eq!(a.reason_code, ReasonCode::NotAuthorized),
+        other => panic!("{other:?}"),
+    }
+    link.handle(publish("open/x", QoS::AtLeastOnce, 6), &mut out)
+        .unwrap();
+    assert_eq!(ack_ids(&out.take(v)), [("puback", 6)]);
+    assert_eq!(
+        guard.observed.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the refused publication was never routed; the other matched once"
+    );
+}

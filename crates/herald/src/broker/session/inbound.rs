@@ -14,6 +14,7 @@ use super::{Stage, SubscriptionRecord};
 
 use crate::broker::message::Message;
 use crate::broker::stats::CloseReason;
+use crate::store::Op;
 use crate::store::journal::Ticket;
 
 impl Link {
@@ -64,22 +65,27 @@ impl Link {
 
     fn on_publish(&mut self, mut p: Publish, out: &mut impl Out) -> Result<Handled, Closing> {
         self.resolve_alias(&mut p)?;
-        let cfg = self.broker.config();
-        if p.qos as u8 > cfg.session.maximum_qos {
-            return Err(self.violation(ReasonCode::QoSNotSupported, "[MQTT-3.2.2-11]"));
-        }
-        if p.retain && !cfg.session.retain_available {
-            return Err(self.violation(ReasonCode::RetainNotSupported, "[MQTT-3.2.2-14]"));
-        }
-        let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
-            && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
-        if !topic_ok {
-            let code = ReasonCode::TopicNameInvalid;
+        let (qos, packet_id) = (p.qos, p.packet_id);
+        if let Some(code) = self.check_publish(&p)? {
             return self
-                .refuse_publish(out, p.qos, p.packet_id, code)
+                .refuse_publish(out, qos, packet_id, code)
                 .map(|()| Handled::default());
         }
-        if p.qos != QoS::AtMostOnce
+        let message = Message::new(
+            p.topic,
+            p.payload,
+            qos,
+            p.retain,
+            p.properties,
+            self.session.id,
+        );
+        // Authorization and quotas (the hook seam; allowed when no hook is installed).
+        if let Err(code) = self.broker.hooks.publish(self.actor(), &message) {
+            return self
+                .refuse_publish(out, qos, packet_id, code)
+                .map(|()| Handled::default());
+        }
+        if qos != QoS::AtMostOnce
             && let Some(reason) = self.broker.persist.refusal()
         {
             // The disk is full (or failing): refuse what would have to be stored rather
@@ -89,38 +95,21 @@ impl Link {
                 .store_refused
                 .fetch_add(1, Ordering::Relaxed);
             self.broker.stats.refuse(reason);
-            let refused = self.refuse_unqueued(out, p.qos, p.packet_id, reason, false);
+            let refused = self.refuse_unqueued(out, qos, packet_id, reason, false);
             return refused.map(|()| Handled::default());
         }
-        let packet_id = p.packet_id;
-        let mut extra = None;
-        if p.qos == QoS::ExactlyOnce {
-            let mut st = self.session.lock();
-            if st.inbound_qos2.contains(&packet_id) {
-                // A re-sent PUBLISH before PUBREL: acknowledge, do not deliver again
-                // [MQTT-4.3.3-9].
-                drop(st);
-                let resent = self.send(out, &Packet::PubRec(Ack::new(packet_id)));
-                return resent.map(|()| Handled::default());
-            }
-            if st.inbound_qos2.len() >= usize::from(cfg.limits.receive_maximum) {
-                return Err(Closing::new(CloseReason::ReceiveMaximumExceeded));
-            }
-            st.inbound_qos2.insert(packet_id);
-            if st.durable.is_some() {
-                // Written with the message: a re-send after a restart is still recognised.
-                extra = self.broker.persist.inbound_op(self.session.id, packet_id);
-            }
-        }
-        let qos = p.qos;
-        let message = Message::new(
-            p.topic,
-            p.payload,
-            qos,
-            p.retain,
-            p.properties,
-            self.session.id,
-        );
+        let extra = match qos {
+            QoS::ExactlyOnce => match self.receive_qos2(packet_id)? {
+                Some(extra) => extra,
+                None => {
+                    // A re-sent PUBLISH before PUBREL: acknowledge, do not deliver again
+                    // [MQTT-4.3.3-9].
+                    let resent = self.send(out, &Packet::PubRec(Ack::new(packet_id)));
+                    return resent.map(|()| Handled::default());
+                }
+            },
+            _ => None,
+        };
         let published = self.broker.publish_with(&self.tenant, &message, |_| extra);
         let handled = Handled {
             matched: published.routed.matched,
@@ -141,6 +130,42 @@ impl Link {
         }
         self.acknowledge(out, qos, ack)?;
         Ok(handled)
+    }
+
+    /// Checks a PUBLISH against what Herald supports: a QoS or retain flag it said it does
+    /// not take breaks the protocol (closes); a topic past the limits is refused (`Some`).
+    fn check_publish(&mut self, p: &Publish) -> Result<Option<ReasonCode>, Closing> {
+        let cfg = self.broker.config();
+        if p.qos as u8 > cfg.session.maximum_qos {
+            return Err(self.violation(ReasonCode::QoSNotSupported, "[MQTT-3.2.2-11]"));
+        }
+        if p.retain && !cfg.session.retain_available {
+            return Err(self.violation(ReasonCode::RetainNotSupported, "[MQTT-3.2.2-14]"));
+        }
+        let topic_ok = p.topic.len() <= cfg.limits.max_topic_length
+            && p.topic.split('/').count() <= cfg.limits.max_topic_levels;
+        Ok((!topic_ok).then_some(ReasonCode::TopicNameInvalid))
+    }
+
+    /// Takes a QoS 2 PUBLISH's packet id for exactly-once delivery: `None` when it is a
+    /// re-send of one not yet released, else the op storing the id with the message (for a
+    /// stored session: a re-send after a restart is still recognised). Past Herald's Receive
+    /// Maximum the connection closes.
+    fn receive_qos2(&mut self, packet_id: u16) -> Result<Option<Option<Op>>, Closing> {
+        let receive_maximum = self.broker.config().limits.receive_maximum;
+        let mut st = self.session.lock();
+        if st.inbound_qos2.contains(&packet_id) {
+            return Ok(None);
+        }
+        if st.inbound_qos2.len() >= usize::from(receive_maximum) {
+            return Err(Closing::new(CloseReason::ReceiveMaximumExceeded));
+        }
+        st.inbound_qos2.insert(packet_id);
+        Ok(Some(if st.durable.is_some() {
+            self.broker.persist.inbound_op(self.session.id, packet_id)
+        } else {
+            None
+        }))
     }
 
     /// Answers a PUBLISH of `qos` with `ack`: PUBACK for QoS 1, PUBREC for QoS 2.
@@ -321,6 +346,10 @@ impl Link {
                 || filter.split('/').count() > cfg.limits.max_topic_levels + 2;
             if too_long {
                 codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if let Err(code) = self.broker.hooks.subscribe(self.actor(), &filter) {
+                codes.push(code);
                 continue;
             }
             let session = &self.session;

@@ -15,6 +15,7 @@ use mqtt_codec::{
 
 use super::closing::Closing;
 use super::{Session, Will};
+use crate::broker::hooks::{Actor, Identity};
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
 use crate::store::journal::Ticket;
@@ -73,6 +74,9 @@ pub struct Link {
     pub(super) will: Option<Box<Will>>,
     /// What few links need: topic aliases, the rule a violation broke.
     pub(super) rare: Option<Box<Rare>>,
+    /// Who the client is, as authenticated (`None`: nobody in particular, the default
+    /// without hooks; boxed, as every byte of a link is paid per connection).
+    pub(super) identity: Option<Box<Identity>>,
     /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
     /// (`listeners.v3_accept_refused`) instead of closing the connection.
     pub(super) v3_accept_refused: bool,
@@ -120,6 +124,15 @@ impl Link {
     /// Largest packet the client may send.
     pub fn max_packet_size(&self) -> usize {
         self.max_packet_size as usize
+    }
+
+    /// The client acting, for the hooks.
+    pub(super) fn actor(&self) -> Actor<'_> {
+        static NOBODY: Identity = Identity { username: None };
+        Actor {
+            client_id: &self.session.client_id,
+            identity: self.identity.as_deref().unwrap_or(&NOBODY),
+        }
     }
 
     pub(super) fn v5(&self) -> bool {

@@ -1,0 +1,171 @@
+//! The hook seam: the points where identity, authorization, quotas, observers and other
+//! nodes plug into the broker, without threading themselves through the connection code.
+//!
+//! | point | called from | on a refusal |
+//! |---|---|---|
+//! | [`Hook::authenticate`] | CONNECT, before the session is attached (`session::connect`) | CONNACK with the code (v5), its 3.1.1 return code |
+//! | [`Hook::admit_connection`] | CONNECT, once authenticated | CONNACK with the code |
+//! | [`Hook::authorize_subscribe`], [`Hook::admit_subscription`] | each filter of a SUBSCRIBE (`session::inbound`) | that filter's SUBACK code |
+//! | [`Hook::authorize_publish`], [`Hook::admit_message`] | each PUBLISH, before routing (`session::inbound`) | v5 PUBACK/PUBREC with the code; 3.1.1 closes |
+//! | [`Hook::observe`] | once per publication, after routing (`Broker::publish_with`) | — |
+//! | `Broker::inject` | a message from elsewhere: the HTTP API today, other nodes next | the caller's answer (429, ...) |
+//!
+//! Today's behaviour is the default: no hook is installed, everything is allowed, routing is
+//! local, and each point costs one branch on an `Option` (no dynamic call). A hook is
+//! called once per packet or publication, never once per delivery: a fan-out to 10,000
+//! subscribers calls `observe` once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mqtt_codec::{ByteString, QoS, ReasonCode};
+
+use super::message::Message;
+use super::router::Routed;
+use crate::config::ListenerKind;
+
+/// What a CONNECT presents to be authenticated.
+#[derive(Debug)]
+pub struct Credentials<'a> {
+    /// The client identifier (assigned by Herald if the client sent none).
+    pub client_id: &'a str,
+    /// CONNECT's username.
+    pub username: Option<&'a str>,
+    /// CONNECT's password.
+    pub password: Option<&'a [u8]>,
+    /// The name of the client's TLS certificate, when `tls.username_from` takes one.
+    pub certificate: Option<&'a str>,
+    /// Where it came from.
+    pub peer: SocketAddr,
+    /// The listener it connected to.
+    pub listener: ListenerKind,
+}
+
+/// Who a connection is, once authenticated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Its username: the certificate's name when one is taken, else CONNECT's.
+    pub username: Option<ByteString>,
+}
+
+/// A client acting: who, and as which client id.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// The session's client id.
+    pub client_id: &'a str,
+    /// Its identity.
+    pub identity: &'a Identity,
+}
+
+/// One plug-in at the hook points. Every method has the default of a broker with no hook:
+/// allow, admit, ignore.
+pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
+    /// Authenticates a CONNECT: the identity it proves, or the reason code refusing it
+    /// (0x86 bad user name or password, 0x87 not authorized, 0x88 server unavailable).
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Identity, ReasonCode> {
+        Ok(Identity {
+            username: credentials
+                .certificate
+                .or(credentials.username)
+                .map(Into::into),
+        })
+    }
+
+    /// Admits an authenticated connection against quotas (0x97 quota exceeded).
+    fn admit_connection(&self, _actor: Actor<'_>) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+
+    /// Authorizes a subscription to `filter` (0x87 not authorized).
+    fn authorize_subscribe(&self, _actor: Actor<'_>, _filter: &str) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+
+    /// Admits a new subscription against quotas (0x97 quota exceeded).
+    fn admit_subscription(&self, _actor: Actor<'_>, _filter: &str) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+
+    /// Authorizes a publication to `topic` (0x87 not authorized).
+    fn authorize_publish(
+        &self,
+        _actor: Actor<'_>,
+        _topic: &str,
+        _qos: QoS,
+        _retain: bool,
+    ) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+
+    /// Admits a message against quotas and rates (0x97 quota exceeded, 0x96 message rate
+    /// too high).
+    fn admit_message(&self, _actor: Actor<'_>, _message: &Message) -> Result<(), ReasonCode> {
+        Ok(())
+    }
+
+    /// Sees what routing one publication did locally (once per publication).
+    fn observe(&self, _tenant: &str, _message: &Message, _routed: &Routed) {}
+}
+
+/// The hooks a broker runs: none by default (each point is then a branch, no call).
+#[derive(Debug, Clone, Default)]
+pub struct Hooks(Option<Arc<dyn Hook>>);
+
+impl Hooks {
+    /// Runs `hook` at every point.
+    pub fn new(hook: Arc<dyn Hook>) -> Hooks {
+        Hooks(Some(hook))
+    }
+
+    /// Whether a hook is installed.
+    pub fn installed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// See [`Hook::authenticate`].
+    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Identity, ReasonCode> {
+        match &self.0 {
+            Some(h) => h.authenticate(credentials),
+            None => Ok(Identity {
+                username: credentials
+                    .certificate
+                    .or(credentials.username)
+                    .map(Into::into),
+            }),
+        }
+    }
+
+    /// See [`Hook::admit_connection`].
+    pub fn admit_connection(&self, actor: Actor<'_>) -> Result<(), ReasonCode> {
+        self.0
+            .as_ref()
+            .map_or(Ok(()), |h| h.admit_connection(actor))
+    }
+
+    /// See [`Hook::authorize_subscribe`] and [`Hook::admit_subscription`]: both, in order.
+    pub fn subscribe(&self, actor: Actor<'_>, filter: &str) -> Result<(), ReasonCode> {
+        match &self.0 {
+            Some(h) => h
+                .authorize_subscribe(actor, filter)
+                .and_then(|()| h.admit_subscription(actor, filter)),
+            None => Ok(()),
+        }
+    }
+
+    /// See [`Hook::authorize_publish`] and [`Hook::admit_message`]: both, in order.
+    pub fn publish(&self, actor: Actor<'_>, message: &Message) -> Result<(), ReasonCode> {
+        match &self.0 {
+            Some(h) => h
+                .authorize_publish(actor, &message.topic, message.qos, message.retain)
+                .and_then(|()| h.admit_message(actor, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// See [`Hook::observe`].
+    pub fn observe(&self, tenant: &str, message: &Message, routed: &Routed) {
+        if let Some(h) = &self.0 {
+            h.observe(tenant, message, routed);
+        }
+    }
+}
