@@ -3,6 +3,7 @@
 mod connect;
 pub mod connection;
 mod handshake;
+mod link;
 mod outgoing;
 pub mod tls;
 mod transport;
