@@ -1,4 +1,5 @@
-//! One client connection: a task owning its socket, reading and writing in one `select!`.
+//! One client connection once CONNECT is accepted: the state its task owns (socket, buffers,
+//! the session core's `Link`), read and written in one readiness-driven loop (`poll_event`).
 //!
 //! The task keeps no read buffer while the connection is idle (only a partial packet between
 //! reads), and its write queue is empty and unallocated. It wakes for: readable bytes, the
@@ -14,8 +15,6 @@ use bytes::BytesMut;
 
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use tokio::time::timeout;
 
@@ -23,7 +22,6 @@ use super::Endpoint;
 use super::connect;
 use super::outgoing::Outgoing;
 use super::transport::Transport;
-use crate::broker::Broker;
 use crate::broker::session::{Closing, Handled, Link, Session as BrokerSession};
 use crate::broker::stats::CloseReason;
 use crate::store::journal::Ticket;
@@ -102,35 +100,6 @@ static VIOLATIONS_LOGGED: crate::logging::RateLimited = crate::logging::RateLimi
 /// Most reads per wake-up, so that one busy publisher cannot starve the worker thread.
 const READS_PER_WAKE: usize = 16;
 
-/// Serves one accepted connection until it closes; counts why it closed.
-///
-/// This future lives as long as the connection, so it holds almost nothing: the handshake
-/// runs boxed and hands back the connection's state in a `Box<Live>`.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    endpoint: Arc<Endpoint>,
-    broker: Arc<Broker>,
-    shutdown: watch::Receiver<bool>,
-) {
-    broker.stats.accepted.fetch_add(1, Ordering::Relaxed);
-    broker.stats.connections.accepted(endpoint.kind);
-    let open = broker.stats.open.fetch_add(1, Ordering::Relaxed) + 1;
-    let reason = match Box::pin(super::handshake::handshake(
-        stream, peer, endpoint, &broker, shutdown, open,
-    ))
-    .await
-    {
-        Ok((live, started)) => live.run(started).await,
-        Err(reason) => {
-            tracing::debug!(%peer, reason = reason.label(), "connection closed in handshake");
-            reason
-        }
-    };
-    broker.stats.open.fetch_sub(1, Ordering::Relaxed);
-    broker.stats.closed(reason);
-}
-
 impl Live {
     /// The state of a connection whose CONNECT was accepted. Packets that came in the same
     /// read as CONNECT (a device's CONNECT, PUBLISH, DISCONNECT in one write; paho's CONNECT
@@ -165,7 +134,7 @@ impl Live {
     }
 
     /// Serves the connection after CONNACK until it closes, then closes it.
-    async fn run(mut self: Box<Self>, started: Result<(), Closing>) -> CloseReason {
+    pub(super) async fn run(mut self: Box<Self>, started: Result<(), Closing>) -> CloseReason {
         let closing = match started {
             Ok(()) => self.serve().await,
             Err(closing) => closing,
@@ -531,36 +500,5 @@ impl Live {
             let mut io = io;
             io.linger(LINGER, LINGER_BYTES).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The task of an idle connection is allocated for its whole life: its future must stay
-    /// small (DESIGN.md: tokio rounds a task to future + header, so 256 bytes cost 384 and 320
-    /// cost 512). Measured: 224 bytes in release, 232 in the test profile. The limit holds
-    /// in both: CI runs the test profile only, and a looser limit there (768 before) let a
-    /// change grow the release future to 288 bytes (+81 bytes per idle connection) unseen.
-    #[tokio::test]
-    async fn connection_future_stays_small() {
-        let (_tx, rx) = tokio::sync::watch::channel(false);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let broker = crate::broker::Broker::new(crate::config::Config::default(), 10);
-        let endpoint = std::sync::Arc::new(super::Endpoint {
-            kind: crate::config::ListenerKind::Mqtt,
-            proxy_protocol: false,
-            tls: None,
-            v3_accept_refused: false,
-        });
-        let fut = super::serve(stream, "127.0.0.1:1".parse().unwrap(), endpoint, broker, rx);
-        let size = std::mem::size_of_val(&fut);
-        let limit = 256;
-        assert!(
-            size <= limit,
-            "connection future is {size} bytes, over {limit}"
-        );
     }
 }

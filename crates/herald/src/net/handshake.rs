@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use mqtt_codec::{Packet, ReasonCode};
+use mqtt_codec::{Packet, ProtocolVersion, ReasonCode};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -14,7 +14,8 @@ use tokio::time::timeout;
 use super::Endpoint;
 use super::connect;
 use super::connection::{LINGER, LINGER_BYTES, Live};
-use super::transport::{self, Link, TlsLink, Transport};
+use super::link::{Link, TlsLink};
+use super::transport::{self, Transport};
 use super::ws;
 use crate::broker::Broker;
 use crate::broker::session::connect::Arrival;
@@ -196,8 +197,7 @@ pub(super) async fn handshake(
         Err(e) => {
             // Before CONNACK there is no DISCONNECT; only an unsupported level is answered.
             if connect::refuse_undecodable(&mut opened.io, opened.first_level, &e).await {
-                let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
-                opened.io.linger(LINGER, LINGER_BYTES).await;
+                close_answered(&mut opened.io).await;
             }
             return Err(Closing::decode(&e).reason);
         }
@@ -229,27 +229,40 @@ pub(super) async fn handshake(
             let started = live.start(accepted.connack, accepted.ticket);
             Ok((live, started))
         }
-        Err((code, version)) => {
-            let store_failed = broker.persist.failed();
-            let reason = match code {
-                // A persistent session cannot be stored (connect::accept).
-                ReasonCode::ServerUnavailable if store_failed => CloseReason::StoreFailed,
-                ReasonCode::QuotaExceeded | ReasonCode::ServerUnavailable => {
-                    CloseReason::ConnectionLimit
-                }
-                _ => CloseReason::ConnectRefused,
-            };
-            let ack = Packet::ConnAck(Box::new(mqtt_codec::ConnAck::new(code, false)));
-            if let Ok(bytes) = ack.to_bytes(version) {
-                broker
-                    .stats
-                    .hot
-                    .packets_out(mqtt_codec::PacketType::ConnAck, 1, bytes.len());
-                let _ = timeout(Duration::from_secs(1), opened.io.write_all(&bytes)).await;
-            }
-            let _ = timeout(Duration::from_millis(200), opened.io.shutdown()).await;
-            opened.io.linger(LINGER, LINGER_BYTES).await;
-            Err(reason)
-        }
+        Err((code, version)) => Err(refuse(opened.io, broker, code, version).await),
     }
+}
+
+/// Answers a refused CONNECT: a CONNACK with the refusal's reason code, in the protocol
+/// version the client asked for, then the close. Says why the connection ends.
+async fn refuse(
+    mut io: Transport,
+    broker: &Broker,
+    code: ReasonCode,
+    version: ProtocolVersion,
+) -> CloseReason {
+    let store_failed = broker.persist.failed();
+    let reason = match code {
+        // A persistent session cannot be stored (connect::accept).
+        ReasonCode::ServerUnavailable if store_failed => CloseReason::StoreFailed,
+        ReasonCode::QuotaExceeded | ReasonCode::ServerUnavailable => CloseReason::ConnectionLimit,
+        _ => CloseReason::ConnectRefused,
+    };
+    let ack = Packet::ConnAck(Box::new(mqtt_codec::ConnAck::new(code, false)));
+    if let Ok(bytes) = ack.to_bytes(version) {
+        broker
+            .stats
+            .hot
+            .packets_out(mqtt_codec::PacketType::ConnAck, 1, bytes.len());
+        let _ = timeout(Duration::from_secs(1), io.write_all(&bytes)).await;
+    }
+    close_answered(&mut io).await;
+    reason
+}
+
+/// Closes a connection whose refusal was answered before CONNACK: shuts it down, then
+/// lingers so that the client reads the answer before any reset destroys it.
+async fn close_answered(io: &mut Transport) {
+    let _ = timeout(Duration::from_millis(200), io.shutdown()).await;
+    io.linger(LINGER, LINGER_BYTES).await;
 }

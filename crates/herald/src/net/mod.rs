@@ -1,9 +1,26 @@
 //! Listeners and connections: the accept loop, the per-connection task, outbound writing.
+//!
+//! From the accept loop down to the socket, each file depends only on files listed after it
+//! (and on `Endpoint`, in `mod.rs`):
+//!
+//! - `mod.rs`: the listeners (`Endpoint`, `bind`) and the accept loop, which only accepts.
+//! - `task.rs`: the connection task, from accept to close.
+//! - `handshake.rs`: PROXY header, TLS, WebSocket upgrade, then CONNECT, under the connect
+//!   timeout; an accepted CONNECT becomes a `Live` connection.
+//! - `connection.rs`: the `Live` connection, a readiness-driven loop until it closes.
+//! - `connect.rs`: reading the first packet, answering a CONNECT that did not decode.
+//! - `outgoing.rs`: the write queue and its vectored writes.
+//! - `transport.rs`: a connection's bytes, WebSocket-framed or not; the PROXY header.
+//! - `ws.rs`: the WebSocket upgrade and framing.
+//! - `link.rs`: the socket: TCP, or TLS over TCP.
+//! - `tls.rs`: certificates, client certificates, rotation.
 
 mod connect;
-pub mod connection;
+mod connection;
 mod handshake;
+mod link;
 mod outgoing;
+mod task;
 pub mod tls;
 mod transport;
 mod ws;
@@ -139,7 +156,7 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 configure(&stream);
-                tokio::spawn(connection::serve(
+                tokio::spawn(task::serve(
                     stream,
                     peer,
                     endpoint.clone(),
