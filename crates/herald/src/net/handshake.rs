@@ -14,7 +14,7 @@ use tokio::time::timeout;
 use super::Endpoint;
 use super::connect;
 use super::connection::{LINGER, LINGER_BYTES, Live};
-use super::link::{Link, TlsLink};
+use super::socket::{Socket, TlsSocket};
 use super::transport::{self, Transport};
 use super::ws;
 use crate::broker::Broker;
@@ -66,7 +66,7 @@ async fn open(
     let mut cert_username = None;
     let link = match &endpoint.tls {
         Some(acceptor) => {
-            let tls = TlsLink::accept(stream, acceptor.config(), &rbuf)
+            let tls = TlsSocket::accept(stream, acceptor.config(), &rbuf)
                 .await
                 .map_err(|e| {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -80,9 +80,9 @@ async fn open(
             if let Some(cert) = tls.peer_certificate() {
                 cert_username = super::tls::username_of(cert, acceptor.username_from());
             }
-            Link::Tls(Box::new(tls))
+            Socket::Tls(Box::new(tls))
         }
-        None => Link::Tcp(stream),
+        None => Socket::Tcp(stream),
     };
     let mut io = Transport::new(link, None);
     if endpoint.kind.is_ws() {

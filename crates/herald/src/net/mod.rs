@@ -12,14 +12,14 @@
 //! - `outgoing.rs`: the write queue and its vectored writes.
 //! - `transport.rs`: a connection's bytes, WebSocket-framed or not; the PROXY header.
 //! - `ws.rs`: the WebSocket upgrade and framing.
-//! - `link.rs`: the socket: TCP, or TLS over TCP.
+//! - `socket.rs`: the socket: TCP, or TLS over TCP.
 //! - `tls.rs`: certificates, client certificates, rotation.
 
 mod connect;
 mod connection;
 mod handshake;
-mod link;
 mod outgoing;
+mod socket;
 mod task;
 pub mod tls;
 mod transport;

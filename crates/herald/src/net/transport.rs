@@ -1,4 +1,4 @@
-//! What a connection's bytes travel over: a `Link` (TCP, or TLS over TCP: `link.rs`), and
+//! What a connection's bytes travel over: a `Socket` (TCP, or TLS over TCP: `link.rs`), and
 //! WebSocket framing over either (`ws.rs`); then the PROXY protocol header that may precede
 //! them.
 //!
@@ -19,19 +19,19 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-use super::link::Link;
+use super::socket::Socket;
 use super::ws;
 
 /// The bytes of one connection, whatever carries them.
 pub(crate) struct Transport {
-    link: Link,
+    link: Socket,
     /// WebSocket framing, for `ws` and `wss` listeners.
     ws: Option<Box<ws::Framing>>,
 }
 
 impl Transport {
     /// A transport over `link`, with WebSocket framing when `ws` is given.
-    pub(crate) fn new(link: Link, ws: Option<Box<ws::Framing>>) -> Transport {
+    pub(crate) fn new(link: Socket, ws: Option<Box<ws::Framing>>) -> Transport {
         Transport { link, ws }
     }
 

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use super::link::Link;
+use super::socket::Socket;
 
 /// Close code: normal closure.
 pub(crate) const CLOSE_NORMAL: u16 = 1000;
@@ -65,7 +65,7 @@ fn protocol_error(message: &str) -> io::Error {
 impl Framing {
     /// Reads what the link has and appends the MQTT bytes it carries to `buf`. `Ok(0)` at
     /// the end of the stream (or a close frame); `WouldBlock` when no MQTT byte came.
-    pub(crate) fn read(&mut self, link: &mut Link, buf: &mut BytesMut) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, link: &mut Socket, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
             if self.closed {
                 return Ok(0);
@@ -239,7 +239,7 @@ impl Framing {
     }
 
     /// Writes queued control frames, between data frames; `Ok(true)` once none is left.
-    pub(crate) fn flush(&mut self, link: &mut Link) -> io::Result<bool> {
+    pub(crate) fn flush(&mut self, link: &mut Socket) -> io::Result<bool> {
         if self.out_left > 0 || self.out_header_at < self.out_header_len {
             return Ok(self.control_out.is_empty());
         }
@@ -260,7 +260,7 @@ impl Framing {
     /// Writes MQTT bytes as binary frames: returns how many of `bufs`' bytes went out.
     pub(crate) fn write_vectored(
         &mut self,
-        link: &mut Link,
+        link: &mut Socket,
         bufs: &[IoSlice<'_>],
     ) -> io::Result<usize> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();

@@ -1,8 +1,8 @@
 //! The socket under a connection: plain TCP, or TLS over TCP with rustls' unbuffered API.
 //!
-//! Like every layer of a `Transport`, a `Link` never waits: `read` and `write_vectored`
+//! Like every layer of a `Transport`, a `Socket` never waits: `read` and `write_vectored`
 //! return `WouldBlock`, and readiness is the TCP socket's, because a TLS read hands over all
-//! the plaintext rustls has. Only the TLS handshake (`TlsLink::accept`) and `shutdown` wait,
+//! the plaintext rustls has. Only the TLS handshake (`TlsSocket::accept`) and `shutdown` wait,
 //! in the connection's own task.
 
 use std::io::{self, IoSlice};
@@ -14,11 +14,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// TCP, or TLS over TCP.
-pub(crate) enum Link {
+pub(crate) enum Socket {
     /// Plain TCP.
     Tcp(TcpStream),
     /// TLS over TCP (boxed: rustls' state is large, and plain connections pay for a pointer).
-    Tls(Box<TlsLink>),
+    Tls(Box<TlsSocket>),
 }
 
 /// A TLS connection: the socket, rustls' state, and the TLS bytes in flight.
@@ -27,7 +27,7 @@ pub(crate) enum Link {
 /// (rustls' buffered `ServerConnection` keeps a 4 KiB read buffer per connection for good).
 /// Records are decrypted in place in `incoming` and copied once into the MQTT read buffer;
 /// plaintext is encrypted straight into `outgoing`.
-pub(crate) struct TlsLink {
+pub(crate) struct TlsSocket {
     tcp: TcpStream,
     conn: rustls::server::UnbufferedServerConnection,
     /// TLS bytes read and not yet processed: at most part of a record between reads.
@@ -96,16 +96,16 @@ fn append_with<E>(
     }
 }
 
-impl TlsLink {
+impl TlsSocket {
     /// Runs the TLS handshake on `tcp`, starting with `already` (bytes read before it, after
     /// a PROXY header).
     pub(crate) async fn accept(
         tcp: TcpStream,
         config: Arc<rustls::ServerConfig>,
         already: &[u8],
-    ) -> io::Result<TlsLink> {
+    ) -> io::Result<TlsSocket> {
         let conn = rustls::server::UnbufferedServerConnection::new(config).map_err(tls_error)?;
-        let mut link = TlsLink {
+        let mut link = TlsSocket {
             tcp,
             conn,
             incoming: BytesMut::from(already),
@@ -145,7 +145,7 @@ impl TlsLink {
         use rustls::unbuffered::{ConnectionState, EncodeError, UnbufferedStatus};
         let mut failed = None;
         loop {
-            let TlsLink {
+            let TlsSocket {
                 conn,
                 incoming,
                 outgoing,
@@ -284,7 +284,7 @@ impl TlsLink {
         }
         let mut taken = 0;
         for attempt in 0..2 {
-            let TlsLink {
+            let TlsSocket {
                 conn,
                 incoming,
                 outgoing,
@@ -325,7 +325,7 @@ impl TlsLink {
     /// Sends close_notify, best effort.
     fn close_notify(&mut self) {
         use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
-        let TlsLink {
+        let TlsSocket {
             conn,
             incoming,
             outgoing,
@@ -344,55 +344,55 @@ impl TlsLink {
     }
 }
 
-impl Link {
+impl Socket {
     /// The TCP socket under it.
     pub(crate) fn tcp(&self) -> &TcpStream {
         match self {
-            Link::Tcp(s) => s,
-            Link::Tls(t) => &t.tcp,
+            Socket::Tcp(s) => s,
+            Socket::Tls(t) => &t.tcp,
         }
     }
 
     /// Appends what can be read now to `buf`; `Ok(0)` at the end of the stream.
     pub(crate) fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Link::Tcp(s) => {
+            Socket::Tcp(s) => {
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(READ_CHUNK);
                 }
                 s.try_read_buf(buf)
             }
-            Link::Tls(t) => t.read(buf),
+            Socket::Tls(t) => t.read(buf),
         }
     }
 
     /// Writes what the socket takes now of `bufs`.
     pub(crate) fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
-            Link::Tcp(s) => s.try_write_vectored(bufs),
-            Link::Tls(t) => t.write_vectored(bufs),
+            Socket::Tcp(s) => s.try_write_vectored(bufs),
+            Socket::Tls(t) => t.write_vectored(bufs),
         }
     }
 
     /// Writes what this layer holds back; `Ok(true)` once nothing is.
     pub(crate) fn flush(&mut self) -> io::Result<bool> {
         match self {
-            Link::Tcp(_) => Ok(true),
-            Link::Tls(t) => t.flush(),
+            Socket::Tcp(_) => Ok(true),
+            Socket::Tls(t) => t.flush(),
         }
     }
 
     /// Whether TLS records wait to be written.
     pub(crate) fn has_pending(&self) -> bool {
         match self {
-            Link::Tcp(_) => false,
-            Link::Tls(t) => t.has_pending(),
+            Socket::Tcp(_) => false,
+            Socket::Tls(t) => t.has_pending(),
         }
     }
 
     /// Readiness to read: plaintext a TLS handshake left behind is ready at once.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Link::Tls(t) = self
+        if let Socket::Tls(t) = self
             && !t.backlog.is_empty()
         {
             return Poll::Ready(Ok(()));
@@ -403,10 +403,10 @@ impl Link {
     /// Closes the write side: TLS close_notify, then TCP FIN. Best effort.
     pub(crate) async fn shutdown(&mut self) {
         match self {
-            Link::Tcp(s) => {
+            Socket::Tcp(s) => {
                 let _ = s.shutdown().await;
             }
-            Link::Tls(t) => {
+            Socket::Tls(t) => {
                 t.close_notify();
                 let _ = t.tcp.shutdown().await;
             }
