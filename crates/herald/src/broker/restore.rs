@@ -81,6 +81,20 @@ fn instant_of(ms: u64, now_ms: u64) -> Instant {
     Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
 }
 
+/// What restoring has found so far.
+struct Restoring<'a> {
+    durable: &'a Durable,
+    tenant: &'a Tenant,
+    now_ms: u64,
+    /// Records to delete: expired, orphaned, done.
+    purge: Vec<Op>,
+    out: Restored,
+    /// Sessions restored, by id, with the seconds of expiry they have left.
+    sessions: HashMap<u64, (Arc<Session>, u32)>,
+    /// Outbound QoS 2 stages not yet matched with their delivery.
+    stages: HashMap<(u64, u64), StageRecord>,
+}
+
 /// Restores `broker` from its store. Call once, before accepting connections, inside the
 /// runtime (session expiry and will delays start timers).
 pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
@@ -88,241 +102,290 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
         return Ok(Restored::default());
     };
     let tenant = &broker.default_tenant;
-    let now_ms = unix_ms();
-    let mut purge: Vec<Op> = Vec::new();
-    let mut out = Restored::default();
-
-    // Sessions, newest id last: of two records for one client id (a crash between a
-    // clean-start takeover's two writes) the newer wins.
-    let records = read(durable, Space::Sessions, |k, v| {
-        Ok((record::decode_session_key(k)?, SessionRecord::decode(v)?))
-    })?;
-    let mut sessions: HashMap<u64, (Arc<Session>, u32)> = HashMap::new();
-    let mut by_client: HashMap<String, u64> = HashMap::new();
-    for (id, rec) in records {
-        let offline_ms = if rec.offline_since_ms == 0 {
-            0
-        } else {
-            now_ms.saturating_sub(rec.offline_since_ms)
-        };
-        let expired = offline_ms >= u64::from(rec.expiry) * 1000;
-        if expired || !rec.tenant.is_empty() {
-            // Only the default tenant exists until authentication assigns others.
-            purge.push(Op::Delete(Space::Sessions, record::session_key(id)));
-            continue;
-        }
-        if let Some(older) = by_client.insert(rec.client_id.clone(), id) {
-            purge.push(Op::Delete(Space::Sessions, record::session_key(older)));
-            sessions.remove(&older);
-        }
-        let remaining = (u64::from(rec.expiry) * 1000 - offline_ms).div_ceil(1000) as u32;
-        let session = Session::new(
-            id,
-            Arc::from(rec.client_id.as_str()),
-            protocol(rec.protocol),
-        );
-        {
-            let mut st = session.lock();
-            st.expiry_interval = rec.expiry;
-            st.durable = Some(Box::default());
-            for sub in rec.subscriptions {
-                let filter = ByteString::from(sub.filter.as_str());
-                st.subscriptions.insert(
-                    filter,
-                    SubscriptionRecord {
-                        options: sub.options,
-                        id: sub.id,
-                    },
-                );
-            }
-        }
-        sessions.insert(id, (session, remaining));
-    }
-    for (session, _) in sessions.values() {
-        let st = session.lock();
-        for (filter, rec) in st.subscriptions.iter() {
-            let filter = own_str(filter);
-            let (group, inner) = split_shared(&filter);
-            tenant.index.subscribe(
-                inner,
-                group,
-                Subscriber {
-                    session: session.clone(),
-                    options: rec.options,
-                    id: rec.id,
-                },
-            );
-        }
-        drop(st);
-        tenant
-            .sessions
-            .shard(&session.client_id)
-            .insert(session.client_id.clone(), session.clone());
-    }
-    out.sessions = sessions.len();
-
-    // Acknowledgements.
-    for (id, acks) in read(durable, Space::Acks, |k, v| {
-        Ok((record::decode_session_key(k)?, AckRecord::decode(v)?))
-    })? {
-        match sessions.get(&id) {
-            Some((s, _)) => {
-                let mut st = s.lock();
-                if let Some(d) = st.durable.as_mut() {
-                    d.watermark = acks.watermark.max(1);
-                    d.above = acks.above;
-                    d.next_seq = d.next_seq.max(d.watermark);
-                    for seq in &d.above {
-                        d.next_seq = d.next_seq.max(seq + 1);
-                    }
-                }
-            }
-            None => purge.push(Op::Delete(Space::Acks, record::session_key(id))),
-        }
-    }
-
-    // Outbound QoS 2 stages and inbound QoS 2 packet ids.
-    let mut stages: HashMap<(u64, u64), StageRecord> = HashMap::new();
-    for (key, stage) in read(durable, Space::Stages, |k, v| {
-        Ok((record::decode_stage_key(k)?, StageRecord::decode(v)?))
-    })? {
-        if sessions.contains_key(&key.0) {
-            stages.insert(key, stage);
-        } else {
-            purge.push(Op::Delete(Space::Stages, record::stage_key(key.0, key.1)));
-        }
-    }
-    for (session, packet_id) in read(durable, Space::Inbound, |k, _| {
-        record::decode_inbound_key(k)
-    })? {
-        match sessions.get(&session) {
-            Some((s, _)) => {
-                s.lock().inbound_qos2.insert(packet_id);
-            }
-            None => purge.push(Op::Delete(
-                Space::Inbound,
-                record::inbound_key(session, packet_id),
-            )),
-        }
-    }
-
-    // Messages: each delivery not yet done goes back to its session.
-    let mut touched_acks: Vec<u64> = Vec::new();
-    durable.journal.store().scan(Space::Messages, &mut |k, v| {
-        let id = record::decode_message_key(k).map_err(|m| damaged(Space::Messages, k, m))?;
-        let rec = MessageRecord::decode(v).map_err(|m| damaged(Space::Messages, k, m))?;
-        let received_at = instant_of(rec.received_ms, now_ms);
-        let message = Arc::new(Message::restored(rec.publish, received_at, rec.origin));
-        let record = StoredMessage::restored(id, 0);
-        let expired = message.expired(Instant::now());
-        let mut live = 0;
-        for r in rec.recipients {
-            let Some((session, _)) = sessions.get(&r.session) else {
-                continue;
-            };
-            let mut st = session.lock();
-            let Some(ds) = st.durable.as_mut() else {
-                continue;
-            };
-            if r.seq < ds.watermark || ds.above.contains(&r.seq) {
-                continue;
-            }
-            ds.next_seq = ds.next_seq.max(r.seq + 1);
-            if expired {
-                ds.done(r.seq);
-                touched_acks.push(r.session);
-                continue;
-            }
-            live += 1;
-            let delivery = Delivery {
-                message: message.clone(),
-                qos: r.qos,
-                retain: r.retain,
-                subscription_identifiers: r.subscription_ids.into(),
-                stored: Some(Stored {
-                    seq: r.seq,
-                    message: record.clone(),
-                }),
-            };
-            record.pin();
-            match stages.remove(&(r.session, r.seq)) {
-                Some(stage) if r.qos == QoS::ExactlyOnce => st.inflight.push_back(Inflight {
-                    packet_id: stage.packet_id,
-                    delivery,
-                    stage: if stage.released {
-                        Stage::Released
-                    } else {
-                        Stage::Sent
-                    },
-                }),
-                _ => st.queue.push_back(delivery),
-            }
-        }
-        if live == 0 {
-            purge.push(Op::Delete(Space::Messages, k.to_vec()));
-        } else {
-            out.messages += 1;
-            out.deliveries += live as usize;
-        }
-        Ok(())
-    })?;
-    for ((session, seq), _) in stages {
-        purge.push(Op::Delete(Space::Stages, record::stage_key(session, seq)));
-    }
-    touched_acks.sort_unstable();
-    touched_acks.dedup();
-    for id in touched_acks {
-        if let Some((s, _)) = sessions.get(&id) {
-            let st = s.lock();
-            if let Some(d) = &st.durable {
-                let acks = AckRecord {
-                    watermark: d.watermark,
-                    above: d.above.clone(),
-                };
-                purge.push(Op::Put(Space::Acks, record::session_key(id), acks.encode()));
-            }
-        }
-    }
-    let mut charged = 0;
-    for (session, _) in sessions.values() {
-        let mut st = session.lock();
-        let seq = |d: &Delivery| d.stored.as_ref().map_or(0, |s| s.seq);
-        st.queue.make_contiguous().sort_by_key(seq);
-        st.inflight
-            .make_contiguous()
-            .sort_by_key(|i| seq(&i.delivery));
-        st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
-        st.inflight_bytes = st.inflight.iter().map(|i| i.delivery.weight()).sum();
-        charged += st.queue.iter().map(Delivery::charge).sum::<u64>();
-        // Their packet ids are whatever they were: new ones must avoid them.
-        st.ids_may_collide = !st.inflight.is_empty();
-    }
-
-    broker.stats.charge_queued(charged);
-    out.retained = restore_retained(durable, tenant, now_ms, &mut purge)?;
+    let mut r = Restoring {
+        durable,
+        tenant,
+        now_ms: unix_ms(),
+        purge: Vec::new(),
+        out: Restored::default(),
+        sessions: HashMap::new(),
+        stages: HashMap::new(),
+    };
+    r.sessions()?;
+    r.acks()?;
+    r.stages_and_inbound()?;
+    r.messages()?;
+    broker.stats.charge_queued(r.settle_queues());
+    r.out.retained = restore_retained(durable, tenant, r.now_ms, &mut r.purge)?;
     let wills = read(durable, Space::Wills, |k, v| {
         Ok((record::decode_stage_key(k)?, WillRecord::decode(v)?))
     })?;
-
-    out.purged = purge.len();
-    if !purge.is_empty() {
-        let ticket = durable.journal.submit(purge);
+    r.out.purged = r.purge.len();
+    if !r.purge.is_empty() {
+        let ticket = durable.journal.submit(std::mem::take(&mut r.purge));
         if !durable.journal.wait_blocking(ticket) {
             return Err(StoreError::Closed);
         }
     }
-
     // Everything is in place: the wills of connections open at the crash, then the
     // sessions' expiry timers.
     for ((session_id, generation), will) in wills {
-        out.wills += 1;
-        restore_will(broker, &sessions, session_id, generation, will);
+        r.out.wills += 1;
+        restore_will(broker, &r.sessions, session_id, generation, will);
     }
-    for (session, remaining) in sessions.values() {
+    for (session, remaining) in r.sessions.values() {
         let generation = session.lock().generation;
         broker.expire_after(tenant, session, generation, *remaining);
     }
-    Ok(out)
+    Ok(r.out)
+}
+
+impl Restoring<'_> {
+    /// Sessions, newest id last: of two records for one client id (a crash between a
+    /// clean-start takeover's two writes) the newer wins. Their subscriptions go back in the
+    /// index, and they in the registry.
+    fn sessions(&mut self) -> Result<(), StoreError> {
+        let records = read(self.durable, Space::Sessions, |k, v| {
+            Ok((record::decode_session_key(k)?, SessionRecord::decode(v)?))
+        })?;
+        let mut by_client: HashMap<String, u64> = HashMap::new();
+        for (id, rec) in records {
+            let offline_ms = if rec.offline_since_ms == 0 {
+                0
+            } else {
+                self.now_ms.saturating_sub(rec.offline_since_ms)
+            };
+            let expired = offline_ms >= u64::from(rec.expiry) * 1000;
+            if expired || !rec.tenant.is_empty() {
+                // Only the default self.tenant exists until authentication assigns others.
+                self.purge
+                    .push(Op::Delete(Space::Sessions, record::session_key(id)));
+                continue;
+            }
+            if let Some(older) = by_client.insert(rec.client_id.clone(), id) {
+                self.purge
+                    .push(Op::Delete(Space::Sessions, record::session_key(older)));
+                self.sessions.remove(&older);
+            }
+            let remaining = (u64::from(rec.expiry) * 1000 - offline_ms).div_ceil(1000) as u32;
+            let session = Session::new(
+                id,
+                Arc::from(rec.client_id.as_str()),
+                protocol(rec.protocol),
+            );
+            {
+                let mut st = session.lock();
+                st.expiry_interval = rec.expiry;
+                st.durable = Some(Box::default());
+                for sub in rec.subscriptions {
+                    let filter = ByteString::from(sub.filter.as_str());
+                    st.subscriptions.insert(
+                        filter,
+                        SubscriptionRecord {
+                            options: sub.options,
+                            id: sub.id,
+                        },
+                    );
+                }
+            }
+            self.sessions.insert(id, (session, remaining));
+        }
+        for (session, _) in self.sessions.values() {
+            let st = session.lock();
+            for (filter, rec) in st.subscriptions.iter() {
+                let filter = own_str(filter);
+                let (group, inner) = split_shared(&filter);
+                self.tenant.index.subscribe(
+                    inner,
+                    group,
+                    Subscriber {
+                        session: session.clone(),
+                        options: rec.options,
+                        id: rec.id,
+                    },
+                );
+            }
+            drop(st);
+            self.tenant
+                .sessions
+                .shard(&session.client_id)
+                .insert(session.client_id.clone(), session.clone());
+        }
+        Ok(())
+    }
+
+    /// Each session's acknowledgements.
+    fn acks(&mut self) -> Result<(), StoreError> {
+        // Acknowledgements.
+        for (id, acks) in read(self.durable, Space::Acks, |k, v| {
+            Ok((record::decode_session_key(k)?, AckRecord::decode(v)?))
+        })? {
+            match self.sessions.get(&id) {
+                Some((s, _)) => {
+                    let mut st = s.lock();
+                    if let Some(d) = st.durable.as_mut() {
+                        d.watermark = acks.watermark.max(1);
+                        d.above = acks.above;
+                        d.next_seq = d.next_seq.max(d.watermark);
+                        for seq in &d.above {
+                            d.next_seq = d.next_seq.max(seq + 1);
+                        }
+                    }
+                }
+                None => self
+                    .purge
+                    .push(Op::Delete(Space::Acks, record::session_key(id))),
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Outbound QoS 2 self.stages and inbound QoS 2 packet ids.
+    fn stages_and_inbound(&mut self) -> Result<(), StoreError> {
+        // Outbound QoS 2 self.stages and inbound QoS 2 packet ids.
+        for (key, stage) in read(self.durable, Space::Stages, |k, v| {
+            Ok((record::decode_stage_key(k)?, StageRecord::decode(v)?))
+        })? {
+            if self.sessions.contains_key(&key.0) {
+                self.stages.insert(key, stage);
+            } else {
+                self.purge
+                    .push(Op::Delete(Space::Stages, record::stage_key(key.0, key.1)));
+            }
+        }
+        for (session, packet_id) in read(self.durable, Space::Inbound, |k, _| {
+            record::decode_inbound_key(k)
+        })? {
+            match self.sessions.get(&session) {
+                Some((s, _)) => {
+                    s.lock().inbound_qos2.insert(packet_id);
+                }
+                None => self.purge.push(Op::Delete(
+                    Space::Inbound,
+                    record::inbound_key(session, packet_id),
+                )),
+            }
+        }
+
+        Ok(())
+    }
+
+    /// Messages: each delivery not yet done goes back to its session (or its inflight
+    /// window, at the QoS 2 stage it reached); expired ones are done.
+    fn messages(&mut self) -> Result<(), StoreError> {
+        let mut touched_acks: Vec<u64> = Vec::new();
+        self.durable
+            .journal
+            .store()
+            .scan(Space::Messages, &mut |k, v| {
+                let id =
+                    record::decode_message_key(k).map_err(|m| damaged(Space::Messages, k, m))?;
+                let rec = MessageRecord::decode(v).map_err(|m| damaged(Space::Messages, k, m))?;
+                let received_at = instant_of(rec.received_ms, self.now_ms);
+                let message = Arc::new(Message::restored(rec.publish, received_at, rec.origin));
+                let record = StoredMessage::restored(id, 0);
+                let expired = message.expired(Instant::now());
+                let mut live = 0;
+                for r in rec.recipients {
+                    let Some((session, _)) = self.sessions.get(&r.session) else {
+                        continue;
+                    };
+                    let mut st = session.lock();
+                    let Some(ds) = st.durable.as_mut() else {
+                        continue;
+                    };
+                    if r.seq < ds.watermark || ds.above.contains(&r.seq) {
+                        continue;
+                    }
+                    ds.next_seq = ds.next_seq.max(r.seq + 1);
+                    if expired {
+                        ds.done(r.seq);
+                        touched_acks.push(r.session);
+                        continue;
+                    }
+                    live += 1;
+                    let delivery = Delivery {
+                        message: message.clone(),
+                        qos: r.qos,
+                        retain: r.retain,
+                        subscription_identifiers: r.subscription_ids.into(),
+                        stored: Some(Stored {
+                            seq: r.seq,
+                            message: record.clone(),
+                        }),
+                    };
+                    record.pin();
+                    match self.stages.remove(&(r.session, r.seq)) {
+                        Some(stage) if r.qos == QoS::ExactlyOnce => {
+                            st.inflight.push_back(Inflight {
+                                packet_id: stage.packet_id,
+                                delivery,
+                                stage: if stage.released {
+                                    Stage::Released
+                                } else {
+                                    Stage::Sent
+                                },
+                            })
+                        }
+                        _ => st.queue.push_back(delivery),
+                    }
+                }
+                if live == 0 {
+                    self.purge.push(Op::Delete(Space::Messages, k.to_vec()));
+                } else {
+                    self.out.messages += 1;
+                    self.out.deliveries += live as usize;
+                }
+                Ok(())
+            })?;
+        self.settle_acks(touched_acks);
+        Ok(())
+    }
+
+    /// Stages whose delivery is gone are purged; the acknowledgements of sessions whose
+    /// expired deliveries were done (`touched`) are written again.
+    fn settle_acks(&mut self, mut touched_acks: Vec<u64>) {
+        for ((session, seq), _) in std::mem::take(&mut self.stages) {
+            self.purge
+                .push(Op::Delete(Space::Stages, record::stage_key(session, seq)));
+        }
+        touched_acks.sort_unstable();
+        touched_acks.dedup();
+        for id in touched_acks {
+            if let Some((s, _)) = self.sessions.get(&id) {
+                let st = s.lock();
+                if let Some(d) = &st.durable {
+                    let acks = AckRecord {
+                        watermark: d.watermark,
+                        above: d.above.clone(),
+                    };
+                    self.purge
+                        .push(Op::Put(Space::Acks, record::session_key(id), acks.encode()));
+                }
+            }
+        }
+    }
+
+    /// Puts each queue in sequence order with its byte counts; returns what the queues add
+    /// to the node's queued bytes.
+    fn settle_queues(&self) -> u64 {
+        let mut charged = 0;
+        for (session, _) in self.sessions.values() {
+            let mut st = session.lock();
+            let seq = |d: &Delivery| d.stored.as_ref().map_or(0, |s| s.seq);
+            st.queue.make_contiguous().sort_by_key(seq);
+            st.inflight
+                .make_contiguous()
+                .sort_by_key(|i| seq(&i.delivery));
+            st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
+            st.inflight_bytes = st.inflight.iter().map(|i| i.delivery.weight()).sum();
+            charged += st.queue.iter().map(Delivery::charge).sum::<u64>();
+            // Their packet ids are whatever they were: new ones must avoid them.
+            st.ids_may_collide = !st.inflight.is_empty();
+        }
+        charged
+    }
 }
 
 fn restore_retained(
