@@ -2,25 +2,30 @@
 //!
 //! # Map
 //!
-//! - [`broker`]: the transport-agnostic core — tenants, sessions, the subscription index,
-//!   routing and fan-out, QoS state, retained messages, wills, counters.
-//! - [`net`]: the accept loop and the per-connection task (handshake, packet handlers,
-//!   delivery, vectored writes).
-//! - [`config`]: the configuration, its layering (file < `HERALD_*` < flags) and validation.
-//! - [`server`]: binds the listeners, runs, drains on shutdown.
-//! - [`api`]: the HTTP API (`/api/v1`), health endpoints.
-//! - [`runtime`]: worker threads from the CPU quota, the open-file limit.
-//! - [`store`]: durable state — the `Store` trait, the disk store (fjall), group commit.
-//! - [`cli`]: the command line.
+//! Layers, highest first; each uses only those below it (checked by `tests/layers.rs`):
 //!
-//! The data flow and the concurrency model are described in `docs/architecture.md`.
+//! - [`cli`], `main.rs`: the command line.
+//! - [`server`]: binds the listeners, runs, drains on shutdown.
+//! - `api` (private): the HTTP API (`/api/v1`), health endpoints, the Prometheus renderer.
+//! - [`reload`]: re-reading the configuration and swapping it in.
+//! - [`net`]: sockets only: listeners, the PROXY/TLS/WebSocket handshakes, the
+//!   readiness-driven connection task, the write queue.
+//! - [`broker`]: the session core (`broker::session`: the MQTT protocol of a connection,
+//!   with no I/O) over the broker core (tenants, the subscription index, routing, retained
+//!   messages, flow control), the persistence seam (`broker::persist`) and the hook seam
+//!   (`broker::hooks`).
+//! - [`store`]: durable state: the `Store` trait, the disk store (fjall), group commit.
+//! - [`config`], `metrics` (private: the counters), [`logging`], [`runtime`]: leaves.
+//!
+//! What the binary, the tests and herald-bench use is public; the rest is `pub(crate)`. The
+//! data flow, the concurrency model and the lock order are in `docs/architecture.md`.
 
-pub mod api;
+pub(crate) mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod logging;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod net;
 pub mod reload;
 pub mod runtime;

@@ -204,16 +204,16 @@ impl Histogram {
 }
 
 /// Bounds of the store's write-and-fsync time, seconds.
-pub const WRITE_SECONDS: &[f64] = &[
+pub(crate) const WRITE_SECONDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 /// Bounds of the number of changes per group commit.
-pub const BATCH_OPS: &[f64] = &[
+pub(crate) const BATCH_OPS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
 ];
 
 /// Slots for listener kinds in `Connections`.
-pub const LISTENER_SLOTS: usize = 4;
+pub(crate) const LISTENER_SLOTS: usize = 4;
 
 /// A kind of listener as `Connections` counts it: its slot, below `LISTENER_SLOTS`. The
 /// counters take the kind as it is, without knowing the configuration that defines it.

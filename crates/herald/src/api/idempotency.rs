@@ -17,14 +17,14 @@ use crate::store::{Op, Space};
 
 /// The outcome of one published message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Sessions it was routed to.
     pub matched: usize,
 }
 
 /// What is known of a key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// Until when it is remembered (Unix milliseconds).
     pub expires_ms: u64,
     /// The request it belongs to (a hash of its path and body): the same key with another
@@ -41,7 +41,7 @@ const FORMAT: u8 = 1;
 
 impl Record {
     /// The stored form: a format byte, then JSON.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = vec![FORMAT];
         // A record of plain numbers always serializes.
         out.extend(serde_json::to_vec(self).unwrap_or_default());
@@ -49,7 +49,7 @@ impl Record {
     }
 
     /// Reads a stored record.
-    pub fn decode(bytes: &[u8]) -> Option<Record> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         match bytes.split_first() {
             Some((&FORMAT, json)) => serde_json::from_slice(json).ok(),
             _ => None,
@@ -57,18 +57,18 @@ impl Record {
     }
 
     /// Whether every message is published.
-    pub fn complete(&self) -> bool {
+    pub(crate) fn complete(&self) -> bool {
         self.done.len() >= self.total
     }
 }
 
 /// The store op that records `record` under `key`.
-pub fn put_op(key: &str, record: &Record) -> Op {
+pub(crate) fn put_op(key: &str, record: &Record) -> Op {
     Op::Put(Space::Idempotency, key.as_bytes().to_vec(), record.encode())
 }
 
 /// The stable 64-bit FNV-1a hash of a request (stored: it must not change between builds).
-pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+pub(crate) fn fingerprint(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for &b in *part {
@@ -83,7 +83,7 @@ pub fn fingerprint(parts: &[&[u8]]) -> u64 {
 }
 
 /// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -91,7 +91,7 @@ pub fn now_ms() -> u64 {
 
 /// What to do with a request carrying a key.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Begin {
+pub(crate) enum Begin {
     /// Publish the request's messages from `from` on (0: new; more: a retry after a crash
     /// part way), with the outcomes so far.
     Publish {
@@ -121,7 +121,7 @@ struct Inner {
 
 /// The keys remembered, shared by the API's requests.
 #[derive(Debug)]
-pub struct Keys {
+pub(crate) struct Keys {
     window_ms: u64,
     max: usize,
     inner: Mutex<Inner>,
@@ -129,7 +129,7 @@ pub struct Keys {
 
 impl Keys {
     /// An empty table.
-    pub fn new(window_secs: u64, max: usize) -> Keys {
+    pub(crate) fn new(window_secs: u64, max: usize) -> Keys {
         Keys {
             window_ms: window_secs.saturating_mul(1000),
             max: max.max(1),
@@ -142,7 +142,7 @@ impl Keys {
     }
 
     /// Adds a record read from the store at start (expired ones are not kept).
-    pub fn restore(&self, key: String, record: Record, now: u64) -> bool {
+    pub(crate) fn restore(&self, key: String, record: Record, now: u64) -> bool {
         if record.expires_ms <= now {
             return false;
         }
@@ -159,7 +159,7 @@ impl Keys {
     }
 
     /// Starts serving a request with `key`; on `Publish`, the key is busy until `finish`.
-    pub fn begin(&self, key: &str, fingerprint: u64, total: usize, now: u64) -> Begin {
+    pub(crate) fn begin(&self, key: &str, fingerprint: u64, total: usize, now: u64) -> Begin {
         let mut inner = self.lock();
         if let Some(entry) = inner.keys.get_mut(key)
             && entry.record.expires_ms > now
@@ -193,7 +193,7 @@ impl Keys {
 
     /// The record of `key` once `outcome` is added (what the store is given with the
     /// message), and notes it.
-    pub fn progress(&self, key: &str, outcome: Outcome) -> Option<Record> {
+    pub(crate) fn progress(&self, key: &str, outcome: Outcome) -> Option<Record> {
         let mut inner = self.lock();
         let entry = inner.keys.get_mut(key)?;
         entry.record.done.push(outcome);
@@ -201,7 +201,7 @@ impl Keys {
     }
 
     /// Ends serving `key`: it is free again (complete, or to be resumed by a retry).
-    pub fn finish(&self, key: &str) {
+    pub(crate) fn finish(&self, key: &str) {
         if let Some(entry) = self.lock().keys.get_mut(key) {
             entry.busy = false;
         }
@@ -209,7 +209,7 @@ impl Keys {
 
     /// Forgets a key whose request published nothing (it failed before its first message),
     /// so that a retry starts afresh.
-    pub fn forget_if_empty(&self, key: &str) -> bool {
+    pub(crate) fn forget_if_empty(&self, key: &str) -> bool {
         let mut inner = self.lock();
         if inner
             .keys
@@ -224,7 +224,7 @@ impl Keys {
 
     /// Forgets expired keys, and the oldest past the size bound; returns the keys
     /// forgotten (for the store to delete).
-    pub fn sweep(&self, now: u64) -> Vec<String> {
+    pub(crate) fn sweep(&self, now: u64) -> Vec<String> {
         let mut inner = self.lock();
         let mut gone = Vec::new();
         while let Some((expires, _)) = inner.order.front() {
@@ -250,13 +250,8 @@ impl Keys {
     }
 
     /// Keys remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().keys.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

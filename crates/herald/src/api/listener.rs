@@ -51,7 +51,7 @@ pub(crate) struct HttpCounters {
 pub(crate) struct LocalAddr(pub(crate) SocketAddr);
 
 /// Serves the API on `listener` until `shutdown` changes, then waits for its connections.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
     mut shutdown: watch::Receiver<bool>,

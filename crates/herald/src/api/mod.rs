@@ -9,12 +9,12 @@
 
 mod admin;
 mod guard;
-pub mod idempotency;
+pub(crate) mod idempotency;
 mod listener;
 mod prometheus;
 mod publish;
 
-pub use listener::serve;
+pub(crate) use listener::serve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,7 @@ use crate::store::{Op, Space, StoreError};
 
 /// What the API's handlers share.
 #[derive(Debug)]
-pub struct ApiState {
+pub(crate) struct ApiState {
     /// The broker.
     pub broker: Arc<Broker>,
     /// Idempotency keys remembered.
@@ -86,7 +86,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 impl ApiState {
     /// The API's state for `broker`, with the idempotency keys the store kept.
-    pub fn new(
+    pub(crate) fn new(
         broker: Arc<Broker>,
         reloader: Arc<crate::reload::Reloader>,
         drain: Arc<tokio::sync::Notify>,
@@ -128,7 +128,7 @@ impl ApiState {
     }
 
     /// Takes a counter sample every `RATE_WINDOW` for the rates of `/api/v1/stats`.
-    pub async fn sample_rates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn sample_rates(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(RATE_WINDOW);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -144,7 +144,7 @@ impl ApiState {
     }
 
     /// Forgets expired idempotency keys (and deletes their records), every minute.
-    pub async fn sweep_keys(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn sweep_keys(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -163,7 +163,7 @@ impl ApiState {
 
 /// An API error: HTTP status, stable code, the field at fault, and what is wrong.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     field: Option<String>,
@@ -308,7 +308,7 @@ fn json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// The routes.
-pub fn router(state: Arc<ApiState>) -> Router {
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
     let max_body = state.broker.config().http.max_body_bytes;
     let api = Router::new()
         .route("/publish", post(publish::one))
