@@ -5,6 +5,8 @@
 //! takes the read lock only long enough to clone the matching `Arc`s, and the fan-out then
 //! runs without any lock. Changes use `Arc::make_mut`, which edits in place unless a lookup
 //! is holding that snapshot at that moment (then it copies once).
+//!
+//! Lock order: docs/architecture.md ("Lock order").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

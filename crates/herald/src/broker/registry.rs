@@ -1,5 +1,7 @@
 //! Sessions by client id: looked up at CONNECT (resume, takeover), changed at CONNECT and
 //! when a session ends. Sharded so that a connect storm does not queue on one lock.
+//!
+//! Lock order: docs/architecture.md ("Lock order").
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

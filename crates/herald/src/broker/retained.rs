@@ -5,6 +5,8 @@
 //! a subscriber to `#` over 200,000 retained messages gets every one, and never more of
 //! them queued at once than its outbox holds. A page scans from the filter's literal prefix
 //! (`a/b/` for `a/b/+/c`), so a narrow filter never walks the whole map.
+//!
+//! Lock order: docs/architecture.md ("Lock order").
 
 use std::collections::BTreeMap;
 use std::ops::Bound;

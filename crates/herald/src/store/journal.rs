@@ -21,6 +21,8 @@
 //! Submitters call [`Journal::submit`] while holding the lock of the state the ops describe
 //! (a session's lock for its records): the journal's order is then the order in which that
 //! state changed. The journal's own lock is a leaf: nothing is locked while it is held.
+//!
+//! Lock order: docs/architecture.md ("Lock order").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

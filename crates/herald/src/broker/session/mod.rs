@@ -364,7 +364,8 @@ impl Session {
         })
     }
 
-    /// Locks the state. Never hold the guard across an `.await`.
+    /// Locks the state. Never hold the guard across an `.await`; the lock order is in
+    /// docs/architecture.md ("Lock order").
     pub fn lock(&self) -> MutexGuard<'_, SessionState> {
         match self.state.lock() {
             Ok(guard) => guard,
