@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::{CompareArgs, Item, number, traffic};
+use super::sets::traffic;
+use super::table::number;
+use super::{CompareArgs, Item};
 use crate::brokers::{self, ExtraListeners, Kind, Setup};
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::traffic::Pattern;
