@@ -8,7 +8,7 @@ mod sets;
 mod table;
 pub mod transports;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -121,50 +121,33 @@ pub struct ResultEntry {
     pub error: Option<String>,
 }
 
+impl CompareArgs {
+    /// The brokers `--brokers` names, or `default` without it.
+    fn kinds(&self, default: &[Kind]) -> anyhow::Result<Vec<Kind>> {
+        if self.brokers.is_empty() {
+            return Ok(default.to_vec());
+        }
+        self.brokers.iter().map(|b| Kind::parse(b)).collect()
+    }
+
+    /// The executable given for `kind` (`--herald-bin`, ...), if one was.
+    fn bin(&self, kind: Kind) -> Option<&Path> {
+        match kind {
+            Kind::Herald => self.herald_bin.as_deref(),
+            Kind::Mosquitto => self.mosquitto_bin.as_deref(),
+            Kind::Nats => self.nats_bin.as_deref(),
+            Kind::Rumqttd => self.rumqttd_bin.as_deref(),
+        }
+    }
+}
+
 /// Runs `compare`.
 pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
     if args.set == "transports" {
         return transports::run(&args).await;
     }
     let items = scenario_set(&args.set)?;
-    let wanted: Vec<Kind> = if args.brokers.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        args.brokers
-            .iter()
-            .map(|b| Kind::parse(b))
-            .collect::<anyhow::Result<_>>()?
-    };
-    let mut brokers = Vec::new();
-    for kind in wanted {
-        let explicit = match kind {
-            Kind::Herald => args.herald_bin.as_deref(),
-            Kind::Mosquitto => args.mosquitto_bin.as_deref(),
-            Kind::Nats => args.nats_bin.as_deref(),
-            Kind::Rumqttd => args.rumqttd_bin.as_deref(),
-        };
-        match kind.locate(explicit) {
-            Some(binary) => {
-                let version = brokers::version(kind, &binary).await;
-                eprintln!("{}: {} ({version})", kind.name(), binary.display());
-                for (label, setup) in sets::variants(kind, &args.set) {
-                    brokers.push(BrokerInfo {
-                        label,
-                        kind,
-                        setup,
-                        binary: binary.clone(),
-                        version: version.clone(),
-                        config: String::new(),
-                    });
-                }
-            }
-            None if args.brokers.is_empty() => eprintln!("{}: not installed, skipped", kind.name()),
-            None => bail!("{} is not installed (see docs/benchmarks.md)", kind.name()),
-        }
-    }
-    if brokers.is_empty() {
-        bail!("no broker to compare: install mosquitto or nats-server (see docs/benchmarks.md)");
-    }
+    let mut brokers = columns(&args).await?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let started_unix = crate::client::unix_nanos() / 1_000_000_000;
@@ -195,16 +178,58 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
         results,
         table,
     };
-    let json_path = args.out.join("compare.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&comparison)?)?;
-    let md = table::markdown(&comparison);
-    let md_path = args.out.join("compare.md");
-    std::fs::write(&md_path, &md)?;
+    write_results(
+        &args.out,
+        "compare",
+        &comparison,
+        &table::markdown(&comparison),
+    )
+}
+
+/// The table's columns: every installed broker of `--brokers` (without it, every one that
+/// is installed), each in the variants the set runs it in.
+async fn columns(args: &CompareArgs) -> anyhow::Result<Vec<BrokerInfo>> {
+    let mut brokers = Vec::new();
+    for kind in args.kinds(&Kind::ALL)? {
+        match kind.locate(args.bin(kind)) {
+            Some(binary) => {
+                let version = brokers::version(kind, &binary).await;
+                eprintln!("{}: {} ({version})", kind.name(), binary.display());
+                for (label, setup) in sets::variants(kind, &args.set) {
+                    brokers.push(BrokerInfo {
+                        label,
+                        kind,
+                        setup,
+                        binary: binary.clone(),
+                        version: version.clone(),
+                        config: String::new(),
+                    });
+                }
+            }
+            None if args.brokers.is_empty() => eprintln!("{}: not installed, skipped", kind.name()),
+            None => bail!("{} is not installed (see docs/benchmarks.md)", kind.name()),
+        }
+    }
+    if brokers.is_empty() {
+        bail!("no broker to compare: install mosquitto or nats-server (see docs/benchmarks.md)");
+    }
+    Ok(brokers)
+}
+
+/// Writes `{name}.json` and `{name}.md` into `out`, prints the markdown, and says where both
+/// went.
+fn write_results(out: &Path, name: &str, value: &impl Serialize, md: &str) -> anyhow::Result<()> {
+    let json_path = out.join(format!("{name}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(value)?)?;
+    let md_path = out.join(format!("{name}.md"));
+    std::fs::write(&md_path, md)?;
     print!("{md}");
     eprintln!("wrote {} and {}", md_path.display(), json_path.display());
     Ok(())
 }
 
+/// Runs `item` once against a fresh `broker` (its store wiped first); a failure is kept in
+/// the entry.
 async fn run_one(
     args: &CompareArgs,
     broker: &mut BrokerInfo,

@@ -2,6 +2,7 @@
 //! and ratio to the best broker, and the markdown that shows them.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -18,92 +19,110 @@ pub struct Figure {
     pub higher_is_better: bool,
 }
 
-/// The figures of `item` that `report` has, in table order.
+/// Where a figure is in a scenario's report: its name in the table, the keys that lead to
+/// it, and whether bigger is better.
+type Source = (&'static str, &'static [&'static str], bool);
+
+/// Bigger is better.
+const HIGHER: bool = true;
+/// Smaller is better.
+const LOWER: bool = false;
+
+/// The figures of a `conns` run (a table).
+const CONNS: &[Source] = &[
+    ("connected", &["connected"], HIGHER),
+    ("alive after hold", &["alive_after_hold"], HIGHER),
+    ("connects/s", &["connect_rate_per_s"], HIGHER),
+    ("broker bytes/conn", &["broker_bytes_per_conn"], LOWER),
+    ("connect p99 ms", &["connect_latency", "p99_ms"], LOWER),
+];
+
+/// The figures of a `fanin-flood` run (a table).
+const FANIN_FLOOD: &[Source] = &[
+    ("published/s", &["published_per_s"], HIGHER),
+    ("received/s", &["received_per_s"], HIGHER),
+    ("acked, not delivered", &["acked_not_delivered"], LOWER),
+    ("PUBACK 0x97", &["acks", "quota_exceeded"], LOWER),
+    ("unacknowledged", &["unacknowledged"], LOWER),
+    ("latency p50 ms", &["latency", "p50_ms"], LOWER),
+    ("latency p99 ms", &["latency", "p99_ms"], LOWER),
+    (
+        "broker CPU s/M msgs",
+        &["cpu", "broker_cpu_s_per_million"],
+        LOWER,
+    ),
+];
+
+/// The figures of a `stalled` run, from its summary of the two rounds (a table).
+const STALLED: &[Source] = &[
+    ("fast p99 ms, alone", &["summary", "p99_alone_ms"], LOWER),
+    (
+        "fast p99 ms, with stalled",
+        &["summary", "p99_with_stalled_ms"],
+        LOWER,
+    ),
+    ("fast p99 with/alone", &["summary", "p99_ratio"], LOWER),
+    (
+        "fast delivered/s, with stalled",
+        &["summary", "delivered_per_s_with_stalled"],
+        HIGHER,
+    ),
+    (
+        "fast delivery ratio, with stalled",
+        &["summary", "delivery_ratio_with_stalled"],
+        HIGHER,
+    ),
+    (
+        "stalled disconnected (1 = yes)",
+        &["summary", "stalled_disconnected"],
+        LOWER,
+    ),
+    (
+        "stalled cut off after s",
+        &["summary", "stalled_disconnect_seen_after_s"],
+        LOWER,
+    ),
+];
+
+/// The figures of a fanout, fanin or p2p run (a table).
+const TRAFFIC: &[Source] = &[
+    ("delivered/s", &["delivered_per_s"], HIGHER),
+    ("delivery ratio", &["delivery_ratio"], HIGHER),
+    ("latency p50 ms", &["latency", "p50_ms"], LOWER),
+    ("latency p99 ms", &["latency", "p99_ms"], LOWER),
+    (
+        "broker CPU s/M msgs",
+        &["cpu", "broker_cpu_s_per_million"],
+        LOWER,
+    ),
+    (
+        "herald-bench CPU s/M msgs",
+        &["cpu", "tool_cpu_s_per_million"],
+        LOWER,
+    ),
+];
+
+/// The figures of `item` that `report` has, in table order: numbers as they are, a yes or
+/// no as 1 or 0.
 fn figures(report: &serde_json::Value, item: &Item) -> Vec<Figure> {
-    let path = |path: &[&str]| path.iter().try_fold(report, |v, k| v.get(k));
-    let get = |keys: &[&str]| path(keys).and_then(serde_json::Value::as_f64);
-    let mut out = Vec::new();
-    let mut push = |metric, value: Option<f64>, higher_is_better| {
-        if let Some(value) = value {
-            out.push(Figure {
+    let sources = match item {
+        Item::Conns(_) => CONNS,
+        Item::FaninFlood { .. } => FANIN_FLOOD,
+        Item::Stalled(_) => STALLED,
+        Item::Traffic(_) => TRAFFIC,
+    };
+    sources
+        .iter()
+        .filter_map(|&(metric, keys, higher_is_better)| {
+            let found = keys.iter().try_fold(report, |v, k| v.get(k))?;
+            let value = found.as_f64().or_else(|| found.as_bool().map(f64::from))?;
+            Some(Figure {
                 metric,
                 value,
                 higher_is_better,
-            });
-        }
-    };
-    match item {
-        Item::Conns(_) => {
-            push("connected", get(&["connected"]), true);
-            push("alive after hold", get(&["alive_after_hold"]), true);
-            push("connects/s", get(&["connect_rate_per_s"]), true);
-            push("broker bytes/conn", get(&["broker_bytes_per_conn"]), false);
-            push("connect p99 ms", get(&["connect_latency", "p99_ms"]), false);
-        }
-        Item::FaninFlood { .. } => {
-            push("published/s", get(&["published_per_s"]), true);
-            push("received/s", get(&["received_per_s"]), true);
-            push("acked, not delivered", get(&["acked_not_delivered"]), false);
-            push("PUBACK 0x97", get(&["acks", "quota_exceeded"]), false);
-            push("unacknowledged", get(&["unacknowledged"]), false);
-            push("latency p50 ms", get(&["latency", "p50_ms"]), false);
-            push("latency p99 ms", get(&["latency", "p99_ms"]), false);
-            push(
-                "broker CPU s/M msgs",
-                get(&["cpu", "broker_cpu_s_per_million"]),
-                false,
-            );
-        }
-        Item::Stalled(_) => {
-            push(
-                "fast p99 ms, alone",
-                get(&["summary", "p99_alone_ms"]),
-                false,
-            );
-            push(
-                "fast p99 ms, with stalled",
-                get(&["summary", "p99_with_stalled_ms"]),
-                false,
-            );
-            push("fast p99 with/alone", get(&["summary", "p99_ratio"]), false);
-            push(
-                "fast delivered/s, with stalled",
-                get(&["summary", "delivered_per_s_with_stalled"]),
-                true,
-            );
-            push(
-                "fast delivery ratio, with stalled",
-                get(&["summary", "delivery_ratio_with_stalled"]),
-                true,
-            );
-            let cut_off = path(&["summary", "stalled_disconnected"])
-                .and_then(serde_json::Value::as_bool)
-                .map(f64::from);
-            push("stalled disconnected (1 = yes)", cut_off, false);
-            push(
-                "stalled cut off after s",
-                get(&["summary", "stalled_disconnect_seen_after_s"]),
-                false,
-            );
-        }
-        Item::Traffic(_) => {
-            push("delivered/s", get(&["delivered_per_s"]), true);
-            push("delivery ratio", get(&["delivery_ratio"]), true);
-            push("latency p50 ms", get(&["latency", "p50_ms"]), false);
-            push("latency p99 ms", get(&["latency", "p99_ms"]), false);
-            push(
-                "broker CPU s/M msgs",
-                get(&["cpu", "broker_cpu_s_per_million"]),
-                false,
-            );
-            push(
-                "herald-bench CPU s/M msgs",
-                get(&["cpu", "tool_cpu_s_per_million"]),
-                false,
-            );
-        }
-    }
-    out
+            })
+        })
+        .collect()
 }
 
 /// One metric of one scenario across brokers.
@@ -209,14 +228,7 @@ pub(super) fn markdown(c: &Comparison) -> String {
         c.kernel
     );
     for b in &c.brokers {
-        let _ = writeln!(
-            s,
-            "- **{}**: {} (`{}`): `{}`",
-            b.label,
-            b.version,
-            b.binary.display(),
-            b.config.lines().collect::<Vec<_>>().join("; ")
-        );
+        broker_line(&mut s, &b.label, &b.version, &b.binary, &b.config);
     }
     let _ = writeln!(
         s,
@@ -272,6 +284,17 @@ pub(super) fn markdown(c: &Comparison) -> String {
         }
     }
     s
+}
+
+/// Appends the line that says how a broker was run: its name, version, executable and
+/// configuration (its lines joined into one).
+pub(super) fn broker_line(s: &mut String, name: &str, version: &str, binary: &Path, config: &str) {
+    let _ = writeln!(
+        s,
+        "- **{name}**: {version} (`{}`): `{}`",
+        binary.display(),
+        config.lines().collect::<Vec<_>>().join("; ")
+    );
 }
 
 /// A figure rounded for a table: whole above 100, two decimals above 1, else four.
