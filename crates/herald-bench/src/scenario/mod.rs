@@ -1,5 +1,6 @@
 //! The scenarios, each with its coordinator side (`run`) and worker side (`worker`), and what
-//! they share: run options, CPU accounting, progress bars.
+//! they share: run options, the coordinator's connecting and measured phases, CPU
+//! accounting, progress bars.
 
 pub mod conns;
 pub mod crash;
@@ -15,11 +16,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::client::FailureCounts;
+use crate::client::{FailureCounts, unix_nanos};
+use crate::coord::{Workers, results};
 use crate::procstat::{self, ProcSample};
-use crate::proto::{Event, ScenarioSpec, WorkerSpec};
+use crate::proto::{Command, Event, ScenarioSpec, WorkerSpec};
 use crate::transport::TransportSpec;
 
 /// Options every scenario shares.
@@ -72,6 +75,75 @@ impl RunOptions {
     }
 }
 
+/// Waits for every worker to report its share of `clients` connected (`Ready`), counting
+/// them on a bar unless the run is quiet. Set-up may take three timeouts, 30 s, and a second
+/// per 200 clients.
+pub async fn gather_ready(
+    workers: &mut Workers,
+    opts: &RunOptions,
+    clients: u64,
+) -> anyhow::Result<Vec<Event>> {
+    let bar = counter_bar(opts, clients, "connecting");
+    let limit = opts.timeout * 3 + Duration::from_secs(30 + clients / 200);
+    let ready = workers.gather(bar.as_ref(), limit).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(ready)
+}
+
+/// Readings of the broker and of this process at the start and the end of a measured phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readings {
+    /// The broker (with `--broker-pid`).
+    pub broker: [Option<ProcSample>; 2],
+    /// This process, the coordinator.
+    pub tool: [Option<ProcSample>; 2],
+}
+
+/// What came back from a measured phase.
+#[derive(Debug)]
+pub struct Measured<T> {
+    /// One result per worker, in worker order.
+    pub parts: Vec<T>,
+    /// When the workers started, Unix nanoseconds.
+    pub start_ns: u64,
+    /// The broker and this process before and after.
+    pub readings: Readings,
+}
+
+/// Plays a measured phase: tells every worker to start 200 ms from now (`Go`), shows `label`
+/// over the phase's `seconds`, and gathers one result per worker within `limit`, reading the
+/// broker and this process before and after.
+pub async fn measure<T: DeserializeOwned>(
+    workers: &mut Workers,
+    opts: &RunOptions,
+    seconds: f64,
+    label: &'static str,
+    limit: Duration,
+) -> anyhow::Result<Measured<T>> {
+    let broker0 = opts.broker_sample();
+    let tool0 = procstat::sample("self");
+    let start_ns = unix_nanos() + 200_000_000;
+    workers
+        .send(&Command::Go {
+            start_unix_ns: start_ns,
+        })
+        .await?;
+    let bar = TimedBar::start(opts, seconds + 0.2, label);
+    let parts = results(workers.gather(None, limit).await?)?;
+    bar.finish();
+    let readings = Readings {
+        broker: [broker0, opts.broker_sample()],
+        tool: [tool0, procstat::sample("self")],
+    };
+    Ok(Measured {
+        parts,
+        start_ns,
+        readings,
+    })
+}
+
 /// CPU used during the measured phase, by the broker and by this tool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CpuUse {
@@ -92,12 +164,11 @@ pub struct CpuUse {
 impl CpuUse {
     /// Accounts a phase from broker and coordinator readings at its start and end, the
     /// workers' own CPU seconds, and the messages it delivered.
-    pub fn new(
-        broker: [Option<ProcSample>; 2],
-        coordinator: [Option<ProcSample>; 2],
-        worker_cpu: f64,
-        delivered: u64,
-    ) -> Self {
+    pub fn new(readings: Readings, worker_cpu: f64, delivered: u64) -> Self {
+        let Readings {
+            broker,
+            tool: coordinator,
+        } = readings;
         let per_million = |cpu: f64| (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
         let broker_cpu = procstat::cpu_between(broker[0], broker[1]);
         let coordinator_cpu = procstat::cpu_between(coordinator[0], coordinator[1]).unwrap_or(0.0);

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use super::{RunOptions, connected_of, counter_bar, failures_of, sum_failures};
+use super::{RunOptions, connected_of, failures_of, gather_ready, sum_failures};
 use crate::brokers::{self, Kind, Setup};
 use crate::client::{
     Client, ClientConfig, Failure, FailureCounts, Target, count_failure, unix_nanos,
@@ -221,12 +221,7 @@ async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRou
         max_s,
     };
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::NodeDrain(worker))).await?;
-    let bar = counter_bar(&opts, spec.clients as u64, "connecting");
-    let limit = opts.timeout * 3 + Duration::from_secs(30 + spec.clients as u64 / 200);
-    let ready = workers.gather(bar.as_ref(), limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, &opts, spec.clients as u64).await?;
     let connected_to_a: u64 = ready.iter().map(connected_of).sum();
     let connect_failures = sum_failures(ready.iter().map(failures_of));
     sleep(Duration::from_millis(500)).await;

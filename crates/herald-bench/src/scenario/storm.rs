@@ -14,7 +14,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use super::{RunOptions, TimedBar, XorShift, connected_of, counter_bar, failures_of, sum_failures};
+use super::{
+    RunOptions, TimedBar, XorShift, connected_of, failures_of, gather_ready, sum_failures,
+};
 use crate::client::{Client, ClientConfig, Failure, FailureCounts, Target, count_failure};
 use crate::coord::{Workers, results};
 use crate::procstat;
@@ -99,12 +101,7 @@ pub struct StormReport {
 /// Runs `storm` as coordinator.
 pub async fn run(opts: &RunOptions, spec: StormSpec) -> anyhow::Result<StormReport> {
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::Storm(spec.clone()))).await?;
-    let bar = counter_bar(opts, spec.clients as u64, "connecting");
-    let limit = opts.timeout * 3 + Duration::from_secs(30 + spec.clients as u64 / 200);
-    let ready = workers.gather(bar.as_ref(), limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, opts, spec.clients as u64).await?;
     let connected = ready.iter().map(connected_of).sum();
     let connect_failures = sum_failures(ready.iter().map(failures_of));
     let mut rounds = Vec::new();

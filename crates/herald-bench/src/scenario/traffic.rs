@@ -18,11 +18,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use super::{AckCounts, CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures};
+use super::{
+    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, sum_failures,
+};
 use crate::client::{
     Client, Failure, FailureCounts, count_failure, decode_from, encode_into, unix_nanos,
 };
-use crate::coord::{Workers, results};
+use crate::coord::Workers;
 use crate::procstat;
 use crate::proto::{
     Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
@@ -170,48 +172,26 @@ pub async fn run(opts: &RunOptions, spec: TrafficSpec) -> anyhow::Result<Traffic
     }
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::Traffic(spec.clone()))).await?;
     let total = (spec.pubs + spec.subs) as u64;
-    let bar = counter_bar(opts, total, "connecting");
-    let setup_limit = opts.timeout * 3 + Duration::from_secs(30 + total / 200);
-    let ready = workers.gather(bar.as_ref(), setup_limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, opts, total).await?;
     let connect_failures = sum_failures(ready.iter().map(failures_of));
-    let broker0 = opts.broker_sample();
-    let tool0 = procstat::sample("self");
-    let start_ns = unix_nanos() + 200_000_000;
-    workers
-        .send(&Command::Go {
-            start_unix_ns: start_ns,
-        })
-        .await?;
-    let bar = TimedBar::start(opts, spec.duration_s + 0.2, spec.name());
     let limit = Duration::from_secs_f64(spec.duration_s + spec.drain_s + 60.0);
-    let parts: Vec<TrafficWorkerResult> = results(workers.gather(None, limit).await?)?;
-    bar.finish();
-    let broker1 = opts.broker_sample();
-    let tool1 = procstat::sample("self");
+    let measured = measure(&mut workers, opts, spec.duration_s, spec.name(), limit).await?;
     workers.finish().await;
-    Ok(merge(
-        opts,
-        spec,
-        parts,
-        connect_failures,
-        start_ns,
-        [broker0, broker1],
-        [tool0, tool1],
-    ))
+    Ok(merge(opts, spec, connect_failures, measured))
 }
 
+/// The report: the workers' figures added up, and what follows from them.
 fn merge(
     opts: &RunOptions,
     spec: TrafficSpec,
-    parts: Vec<TrafficWorkerResult>,
     connect_failures: FailureCounts,
-    start_ns: u64,
-    broker: [Option<procstat::ProcSample>; 2],
-    tool: [Option<procstat::ProcSample>; 2],
+    measured: Measured<TrafficWorkerResult>,
 ) -> TrafficReport {
+    let Measured {
+        parts,
+        start_ns,
+        readings,
+    } = measured;
     let mut hist = new_histogram();
     let mut r = TrafficWorkerResult::default();
     for p in &parts {
@@ -234,7 +214,7 @@ fn merge(
     };
     let expected = r.published * per_publication;
     let delivery_window = r.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let cpu = CpuUse::new(broker, tool, r.cpu_seconds, r.delivered);
+    let cpu = CpuUse::new(readings, r.cpu_seconds, r.delivered);
     TrafficReport {
         scenario: spec.name().into(),
         procs: opts.procs,

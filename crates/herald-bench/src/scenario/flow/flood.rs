@@ -29,14 +29,15 @@ use super::{MAX_SEQ, STAMP_LEN, SeqSet, read_stamp, write_stamp};
 use crate::client::{
     Client, Failure, FailureCounts, count_failure, decode_from, encode_into, unix_nanos,
 };
-use crate::coord::{Workers, results};
+use crate::coord::Workers;
 use crate::procstat;
 use crate::proto::{
     Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
     new_histogram,
 };
 use crate::scenario::{
-    AckCounts, CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures, traffic,
+    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, sum_failures,
+    traffic,
 };
 use crate::worker::{Commands, Emitter};
 
@@ -173,56 +174,27 @@ pub async fn run(opts: &RunOptions, spec: FloodSpec) -> anyhow::Result<FloodRepo
     opts.procs = opts.procs.max((spec.pubs + 1).div_ceil(CLIENTS_PER_PROC));
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::FaninFlood(spec.clone()))).await?;
     let total = spec.pubs as u64 + 1;
-    let bar = counter_bar(&opts, total, "connecting");
-    let setup_limit = opts.timeout * 3 + Duration::from_secs(30 + total / 200);
-    let ready = workers.gather(bar.as_ref(), setup_limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, &opts, total).await?;
     let connect_failures = sum_failures(ready.iter().map(failures_of));
-    let broker0 = opts.broker_sample();
-    let tool0 = procstat::sample("self");
-    let start_ns = unix_nanos() + 200_000_000;
-    workers
-        .send(&Command::Go {
-            start_unix_ns: start_ns,
-        })
-        .await?;
-    let bar = TimedBar::start(&opts, spec.duration_s + 0.2, "fanin-flood");
     let limit = Duration::from_secs_f64(spec.duration_s + spec.max_drain_s + 60.0);
-    let parts: Vec<FloodWorkerResult> = results(workers.gather(None, limit).await?)?;
-    bar.finish();
-    let broker1 = opts.broker_sample();
-    let tool1 = procstat::sample("self");
+    let measured = measure(&mut workers, &opts, spec.duration_s, "fanin-flood", limit).await?;
     workers.finish().await;
-    let samples = Samples {
-        broker: [broker0, broker1],
-        tool: [tool0, tool1],
-    };
-    Ok(merge(
-        &opts,
-        spec,
-        parts,
-        connect_failures,
-        start_ns,
-        samples,
-    ))
+    Ok(merge(&opts, spec, connect_failures, measured))
 }
 
-/// Readings of the broker and of the coordinator at the start and end of the measured phase.
-struct Samples {
-    broker: [Option<procstat::ProcSample>; 2],
-    tool: [Option<procstat::ProcSample>; 2],
-}
-
+/// The report: the workers' figures added up, and the acknowledged and received sets of
+/// each publisher set against each other.
 fn merge(
     opts: &RunOptions,
     spec: FloodSpec,
-    parts: Vec<FloodWorkerResult>,
     connect_failures: FailureCounts,
-    start_ns: u64,
-    samples: Samples,
+    measured: Measured<FloodWorkerResult>,
 ) -> FloodReport {
+    let Measured {
+        parts,
+        start_ns,
+        readings,
+    } = measured;
     let mut hist = new_histogram();
     let mut acks = AckCounts::default();
     let mut errors = FailureCounts::new();
@@ -259,7 +231,7 @@ fn merge(
         .sum();
     let pub_end_ns = start_ns + (spec.duration_s * 1e9) as u64;
     let window = last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let cpu = CpuUse::new(samples.broker, samples.tool, worker_cpu, distinct);
+    let cpu = CpuUse::new(readings, worker_cpu, distinct);
     FloodReport {
         scenario: "fanin-flood".into(),
         mqtt_level: opts.mqtt_level,
@@ -710,6 +682,7 @@ async fn subscribe_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Readings;
 
     #[test]
     fn free_ids_skip_the_ones_in_flight_and_zero() {
@@ -768,17 +741,12 @@ mod tests {
             duplicates: 1,
             ..Default::default()
         };
-        let r = merge(
-            &opts,
-            spec,
-            vec![subscriber, publishers],
-            FailureCounts::new(),
-            0,
-            Samples {
-                broker: [None, None],
-                tool: [None, None],
-            },
-        );
+        let measured = Measured {
+            parts: vec![subscriber, publishers],
+            start_ns: 0,
+            readings: Readings::default(),
+        };
+        let r = merge(&opts, spec, FailureCounts::new(), measured);
         assert_eq!((r.published, r.acks.success, r.unacknowledged), (6, 4, 1));
         assert_eq!((r.received, r.duplicates), (3, 1));
         assert_eq!(

@@ -32,8 +32,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::client::{Client, ClientConfig, Failure, FailureCounts, count_failure};
-use crate::coord::{Workers, results};
-use crate::procstat::{self, ProcSample};
+use crate::coord::Workers;
+use crate::procstat;
 use crate::proto::{
     Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
     new_histogram,
@@ -41,7 +41,8 @@ use crate::proto::{
 use crate::scenario::inbox::Inbox;
 use crate::scenario::traffic::{self, Pattern, TrafficSpec};
 use crate::scenario::{
-    AckCounts, CpuUse, RunOptions, TimedBar, connected_of, counter_bar, failures_of, sum_failures,
+    AckCounts, CpuUse, Measured, RunOptions, connected_of, failures_of, gather_ready, measure,
+    sum_failures,
 };
 use crate::worker::{Commands, Emitter};
 
@@ -259,12 +260,7 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
     }
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::Stalled(spec.clone()))).await?;
     let total = (spec.pubs + spec.subs) as u64;
-    let bar = counter_bar(opts, total, "connecting");
-    let setup_limit = opts.timeout * 3 + Duration::from_secs(30 + total / 200);
-    let ready = workers.gather(bar.as_ref(), setup_limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, opts, total).await?;
     let connect_failures = sum_failures(ready.iter().map(failures_of));
     let mut rounds = Vec::new();
     for with_stalled in spec.rounds() {
@@ -281,28 +277,14 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
         if connected == 0 {
             bail!("no client connected");
         }
-        let broker0 = opts.broker_sample();
-        let tool0 = procstat::sample("self");
-        let start_ns = crate::client::unix_nanos() + 200_000_000;
-        workers
-            .send(&Command::Go {
-                start_unix_ns: start_ns,
-            })
-            .await?;
         let label = if with_stalled {
             "with stalled"
         } else {
             "alone"
         };
-        let bar = TimedBar::start(opts, spec.duration_s + 0.2, label);
         let limit = Duration::from_secs_f64(spec.duration_s + spec.drain_s + 60.0) + WAKE_LIMIT;
-        let parts: Vec<StalledWorkerRound> = results(workers.gather(None, limit).await?)?;
-        bar.finish();
-        let samples = [
-            [broker0, opts.broker_sample()],
-            [tool0, procstat::sample("self")],
-        ];
-        rounds.push(merge_round(&spec, with_stalled, parts, start_ns, samples));
+        let measured = measure(&mut workers, opts, spec.duration_s, label, limit).await?;
+        rounds.push(merge_round(&spec, with_stalled, measured));
     }
     workers.finish().await;
     Ok(StalledReport {
@@ -316,13 +298,17 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
     })
 }
 
+/// One round's report: the workers' figures added up, and what follows from them.
 fn merge_round(
     spec: &StalledSpec,
     with_stalled: bool,
-    parts: Vec<StalledWorkerRound>,
-    start_ns: u64,
-    [broker, tool]: [[Option<ProcSample>; 2]; 2],
+    measured: Measured<StalledWorkerRound>,
 ) -> StalledRound {
+    let Measured {
+        parts,
+        start_ns,
+        readings,
+    } = measured;
     let mut hist = new_histogram();
     let mut r = StalledWorkerRound::default();
     for p in parts {
@@ -365,7 +351,7 @@ fn merge_round(
         latency: Latency::from_histogram(&hist),
         errors: r.errors,
         stalled: r.stalled,
-        cpu: CpuUse::new(broker, tool, r.cpu_seconds, r.delivered),
+        cpu: CpuUse::new(readings, r.cpu_seconds, r.delivered),
     }
 }
 
