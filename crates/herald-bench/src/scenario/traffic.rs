@@ -187,14 +187,9 @@ fn merge(
     connect_failures: FailureCounts,
     measured: Measured<TrafficWorkerResult>,
 ) -> TrafficReport {
-    let Measured {
-        parts,
-        start_ns,
-        readings,
-    } = measured;
     let mut hist = new_histogram();
     let mut r = TrafficWorkerResult::default();
-    for p in &parts {
+    for p in &measured.parts {
         r.subs_connected += p.subs_connected;
         r.pubs_connected += p.pubs_connected;
         r.published += p.published;
@@ -213,8 +208,8 @@ fn merge(
         Pattern::P2p => 1,
     };
     let expected = r.published * per_publication;
-    let delivery_window = r.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let cpu = CpuUse::new(readings, r.cpu_seconds, r.delivered);
+    let delivery_window = r.last_delivery_ns.saturating_sub(measured.start_ns) as f64 / 1e9;
+    let cpu = CpuUse::new(measured.readings, r.cpu_seconds, r.delivered);
     TrafficReport {
         scenario: spec.name().into(),
         procs: opts.procs,
@@ -420,6 +415,65 @@ pub(crate) struct PubStats {
 /// Largest number of publications encoded before one write.
 const BATCH: u64 = 256;
 
+/// How a publisher paces itself: `rate` publications a second from `start` until `end`, or
+/// with a rate of 0 as fast as it may (a batch whenever its last one has been written);
+/// never more than a batch at once, nor more than its window leaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    /// When publishing started.
+    pub(crate) start: Instant,
+    /// Publications per second; 0 = as fast as the window and the socket allow.
+    pub(crate) rate: f64,
+    /// When publishing stops.
+    pub(crate) end: Instant,
+}
+
+impl Pace {
+    /// Encodes what is due at `now`, at most `room` publications, each with `encode` (given
+    /// how many were published before it) and counted in `published`. Returns when the next
+    /// is due (no later than `end`), or `None` when the loop should wait for the socket to
+    /// take the batch (`written`: nothing is left to write) or for acknowledgements.
+    pub(crate) fn publish_due(
+        &self,
+        now: Instant,
+        (room, written): (u64, bool),
+        published: &mut u64,
+        mut encode: impl FnMut(u64),
+    ) -> Option<Instant> {
+        let due = if self.rate > 0.0 {
+            let owed = ((now - self.start).as_secs_f64() * self.rate) as u64 + 1;
+            owed.saturating_sub(*published)
+        } else if written {
+            BATCH
+        } else {
+            0
+        };
+        let n = due.min(BATCH).min(room);
+        for _ in 0..n {
+            encode(*published);
+            *published += 1;
+        }
+        if self.rate > 0.0 && n == due {
+            let next = self.start + Duration::from_secs_f64(*published as f64 / self.rate);
+            Some(next.min(self.end))
+        } else if self.rate == 0.0 && n > 0 {
+            Some(now)
+        } else {
+            None
+        }
+    }
+}
+
+/// When a publisher's loop wakes up by itself: when its next publication is due, unless a
+/// write is pending (`written` false); then only at `limit`, because a broker that stops
+/// reading this publisher must not hold it past the run.
+pub(crate) fn wake_at(next_due: Option<Instant>, written: bool, limit: Instant) -> Instant {
+    match next_due {
+        Some(due) if written => due,
+        _ => limit,
+    }
+}
+
 /// Publishes at `rate` per second (0: as fast as the window and the socket allow) from
 /// `start` to `end`, then waits for outstanding acknowledgements until `drain_end`. Gives
 /// the client back unless its connection failed or the broker stopped reading it (writes
@@ -445,17 +499,38 @@ pub(crate) async fn publisher(
         &mut stats,
     )
     .await;
-    let left = unsent(client.wbuf.len(), frame_len(&publish, client.version));
-    stats.published -= left.min(stats.published);
+    let client = settle(
+        client,
+        &publish,
+        outcome,
+        &mut stats.published,
+        &mut stats.error,
+    );
+    (stats, client)
+}
+
+/// Ends a publisher's run: publications still whole in its write buffer were never written
+/// (the broker stopped reading it) and come off `published`. The client comes back if the
+/// run ended with everything written; if not, `error` says why (a timeout when the buffer
+/// never emptied).
+pub(crate) fn settle(
+    client: Client,
+    publish: &Publish,
+    outcome: Result<(), Failure>,
+    published: &mut u64,
+    error: &mut Option<Failure>,
+) -> Option<Client> {
+    let left = unsent(client.wbuf.len(), frame_len(publish, client.version));
+    *published -= left.min(*published);
     match outcome {
-        Ok(()) if client.wbuf.is_empty() => (stats, Some(client)),
+        Ok(()) if client.wbuf.is_empty() => Some(client),
         Ok(()) => {
-            stats.error = Some(Failure::Timeout);
-            (stats, None)
+            *error = Some(Failure::Timeout);
+            None
         }
         Err(f) => {
-            stats.error = Some(f);
-            (stats, None)
+            *error = Some(f);
+            None
         }
     }
 }
@@ -469,7 +544,11 @@ async fn publish_loop(
     drain_end: Instant,
     stats: &mut PubStats,
 ) -> Result<(), Failure> {
-    let start = Instant::now();
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+        end,
+    };
     let version = client.version;
     let mut inflight = 0usize;
     let (mut rd, mut wr) = client.stream.split();
@@ -486,58 +565,25 @@ async fn publish_loop(
         }
         let mut next_due = None;
         if publishing {
-            let due = if rate > 0.0 {
-                let owed = ((now - start).as_secs_f64() * rate) as u64 + 1;
-                owed.saturating_sub(stats.published)
-            } else if wbuf.is_empty() {
-                BATCH
-            } else {
-                0
-            };
-            let n = due.min(BATCH).min(window.saturating_sub(inflight) as u64);
-            for _ in 0..n {
+            let room = (window.saturating_sub(inflight) as u64, wbuf.is_empty());
+            let encode = |_| {
                 if publish.qos != QoS::AtMostOnce {
                     packet_id = packet_id.checked_add(1).unwrap_or(1);
                     publish.packet_id = packet_id;
                     inflight += 1;
                 }
                 encode_timestamped(publish, version, wbuf);
-                stats.published += 1;
-            }
-            if rate > 0.0 && n == due {
-                let next = start + Duration::from_secs_f64(stats.published as f64 / rate);
-                next_due = Some(next.min(end));
-            } else if rate == 0.0 && n > 0 {
-                next_due = Some(now);
-            }
+            };
+            next_due = pace.publish_due(now, room, &mut stats.published, encode);
         }
         let limit = if publishing { end } else { drain_end };
-        // While a write is pending only the limit wakes the loop: a broker that stops
-        // reading this publisher must not hold it past the run.
-        let wake = match next_due {
-            Some(due) if wbuf.is_empty() => due,
-            _ => limit,
-        };
+        let wake = wake_at(next_due, wbuf.is_empty(), limit);
         tokio::select! {
             read = rd.read_buf(rbuf) => {
                 if read? == 0 {
                     return Err(Failure::Closed);
                 }
-                while let Some(packet) = decode_from(rbuf, version)?
-                {
-                    match packet {
-                        Packet::PubAck(ack) | Packet::PubComp(ack) => {
-                            inflight = inflight.saturating_sub(1);
-                            stats.acked += 1;
-                            stats.acks.record(ack.reason_code as u8);
-                        }
-                        Packet::PubRec(rec) => {
-                            let rel = Packet::PubRel(Ack::new(rec.packet_id));
-                            encode_into(&rel, version, wbuf);
-                        }
-                        _ => {}
-                    }
-                }
+                take_acks(rbuf, wbuf, version, &mut inflight, stats)?;
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
             _ = sleep_until(wake) => {}
@@ -545,8 +591,34 @@ async fn publish_loop(
     }
 }
 
+/// Takes the acknowledgements in `rbuf`: a PUBACK or PUBCOMP frees a place in the window
+/// and is counted by reason code; a PUBREC is answered with a PUBREL.
+fn take_acks(
+    rbuf: &mut bytes::BytesMut,
+    wbuf: &mut bytes::BytesMut,
+    version: mqtt_codec::ProtocolVersion,
+    inflight: &mut usize,
+    stats: &mut PubStats,
+) -> Result<(), Failure> {
+    while let Some(packet) = decode_from(rbuf, version)? {
+        match packet {
+            Packet::PubAck(ack) | Packet::PubComp(ack) => {
+                *inflight = inflight.saturating_sub(1);
+                stats.acked += 1;
+                stats.acks.record(ack.reason_code as u8);
+            }
+            Packet::PubRec(rec) => {
+                let rel = Packet::PubRel(Ack::new(rec.packet_id));
+                encode_into(&rel, version, wbuf);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Bytes one encoded `publish` takes (its header's size does not depend on the packet id).
-pub(crate) fn frame_len(publish: &Publish, version: mqtt_codec::ProtocolVersion) -> usize {
+fn frame_len(publish: &Publish, version: mqtt_codec::ProtocolVersion) -> usize {
     let mut header = bytes::BytesMut::new();
     if let Err(e) = publish.encode_header(version, &mut header) {
         panic!("herald-bench built an unencodable PUBLISH: {e}");
@@ -557,7 +629,7 @@ pub(crate) fn frame_len(publish: &Publish, version: mqtt_codec::ProtocolVersion)
 /// Publications left whole in a write buffer of `len` bytes when a run gives up on a
 /// broker that stopped reading: they were never written. (A QoS 2 PUBREL waiting with them
 /// makes this an estimate.)
-pub(crate) fn unsent(len: usize, frame_len: usize) -> u64 {
+fn unsent(len: usize, frame_len: usize) -> u64 {
     (len / frame_len.max(1)) as u64
 }
 
@@ -686,51 +758,14 @@ async fn subscribe_loop(
                     return Err(Failure::Closed);
                 }
                 let now_ns = unix_nanos();
-                let mut arrived = |sent: Option<u64>, batch: &mut Vec<u64>| match sent {
-                    Some(sent_ns) if sent_ns < not_before_ns => stats.stale += 1,
-                    Some(sent_ns) => {
-                        batch.push(now_ns.saturating_sub(sent_ns) / 1000);
-                        stats.delivered += 1;
-                    }
-                    None => stats.delivered += 1,
-                };
-                loop {
-                    if let Some(sent_ns) = take_qos0_publish(rbuf, version)? {
-                        arrived(sent_ns, &mut batch);
-                        continue;
-                    }
-                    let Some(packet) = decode_from(rbuf, version)?
-                    else {
-                        break;
-                    };
-                    let reply = match packet {
-                        Packet::Publish(p) => {
-                            arrived(send_time(&p.payload), &mut batch);
-                            match p.qos {
-                                QoS::AtMostOnce => None,
-                                QoS::AtLeastOnce => Some(Packet::PubAck(Ack::new(p.packet_id))),
-                                QoS::ExactlyOnce => Some(Packet::PubRec(Ack::new(p.packet_id))),
-                            }
-                        }
-                        Packet::PubRel(rel) => Some(Packet::PubComp(Ack::new(rel.packet_id))),
-                        _ => None,
-                    };
-                    if let Some(reply) = reply {
-                        encode_into(&reply, version, wbuf);
-                    }
-                }
+                take_publications(rbuf, wbuf, version, now_ns, not_before_ns, &mut batch, stats)?;
                 if !batch.is_empty() {
                     if stats.first_ns == 0 {
                         stats.first_ns = now_ns;
                     }
                     stats.last_ns = now_ns;
                     last_arrival = Instant::now();
-                    if let Ok(mut h) = hist.lock() {
-                        for &us in &batch {
-                            h.saturating_record(us.max(1));
-                        }
-                    }
-                    batch.clear();
+                    record_batch(hist, &mut batch);
                 }
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
@@ -741,4 +776,61 @@ async fn subscribe_loop(
             _ = sleep_until(stop) => {}
         }
     }
+}
+
+/// Takes what one read, at `now_ns`, brought: each publication counts as delivered (its
+/// latency in `batch`) or, sent before `not_before_ns`, as stale; QoS 1 and 2 ones are
+/// acknowledged, and a PUBREL is completed. QoS 0 publications take the fast path.
+fn take_publications(
+    rbuf: &mut bytes::BytesMut,
+    wbuf: &mut bytes::BytesMut,
+    version: mqtt_codec::ProtocolVersion,
+    now_ns: u64,
+    not_before_ns: u64,
+    batch: &mut Vec<u64>,
+    stats: &mut SubStats,
+) -> Result<(), Failure> {
+    let mut arrived = |sent: Option<u64>, batch: &mut Vec<u64>| match sent {
+        Some(sent_ns) if sent_ns < not_before_ns => stats.stale += 1,
+        Some(sent_ns) => {
+            batch.push(now_ns.saturating_sub(sent_ns) / 1000);
+            stats.delivered += 1;
+        }
+        None => stats.delivered += 1,
+    };
+    loop {
+        if let Some(sent_ns) = take_qos0_publish(rbuf, version)? {
+            arrived(sent_ns, batch);
+            continue;
+        }
+        let Some(packet) = decode_from(rbuf, version)? else {
+            return Ok(());
+        };
+        let reply = match packet {
+            Packet::Publish(p) => {
+                arrived(send_time(&p.payload), batch);
+                match p.qos {
+                    QoS::AtMostOnce => None,
+                    QoS::AtLeastOnce => Some(Packet::PubAck(Ack::new(p.packet_id))),
+                    QoS::ExactlyOnce => Some(Packet::PubRec(Ack::new(p.packet_id))),
+                }
+            }
+            Packet::PubRel(rel) => Some(Packet::PubComp(Ack::new(rel.packet_id))),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            encode_into(&reply, version, wbuf);
+        }
+    }
+}
+
+/// Records a read's latencies (microseconds) in the worker's histogram under one lock, and
+/// empties the batch.
+pub(crate) fn record_batch(hist: &Mutex<Histogram<u64>>, batch: &mut Vec<u64>) {
+    if let Ok(mut h) = hist.lock() {
+        for &us in batch.iter() {
+            h.saturating_record(us.max(1));
+        }
+    }
+    batch.clear();
 }

@@ -35,6 +35,7 @@ use crate::proto::{
     Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
     new_histogram,
 };
+use crate::scenario::traffic::Pace;
 use crate::scenario::{
     AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, sum_failures,
     traffic,
@@ -43,9 +44,6 @@ use crate::worker::{Commands, Emitter};
 
 /// Clients one worker process holds at most: well under its 20,000 open files.
 pub const CLIENTS_PER_PROC: usize = 15_000;
-
-/// Largest number of publications encoded before one write.
-const BATCH: u64 = 256;
 
 /// Parameters of a `fanin-flood` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,11 +188,6 @@ fn merge(
     connect_failures: FailureCounts,
     measured: Measured<FloodWorkerResult>,
 ) -> FloodReport {
-    let Measured {
-        parts,
-        start_ns,
-        readings,
-    } = measured;
     let mut hist = new_histogram();
     let mut acks = AckCounts::default();
     let mut errors = FailureCounts::new();
@@ -203,7 +196,7 @@ fn merge(
     let (mut pubs_connected, mut subscriber_connected) = (0, false);
     let (mut published, mut duplicates, mut unrecognised) = (0, 0, 0);
     let (mut last_delivery_ns, mut worker_cpu) = (0, 0.0);
-    for p in parts {
+    for p in measured.parts {
         pubs_connected += p.pubs_connected;
         subscriber_connected |= p.subscriber_connected;
         published += p.published;
@@ -229,9 +222,9 @@ fn merge(
         .iter()
         .map(|(i, got)| got.count_not_in(acked_ok.get(i).unwrap_or(&empty)))
         .sum();
-    let pub_end_ns = start_ns + (spec.duration_s * 1e9) as u64;
-    let window = last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let cpu = CpuUse::new(readings, worker_cpu, distinct);
+    let pub_end_ns = measured.start_ns + (spec.duration_s * 1e9) as u64;
+    let window = last_delivery_ns.saturating_sub(measured.start_ns) as f64 / 1e9;
+    let cpu = CpuUse::new(measured.readings, worker_cpu, distinct);
     FloodReport {
         scenario: "fanin-flood".into(),
         mqtt_level: opts.mqtt_level,
@@ -457,23 +450,14 @@ async fn publisher(
     };
     sleep_until(timing.start).await;
     let outcome = publish_loop(&mut client, &mut publish, rate, window, timing, &mut stats).await;
-    // A broker that stopped reading this publisher kept these: never written.
-    let left = traffic::unsent(
-        client.wbuf.len(),
-        traffic::frame_len(&publish, client.version),
+    let client = traffic::settle(
+        client,
+        &publish,
+        outcome,
+        &mut stats.published,
+        &mut stats.error,
     );
-    stats.published -= left.min(stats.published);
-    match outcome {
-        Ok(()) if client.wbuf.is_empty() => (stats, Some(client)),
-        Ok(()) => {
-            stats.error = Some(Failure::Timeout);
-            (stats, None)
-        }
-        Err(f) => {
-            stats.error = Some(f);
-            (stats, None)
-        }
-    }
+    (stats, client)
 }
 
 /// Publishes stamped QoS 1 messages until `timing.end`, then waits for the outstanding
@@ -487,13 +471,17 @@ async fn publish_loop(
     stats: &mut PubStats,
 ) -> Result<(), Failure> {
     let version = client.version;
-    let start = Instant::now();
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+        end: timing.end,
+    };
     let (mut rd, mut wr) = client.stream.split();
     let (rbuf, wbuf) = (&mut client.rbuf, &mut client.wbuf);
     // Packet id -> sequence number of each unacknowledged publication.
     let mut inflight: HashMap<u16, u32> = HashMap::with_capacity(window);
     let mut packet_id: u16 = 0;
-    let mut last_ack = start;
+    let mut last_ack = pace.start;
     let tail = publish.payload.slice(STAMP_LEN..);
     loop {
         let now = Instant::now();
@@ -504,65 +492,63 @@ async fn publish_loop(
         }
         let mut next_due = None;
         if publishing {
-            let due = if rate > 0.0 {
-                let owed = ((now - start).as_secs_f64() * rate) as u64 + 1;
-                owed.saturating_sub(stats.published)
-            } else if wbuf.is_empty() {
-                BATCH
-            } else {
-                0
-            };
-            let n = due
-                .min(BATCH)
-                .min(window.saturating_sub(inflight.len()) as u64);
-            for _ in 0..n {
+            let room = (
+                window.saturating_sub(inflight.len()) as u64,
+                wbuf.is_empty(),
+            );
+            let index = stats.index;
+            let encode = |published: u64| {
                 packet_id = next_free_id(packet_id, &inflight);
-                let seq = stats.published as u32;
+                let seq = published as u32;
                 inflight.insert(packet_id, seq);
                 publish.packet_id = packet_id;
                 if let Err(e) = publish.encode_header(version, wbuf) {
                     panic!("herald-bench built an unencodable PUBLISH: {e}");
                 }
-                write_stamp(wbuf, stats.index, seq);
+                write_stamp(wbuf, index, seq);
                 wbuf.extend_from_slice(&tail);
-                stats.published += 1;
-            }
-            if rate > 0.0 && n == due {
-                let next = start + Duration::from_secs_f64(stats.published as f64 / rate);
-                next_due = Some(next.min(timing.end));
-            } else if rate == 0.0 && n > 0 {
-                next_due = Some(now);
-            }
+            };
+            next_due = pace.publish_due(now, room, &mut stats.published, encode);
         }
         let limit = if publishing { timing.end } else { stop };
-        // While a write is pending only the limit wakes the loop: a broker that stops
-        // reading this publisher must not hold it past the run.
-        let wake = match next_due {
-            Some(due) if wbuf.is_empty() => due,
-            _ => limit,
-        };
+        let wake = traffic::wake_at(next_due, wbuf.is_empty(), limit);
         tokio::select! {
             read = rd.read_buf(rbuf) => {
                 if read? == 0 {
                     return Err(Failure::Closed);
                 }
-                while let Some(packet) = decode_from(rbuf, version)? {
-                    if let Packet::PubAck(ack) = packet
-                        && let Some(seq) = inflight.remove(&ack.packet_id)
-                    {
-                        let code = ack.reason_code as u8;
-                        stats.acks.record(code);
-                        if code < 0x80 {
-                            stats.acked_ok.insert(seq);
-                        }
-                        last_ack = Instant::now();
-                    }
+                if let Some(at) = take_acks(rbuf, version, &mut inflight, stats)? {
+                    last_ack = at;
                 }
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
             _ = sleep_until(wake) => {}
         }
     }
+}
+
+/// Takes the PUBACKs in `rbuf`: each frees its packet id and is counted by reason code, its
+/// message as acknowledged with success below 0x80. Returns when the last of them was taken.
+fn take_acks(
+    rbuf: &mut bytes::BytesMut,
+    version: mqtt_codec::ProtocolVersion,
+    inflight: &mut HashMap<u16, u32>,
+    stats: &mut PubStats,
+) -> Result<Option<Instant>, Failure> {
+    let mut acked = None;
+    while let Some(packet) = decode_from(rbuf, version)? {
+        if let Packet::PubAck(ack) = packet
+            && let Some(seq) = inflight.remove(&ack.packet_id)
+        {
+            let code = ack.reason_code as u8;
+            stats.acks.record(code);
+            if code < 0x80 {
+                stats.acked_ok.insert(seq);
+            }
+            acked = Some(Instant::now());
+        }
+    }
+    Ok(acked)
 }
 
 /// The packet id after `last` that no unacknowledged publication holds (the window is far
@@ -661,12 +647,7 @@ async fn subscribe_loop(
                 if !batch.is_empty() {
                     stats.last_ns = now_ns;
                     last_arrival = Instant::now();
-                    if let Ok(mut h) = hist.lock() {
-                        for &us in &batch {
-                            h.saturating_record(us.max(1));
-                        }
-                    }
-                    batch.clear();
+                    traffic::record_batch(hist, &mut batch);
                 }
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,

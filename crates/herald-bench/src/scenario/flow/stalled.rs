@@ -304,14 +304,9 @@ fn merge_round(
     with_stalled: bool,
     measured: Measured<StalledWorkerRound>,
 ) -> StalledRound {
-    let Measured {
-        parts,
-        start_ns,
-        readings,
-    } = measured;
     let mut hist = new_histogram();
     let mut r = StalledWorkerRound::default();
-    for p in parts {
+    for p in measured.parts {
         r.subs_connected += p.subs_connected;
         r.pubs_connected += p.pubs_connected;
         r.published += p.published;
@@ -327,7 +322,7 @@ fn merge_round(
         r.stalled = r.stalled.or(p.stalled);
     }
     let expected = r.published * r.subs_connected;
-    let window = r.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let window = r.last_delivery_ns.saturating_sub(measured.start_ns) as f64 / 1e9;
     StalledRound {
         with_stalled,
         subs_connected: r.subs_connected,
@@ -351,7 +346,7 @@ fn merge_round(
         latency: Latency::from_histogram(&hist),
         errors: r.errors,
         stalled: r.stalled,
-        cpu: CpuUse::new(readings, r.cpu_seconds, r.delivered),
+        cpu: CpuUse::new(measured.readings, r.cpu_seconds, r.delivered),
     }
 }
 
