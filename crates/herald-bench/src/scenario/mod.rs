@@ -92,6 +92,13 @@ pub async fn gather_ready(
     Ok(ready)
 }
 
+/// The instant on this process's clock of `start_unix_ns` (Unix nanoseconds), which the
+/// coordinator set for every worker: now, if it has passed.
+pub fn start_at(start_unix_ns: u64) -> tokio::time::Instant {
+    let wait = Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()));
+    tokio::time::Instant::now() + wait
+}
+
 /// Readings of the broker and of this process at the start and the end of a measured phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Readings {

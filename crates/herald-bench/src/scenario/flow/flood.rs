@@ -31,14 +31,11 @@ use crate::client::{
 };
 use crate::coord::Workers;
 use crate::procstat;
-use crate::proto::{
-    Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
-    new_histogram,
-};
+use crate::proto::{Command, Event, Latency, ScenarioSpec, WorkerSpec, merge_pairs, new_histogram};
 use crate::scenario::traffic::Pace;
 use crate::scenario::{
-    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, sum_failures,
-    traffic,
+    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, start_at,
+    sum_failures, traffic,
 };
 use crate::worker::{Commands, Emitter};
 
@@ -72,6 +69,18 @@ impl FloodSpec {
 
     fn filter(run: &str) -> String {
         format!("hb/{run}/flood/+")
+    }
+
+    /// When a run that starts at `start_unix_ns` (Unix nanoseconds) publishes until, and
+    /// how long its clients may wait after.
+    fn timing(&self, start_unix_ns: u64) -> Timing {
+        let start = start_at(start_unix_ns);
+        Timing {
+            start,
+            end: start + Duration::from_secs_f64(self.duration_s),
+            idle: Duration::from_secs_f64(self.idle_s),
+            drain_end: start + Duration::from_secs_f64(self.duration_s + self.max_drain_s),
+        }
     }
 }
 
@@ -277,13 +286,7 @@ pub async fn worker(
     let Command::Go { start_unix_ns } = cmds.next().await? else {
         bail!("expected the go command");
     };
-    let start = Instant::now() + Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()));
-    let timing = Timing {
-        start,
-        end: start + Duration::from_secs_f64(f.duration_s),
-        idle: Duration::from_secs_f64(f.idle_s),
-        drain_end: start + Duration::from_secs_f64(f.duration_s + f.max_drain_s),
-    };
+    let timing = f.timing(start_unix_ns);
     let cpu0 = procstat::sample("self");
     let mut result = FloodWorkerResult {
         pubs_connected: pubs.len() as u64,
@@ -295,29 +298,49 @@ pub async fn worker(
         let (hist, pubs, keep_alive) = (hist.clone(), f.pubs, spec.keep_alive);
         tokio::spawn(subscriber(client, pubs, hist, timing, keep_alive))
     });
+    let pub_tasks = start_publishers(&spec.run_id, f, pubs, timing);
+    let keep = join_publishers(pub_tasks, &mut result).await?;
+    if let Some(task) = sub_task {
+        add_received(&mut result, task.await?);
+    }
+    drop(keep);
+    result.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
+    result.latency = traffic::latency_pairs(&hist);
+    out.result(&result)
+}
+
+/// Starts this worker's publishers, each on its own topic, at its [`traffic::phase`] after
+/// `timing.start`.
+fn start_publishers(
+    run_id: &str,
+    f: &FloodSpec,
+    pubs: Vec<Publisher>,
+    timing: Timing,
+) -> JoinSet<(PubStats, Option<Client>)> {
     let template = Bytes::from(vec![0u8; f.payload]);
-    let mut pub_tasks = JoinSet::new();
+    let mut tasks = JoinSet::new();
     for (i, client) in pubs {
-        let window = f.inflight.clamp(1, usize::from(client.receive_maximum));
-        let mut publish = Publish::new(FloodSpec::topic(&spec.run_id, i), template.clone());
+        let window = traffic::window(QoS::AtLeastOnce, f.inflight, &client);
+        let mut publish = Publish::new(FloodSpec::topic(run_id, i), template.clone());
         publish.qos = QoS::AtLeastOnce;
-        // Publishers at a fixed rate are spread over one interval (as in `fanin`), so that N
-        // of them make a steady flow rather than N messages at the same instants.
-        let phase = if f.pub_rate > 0.0 {
-            Duration::from_secs_f64(i as f64 / f.pubs as f64 / f.pub_rate)
-        } else {
-            Duration::ZERO
-        };
         let timing = Timing {
-            start: start + phase,
+            start: timing.start + traffic::phase(i, f.pubs, f.pub_rate),
             ..timing
         };
-        pub_tasks.spawn(publisher(
+        tasks.spawn(publisher(
             client, i as u32, publish, f.pub_rate, window, timing,
         ));
     }
+    tasks
+}
+
+/// Waits for every publisher and adds what it did to `result`; returns those still connected.
+async fn join_publishers(
+    mut tasks: JoinSet<(PubStats, Option<Client>)>,
+    result: &mut FloodWorkerResult,
+) -> anyhow::Result<Vec<Client>> {
     let mut keep = Vec::new();
-    while let Some(joined) = pub_tasks.join_next().await {
+    while let Some(joined) = tasks.join_next().await {
         let (stats, client) = joined?;
         result.published += stats.published;
         result.acks.add(&stats.acks);
@@ -327,30 +350,25 @@ pub async fn worker(
         }
         keep.extend(client);
     }
-    if let Some(task) = sub_task {
-        let stats = task.await?;
-        result.deliveries = stats.deliveries;
-        result.duplicates = stats.duplicates;
-        result.unrecognised = stats.unrecognised;
-        result.last_delivery_ns = stats.last_ns;
-        result.received = stats
-            .received
-            .into_iter()
-            .enumerate()
-            .filter(|(_, set)| !set.is_empty())
-            .map(|(i, set)| (i as u32, set))
-            .collect();
-        if let Some(f) = stats.error {
-            count_failure(&mut result.errors, &f);
-        }
+    Ok(keep)
+}
+
+/// Adds what the subscriber received to `result`: the sets of the publishers it heard from.
+fn add_received(result: &mut FloodWorkerResult, stats: SubStats) {
+    result.deliveries = stats.deliveries;
+    result.duplicates = stats.duplicates;
+    result.unrecognised = stats.unrecognised;
+    result.last_delivery_ns = stats.last_ns;
+    result.received = stats
+        .received
+        .into_iter()
+        .enumerate()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(i, set)| (i as u32, set))
+        .collect();
+    if let Some(f) = stats.error {
+        count_failure(&mut result.errors, &f);
     }
-    drop(keep);
-    result.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
-    result.latency = match hist.lock() {
-        Ok(h) => histogram_to_pairs(&h),
-        Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
-    };
-    out.result(&result)
 }
 
 /// Connects the subscriber (worker 0 only) and subscribes it, then this worker's publishers.

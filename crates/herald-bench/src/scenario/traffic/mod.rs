@@ -13,27 +13,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use mqtt_codec::{Publish, QoS};
+use mqtt_codec::QoS;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{
-    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, sum_failures,
+    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, start_at,
+    sum_failures,
 };
-use crate::client::{Client, Failure, FailureCounts, count_failure, unix_nanos};
+use crate::client::{Client, Failure, FailureCounts, count_failure};
 use crate::coord::Workers;
 use crate::procstat;
-use crate::proto::{
-    Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
-    new_histogram,
-};
+use crate::proto::{Command, Event, Latency, ScenarioSpec, WorkerSpec, merge_pairs, new_histogram};
 use crate::worker::{Commands, Emitter};
 
-pub(crate) use self::publish::{Pace, publisher, settle, wake_at};
-pub(crate) use self::subscribe::{record_batch, subscriber};
+pub(crate) use self::publish::{
+    Pace, PubStats, join_publishers, phase, publisher, settle, start_publishers, wake_at, window,
+};
+pub(crate) use self::subscribe::{latency_pairs, record_batch, subscriber};
 
 /// How publishers and subscribers are wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +89,18 @@ impl TrafficSpec {
         }
     }
 
+    /// When a round that starts at `start_unix_ns` (Unix nanoseconds) publishes until, and
+    /// until when its subscribers may keep receiving.
+    pub(crate) fn schedule(&self, start_unix_ns: u64) -> Schedule {
+        let start = start_at(start_unix_ns);
+        let pub_end = start + Duration::from_secs_f64(self.duration_s);
+        Schedule {
+            start,
+            pub_end,
+            drain_end: pub_end + Duration::from_secs_f64(self.drain_s),
+        }
+    }
+
     /// The scenario's name: fanout, fanin or p2p.
     pub fn name(&self) -> &'static str {
         match self.pattern {
@@ -98,6 +109,17 @@ impl TrafficSpec {
             Pattern::P2p => "p2p",
         }
     }
+}
+
+/// When a round publishes and drains, on this process's clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    /// Publishing starts.
+    pub(crate) start: Instant,
+    /// Publishing stops.
+    pub(crate) pub_end: Instant,
+    /// Subscribers stop waiting for what is still on its way.
+    pub(crate) drain_end: Instant,
 }
 
 /// One worker's figures.
@@ -258,9 +280,7 @@ pub async fn worker(
     let Command::Go { start_unix_ns } = cmds.next().await? else {
         bail!("expected the go command");
     };
-    let start = Instant::now() + Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()));
-    let pub_end = start + Duration::from_secs_f64(t.duration_s);
-    let drain_end = pub_end + Duration::from_secs_f64(t.drain_s);
+    let schedule = t.schedule(start_unix_ns);
     let cpu0 = procstat::sample("self");
     let hist = Arc::new(Mutex::new(new_histogram()));
     let mut result = TrafficWorkerResult {
@@ -272,6 +292,9 @@ pub async fn worker(
     for client in subs {
         let hist = hist.clone();
         let keep_alive = spec.keep_alive;
+        let Schedule {
+            pub_end, drain_end, ..
+        } = schedule;
         sub_tasks.spawn(async move {
             let (stats, mut client) =
                 subscriber(client, hist, pub_end, drain_end, keep_alive, 0).await;
@@ -279,50 +302,11 @@ pub async fn worker(
             stats
         });
     }
-    let rate = if t.rate > 0.0 {
-        t.rate / t.pubs as f64
-    } else {
-        0.0
-    };
-    let template = Bytes::from(vec![0u8; t.payload]);
-    let mut pub_tasks = JoinSet::new();
-    for (i, client) in pubs {
-        let mut publish = Publish::new(t.topic(&spec.run_id, i), template.clone());
-        publish.qos = qos;
-        let window = if qos == QoS::AtMostOnce {
-            usize::MAX
-        } else {
-            t.inflight.clamp(1, usize::from(client.receive_maximum))
-        };
-        // Publishers at a fixed rate are spread evenly over one interval, so that N publishers
-        // at r msg/s make a steady N*r msg/s, not a burst of N messages every 1/r seconds
-        // (which would measure burst queueing, in every broker alike).
-        let phase = if rate > 0.0 {
-            Duration::from_secs_f64(i as f64 / t.pubs as f64 / rate)
-        } else {
-            Duration::ZERO
-        };
-        pub_tasks.spawn(publisher(
-            client,
-            publish,
-            rate,
-            window,
-            start + phase,
-            pub_end,
-            drain_end,
-        ));
-    }
-    let mut keep = Vec::new();
-    while let Some(joined) = pub_tasks.join_next().await {
-        let (stats, client) = joined?;
-        result.published += stats.published;
-        result.acked += stats.acked;
-        result.acks.add(&stats.acks);
-        if let Some(f) = stats.error {
-            count_failure(&mut result.errors, &f);
-        }
-        keep.extend(client);
-    }
+    let pub_tasks = start_publishers(&spec.run_id, t, qos, pubs, schedule);
+    let (published, keep) = join_publishers(pub_tasks, &mut result.errors).await?;
+    result.published = published.published;
+    result.acked = published.acked;
+    result.acks = published.acks;
     while let Some(joined) = sub_tasks.join_next().await {
         let stats = joined?;
         result.delivered += stats.delivered;
@@ -340,10 +324,7 @@ pub async fn worker(
     drop(keep);
     let cpu1 = procstat::sample("self");
     result.cpu_seconds = procstat::cpu_between(cpu0, cpu1).unwrap_or(0.0);
-    result.latency = match hist.lock() {
-        Ok(h) => histogram_to_pairs(&h),
-        Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
-    };
+    result.latency = latency_pairs(&hist);
     out.result(&result)
 }
 

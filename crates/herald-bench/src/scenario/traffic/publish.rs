@@ -2,11 +2,15 @@
 //! PUBLISH stamped with its send time, acknowledgements counted by reason code. `stalled`
 //! publishes with it too, and `fanin-flood` paces and settles its own publishers with it.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqtt_codec::{Ack, Packet, ProtocolVersion, Publish, QoS};
+use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant, sleep_until};
 
-use crate::client::{Client, Failure, decode_from, encode_into, unix_nanos};
+use super::{Schedule, TrafficSpec};
+use crate::client::{
+    Client, Failure, FailureCounts, count_failure, decode_from, encode_into, unix_nanos,
+};
 use crate::scenario::AckCounts;
 
 /// What one publisher did.
@@ -20,6 +24,84 @@ pub(crate) struct PubStats {
     pub(crate) acks: AckCounts,
     /// Why the connection ended early, if it did.
     pub(crate) error: Option<Failure>,
+}
+
+/// Starts this worker's publishers of `t`, each on its topic at its share of `t.rate`, at
+/// its [`phase`] after `schedule.start`. Each task gives back what its publisher did, and
+/// the publisher with its index while it is still connected.
+pub(crate) fn start_publishers(
+    run_id: &str,
+    t: &TrafficSpec,
+    qos: QoS,
+    pubs: Vec<(usize, Client)>,
+    schedule: Schedule,
+) -> JoinSet<(PubStats, Option<(usize, Client)>)> {
+    let rate = if t.rate > 0.0 {
+        t.rate / t.pubs as f64
+    } else {
+        0.0
+    };
+    let template = Bytes::from(vec![0u8; t.payload]);
+    let mut tasks = JoinSet::new();
+    for (i, client) in pubs {
+        let mut publish = Publish::new(t.topic(run_id, i), template.clone());
+        publish.qos = qos;
+        let window = window(qos, t.inflight, &client);
+        let start = schedule.start + phase(i, t.pubs, rate);
+        let Schedule {
+            pub_end, drain_end, ..
+        } = schedule;
+        tasks.spawn(async move {
+            let (stats, client) =
+                publisher(client, publish, rate, window, start, pub_end, drain_end).await;
+            (stats, client.map(|c| (i, c)))
+        });
+    }
+    tasks
+}
+
+/// Waits for every publisher: what they did, added up (the connections they lost counted
+/// in `errors`), and those still connected, in index order.
+pub(crate) async fn join_publishers(
+    mut tasks: JoinSet<(PubStats, Option<(usize, Client)>)>,
+    errors: &mut FailureCounts,
+) -> anyhow::Result<(PubStats, Vec<(usize, Client)>)> {
+    let mut total = PubStats::default();
+    let mut kept = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (stats, client) = joined?;
+        total.published += stats.published;
+        total.acked += stats.acked;
+        total.acks.add(&stats.acks);
+        if let Some(f) = stats.error {
+            count_failure(errors, &f);
+        }
+        kept.extend(client);
+    }
+    kept.sort_by_key(|(i, _)| *i);
+    Ok((total, kept))
+}
+
+/// How many QoS 1/2 publications a publisher leaves unacknowledged at most: `inflight`,
+/// within the Receive Maximum the broker gave `client`. At QoS 0 there is no window.
+pub(crate) fn window(qos: QoS, inflight: usize, client: &Client) -> usize {
+    if qos == QoS::AtMostOnce {
+        usize::MAX
+    } else {
+        inflight.clamp(1, usize::from(client.receive_maximum))
+    }
+}
+
+/// How long after the start publisher `i` of `pubs`, each at `rate` a second, begins.
+/// Publishers at a fixed rate are spread evenly over one interval, so that N publishers at
+/// r msg/s make a steady N*r msg/s, not a burst of N messages every 1/r seconds (which would
+/// measure burst queueing, in every broker alike).
+pub(crate) fn phase(i: usize, pubs: usize, rate: f64) -> Duration {
+    if rate > 0.0 {
+        Duration::from_secs_f64(i as f64 / pubs as f64 / rate)
+    } else {
+        Duration::ZERO
+    }
 }
 
 /// Largest number of publications encoded before one write.

@@ -10,6 +10,7 @@ use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS};
 use tokio::time::{Duration, Instant, sleep_until};
 
 use crate::client::{Client, Failure, decode_from, encode_into, unix_nanos};
+use crate::proto::histogram_to_pairs;
 
 /// What one subscriber received.
 #[derive(Default)]
@@ -198,4 +199,12 @@ pub(crate) fn record_batch(hist: &Mutex<Histogram<u64>>, batch: &mut Vec<u64>) {
         }
     }
     batch.clear();
+}
+
+/// The latencies a worker's subscribers recorded, as (microseconds, count) pairs.
+pub(crate) fn latency_pairs(hist: &Mutex<Histogram<u64>>) -> Vec<(u64, u64)> {
+    match hist.lock() {
+        Ok(h) => histogram_to_pairs(&h),
+        Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
+    }
 }
