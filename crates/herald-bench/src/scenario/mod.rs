@@ -13,17 +13,22 @@ pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
-use crate::client::{FailureCounts, unix_nanos};
+use crate::client::{Client, ClientConfig, Failure, FailureCounts, count_failure, unix_nanos};
 use crate::coord::{Workers, results};
 use crate::procstat::{self, ProcSample};
 use crate::proto::{Command, Event, ScenarioSpec, WorkerSpec};
 use crate::transport::TransportSpec;
+use crate::worker::Emitter;
 
 /// Options every scenario shares.
 #[derive(Debug, Clone)]
@@ -293,6 +298,44 @@ pub fn sum_failures(parts: impl IntoIterator<Item = FailureCounts>) -> FailureCo
         }
     }
     total
+}
+
+/// Connects this worker's clients `numbers` (clean sessions, named by `id`), at most 256 at
+/// a time, counting each attempt as progress. Returns those that connected, with their
+/// number, and why the others did not.
+pub async fn connect_clients(
+    spec: &WorkerSpec,
+    cfg: &ClientConfig,
+    numbers: impl IntoIterator<Item = usize>,
+    id: impl Fn(usize) -> String,
+    out: &Emitter,
+) -> (Vec<(usize, Client)>, FailureCounts) {
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = out.progress(done.clone());
+    let limit = Arc::new(Semaphore::new(256));
+    let mut tasks = JoinSet::new();
+    for j in numbers {
+        let (limit, done) = (limit.clone(), done.clone());
+        let (target, id) = (spec.target(j), id(j));
+        let cfg = cfg.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let r = Client::connect(target, &cfg, &id, true).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            (j, r)
+        });
+    }
+    let mut clients = Vec::new();
+    let mut failures = FailureCounts::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((j, Ok(client))) => clients.push((j, client)),
+            Ok((_, Err(f))) => count_failure(&mut failures, &f),
+            Err(_) => count_failure(&mut failures, &Failure::Protocol("task panicked".into())),
+        }
+    }
+    drop(progress);
+    (clients, failures)
 }
 
 /// A bar counting items, unless the run is quiet.
