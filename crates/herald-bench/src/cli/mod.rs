@@ -1,5 +1,5 @@
-//! Command-line arguments and dispatch: one subcommand per scenario, its options in
-//! [`options`].
+//! Command-line arguments and dispatch: one subcommand per scenario, whose options (and the
+//! specs they describe) are in `cli/options.rs`.
 
 mod options;
 
