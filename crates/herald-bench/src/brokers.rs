@@ -322,6 +322,7 @@ fn running_as_root() -> bool {
     })
 }
 
+/// Arguments, environment, and a readable description of the configuration.
 type Launch = (Vec<String>, Vec<(String, String)>, String);
 
 /// Arguments, environment and a readable description of the configuration. `listeners`
@@ -343,118 +344,148 @@ fn launch_config(
     if store && !matches!(kind, Kind::Herald | Kind::Mosquitto) {
         bail!("{} is only run in memory here", kind.name());
     }
-    let conf_file = |name: &str, conf: String| -> anyhow::Result<Launch> {
-        let path = dir.join(name);
-        std::fs::write(&path, &conf)?;
-        Ok((
-            vec!["-c".to_string(), path.display().to_string()],
-            Vec::new(),
-            conf,
-        ))
-    };
     match kind {
-        Kind::Mosquitto => {
-            let persistence = if store {
-                let data = dir.join("mosquitto-data");
-                std::fs::create_dir_all(&data)?;
-                format!(
-                    "persistence true\npersistence_location {}/\nautosave_interval {}\n",
-                    data.display(),
-                    setup.mosquitto_autosave_s
-                )
-            } else {
-                "persistence false\n".to_string()
-            };
-            // Started as root, mosquitto switches to the user `mosquitto`, which cannot
-            // write a directory root made, nor read a key in one: staying root keeps its
-            // store writable and its key readable.
-            let user = if running_as_root() && (store || setup.extra.is_some()) {
-                "user root\n"
-            } else {
-                ""
-            };
-            let extra = mosquitto_listeners(listeners, setup.extra.as_ref());
-            conf_file(
-                "mosquitto.conf",
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
-                     {user}max_connections -1\nmax_queued_messages {}\nmax_inflight_messages 0\n\
-                     set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n\
-                     {extra}",
-                    setup.max_queued
-                ),
-            )
-        }
-        Kind::Nats => {
-            let client_port = free_port()?;
-            let store = dir.join("jetstream");
-            conf_file(
-                "nats.conf",
-                format!(
-                    "server_name: \"herald-bench\"\nlisten: \"127.0.0.1:{client_port}\"\n\
-                     jetstream {{ store_dir: \"{}\" }}\n\
-                     mqtt {{ listen: \"127.0.0.1:{port}\", consumer_memory_storage: true }}\n",
-                    store.display()
-                ),
-            )
-        }
-        Kind::Rumqttd => conf_file(
-            "rumqttd.toml",
-            format!(
-                "id = 0\n\n[router]\nid = 0\nmax_connections = 100010\n\
-                 max_outgoing_packet_count = 200\nmax_segment_size = 104857600\n\
-                 max_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
-                 listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\
-                 [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
-                 max_inflight_count = 100\ndynamic_filters = true\n"
-            ),
+        Kind::Mosquitto => mosquitto_launch(dir, listeners, setup),
+        Kind::Nats => nats_launch(dir, port),
+        Kind::Rumqttd => rumqttd_launch(dir, port),
+        Kind::Herald => Ok(herald_launch(dir, listeners, setup)),
+    }
+}
+
+/// Writes `conf` to the file `name` in `dir`, for a broker started with `-c` and that file.
+fn conf_file(dir: &Path, name: &str, conf: String) -> anyhow::Result<Launch> {
+    let path = dir.join(name);
+    std::fs::write(&path, &conf)?;
+    Ok((
+        vec!["-c".to_string(), path.display().to_string()],
+        Vec::new(),
+        conf,
+    ))
+}
+
+/// mosquitto's configuration file: anonymous clients, no connection limit, the queue bound,
+/// and its own store in `dir` when the setup wants one.
+fn mosquitto_launch(
+    dir: &Path,
+    listeners: &[(TransportKind, SocketAddr)],
+    setup: &Setup,
+) -> anyhow::Result<Launch> {
+    let port = listeners[0].1.port();
+    let store = matches!(setup.durability, Durability::Store(_));
+    let persistence = if store {
+        let data = dir.join("mosquitto-data");
+        std::fs::create_dir_all(&data)?;
+        format!(
+            "persistence true\npersistence_location {}/\nautosave_interval {}\n",
+            data.display(),
+            setup.mosquitto_autosave_s
+        )
+    } else {
+        "persistence false\n".to_string()
+    };
+    // Started as root, mosquitto switches to the user `mosquitto`, which cannot
+    // write a directory root made, nor read a key in one: staying root keeps its
+    // store writable and its key readable.
+    let user = if running_as_root() && (store || setup.extra.is_some()) {
+        "user root\n"
+    } else {
+        ""
+    };
+    let extra = mosquitto_listeners(listeners, setup.extra.as_ref());
+    conf_file(
+        dir,
+        "mosquitto.conf",
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
+             {user}max_connections -1\nmax_queued_messages {}\nmax_inflight_messages 0\n\
+             set_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n\
+             {extra}",
+            setup.max_queued
         ),
-        Kind::Herald => {
-            let mut args = vec![
-                "serve".to_string(),
-                "--mqtt-listen".into(),
-                format!("127.0.0.1:{port}"),
-                "--log-level".into(),
-                "warn".into(),
-            ];
-            let mut env = vec![
-                (
-                    "HERALD_LIMITS_MAX_QUEUED_MESSAGES".to_string(),
-                    setup.max_queued.to_string(),
-                ),
-                // No WebSocket listener on herald's default port unless one is asked for
-                // (--ws-listen below wins over the variable).
-                ("HERALD_LISTENERS_WS".to_string(), String::new()),
-                ("HERALD_HTTP_LISTEN".to_string(), String::new()),
-            ];
-            for (transport, at) in &listeners[1..] {
-                args.push(format!("--{}-listen", transport.name()));
-                args.push(at.to_string());
-            }
-            if let Some(http) = setup.http {
-                args.push("--http-listen".into());
-                args.push(http.to_string());
-            }
-            env.extend(setup.env.iter().cloned());
-            if let Some(extra) = &setup.extra {
-                args.push("--tls-cert".into());
-                args.push(extra.cert.cert.display().to_string());
-                args.push("--tls-key".into());
-                args.push(extra.cert.key.display().to_string());
-            }
-            match setup.durability {
-                Durability::InMemory => args.push("--in-memory".into()),
-                Durability::Store(fsync) => {
-                    args.push("--data-dir".into());
-                    args.push(dir.join("herald-data").display().to_string());
-                    env.push(("HERALD_STORE_FSYNC".into(), fsync.name().into()));
-                }
-            }
-            let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let config = format!("{} herald {}", vars.join(" "), args.join(" "));
-            Ok((args, env, config))
+    )
+}
+
+/// nats-server's configuration file: MQTT on `port`, JetStream's store in `dir`, consumers
+/// in memory.
+fn nats_launch(dir: &Path, port: u16) -> anyhow::Result<Launch> {
+    let client_port = free_port()?;
+    let store = dir.join("jetstream");
+    conf_file(
+        dir,
+        "nats.conf",
+        format!(
+            "server_name: \"herald-bench\"\nlisten: \"127.0.0.1:{client_port}\"\n\
+             jetstream {{ store_dir: \"{}\" }}\n\
+             mqtt {{ listen: \"127.0.0.1:{port}\", consumer_memory_storage: true }}\n",
+            store.display()
+        ),
+    )
+}
+
+/// rumqttd's configuration file: one MQTT 3.1.1 listener on `port` with room for 100,000
+/// connections.
+fn rumqttd_launch(dir: &Path, port: u16) -> anyhow::Result<Launch> {
+    conf_file(
+        dir,
+        "rumqttd.toml",
+        format!(
+            "id = 0\n\n[router]\nid = 0\nmax_connections = 100010\n\
+             max_outgoing_packet_count = 200\nmax_segment_size = 104857600\n\
+             max_segment_count = 10\n\n[v4.1]\nname = \"v4-1\"\n\
+             listen = \"127.0.0.1:{port}\"\nnext_connection_delay_ms = 0\n\
+             [v4.1.connections]\nconnection_timeout_ms = 60000\nmax_payload_size = 1048576\n\
+             max_inflight_count = 100\ndynamic_filters = true\n"
+        ),
+    )
+}
+
+/// herald's command line and `HERALD_` variables: its listeners, the queue bound, TLS, the
+/// HTTP API when wanted, and in memory or its store in `dir`.
+fn herald_launch(dir: &Path, listeners: &[(TransportKind, SocketAddr)], setup: &Setup) -> Launch {
+    let port = listeners[0].1.port();
+    let mut args = vec![
+        "serve".to_string(),
+        "--mqtt-listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--log-level".into(),
+        "warn".into(),
+    ];
+    let mut env = vec![
+        (
+            "HERALD_LIMITS_MAX_QUEUED_MESSAGES".to_string(),
+            setup.max_queued.to_string(),
+        ),
+        // No WebSocket listener on herald's default port unless one is asked for
+        // (--ws-listen below wins over the variable).
+        ("HERALD_LISTENERS_WS".to_string(), String::new()),
+        ("HERALD_HTTP_LISTEN".to_string(), String::new()),
+    ];
+    for (transport, at) in &listeners[1..] {
+        args.push(format!("--{}-listen", transport.name()));
+        args.push(at.to_string());
+    }
+    if let Some(http) = setup.http {
+        args.push("--http-listen".into());
+        args.push(http.to_string());
+    }
+    env.extend(setup.env.iter().cloned());
+    if let Some(extra) = &setup.extra {
+        args.push("--tls-cert".into());
+        args.push(extra.cert.cert.display().to_string());
+        args.push("--tls-key".into());
+        args.push(extra.cert.key.display().to_string());
+    }
+    match setup.durability {
+        Durability::InMemory => args.push("--in-memory".into()),
+        Durability::Store(fsync) => {
+            args.push("--data-dir".into());
+            args.push(dir.join("herald-data").display().to_string());
+            env.push(("HERALD_STORE_FSYNC".into(), fsync.name().into()));
         }
     }
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let config = format!("{} herald {}", vars.join(" "), args.join(" "));
+    (args, env, config)
 }
 
 /// mosquitto's listener blocks for the transports after the first (TCP) one.

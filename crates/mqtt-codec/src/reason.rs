@@ -148,6 +148,10 @@ impl ReasonCode {
     }
 
     /// Whether MQTT 5.0 allows this reason code on `packet` (§3.x.2.1 of each packet).
+    ///
+    /// A table, kept whole: one arm per packet, listing the codes of that packet's table in
+    /// the specification in the specification's order, so that each arm can be checked
+    /// against its section line by line.
     pub fn valid_for(self, packet: PacketType) -> bool {
         use ReasonCode::*;
         match packet {

@@ -16,7 +16,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::{CompareArgs, Item, number, traffic};
+use super::sets::traffic;
+use super::table::{broker_line, number};
+use super::{CompareArgs, Item};
 use crate::brokers::{self, ExtraListeners, Kind, Setup};
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::traffic::Pattern;
@@ -136,36 +138,19 @@ pub async fn run(args: &CompareArgs) -> anyhow::Result<()> {
         brokers: brokers_run,
         results,
     };
-    let json_path = args.out.join("transports.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&comparison)?)?;
     let md = markdown(&comparison, args);
-    let md_path = args.out.join("transports.md");
-    std::fs::write(&md_path, &md)?;
-    print!("{md}");
-    eprintln!("wrote {} and {}", md_path.display(), json_path.display());
-    Ok(())
+    super::write_results(&args.out, "transports", &comparison, &md)
 }
 
 /// herald and mosquitto (or those of `--brokers`), where installed.
 fn wanted(args: &CompareArgs) -> anyhow::Result<Vec<(Kind, PathBuf)>> {
-    let kinds: Vec<Kind> = if args.brokers.is_empty() {
-        vec![Kind::Herald, Kind::Mosquitto]
-    } else {
-        args.brokers
-            .iter()
-            .map(|b| Kind::parse(b))
-            .collect::<anyhow::Result<_>>()?
-    };
+    let kinds = args.kinds(&[Kind::Herald, Kind::Mosquitto])?;
     let mut found = Vec::new();
     for kind in kinds {
-        let explicit = match kind {
-            Kind::Herald => args.herald_bin.as_deref(),
-            Kind::Mosquitto => args.mosquitto_bin.as_deref(),
-            Kind::Nats | Kind::Rumqttd => {
-                bail!("the transports set runs herald and mosquitto only");
-            }
-        };
-        match kind.locate(explicit) {
+        if matches!(kind, Kind::Nats | Kind::Rumqttd) {
+            bail!("the transports set runs herald and mosquitto only");
+        }
+        match kind.locate(args.bin(kind)) {
             Some(binary) => found.push((kind, binary)),
             None if args.brokers.is_empty() => eprintln!("{}: not installed, skipped", kind.name()),
             None => bail!("{} is not installed", kind.name()),
@@ -282,16 +267,28 @@ const COLUMNS: [(usize, &str, &str); 3] = [
     (2, "delivered_per_s", "fan-out QoS 1 msg/s"),
 ];
 
-fn markdown(c: &TransportComparison, args: &CompareArgs) -> String {
-    let labels: Vec<String> = c.scenarios.iter().map(Item::label).collect();
-    let value = |broker: Kind, transport: TransportKind, column: usize| {
+impl TransportComparison {
+    /// The figure of column `column` for `broker` over `transport`, if that run has one.
+    fn value(&self, broker: Kind, transport: TransportKind, column: usize) -> Option<f64> {
         let (item, field, _) = COLUMNS[column];
-        c.results
+        let label = self.scenarios[item].label();
+        self.results
             .iter()
-            .find(|e| e.broker == broker && e.transport == transport && e.scenario == labels[item])
+            .find(|e| e.broker == broker && e.transport == transport && e.scenario == label)
             .and_then(|e| e.report.get(field))
             .and_then(serde_json::Value::as_f64)
-    };
+    }
+}
+
+/// The columns' headings, as a markdown row's inside.
+fn headings() -> String {
+    let heads: Vec<&str> = COLUMNS.iter().map(|(_, _, h)| *h).collect();
+    heads.join(" | ")
+}
+
+/// transports.md: how it was measured, the brokers as run, each figure per transport and
+/// broker, herald against mosquitto when both ran, and what was not measured.
+fn markdown(c: &TransportComparison, args: &CompareArgs) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -303,30 +300,42 @@ fn markdown(c: &TransportComparison, args: &CompareArgs) -> String {
         c.cores, args.conns, args.duration
     );
     for b in &c.brokers {
-        let _ = writeln!(
-            s,
-            "- **{}**: {} (`{}`): `{}`",
-            b.kind.name(),
-            b.version,
-            b.binary.display(),
-            b.config.lines().collect::<Vec<_>>().join("; ")
-        );
+        broker_line(&mut s, b.kind.name(), &b.version, &b.binary, &b.config);
     }
-    let heads: Vec<&str> = COLUMNS.iter().map(|(_, _, h)| *h).collect();
+    by_transport(&mut s, c);
+    if c.brokers.iter().any(|b| b.kind == Kind::Herald)
+        && c.brokers.iter().any(|b| b.kind == Kind::Mosquitto)
+    {
+        herald_over_mosquitto(&mut s, c);
+    }
+    let notes = notes(c);
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\nNot measured or incomplete:\n");
+        for n in notes {
+            let _ = writeln!(s, "- {n}");
+        }
+    }
+    s
+}
+
+/// The main table: a row per transport and broker, each figure with its ratio to the same
+/// broker over TCP.
+fn by_transport(s: &mut String, c: &TransportComparison) {
     let _ = writeln!(
         s,
         "\nEach cell: value [ratio to the same broker over tcp].\n\n| transport | broker | {} |\n|---|---|{}",
-        heads.join(" | "),
-        "---|".repeat(heads.len())
+        headings(),
+        "---|".repeat(COLUMNS.len())
     );
     for transport in TransportKind::ALL {
         for b in &c.brokers {
             let cells: Vec<String> = (0..COLUMNS.len())
                 .map(|col| {
-                    let Some(v) = value(b.kind, transport, col) else {
+                    let Some(v) = c.value(b.kind, transport, col) else {
                         return "-".into();
                     };
-                    let ratio = value(b.kind, TransportKind::Tcp, col)
+                    let ratio = c
+                        .value(b.kind, TransportKind::Tcp, col)
                         .filter(|tcp| *tcp != 0.0)
                         .map_or("-".into(), |tcp| format!("{:.2}x", v / tcp));
                     format!("{} [{ratio}]", number(v))
@@ -341,39 +350,31 @@ fn markdown(c: &TransportComparison, args: &CompareArgs) -> String {
             );
         }
     }
-    if c.brokers.iter().any(|b| b.kind == Kind::Herald)
-        && c.brokers.iter().any(|b| b.kind == Kind::Mosquitto)
-    {
-        let _ = writeln!(
-            s,
-            "\nherald / mosquitto (bytes/conn: below 1 is leaner; msg/s: above 1 is faster):\n\n\
-             | transport | {} |\n|---|{}",
-            heads.join(" | "),
-            "---|".repeat(heads.len())
-        );
-        for transport in TransportKind::ALL {
-            let cells: Vec<String> = (0..COLUMNS.len())
-                .map(|col| {
-                    match (
-                        value(Kind::Herald, transport, col),
-                        value(Kind::Mosquitto, transport, col),
-                    ) {
-                        (Some(h), Some(m)) if m != 0.0 => format!("{:.2}x", h / m),
-                        _ => "-".into(),
-                    }
-                })
-                .collect();
-            let _ = writeln!(s, "| {} | {} |", transport.name(), cells.join(" | "));
-        }
+}
+
+/// herald's figures over mosquitto's, per transport.
+fn herald_over_mosquitto(s: &mut String, c: &TransportComparison) {
+    let _ = writeln!(
+        s,
+        "\nherald / mosquitto (bytes/conn: below 1 is leaner; msg/s: above 1 is faster):\n\n\
+         | transport | {} |\n|---|{}",
+        headings(),
+        "---|".repeat(COLUMNS.len())
+    );
+    for transport in TransportKind::ALL {
+        let cells: Vec<String> = (0..COLUMNS.len())
+            .map(|col| {
+                match (
+                    c.value(Kind::Herald, transport, col),
+                    c.value(Kind::Mosquitto, transport, col),
+                ) {
+                    (Some(h), Some(m)) if m != 0.0 => format!("{:.2}x", h / m),
+                    _ => "-".into(),
+                }
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", transport.name(), cells.join(" | "));
     }
-    let notes = notes(c);
-    if !notes.is_empty() {
-        let _ = writeln!(s, "\nNot measured or incomplete:\n");
-        for n in notes {
-            let _ = writeln!(s, "- {n}");
-        }
-    }
-    s
 }
 
 /// Runs that failed, and runs whose figure stands on less than everything: connections

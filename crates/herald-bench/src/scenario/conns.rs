@@ -160,8 +160,24 @@ pub async fn run(opts: &RunOptions, spec: ConnsSpec) -> anyhow::Result<ConnsRepo
     })
 }
 
-/// How one connection attempt ended.
+/// How one connection attempt ended: CONNECT-to-SUBACK microseconds, or why it failed.
 type Attempt = Result<u64, Failure>;
+
+/// How a held connection ended: `Some(Ok)` alive at the check, `Some(Err)` lost, `None`
+/// never connected (or the check never came).
+type Held = Option<Result<Client, Failure>>;
+
+/// This worker's connections, opened and held.
+struct Opened {
+    /// One task per connection, holding it until the check.
+    holders: JoinSet<Held>,
+    /// Every attempt's outcome.
+    attempts: mpsc::UnboundedReceiver<Attempt>,
+    /// Attempts made.
+    count: usize,
+    /// When the first attempt started.
+    start: Instant,
+}
 
 /// Plays a worker's share of `conns`.
 pub async fn worker(
@@ -170,19 +186,58 @@ pub async fn worker(
     cmds: &mut Commands,
     out: &Emitter,
 ) -> anyhow::Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = out.progress(done.clone());
+    let (check_tx, check_rx) = watch::channel(false);
+    let mut opened = open(spec, c, &done, &check_rx).await?;
+    let (mut result, failures) = count_attempts(&mut opened).await;
+    result.ramp_seconds = opened.start.elapsed().as_secs_f64();
+    drop(progress);
+    out.send(Event::Ready {
+        connected: result.connected,
+        failures,
+    });
+    let Command::Check = cmds.next().await? else {
+        bail!("expected the check command");
+    };
+    let _ = check_tx.send(true);
+    let mut keep = Vec::new();
+    while let Some(joined) = opened.holders.join_next().await {
+        match joined {
+            Ok(Some(Ok(client))) => {
+                result.alive += 1;
+                keep.push(client);
+            }
+            Ok(Some(Err(f))) => count_failure(&mut result.lost, &f),
+            Ok(None) => {}
+            Err(_) => count_failure(&mut result.lost, &Failure::Protocol("task panicked".into())),
+        }
+    }
+    result.cpu_seconds = procstat::sample("self").map_or(0.0, |s| s.cpu_seconds);
+    out.result(&result)?;
+    drop(keep);
+    Ok(())
+}
+
+/// Opens this worker's share of the connections at its share of the ramp rate, each
+/// connected and subscribed to a topic of its own and then held by its own task until
+/// `check` turns. Returns once the last attempt has started.
+async fn open(
+    spec: &WorkerSpec,
+    c: &ConnsSpec,
+    done: &Arc<AtomicU64>,
+    check: &watch::Receiver<bool>,
+) -> anyhow::Result<Opened> {
     let mine = spec.share(c.conns);
     let count = mine.len();
     let per_second = c.ramp / spec.count as f64;
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = out.progress(done.clone());
-    let (attempt_tx, mut attempt_rx) = mpsc::unbounded_channel::<Attempt>();
-    let (check_tx, check_rx) = watch::channel(false);
+    let (attempt_tx, attempts) = mpsc::unbounded_channel::<Attempt>();
     let cfg = spec.client_config()?;
     let mut holders = JoinSet::new();
     let start = Instant::now();
     for (n, j) in mine.enumerate() {
         sleep_until(start + Duration::from_secs_f64(n as f64 / per_second)).await;
-        let (attempt_tx, check_rx, done) = (attempt_tx.clone(), check_rx.clone(), done.clone());
+        let (attempt_tx, check_rx, done) = (attempt_tx.clone(), check.clone(), done.clone());
         let target = spec.target(j);
         let id = format!("hb-{}-c{j}", spec.run_id);
         let topic = format!("hb/{}/c/{j}", spec.run_id);
@@ -211,12 +266,22 @@ pub async fn worker(
             }
         });
     }
-    drop(attempt_tx);
+    Ok(Opened {
+        holders,
+        attempts,
+        count,
+        start,
+    })
+}
+
+/// Waits for every attempt's outcome: the connections made and their latency, and the
+/// failures.
+async fn count_attempts(opened: &mut Opened) -> (ConnsWorkerResult, FailureCounts) {
     let mut latency = new_histogram();
     let mut failures = FailureCounts::new();
     let mut result = ConnsWorkerResult::default();
-    for _ in 0..count {
-        match attempt_rx.recv().await {
+    for _ in 0..opened.count {
+        match opened.attempts.recv().await {
             Some(Ok(us)) => {
                 result.connected += 1;
                 latency.saturating_record(us.max(1));
@@ -225,33 +290,8 @@ pub async fn worker(
             None => break,
         }
     }
-    result.ramp_seconds = start.elapsed().as_secs_f64();
-    drop(progress);
-    out.send(Event::Ready {
-        connected: result.connected,
-        failures,
-    });
-    let Command::Check = cmds.next().await? else {
-        bail!("expected the check command");
-    };
-    let _ = check_tx.send(true);
-    let mut keep = Vec::new();
-    while let Some(joined) = holders.join_next().await {
-        match joined {
-            Ok(Some(Ok(client))) => {
-                result.alive += 1;
-                keep.push(client);
-            }
-            Ok(Some(Err(f))) => count_failure(&mut result.lost, &f),
-            Ok(None) => {}
-            Err(_) => count_failure(&mut result.lost, &Failure::Protocol("task panicked".into())),
-        }
-    }
     result.connect_latency = histogram_to_pairs(&latency);
-    result.cpu_seconds = procstat::sample("self").map_or(0.0, |s| s.cpu_seconds);
-    out.result(&result)?;
-    drop(keep);
-    Ok(())
+    (result, failures)
 }
 
 /// Holds a connection, pinging at half the keep-alive, until the check; then pings once

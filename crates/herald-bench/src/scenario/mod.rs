@@ -1,5 +1,6 @@
 //! The scenarios, each with its coordinator side (`run`) and worker side (`worker`), and what
-//! they share: run options, CPU accounting, progress bars.
+//! they share: run options, the coordinator's connecting and measured phases, CPU
+//! accounting, progress bars.
 
 pub mod conns;
 pub mod crash;
@@ -12,15 +13,22 @@ pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
-use crate::client::FailureCounts;
+use crate::client::{Client, ClientConfig, Failure, FailureCounts, count_failure, unix_nanos};
+use crate::coord::{Workers, results};
 use crate::procstat::{self, ProcSample};
-use crate::proto::{Event, ScenarioSpec, WorkerSpec};
+use crate::proto::{Command, Event, ScenarioSpec, WorkerSpec};
 use crate::transport::TransportSpec;
+use crate::worker::Emitter;
 
 /// Options every scenario shares.
 #[derive(Debug, Clone)]
@@ -72,6 +80,82 @@ impl RunOptions {
     }
 }
 
+/// Waits for every worker to report its share of `clients` connected (`Ready`), counting
+/// them on a bar unless the run is quiet. Set-up may take three timeouts, 30 s, and a second
+/// per 200 clients.
+pub async fn gather_ready(
+    workers: &mut Workers,
+    opts: &RunOptions,
+    clients: u64,
+) -> anyhow::Result<Vec<Event>> {
+    let bar = counter_bar(opts, clients, "connecting");
+    let limit = opts.timeout * 3 + Duration::from_secs(30 + clients / 200);
+    let ready = workers.gather(bar.as_ref(), limit).await?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(ready)
+}
+
+/// The instant on this process's clock of `start_unix_ns` (Unix nanoseconds), which the
+/// coordinator set for every worker: now, if it has passed.
+pub fn start_at(start_unix_ns: u64) -> tokio::time::Instant {
+    let wait = Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()));
+    tokio::time::Instant::now() + wait
+}
+
+/// Readings of the broker and of this process at the start and the end of a measured phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Readings {
+    /// The broker (with `--broker-pid`).
+    pub broker: [Option<ProcSample>; 2],
+    /// This process, the coordinator.
+    pub tool: [Option<ProcSample>; 2],
+}
+
+/// What came back from a measured phase.
+#[derive(Debug)]
+pub struct Measured<T> {
+    /// One result per worker, in worker order.
+    pub parts: Vec<T>,
+    /// When the workers started, Unix nanoseconds.
+    pub start_ns: u64,
+    /// The broker and this process before and after.
+    pub readings: Readings,
+}
+
+/// Plays a measured phase: tells every worker to start 200 ms from now (`Go`), shows `label`
+/// over the phase's `seconds`, and gathers one result per worker within `limit`, reading the
+/// broker and this process before and after.
+pub async fn measure<T: DeserializeOwned>(
+    workers: &mut Workers,
+    opts: &RunOptions,
+    seconds: f64,
+    label: &'static str,
+    limit: Duration,
+) -> anyhow::Result<Measured<T>> {
+    let broker0 = opts.broker_sample();
+    let tool0 = procstat::sample("self");
+    let start_ns = unix_nanos() + 200_000_000;
+    workers
+        .send(&Command::Go {
+            start_unix_ns: start_ns,
+        })
+        .await?;
+    let bar = TimedBar::start(opts, seconds + 0.2, label);
+    let parts = results(workers.gather(None, limit).await?)?;
+    bar.finish();
+    let readings = Readings {
+        broker: [broker0, opts.broker_sample()],
+        tool: [tool0, procstat::sample("self")],
+    };
+    Ok(Measured {
+        parts,
+        start_ns,
+        readings,
+    })
+}
+
 /// CPU used during the measured phase, by the broker and by this tool.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CpuUse {
@@ -92,12 +176,11 @@ pub struct CpuUse {
 impl CpuUse {
     /// Accounts a phase from broker and coordinator readings at its start and end, the
     /// workers' own CPU seconds, and the messages it delivered.
-    pub fn new(
-        broker: [Option<ProcSample>; 2],
-        coordinator: [Option<ProcSample>; 2],
-        worker_cpu: f64,
-        delivered: u64,
-    ) -> Self {
+    pub fn new(readings: Readings, worker_cpu: f64, delivered: u64) -> Self {
+        let Readings {
+            broker,
+            tool: coordinator,
+        } = readings;
         let per_million = |cpu: f64| (delivered > 0).then(|| cpu * 1e6 / delivered as f64);
         let broker_cpu = procstat::cpu_between(broker[0], broker[1]);
         let coordinator_cpu = procstat::cpu_between(coordinator[0], coordinator[1]).unwrap_or(0.0);
@@ -215,6 +298,44 @@ pub fn sum_failures(parts: impl IntoIterator<Item = FailureCounts>) -> FailureCo
         }
     }
     total
+}
+
+/// Connects this worker's clients `numbers` (clean sessions, named by `id`), at most 256 at
+/// a time, counting each attempt as progress. Returns those that connected, with their
+/// number, and why the others did not.
+pub async fn connect_clients(
+    spec: &WorkerSpec,
+    cfg: &ClientConfig,
+    numbers: impl IntoIterator<Item = usize>,
+    id: impl Fn(usize) -> String,
+    out: &Emitter,
+) -> (Vec<(usize, Client)>, FailureCounts) {
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = out.progress(done.clone());
+    let limit = Arc::new(Semaphore::new(256));
+    let mut tasks = JoinSet::new();
+    for j in numbers {
+        let (limit, done) = (limit.clone(), done.clone());
+        let (target, id) = (spec.target(j), id(j));
+        let cfg = cfg.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let r = Client::connect(target, &cfg, &id, true).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            (j, r)
+        });
+    }
+    let mut clients = Vec::new();
+    let mut failures = FailureCounts::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((j, Ok(client))) => clients.push((j, client)),
+            Ok((_, Err(f))) => count_failure(&mut failures, &f),
+            Err(_) => count_failure(&mut failures, &Failure::Protocol("task panicked".into())),
+        }
+    }
+    drop(progress);
+    (clients, failures)
 }
 
 /// A bar counting items, unless the run is quiet.

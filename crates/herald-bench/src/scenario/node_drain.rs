@@ -7,23 +7,20 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mqtt_codec::Packet;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use super::{RunOptions, connected_of, counter_bar, failures_of, sum_failures};
-use crate::brokers::{self, Kind, Setup};
-use crate::client::{
-    Client, ClientConfig, Failure, FailureCounts, Target, count_failure, unix_nanos,
+use super::{
+    RunOptions, connect_clients, connected_of, failures_of, gather_ready, start_at, sum_failures,
 };
+use crate::brokers::{self, Kind, Running, Setup};
+use crate::client::{Client, ClientConfig, Failure, FailureCounts, Target, unix_nanos};
 use crate::coord::{Workers, results};
 use crate::proto::{Command, Event, ScenarioSpec, WorkerSpec};
 use crate::transport::TransportSpec;
@@ -165,42 +162,11 @@ pub async fn run(spec: NodeDrainSpec) -> anyhow::Result<NodeDrainReport> {
     })
 }
 
+/// One round on fresh nodes: connect the clients to A, drain or stop A, and count them
+/// onto B.
 async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRound> {
     let mode = if drain { "drain" } else { "abrupt" };
-    let bin = &spec.herald_bin;
-    let b_dir = spec.dir.join(format!("{mode}-b"));
-    let b = brokers::start(
-        Kind::Herald,
-        bin,
-        &b_dir,
-        &Setup {
-            env: vec![("HERALD_DRAIN_PERIOD_SECS".into(), "0".into())],
-            ..Setup::default()
-        },
-    )
-    .await
-    .context("starting node B")?;
-    let http: SocketAddr = ([127, 0, 0, 1], brokers::free_port()?).into();
-    let a = brokers::start(
-        Kind::Herald,
-        bin,
-        &spec.dir.join(format!("{mode}-a")),
-        &Setup {
-            http: Some(http),
-            env: vec![
-                (
-                    "HERALD_DRAIN_PERIOD_SECS".into(),
-                    spec.drain_secs.to_string(),
-                ),
-                ("HERALD_DRAIN_SERVER_REFERENCE".into(), b.addr.to_string()),
-            ],
-            ..Setup::default()
-        },
-    )
-    .await
-    .context("starting node A")?;
-    wait_accepting(http).await?;
-
+    let (a, b, http) = start_nodes(spec, mode).await?;
     let max_s = (spec.drain_secs + ROUND_SLACK_S) as f64;
     // Clients must outlive the round on A without pinging: a keep-alive well past it.
     let keep_alive = (spec.drain_secs * 2 + 120).min(u16::MAX as u64) as u16;
@@ -221,12 +187,7 @@ async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRou
         max_s,
     };
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::NodeDrain(worker))).await?;
-    let bar = counter_bar(&opts, spec.clients as u64, "connecting");
-    let limit = opts.timeout * 3 + Duration::from_secs(30 + spec.clients as u64 / 200);
-    let ready = workers.gather(bar.as_ref(), limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, &opts, spec.clients as u64).await?;
     let connected_to_a: u64 = ready.iter().map(connected_of).sum();
     let connect_failures = sum_failures(ready.iter().map(failures_of));
     sleep(Duration::from_millis(500)).await;
@@ -276,6 +237,48 @@ async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRou
         a_exit_s,
         a_exit_code,
     ))
+}
+
+/// Starts node B, then node A with B as its drain Server Reference and its HTTP API on the
+/// returned address, and waits for that API to accept.
+async fn start_nodes(
+    spec: &NodeDrainSpec,
+    mode: &str,
+) -> anyhow::Result<(Running, Running, SocketAddr)> {
+    let bin = &spec.herald_bin;
+    let b_dir = spec.dir.join(format!("{mode}-b"));
+    let b = brokers::start(
+        Kind::Herald,
+        bin,
+        &b_dir,
+        &Setup {
+            env: vec![("HERALD_DRAIN_PERIOD_SECS".into(), "0".into())],
+            ..Setup::default()
+        },
+    )
+    .await
+    .context("starting node B")?;
+    let http: SocketAddr = ([127, 0, 0, 1], brokers::free_port()?).into();
+    let a = brokers::start(
+        Kind::Herald,
+        bin,
+        &spec.dir.join(format!("{mode}-a")),
+        &Setup {
+            http: Some(http),
+            env: vec![
+                (
+                    "HERALD_DRAIN_PERIOD_SECS".into(),
+                    spec.drain_secs.to_string(),
+                ),
+                ("HERALD_DRAIN_SERVER_REFERENCE".into(), b.addr.to_string()),
+            ],
+            ..Setup::default()
+        },
+    )
+    .await
+    .context("starting node A")?;
+    wait_accepting(http).await?;
+    Ok((a, b, http))
 }
 
 /// Waits until `addr` accepts a TCP connection (herald's HTTP listener).
@@ -392,30 +395,8 @@ pub async fn worker(
     out: &Emitter,
 ) -> anyhow::Result<()> {
     let cfg = spec.client_config()?;
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = out.progress(done.clone());
-    let limit = Arc::new(Semaphore::new(256));
-    let mut tasks = JoinSet::new();
-    for j in spec.share(s.clients) {
-        let (limit, done, cfg) = (limit.clone(), done.clone(), cfg.clone());
-        let (target, id) = (spec.target(j), format!("hb-{}-d{j}", spec.run_id));
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let r = Client::connect(target, &cfg, &id, true).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            (id, r)
-        });
-    }
-    let mut clients = Vec::new();
-    let mut failures = FailureCounts::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((id, Ok(client))) => clients.push((id, client)),
-            Ok((_, Err(f))) => count_failure(&mut failures, &f),
-            Err(_) => count_failure(&mut failures, &Failure::Protocol("task panicked".into())),
-        }
-    }
-    drop(progress);
+    let id = |j| format!("hb-{}-d{j}", spec.run_id);
+    let (clients, failures) = connect_clients(spec, &cfg, spec.share(s.clients), id, out).await;
     out.send(Event::Ready {
         connected: clients.len() as u64,
         failures,
@@ -423,12 +404,10 @@ pub async fn worker(
     let Command::Go { start_unix_ns } = cmds.next().await? else {
         bail!("expected a go command");
     };
-    let deadline = Instant::now()
-        + Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()))
-        + Duration::from_secs_f64(s.max_s);
+    let deadline = start_at(start_unix_ns) + Duration::from_secs_f64(s.max_s);
     let mut tasks = JoinSet::new();
-    for (id, client) in clients {
-        tasks.spawn(follow(client, id, s.other, cfg.clone(), deadline));
+    for (j, client) in clients {
+        tasks.spawn(follow(client, id(j), s.other, cfg.clone(), deadline));
     }
     let slots = (s.max_s * 1000.0 / BUCKET_MS as f64).ceil() as usize + 1;
     let bucket = |at_ns: u64| {

@@ -4,18 +4,18 @@
 //! uniform wait in [0, jitter). Reports the time until every client is back and the failures
 //! on the way.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use super::{RunOptions, TimedBar, XorShift, connected_of, counter_bar, failures_of, sum_failures};
-use crate::client::{Client, ClientConfig, Failure, FailureCounts, Target, count_failure};
+use super::{
+    RunOptions, TimedBar, XorShift, connect_clients, connected_of, failures_of, gather_ready,
+    sum_failures,
+};
+use crate::client::{Client, ClientConfig, FailureCounts, Target, count_failure};
 use crate::coord::{Workers, results};
 use crate::procstat;
 use crate::proto::{
@@ -99,12 +99,7 @@ pub struct StormReport {
 /// Runs `storm` as coordinator.
 pub async fn run(opts: &RunOptions, spec: StormSpec) -> anyhow::Result<StormReport> {
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::Storm(spec.clone()))).await?;
-    let bar = counter_bar(opts, spec.clients as u64, "connecting");
-    let limit = opts.timeout * 3 + Duration::from_secs(30 + spec.clients as u64 / 200);
-    let ready = workers.gather(bar.as_ref(), limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, opts, spec.clients as u64).await?;
     let connected = ready.iter().map(connected_of).sum();
     let connect_failures = sum_failures(ready.iter().map(failures_of));
     let mut rounds = Vec::new();
@@ -192,32 +187,8 @@ pub async fn worker(
     out: &Emitter,
 ) -> anyhow::Result<()> {
     let cfg = spec.client_config()?;
-    let mine: Vec<usize> = spec.share(s.clients).collect();
-    let done = Arc::new(AtomicU64::new(0));
-    let progress = out.progress(done.clone());
-    let limit = Arc::new(Semaphore::new(256));
-    let mut tasks = JoinSet::new();
-    for &j in &mine {
-        let (limit, done) = (limit.clone(), done.clone());
-        let (target, id) = (spec.target(j), client_id(spec, j));
-        let cfg = cfg.clone();
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let r = Client::connect(target, &cfg, &id, true).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            (j, r)
-        });
-    }
-    let mut clients = Vec::new();
-    let mut failures = FailureCounts::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((j, Ok(client))) => clients.push((j, client)),
-            Ok((_, Err(f))) => count_failure(&mut failures, &f),
-            Err(_) => count_failure(&mut failures, &Failure::Protocol("task panicked".into())),
-        }
-    }
-    drop(progress);
+    let id = |j| client_id(spec, j);
+    let (mut clients, failures) = connect_clients(spec, &cfg, spec.share(s.clients), id, out).await;
     out.send(Event::Ready {
         connected: clients.len() as u64,
         failures,

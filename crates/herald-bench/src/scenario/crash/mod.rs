@@ -160,46 +160,15 @@ pub async fn run(cfg: &ClientConfig, spec: CrashSpec, quiet: bool) -> anyhow::Re
 
     let (sub_mode, sub_rx) = watch::channel(SubMode::Offline);
     let delivered = Arc::new(AtomicU64::new(0));
-    let mut subs = JoinSet::new();
-    for id in &sub_ids {
-        let task = subscriber::run(
-            target,
-            cfg.clone(),
-            id.clone(),
-            sub_rx.clone(),
-            delivered.clone(),
-        );
-        subs.spawn(task);
-    }
+    let subs = start_subscribers(target, cfg, &sub_ids, &sub_rx, &delivered);
     let (pub_active, pub_rx) = watch::channel(true);
-    let mut pubs = JoinSet::new();
-    for i in 0..spec.publishers {
-        let plan = PubPlan {
-            index: i,
-            qos: qos_of(&spec, i),
-            topic: format!("crash/p{i}"),
-            rate: spec.rate / spec.publishers as f64,
-            window: spec.inflight.max(1),
-            payload: spec.payload.max(8),
-        };
-        let task = publisher::run(
-            target,
-            cfg.clone(),
-            format!("hb-crash-p{i}"),
-            plan,
-            pub_rx.clone(),
-        );
-        pubs.spawn(async move { (i, task.await) });
-    }
+    let pubs = start_publishers(target, cfg, &spec, &pub_rx);
 
     let (running, kills) =
         kill_rounds(&spec, &setup, running, &sub_mode, &delivered, quiet).await?;
     sleep(Duration::from_secs_f64(spec.final_s)).await;
     pub_active.send_replace(false);
-    let mut records = Vec::new();
-    while let Some(joined) = pubs.join_next().await {
-        records.push(joined?);
-    }
+    let mut records = join_all(pubs).await?;
     records.sort_by_key(|(i, _)| *i);
     publish_once(
         target,
@@ -212,14 +181,33 @@ pub async fn run(cfg: &ClientConfig, spec: CrashSpec, quiet: bool) -> anyhow::Re
     sub_mode.send_replace(SubMode::Online);
     wait_until_idle(&delivered, Duration::from_secs_f64(spec.idle_s)).await;
     sub_mode.send_replace(SubMode::Done);
-    let mut sub_records = Vec::new();
-    while let Some(joined) = subs.join_next().await {
-        sub_records.push(joined?);
-    }
+    let mut sub_records = join_all(subs).await?;
     sub_records.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     let retained_survived = retained_present(target, cfg, &marker).await;
     running.stop().await;
 
+    let mut report = report(
+        config,
+        spec,
+        kills,
+        &records,
+        &sub_records,
+        retained_survived,
+    );
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The report of a run (its duration left to fill in): each publisher's and each
+/// subscriber's record, what they add up to, and whether the retained message survived.
+fn report(
+    config: String,
+    spec: CrashSpec,
+    kills: Vec<Kill>,
+    publishers: &[(usize, PubRecord)],
+    subscribers: &[SubRecord],
+    retained_survived: bool,
+) -> CrashReport {
     let mut report = CrashReport {
         config,
         kills,
@@ -230,22 +218,83 @@ pub async fn run(cfg: &ClientConfig, spec: CrashSpec, quiet: bool) -> anyhow::Re
         acknowledged_but_lost: 0,
         qos2_duplicates: 0,
         qos1_redeliveries: 0,
-        subscriptions_survived: sub_records
+        subscriptions_survived: subscribers
             .iter()
             .all(|s| s.sessions_lost == 0 && s.probe_received),
         retained_survived,
         durable: false,
-        publishers: records
+        publishers: publishers
             .iter()
             .map(|(i, r)| r.summary(format!("hb-crash-p{i}"), qos_of(&spec, *i)))
             .collect(),
-        subscribers: sub_records.iter().map(|s| s.summary()).collect(),
+        subscribers: subscribers.iter().map(|s| s.summary()).collect(),
         seconds: 0.0,
         spec,
     };
-    tally(&mut report, &records, &sub_records);
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    tally(&mut report, publishers, subscribers);
+    report
+}
+
+/// Starts the persistent subscribers `ids`, offline, online or done as `mode` says; each
+/// counts its deliveries into `delivered`.
+fn start_subscribers(
+    target: Target,
+    cfg: &ClientConfig,
+    ids: &[String],
+    mode: &watch::Receiver<SubMode>,
+    delivered: &Arc<AtomicU64>,
+) -> JoinSet<SubRecord> {
+    let mut subs = JoinSet::new();
+    for id in ids {
+        let task = subscriber::run(
+            target,
+            cfg.clone(),
+            id.clone(),
+            mode.clone(),
+            delivered.clone(),
+        );
+        subs.spawn(task);
+    }
+    subs
+}
+
+/// Starts the publishers, the first half at QoS 1 and the rest at QoS 2, sharing the rate;
+/// they publish while `active` holds.
+fn start_publishers(
+    target: Target,
+    cfg: &ClientConfig,
+    spec: &CrashSpec,
+    active: &watch::Receiver<bool>,
+) -> JoinSet<(usize, PubRecord)> {
+    let mut pubs = JoinSet::new();
+    for i in 0..spec.publishers {
+        let plan = PubPlan {
+            index: i,
+            qos: qos_of(spec, i),
+            topic: format!("crash/p{i}"),
+            rate: spec.rate / spec.publishers as f64,
+            window: spec.inflight.max(1),
+            payload: spec.payload.max(8),
+        };
+        let task = publisher::run(
+            target,
+            cfg.clone(),
+            format!("hb-crash-p{i}"),
+            plan,
+            active.clone(),
+        );
+        pubs.spawn(async move { (i, task.await) });
+    }
+    pubs
+}
+
+/// Waits for every task of `tasks`, and returns what they gave back.
+async fn join_all<T: 'static>(mut tasks: JoinSet<T>) -> anyhow::Result<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        out.push(joined?);
+    }
+    Ok(out)
 }
 
 /// Makes each subscriber's persistent session with its QoS 2 subscription on `crash/#`.

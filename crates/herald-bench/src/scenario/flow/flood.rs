@@ -29,22 +29,18 @@ use super::{MAX_SEQ, STAMP_LEN, SeqSet, read_stamp, write_stamp};
 use crate::client::{
     Client, Failure, FailureCounts, count_failure, decode_from, encode_into, unix_nanos,
 };
-use crate::coord::{Workers, results};
+use crate::coord::Workers;
 use crate::procstat;
-use crate::proto::{
-    Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
-    new_histogram,
-};
+use crate::proto::{Command, Event, Latency, ScenarioSpec, WorkerSpec, merge_pairs, new_histogram};
+use crate::scenario::traffic::Pace;
 use crate::scenario::{
-    AckCounts, CpuUse, RunOptions, TimedBar, counter_bar, failures_of, sum_failures, traffic,
+    AckCounts, CpuUse, Measured, RunOptions, failures_of, gather_ready, measure, start_at,
+    sum_failures, traffic,
 };
 use crate::worker::{Commands, Emitter};
 
 /// Clients one worker process holds at most: well under its 20,000 open files.
 pub const CLIENTS_PER_PROC: usize = 15_000;
-
-/// Largest number of publications encoded before one write.
-const BATCH: u64 = 256;
 
 /// Parameters of a `fanin-flood` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +69,18 @@ impl FloodSpec {
 
     fn filter(run: &str) -> String {
         format!("hb/{run}/flood/+")
+    }
+
+    /// When a run that starts at `start_unix_ns` (Unix nanoseconds) publishes until, and
+    /// how long its clients may wait after.
+    fn timing(&self, start_unix_ns: u64) -> Timing {
+        let start = start_at(start_unix_ns);
+        Timing {
+            start,
+            end: start + Duration::from_secs_f64(self.duration_s),
+            idle: Duration::from_secs_f64(self.idle_s),
+            drain_end: start + Duration::from_secs_f64(self.duration_s + self.max_drain_s),
+        }
     }
 }
 
@@ -173,55 +181,21 @@ pub async fn run(opts: &RunOptions, spec: FloodSpec) -> anyhow::Result<FloodRepo
     opts.procs = opts.procs.max((spec.pubs + 1).div_ceil(CLIENTS_PER_PROC));
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::FaninFlood(spec.clone()))).await?;
     let total = spec.pubs as u64 + 1;
-    let bar = counter_bar(&opts, total, "connecting");
-    let setup_limit = opts.timeout * 3 + Duration::from_secs(30 + total / 200);
-    let ready = workers.gather(bar.as_ref(), setup_limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, &opts, total).await?;
     let connect_failures = sum_failures(ready.iter().map(failures_of));
-    let broker0 = opts.broker_sample();
-    let tool0 = procstat::sample("self");
-    let start_ns = unix_nanos() + 200_000_000;
-    workers
-        .send(&Command::Go {
-            start_unix_ns: start_ns,
-        })
-        .await?;
-    let bar = TimedBar::start(&opts, spec.duration_s + 0.2, "fanin-flood");
     let limit = Duration::from_secs_f64(spec.duration_s + spec.max_drain_s + 60.0);
-    let parts: Vec<FloodWorkerResult> = results(workers.gather(None, limit).await?)?;
-    bar.finish();
-    let broker1 = opts.broker_sample();
-    let tool1 = procstat::sample("self");
+    let measured = measure(&mut workers, &opts, spec.duration_s, "fanin-flood", limit).await?;
     workers.finish().await;
-    let samples = Samples {
-        broker: [broker0, broker1],
-        tool: [tool0, tool1],
-    };
-    Ok(merge(
-        &opts,
-        spec,
-        parts,
-        connect_failures,
-        start_ns,
-        samples,
-    ))
+    Ok(merge(&opts, spec, connect_failures, measured))
 }
 
-/// Readings of the broker and of the coordinator at the start and end of the measured phase.
-struct Samples {
-    broker: [Option<procstat::ProcSample>; 2],
-    tool: [Option<procstat::ProcSample>; 2],
-}
-
+/// The report: the workers' figures added up, and the acknowledged and received sets of
+/// each publisher set against each other.
 fn merge(
     opts: &RunOptions,
     spec: FloodSpec,
-    parts: Vec<FloodWorkerResult>,
     connect_failures: FailureCounts,
-    start_ns: u64,
-    samples: Samples,
+    measured: Measured<FloodWorkerResult>,
 ) -> FloodReport {
     let mut hist = new_histogram();
     let mut acks = AckCounts::default();
@@ -231,7 +205,7 @@ fn merge(
     let (mut pubs_connected, mut subscriber_connected) = (0, false);
     let (mut published, mut duplicates, mut unrecognised) = (0, 0, 0);
     let (mut last_delivery_ns, mut worker_cpu) = (0, 0.0);
-    for p in parts {
+    for p in measured.parts {
         pubs_connected += p.pubs_connected;
         subscriber_connected |= p.subscriber_connected;
         published += p.published;
@@ -257,9 +231,9 @@ fn merge(
         .iter()
         .map(|(i, got)| got.count_not_in(acked_ok.get(i).unwrap_or(&empty)))
         .sum();
-    let pub_end_ns = start_ns + (spec.duration_s * 1e9) as u64;
-    let window = last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
-    let cpu = CpuUse::new(samples.broker, samples.tool, worker_cpu, distinct);
+    let pub_end_ns = measured.start_ns + (spec.duration_s * 1e9) as u64;
+    let window = last_delivery_ns.saturating_sub(measured.start_ns) as f64 / 1e9;
+    let cpu = CpuUse::new(measured.readings, worker_cpu, distinct);
     FloodReport {
         scenario: "fanin-flood".into(),
         mqtt_level: opts.mqtt_level,
@@ -312,13 +286,7 @@ pub async fn worker(
     let Command::Go { start_unix_ns } = cmds.next().await? else {
         bail!("expected the go command");
     };
-    let start = Instant::now() + Duration::from_nanos(start_unix_ns.saturating_sub(unix_nanos()));
-    let timing = Timing {
-        start,
-        end: start + Duration::from_secs_f64(f.duration_s),
-        idle: Duration::from_secs_f64(f.idle_s),
-        drain_end: start + Duration::from_secs_f64(f.duration_s + f.max_drain_s),
-    };
+    let timing = f.timing(start_unix_ns);
     let cpu0 = procstat::sample("self");
     let mut result = FloodWorkerResult {
         pubs_connected: pubs.len() as u64,
@@ -330,29 +298,49 @@ pub async fn worker(
         let (hist, pubs, keep_alive) = (hist.clone(), f.pubs, spec.keep_alive);
         tokio::spawn(subscriber(client, pubs, hist, timing, keep_alive))
     });
+    let pub_tasks = start_publishers(&spec.run_id, f, pubs, timing);
+    let keep = join_publishers(pub_tasks, &mut result).await?;
+    if let Some(task) = sub_task {
+        add_received(&mut result, task.await?);
+    }
+    drop(keep);
+    result.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
+    result.latency = traffic::latency_pairs(&hist);
+    out.result(&result)
+}
+
+/// Starts this worker's publishers, each on its own topic, at its [`traffic::phase`] after
+/// `timing.start`.
+fn start_publishers(
+    run_id: &str,
+    f: &FloodSpec,
+    pubs: Vec<Publisher>,
+    timing: Timing,
+) -> JoinSet<(PubStats, Option<Client>)> {
     let template = Bytes::from(vec![0u8; f.payload]);
-    let mut pub_tasks = JoinSet::new();
+    let mut tasks = JoinSet::new();
     for (i, client) in pubs {
-        let window = f.inflight.clamp(1, usize::from(client.receive_maximum));
-        let mut publish = Publish::new(FloodSpec::topic(&spec.run_id, i), template.clone());
+        let window = traffic::window(QoS::AtLeastOnce, f.inflight, &client);
+        let mut publish = Publish::new(FloodSpec::topic(run_id, i), template.clone());
         publish.qos = QoS::AtLeastOnce;
-        // Publishers at a fixed rate are spread over one interval (as in `fanin`), so that N
-        // of them make a steady flow rather than N messages at the same instants.
-        let phase = if f.pub_rate > 0.0 {
-            Duration::from_secs_f64(i as f64 / f.pubs as f64 / f.pub_rate)
-        } else {
-            Duration::ZERO
-        };
         let timing = Timing {
-            start: start + phase,
+            start: timing.start + traffic::phase(i, f.pubs, f.pub_rate),
             ..timing
         };
-        pub_tasks.spawn(publisher(
+        tasks.spawn(publisher(
             client, i as u32, publish, f.pub_rate, window, timing,
         ));
     }
+    tasks
+}
+
+/// Waits for every publisher and adds what it did to `result`; returns those still connected.
+async fn join_publishers(
+    mut tasks: JoinSet<(PubStats, Option<Client>)>,
+    result: &mut FloodWorkerResult,
+) -> anyhow::Result<Vec<Client>> {
     let mut keep = Vec::new();
-    while let Some(joined) = pub_tasks.join_next().await {
+    while let Some(joined) = tasks.join_next().await {
         let (stats, client) = joined?;
         result.published += stats.published;
         result.acks.add(&stats.acks);
@@ -362,30 +350,25 @@ pub async fn worker(
         }
         keep.extend(client);
     }
-    if let Some(task) = sub_task {
-        let stats = task.await?;
-        result.deliveries = stats.deliveries;
-        result.duplicates = stats.duplicates;
-        result.unrecognised = stats.unrecognised;
-        result.last_delivery_ns = stats.last_ns;
-        result.received = stats
-            .received
-            .into_iter()
-            .enumerate()
-            .filter(|(_, set)| !set.is_empty())
-            .map(|(i, set)| (i as u32, set))
-            .collect();
-        if let Some(f) = stats.error {
-            count_failure(&mut result.errors, &f);
-        }
+    Ok(keep)
+}
+
+/// Adds what the subscriber received to `result`: the sets of the publishers it heard from.
+fn add_received(result: &mut FloodWorkerResult, stats: SubStats) {
+    result.deliveries = stats.deliveries;
+    result.duplicates = stats.duplicates;
+    result.unrecognised = stats.unrecognised;
+    result.last_delivery_ns = stats.last_ns;
+    result.received = stats
+        .received
+        .into_iter()
+        .enumerate()
+        .filter(|(_, set)| !set.is_empty())
+        .map(|(i, set)| (i as u32, set))
+        .collect();
+    if let Some(f) = stats.error {
+        count_failure(&mut result.errors, &f);
     }
-    drop(keep);
-    result.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
-    result.latency = match hist.lock() {
-        Ok(h) => histogram_to_pairs(&h),
-        Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
-    };
-    out.result(&result)
 }
 
 /// Connects the subscriber (worker 0 only) and subscribes it, then this worker's publishers.
@@ -485,23 +468,14 @@ async fn publisher(
     };
     sleep_until(timing.start).await;
     let outcome = publish_loop(&mut client, &mut publish, rate, window, timing, &mut stats).await;
-    // A broker that stopped reading this publisher kept these: never written.
-    let left = traffic::unsent(
-        client.wbuf.len(),
-        traffic::frame_len(&publish, client.version),
+    let client = traffic::settle(
+        client,
+        &publish,
+        outcome,
+        &mut stats.published,
+        &mut stats.error,
     );
-    stats.published -= left.min(stats.published);
-    match outcome {
-        Ok(()) if client.wbuf.is_empty() => (stats, Some(client)),
-        Ok(()) => {
-            stats.error = Some(Failure::Timeout);
-            (stats, None)
-        }
-        Err(f) => {
-            stats.error = Some(f);
-            (stats, None)
-        }
-    }
+    (stats, client)
 }
 
 /// Publishes stamped QoS 1 messages until `timing.end`, then waits for the outstanding
@@ -515,13 +489,17 @@ async fn publish_loop(
     stats: &mut PubStats,
 ) -> Result<(), Failure> {
     let version = client.version;
-    let start = Instant::now();
+    let pace = Pace {
+        start: Instant::now(),
+        rate,
+        end: timing.end,
+    };
     let (mut rd, mut wr) = client.stream.split();
     let (rbuf, wbuf) = (&mut client.rbuf, &mut client.wbuf);
     // Packet id -> sequence number of each unacknowledged publication.
     let mut inflight: HashMap<u16, u32> = HashMap::with_capacity(window);
     let mut packet_id: u16 = 0;
-    let mut last_ack = start;
+    let mut last_ack = pace.start;
     let tail = publish.payload.slice(STAMP_LEN..);
     loop {
         let now = Instant::now();
@@ -532,65 +510,63 @@ async fn publish_loop(
         }
         let mut next_due = None;
         if publishing {
-            let due = if rate > 0.0 {
-                let owed = ((now - start).as_secs_f64() * rate) as u64 + 1;
-                owed.saturating_sub(stats.published)
-            } else if wbuf.is_empty() {
-                BATCH
-            } else {
-                0
-            };
-            let n = due
-                .min(BATCH)
-                .min(window.saturating_sub(inflight.len()) as u64);
-            for _ in 0..n {
+            let room = (
+                window.saturating_sub(inflight.len()) as u64,
+                wbuf.is_empty(),
+            );
+            let index = stats.index;
+            let encode = |published: u64| {
                 packet_id = next_free_id(packet_id, &inflight);
-                let seq = stats.published as u32;
+                let seq = published as u32;
                 inflight.insert(packet_id, seq);
                 publish.packet_id = packet_id;
                 if let Err(e) = publish.encode_header(version, wbuf) {
                     panic!("herald-bench built an unencodable PUBLISH: {e}");
                 }
-                write_stamp(wbuf, stats.index, seq);
+                write_stamp(wbuf, index, seq);
                 wbuf.extend_from_slice(&tail);
-                stats.published += 1;
-            }
-            if rate > 0.0 && n == due {
-                let next = start + Duration::from_secs_f64(stats.published as f64 / rate);
-                next_due = Some(next.min(timing.end));
-            } else if rate == 0.0 && n > 0 {
-                next_due = Some(now);
-            }
+            };
+            next_due = pace.publish_due(now, room, &mut stats.published, encode);
         }
         let limit = if publishing { timing.end } else { stop };
-        // While a write is pending only the limit wakes the loop: a broker that stops
-        // reading this publisher must not hold it past the run.
-        let wake = match next_due {
-            Some(due) if wbuf.is_empty() => due,
-            _ => limit,
-        };
+        let wake = traffic::wake_at(next_due, wbuf.is_empty(), limit);
         tokio::select! {
             read = rd.read_buf(rbuf) => {
                 if read? == 0 {
                     return Err(Failure::Closed);
                 }
-                while let Some(packet) = decode_from(rbuf, version)? {
-                    if let Packet::PubAck(ack) = packet
-                        && let Some(seq) = inflight.remove(&ack.packet_id)
-                    {
-                        let code = ack.reason_code as u8;
-                        stats.acks.record(code);
-                        if code < 0x80 {
-                            stats.acked_ok.insert(seq);
-                        }
-                        last_ack = Instant::now();
-                    }
+                if let Some(at) = take_acks(rbuf, version, &mut inflight, stats)? {
+                    last_ack = at;
                 }
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
             _ = sleep_until(wake) => {}
         }
     }
+}
+
+/// Takes the PUBACKs in `rbuf`: each frees its packet id and is counted by reason code, its
+/// message as acknowledged with success below 0x80. Returns when the last of them was taken.
+fn take_acks(
+    rbuf: &mut bytes::BytesMut,
+    version: mqtt_codec::ProtocolVersion,
+    inflight: &mut HashMap<u16, u32>,
+    stats: &mut PubStats,
+) -> Result<Option<Instant>, Failure> {
+    let mut acked = None;
+    while let Some(packet) = decode_from(rbuf, version)? {
+        if let Packet::PubAck(ack) = packet
+            && let Some(seq) = inflight.remove(&ack.packet_id)
+        {
+            let code = ack.reason_code as u8;
+            stats.acks.record(code);
+            if code < 0x80 {
+                stats.acked_ok.insert(seq);
+            }
+            acked = Some(Instant::now());
+        }
+    }
+    Ok(acked)
 }
 
 /// The packet id after `last` that no unacknowledged publication holds (the window is far
@@ -689,12 +665,7 @@ async fn subscribe_loop(
                 if !batch.is_empty() {
                     stats.last_ns = now_ns;
                     last_arrival = Instant::now();
-                    if let Ok(mut h) = hist.lock() {
-                        for &us in &batch {
-                            h.saturating_record(us.max(1));
-                        }
-                    }
-                    batch.clear();
+                    traffic::record_batch(hist, &mut batch);
                 }
             }
             written = wr.write_all_buf(wbuf), if !wbuf.is_empty() => written?,
@@ -710,6 +681,7 @@ async fn subscribe_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Readings;
 
     #[test]
     fn free_ids_skip_the_ones_in_flight_and_zero() {
@@ -768,17 +740,12 @@ mod tests {
             duplicates: 1,
             ..Default::default()
         };
-        let r = merge(
-            &opts,
-            spec,
-            vec![subscriber, publishers],
-            FailureCounts::new(),
-            0,
-            Samples {
-                broker: [None, None],
-                tool: [None, None],
-            },
-        );
+        let measured = Measured {
+            parts: vec![subscriber, publishers],
+            start_ns: 0,
+            readings: Readings::default(),
+        };
+        let r = merge(&opts, spec, FailureCounts::new(), measured);
         assert_eq!((r.published, r.acks.success, r.unacknowledged), (6, 4, 1));
         assert_eq!((r.received, r.duplicates), (3, 1));
         assert_eq!(

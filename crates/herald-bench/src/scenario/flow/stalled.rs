@@ -28,20 +28,18 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use mqtt_codec::{Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::client::{Client, ClientConfig, Failure, FailureCounts, count_failure};
-use crate::coord::{Workers, results};
-use crate::procstat::{self, ProcSample};
-use crate::proto::{
-    Command, Event, Latency, ScenarioSpec, WorkerSpec, histogram_to_pairs, merge_pairs,
-    new_histogram,
-};
+use crate::coord::Workers;
+use crate::procstat;
+use crate::proto::{Command, Event, Latency, ScenarioSpec, WorkerSpec, merge_pairs, new_histogram};
 use crate::scenario::inbox::Inbox;
-use crate::scenario::traffic::{self, Pattern, TrafficSpec};
+use crate::scenario::traffic::{self, Pattern, PubStats, Schedule, TrafficSpec};
 use crate::scenario::{
-    AckCounts, CpuUse, RunOptions, TimedBar, connected_of, counter_bar, failures_of, sum_failures,
+    AckCounts, CpuUse, Measured, RunOptions, connected_of, failures_of, gather_ready, measure,
+    sum_failures,
 };
 use crate::worker::{Commands, Emitter};
 
@@ -259,12 +257,7 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
     }
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::Stalled(spec.clone()))).await?;
     let total = (spec.pubs + spec.subs) as u64;
-    let bar = counter_bar(opts, total, "connecting");
-    let setup_limit = opts.timeout * 3 + Duration::from_secs(30 + total / 200);
-    let ready = workers.gather(bar.as_ref(), setup_limit).await?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let ready = gather_ready(&mut workers, opts, total).await?;
     let connect_failures = sum_failures(ready.iter().map(failures_of));
     let mut rounds = Vec::new();
     for with_stalled in spec.rounds() {
@@ -281,28 +274,14 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
         if connected == 0 {
             bail!("no client connected");
         }
-        let broker0 = opts.broker_sample();
-        let tool0 = procstat::sample("self");
-        let start_ns = crate::client::unix_nanos() + 200_000_000;
-        workers
-            .send(&Command::Go {
-                start_unix_ns: start_ns,
-            })
-            .await?;
         let label = if with_stalled {
             "with stalled"
         } else {
             "alone"
         };
-        let bar = TimedBar::start(opts, spec.duration_s + 0.2, label);
         let limit = Duration::from_secs_f64(spec.duration_s + spec.drain_s + 60.0) + WAKE_LIMIT;
-        let parts: Vec<StalledWorkerRound> = results(workers.gather(None, limit).await?)?;
-        bar.finish();
-        let samples = [
-            [broker0, opts.broker_sample()],
-            [tool0, procstat::sample("self")],
-        ];
-        rounds.push(merge_round(&spec, with_stalled, parts, start_ns, samples));
+        let measured = measure(&mut workers, opts, spec.duration_s, label, limit).await?;
+        rounds.push(merge_round(&spec, with_stalled, measured));
     }
     workers.finish().await;
     Ok(StalledReport {
@@ -316,16 +295,15 @@ pub async fn run(opts: &RunOptions, spec: StalledSpec) -> anyhow::Result<Stalled
     })
 }
 
+/// One round's report: the workers' figures added up, and what follows from them.
 fn merge_round(
     spec: &StalledSpec,
     with_stalled: bool,
-    parts: Vec<StalledWorkerRound>,
-    start_ns: u64,
-    [broker, tool]: [[Option<ProcSample>; 2]; 2],
+    measured: Measured<StalledWorkerRound>,
 ) -> StalledRound {
     let mut hist = new_histogram();
     let mut r = StalledWorkerRound::default();
-    for p in parts {
+    for p in measured.parts {
         r.subs_connected += p.subs_connected;
         r.pubs_connected += p.pubs_connected;
         r.published += p.published;
@@ -341,7 +319,7 @@ fn merge_round(
         r.stalled = r.stalled.or(p.stalled);
     }
     let expected = r.published * r.subs_connected;
-    let window = r.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9;
+    let window = r.last_delivery_ns.saturating_sub(measured.start_ns) as f64 / 1e9;
     StalledRound {
         with_stalled,
         subs_connected: r.subs_connected,
@@ -365,7 +343,7 @@ fn merge_round(
         latency: Latency::from_histogram(&hist),
         errors: r.errors,
         stalled: r.stalled,
-        cpu: CpuUse::new(broker, tool, r.cpu_seconds, r.delivered),
+        cpu: CpuUse::new(measured.readings, r.cpu_seconds, r.delivered),
     }
 }
 
@@ -483,10 +461,7 @@ async fn play_round(
     start_unix_ns: u64,
 ) -> anyhow::Result<(StalledWorkerRound, Clients)> {
     let t = s.traffic();
-    let wait = start_unix_ns.saturating_sub(crate::client::unix_nanos());
-    let start = Instant::now() + Duration::from_nanos(wait);
-    let pub_end = start + Duration::from_secs_f64(t.duration_s);
-    let drain_end = pub_end + Duration::from_secs_f64(t.drain_s);
+    let schedule = t.schedule(start_unix_ns);
     let cpu0 = procstat::sample("self");
     let hist = Arc::new(Mutex::new(new_histogram()));
     let mut round = StalledWorkerRound {
@@ -500,88 +475,27 @@ async fn play_round(
         sub_tasks.spawn(traffic::subscriber(
             client,
             hist,
-            pub_end,
-            drain_end,
+            schedule.pub_end,
+            schedule.drain_end,
             keep_alive,
             start_unix_ns,
         ));
     }
-    let window = |client: &Client| {
-        if qos == QoS::AtMostOnce {
-            usize::MAX
-        } else {
-            t.inflight.clamp(1, usize::from(client.receive_maximum))
-        }
-    };
-    let (mut stall_task, mut fill_task) = (None, None);
-    match stuck {
-        Some(Ok(Stuck { client, filler })) => {
-            stall_task = Some(tokio::spawn(stall(client, start, pub_end)));
-            if let Some(filler) = filler {
-                let topic = StalledSpec::fill_topic(&spec.run_id);
-                let mut publish = Publish::new(topic, Bytes::from(vec![0u8; s.fill_payload]));
-                publish.qos = qos;
-                let window = window(&filler);
-                fill_task = Some(tokio::spawn(traffic::publisher(
-                    filler,
-                    publish,
-                    s.fill_rate,
-                    window,
-                    start,
-                    pub_end,
-                    drain_end,
-                )));
-            }
-        }
+    let stalling = match stuck {
+        Some(Ok(stuck)) => Some(start_stalling(spec, s, qos, stuck, schedule)),
         Some(Err(f)) => {
             round.stalled = Some(StalledOutcome {
                 failure: Some(f.key()),
                 ..Default::default()
             });
+            None
         }
-        None => {}
-    }
-    let rate = if t.rate > 0.0 {
-        t.rate / t.pubs as f64
-    } else {
-        0.0
+        None => None,
     };
-    let template = Bytes::from(vec![0u8; t.payload]);
-    let mut pub_tasks = JoinSet::new();
-    for (i, client) in pubs {
-        let mut publish = Publish::new(t.topic(&spec.run_id, i), template.clone());
-        publish.qos = qos;
-        let window = window(&client);
-        // Spread over one interval, as in `fanout`.
-        let phase = if rate > 0.0 {
-            Duration::from_secs_f64(i as f64 / t.pubs as f64 / rate)
-        } else {
-            Duration::ZERO
-        };
-        pub_tasks.spawn(async move {
-            let (stats, client) = traffic::publisher(
-                client,
-                publish,
-                rate,
-                window,
-                start + phase,
-                pub_end,
-                drain_end,
-            )
-            .await;
-            (stats, client.map(|c| (i, c)))
-        });
-    }
-    let mut kept_pubs = Vec::new();
-    while let Some(joined) = pub_tasks.join_next().await {
-        let (stats, client) = joined?;
-        round.published += stats.published;
-        round.acks.add(&stats.acks);
-        if let Some(f) = stats.error {
-            count_failure(&mut round.errors, &f);
-        }
-        kept_pubs.extend(client);
-    }
+    let pub_tasks = traffic::start_publishers(&spec.run_id, &t, qos, pubs, schedule);
+    let (published, kept_pubs) = traffic::join_publishers(pub_tasks, &mut round.errors).await?;
+    round.published = published.published;
+    round.acks = published.acks;
     let mut kept_subs = Vec::new();
     while let Some(joined) = sub_tasks.join_next().await {
         let (stats, client) = joined?;
@@ -593,26 +507,71 @@ async fn play_round(
             None => kept_subs.push(client),
         }
     }
-    let filled = match fill_task {
-        Some(task) => Some(task.await?.0),
-        None => None,
-    };
-    if let Some(task) = stall_task {
-        let (client, stall) = task.await?;
+    if let Some(stalling) = stalling {
+        round.stalled = Some(stalling.outcome().await?);
+    }
+    round.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
+    round.latency = traffic::latency_pairs(&hist);
+    Ok((round, (kept_subs, kept_pubs)))
+}
+
+/// The stalled subscriber in its round: not reading, while the filler publishes to it.
+struct Stalling {
+    /// The subscriber, writing only PINGREQs until publishing ends.
+    stall: JoinHandle<(Client, Stall)>,
+    /// The filler, when there is one.
+    fill: Option<JoinHandle<(PubStats, Option<Client>)>>,
+}
+
+/// Sets the stalled subscriber not reading from `schedule.start` to the end of publishing,
+/// and its filler publishing to it as long.
+fn start_stalling(
+    spec: &WorkerSpec,
+    s: &StalledSpec,
+    qos: QoS,
+    Stuck { client, filler }: Stuck,
+    schedule: Schedule,
+) -> Stalling {
+    let Schedule {
+        start,
+        pub_end,
+        drain_end,
+    } = schedule;
+    let stall = tokio::spawn(stall(client, start, pub_end));
+    let fill = filler.map(|filler| {
+        let topic = StalledSpec::fill_topic(&spec.run_id);
+        let mut publish = Publish::new(topic, Bytes::from(vec![0u8; s.fill_payload]));
+        publish.qos = qos;
+        let window = traffic::window(qos, s.inflight, &filler);
+        tokio::spawn(traffic::publisher(
+            filler,
+            publish,
+            s.fill_rate,
+            window,
+            start,
+            pub_end,
+            drain_end,
+        ))
+    });
+    Stalling { stall, fill }
+}
+
+impl Stalling {
+    /// Waits for the filler to finish, then wakes the stalled subscriber up: what became
+    /// of it.
+    async fn outcome(self) -> anyhow::Result<StalledOutcome> {
+        let filled = match self.fill {
+            Some(task) => Some(task.await?.0),
+            None => None,
+        };
+        let (client, stall) = self.stall.await?;
         let mut outcome = wake(client, stall).await;
         if let Some(filled) = filled {
             outcome.filler_published = filled.published;
             outcome.filler_acks = filled.acks;
         }
-        round.stalled = Some(outcome);
+        Ok(outcome)
     }
-    round.cpu_seconds = procstat::cpu_between(cpu0, procstat::sample("self")).unwrap_or(0.0);
-    round.latency = match hist.lock() {
-        Ok(h) => histogram_to_pairs(&h),
-        Err(poisoned) => histogram_to_pairs(&poisoned.into_inner()),
-    };
-    kept_pubs.sort_by_key(|(i, _)| *i);
-    Ok((round, (kept_subs, kept_pubs)))
 }
 
 /// What the stalled subscriber saw while it did not read.
