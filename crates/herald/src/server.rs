@@ -193,7 +193,7 @@ impl Server {
         }
         let mut connected = Vec::new();
         self.broker.default_tenant.sessions.for_each(|session| {
-            if session.lock().connected {
+            if session.lock().connected() {
                 connected.push(session.clone());
             }
         });

@@ -96,7 +96,7 @@ async fn curl_publishes_to_a_subscribed_mosquitto_sub() {
             .default_tenant
             .sessions
             .get("user-42")
-            .is_some_and(|x| !x.lock().subscriptions.is_empty())
+            .is_some_and(|x| !x.lock().subscriptions().is_empty())
     })
     .await;
     let url = format!("http://{http}/api/v1/publish");
@@ -552,7 +552,7 @@ async fn clients_subscriptions_and_retained_are_listed_and_steered() {
             .default_tenant
             .sessions
             .get("alpha-2")
-            .is_some_and(|x| !x.lock().connected)
+            .is_some_and(|x| !x.lock().connected())
     })
     .await;
     // Disconnect and discard: the session is gone.

@@ -205,7 +205,7 @@ async fn members_that_leave_stop_receiving() {
     away.disconnect().await;
     eventually("gone's session ends", || sessions.get("gone").is_none()).await;
     eventually("away goes offline", || {
-        sessions.get("away").is_some_and(|s| !s.lock().connected)
+        sessions.get("away").is_some_and(|s| !s.lock().connected())
     })
     .await;
 

@@ -51,7 +51,7 @@ fn origin(s: &common::TestServer, client_id: &str) -> herald::broker::session::O
         .get(client_id)
         .expect("session exists");
     let st = session.lock();
-    *st.origin.clone().expect("origin recorded")
+    st.origin().cloned().expect("origin recorded")
 }
 
 #[tokio::test]
@@ -182,7 +182,7 @@ async fn mosquitto_clients_connect_over_tls_with_cafile() {
             .default_tenant
             .sessions
             .get("mosq-sub")
-            .is_some_and(|x| !x.lock().subscriptions.is_empty())
+            .is_some_and(|x| !x.lock().subscriptions().is_empty())
     })
     .await;
     let mut publ = mosquitto("mosquitto_pub");

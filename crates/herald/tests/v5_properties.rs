@@ -458,12 +458,7 @@ async fn messages_over_a_subscribers_maximum_packet_size_are_skipped() {
                 .sessions
                 .get("mps-out-small")
                 .unwrap();
-            let inflight: Vec<u16> = session
-                .lock()
-                .inflight
-                .iter()
-                .map(|i| i.packet_id)
-                .collect();
+            let inflight: Vec<u16> = session.lock().inflight_ids().collect();
             assert_eq!(
                 inflight,
                 vec![got.packet_id],
@@ -476,7 +471,7 @@ async fn messages_over_a_subscribers_maximum_packet_size_are_skipped() {
                     .default_tenant
                     .sessions
                     .get("mps-out-small")
-                    .is_some_and(|s| s.lock().inflight.is_empty())
+                    .is_some_and(|s| s.lock().inflight_len() == 0)
             })
             .await;
         }

@@ -278,7 +278,7 @@ async fn clean_start_within_the_delay_publishes_the_will() {
     eventually("connection gone", || {
         registry
             .get("fresh")
-            .is_some_and(|session| !session.lock().connected)
+            .is_some_and(|session| !session.lock().connected())
     })
     .await;
     let c = Raw::connect(s.addr, V5, "fresh").await;

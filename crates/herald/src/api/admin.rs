@@ -42,18 +42,18 @@ fn protocol(v: ProtocolVersion) -> &'static str {
 
 /// The summary of a client in a listing.
 fn summary(session: &Session, st: &SessionState) -> Value {
-    let origin = st.origin.as_deref();
+    let origin = st.origin();
     json!({
         "client_id": &*session.client_id,
-        "connected": st.connected,
-        "protocol": protocol(st.protocol),
+        "connected": st.connected(),
+        "protocol": protocol(st.protocol()),
         "username": origin.and_then(|o| o.username.as_deref()),
         "address": origin.map(|o| o.peer.to_string()),
         "listener": origin.map(|o| o.listener.label()),
-        "persistent": st.expiry_interval > 0,
-        "subscriptions": st.subscriptions.len(),
-        "queued": st.queue.len(),
-        "inflight": st.inflight.len(),
+        "persistent": st.expiry_interval() > 0,
+        "subscriptions": st.subscriptions().len(),
+        "queued": st.queued().0,
+        "inflight": st.inflight_len(),
     })
 }
 
@@ -119,7 +119,7 @@ pub(crate) async fn clients(
             return;
         }
         let st = session.lock();
-        let origin = st.origin.as_deref();
+        let origin = st.origin();
         if let Some(user) = &q.username
             && origin.and_then(|o| o.username.as_deref()) != Some(user.as_str())
         {
@@ -155,9 +155,9 @@ pub(crate) async fn client(
     let session = find(&state, &id)?;
     let st = session.lock();
     let mut v = summary(&session, &st);
-    v["session_expiry_interval"] = json!(st.expiry_interval);
+    v["session_expiry_interval"] = json!(st.expiry_interval());
     v["subscriptions"] = st
-        .subscriptions
+        .subscriptions()
         .iter()
         .map(|(filter, r)| {
             json!({
@@ -169,8 +169,8 @@ pub(crate) async fn client(
             })
         })
         .collect();
-    v["queued_bytes"] = json!(st.queue_bytes);
-    v["inbound_qos2"] = json!(st.inbound_qos2.len());
+    v["queued_bytes"] = json!(st.queued().1);
+    v["inbound_qos2"] = json!(st.inbound_qos2_len());
     Ok(Json(v))
 }
 
@@ -244,7 +244,7 @@ pub(crate) async fn subscriptions(
     let mut items = Vec::new();
     state.broker.default_tenant.sessions.for_each(|session| {
         let st = session.lock();
-        for (f, r) in st.subscriptions.iter() {
+        for (f, r) in st.subscriptions().iter() {
             // A subscription is listed when the query filter covers it: every topic it
             // matches, the query matches too (checked on the filter as a topic).
             if !mqtt_codec::topic::matches(filter, f) {

@@ -478,9 +478,9 @@ async fn metrics(
     b.default_tenant.sessions.for_each(|session| {
         let st = session.lock();
         sampled.sessions += 1;
-        sampled.subscriptions += st.subscriptions.len() as u64;
-        sampled.queued += st.queue.len() as u64;
-        sampled.inflight += st.inflight.len() as u64;
+        sampled.subscriptions += st.subscriptions().len() as u64;
+        sampled.queued += st.queued().0 as u64;
+        sampled.inflight += st.inflight_len() as u64;
     });
     Ok((
         [(

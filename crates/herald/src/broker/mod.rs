@@ -32,7 +32,7 @@ use message::{Delivery, Message};
 use persist::Persistence;
 use registry::Registry;
 use retained::Retained;
-use session::{Session, SessionState, SubscriptionRecord, Will};
+use session::{Session, SubscriptionRecord, Will};
 use stats::Stats;
 
 /// A tenant: its own sessions, subscriptions and retained messages, so that tenant A's
@@ -312,18 +312,11 @@ impl Broker {
         let existing = shard.get(&*client_id).cloned();
         if let (Some(session), false) = (&existing, clean_start) {
             let mut st = session.lock();
-            if !st.ended {
-                // A resumed session cancels a will still waiting for its delay.
-                if st.pending_will.take().is_some() {
-                    self.persist.delete_will(session.id, st.generation);
-                }
-                st.generation += 1;
-                st.connected = true;
-                st.kicked = None;
-                st.protocol = protocol;
-                st.expiry_interval = expiry_interval;
-                let generation = st.generation;
-                let ticket = self.store_session(tenant, session, &mut st);
+            // A resumed session cancels a will still waiting for its delay.
+            if let Some(generation) =
+                st.resume(&self.persist, session.id, protocol, expiry_interval)
+            {
+                let ticket = st.store(&self.persist, named(tenant, session));
                 drop(st);
                 drop(shard);
                 // Wake the replaced connection (if any) so it sees it has been taken over.
@@ -341,11 +334,8 @@ impl Broker {
         let session = Session::new(id, key.clone(), protocol);
         let ticket = {
             let mut st = session.lock();
-            st.generation = 1;
-            st.connected = true;
-            st.kicked = None;
-            st.expiry_interval = expiry_interval;
-            self.store_session(tenant, &session, &mut st)
+            st.attach_first(expiry_interval);
+            st.store(&self.persist, named(tenant, &session))
         };
         shard.insert(key, session.clone());
         drop(shard);
@@ -360,35 +350,16 @@ impl Broker {
         }
     }
 
-    /// Writes the record of a session that outlives its connection (expiry above 0), making
-    /// it a stored session if it was not. Call with its lock held, as `st`.
-    fn store_session(&self, tenant: &Tenant, session: &Session, st: &mut SessionState) -> Ticket {
-        if !self.persist.is_stored() || (st.expiry_interval == 0 && st.durable.is_none()) {
-            return Ticket::NONE;
-        }
-        if st.durable.is_none() {
-            st.durable = Some(Box::default());
-        }
-        let record = st.record(&tenant.name, &session.client_id);
-        self.persist.put_session(session.id, &record)
-    }
-
     /// A connection of generation `generation` has closed. Unless a newer connection has
     /// attached, the session goes offline: it ends now (expiry 0) or when its expiry interval
     /// passes without a new connection.
     pub fn detach(self: &Arc<Self>, tenant: &Arc<Tenant>, session: &Arc<Session>, generation: u64) {
-        let (expiry, waiters) = {
-            let mut st = session.lock();
-            if st.generation != generation {
-                return;
-            }
-            st.connected = false;
-            if st.expiry_interval > 0 {
-                // Written with the time it went offline, for its expiry across a restart.
-                self.store_session(tenant, session, &mut st);
-            }
-            // Publishers parked on it go on: an offline session does not push back.
-            (st.expiry_interval, st.release_waiters())
+        let offline = session
+            .lock()
+            .go_offline(&self.persist, named(tenant, session), generation);
+        // Publishers parked on it go on: an offline session does not push back.
+        let Some((expiry, waiters)) = offline else {
+            return;
         };
         waiters.into_iter().for_each(std::task::Waker::wake);
         if expiry == 0 {
@@ -421,38 +392,18 @@ impl Broker {
     /// dropped, a pending will is published. With `if_generation`, only if no connection has
     /// attached since that generation.
     pub fn end_session(&self, tenant: &Tenant, session: &Arc<Session>, if_generation: Option<u64>) {
-        let (subscriptions, will, waiters) = {
-            let mut st = session.lock();
-            if st.ended || if_generation.is_some_and(|g| g != st.generation || st.connected) {
-                return;
-            }
-            st.ended = true;
-            let will_generation = st.generation;
-            // A connection still attached (clean-start takeover) sees the new generation.
-            st.generation += 1;
-            let (queue, released) = st.take_queue();
-            self.stats.release_queued(released);
-            let waiters = st.release_waiters();
-            let inflight = std::mem::take(&mut st.inflight);
-            st.inflight_bytes = 0;
-            let dropped: Vec<&Delivery> = queue
-                .iter()
-                .chain(inflight.iter().map(|i| &i.delivery))
-                .collect();
-            if st.durable.is_some() {
-                self.persist
-                    .end_session(session.id, &dropped, st.inbound_qos2.iter());
-            }
-            if st.pending_will.is_some() {
-                self.persist.delete_will(session.id, will_generation);
-            }
-            st.durable = None;
-            (
-                std::mem::take(&mut st.subscriptions),
-                st.pending_will.take(),
-                waiters,
-            )
+        // A connection still attached (clean-start takeover) sees the new generation.
+        let ended = session.lock().end(&self.persist, session.id, if_generation);
+        let Some(session::Ended {
+            subscriptions,
+            will,
+            waiters,
+            released,
+        }) = ended
+        else {
+            return;
         };
+        self.stats.release_queued(released);
         waiters.into_iter().for_each(std::task::Waker::wake);
         session.wake();
         for filter in subscriptions.keys() {
@@ -473,13 +424,7 @@ impl Broker {
 
     /// Asks the connection attached to `session`, if any, to close for `reason`.
     pub fn kick_for(&self, session: &Session, reason: stats::CloseReason) -> bool {
-        let connected = {
-            let mut st = session.lock();
-            if st.connected {
-                st.kicked = Some(reason);
-            }
-            st.connected
-        };
+        let connected = session.lock().kick(reason);
         if connected {
             session.wake();
         }
@@ -513,8 +458,8 @@ impl Broker {
         taken_over: bool,
     ) {
         let mut st = session.lock();
-        let resumed = st.generation != generation;
-        let delay = match will.fate(taken_over, st.ended, resumed, st.expiry_interval) {
+        let resumed = st.generation() != generation;
+        let delay = match will.fate(taken_over, st.ended(), resumed, st.expiry_interval()) {
             session::WillFate::Forget => {
                 drop(st);
                 self.forget_will(session, generation);
@@ -528,8 +473,7 @@ impl Broker {
             }
             session::WillFate::After(delay) => delay,
         };
-        st.pending_will = Some(Box::new(will));
-        let generation = st.generation;
+        let generation = st.pend_will(will);
         drop(st);
         let (broker, tenant, session) = (Arc::downgrade(self), tenant.clone(), session.clone());
         tokio::spawn(async move {
@@ -537,16 +481,9 @@ impl Broker {
             let Some(broker) = broker.upgrade() else {
                 return;
             };
-            let will = {
-                // Only this close's will: a resume cancelled it, and a later close set its
-                // own, with its own delay [MQTT-3.1.3-9].
-                let mut st = session.lock();
-                if st.generation == generation {
-                    st.pending_will.take()
-                } else {
-                    None
-                }
-            };
+            // Only this close's will: a resume cancelled it, and a later close set its own,
+            // with its own delay [MQTT-3.1.3-9].
+            let will = session.lock().take_will(generation);
             if let Some(will) = will {
                 broker.publish(&tenant, &will.message(session.id));
                 broker.forget_will(&session, generation);
@@ -571,13 +508,14 @@ impl Broker {
         // Kept for the session's life: its own allocation, not a slice of a read buffer.
         let filter = message::own_str(filter);
         let (group, inner) = split_shared(&filter);
-        let ticket = {
-            let mut st = session.lock();
-            if st.ended {
-                return (false, Ticket::NONE);
-            }
-            st.subscriptions.insert(filter.clone(), record.clone());
-            self.store_subscriptions(tenant, session, &st)
+        let subscribed = session.lock().subscribe(
+            &self.persist,
+            named(tenant, session),
+            filter.clone(),
+            record.clone(),
+        );
+        let Some(ticket) = subscribed else {
+            return (false, Ticket::NONE);
         };
         let sub = Subscriber {
             session: session.clone(),
@@ -595,30 +533,13 @@ impl Broker {
         session: &Arc<Session>,
         filter: &str,
     ) -> (bool, Ticket) {
-        let (existed, ticket) = {
-            let mut st = session.lock();
-            let existed = st.subscriptions.remove(filter).is_some();
-            let ticket = if existed {
-                self.store_subscriptions(tenant, session, &st)
-            } else {
-                Ticket::NONE
-            };
-            (existed, ticket)
-        };
+        let removed = session
+            .lock()
+            .unsubscribe(&self.persist, named(tenant, session), filter);
+        let (existed, ticket) = (removed.is_some(), removed.unwrap_or_default());
         let (group, inner) = split_shared(filter);
         tenant.index.unsubscribe(inner, group, session.id);
         (existed, ticket)
-    }
-
-    /// Rewrites a stored session's record after its subscriptions changed.
-    fn store_subscriptions(&self, tenant: &Tenant, session: &Session, st: &SessionState) -> Ticket {
-        match &st.durable {
-            Some(_) => {
-                let record = st.record(&tenant.name, &session.client_id);
-                self.persist.put_session(session.id, &record)
-            }
-            None => Ticket::NONE,
-        }
     }
 
     /// Starts streaming the retained messages matching `filter` to `session` (retain flag
@@ -631,13 +552,7 @@ impl Broker {
             after: None,
             since: std::time::Instant::now(),
         };
-        let connected = {
-            let mut st = session.lock();
-            st.retained
-                .get_or_insert_with(Default::default)
-                .push_back(cursor);
-            st.connected
-        };
+        let connected = session.lock().push_retained(cursor);
         if connected {
             session.wake();
         }
@@ -646,12 +561,7 @@ impl Broker {
     /// Queues the next page of `session`'s oldest retained stream, at most `room` messages.
     /// Returns whether a stream had anything left to look at (call again while it does).
     pub fn stream_retained(&self, tenant: &Tenant, session: &Session, room: usize) -> bool {
-        let Some(cursor) = session
-            .lock()
-            .retained
-            .as_ref()
-            .and_then(|r| r.front().cloned())
-        else {
+        let Some(cursor) = session.lock().next_retained() else {
             return false;
         };
         let page = tenant.retained.page(
@@ -663,22 +573,7 @@ impl Broker {
         for message in page.messages {
             self.queue_retained(session, message, &cursor);
         }
-        let mut st = session.lock();
-        if let Some(streams) = st.retained.as_mut() {
-            match page.resume_after {
-                Some(topic) => {
-                    if let Some(front) = streams.front_mut() {
-                        front.after = Some(topic);
-                    }
-                }
-                None => {
-                    streams.pop_front();
-                }
-            }
-            if streams.is_empty() {
-                st.retained = None;
-            }
-        }
+        session.lock().advance_retained(page.resume_after);
         true
     }
 
@@ -710,6 +605,15 @@ impl Broker {
             .unwrap_or_default();
         self.persist.commit(&prepared, ops);
         self.persist.release(prepared);
+    }
+}
+
+/// Names `session` of `tenant` for its store records.
+fn named<'a>(tenant: &'a Tenant, session: &'a Session) -> session::Named<'a> {
+    session::Named {
+        tenant: &tenant.name,
+        id: session.id,
+        client_id: &session.client_id,
     }
 }
 

@@ -18,7 +18,7 @@ use mqtt_codec::{ByteString, ProtocolVersion, QoS};
 use super::durable::{Durable, unix_ms};
 use super::message::{Delivery, Message, own_str};
 use super::persist::{Stored, StoredMessage};
-use super::session::{Inflight, Session, Stage, SubscriptionRecord, Will};
+use super::session::{Session, Stage, SubscriptionRecord, Will};
 use super::{Broker, Tenant, split_shared};
 use crate::broker::index::Subscriber;
 use crate::store::record::{
@@ -134,7 +134,7 @@ pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
         restore_will(broker, &r.sessions, session_id, generation, will);
     }
     for (session, remaining) in r.sessions.values() {
-        let generation = session.lock().generation;
+        let generation = session.lock().generation();
         broker.expire_after(tenant, session, generation, *remaining);
     }
     Ok(r.out)
@@ -173,26 +173,23 @@ impl Restoring<'_> {
                 Arc::from(rec.client_id.as_str()),
                 protocol(rec.protocol),
             );
-            {
-                let mut st = session.lock();
-                st.expiry_interval = rec.expiry;
-                st.durable = Some(Box::default());
-                for sub in rec.subscriptions {
-                    let filter = ByteString::from(sub.filter.as_str());
-                    st.subscriptions.insert(
-                        filter,
-                        SubscriptionRecord {
-                            options: sub.options,
-                            id: sub.id,
-                        },
-                    );
-                }
-            }
+            let subscriptions = rec
+                .subscriptions
+                .into_iter()
+                .map(|sub| {
+                    let record = SubscriptionRecord {
+                        options: sub.options,
+                        id: sub.id,
+                    };
+                    (ByteString::from(sub.filter.as_str()), record)
+                })
+                .collect();
+            session.lock().restore(rec.expiry, subscriptions);
             self.sessions.insert(id, (session, remaining));
         }
         for (session, _) in self.sessions.values() {
             let st = session.lock();
-            for (filter, rec) in st.subscriptions.iter() {
+            for (filter, rec) in st.subscriptions().iter() {
                 let filter = own_str(filter);
                 let (group, inner) = split_shared(&filter);
                 self.tenant.index.subscribe(
@@ -223,7 +220,7 @@ impl Restoring<'_> {
             match self.sessions.get(&id) {
                 Some((s, _)) => {
                     let mut st = s.lock();
-                    if let Some(d) = st.durable.as_mut() {
+                    if let Some(d) = st.stored_mut() {
                         d.watermark = acks.watermark.max(1);
                         d.above = acks.above;
                         d.next_seq = d.next_seq.max(d.watermark);
@@ -259,7 +256,7 @@ impl Restoring<'_> {
         })? {
             match self.sessions.get(&session) {
                 Some((s, _)) => {
-                    s.lock().inbound_qos2.insert(packet_id);
+                    s.lock().restore_inbound(packet_id);
                 }
                 None => self.purge.push(Op::Delete(
                     Space::Inbound,
@@ -292,7 +289,7 @@ impl Restoring<'_> {
                         continue;
                     };
                     let mut st = session.lock();
-                    let Some(ds) = st.durable.as_mut() else {
+                    let Some(ds) = st.stored_mut() else {
                         continue;
                     };
                     if r.seq < ds.watermark || ds.above.contains(&r.seq) {
@@ -316,20 +313,18 @@ impl Restoring<'_> {
                         }),
                     };
                     record.pin();
-                    match self.stages.remove(&(r.session, r.seq)) {
-                        Some(stage) if r.qos == QoS::ExactlyOnce => {
-                            st.inflight.push_back(Inflight {
-                                packet_id: stage.packet_id,
-                                delivery,
-                                stage: if stage.released {
-                                    Stage::Released
-                                } else {
-                                    Stage::Sent
-                                },
-                            })
-                        }
-                        _ => st.queue.push_back(delivery),
-                    }
+                    let inflight = match self.stages.remove(&(r.session, r.seq)) {
+                        Some(stage) if r.qos == QoS::ExactlyOnce => Some((
+                            stage.packet_id,
+                            if stage.released {
+                                Stage::Released
+                            } else {
+                                Stage::Sent
+                            },
+                        )),
+                        _ => None,
+                    };
+                    st.restore_delivery(delivery, inflight);
                 }
                 if live == 0 {
                     self.purge.push(Op::Delete(Space::Messages, k.to_vec()));
@@ -355,7 +350,7 @@ impl Restoring<'_> {
         for id in touched_acks {
             if let Some((s, _)) = self.sessions.get(&id) {
                 let st = s.lock();
-                if let Some(d) = &st.durable {
+                if let Some(d) = st.stored() {
                     let acks = AckRecord {
                         watermark: d.watermark,
                         above: d.above.clone(),
@@ -370,21 +365,10 @@ impl Restoring<'_> {
     /// Puts each queue in sequence order with its byte counts; returns what the queues add
     /// to the node's queued bytes.
     fn settle_queues(&self) -> u64 {
-        let mut charged = 0;
-        for (session, _) in self.sessions.values() {
-            let mut st = session.lock();
-            let seq = |d: &Delivery| d.stored.as_ref().map_or(0, |s| s.seq);
-            st.queue.make_contiguous().sort_by_key(seq);
-            st.inflight
-                .make_contiguous()
-                .sort_by_key(|i| seq(&i.delivery));
-            st.queue_bytes = st.queue.iter().map(Delivery::weight).sum();
-            st.inflight_bytes = st.inflight.iter().map(|i| i.delivery.weight()).sum();
-            charged += st.queue.iter().map(Delivery::charge).sum::<u64>();
-            // Their packet ids are whatever they were: new ones must avoid them.
-            st.ids_may_collide = !st.inflight.is_empty();
-        }
-        charged
+        self.sessions
+            .values()
+            .map(|(session, _)| session.lock().settle_restored())
+            .sum()
     }
 }
 
@@ -436,7 +420,7 @@ fn restore_will(
         // resumes the session first. The session takes the will's generation, so that the
         // resume (or the session's end) finds the record.
         Some((session, _)) if rec.delay > 0 => {
-            session.lock().generation = generation;
+            session.lock().restore_generation(generation);
             broker.publish_will(tenant, session, will, generation, false);
         }
         _ => {

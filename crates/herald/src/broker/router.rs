@@ -166,7 +166,7 @@ fn pick(group: &SharedGroup) -> Option<&Subscriber> {
     let start = group.next_start();
     (0..n)
         .map(|i| &group.members[(start + i) % n])
-        .find(|m| m.session.lock().connected)
+        .find(|m| m.session.lock().connected())
         .or_else(|| group.members.get(start % n))
 }
 

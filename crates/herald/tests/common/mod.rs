@@ -334,7 +334,7 @@ pub async fn until_offline(s: &TestServer, client_id: &str) {
             .default_tenant
             .sessions
             .get(client_id)
-            .is_some_and(|session| !session.lock().connected)
+            .is_some_and(|session| !session.lock().connected())
     })
     .await;
 }
