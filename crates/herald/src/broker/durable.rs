@@ -41,7 +41,7 @@ use crate::store::{Op, Space, Store, StoreError};
 
 /// Ids handed out in one run are `boot << ID_BITS | n`: unique across restarts without
 /// writing a counter per session or message.
-pub const ID_BITS: u32 = 40;
+pub(crate) const ID_BITS: u32 = 40;
 
 /// The broker's durable side.
 #[derive(Debug)]
@@ -62,14 +62,14 @@ pub struct Durable {
 }
 
 /// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The Unix time (ms) of `at`, a moment of this process.
-pub fn unix_ms_of(at: Instant) -> u64 {
+pub(crate) fn unix_ms_of(at: Instant) -> u64 {
     unix_ms().saturating_sub(Instant::now().saturating_duration_since(at).as_millis() as u64)
 }
 
@@ -386,6 +386,6 @@ impl Durable {
 }
 
 /// A will's key: the session and the generation of the connection that set it.
-pub fn will_key(session: u64, generation: u64) -> Vec<u8> {
+pub(crate) fn will_key(session: u64, generation: u64) -> Vec<u8> {
     record::stage_key(session, generation)
 }

@@ -31,12 +31,12 @@ use super::message::Delivery;
 use crate::config::Limits;
 
 /// What a queued delivery costs besides its message: the `Delivery` in the queue.
-pub const DELIVERY_OVERHEAD: u64 = std::mem::size_of::<Delivery>() as u64;
+pub(crate) const DELIVERY_OVERHEAD: u64 = std::mem::size_of::<Delivery>() as u64;
 
 /// A congested session's parked publishers. Boxed in the session state: only congested
 /// sessions have one.
 #[derive(Debug, Default)]
-pub struct Congestion {
+pub(crate) struct Congestion {
     /// Publishers' tasks waiting for the queue to drain.
     waiters: Vec<Waker>,
     /// Stayed congested past `limits.stall_after_ms`: no longer pushes back.
@@ -45,41 +45,41 @@ pub struct Congestion {
 
 impl Congestion {
     /// Whether it stalled (and no longer pushes back).
-    pub fn stalled(&self) -> bool {
+    pub(crate) fn stalled(&self) -> bool {
         self.stalled
     }
 
     /// Adds a parked publisher's task (once).
-    pub fn park(&mut self, waker: &Waker) {
+    pub(crate) fn park(&mut self, waker: &Waker) {
         if !self.waiters.iter().any(|w| w.will_wake(waker)) {
             self.waiters.push(waker.clone());
         }
     }
 
     /// Marks it stalled; returns the publishers to wake.
-    pub fn stall(&mut self) -> Vec<Waker> {
+    pub(crate) fn stall(&mut self) -> Vec<Waker> {
         self.stalled = true;
         std::mem::take(&mut self.waiters)
     }
 
     /// The publishers to wake as it ends.
-    pub fn into_waiters(self) -> Vec<Waker> {
+    pub(crate) fn into_waiters(self) -> Vec<Waker> {
         self.waiters
     }
 }
 
 /// Whether a queue of `len` deliveries and `bytes` bytes is past half the outbox bound.
-pub fn high_water(len: usize, bytes: usize, limits: &Limits) -> bool {
+pub(crate) fn high_water(len: usize, bytes: usize, limits: &Limits) -> bool {
     len * 2 > limits.max_outbox_messages || bytes * 2 > limits.max_outbox_bytes
 }
 
 /// Whether it is at or below a quarter of the outbox bound.
-pub fn low_water(len: usize, bytes: usize, limits: &Limits) -> bool {
+pub(crate) fn low_water(len: usize, bytes: usize, limits: &Limits) -> bool {
     len * 4 <= limits.max_outbox_messages && bytes * 4 <= limits.max_outbox_bytes
 }
 
 /// Milliseconds on the clock of progress and stalls (since the first call in this process).
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     EPOCH
         .get_or_init(std::time::Instant::now)

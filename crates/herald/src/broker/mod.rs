@@ -3,14 +3,14 @@
 //!
 //! Lock order: written once, in docs/architecture.md ("Lock order").
 
-pub mod durable;
-pub mod flow;
+pub(crate) mod durable;
+pub(crate) mod flow;
 pub mod hooks;
 pub mod index;
 pub mod message;
 pub mod persist;
 pub mod registry;
-pub mod restore;
+pub(crate) mod restore;
 pub mod retained;
 pub mod router;
 pub mod session;

@@ -29,7 +29,7 @@ use crate::store::{Op, Space, StoreError};
 
 /// What a restore found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Restored {
+pub(crate) struct Restored {
     /// Sessions restored.
     pub sessions: usize,
     /// Messages restored (each once, however many sessions it is queued for).
@@ -97,7 +97,7 @@ struct Restoring<'a> {
 
 /// Restores `broker` from its store. Call once, before accepting connections, inside the
 /// runtime (session expiry and will delays start timers).
-pub fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
+pub(crate) fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
     let Some(durable) = broker.persist.durable() else {
         return Ok(Restored::default());
     };

@@ -28,14 +28,14 @@ use crate::store::journal::Ticket;
 
 /// A live connection: socket, buffers, protocol state.
 pub(crate) struct Live {
-    pub(crate) io: Transport,
+    io: Transport,
     /// The listener it came in on.
     listener: crate::config::ListenerKind,
-    pub(crate) peer: SocketAddr,
-    pub(crate) rbuf: BytesMut,
-    pub(crate) out: Outgoing,
+    peer: SocketAddr,
+    rbuf: BytesMut,
+    out: Outgoing,
     /// The MQTT side: the session core's state of this connection.
-    pub(crate) link: Link,
+    link: Link,
     /// When the last whole packet arrived (broker clock, ms).
     last_received_ms: u64,
     /// Since when the socket has been full with data waiting (broker clock, ms; `NONE`).
@@ -411,7 +411,7 @@ impl Live {
     /// a write that empties the write queue while deliveries still wait must take the next
     /// ones itself: otherwise they would wait for the client's next packet (a PINGREQ).
     /// After `DRIVE_ROUNDS` rounds the task signals itself and lets others run.
-    pub(crate) fn drive(&mut self) -> Result<(), Closing> {
+    fn drive(&mut self) -> Result<(), Closing> {
         for _ in 0..DRIVE_ROUNDS {
             let more = self.link.pump(&mut self.out)?;
             let written = self.flush()?;
@@ -425,7 +425,7 @@ impl Live {
 
     /// Writes what the socket takes now; tracks how long it has been full. `Ok(true)` when
     /// everything ready was written.
-    pub(crate) fn flush(&mut self) -> Result<bool, Closing> {
+    fn flush(&mut self) -> Result<bool, Closing> {
         let persist = &self.link.broker().persist;
         self.out.release(persist.durable_ticket());
         if self.out.waiting().is_some() && persist.failed() {
