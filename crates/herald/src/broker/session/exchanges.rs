@@ -61,18 +61,23 @@ fn broker(config: Config) -> Arc<Broker> {
     Broker::new(config, 100)
 }
 
-/// A link for `client_id`, its CONNACK taken.
-fn connect_with(broker: &Arc<Broker>, connect: Connect) -> (Link, Recorder) {
-    let arrival = Arrival {
-        open_connections: 1,
+/// A connection arriving from 127.0.0.1:`port` with `open` connections on the node.
+fn arrival(open: u64, port: u16) -> Arrival {
+    Arrival {
+        open_connections: open,
         origin: Origin {
-            peer: "127.0.0.1:1".parse().unwrap(),
+            peer: ([127, 0, 0, 1], port).into(),
             listener: ListenerKind::Mqtt,
             username: None,
         },
         cert_username: None,
         v3_accept_refused: false,
-    };
+    }
+}
+
+/// A link for `client_id`, its CONNACK taken.
+fn connect_with(broker: &Arc<Broker>, connect: Connect) -> (Link, Recorder) {
+    let arrival = arrival(1, 1);
     let v = connect.protocol;
     let accepted = accept(broker, &broker.default_tenant, connect, arrival).unwrap();
     let mut out = Recorder::default();
@@ -206,16 +211,7 @@ fn a_resumed_session_resends_in_order_with_dup() {
     sub.handle(Packet::PubAck(Ack::new(first[1].1)), &mut out)
         .unwrap();
     c.clean_start = false;
-    let arrival = Arrival {
-        open_connections: 2,
-        origin: Origin {
-            peer: "127.0.0.1:2".parse().unwrap(),
-            listener: ListenerKind::Mqtt,
-            username: None,
-        },
-        cert_username: None,
-        v3_accept_refused: false,
-    };
+    let arrival = arrival(2, 2);
     let accepted = accept(&b, &b.default_tenant, c, arrival).unwrap();
     assert!(accepted.connack.session_present);
     assert_eq!(
@@ -472,16 +468,7 @@ fn hooks_authenticate_authorize_and_observe() {
     let b = Broker::with_hooks(Config::default(), 100, None, hooks);
     let mut bad = Connect::new(ProtocolVersion::V5, "m", 0);
     bad.username = Some("mallory".into());
-    let arrival = Arrival {
-        open_connections: 1,
-        origin: Origin {
-            peer: "127.0.0.1:1".parse().unwrap(),
-            listener: ListenerKind::Mqtt,
-            username: None,
-        },
-        cert_username: None,
-        v3_accept_refused: false,
-    };
+    let arrival = arrival(1, 1);
     let refused = accept(&b, &b.default_tenant, bad, arrival).err();
     assert_eq!(
         refused,
