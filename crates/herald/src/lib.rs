@@ -8,6 +8,8 @@
 //! - [`server`]: binds the listeners, runs, drains on shutdown.
 //! - `api` (private): the HTTP API (`/api/v1`), health endpoints, the Prometheus renderer.
 //! - [`reload`]: re-reading the configuration and swapping it in.
+//! - [`auth`]: identity: the authentication chain (password file, JWT, HTTP callout,
+//!   certificates), ACLs and where a client's tenant comes from, plugged into the hook seam.
 //! - [`net`]: sockets only: listeners, the PROXY/TLS/WebSocket handshakes, the
 //!   readiness-driven connection task, the write queue.
 //! - [`broker`]: the session core (`broker::session`: the MQTT protocol of a connection,
@@ -21,6 +23,7 @@
 //! data flow, the concurrency model and the lock order are in `docs/architecture.md`.
 
 pub(crate) mod api;
+pub mod auth;
 pub mod broker;
 pub mod cli;
 pub mod config;

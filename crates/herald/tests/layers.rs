@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "metrics", "logging", "runtime"],
     &["store"],
     &["broker"],
+    &["auth"],
     &["net"],
     &["reload"],
     &["api"],

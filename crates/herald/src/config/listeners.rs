@@ -31,8 +31,8 @@ pub struct Listeners {
     /// Elsewhere such a publisher is disconnected without its acknowledgement, so it sends
     /// the message again later: 3.1.1 has no reason code to say no with.
     pub v3_accept_refused: Vec<SocketAddr>,
-    /// Allow binding a non-loopback address while every client is anonymous. Herald has no
-    /// authentication yet, so a public listener needs this set explicitly.
+    /// Allow a non-loopback listener that admits anonymous clients (`auth.anonymous`;
+    /// every listener does while no authentication method is configured).
     pub allow_anonymous_public: bool,
     /// The listen backlog of every listener above: connections the kernel completes and
     /// queues before Herald accepts them (a reconnect storm arrives faster than one accept
@@ -165,19 +165,31 @@ impl Listeners {
         Ok(())
     }
 
-    /// Refuses a listener off loopback unless anonymous clients from the network are
-    /// accepted explicitly (Herald authenticates no one yet).
-    pub(super) fn validate_exposure(&self) -> Result<(), ConfigError> {
+    /// Refuses a listener off loopback that admits anonymous clients (`auth.anonymous`)
+    /// unless that is accepted explicitly.
+    pub(super) fn validate_exposure(
+        &self,
+        auth: &super::AuthConfig,
+        certificate: bool,
+    ) -> Result<(), ConfigError> {
         if !self.allow_anonymous_public
-            && let Some((kind, addr)) = self.all().find(|(_, a)| !a.ip().is_loopback())
+            && let Some((kind, addr)) = self
+                .all()
+                .find(|(k, a)| !a.ip().is_loopback() && auth.anonymous_on(k.label(), certificate))
         {
+            let why = if auth.chain(certificate).is_empty() {
+                "Herald has no authentication configured (auth.password_file, [auth.jwt], \
+                 [auth.callout] or client certificates)"
+            } else {
+                "auth.anonymous lets anonymous clients in on this listener"
+            };
             return Err(invalid(
                 kind.key(),
                 format!(
-                    "{addr} is not a loopback address and Herald has no authentication \
-                         configured; set listeners.allow_anonymous_public = true \
-                         (HERALD_LISTENERS_ALLOW_ANONYMOUS_PUBLIC=true) to accept anonymous \
-                         clients from the network"
+                    "{addr} is not a loopback address and {why}; set \
+                     listeners.allow_anonymous_public = true \
+                     (HERALD_LISTENERS_ALLOW_ANONYMOUS_PUBLIC=true) to accept anonymous \
+                     clients from the network"
                 ),
             ));
         }

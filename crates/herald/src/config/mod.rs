@@ -9,6 +9,7 @@
 //!
 //! - `listeners`: `[listeners]`, the addresses and what each speaks.
 //! - `tls`: `[tls]`, the certificates of the TLS and WSS listeners.
+//! - `auth`: `[auth]` and `[acl]`, the authentication chain and the access rules.
 //! - `http`: `[http]`, the HTTP API, metrics and health endpoints.
 //! - `limits`: `[limits]` and `[session]`, what clients may do and are granted.
 //! - `store`: `[store]`, where and how durable state is written.
@@ -16,6 +17,7 @@
 //! - `load`: the layering (file, `HERALD_*` variables, flags).
 //! - `template`: `herald config generate`, the commented default file.
 
+mod auth;
 mod http;
 mod limits;
 mod listeners;
@@ -29,6 +31,10 @@ mod tls;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    AclConfig, AuthConfig, CalloutConfig, JwtConfig, Method as AuthMethod, TenantRule, TokenIn,
+    V3Denied,
+};
 pub use http::HttpConfig;
 pub use limits::{Limits, SessionConfig};
 pub use listeners::{ListenerKind, Listeners};
@@ -111,6 +117,10 @@ pub struct Config {
     pub runtime: Runtime,
     /// Logging.
     pub log: Log,
+    /// Who may connect: the authentication chain.
+    pub auth: AuthConfig,
+    /// What each client may publish and subscribe to.
+    pub acl: AclConfig,
 }
 
 impl Config {
@@ -119,7 +129,9 @@ impl Config {
         self.http.validate()?;
         self.listeners.validate()?;
         self.tls.validate(self.listeners.need_tls())?;
-        self.listeners.validate_exposure()?;
+        let certificate = self.tls.username_from != UsernameFrom::Connect;
+        self.auth.validate(certificate)?;
+        self.listeners.validate_exposure(&self.auth, certificate)?;
         self.limits.validate()?;
         self.store.validate()?;
         self.session.validate()?;

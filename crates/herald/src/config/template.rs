@@ -33,8 +33,9 @@ proxy_protocol =
 # acknowledgement, so it sends the message again: 3.1.1 has no reason code to say no with.
 # (MQTT 5 clients are always told: PUBACK/PUBREC 0x97 Quota exceeded.)
 v3_accept_refused =
-# Herald has no authentication yet: a non-loopback address is refused unless this is true
-# (and a warning is logged at start for each such listener).
+# A non-loopback listener that admits anonymous clients (auth.anonymous; every listener
+# does while no authentication method is configured) is refused unless this is true (and a
+# warning is logged at start for each such listener).
 allow_anonymous_public =
 # Listen backlog of the listeners above: connections the kernel queues before Herald accepts
 # them, so that a reconnect storm is not dropped (capped by the kernel's
@@ -186,6 +187,87 @@ memtable_bytes =
 # held by messages already delivered.
 max_journal_bytes =
 
+[auth]
+# The authentication methods tried for each CONNECT, in order: "password_file", "jwt",
+# "callout", "certificate". The first that recognises the client accepts or refuses it; one
+# that does not (no such user, no token) leaves it to the next. [] tries every configured
+# method in that order.
+order =
+# Listeners ("mqtt", "ws", "tls", "wss") that admit clients no method recognises, as
+# anonymous. Left out: every listener while no method is configured, none once one is.
+# anonymous = ["mqtt"]
+# mosquitto's password file, used as it is (mosquitto_passwd's $7$ and $6$ hashes);
+# `herald passwd` adds, changes and deletes users (argon2id). Herald's own lines may end in
+# ":tenant". Checked for changes every password_file_watch_secs (0: SIGHUP only).
+password_file =
+password_file_watch_secs =
+# Where a client's tenant comes from when its method does not say: "none" (the default
+# tenant), "username_prefix" or "client_id_prefix" (the part before tenant_separator:
+# "acme/alice" is tenant "acme").
+tenant_from =
+tenant_separator =
+
+[auth.jwt]
+# JSON Web Tokens (HS256/384/512, RS256, ES256, EdDSA) in the password ("password"), or in
+# the username ("username", after username_prefix when set).
+token_in =
+username_prefix =
+# Keys: an HMAC secret (secret or, better, secret_file), PEM public keys, a JWKS file, a
+# JWKS URL (fetched at start, every jwks_refresh_secs, and on an unknown key id at most once
+# per jwks_min_refresh_secs). The method takes part once one is set.
+secret =
+secret_file =
+public_key_files =
+jwks_file =
+jwks_url =
+jwks_refresh_secs =
+jwks_min_refresh_secs =
+# Algorithms accepted ([]: those of the keys configured).
+algorithms =
+# Clock skew allowed on exp, nbf and iat, seconds; whether exp is required.
+leeway_secs =
+require_exp =
+# Accepted aud and iss values ([]: not checked).
+audience =
+issuer =
+# Claims naming the client's username and tenant, carrying its ACL
+# ({"pub": [...], "sub": [...], "deny": [...]}) and its limits
+# ({"messages_per_sec": 10, "bytes_per_sec": 65536, "max_subscriptions": 100, "max_qos": 1}).
+username_claim =
+tenant_claim =
+acl_claim =
+limits_claim =
+
+[auth.callout]
+# An HTTP service asked about each CONNECT ("" for none): POST of a JSON object (client_id,
+# username, password, peer, listener, certificate); see docs/operations.md for the answer.
+url =
+timeout_ms =
+# A callout that times out or fails refuses the client with 0x88 Server unavailable, unless
+# fail_open lets the next method (and auth.anonymous) decide.
+fail_open =
+# Answers are cached for their Cache-Control max-age, at most cache_max_secs (0: never),
+# cache_default_secs without one; at most cache_capacity answers. Concurrent look-ups of one
+# key make one request. The key is the username, password, certificate and listener, and
+# the client id too with cache_by_client_id.
+cache_max_secs =
+cache_default_secs =
+cache_capacity =
+cache_by_client_id =
+# The Authorization header sent to the service ("" for none), and idle connections pooled.
+authorization =
+pool_idle =
+
+[acl]
+# Rules in mosquitto's acl_file format (topic/user/pattern lines, %u and %c), plus %t (the
+# tenant) and tenant blocks. "" for none: every client may then do everything, unless its
+# token or the callout carries rules. Checked for changes every watch_secs (0: SIGHUP only).
+file =
+watch_secs =
+# A 3.1/3.1.1 PUBLISH the rules deny: "drop" (acknowledged and dropped, counted, as
+# mosquitto does) or "disconnect". MQTT 5 clients are told: PUBACK/PUBREC 0x87.
+v3_publish_denied =
+
 [runtime]
 # Worker threads; 0 sizes them from the CPU quota (cgroup v1/v2), else the core count.
 worker_threads =
@@ -207,7 +289,9 @@ pub fn generate() -> String {
     for line in TEMPLATE.lines() {
         out.push_str(line);
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = defaults.get(name).and_then(toml::Value::as_table);
+            section = name.split('.').try_fold(&defaults, |table, part| {
+                table.get(part).and_then(toml::Value::as_table)
+            });
         } else if let Some(value) = line.strip_suffix(" =").and_then(|key| section?.get(key)) {
             out.push(' ');
             out.push_str(&value.to_string());
