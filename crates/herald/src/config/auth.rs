@@ -334,9 +334,10 @@ impl AuthConfig {
                 "must not be empty when auth.tenant_from takes a prefix",
             ));
         }
+        let web = |u: &str| u.starts_with("http://") || u.starts_with("https://");
         let c = &self.callout;
         if !c.url.is_empty() {
-            if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+            if !web(&c.url) {
                 return Err(invalid(
                     "auth.callout.url",
                     format!("{:?} is not an http:// or https:// URL", c.url),
@@ -347,9 +348,7 @@ impl AuthConfig {
             }
         }
         let j = &self.jwt;
-        if !j.jwks_url.is_empty()
-            && !(j.jwks_url.starts_with("http://") || j.jwks_url.starts_with("https://"))
-        {
+        if !j.jwks_url.is_empty() && !web(&j.jwks_url) {
             return Err(invalid(
                 "auth.jwt.jwks_url",
                 format!("{:?} is not an http:// or https:// URL", j.jwks_url),
