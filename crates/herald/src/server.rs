@@ -49,6 +49,9 @@ pub enum StartError {
     /// The HTTP API cannot read what the store keeps for it.
     #[error(transparent)]
     Api(#[from] KeysError),
+    /// The authentication chain cannot be built (a password file, a key, a rules file).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// A running server.
@@ -75,6 +78,8 @@ pub struct Server {
     reloader: Arc<Reloader>,
     /// The HTTP API and the background tasks (sweeps, certificate and disk watches).
     accept_loops: Vec<JoinHandle<()>>,
+    /// The authentication chain and access rules, when configured.
+    gate: Option<Arc<crate::auth::Gate>>,
 }
 
 impl Server {
@@ -90,7 +95,12 @@ impl Server {
         let http_listener = bind_http(&config).await?;
         let durable = open_store(&config)?;
         let anonymous_public = config.listeners.allow_anonymous_public;
-        let broker = Broker::with_store(config, max_connections, durable);
+        let gate = crate::auth::build(&config)?;
+        let hooks = match &gate {
+            Some(gate) => crate::broker::hooks::Hooks::new(gate.clone()),
+            None => crate::broker::hooks::Hooks::default(),
+        };
+        let broker = Broker::with_hooks(config, max_connections, durable, hooks);
         restore_store(&broker)?;
         let (shutdown, _) = watch::channel(false);
         let (accepting, _) = watch::channel(false);
@@ -136,7 +146,13 @@ impl Server {
             api,
             reloader,
             accept_loops,
+            gate,
         })
+    }
+
+    /// The authentication chain and access rules, when configured.
+    pub fn gate(&self) -> Option<&Arc<crate::auth::Gate>> {
+        self.gate.as_ref()
     }
 
     /// The MQTT-over-TCP listeners' addresses (with the ports the system chose for port 0).
@@ -192,7 +208,7 @@ impl Server {
             let _ = task.await;
         }
         let mut connected = Vec::new();
-        self.broker.default_tenant.sessions.for_each(|session| {
+        self.broker.for_each_session(|_, session| {
             if session.lock().connected() {
                 connected.push(session.clone());
             }

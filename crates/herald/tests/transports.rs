@@ -278,9 +278,12 @@ async fn client_certificates_are_verified_and_name_the_user() {
     );
     c.disconnect().await;
 
-    // Optional certificates, the username from the SAN: a client without one keeps the
-    // username it sent.
-    let s = common::start_with(mtls_config(&pki, ClientAuth::Optional, UsernameFrom::San)).await;
+    // Optional certificates, the username from the SAN. The certificate is an
+    // authentication method: a client without one proves no username (refused, 0x86), and
+    // is admitted without a username only where auth.anonymous allows it.
+    let mut optional = mtls_config(&pki, ClientAuth::Optional, UsernameFrom::San);
+    optional.auth.anonymous = Some(vec!["tls".into()]);
+    let s = common::start_with(optional).await;
     let tls = addr(&s, ListenerKind::Tls);
     let stream = tls_connect(tls, with(&alice)).await.unwrap();
     let _a = Raw::over(stream, V5).handshake("alice-2").await;
@@ -288,15 +291,24 @@ async fn client_certificates_are_verified_and_name_the_user() {
         origin(&s, "alice-2").username.as_deref(),
         Some("alice.devices.example")
     );
-    let stream = tls_connect(tls, client_config(&pki.ca_file, None, &v13))
-        .await
-        .unwrap();
-    let mut anon = Raw::over(stream, V5);
-    let mut connect = mqtt_codec::Connect::new(V5, "anon", 60);
+    let bare = || async {
+        let stream = tls_connect(tls, client_config(&pki.ca_file, None, &v13))
+            .await
+            .unwrap();
+        Raw::over(stream, V5)
+    };
+    let mut claimed = bare().await;
+    let mut connect = mqtt_codec::Connect::new(V5, "claimed", 60);
     connect.username = Some("bob".into());
-    anon.send(Packet::Connect(Box::new(connect))).await;
-    assert!(matches!(anon.recv().await, Packet::ConnAck(_)));
-    assert_eq!(origin(&s, "anon").username.as_deref(), Some("bob"));
+    claimed.send(Packet::Connect(Box::new(connect))).await;
+    match claimed.recv().await {
+        Packet::ConnAck(a) => {
+            assert_eq!(a.reason_code, mqtt_codec::ReasonCode::BadUserNameOrPassword)
+        }
+        other => panic!("{other:?}"),
+    }
+    let _anon = bare().await.handshake("anon").await;
+    assert_eq!(origin(&s, "anon").username, None);
 }
 
 #[tokio::test]

@@ -17,20 +17,59 @@
 
 pub mod acl;
 pub mod callout;
+pub mod gate;
 pub mod http;
 pub mod jwt;
 pub mod passwd;
 
-use std::future::Future;
-use std::pin::Pin;
-
 use mqtt_codec::ReasonCode;
 use serde::{Deserialize, Serialize};
 
-pub use crate::broker::hooks::Credentials;
+pub use crate::broker::hooks::{BoxFuture, Credentials};
+pub use gate::Gate;
 
-/// A boxed future a method returns (one allocation per CONNECT, none per message).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use std::sync::Arc;
+
+use crate::config::{AuthMethod, Config, UsernameFrom};
+
+/// Why the authentication chain cannot be built (a file that does not load, a bad key).
+/// The message names the config key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct AuthError {
+    /// The config key at fault.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The gate `config` asks for: `None` when it configures no authentication method, no
+/// tenant rule and no ACL (the broker then runs without hooks, as fast as before).
+pub fn build(config: &Config) -> Result<Option<Arc<Gate>>, AuthError> {
+    let certificate = config.tls.username_from != UsernameFrom::Connect;
+    let auth = &config.auth;
+    let order = auth.chain(certificate);
+    let wanted = !order.is_empty()
+        || auth.anonymous.is_some()
+        || auth.tenant_from != crate::config::TenantRule::None
+        || !config.acl.file.as_os_str().is_empty();
+    if !wanted {
+        return Ok(None);
+    }
+    let mut chain: Vec<Arc<dyn Method>> = Vec::with_capacity(order.len());
+    for method in order {
+        chain.push(match method {
+            AuthMethod::Certificate => Arc::new(gate::CertificateMethod),
+            other => {
+                return Err(AuthError {
+                    key: "auth.order",
+                    message: format!("{} is not available in this build", other.label()),
+                });
+            }
+        });
+    }
+    Ok(Some(Arc::new(Gate::new(auth, chain, certificate))))
+}
 
 /// One authentication method.
 pub trait Method: Send + Sync + std::fmt::Debug + 'static {

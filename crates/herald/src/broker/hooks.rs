@@ -3,10 +3,11 @@
 //!
 //! | point | called from | on a refusal |
 //! |---|---|---|
-//! | [`Hook::authenticate`] | CONNECT, before the session is attached (`session::connect`) | CONNACK with the code (v5), its 3.1.1 return code |
+//! | [`Hook::authenticate`] | CONNECT, once checked, before the session is attached (`session::connect::authenticate`, awaited by the connection) | CONNACK with the code (v5), its 3.1.1 return code |
 //! | [`Hook::admit_connection`] | CONNECT, once authenticated | CONNACK with the code |
 //! | [`Hook::authorize_subscribe`], [`Hook::admit_subscription`] | each filter of a SUBSCRIBE (`session::inbound`) | that filter's SUBACK code |
-//! | [`Hook::authorize_publish`], [`Hook::admit_message`] | each PUBLISH, before routing (`session::inbound`) | v5 PUBACK/PUBREC with the code; 3.1.1 closes |
+//! | [`Hook::authorize_publish`], [`Hook::admit_message`] | each PUBLISH, before routing (`session::inbound`) | v5 PUBACK/PUBREC with the code; 3.1.1: a denial (0x87) is acknowledged and dropped or closes (`acl.v3_publish_denied`), a quota closes |
+//! | [`Hook::authorize_read`] | each retained message delivered (`session::outbound`) | not delivered |
 //! | [`Hook::observe`] | once per publication, after routing (`Broker::publish_with`) | — |
 //! | `Broker::inject` | a message from elsewhere: the HTTP API today, other nodes next | the caller's answer (429, ...) |
 //!
@@ -15,7 +16,10 @@
 //! called once per packet or publication, never once per delivery: a fan-out to 10,000
 //! subscribers calls `observe` once.
 
+use std::any::Any;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use mqtt_codec::{ByteString, QoS, ReasonCode};
@@ -41,11 +45,44 @@ pub struct Credentials<'a> {
     pub listener: ListenerKind,
 }
 
+/// A boxed future a hook returns (one allocation per CONNECT, none per message).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Who a connection is, once authenticated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Identity {
-    /// Its username: the certificate's name when one is taken, else CONNECT's.
+    /// Its username: what authentication says, else the certificate's name when one is
+    /// taken, else CONNECT's.
     pub username: Option<ByteString>,
+    /// What the hook keeps for this connection (its rules, limits, caches), opaque to the
+    /// broker and handed back at each hook point.
+    pub state: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+/// What authentication settled: who the client is, and its tenant.
+#[derive(Debug, Clone, Default)]
+pub struct Authenticated {
+    /// Who it is (kept by its connection while a hook is installed).
+    pub identity: Identity,
+    /// Its tenant ("" for the default tenant).
+    pub tenant: ByteString,
+}
+
+impl Authenticated {
+    /// A client when no hook is installed: the certificate's name or CONNECT's username, in
+    /// the default tenant.
+    pub fn plain(credentials: &Credentials<'_>) -> Authenticated {
+        Authenticated {
+            identity: Identity {
+                username: credentials
+                    .certificate
+                    .or(credentials.username)
+                    .map(Into::into),
+                state: None,
+            },
+            tenant: ByteString::new(),
+        }
+    }
 }
 
 /// A client acting: who, and as which client id.
@@ -53,6 +90,8 @@ pub struct Identity {
 pub struct Actor<'a> {
     /// The session's client id.
     pub client_id: &'a str,
+    /// Its tenant's name ("" for the default tenant).
+    pub tenant: &'a str,
     /// Its identity.
     pub identity: &'a Identity,
 }
@@ -62,13 +101,11 @@ pub struct Actor<'a> {
 pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
     /// Authenticates a CONNECT: the identity it proves, or the reason code refusing it
     /// (0x86 bad user name or password, 0x87 not authorized, 0x88 server unavailable).
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Identity, ReasonCode> {
-        Ok(Identity {
-            username: credentials
-                .certificate
-                .or(credentials.username)
-                .map(Into::into),
-        })
+    fn authenticate<'a>(
+        &'a self,
+        credentials: &'a Credentials<'a>,
+    ) -> BoxFuture<'a, Result<Authenticated, ReasonCode>> {
+        Box::pin(std::future::ready(Ok(Authenticated::plain(credentials))))
     }
 
     /// Admits an authenticated connection against quotas (0x97 quota exceeded).
@@ -103,6 +140,12 @@ pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Whether a retained message on `topic` may be delivered to the client (its
+    /// subscription was allowed, but rules change and a retained message outlives them).
+    fn authorize_read(&self, _actor: Actor<'_>, _topic: &str) -> bool {
+        true
+    }
+
     /// Sees what routing one publication did locally (once per publication).
     fn observe(&self, _tenant: &str, _message: &Message, _routed: &Routed) {}
 }
@@ -123,16 +166,21 @@ impl Hooks {
     }
 
     /// See [`Hook::authenticate`].
-    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Identity, ReasonCode> {
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials<'_>,
+    ) -> Result<Authenticated, ReasonCode> {
         match &self.0 {
-            Some(h) => h.authenticate(credentials),
-            None => Ok(Identity {
-                username: credentials
-                    .certificate
-                    .or(credentials.username)
-                    .map(Into::into),
-            }),
+            Some(h) => h.authenticate(credentials).await,
+            None => Ok(Authenticated::plain(credentials)),
         }
+    }
+
+    /// See [`Hook::authorize_read`].
+    pub fn read(&self, actor: Actor<'_>, topic: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|h| h.authorize_read(actor, topic))
     }
 
     /// See [`Hook::admit_connection`].

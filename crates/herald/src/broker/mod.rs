@@ -36,8 +36,9 @@ use session::{Session, SubscriptionRecord, Will};
 use stats::Stats;
 
 /// A tenant: its own sessions, subscriptions and retained messages, so that tenant A's
-/// `chat/1` and tenant B's `chat/1` never meet. Until authentication assigns tenants, every
-/// client belongs to the default one.
+/// `chat/1` and tenant B's `chat/1` never meet, and the same client id in two tenants is two
+/// sessions. A client belongs to the tenant authentication assigns it, else to the default
+/// one.
 #[derive(Debug, Default)]
 pub struct Tenant {
     /// The tenant's name ("" for the default tenant).
@@ -50,14 +51,27 @@ pub struct Tenant {
     pub retained: Retained,
 }
 
+impl Tenant {
+    /// An empty tenant called `name`.
+    pub fn named(name: &str) -> Tenant {
+        Tenant {
+            name: name.into(),
+            ..Tenant::default()
+        }
+    }
+}
+
 /// The broker: configuration, tenants, counters.
 #[derive(Debug)]
 pub struct Broker {
     /// The configuration it runs with: a snapshot replaced whole by a reload (read without
     /// a lock: `config()`).
     config: arc_swap::ArcSwap<Config>,
-    /// The tenant of every client until authentication assigns others.
+    /// The tenant of every client authentication assigns no other (named "").
     pub default_tenant: Arc<Tenant>,
+    /// The other tenants, by name: created when a client, a stored record or the admin API
+    /// first names one. Read at CONNECT and by the API, never per message.
+    tenants: std::sync::RwLock<std::collections::HashMap<ByteString, Arc<Tenant>>>,
     /// Counters.
     pub stats: Stats,
     /// Connections accepted at once, after the file-descriptor limit is taken into account.
@@ -127,6 +141,7 @@ impl Broker {
         Arc::new(Broker {
             config: arc_swap::ArcSwap::from_pointee(config),
             default_tenant: Arc::new(Tenant::default()),
+            tenants: std::sync::RwLock::default(),
             stats: Stats::default(),
             max_connections: std::sync::atomic::AtomicUsize::new(max_connections),
             next_session: AtomicU64::new(first_id),
@@ -148,6 +163,48 @@ impl Broker {
         self.config.store(Arc::new(config));
     }
 
+    /// The tenant named `name` ("" is the default tenant), created if it does not exist.
+    pub fn tenant(&self, name: &str) -> Arc<Tenant> {
+        if name.is_empty() {
+            return self.default_tenant.clone();
+        }
+        if let Some(t) = self.find_tenant(name) {
+            return t;
+        }
+        let mut tenants = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        tenants
+            .entry(ByteString::from(name))
+            .or_insert_with(|| Arc::new(Tenant::named(name)))
+            .clone()
+    }
+
+    /// The tenant named `name`, if it exists.
+    pub fn find_tenant(&self, name: &str) -> Option<Arc<Tenant>> {
+        if name.is_empty() {
+            return Some(self.default_tenant.clone());
+        }
+        let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        tenants.get(name).cloned()
+    }
+
+    /// Every tenant, the default one first, then by name.
+    pub fn tenants(&self) -> Vec<Arc<Tenant>> {
+        let mut out: Vec<Arc<Tenant>> = {
+            let tenants = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+            tenants.values().cloned().collect()
+        };
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.insert(0, self.default_tenant.clone());
+        out
+    }
+
+    /// Calls `f` for every session of every tenant.
+    pub fn for_each_session(&self, mut f: impl FnMut(&Arc<Tenant>, &Arc<Session>)) {
+        for tenant in self.tenants() {
+            tenant.sessions.for_each(|session| f(&tenant, session));
+        }
+    }
+
     /// A new session id (unique across restarts when there is a store).
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
@@ -163,7 +220,7 @@ impl Broker {
     /// timer, and the sweep over a shard is a cheap scan of atomics.
     pub fn sweep(&self) {
         let now = self.clock_ms(std::time::Instant::now());
-        self.default_tenant.sessions.for_each(|session| {
+        self.for_each_session(|_, session| {
             if session.deadline() <= now {
                 session.wake();
             }
@@ -173,9 +230,7 @@ impl Broker {
     /// Starts shutting down: every connection is woken and closes (v5: DISCONNECT 0x8B).
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
-        self.default_tenant
-            .sessions
-            .for_each(|session| session.wake());
+        self.for_each_session(|_, session| session.wake());
     }
 
     /// Whether the server is shutting down.
@@ -558,9 +613,16 @@ impl Broker {
         }
     }
 
-    /// Queues the next page of `session`'s oldest retained stream, at most `room` messages.
-    /// Returns whether a stream had anything left to look at (call again while it does).
-    pub fn stream_retained(&self, tenant: &Tenant, session: &Session, room: usize) -> bool {
+    /// Queues the next page of `session`'s oldest retained stream, at most `room` messages,
+    /// those on topics `may_read` allows (the hook seam's read check). Returns whether a
+    /// stream had anything left to look at (call again while it does).
+    pub fn stream_retained(
+        &self,
+        tenant: &Tenant,
+        session: &Session,
+        room: usize,
+        may_read: impl Fn(&str) -> bool,
+    ) -> bool {
         let Some(cursor) = session.lock().next_retained() else {
             return false;
         };
@@ -571,7 +633,9 @@ impl Broker {
             Some(cursor.since),
         );
         for message in page.messages {
-            self.queue_retained(session, message, &cursor);
+            if may_read(&message.topic) {
+                self.queue_retained(session, message, &cursor);
+            }
         }
         session.lock().advance_retained(page.resume_after);
         true

@@ -84,13 +84,15 @@ fn instant_of(ms: u64, now_ms: u64) -> Instant {
 /// What restoring has found so far.
 struct Restoring<'a> {
     durable: &'a Durable,
-    tenant: &'a Tenant,
+    broker: &'a Broker,
     now_ms: u64,
     /// Records to delete: expired, orphaned, done.
     purge: Vec<Op>,
     out: Restored,
     /// Sessions restored, by id, with the seconds of expiry they have left.
     sessions: HashMap<u64, (Arc<Session>, u32)>,
+    /// The tenant of each session restored.
+    tenant_of: HashMap<u64, Arc<Tenant>>,
     /// Outbound QoS 2 stages not yet matched with their delivery.
     stages: HashMap<(u64, u64), StageRecord>,
 }
@@ -101,14 +103,14 @@ pub(crate) fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
     let Some(durable) = broker.persist.durable() else {
         return Ok(Restored::default());
     };
-    let tenant = &broker.default_tenant;
     let mut r = Restoring {
         durable,
-        tenant,
+        broker,
         now_ms: unix_ms(),
         purge: Vec::new(),
         out: Restored::default(),
         sessions: HashMap::new(),
+        tenant_of: HashMap::new(),
         stages: HashMap::new(),
     };
     r.sessions()?;
@@ -116,7 +118,7 @@ pub(crate) fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
     r.stages_and_inbound()?;
     r.messages()?;
     broker.stats.charge_queued(r.settle_queues());
-    r.out.retained = restore_retained(durable, tenant, r.now_ms, &mut r.purge)?;
+    r.out.retained = restore_retained(broker, durable, r.now_ms, &mut r.purge)?;
     let wills = read(durable, Space::Wills, |k, v| {
         Ok((record::decode_stage_key(k)?, WillRecord::decode(v)?))
     })?;
@@ -133,8 +135,9 @@ pub(crate) fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
         r.out.wills += 1;
         restore_will(broker, &r.sessions, session_id, generation, will);
     }
-    for (session, remaining) in r.sessions.values() {
+    for (id, (session, remaining)) in &r.sessions {
         let generation = session.lock().generation();
+        let tenant = r.tenant_of.get(id).unwrap_or(&broker.default_tenant);
         broker.expire_after(tenant, session, generation, *remaining);
     }
     Ok(r.out)
@@ -148,7 +151,8 @@ impl Restoring<'_> {
         let records = read(self.durable, Space::Sessions, |k, v| {
             Ok((record::decode_session_key(k)?, SessionRecord::decode(v)?))
         })?;
-        let mut by_client: HashMap<String, u64> = HashMap::new();
+        // Client ids are per tenant: the same id in two tenants is two sessions.
+        let mut by_client: HashMap<(String, String), u64> = HashMap::new();
         for (id, rec) in records {
             let offline_ms = if rec.offline_since_ms == 0 {
                 0
@@ -156,17 +160,19 @@ impl Restoring<'_> {
                 self.now_ms.saturating_sub(rec.offline_since_ms)
             };
             let expired = offline_ms >= u64::from(rec.expiry) * 1000;
-            if expired || !rec.tenant.is_empty() {
-                // Only the default self.tenant exists until authentication assigns others.
+            if expired {
                 self.purge
                     .push(Op::Delete(Space::Sessions, record::session_key(id)));
                 continue;
             }
-            if let Some(older) = by_client.insert(rec.client_id.clone(), id) {
+            let who = (rec.tenant.clone(), rec.client_id.clone());
+            if let Some(older) = by_client.insert(who, id) {
                 self.purge
                     .push(Op::Delete(Space::Sessions, record::session_key(older)));
                 self.sessions.remove(&older);
+                self.tenant_of.remove(&older);
             }
+            self.tenant_of.insert(id, self.broker.tenant(&rec.tenant));
             let remaining = (u64::from(rec.expiry) * 1000 - offline_ms).div_ceil(1000) as u32;
             let session = Session::new(
                 id,
@@ -187,12 +193,13 @@ impl Restoring<'_> {
             session.lock().restore(rec.expiry, subscriptions);
             self.sessions.insert(id, (session, remaining));
         }
-        for (session, _) in self.sessions.values() {
+        for (id, (session, _)) in &self.sessions {
+            let tenant = &self.tenant_of[id];
             let st = session.lock();
             for (filter, rec) in st.subscriptions().iter() {
                 let filter = own_str(filter);
                 let (group, inner) = split_shared(&filter);
-                self.tenant.index.subscribe(
+                tenant.index.subscribe(
                     inner,
                     group,
                     Subscriber {
@@ -203,7 +210,7 @@ impl Restoring<'_> {
                 );
             }
             drop(st);
-            self.tenant
+            tenant
                 .sessions
                 .shard(&session.client_id)
                 .insert(session.client_id.clone(), session.clone());
@@ -372,15 +379,18 @@ impl Restoring<'_> {
     }
 }
 
+/// Each tenant's retained messages (the key names the tenant).
 fn restore_retained(
+    broker: &Broker,
     durable: &Durable,
-    tenant: &Tenant,
     now_ms: u64,
     purge: &mut Vec<Op>,
 ) -> Result<usize, StoreError> {
     let mut n = 0;
     durable.journal.store().scan(Space::Retained, &mut |k, v| {
         let rec = RetainedRecord::decode(v).map_err(|m| damaged(Space::Retained, k, m))?;
+        let (tenant, _) =
+            record::decode_retained_key(k).map_err(|m| damaged(Space::Retained, k, m))?;
         let message = Arc::new(Message::restored(
             rec.publish,
             instant_of(rec.received_ms, now_ms),
@@ -389,7 +399,7 @@ fn restore_retained(
         if message.expired(Instant::now()) || message.payload.is_empty() {
             purge.push(Op::Delete(Space::Retained, k.to_vec()));
         } else {
-            tenant.retained.set(&message, || ());
+            broker.tenant(&tenant).retained.set(&message, || ());
             n += 1;
         }
         Ok(())
@@ -405,7 +415,7 @@ fn restore_will(
     generation: u64,
     rec: WillRecord,
 ) {
-    let tenant = &broker.default_tenant;
+    let tenant = &broker.tenant(&rec.tenant);
     let publish = rec.publish;
     let will = Will {
         topic: publish.topic.clone(),

@@ -213,7 +213,29 @@ pub(super) async fn handshake(
         cert_username: opened.cert_username,
         v3_accept_refused: endpoint.v3_accept_refused,
     };
-    match session::connect::accept(broker, &broker.default_tenant, *connect, arrival) {
+    let checked = match session::connect::check(broker, *connect, arrival) {
+        Ok(checked) => checked,
+        Err((code, version)) => return Err(refuse(opened.io, broker, code, version).await),
+    };
+    // Authentication may wait (a password hash, a token's keys, an HTTP callout): within
+    // the connect timeout, and not past a shutdown.
+    let authenticating = timeout(
+        Duration::from_secs(connect_timeout),
+        session::connect::authenticate(broker, &checked),
+    );
+    let authenticated = tokio::select! {
+        result = authenticating => match result {
+            Ok(Ok(authenticated)) => authenticated,
+            Ok(Err((code, version))) => return Err(refuse(opened.io, broker, code, version).await),
+            Err(_) => {
+                let version = checked.version();
+                let code = ReasonCode::ServerUnavailable;
+                return Err(refuse(opened.io, broker, code, version).await);
+            }
+        },
+        _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
+    };
+    match session::connect::accept(broker, checked, authenticated) {
         Ok(accepted) => {
             broker
                 .stats

@@ -2,6 +2,7 @@
 //! keep-alive, Receive Maximum, packet sizes, topic aliases), attaching the session and
 //! storing the will. What it settles is a [`Link`] and the CONNACK to send.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use mqtt_codec::properties::{ConnAckProperties, PublishProperties};
@@ -9,10 +10,10 @@ use mqtt_codec::{ByteString, ConnAck, Connect, ProtocolVersion, QoS, ReasonCode}
 
 use super::link::Link;
 use super::{Origin, Will};
-use crate::broker::hooks::{Actor, Credentials, Identity};
+use crate::broker::Broker;
+use crate::broker::hooks::{Actor, Authenticated, Credentials};
 use crate::broker::message::{own_properties, own_str};
 use crate::broker::stats::RefuseReason;
-use crate::broker::{Broker, Tenant};
 use crate::config::Config;
 use crate::store::journal::Ticket;
 
@@ -57,19 +58,98 @@ struct Terms {
     server_keep_alive: Option<u16>,
 }
 
-/// Checks CONNECT and attaches the session, or returns the refusal to send.
-pub fn accept(
-    broker: &Arc<Broker>,
-    tenant: &Arc<Tenant>,
+/// A CONNECT checked against the configuration and the node's state, its terms settled,
+/// waiting for authentication.
+pub struct Checked {
     connect: Connect,
-    mut arrival: Arrival,
-) -> Result<Accepted, Refused> {
+    arrival: Arrival,
+    terms: Terms,
+}
+
+impl Checked {
+    /// The protocol version the client speaks (a refusal is said in it).
+    pub fn version(&self) -> ProtocolVersion {
+        self.connect.protocol
+    }
+}
+
+/// Checks CONNECT and settles its terms (client id, session expiry, keep-alive), or returns
+/// the refusal to send. Cheap and synchronous: a CONNECT refused here costs no look-up.
+pub fn check(broker: &Broker, connect: Connect, arrival: Arrival) -> Result<Checked, Refused> {
     let v = connect.protocol;
     let cfg = broker.config();
     let terms = negotiate(broker, &cfg, &connect, arrival.open_connections).map_err(|c| (c, v))?;
-    let identity = admit(broker, &connect, &terms, &arrival).map_err(|c| (c, v))?;
-    // The certificate's name, when configured, replaces CONNECT's username.
+    Ok(Checked {
+        connect,
+        arrival,
+        terms,
+    })
+}
+
+/// Authenticates a checked CONNECT through the hook seam (without hooks: the certificate's
+/// name or CONNECT's username, in the default tenant). May wait: a password hash, a token's
+/// keys, an HTTP callout.
+pub async fn authenticate(broker: &Broker, checked: &Checked) -> Result<Authenticated, Refused> {
+    let (connect, arrival) = (&checked.connect, &checked.arrival);
+    let credentials = Credentials {
+        client_id: &checked.terms.client_id,
+        username: connect.username.as_deref(),
+        password: connect.password.as_deref(),
+        certificate: arrival.cert_username.as_deref(),
+        peer: arrival.origin.peer,
+        listener: arrival.origin.listener,
+    };
+    broker
+        .hooks
+        .authenticate(&credentials)
+        .await
+        .map_err(|c| (c, connect.protocol))
+}
+
+/// Checks, authenticates and accepts a CONNECT whose authentication does not wait (a broker
+/// without hooks, or hooks that answer at once); one that would wait is refused with 0x88.
+pub fn accept_now(
+    broker: &Arc<Broker>,
+    connect: Connect,
+    arrival: Arrival,
+) -> Result<Accepted, Refused> {
+    let checked = check(broker, connect, arrival)?;
+    let v = checked.version();
+    let polled = {
+        let mut auth = std::pin::pin!(authenticate(broker, &checked));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        auth.as_mut().poll(&mut cx)
+    };
+    match polled {
+        std::task::Poll::Ready(authenticated) => accept(broker, checked, authenticated?),
+        std::task::Poll::Pending => Err((ReasonCode::ServerUnavailable, v)),
+    }
+}
+
+/// Attaches the session of an authenticated CONNECT in its tenant, or returns the refusal
+/// to send.
+pub fn accept(
+    broker: &Arc<Broker>,
+    checked: Checked,
+    authenticated: Authenticated,
+) -> Result<Accepted, Refused> {
+    let Checked {
+        connect,
+        mut arrival,
+        terms,
+    } = checked;
+    let v = connect.protocol;
+    let cfg = broker.config();
+    let identity = authenticated.identity;
+    let tenant = broker.tenant(&authenticated.tenant);
+    let actor = Actor {
+        client_id: &terms.client_id,
+        tenant: &tenant.name,
+        identity: &identity,
+    };
+    broker.hooks.admit_connection(actor).map_err(|c| (c, v))?;
     arrival.origin.username = identity.username.as_ref().map(own_str);
+    let tenant = &tenant;
     let attached = broker.attach(
         tenant,
         terms.client_id.clone(),
@@ -132,31 +212,6 @@ pub fn accept(
         connack,
         ticket,
     })
-}
-
-/// Authenticates the client and admits its connection (the hook seam: without hooks, the
-/// identity is the certificate's name or CONNECT's username, and everyone is admitted).
-fn admit(
-    broker: &Broker,
-    connect: &Connect,
-    terms: &Terms,
-    arrival: &Arrival,
-) -> Result<Identity, ReasonCode> {
-    let credentials = Credentials {
-        client_id: &terms.client_id,
-        username: connect.username.as_deref(),
-        password: connect.password.as_deref(),
-        certificate: arrival.cert_username.as_deref(),
-        peer: arrival.origin.peer,
-        listener: arrival.origin.listener,
-    };
-    let identity = broker.hooks.authenticate(&credentials)?;
-    let actor = Actor {
-        client_id: &terms.client_id,
-        identity: &identity,
-    };
-    broker.hooks.admit_connection(actor)?;
-    Ok(identity)
 }
 
 /// Checks what CONNECT asks against the configuration and the node's state, and settles

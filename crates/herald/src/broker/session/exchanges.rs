@@ -9,7 +9,7 @@ use mqtt_codec::{
     Ack, Connect, EncodeError, Packet, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe,
 };
 
-use super::connect::{Arrival, accept};
+use super::connect::{Arrival, accept_now};
 use super::{Link, Origin, Out, Will, WillFate};
 use crate::broker::Broker;
 use crate::broker::stats::CloseReason;
@@ -79,7 +79,7 @@ fn arrival(open: u64, port: u16) -> Arrival {
 fn connect_with(broker: &Arc<Broker>, connect: Connect) -> (Link, Recorder) {
     let arrival = arrival(1, 1);
     let v = connect.protocol;
-    let accepted = accept(broker, &broker.default_tenant, connect, arrival).unwrap();
+    let accepted = accept_now(broker, connect, arrival).unwrap();
     let mut out = Recorder::default();
     let mut link = accepted.link;
     link.start(&mut out, accepted.connack, accepted.ticket)
@@ -212,7 +212,7 @@ fn a_resumed_session_resends_in_order_with_dup() {
         .unwrap();
     c.clean_start = false;
     let arrival = arrival(2, 2);
-    let accepted = accept(&b, &b.default_tenant, c, arrival).unwrap();
+    let accepted = accept_now(&b, c, arrival).unwrap();
     assert!(accepted.connack.session_present);
     assert_eq!(
         sub.check_signal().unwrap_err().reason,
@@ -413,16 +413,16 @@ struct Guard {
 }
 
 impl crate::broker::hooks::Hook for Guard {
-    fn authenticate(
-        &self,
-        credentials: &crate::broker::hooks::Credentials<'_>,
-    ) -> Result<crate::broker::hooks::Identity, ReasonCode> {
-        match credentials.username {
+    fn authenticate<'a>(
+        &'a self,
+        credentials: &'a crate::broker::hooks::Credentials<'a>,
+    ) -> crate::broker::hooks::BoxFuture<'a, Result<crate::broker::hooks::Authenticated, ReasonCode>>
+    {
+        let answer = match credentials.username {
             Some("mallory") => Err(ReasonCode::BadUserNameOrPassword),
-            username => Ok(crate::broker::hooks::Identity {
-                username: username.map(Into::into),
-            }),
-        }
+            _ => Ok(crate::broker::hooks::Authenticated::plain(credentials)),
+        };
+        Box::pin(std::future::ready(answer))
     }
 
     fn authorize_subscribe(
@@ -469,7 +469,7 @@ fn hooks_authenticate_authorize_and_observe() {
     let mut bad = Connect::new(ProtocolVersion::V5, "m", 0);
     bad.username = Some("mallory".into());
     let arrival = arrival(1, 1);
-    let refused = accept(&b, &b.default_tenant, bad, arrival).err();
+    let refused = accept_now(&b, bad, arrival).err();
     assert_eq!(
         refused,
         Some((ReasonCode::BadUserNameOrPassword, ProtocolVersion::V5))

@@ -1,6 +1,7 @@
 //! What a link does with each packet a client sends after CONNECT: the QoS 1 and 2
 //! exchanges both ways, subscriptions, topic aliases, DISCONNECT.
 
+use crate::config::V3Denied;
 use mqtt_codec::{
     Ack, Disconnect, Packet, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
@@ -268,7 +269,13 @@ impl Link {
         code: ReasonCode,
     ) -> Result<(), Closing> {
         if !self.v5() {
-            return Err(Closing::new(CloseReason::ProtocolError));
+            // 3.1.1 has no code to refuse with: a publication the ACL denies is acknowledged
+            // and dropped, as mosquitto does (`acl.v3_publish_denied = "drop"`), or closes.
+            let denied = code == ReasonCode::NotAuthorized;
+            if !(denied && self.broker.config().acl.v3_publish_denied == V3Denied::Drop) {
+                return Err(Closing::new(CloseReason::ProtocolError));
+            }
+            return self.acknowledge(out, qos, Ack::new(packet_id));
         }
         let mut ack = Ack::new(packet_id);
         ack.reason_code = code;

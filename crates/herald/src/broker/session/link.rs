@@ -128,9 +128,13 @@ impl Link {
 
     /// The client acting, for the hooks.
     pub(super) fn actor(&self) -> Actor<'_> {
-        static NOBODY: Identity = Identity { username: None };
+        static NOBODY: Identity = Identity {
+            username: None,
+            state: None,
+        };
         Actor {
             client_id: &self.session.client_id,
+            tenant: &self.tenant.name,
             identity: self.identity.as_deref().unwrap_or(&NOBODY),
         }
     }

@@ -145,10 +145,13 @@ impl Link {
             let (ticket, refill) = self.take_batch(&mut batch, now)?;
             if batch.is_empty() {
                 // Retained messages stream in as the queue empties, a page at a time.
+                let actor = self.actor();
+                let hooks = &self.broker.hooks;
+                let may_read = |topic: &str| hooks.read(actor, topic);
                 if refill
                     && self
                         .broker
-                        .stream_retained(&self.tenant, &self.session, BATCH)
+                        .stream_retained(&self.tenant, &self.session, BATCH, may_read)
                 {
                     continue;
                 }
