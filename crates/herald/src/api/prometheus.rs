@@ -58,8 +58,48 @@ pub(crate) fn render(broker: &Broker, sampled: &Sampled) -> String {
         &s.hot.latency(),
     );
     store(&mut out, broker, sampled);
+    if let Some(gate) = broker.hooks.get::<crate::auth::Gate>() {
+        auth(&mut out, &gate.stats);
+    }
     process(&mut out);
     out
+}
+
+/// Authentication and access rules (only when a method, a tenant rule or ACLs are
+/// configured).
+fn auth(out: &mut String, g: &crate::auth::gate::GateStats) {
+    labelled(
+        out,
+        "herald_auth_admitted_total",
+        "counter",
+        "Clients admitted, by the authentication method that recognised them (or anonymous).",
+        "method",
+        g.admitted
+            .iter()
+            .map(|(name, n)| (*name, n.load(Ordering::Relaxed))),
+    );
+    labelled(
+        out,
+        "herald_auth_refused_total",
+        "counter",
+        "CONNECTs refused by authentication, by reason.",
+        "reason",
+        crate::auth::DenyReason::ALL
+            .iter()
+            .map(|r| (r.label(), g.refused(*r))),
+    );
+    labelled(
+        out,
+        "herald_acl_denied_total",
+        "counter",
+        "Actions the access rules denied: PUBLISH packets, subscription filters, retained messages not delivered.",
+        "action",
+        [
+            ("publish", g.denied_publish.load(Ordering::Relaxed)),
+            ("subscribe", g.denied_subscribe.load(Ordering::Relaxed)),
+            ("retained", g.denied_retained.load(Ordering::Relaxed)),
+        ],
+    );
 }
 
 /// The packet types, by their wire number (index 0 unused), for labels.

@@ -214,6 +214,10 @@ impl Hook for Gate {
         Box::pin(async move { self.check(credentials).await.map_err(|d| d.code) })
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn authorize_subscribe(&self, _actor: Actor<'_>, _filter: &str) -> Result<(), ReasonCode> {
         Ok(())
     }

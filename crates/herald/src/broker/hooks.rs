@@ -148,6 +148,12 @@ pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
 
     /// Sees what routing one publication did locally (once per publication).
     fn observe(&self, _tenant: &str, _message: &Message, _routed: &Routed) {}
+
+    /// The hook as `Any`, for the layers above that know its type (its metrics, its
+    /// reload).
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
 }
 
 /// The hooks a broker runs: none by default (each point is then a branch, no call).
@@ -163,6 +169,11 @@ impl Hooks {
     /// Whether a hook is installed.
     pub fn installed(&self) -> bool {
         self.0.is_some()
+    }
+
+    /// The installed hook as a `T`, when it is one.
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        self.0.as_ref()?.as_any()?.downcast_ref()
     }
 
     /// See [`Hook::authenticate`].
