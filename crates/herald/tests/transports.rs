@@ -311,6 +311,42 @@ async fn client_certificates_are_verified_and_name_the_user() {
     assert_eq!(origin(&s, "anon").username, None);
 }
 
+/// The tenant from the certificate's Organization: the same CN and client id in two
+/// organizations are two clients that never meet.
+#[tokio::test]
+async fn client_certificates_name_the_tenant() {
+    let pki = Pki::new();
+    let mut c = mtls_config(&pki, ClientAuth::Required, UsernameFrom::Cn);
+    c.tls.tenant_from = herald::config::TenantField::O;
+    let s = common::start_with(c).await;
+    let tls = addr(&s, ListenerKind::Tls);
+    let v13 = [&rustls::version::TLS13];
+    let mut clients = Vec::new();
+    for org in ["acme", "globex"] {
+        let cert = pki.client_of("sensor", org);
+        let config = client_config(&pki.ca_file, Some((&cert.0, &cert.1)), &v13);
+        let stream = tls_connect(tls, config).await.unwrap();
+        let mut c = Raw::over(stream, V5).handshake("dev-1").await;
+        c.subscribe("t", QoS::AtLeastOnce).await;
+        clients.push((org, c));
+    }
+    for (org, c) in &mut clients {
+        c.publish("t", org.as_bytes(), QoS::AtMostOnce, false).await;
+        assert_eq!(&c.recv_publish().await.payload[..], org.as_bytes());
+        c.expect_nothing().await;
+    }
+    let broker = s.server.broker();
+    for org in ["acme", "globex"] {
+        let tenant = broker
+            .find_tenant(org)
+            .expect("tenant from the certificate");
+        let session = tenant.sessions.get("dev-1").expect("its own dev-1");
+        let st = session.lock();
+        assert_eq!(st.origin().unwrap().username.as_deref(), Some("sensor"));
+    }
+    assert!(broker.default_tenant.sessions.get("dev-1").is_none());
+}
+
 #[tokio::test]
 async fn silent_connections_do_not_hold_up_handshakes() {
     let pki = Pki::new();

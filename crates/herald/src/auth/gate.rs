@@ -8,8 +8,9 @@
 //! counted by reason and logged (client id, username, peer, reason; never a password or a
 //! token), at most ten lines a second.
 //!
-//! The client's tenant is what its method said, else what `auth.tenant_from` takes from its
-//! username or client id, else the default tenant.
+//! The client's tenant is what its method said, else what its certificate names
+//! (`tls.tenant_from`), else what `auth.tenant_from` takes from its username or client id,
+//! else the default tenant.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,7 +146,13 @@ impl Gate {
                 return Err(self.refuse(credentials, denial));
             }
         };
-        let tenant = match grant.tenant.clone().or_else(|| self.tenant_of(credentials)) {
+        let from_certificate = || credentials.certificate_tenant.map(str::to_owned);
+        let tenant = grant
+            .tenant
+            .clone()
+            .or_else(from_certificate)
+            .or_else(|| self.tenant_of(credentials));
+        let tenant = match tenant {
             Some(t) if !valid_tenant(&t) => {
                 let denial = Denial::new(DenyReason::UnknownTenant);
                 return Err(self.refuse(credentials, denial));

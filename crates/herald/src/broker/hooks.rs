@@ -39,6 +39,8 @@ pub struct Credentials<'a> {
     pub password: Option<&'a [u8]>,
     /// The name of the client's TLS certificate, when `tls.username_from` takes one.
     pub certificate: Option<&'a str>,
+    /// The tenant the client's TLS certificate names, when `tls.tenant_from` takes one.
+    pub certificate_tenant: Option<&'a str>,
     /// Where it came from.
     pub peer: SocketAddr,
     /// The listener it connected to.

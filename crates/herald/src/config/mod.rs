@@ -42,7 +42,7 @@ pub use load::Overrides;
 pub use node::{DrainConfig, Log, Runtime};
 pub use store::{Fsync, StoreConfig};
 pub use template::generate;
-pub use tls::{ClientAuth, TlsConfig, UsernameFrom};
+pub use tls::{ClientAuth, TenantField, TlsConfig, UsernameFrom};
 
 /// Why a configuration was refused. The message names the key.
 #[derive(Debug, thiserror::Error)]

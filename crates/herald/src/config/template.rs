@@ -56,6 +56,9 @@ client_auth =
 # The client's username: "connect" (from CONNECT), or from its certificate: "cn" (subject
 # Common Name) or "san" (first DNS, e-mail or URI Subject Alternative Name).
 username_from =
+# The client's tenant from its certificate's subject: "none", "o" (Organization) or "ou"
+# (Organizational Unit).
+tenant_from =
 # Oldest TLS version accepted: "1.2" or "1.3".
 min_version =
 # Seconds between checks of the certificate files for changes; 0: only SIGHUP reloads.

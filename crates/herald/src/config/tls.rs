@@ -31,6 +31,18 @@ pub enum UsernameFrom {
     San,
 }
 
+/// Where a client's tenant may come from in its certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantField {
+    /// Not from the certificate.
+    None,
+    /// The subject's Organization (O).
+    O,
+    /// The subject's Organizational Unit (OU).
+    Ou,
+}
+
 /// TLS for the `tls` and `wss` listeners.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +57,8 @@ pub struct TlsConfig {
     pub client_auth: ClientAuth,
     /// Take the client's username from its certificate: `connect` (no), `cn` or `san`.
     pub username_from: UsernameFrom,
+    /// Take the client's tenant from its certificate's subject: `none`, `o` or `ou`.
+    pub tenant_from: TenantField,
     /// Oldest TLS version accepted: "1.2" or "1.3".
     pub min_version: String,
     /// Seconds between checks of the certificate files for changes (0: only SIGHUP reloads
@@ -60,6 +74,7 @@ impl Default for TlsConfig {
             client_ca_file: PathBuf::new(),
             client_auth: ClientAuth::None,
             username_from: UsernameFrom::Connect,
+            tenant_from: TenantField::None,
             min_version: "1.2".into(),
             watch_secs: 0,
         }
@@ -93,6 +108,12 @@ impl TlsConfig {
         if self.username_from != UsernameFrom::Connect && self.client_auth == ClientAuth::None {
             return Err(invalid(
                 "tls.username_from",
+                "needs client certificates (tls.client_auth = \"optional\" or \"required\")",
+            ));
+        }
+        if self.tenant_from != TenantField::None && self.client_auth == ClientAuth::None {
+            return Err(invalid(
+                "tls.tenant_from",
                 "needs client certificates (tls.client_auth = \"optional\" or \"required\")",
             ));
         }

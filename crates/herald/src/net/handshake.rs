@@ -31,6 +31,8 @@ struct Opened {
     rbuf: BytesMut,
     /// The username the client certificate carries (`tls.username_from`).
     cert_username: Option<String>,
+    /// The tenant the client certificate names (`tls.tenant_from`).
+    cert_tenant: Option<String>,
     /// The first packet, or why it did not decode.
     first: Result<Packet, mqtt_codec::DecodeError>,
     /// The protocol level the first bytes named, if they started a CONNECT.
@@ -63,7 +65,7 @@ async fn open(
             }
         }
     }
-    let mut cert_username = None;
+    let (mut cert_username, mut cert_tenant) = (None, None);
     let link = match &endpoint.tls {
         Some(acceptor) => {
             let tls = TlsSocket::accept(stream, acceptor.config(), &rbuf)
@@ -79,6 +81,7 @@ async fn open(
             rbuf.clear();
             if let Some(cert) = tls.peer_certificate() {
                 cert_username = super::tls::username_of(cert, acceptor.username_from());
+                cert_tenant = super::tls::tenant_of(cert, acceptor.tenant_from());
             }
             Socket::Tls(Box::new(tls))
         }
@@ -116,6 +119,7 @@ async fn open(
         peer,
         rbuf,
         cert_username,
+        cert_tenant,
         first,
         first_size,
         first_level,
@@ -211,6 +215,7 @@ pub(super) async fn handshake(
         open_connections,
         origin,
         cert_username: opened.cert_username,
+        cert_tenant: opened.cert_tenant,
         v3_accept_refused: endpoint.v3_accept_refused,
     };
     let checked = match session::connect::check(broker, *connect, arrival) {

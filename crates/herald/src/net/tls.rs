@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::config::{ClientAuth, TlsConfig, UsernameFrom};
+use crate::config::{ClientAuth, TenantField, TlsConfig, UsernameFrom};
 
 /// Why a certificate set was refused. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +76,11 @@ impl TlsAcceptor {
     /// How the client's username may come from its certificate.
     pub fn username_from(&self) -> UsernameFrom {
         self.settings.load().username_from
+    }
+
+    /// Where the client's tenant may come from in its certificate.
+    pub fn tenant_from(&self) -> TenantField {
+        self.settings.load().tenant_from
     }
 
     /// Seconds between checks of the files (0: none).
@@ -220,4 +225,16 @@ pub(crate) fn username_of(cert: &[u8], from: UsernameFrom) -> Option<String> {
             })
         }
     }
+}
+
+/// The tenant a client certificate's subject names in `field` (O or OU).
+pub(crate) fn tenant_of(cert: &[u8], field: TenantField) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let subject = cert.subject();
+    let value = match field {
+        TenantField::None => return None,
+        TenantField::O => subject.iter_organization().next(),
+        TenantField::Ou => subject.iter_organizational_unit().next(),
+    };
+    value.and_then(|v| v.as_str().ok()).map(str::to_owned)
 }

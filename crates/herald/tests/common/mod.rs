@@ -455,6 +455,20 @@ pub mod pki {
             self.write_pair(&format!("client-{cn}"), &cert.pem(), &key.serialize_pem())
         }
 
+        /// A client certificate with subject CN `cn` and Organization `org` (a tenant).
+        pub fn client_of(&self, cn: &str, org: &str) -> (PathBuf, PathBuf) {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.distinguished_name.push(DnType::OrganizationName, org);
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &self.ca).unwrap();
+            self.write_pair(
+                &format!("client-{cn}-{org}"),
+                &cert.pem(),
+                &key.serialize_pem(),
+            )
+        }
+
         /// A client certificate signed by a CA Herald does not trust.
         pub fn rogue_client(&self) -> (PathBuf, PathBuf) {
             let rogue =

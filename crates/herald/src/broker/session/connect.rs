@@ -27,6 +27,8 @@ pub struct Arrival {
     /// The client certificate's name, when `tls.username_from` takes it (it replaces
     /// CONNECT's username).
     pub cert_username: Option<String>,
+    /// The tenant the client certificate names, when `tls.tenant_from` takes one.
+    pub cert_tenant: Option<String>,
     /// Its listener acknowledges 3.1.1 publications it cannot queue
     /// (`listeners.v3_accept_refused`).
     pub v3_accept_refused: bool,
@@ -96,6 +98,7 @@ pub async fn authenticate(broker: &Broker, checked: &Checked) -> Result<Authenti
         username: connect.username.as_deref(),
         password: connect.password.as_deref(),
         certificate: arrival.cert_username.as_deref(),
+        certificate_tenant: arrival.cert_tenant.as_deref(),
         peer: arrival.origin.peer,
         listener: arrival.origin.listener,
     };

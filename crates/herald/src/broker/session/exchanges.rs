@@ -71,6 +71,7 @@ fn arrival(open: u64, port: u16) -> Arrival {
             username: None,
         },
         cert_username: None,
+        cert_tenant: None,
         v3_accept_refused: false,
     }
 }
