@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mqtt_codec::{ByteString, QoS, ReasonCode};
+use mqtt_codec::{ByteString, ReasonCode};
 
 use super::{Denial, DenyReason, Grant, Method, Verdict};
 use crate::broker::hooks::{Actor, Authenticated, BoxFuture, Credentials, Hook, Identity};
@@ -229,13 +229,7 @@ impl Hook for Gate {
         Ok(())
     }
 
-    fn authorize_publish(
-        &self,
-        _actor: Actor<'_>,
-        _topic: &str,
-        _qos: QoS,
-        _retain: bool,
-    ) -> Result<(), ReasonCode> {
+    fn authorize_publish(&self, _actor: Actor<'_>, _topic: &str) -> Result<(), ReasonCode> {
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! | [`Hook::authenticate`] | CONNECT, once checked, before the session is attached (`session::connect::authenticate`, awaited by the connection) | CONNACK with the code (v5), its 3.1.1 return code |
 //! | [`Hook::admit_connection`] | CONNECT, once authenticated | CONNACK with the code |
 //! | [`Hook::authorize_subscribe`], [`Hook::admit_subscription`] | each filter of a SUBSCRIBE (`session::inbound`) | that filter's SUBACK code |
-//! | [`Hook::authorize_publish`], [`Hook::admit_message`] | each PUBLISH, before routing (`session::inbound`) | v5 PUBACK/PUBREC with the code; 3.1.1: a denial (0x87) is acknowledged and dropped or closes (`acl.v3_publish_denied`), a quota closes |
+//! | [`Hook::authorize_publish`] (cached per connection by topic), [`Hook::admit_message`] | each PUBLISH, before routing (`session::inbound`) | v5 PUBACK/PUBREC with the code; 3.1.1: a denial (0x87) is acknowledged and dropped or closes (`acl.v3_publish_denied`), a quota closes |
 //! | [`Hook::authorize_read`] | each retained message delivered (`session::outbound`) | not delivered |
 //! | [`Hook::observe`] | once per publication, after routing (`Broker::publish_with`) | — |
 //! | `Broker::inject` | a message from elsewhere: the HTTP API today, other nodes next | the caller's answer (429, ...) |
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use mqtt_codec::{ByteString, QoS, ReasonCode};
+use mqtt_codec::{ByteString, ReasonCode};
 
 use super::message::Message;
 use super::router::Routed;
@@ -125,15 +125,16 @@ pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Authorizes a publication to `topic` (0x87 not authorized).
-    fn authorize_publish(
-        &self,
-        _actor: Actor<'_>,
-        _topic: &str,
-        _qos: QoS,
-        _retain: bool,
-    ) -> Result<(), ReasonCode> {
+    /// Authorizes a publication to `topic` (0x87 not authorized). The answer may depend on
+    /// the actor, the topic and the rules' generation only: a connection caches it.
+    fn authorize_publish(&self, _actor: Actor<'_>, _topic: &str) -> Result<(), ReasonCode> {
         Ok(())
+    }
+
+    /// The generation of the rules `authorize_publish` decides by: a connection's cached
+    /// decisions are dropped when it changes (a rules reload).
+    fn generation(&self) -> u64 {
+        0
     }
 
     /// Admits a message against quotas and rates (0x97 quota exceeded, 0x96 message rate
@@ -155,6 +156,43 @@ pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
     /// reload).
     fn as_any(&self) -> Option<&dyn Any> {
         None
+    }
+}
+
+/// A connection's last few publish authorizations, for the rules' generation they were
+/// made under (a handful of topics: a device publishes to few, and a miss only costs a
+/// check).
+#[derive(Debug, Default)]
+pub struct Decisions {
+    generation: u64,
+    slots: [Option<(ByteString, Result<(), ReasonCode>)>; 4],
+    next: usize,
+}
+
+impl Decisions {
+    /// The decision for `topic`, if cached under `generation`.
+    pub fn get(&self, generation: u64, topic: &str) -> Option<Result<(), ReasonCode>> {
+        if generation != self.generation {
+            return None;
+        }
+        self.slots
+            .iter()
+            .flatten()
+            .find(|(t, _)| &**t == topic)
+            .map(|(_, decided)| *decided)
+    }
+
+    /// Remembers the decision for `topic` under `generation` (replacing the oldest; all of
+    /// them when the generation changed).
+    pub fn put(&mut self, generation: u64, topic: &ByteString, decided: Result<(), ReasonCode>) {
+        if generation != self.generation {
+            *self = Decisions {
+                generation,
+                ..Decisions::default()
+            };
+        }
+        self.slots[self.next] = Some((topic.clone(), decided));
+        self.next = (self.next + 1) % self.slots.len();
     }
 }
 
@@ -213,14 +251,34 @@ impl Hooks {
         }
     }
 
-    /// See [`Hook::authorize_publish`] and [`Hook::admit_message`]: both, in order.
-    pub fn publish(&self, actor: Actor<'_>, message: &Message) -> Result<(), ReasonCode> {
-        match &self.0 {
-            Some(h) => h
-                .authorize_publish(actor, &message.topic, message.qos, message.retain)
-                .and_then(|()| h.admit_message(actor, message)),
-            None => Ok(()),
-        }
+    /// See [`Hook::authorize_publish`] and [`Hook::admit_message`]: both, in order; the
+    /// authorization from `decisions` when it has it for this generation of the rules.
+    pub fn publish(
+        &self,
+        actor: Actor<'_>,
+        message: &Message,
+        decisions: &mut Option<Box<Decisions>>,
+    ) -> Result<(), ReasonCode> {
+        let Some(h) = &self.0 else {
+            return Ok(());
+        };
+        let generation = h.generation();
+        let cached = decisions
+            .as_deref()
+            .and_then(|d| d.get(generation, &message.topic));
+        let authorized = match cached {
+            Some(decided) => decided,
+            None => {
+                let decided = h.authorize_publish(actor, &message.topic);
+                decisions.get_or_insert_with(Default::default).put(
+                    generation,
+                    &message.topic,
+                    decided,
+                );
+                decided
+            }
+        };
+        authorized.and_then(|()| h.admit_message(actor, message))
     }
 
     /// See [`Hook::observe`].

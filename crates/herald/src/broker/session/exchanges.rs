@@ -411,6 +411,9 @@ fn a_will_with_a_delay_on_a_session_that_ends_is_published_when_it_ends() {
 #[derive(Debug, Default)]
 struct Guard {
     observed: std::sync::atomic::AtomicUsize,
+    /// Publish authorizations asked (the rest came from the connection's cache).
+    checks: std::sync::atomic::AtomicUsize,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl crate::broker::hooks::Hook for Guard {
@@ -442,13 +445,17 @@ impl crate::broker::hooks::Hook for Guard {
         &self,
         _actor: crate::broker::hooks::Actor<'_>,
         topic: &str,
-        _qos: QoS,
-        _retain: bool,
     ) -> Result<(), ReasonCode> {
+        self.checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match topic.contains("secret") {
             true => Err(ReasonCode::NotAuthorized),
             false => Ok(()),
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn observe(
@@ -508,4 +515,26 @@ fn hooks_authenticate_authorize_and_observe() {
         1,
         "the refused publication was never routed; the other matched once"
     );
+    // Decisions are cached per connection, by topic, until the rules' generation changes.
+    let checks = || guard.checks.load(std::sync::atomic::Ordering::Relaxed);
+    let before = checks();
+    for id in 7..10 {
+        link.handle(publish("secret/x", QoS::AtLeastOnce, id), &mut out)
+            .unwrap();
+        link.handle(publish("open/x", QoS::AtLeastOnce, id + 10), &mut out)
+            .unwrap();
+    }
+    assert_eq!(checks(), before, "both topics' decisions were cached");
+    guard
+        .generation
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    link.handle(publish("secret/x", QoS::AtLeastOnce, 30), &mut out)
+        .unwrap();
+    assert_eq!(checks(), before + 1, "a new generation asks again");
+    let acks = out.take(v);
+    let denied = acks
+        .iter()
+        .filter(|p| matches!(p, Packet::PubAck(a) if a.reason_code == ReasonCode::NotAuthorized))
+        .count();
+    assert_eq!(denied, 4, "cached denials still deny: {acks:?}");
 }

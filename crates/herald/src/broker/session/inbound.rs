@@ -81,7 +81,7 @@ impl Link {
             self.session.id,
         );
         // Authorization and quotas (the hook seam; allowed when no hook is installed).
-        if let Err(code) = self.broker.hooks.publish(self.actor(), &message) {
+        if let Err(code) = self.authorize(&message) {
             return self
                 .refuse_publish(out, qos, packet_id, code)
                 .map(|()| Handled::default());
@@ -261,6 +261,23 @@ impl Link {
 
     /// Refuses one publication without closing (v5 QoS 1/2 get the reason in their ack);
     /// 3.1.1 has no way to say no but to close.
+    /// Authorizes and admits a PUBLISH through the hooks (publish authorizations cached
+    /// per connection).
+    fn authorize(&mut self, message: &Message) -> Result<(), ReasonCode> {
+        if !self.broker.hooks.installed() {
+            return Ok(());
+        }
+        let actor = crate::broker::hooks::Actor {
+            client_id: &self.session.client_id,
+            tenant: &self.tenant.name,
+            identity: self.identity.as_deref().unwrap_or(&super::link::NOBODY),
+        };
+        let rare = self.rare.get_or_insert_with(Default::default);
+        self.broker
+            .hooks
+            .publish(actor, message, &mut rare.decisions)
+    }
+
     fn refuse_publish(
         &mut self,
         out: &mut impl Out,

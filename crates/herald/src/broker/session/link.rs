@@ -15,7 +15,7 @@ use mqtt_codec::{
 
 use super::closing::Closing;
 use super::{Session, Will};
-use crate::broker::hooks::{Actor, Identity};
+use crate::broker::hooks::{Actor, Decisions, Identity};
 use crate::broker::stats::CloseReason;
 use crate::broker::{Broker, Tenant};
 use crate::store::journal::Ticket;
@@ -84,6 +84,12 @@ pub struct Link {
     pub(super) tenant: Arc<Tenant>,
 }
 
+/// The identity of a link without one (no hook installed).
+pub(super) static NOBODY: Identity = Identity {
+    username: None,
+    state: None,
+};
+
 /// What few links need (boxed: every byte of a link is paid per connection).
 #[derive(Debug, Default)]
 pub(super) struct Rare {
@@ -93,6 +99,8 @@ pub(super) struct Rare {
     pub(super) outbound: HashMap<ByteString, u16>,
     /// The rule a protocol violation broke (`[MQTT-3.1.0-2]`), for the log.
     pub(super) rule: Option<&'static str>,
+    /// The hook's last publish authorizations.
+    pub(super) decisions: Option<Box<Decisions>>,
 }
 
 impl Link {
@@ -128,10 +136,6 @@ impl Link {
 
     /// The client acting, for the hooks.
     pub(super) fn actor(&self) -> Actor<'_> {
-        static NOBODY: Identity = Identity {
-            username: None,
-            state: None,
-        };
         Actor {
             client_id: &self.session.client_id,
             tenant: &self.tenant.name,
