@@ -227,6 +227,24 @@ impl Hooks {
         }
     }
 
+    /// Whether a subscription a resumed session holds may stay (its authorization only:
+    /// quotas admitted it when it was made). Logged when it may not.
+    pub fn may_keep(&self, actor: Actor<'_>, filter: &str) -> bool {
+        let Some(h) = &self.0 else {
+            return true;
+        };
+        let kept = h.authorize_subscribe(actor, filter).is_ok();
+        if !kept {
+            tracing::info!(
+                client_id = actor.client_id,
+                tenant = actor.tenant,
+                filter,
+                "subscription dropped on resume: the rules no longer allow it"
+            );
+        }
+        kept
+    }
+
     /// See [`Hook::authorize_read`].
     pub fn read(&self, actor: Actor<'_>, topic: &str) -> bool {
         self.0

@@ -161,6 +161,30 @@ pub fn accept(
         terms.expiry,
     );
     attached.session.lock().origin = Some(Box::new(arrival.origin));
+    let mut ticket = attached.ticket;
+    if attached.present && broker.hooks.installed() {
+        // A resumed session keeps only the subscriptions its new owner may hold: the rules
+        // may have changed while it was away, or another user may resume its client id.
+        let actor = Actor {
+            client_id: &terms.client_id,
+            tenant: &tenant.name,
+            identity: &identity,
+        };
+        let held: Vec<ByteString> = attached
+            .session
+            .lock()
+            .subscriptions()
+            .keys()
+            .cloned()
+            .collect();
+        for filter in held {
+            if broker.hooks.may_keep(actor, &filter) {
+                continue;
+            }
+            let (_, t) = broker.unsubscribe(tenant, &attached.session, &filter);
+            ticket = ticket.max(t);
+        }
+    }
     let mut connack = ConnAck::new(ReasonCode::Success, attached.present);
     if v.is_v5() {
         connack.properties = connack_properties(&cfg, &terms);
@@ -192,7 +216,6 @@ pub fn accept(
         broker: broker.clone(),
         tenant: tenant.clone(),
     };
-    let mut ticket = attached.ticket;
     if let Some(will) = &link.will {
         // Stored while the connection is open: a crash publishes it at the next start. A
         // will the store cannot record is refused rather than silently not kept.
