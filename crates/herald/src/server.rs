@@ -91,7 +91,8 @@ impl Server {
         } else {
             None
         };
-        let listeners = bind_listeners(&config, tls.as_ref())?;
+        let admission = Arc::new(net::admission::Admission::default());
+        let listeners = bind_listeners(&config, tls.as_ref(), &admission)?;
         let http_listener = bind_http(&config).await?;
         let durable = open_store(&config)?;
         let anonymous_public = config.listeners.allow_anonymous_public;
@@ -130,7 +131,7 @@ impl Server {
             }
             None => (None, None),
         };
-        accept_loops.push(tokio::spawn(sweep(broker.clone())));
+        accept_loops.push(tokio::spawn(sweep(broker.clone(), admission)));
         if broker.persist.is_stored() {
             accept_loops.push(tokio::spawn(watch_disk(broker.clone())));
         }
@@ -315,6 +316,7 @@ fn connection_limit(config: &Config) -> (usize, usize) {
 fn bind_listeners(
     config: &Config,
     tls: Option<&Arc<TlsAcceptor>>,
+    admission: &Arc<net::admission::Admission>,
 ) -> Result<Vec<(TcpListener, Arc<Endpoint>)>, StartError> {
     log_backlog_cap(config.listeners.backlog);
     let mut listeners = Vec::new();
@@ -330,6 +332,7 @@ fn bind_listeners(
             proxy_protocol: config.listeners.proxy_protocol.contains(&addr),
             v3_accept_refused: config.listeners.v3_accept_refused.contains(&addr),
             tls: if kind.is_tls() { tls.cloned() } else { None },
+            admission: admission.clone(),
         });
         listeners.push((listener, endpoint));
     }
@@ -407,13 +410,19 @@ fn serve_api(
 }
 
 /// Checks connection deadlines (keep-alive, slow consumer) every `SWEEP_EVERY` until the
-/// broker shuts down.
-async fn sweep(broker: Arc<Broker>) {
+/// broker shuts down; forgets idle source addresses of the connection-rate limiter every
+/// few seconds.
+async fn sweep(broker: Arc<Broker>, admission: Arc<net::admission::Admission>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0u64;
     while !broker.shutting_down() {
         tick.tick().await;
         broker.sweep();
+        n += 1;
+        if n % 20 == 0 {
+            admission.sweep();
+        }
     }
 }
 

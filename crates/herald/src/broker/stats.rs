@@ -65,6 +65,9 @@ reasons! {
         ConnectRefused => "connect_refused",
         /// The connection limit was reached.
         ConnectionLimit => "connection_limit",
+        /// Its source address opened connections faster than `limits.connect_rate_per_ip`:
+        /// closed at accept, before any handshake.
+        ConnectRateLimited => "connect_rate_limited",
         /// Another connection took over the session.
         SessionTakenOver => "session_taken_over",
         /// The socket stayed unwritable past the slow-consumer timeout.

@@ -13,6 +13,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// New connections a second from one source address (0: no limit); past it, and past
+    /// `connect_burst_per_ip` at once, a connection is closed at accept (after its PROXY
+    /// header, where the listener takes one), before any TLS or WebSocket handshake, so a
+    /// flood from one address costs almost nothing and other addresses still connect.
+    pub connect_rate_per_ip: u32,
+    /// Connections one source address may open at once before `connect_rate_per_ip` holds
+    /// it back (0: the rate itself).
+    pub connect_burst_per_ip: u32,
     /// Largest packet accepted, in bytes (announced to v5 clients as Maximum Packet Size).
     pub max_packet_size: usize,
     /// Largest keep-alive accepted, in seconds; a v5 client asking for more (or for 0) is
@@ -77,6 +85,8 @@ impl Default for Limits {
             receive_maximum: 256,
             topic_alias_maximum: 64,
             max_subscriptions_per_client: 1000,
+            connect_rate_per_ip: 0,
+            connect_burst_per_ip: 0,
             max_topic_length: 1024,
             max_topic_levels: 32,
             max_client_id_length: 256,

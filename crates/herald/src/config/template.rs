@@ -108,6 +108,12 @@ server_reference =
 max_connections =
 # Seconds a new connection has to send CONNECT.
 connect_timeout_secs =
+# New connections a second from one source address (0: no limit), and how many it may open
+# at once. Past them a connection is closed at accept, before any TLS or WebSocket
+# handshake (after the PROXY header on listeners that take one), and counted
+# (herald_connections_closed_total{reason="connect_rate_limited"}).
+connect_rate_per_ip =
+connect_burst_per_ip =
 # Largest packet accepted, bytes (told to v5 clients as Maximum Packet Size).
 max_packet_size =
 # Largest keep-alive accepted, seconds; 0 accepts any. v5 clients asking for more (or for 0)

@@ -56,6 +56,9 @@ async fn open(
                 if let Some(addr) = addr {
                     peer = addr;
                 }
+                if !endpoint.admission.admit(broker, peer.ip()) {
+                    return Err(CloseReason::ConnectRateLimited);
+                }
                 rbuf = rest;
             }
             Err(transport::ProxyError::Closed) => return Err(CloseReason::PeerClosed),

@@ -15,6 +15,7 @@
 //! - `socket.rs`: the socket: TCP, or TLS over TCP.
 //! - `tls.rs`: certificates, client certificates, rotation.
 
+pub mod admission;
 mod connect;
 mod connection;
 mod handshake;
@@ -116,6 +117,8 @@ pub struct Endpoint {
     /// A 3.1/3.1.1 QoS 1/2 PUBLISH that cannot be queued is acknowledged and counted
     /// instead of closing the connection (`listeners.v3_accept_refused`).
     pub v3_accept_refused: bool,
+    /// The per-address connection rate, shared by every listener of the node.
+    pub admission: Arc<admission::Admission>,
 }
 
 /// TCP keepalive: a second line of dead-peer detection behind MQTT keep-alive.
@@ -155,6 +158,14 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                // Behind a PROXY header the client's own address is checked once read.
+                if !endpoint.proxy_protocol && !endpoint.admission.admit(&broker, peer.ip()) {
+                    drop(stream);
+                    broker
+                        .stats
+                        .closed(crate::broker::stats::CloseReason::ConnectRateLimited);
+                    continue;
+                }
                 configure(&stream);
                 tokio::spawn(task::serve(
                     stream,

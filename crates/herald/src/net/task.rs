@@ -57,6 +57,7 @@ mod tests {
             proxy_protocol: false,
             tls: None,
             v3_accept_refused: false,
+            admission: Default::default(),
         });
         let fut = super::serve(stream, "127.0.0.1:1".parse().unwrap(), endpoint, broker, rx);
         let size = std::mem::size_of_val(&fut);
