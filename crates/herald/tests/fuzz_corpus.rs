@@ -3,7 +3,7 @@
 //! (`fuzz/src/lib.rs`, included below), so that they are part of the ordinary test suite and
 //! need neither cargo-fuzz nor a nightly toolchain.
 //!
-//! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`. A seed's name
+//! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `acl_file`. A seed's name
 //! says what the decoder must make of it: `seed-ok-*` accepted, `seed-partial-*` incomplete,
 //! `seed-bad-*` refused.
 
@@ -25,10 +25,11 @@ use harness::Verdict;
 type Checks = fn(&[u8]) -> Verdict;
 
 /// Every fuzz target, with the checks it runs.
-const TARGETS: [(&str, Checks); 3] = [
+const TARGETS: [(&str, Checks); 4] = [
     ("ws_frames", harness::ws_frames),
     ("ws_upgrade", harness::ws_upgrade),
     ("proxy_header", harness::proxy_header),
+    ("acl_file", harness::acl_file),
 ];
 
 fn fuzz_dir() -> PathBuf {

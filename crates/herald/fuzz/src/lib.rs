@@ -20,6 +20,11 @@
 //!   may change with more bytes, the refusal may not), plus: an accepted
 //!   header is a v1 line ending in CRLF or a v2 header of exactly the length it announces,
 //!   and an input is only ever incomplete while it can still become a header.
+//! - [`acl_file`]: the input is an ACL file. Reading it never panics; a refusal names a line
+//!   of the input. For an accepted file, and for the input's words taken as a token's rules
+//!   ([`herald::auth::AclClaim`]), the checks never panic and a subscription is never
+//!   allowed to a filter matching a topic the client may not read (over filters and topics
+//!   made from the input's words, for clients named by its `user` and `tenant` lines).
 
 use herald::net::fuzzing;
 
@@ -297,4 +302,169 @@ pub fn proxy_header(data: &[u8]) -> Verdict {
 /// `data`, then [`TRAILER`], then `data` again.
 fn appended(data: &[u8]) -> Vec<u8> {
     [data, TRAILER, data].concat()
+}
+
+/// Reads `data` as an ACL file and checks the guarantees listed in the module documentation.
+pub fn acl_file(data: &[u8]) -> Verdict {
+    use herald::auth::acl::{Acl, AclError, Rules};
+
+    let text = String::from_utf8_lossy(data);
+    let words: Vec<&str> = text.split_whitespace().take(24).collect();
+    let (filters, topics) = acl_subjects(&words);
+    let clients = acl_clients(&text);
+    if let Ok(rules) = Rules::from_claim(&claim_of(&words)) {
+        for who in &clients {
+            let who = who.get();
+            acl_sound(
+                &filters,
+                &topics,
+                |f| rules.may_subscribe(who, f),
+                |t| {
+                    rules.may_publish(who, t);
+                    rules.may_read(who, t)
+                },
+            );
+        }
+    }
+    match Acl::from_bytes(data) {
+        Ok(acl) => {
+            for who in &clients {
+                let who = who.get();
+                acl_sound(
+                    &filters,
+                    &topics,
+                    |f| acl.may_subscribe(who, f),
+                    |t| {
+                        acl.may_publish(who, t);
+                        acl.may_read(who, t)
+                    },
+                );
+            }
+            Verdict::Accepted
+        }
+        Err(AclError::Line { line, .. }) => {
+            let lines = data.split(|&b| b == b'\n').count();
+            assert!((1..=lines).contains(&line), "line {line} of {lines}");
+            Verdict::Refused
+        }
+        Err(other) => panic!("refused without naming a line: {other}"),
+    }
+}
+
+/// The input's words as a token's rules: each word in turn a `pub`, `sub` and `deny` filter.
+fn claim_of(words: &[&str]) -> herald::auth::AclClaim {
+    let mut claim = herald::auth::AclClaim::default();
+    for (i, word) in words.iter().enumerate() {
+        let list = match i % 3 {
+            0 => &mut claim.publish,
+            1 => &mut claim.subscribe,
+            _ => &mut claim.deny,
+        };
+        list.push((*word).to_owned());
+    }
+    claim
+}
+
+/// A client the ACL checks are asked for, owning its values.
+struct AclClient {
+    username: Option<String>,
+    client_id: String,
+    tenant: String,
+}
+
+impl AclClient {
+    fn get(&self) -> herald::auth::acl::Who<'_> {
+        herald::auth::acl::Who {
+            username: self.username.as_deref(),
+            client_id: &self.client_id,
+            tenant: &self.tenant,
+        }
+    }
+}
+
+/// Clients named by the input: anonymous, and the first `user` lines' names, each in the
+/// default tenant and in the first `tenant` lines' tenants; client ids `c` and `a/b`.
+fn acl_clients(text: &str) -> Vec<AclClient> {
+    let named = |keyword: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|line| line.trim().strip_prefix(keyword))
+            .filter(|rest| rest.starts_with([' ', '\t']))
+            .map(|rest| rest.trim().to_owned())
+            .take(3)
+            .collect()
+    };
+    let mut users: Vec<Option<String>> = vec![None];
+    users.extend(named("user").into_iter().map(Some));
+    let mut tenants = vec![String::new()];
+    tenants.extend(named("tenant"));
+    let mut clients = Vec::new();
+    for tenant in &tenants {
+        for username in &users {
+            for client_id in ["c", "a/b"] {
+                clients.push(AclClient {
+                    username: username.clone(),
+                    client_id: client_id.to_owned(),
+                    tenant: tenant.clone(),
+                });
+            }
+        }
+    }
+    clients
+}
+
+/// Filters and topics made from the input's words: the valid filters among them (and a
+/// few fixed ones), and topics that each filter matches (its wildcards filled in).
+fn acl_subjects(words: &[&str]) -> (Vec<String>, Vec<String>) {
+    use mqtt_codec::topic::{validate_topic_filter, validate_topic_name};
+
+    let mut filters: Vec<String> = ["#", "+", "+/+", "a/#", "+/#", "$SYS/#", "a/b"]
+        .map(String::from)
+        .to_vec();
+    filters.extend(
+        words
+            .iter()
+            .filter(|w| validate_topic_filter(w).is_ok() && !w.starts_with("$share/"))
+            .map(|w| (*w).to_owned()),
+    );
+    let mut topics: Vec<String> = ["a", "a/b", "$SYS/x", "c/a/b"].map(String::from).to_vec();
+    for filter in &filters {
+        for (plus, hash) in [("a", ""), ("x", "x/y")] {
+            let mut levels: Vec<&str> = Vec::new();
+            for level in filter.split('/') {
+                match level {
+                    "+" => levels.push(plus),
+                    "#" if hash.is_empty() => {}
+                    "#" => levels.push(hash),
+                    other => levels.push(other),
+                }
+            }
+            let topic = levels.join("/");
+            if validate_topic_name(&topic).is_ok() {
+                topics.push(topic);
+            }
+        }
+    }
+    topics.truncate(96);
+    (filters, topics)
+}
+
+/// No filter `may_subscribe` allows matches a topic `may_read` refuses.
+fn acl_sound(
+    filters: &[String],
+    topics: &[String],
+    may_subscribe: impl Fn(&str) -> bool,
+    may_read: impl Fn(&str) -> bool,
+) {
+    let readable: Vec<bool> = topics.iter().map(|t| may_read(t)).collect();
+    for filter in filters {
+        if !may_subscribe(filter) {
+            continue;
+        }
+        for (topic, readable) in topics.iter().zip(&readable) {
+            assert!(
+                *readable || !mqtt_codec::topic::matches(filter, topic),
+                "{filter:?} may be subscribed to, but {topic:?}, which it matches, not read"
+            );
+        }
+    }
 }
