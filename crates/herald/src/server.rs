@@ -420,7 +420,7 @@ async fn sweep(broker: Arc<Broker>, admission: Arc<net::admission::Admission>) {
         tick.tick().await;
         broker.sweep();
         n += 1;
-        if n % 20 == 0 {
+        if n.is_multiple_of(20) {
             admission.sweep();
         }
     }
