@@ -230,8 +230,9 @@ impl Jwt {
         })
     }
 
-    /// Whether a key that serves `alg` (and has the token's `kid`, or none) signed `signed`;
-    /// a `kid` no key has makes the JWKS URL be fetched again (rate limited) first.
+    /// Whether a key that serves `alg` signed `signed`: with a `kid`, a key with that kid or
+    /// none; without, any key. A `kid` no key has makes the JWKS URL be fetched again (rate
+    /// limited) first.
     async fn verified(&self, alg: Alg, kid: Option<&str>, signed: &[u8], sig: &[u8]) -> bool {
         let seen = self.remote.as_ref().map(Remote::generation);
         if self.try_keys(alg, kid, signed, sig) {
@@ -248,7 +249,7 @@ impl Jwt {
     }
 
     fn try_keys(&self, alg: Alg, kid: Option<&str>, signed: &[u8], sig: &[u8]) -> bool {
-        let fits = |k: &&Key| k.kid.is_none() || k.kid.as_deref() == kid;
+        let fits = |k: &&Key| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid;
         let remote = self.remote.as_ref().map(Remote::keys);
         let fetched = remote.as_deref().map_or(&[][..], Vec::as_slice);
         self.fixed
