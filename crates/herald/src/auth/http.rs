@@ -279,3 +279,26 @@ pub fn cache_max_age<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> O
     }
     max_age
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&'static str]) -> Option<u64> {
+        let values: Vec<HeaderValue> = values.iter().map(|v| HeaderValue::from_static(v)).collect();
+        cache_max_age(&values)
+    }
+
+    #[test]
+    fn cache_control() {
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&["public"]), None);
+        assert_eq!(parse(&["max-age=60"]), Some(60));
+        assert_eq!(parse(&["Private, Max-Age = \"30\""]), Some(30));
+        assert_eq!(parse(&["max-age=ten"]), None);
+        assert_eq!(parse(&["max-age=-1"]), None);
+        assert_eq!(parse(&["max-age=60", "no-store"]), Some(0));
+        assert_eq!(parse(&["NO-CACHE"]), Some(0));
+        assert_eq!(parse(&["s-maxage=5, max-age=7, max-age=9"]), Some(7));
+    }
+}
