@@ -21,6 +21,9 @@ use mqtt_codec::ReasonCode;
 use ring::rand::SystemRandom;
 use ring::signature::{self, KeyPair};
 use serde_json::{Value, json};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 const SECRET: &str = "a test secret of at least thirty-two bytes";
 
@@ -551,12 +554,15 @@ async fn jwks_file_keys_by_kid() {
     let (ed, ed_jwk) = Signer::fresh_ed("ed-1");
     let (ec, ec_jwk) = Signer::fresh_ec("ec-1");
     let spki = pem_der("jwt-test-only-rsa-public.pem");
-    let (_, spki) = <x509_parser::x509::SubjectPublicKeyInfo<'_> as x509_parser::prelude::FromDer<'_, _>>::from_der(&spki).unwrap();
-    let x509_parser::public_key::PublicKey::RSA(rsa) = spki.parsed().unwrap() else {
-        panic!()
+    let (_, spki) = SubjectPublicKeyInfo::from_der(&spki).unwrap();
+    let PublicKey::RSA(rsa) = spki.parsed().unwrap() else {
+        panic!("not an RSA key")
     };
-    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa-1", "alg": "RS256",
-                         "n": BASE64URL_NOPAD.encode(rsa.modulus), "e": BASE64URL_NOPAD.encode(rsa.exponent)});
+    let (n, e) = (
+        BASE64URL_NOPAD.encode(rsa.modulus),
+        BASE64URL_NOPAD.encode(rsa.exponent),
+    );
+    let rsa_jwk = json!({"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "n": n, "e": e});
     let doc = json!({"keys": [
         ed_jwk, ec_jwk, rsa_jwk,
         {"kty": "oct", "kid": "hs-1", "k": BASE64URL_NOPAD.encode(SECRET.as_bytes())},

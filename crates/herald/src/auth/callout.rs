@@ -1,4 +1,5 @@
-//! The HTTP auth callout: one POST per CONNECT whose answer is not cached; answers cached honouring `Cache-Control: max-age`; concurrent look-ups for one key coalesced.
+//! The HTTP auth callout: one POST per CONNECT whose answer is not cached; answers cached
+//! honouring `Cache-Control: max-age`; concurrent look-ups for one key coalesced.
 //!
 //! The request (`application/json`):
 //!

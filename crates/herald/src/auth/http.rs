@@ -1,4 +1,5 @@
-//! The HTTP client of the callout and of JWKS fetches: pooled connections, http and https, timeouts.
+//! The HTTP client of the callout and of JWKS fetches: pooled connections, http and https,
+//! timeouts.
 //!
 //! One hyper client per user (the callout, the JWT method), each with its own pool of
 //! keep-alive connections, so that a burst of CONNECTs reuses a few warm connections instead

@@ -1,4 +1,5 @@
-//! JSON Web Tokens: HS256/384/512, RS256, ES256 and EdDSA; keys from PEM files, a JWKS file or a JWKS URL.
+//! JSON Web Tokens: HS256/384/512, RS256, ES256 and EdDSA; keys from PEM files, a JWKS file
+//! or a JWKS URL.
 //!
 //! The token travels in CONNECT's password (or its username after a prefix). Something that
 //! is not shaped like a token (three base64url parts) is not this method's: it passes. A token
