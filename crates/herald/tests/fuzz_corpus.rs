@@ -5,6 +5,8 @@
 //!
 //! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `acl_file`. A seed's name
 //! says what the decoder must make of it: `seed-ok-*` accepted, `seed-partial-*` incomplete,
+//! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `jwt`. A seed's
+//! name says what the decoder must make of it: `seed-ok-*` accepted, `seed-partial-*` incomplete,
 //! `seed-bad-*` refused.
 
 use std::fs;
@@ -25,11 +27,12 @@ use harness::Verdict;
 type Checks = fn(&[u8]) -> Verdict;
 
 /// Every fuzz target, with the checks it runs.
-const TARGETS: [(&str, Checks); 4] = [
+const TARGETS: [(&str, Checks); 5] = [
     ("ws_frames", harness::ws_frames),
     ("ws_upgrade", harness::ws_upgrade),
     ("proxy_header", harness::proxy_header),
     ("acl_file", harness::acl_file),
+    ("jwt", harness::jwt),
 ];
 
 fn fuzz_dir() -> PathBuf {

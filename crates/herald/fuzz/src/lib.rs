@@ -20,6 +20,13 @@
 //!   may change with more bytes, the refusal may not), plus: an accepted
 //!   header is a v1 line ending in CRLF or a v2 header of exactly the length it announces,
 //!   and an input is only ever incomplete while it can still become a header.
+//! - [`jwt`]: the input is a CONNECT password, judged by the JWT method (`herald::auth::jwt`)
+//!   configured with an HMAC secret ([`JWT_SECRET`]). A check never waits (no JWKS URL). An
+//!   accepted password is a token whose signature is the secret's HMAC of its first two parts
+//!   under the HS algorithm its header names, and whose `exp` is not past: the fuzzer, not
+//!   knowing the secret, can only get a token accepted by keeping a valid one whole. Something
+//!   shaped like a token (three base64url parts) is judged, never passed on; anything else is
+//!   passed on. Its seeds are `seed-ok-*` (accepted) and `seed-bad-*` (refused or passed on).
 //! - [`acl_file`]: the input is an ACL file. Reading it never panics; a refusal names a line
 //!   of the input. For an accepted file, and for the input's words taken as a token's rules
 //!   ([`herald::auth::AclClaim`]), the checks never panic and a subscription is never
@@ -467,4 +474,101 @@ fn acl_sound(
             );
         }
     }
+}
+
+/// The secret the `jwt` target's method verifies HMAC tokens with.
+pub const JWT_SECRET: &[u8] = b"herald fuzz secret: 32 bytes or more, not in any seed";
+
+/// Judges `data` as a JWT in CONNECT's password; see above for the checks.
+pub fn jwt(data: &[u8]) -> Verdict {
+    use herald::auth::{Credentials, Method, Verdict as Judged};
+    use std::task::{Context, Poll, Waker};
+
+    static METHOD: std::sync::OnceLock<std::sync::Arc<herald::auth::jwt::Jwt>> =
+        std::sync::OnceLock::new();
+    let method = METHOD.get_or_init(|| {
+        let cfg = herald::config::JwtConfig {
+            secret: String::from_utf8_lossy(JWT_SECRET).into_owned(),
+            ..herald::config::JwtConfig::default()
+        };
+        herald::auth::jwt::Jwt::new(&cfg).expect("the fuzz target's JWT settings")
+    });
+    let credentials = Credentials {
+        client_id: "fuzz",
+        username: None,
+        password: Some(data),
+        certificate: None,
+        certificate_tenant: None,
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
+        listener: herald::config::ListenerKind::Mqtt,
+    };
+    let mut check = method.check(&credentials);
+    let judged = match check.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(judged) => judged,
+        Poll::Pending => panic!("a JWT check without a JWKS URL waited"),
+    };
+    let token = std::str::from_utf8(data).ok().and_then(token_parts);
+    match judged {
+        Judged::Allow(_) => {
+            let (header, payload, signature) = token.expect("accepted something not token-shaped");
+            let decode = |part: &str| {
+                data_encoding::BASE64URL_NOPAD
+                    .decode(part.as_bytes())
+                    .expect("an accepted part is base64url")
+            };
+            let header: serde_json::Value =
+                serde_json::from_slice(&decode(header)).expect("an accepted header is JSON");
+            let hash = match header["alg"].as_str() {
+                Some("HS256") => ring::hmac::HMAC_SHA256,
+                Some("HS384") => ring::hmac::HMAC_SHA384,
+                Some("HS512") => ring::hmac::HMAC_SHA512,
+                other => panic!("accepted a token signed with {other:?}"),
+            };
+            let signed = &data[..header_len(data)];
+            let expected = ring::hmac::sign(&ring::hmac::Key::new(hash, JWT_SECRET), signed);
+            assert_eq!(
+                decode(signature),
+                expected.as_ref(),
+                "accepted a token the secret did not sign"
+            );
+            let claims: serde_json::Value =
+                serde_json::from_slice(&decode(payload)).expect("accepted claims are JSON");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let exp = claims["exp"]
+                .as_f64()
+                .expect("an accepted token has an exp");
+            assert!(exp + 30.0 > now, "accepted a token that expired at {exp}");
+            Verdict::Accepted
+        }
+        Judged::Deny(_) => {
+            assert!(
+                token.is_some(),
+                "refused (rather than passed on) a non-token"
+            );
+            Verdict::Refused
+        }
+        Judged::Pass => {
+            assert!(token.is_none(), "passed on a token-shaped password");
+            Verdict::Refused
+        }
+    }
+}
+
+/// The three parts of a token-shaped string: three non-empty base64url parts.
+fn token_parts(text: &str) -> Option<(&str, &str, &str)> {
+    let base64url = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let mut parts = text.split('.');
+    let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
+    (parts.next().is_none() && base64url(h) && base64url(p) && base64url(s)).then_some((h, p, s))
+}
+
+/// The length of `header.payload`, the part a token's signature covers.
+fn header_len(data: &[u8]) -> usize {
+    data.iter().rposition(|&b| b == b'.').unwrap_or(data.len())
 }
