@@ -224,7 +224,9 @@ fn scheme_id(text: &str) -> String {
         .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     match id {
         Some(id) => format!(" ${id}$"),
-        None if !text.starts_with('$') => " (a plain-text password? hash it with herald passwd)".into(),
+        None if !text.starts_with('$') => {
+            " (a plain-text password? hash it with herald passwd)".into()
+        }
         None => String::new(),
     }
 }
@@ -327,8 +329,8 @@ fn parse_sha512(rest: &str) -> Result<Form, Problem> {
 /// An argon2id PHC string, with costs Herald is willing to pay.
 fn parse_argon2id(text: &str) -> Result<Form, Problem> {
     const SCHEME: &str = "argon2id";
-    let phc = PasswordHash::new(text)
-        .map_err(|e| bad(SCHEME, format!("not a PHC string ({e})")))?;
+    let phc =
+        PasswordHash::new(text).map_err(|e| bad(SCHEME, format!("not a PHC string ({e})")))?;
     if phc.algorithm.as_str() != "argon2id" {
         return Err(bad(
             SCHEME,
@@ -346,8 +348,7 @@ fn parse_argon2id(text: &str) -> Result<Form, Problem> {
     }
     let params =
         Params::try_from(&phc).map_err(|e| bad(SCHEME, format!("bad parameters ({e})")))?;
-    let (memory_kib, iterations, parallelism) =
-        (params.m_cost(), params.t_cost(), params.p_cost());
+    let (memory_kib, iterations, parallelism) = (params.m_cost(), params.t_cost(), params.p_cost());
     for (name, value, max) in [
         ("m", memory_kib, MAX_ARGON2_MEMORY_KIB),
         ("t", iterations, MAX_ARGON2_ITERATIONS),

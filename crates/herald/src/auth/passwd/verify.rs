@@ -54,7 +54,7 @@ pub(super) struct Verifier {
     slots: Arc<Semaphore>,
     /// The hashes in progress, by the [`Tag`] of what they check, so that the same
     /// username and password presented again meanwhile wait for the same answer.
-    in_flight: Mutex<HashMap<Tag, Arc<OnceCell<bool>>>>,
+    pub(super) in_flight: Mutex<HashMap<Tag, Arc<OnceCell<bool>>>>,
     /// Passwords hashed so far (not answered from memory).
     hash_runs: AtomicU64,
 }
@@ -103,7 +103,10 @@ impl Verifier {
     /// with their lengths, so that no two triples run together the same way).
     fn tag(&self, entry: &Entry, password: &[u8]) -> Tag {
         let mut context = hmac::Context::with_key(&self.key);
-        for field in [entry.username().as_bytes(), entry.hash().as_str().as_bytes()] {
+        for field in [
+            entry.username().as_bytes(),
+            entry.hash().as_str().as_bytes(),
+        ] {
             context.update(&(field.len() as u64).to_be_bytes());
             context.update(field);
         }
@@ -116,7 +119,10 @@ impl Verifier {
     /// The hash's answer, shared with every identical check in progress.
     async fn coalesced(&self, tag: Tag, user: &Arc<User>, password: &[u8]) -> bool {
         let cell = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             Arc::clone(in_flight.entry(tag).or_default())
         };
         let _leaving = Leaving {
