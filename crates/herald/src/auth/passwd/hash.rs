@@ -120,7 +120,7 @@ impl Hash {
         } else if text.is_empty() {
             return Err(Problem::EmptyHash);
         } else {
-            return Err(Problem::UnknownHash(scheme_id(text)));
+            return Err(unknown(text));
         };
         Ok(Hash {
             text: text.to_owned(),
@@ -213,22 +213,18 @@ fn hashing(e: argon2::password_hash::Error) -> PasswdError {
     PasswdError::Hashing(e.to_string())
 }
 
-/// The identifier between a hash's first two `$` (`$2y$` for bcrypt), when it looks like
-/// one: a hint in the error that never quotes the hash itself.
-fn scheme_id(text: &str) -> String {
-    let id = text
-        .strip_prefix('$')
-        .and_then(|rest| rest.split_once('$'))
+/// What is wrong with a hash of no known form: its identifier (between its first two `$`,
+/// `$2y$` for bcrypt) when it looks like one, a hint that never quotes the hash itself.
+fn unknown(text: &str) -> Problem {
+    if !text.starts_with('$') {
+        return Problem::NotAHash;
+    }
+    let id = text[1..]
+        .split_once('$')
         .map(|(id, _)| id)
         .filter(|id| (1..=12).contains(&id.len()))
         .filter(|id| id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    match id {
-        Some(id) => format!(" ${id}$"),
-        None if !text.starts_with('$') => {
-            " (a plain-text password? hash it with herald passwd)".into()
-        }
-        None => String::new(),
-    }
+    Problem::UnknownHash(id.map(|id| format!(" ${id}$")).unwrap_or_default())
 }
 
 /// A problem with a hash of this scheme.

@@ -2,11 +2,11 @@
 //! mosquitto_passwd writes them, and Herald's `username:hash:tenant` as `herald passwd`
 //! writes them.
 //!
-//! - [`Document`] is the file as text ([`file`]): its users, comments and blank lines in
-//!   order, a bad line reported by its number; edits rewrite one line and replace the file
-//!   atomically.
-//! - [`Hash`] is a parsed hash ([`hash`]): mosquitto 2.x's `$7$` (PBKDF2-HMAC-SHA512), 1.x's
-//!   `$6$` (salted SHA-512), and argon2id PHC strings.
+//! - [`Document`] is the file as text ([`file`](mod@file)): its users, comments and blank
+//!   lines in order, a bad line reported by its number; edits rewrite one line and replace
+//!   the file atomically.
+//! - [`Hash`](struct@Hash) is a parsed hash ([`hash`](mod@hash)): mosquitto 2.x's `$7$`
+//!   (PBKDF2-HMAC-SHA512), 1.x's `$6$` (salted SHA-512), and argon2id PHC strings.
 //! - [`PasswordFile`] is the authentication method: the users of the file, swapped whole on
 //!   reload (a broken edit keeps the previous users), and the checks.
 //!
@@ -111,6 +111,9 @@ pub enum Problem {
     /// Nothing after the username's `:`.
     #[error("no hash after the username")]
     EmptyHash,
+    /// Text that is no hash (all start with `$`).
+    #[error("not a hash (a plain-text password? herald passwd writes hashes)")]
+    NotAHash,
     /// A hash of a form Herald does not know (the identifier is its `$id$`, if any).
     #[error("unknown hash form{0} (expected $7$, $6$ or $argon2id$)")]
     UnknownHash(String),

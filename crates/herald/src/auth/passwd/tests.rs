@@ -149,10 +149,7 @@ fn bad_lines_are_named_by_number_without_their_hash() {
             "alice:$2y$10$abcdefghijabcdefghijab".into(),
             Problem::UnknownHash(" $2y$".into()),
         ),
-        (
-            "alice:plaintext".into(),
-            Problem::UnknownHash(" (a plain-text password? hash it with herald passwd)".into()),
-        ),
+        ("alice:plaintext".into(), Problem::NotAHash),
         (
             pbkdf2.replace("$101$", "$0$").replace("$7$", "alice:$7$"),
             Problem::BadHash {
