@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Overrides;
 
+pub mod passwd;
+
 /// Herald: a real-time MQTT message gateway.
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about)]
@@ -27,6 +29,9 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Add, change or delete a user of a password file (as mosquitto_passwd does, writing
+    /// argon2id hashes).
+    Passwd(passwd::PasswdArgs),
 }
 
 /// `herald config ...`

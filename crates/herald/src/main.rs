@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(serve) => run(*serve),
+        Command::Passwd(passwd) => herald::cli::passwd::run(&passwd),
     }
 }
 

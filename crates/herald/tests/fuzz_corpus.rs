@@ -3,11 +3,9 @@
 //! (`fuzz/src/lib.rs`, included below), so that they are part of the ordinary test suite and
 //! need neither cargo-fuzz nor a nightly toolchain.
 //!
-//! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `acl_file`. A seed's name
-//! says what the decoder must make of it: `seed-ok-*` accepted, `seed-partial-*` incomplete,
-//! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `jwt`. A seed's
-//! name says what the decoder must make of it: `seed-ok-*` accepted, `seed-partial-*` incomplete,
-//! `seed-bad-*` refused.
+//! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `acl_file`,
+//! `jwt`, `passwd_file`. A seed's name says what the decoder must make of it: `seed-ok-*`
+//! accepted, `seed-partial-*` incomplete, `seed-bad-*` refused.
 
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -27,12 +25,13 @@ use harness::Verdict;
 type Checks = fn(&[u8]) -> Verdict;
 
 /// Every fuzz target, with the checks it runs.
-const TARGETS: [(&str, Checks); 5] = [
+const TARGETS: [(&str, Checks); 6] = [
     ("ws_frames", harness::ws_frames),
     ("ws_upgrade", harness::ws_upgrade),
     ("proxy_header", harness::proxy_header),
     ("acl_file", harness::acl_file),
     ("jwt", harness::jwt),
+    ("passwd_file", harness::passwd_file),
 ];
 
 fn fuzz_dir() -> PathBuf {

@@ -32,6 +32,13 @@
 //!   ([`herald::auth::AclClaim`]), the checks never panic and a subscription is never
 //!   allowed to a filter matching a topic the client may not read (over filters and topics
 //!   made from the input's words, for clients named by its `user` and `tenant` lines).
+//! - [`passwd_file`]: the input is a password file (`herald::auth::passwd`). Parsing never
+//!   panics; a refusal names the line; an accepted file renders back to its own bytes (when
+//!   they end with a newline) and its rendering parses to the same entries; checking a
+//!   password against each entry never panics. Only entries cheap enough for a fuzzer are
+//!   checked (see [`passwd_checkable`]): the parser itself allows up to 10,000,000 PBKDF2
+//!   rounds and 1 GiB of argon2id memory, costs an administrator may choose but a fuzzer
+//!   cannot pay at every input.
 
 use herald::net::fuzzing;
 
@@ -571,4 +578,53 @@ fn token_parts(text: &str) -> Option<(&str, &str, &str)> {
 /// The length of `header.payload`, the part a token's signature covers.
 fn header_len(data: &[u8]) -> usize {
     data.iter().rposition(|&b| b == b'.').unwrap_or(data.len())
+}
+/// Parses `data` as a password file and checks the guarantees listed in the module
+/// documentation.
+pub fn passwd_file(data: &[u8]) -> Verdict {
+    use herald::auth::passwd::{Document, PasswdError};
+    let document = match Document::parse(data) {
+        Ok(document) => document,
+        Err(PasswdError::Line { line, .. }) => {
+            let lines = data.split(|b| *b == b'\n').count();
+            assert!(
+                (1..=lines).contains(&line),
+                "line {line} of a {lines}-line file"
+            );
+            return Verdict::Refused;
+        }
+        Err(other) => panic!("a parse error that names no line: {other}"),
+    };
+    let rendered = document.render();
+    if data.is_empty() || data.ends_with(b"\n") {
+        assert_eq!(rendered.as_bytes(), data, "rendering changed the file");
+    }
+    let again = Document::parse(rendered.as_bytes()).expect("the rendered file parses");
+    assert!(
+        document.entries().eq(again.entries()),
+        "the rendered file has other entries"
+    );
+    assert_eq!(again.render(), rendered, "rendering is not stable");
+    for entry in document.entries() {
+        if passwd_checkable(entry.hash().scheme()) {
+            let _ = entry.verify(data);
+            let _ = entry.verify(entry.username().as_bytes());
+        }
+    }
+    Verdict::Accepted
+}
+
+/// Whether a password check against a hash of this scheme is cheap enough to run at every
+/// fuzz input (at most 1,000 PBKDF2 rounds, or 1 MiB and 4 passes of argon2id).
+pub fn passwd_checkable(scheme: herald::auth::passwd::Scheme) -> bool {
+    use herald::auth::passwd::Scheme;
+    match scheme {
+        Scheme::Sha512 => true,
+        Scheme::Pbkdf2Sha512 { iterations } => iterations <= 1_000,
+        Scheme::Argon2id {
+            memory_kib,
+            iterations,
+            ..
+        } => memory_kib <= 1024 && iterations <= 4,
+    }
 }
