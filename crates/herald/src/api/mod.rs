@@ -3,8 +3,9 @@
 //!
 //! axum routes it; Herald's own accept loop (`listener`) serves it on its own listener
 //! (`http.listen`), in the same runtime as the MQTT listeners, with bounded connections and
-//! deadlines. `guard` keeps web pages off it. Errors are JSON with a stable code and, where
-//! a field or header is at fault, its name:
+//! deadlines. `guard` keeps web pages off it; `scope` checks API keys and says which tenant
+//! a request works in (a tenant's key its own, a node-wide key the one it names). Errors are
+//! JSON with a stable code and, where a field or header is at fault, its name:
 //! `{"error": {"code": "invalid_field", "field": "[2].qos", "message": "..."}}`.
 
 mod admin;
