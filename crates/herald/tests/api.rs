@@ -1,9 +1,12 @@
 //! The HTTP API: publishing from a backend to MQTT clients, exactly once with an
-//! Idempotency-Key (also across a restart), errors that name the field, API keys, health.
+//! Idempotency-Key (also across a restart), errors that name the field, API keys, health;
+//! keys scoped to a tenant in `tenants`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "api/tenants.rs"]
+mod tenants;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

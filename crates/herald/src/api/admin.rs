@@ -1,5 +1,5 @@
 //! Looking at and steering a node: clients and their sessions, subscriptions, retained
-//! messages.
+//! messages, each in the tenant the caller works in (`scope`).
 
 use std::sync::Arc;
 
@@ -11,22 +11,15 @@ use mqtt_codec::ProtocolVersion;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Authorized};
+use super::scope::TenantQuery;
+use super::{ApiError, ApiState, Authorized, query_of};
+use crate::broker::Tenant;
 use crate::broker::session::{Session, SessionState};
 
 /// A path segment, or a JSON error naming it (axum would answer plain text).
 fn path_text(path: Result<Path<String>, PathRejection>, field: &str) -> Result<String, ApiError> {
     path.map(|Path(p)| p)
         .map_err(|e| ApiError::field(field, e.body_text()))
-}
-
-/// The query parameters, or a JSON error (axum would answer plain text).
-fn query_of<T>(
-    query: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::field("query", e.body_text()))
 }
 
 /// Most items one page holds.
@@ -61,6 +54,8 @@ fn summary(session: &Session, st: &SessionState) -> Value {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClientQuery {
+    /// The tenant (node-wide keys; a tenant's key may name its own only).
+    tenant: Option<String>,
     /// Client ids starting with this.
     prefix: Option<String>,
     /// Clients with this username.
@@ -105,13 +100,14 @@ fn page(mut items: Vec<(String, Value)>, limit: usize) -> Value {
 
 pub(crate) async fn clients(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
     query: Result<Query<ClientQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query_of(query)?;
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
     let limit = check_limit(q.limit)?;
     let mut items = Vec::new();
-    state.broker.default_tenant.sessions.for_each(|session| {
+    tenant.sessions.for_each(|session| {
         let id = &*session.client_id;
         if q.prefix.as_deref().is_some_and(|p| !id.starts_with(p))
             || q.after.as_deref().is_some_and(|a| id <= a)
@@ -135,8 +131,8 @@ pub(crate) async fn clients(
     Ok(Json(page(items, limit)))
 }
 
-fn find(state: &ApiState, id: &str) -> Result<Arc<Session>, ApiError> {
-    state.broker.default_tenant.sessions.get(id).ok_or_else(|| {
+fn find(tenant: &Tenant, id: &str) -> Result<Arc<Session>, ApiError> {
+    tenant.sessions.get(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "client_not_found",
@@ -148,11 +144,14 @@ fn find(state: &ApiState, id: &str) -> Result<Arc<Session>, ApiError> {
 
 pub(crate) async fn client(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
     id: Result<Path<String>, PathRejection>,
+    query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_text(id, "client_id")?;
-    let session = find(&state, &id)?;
+    let q = query_of(query)?;
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
+    let session = find(&tenant, &id)?;
     let st = session.lock();
     let mut v = summary(&session, &st);
     v["session_expiry_interval"] = json!(st.expiry_interval());
@@ -178,25 +177,26 @@ pub(crate) async fn client(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KickQuery {
+    /// The tenant (node-wide keys; a tenant's key may name its own only).
+    tenant: Option<String>,
     /// Also end the session: its subscriptions and queued messages go.
     discard_session: Option<bool>,
 }
 
 pub(crate) async fn kick(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
     id: Result<Path<String>, PathRejection>,
     query: Result<Query<KickQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = path_text(id, "client_id")?;
     let q = query_of(query)?;
-    let session = find(&state, &id)?;
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
+    let session = find(&tenant, &id)?;
     let discard = q.discard_session.unwrap_or(false);
     let was_connected = state.broker.kick(&session);
     if discard {
-        state
-            .broker
-            .end_session(&state.broker.default_tenant, &session, None);
+        state.broker.end_session(&tenant, &session, None);
     }
     Ok(Json(json!({
         "client_id": id,
@@ -209,6 +209,8 @@ pub(crate) async fn kick(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FilterQuery {
+    /// The tenant (node-wide keys; a tenant's key may name its own only).
+    tenant: Option<String>,
     /// An MQTT topic filter (`+` and `#` allowed); all when absent.
     filter: Option<String>,
     limit: Option<usize>,
@@ -224,10 +226,11 @@ fn check_filter(filter: Option<&str>) -> Result<&str, ApiError> {
 
 pub(crate) async fn subscriptions(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
     query: Result<Query<FilterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query_of(query)?;
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
     let limit = check_limit(q.limit)?;
     let filter = check_filter(q.filter.as_deref())?;
     // The cursor names a (filter, client id) pair: opaque (base64url) in the answer.
@@ -242,7 +245,7 @@ pub(crate) async fn subscriptions(
         ),
     };
     let mut items = Vec::new();
-    state.broker.default_tenant.sessions.for_each(|session| {
+    tenant.sessions.for_each(|session| {
         let st = session.lock();
         for (f, r) in st.subscriptions().iter() {
             // A subscription is listed when the query filter covers it: every topic it
@@ -274,15 +277,14 @@ pub(crate) async fn subscriptions(
 
 pub(crate) async fn retained(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
     query: Result<Query<FilterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query_of(query)?;
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
     let limit = check_limit(q.limit)?;
     let filter = check_filter(q.filter.as_deref())?;
-    let items = state
-        .broker
-        .default_tenant
+    let items = tenant
         .retained
         .matching(filter)
         .into_iter()
@@ -306,15 +308,16 @@ pub(crate) async fn retained(
 
 pub(crate) async fn delete_retained(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
     topic: Result<Path<String>, PathRejection>,
+    query: Result<Query<TenantQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let topic = path_text(topic, "topic")?;
+    let q = query_of(query)?;
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
     mqtt_codec::topic::validate_topic_name(&topic)
         .map_err(|e| ApiError::field("topic", format!("not a topic name: {e}")))?;
-    let existed = state
-        .broker
-        .default_tenant
+    let existed = tenant
         .retained
         .matching(&topic)
         .iter()
@@ -336,9 +339,7 @@ pub(crate) async fn delete_retained(
         Default::default(),
         0,
     );
-    let ticket = state
-        .broker
-        .clear_retained(&state.broker.default_tenant, &message);
+    let ticket = state.broker.clear_retained(&tenant, &message);
     super::publish::wait_durable(&state, ticket).await?;
     Ok(Json(json!({ "topic": topic, "deleted": true })))
 }

@@ -10,7 +10,7 @@
 //!   `application/json`, or a body without one, is refused (415) before it is routed to a
 //!   handler: a browser sends any other media type, or the `Authorization` header, only
 //!   after a CORS preflight, which Herald never grants.
-//! - Without API keys, a request whose `Origin` is not a loopback origin (a page elsewhere;
+//! - Without API keys (node-wide or a tenant's), a request whose `Origin` is not a loopback origin (a page elsewhere;
 //!   browsers send `Origin` with every POST, PUT and DELETE, bodyless ones included), or
 //!   whose `Host` is neither a loopback name or address nor the listener's own address (DNS
 //!   rebinding), is refused (403). With API keys the key authenticates the caller, and a page
@@ -36,7 +36,7 @@ pub(super) async fn origin_and_host(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.broker.config().http.api_keys.is_empty() {
+    if !state.broker.config().http.has_keys() {
         let local = request.extensions().get::<LocalAddr>().map(|l| l.0);
         if let Err(e) = check_origin_and_host(request.headers(), local) {
             return e.into_response();

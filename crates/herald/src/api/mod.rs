@@ -3,8 +3,9 @@
 //!
 //! axum routes it; Herald's own accept loop (`listener`) serves it on its own listener
 //! (`http.listen`), in the same runtime as the MQTT listeners, with bounded connections and
-//! deadlines. `guard` keeps web pages off it. Errors are JSON with a stable code and, where
-//! a field or header is at fault, its name:
+//! deadlines. `guard` keeps web pages off it; `scope` checks API keys and says which tenant
+//! a request works in (a tenant's key its own, a node-wide key the one it names). Errors are
+//! JSON with a stable code and, where a field or header is at fault, its name:
 //! `{"error": {"code": "invalid_field", "field": "[2].qos", "message": "..."}}`.
 
 mod admin;
@@ -13,8 +14,11 @@ pub(crate) mod idempotency;
 mod listener;
 mod prometheus;
 mod publish;
+mod scope;
+mod stats;
 
 pub(crate) use listener::serve;
+use scope::Authorized;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,9 +27,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -219,63 +222,11 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The caller, checked against `http.api_keys`: `key_id` names which key it used (scoping
-/// its idempotency keys), "-" when the API has no keys.
-#[derive(Debug)]
-pub(crate) struct Authorized {
-    key_id: String,
-}
-
-impl FromRequestParts<Arc<ApiState>> for Authorized {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<ApiState>,
-    ) -> Result<Self, Self::Rejection> {
-        let config = state.broker.config();
-        let key_id = check_key(&parts.headers, &config.http.api_keys)?;
-        Ok(Authorized { key_id })
-    }
-}
-
-/// Which of `keys` the request's `Authorization: Bearer <key>` names ("-" when there are no
-/// keys), or 401.
-fn check_key(headers: &HeaderMap, keys: &[String]) -> Result<String, ApiError> {
-    if keys.is_empty() {
-        return Ok("-".into());
-    }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
-    match given.and_then(|g| keys.iter().position(|k| constant_time_eq(k, g))) {
-        Some(i) => Ok(i.to_string()),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            Some("Authorization"),
-            "an API key is needed: Authorization: Bearer <key> (http.api_keys)",
-        )),
-    }
-}
-
-/// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim_start().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-}
-
-/// Compares without stopping at the first difference (the time taken says nothing of how
-/// much of a key was right).
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// The query parameters, or a JSON error naming `query` (axum would answer plain text).
+fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::field("query", e.body_text()))
 }
 
 /// The request body, or why it was refused.
@@ -313,7 +264,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
     let api = Router::new()
         .route("/publish", post(publish::one))
         .route("/publish/batch", post(publish::batch))
-        .route("/stats", get(stats))
+        .route("/stats", get(stats::stats))
         .route("/openapi.json", get(openapi))
         .route("/log", get(log_level).put(set_log_level))
         .route("/reload", post(reload))
@@ -364,8 +315,9 @@ async fn openapi() -> Response {
 /// refused (the running configuration stays).
 async fn reload(
     State(state): State<Arc<ApiState>>,
-    _auth: Authorized,
+    auth: Authorized,
 ) -> Result<Json<Value>, ApiError> {
+    auth.node_wide("reloading the configuration")?;
     let reloader = state.reloader.clone();
     let report = tokio::task::spawn_blocking(move || reloader.reload_logged())
         .await
@@ -390,7 +342,10 @@ async fn reload(
 
 /// Starts draining the node (as SIGTERM does): it stops accepting, reports not ready,
 /// disconnects its clients gradually, writes the store and exits.
-async fn drain(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Response {
+async fn drain(State(state): State<Arc<ApiState>>, auth: Authorized) -> Response {
+    if let Err(e) = auth.node_wide("draining the node") {
+        return e.into_response();
+    }
     state.drain.notify_one();
     (
         StatusCode::ACCEPTED,
@@ -403,15 +358,17 @@ async fn drain(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Respons
 }
 
 /// The log level in force.
-async fn log_level(_auth: Authorized) -> Json<Value> {
-    Json(json!({ "level": crate::logging::level() }))
+async fn log_level(auth: Authorized) -> Result<Json<Value>, ApiError> {
+    auth.node_wide("the log level")?;
+    Ok(Json(json!({ "level": crate::logging::level() })))
 }
 
 /// Changes the log level: `{"level": "debug"}` (any tracing filter).
 async fn set_log_level(
-    _auth: Authorized,
+    auth: Authorized,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    auth.node_wide("the log level")?;
     let body = self::body(body)?;
     let value = json(&body)?;
     let Some(level) = value.get("level").and_then(Value::as_str) else {
@@ -454,14 +411,15 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
         .into_response()
 }
 
-/// Prometheus metrics; an API key is needed with `http.metrics_requires_key`.
+/// Prometheus metrics; a node-wide API key is needed with `http.metrics_requires_key`
+/// (the metrics cover every tenant).
 async fn metrics(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let config = state.broker.config();
     if config.http.metrics_requires_key {
-        check_key(&headers, &config.http.api_keys)?;
+        scope::check_key(&headers, &config.http)?.node_wide("/metrics")?;
     }
     let b = &state.broker;
     let http = &state.http;
@@ -490,53 +448,4 @@ async fn metrics(
         prometheus::render(b, &sampled),
     )
         .into_response())
-}
-
-/// Counts at a glance.
-async fn stats(State(state): State<Arc<ApiState>>, _auth: Authorized) -> Json<Value> {
-    let b = &state.broker;
-    let s = &b.stats;
-    let closes: serde_json::Map<String, Value> = crate::broker::stats::CloseReason::ALL
-        .iter()
-        .map(|r| (r.label().to_string(), json!(s.closes(*r))))
-        .collect();
-    let drops: serde_json::Map<String, Value> = crate::broker::stats::DropReason::ALL
-        .iter()
-        .map(|r| (r.label().to_string(), json!(s.drops(*r))))
-        .collect();
-    let mut sessions = 0u64;
-    b.default_tenant.sessions.for_each(|_| sessions += 1);
-    // Per second since the older sample (10 to 20 seconds ago, or since the start).
-    let then = state
-        .samples
-        .lock()
-        .map_or_else(|s| s.into_inner().0, |s| s.0);
-    let now = Sample::take(b);
-    let secs = now.at.duration_since(then.at).as_secs_f64().max(0.001);
-    let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / secs * 10.0).round() / 10.0;
-    Json(json!({
-        "connections": s.open.load(Ordering::Relaxed),
-        "connections_accepted": s.accepted.load(Ordering::Relaxed),
-        "sessions": sessions,
-        "messages_published": s.published.load(Ordering::Relaxed),
-        "messages_delivered": s.delivered.load(Ordering::Relaxed),
-        "store_refused": s.store_refused.load(Ordering::Relaxed),
-        "refused": crate::broker::stats::RefuseReason::ALL
-            .iter()
-            .map(|r| (r.label().to_string(), json!(s.refusals(*r))))
-            .collect::<serde_json::Map<_, _>>(),
-        "accepted_unqueued": s.accepted_unqueued.load(Ordering::Relaxed),
-        "queued_bytes": s.queued_bytes(),
-        "pushbacks": s.pushbacks.load(Ordering::Relaxed),
-        "stalls": s.stalls.load(Ordering::Relaxed),
-        "idempotency_keys": state.keys.len(),
-        "closes": closes,
-        "drops": drops,
-        "rates": {
-            "window_secs": (secs * 10.0).round() / 10.0,
-            "published_per_sec": rate(then.published, now.published),
-            "delivered_per_sec": rate(then.delivered, now.delivered),
-            "connections_accepted_per_sec": rate(then.accepted, now.accepted),
-        },
-    }))
 }

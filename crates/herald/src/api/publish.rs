@@ -1,12 +1,13 @@
-//! `POST /api/v1/publish` and `POST /api/v1/publish/batch`: backends publish to MQTT clients.
+//! `POST /api/v1/publish` and `POST /api/v1/publish/batch`: backends publish to MQTT clients
+//! of the tenant the caller works in (`scope`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes as Payload;
@@ -15,7 +16,9 @@ use mqtt_codec::{ByteString, QoS};
 use serde_json::{Map, Value, json};
 
 use super::idempotency::{Begin, Outcome, fingerprint, now_ms, put_op};
-use super::{ApiError, ApiState, Authorized};
+use super::scope::TenantQuery;
+use super::{ApiError, ApiState, Authorized, query_of};
+use crate::broker::Tenant;
 use crate::broker::message::Message;
 use crate::broker::router::Routed;
 use crate::config::Config;
@@ -39,9 +42,14 @@ const DURABLE_WAIT: Duration = Duration::from_secs(30);
 pub(crate) async fn one(
     State(state): State<Arc<ApiState>>,
     auth: Authorized,
+    query: Result<Query<TenantQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let asked = query_of(query)?.tenant;
+    // The scope first: a tenant's key naming another tenant is refused whatever it sends.
+    // The tenant itself is created only for a request that passes every check.
+    let name = auth.tenant_name(asked.as_deref())?;
     let body = super::body(body)?;
     let value = super::json(&body)?;
     let draft = parse(&value, "", &state.broker.config())?;
@@ -51,7 +59,9 @@ pub(crate) async fn one(
         "retain": draft.retain,
     });
     let key = idempotency_key(&headers, &auth)?;
-    let (outcomes, replayed) = publish(&state, key, "/publish", &body, vec![draft]).await?;
+    let tenant = auth.write(&state.broker, Some(name))?;
+    let (outcomes, replayed) =
+        publish(&state, &tenant, key, "/publish", &body, vec![draft]).await?;
     let mut answer = summary;
     answer["matched"] = json!(outcomes.first().map_or(0, |o| o.matched));
     Ok(respond(answer, replayed))
@@ -60,9 +70,14 @@ pub(crate) async fn one(
 pub(crate) async fn batch(
     State(state): State<Arc<ApiState>>,
     auth: Authorized,
+    query: Result<Query<TenantQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let asked = query_of(query)?.tenant;
+    // The scope first: a tenant's key naming another tenant is refused whatever it sends.
+    // The tenant itself is created only for a request that passes every check.
+    let name = auth.tenant_name(asked.as_deref())?;
     let body = super::body(body)?;
     let value = super::json(&body)?;
     let Value::Array(items) = &value else {
@@ -83,7 +98,9 @@ pub(crate) async fn batch(
         .collect::<Result<Vec<_>, _>>()?;
     let topics: Vec<String> = drafts.iter().map(|d| d.topic.to_string()).collect();
     let key = idempotency_key(&headers, &auth)?;
-    let (outcomes, replayed) = publish(&state, key, "/publish/batch", &body, drafts).await?;
+    let tenant = auth.write(&state.broker, Some(name))?;
+    let (outcomes, replayed) =
+        publish(&state, &tenant, key, "/publish/batch", &body, drafts).await?;
     let results: Vec<Value> = topics
         .iter()
         .zip(&outcomes)
@@ -105,7 +122,8 @@ fn respond(body: Value, replayed: bool) -> Response {
     response
 }
 
-/// The request's idempotency key, scoped to the API key that sent it.
+/// The request's idempotency key, scoped to the API key that sent it (a retry with the same
+/// API key is recognised; another key, node-wide or a tenant's, has keys of its own).
 fn idempotency_key(headers: &HeaderMap, auth: &Authorized) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -123,19 +141,28 @@ fn idempotency_key(headers: &HeaderMap, auth: &Authorized) -> Result<Option<Stri
     }
 }
 
-/// Publishes `drafts` in order. With a key: only the ones its record does not list yet,
-/// each written with the record's progress; a complete record is answered from memory.
+/// Publishes `drafts` in order, in `tenant`. With a key: only the ones its record does not
+/// list yet, each written with the record's progress; a complete record is answered from
+/// memory.
 async fn publish(
     state: &ApiState,
+    tenant: &Tenant,
     key: Option<String>,
     path: &str,
     body: &[u8],
     drafts: Vec<Draft>,
 ) -> Result<(Vec<Outcome>, bool), ApiError> {
     let Some(key) = key else {
-        return Ok((publish_all(state, drafts).await?, false));
+        return Ok((publish_all(state, tenant, drafts).await?, false));
     };
-    let fp = fingerprint(&[path.as_bytes(), body]);
+    // The tenant is part of the request: a node-wide key that sends the same key to another
+    // tenant is refused as for another body. (The default tenant's requests hash as they
+    // did before tenants, so that records kept in the store still match.)
+    let fp = if tenant.name.is_empty() {
+        fingerprint(&[path.as_bytes(), body])
+    } else {
+        fingerprint(&[path.as_bytes(), body, tenant.name.as_bytes()])
+    };
     let done = match state.keys.begin(&key, fp, drafts.len(), now_ms()) {
         Begin::Replay(outcomes) => return Ok((outcomes, true)),
         Begin::InUse => {
@@ -156,16 +183,23 @@ async fn publish(
         }
         Begin::Publish { done } => done,
     };
-    Ok((publish_keyed(state, &key, done, drafts).await?, false))
+    Ok((
+        publish_keyed(state, tenant, &key, done, drafts).await?,
+        false,
+    ))
 }
 
 /// Publishes every draft, without an idempotency key, and waits until they are on disk.
-async fn publish_all(state: &ApiState, drafts: Vec<Draft>) -> Result<Vec<Outcome>, ApiError> {
+async fn publish_all(
+    state: &ApiState,
+    tenant: &Tenant,
+    drafts: Vec<Draft>,
+) -> Result<Vec<Outcome>, ApiError> {
     let mut outcomes = Vec::with_capacity(drafts.len());
     let mut ticket = Ticket::NONE;
     for draft in drafts {
         check_store(state, &draft)?;
-        let (t, outcome) = route(state, draft, outcomes.len(), |_| None);
+        let (t, outcome) = route(state, tenant, draft, outcomes.len(), |_| None);
         ticket = ticket.max(t);
         match outcome {
             Ok(outcome) => outcomes.push(outcome),
@@ -184,6 +218,7 @@ async fn publish_all(state: &ApiState, drafts: Vec<Draft>) -> Result<Vec<Outcome
 /// that fails before its first message forgets the key, so that a retry starts afresh.
 async fn publish_keyed(
     state: &ApiState,
+    tenant: &Tenant,
     key: &str,
     mut outcomes: Vec<Outcome>,
     drafts: Vec<Draft>,
@@ -198,7 +233,7 @@ async fn publish_keyed(
             break;
         }
         let qos = draft.qos;
-        let (t, outcome) = route(state, draft, outcomes.len(), |routed| {
+        let (t, outcome) = route(state, tenant, draft, outcomes.len(), |routed| {
             if qos != QoS::AtMostOnce && routed.refused > 0 {
                 // Not accepted: the key does not count it, a retry publishes it again.
                 return None;
@@ -231,18 +266,19 @@ async fn publish_keyed(
     Ok(outcomes)
 }
 
-/// Routes one draft, with `extra` written in the same store write as the message. Returns
+/// Routes one draft in `tenant`, with `extra` written in the same store write as the message. Returns
 /// the store ticket to wait for, and the outcome, or the answer to a refusal (`published`:
 /// how many of the request's messages went before it).
 fn route(
     state: &ApiState,
+    tenant: &Tenant,
     draft: Draft,
     published: usize,
     extra: impl FnOnce(&Routed) -> Option<Op>,
 ) -> (Ticket, Result<Outcome, ApiError>) {
     let broker = &state.broker;
     let qos = draft.qos;
-    let result = broker.inject(&broker.default_tenant, &message(draft), extra);
+    let result = broker.inject(tenant, &message(draft), extra);
     let outcome = match refused(&result, qos) {
         Some(reason) => Err(over_bound(reason, published)),
         None => Ok(Outcome {

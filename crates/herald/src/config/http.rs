@@ -1,6 +1,7 @@
 //! `[http]`: the HTTP API, `/metrics` and the health endpoints, and the bounds of their
 //! listener.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,11 @@ pub struct HttpConfig {
     /// Bearer tokens accepted by `/api/v1` (`Authorization: Bearer <key>`). Without any,
     /// the API serves anyone who can reach it, so it must listen on loopback.
     pub api_keys: Vec<String>,
+    /// Bearer tokens scoped to one tenant, by tenant name: such a key publishes to, lists and
+    /// steers that tenant's clients, subscriptions and retained messages only, and is refused
+    /// the node-wide operations (drain, reload, the log level, `/metrics`). Keys here count
+    /// as keys for the loopback rule above.
+    pub tenant_keys: BTreeMap<String, Vec<String>>,
     /// Seconds an `Idempotency-Key` is remembered: a retry within it gets the first answer
     /// and publishes nothing.
     pub idempotency_window_secs: u64,
@@ -35,7 +41,7 @@ pub struct HttpConfig {
     /// HTTP clients cannot take the descriptors MQTT clients need.
     pub max_connections: usize,
     /// `/metrics` asks for an API key too (Prometheus then sends it: `authorization` in its
-    /// scrape config). Needs `api_keys`.
+    /// scrape config). Needs `api_keys`: a tenant's key does not open `/metrics`.
     pub metrics_requires_key: bool,
 }
 
@@ -44,6 +50,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8080".into(),
             api_keys: Vec::new(),
+            tenant_keys: BTreeMap::new(),
             idempotency_window_secs: 24 * 3600,
             max_idempotency_keys: 1_000_000,
             max_body_bytes: 4 * 1024 * 1024,
@@ -62,6 +69,12 @@ impl HttpConfig {
         self.listen.parse().ok()
     }
 
+    /// Whether the API asks for keys: any node-wide or tenant key is configured. Without
+    /// any, it serves every caller as node-wide, on loopback only.
+    pub fn has_keys(&self) -> bool {
+        !self.api_keys.is_empty() || self.tenant_keys.values().any(|keys| !keys.is_empty())
+    }
+
     /// Checks the address, that an API off loopback has keys and that they are long
     /// enough, and the bounds.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -77,7 +90,7 @@ impl HttpConfig {
                 ),
             ));
         };
-        if !addr.ip().is_loopback() && self.api_keys.is_empty() {
+        if !addr.ip().is_loopback() && !self.has_keys() {
             return Err(invalid(
                 "http.api_keys",
                 format!(
@@ -95,6 +108,7 @@ impl HttpConfig {
                 ),
             ));
         }
+        self.validate_tenant_keys()?;
         require(&[
             ("http.max_batch", self.max_batch > 0, "must be at least 1"),
             (
@@ -124,4 +138,55 @@ impl HttpConfig {
             ),
         ])
     }
+
+    /// Checks the tenant keys: names a tenant may have, keys as long as node-wide ones, and
+    /// no key given twice (in one tenant, in two, or also node-wide): a key names one scope.
+    fn validate_tenant_keys(&self) -> Result<(), ConfigError> {
+        // Each key, and the tenant it was first seen for (None: node-wide).
+        let mut seen: HashMap<&str, Option<&str>> =
+            self.api_keys.iter().map(|k| (k.as_str(), None)).collect();
+        for (tenant, keys) in &self.tenant_keys {
+            if !valid_tenant(tenant) {
+                return Err(invalid(
+                    "http.tenant_keys",
+                    format!(
+                        "{tenant:?} is not a tenant name (1 to {MAX_TENANT_LEN} bytes, no \
+                         control characters)"
+                    ),
+                ));
+            }
+            for key in keys {
+                if key.len() < 16 {
+                    return Err(invalid(
+                        "http.tenant_keys",
+                        format!(
+                            "a key of tenant {tenant:?} has {} characters: too easy to guess \
+                             (16 at least)",
+                            key.len()
+                        ),
+                    ));
+                }
+                if let Some(first) = seen.insert(key, Some(tenant)) {
+                    let other = match first {
+                        None => "is also in http.api_keys".to_string(),
+                        Some(t) if t == tenant => "is listed twice".to_string(),
+                        Some(t) => format!("is also a key of tenant {t:?}"),
+                    };
+                    return Err(invalid(
+                        "http.tenant_keys",
+                        format!("a key of tenant {tenant:?} {other}: a key names one scope"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Longest tenant name, bytes (the same bound as the tenants authentication assigns).
+const MAX_TENANT_LEN: usize = 64;
+
+/// Whether `name` may name a tenant: 1 to 64 bytes without control characters.
+fn valid_tenant(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_TENANT_LEN && !name.chars().any(char::is_control)
 }

@@ -121,7 +121,8 @@ fn merge(base: &mut toml::Table, top: toml::Table) {
 }
 
 /// Applies `HERALD_SECTION_KEY=value` variables. The value is parsed as the type the key
-/// has (numbers, booleans, strings; lists are comma-separated).
+/// has (numbers, booleans, strings; lists are comma-separated; tables are TOML inline
+/// tables).
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
@@ -180,6 +181,12 @@ fn parse_like(current: &toml::Value, raw: &str) -> Option<toml::Value> {
                 .map(|s| Value::String(s.to_string()))
                 .collect(),
         ),
+        // A table as a TOML inline table: `{ acme = ["key-1"] }`.
+        Value::Table(_) => format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()?
+            .remove("v")
+            .filter(Value::is_table)?,
         _ => Value::String(raw.to_string()),
     })
 }

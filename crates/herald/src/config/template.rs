@@ -72,8 +72,15 @@ listen =
 # Without any, anyone who reaches the API may use it: it must then listen on loopback, and
 # requests that a web page could send (an Origin or a Host that is not loopback) are refused.
 api_keys =
-# true: /metrics needs an API key too (needs api_keys); false lets Prometheus scrape
-# without one.
+# Bearer tokens scoped to one tenant, by tenant name (16 characters at least; a key belongs
+# to one scope only). Such a key works in its own tenant only (publish, clients,
+# subscriptions, retained messages, stats) and is refused drain, reload, the log level and
+# /metrics. Inline, tenant_keys = { acme = ["key-1", "key-2"] }, or, in place of this line,
+# a [http.tenant_keys] section (after the other [http] keys) with lines acme = ["key-1"].
+# Tenant keys alone also make the API ask for keys.
+tenant_keys =
+# true: /metrics needs an API key too (a node-wide one: needs api_keys); false lets
+# Prometheus scrape without one.
 metrics_requires_key =
 # Seconds an Idempotency-Key is remembered (and stored, with the store on): a retry within
 # it gets the first answer and publishes nothing.

@@ -124,6 +124,102 @@ fn the_http_api_needs_a_key_off_loopback() {
 }
 
 #[test]
+fn tenant_keys_are_checked_and_count_as_keys() {
+    let load = |toml: &str, e: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(&file, toml).unwrap();
+        Config::load(Some(&file), env(e), &Overrides::default())
+    };
+    let node = "n-0123456789abcdef";
+    let c = load(
+        &format!(
+            "[http]\nlisten = \"0.0.0.0:8080\"\napi_keys = [\"{node}\"]\n\
+             [http.tenant_keys]\nacme = [\"a-0123456789abcdef\", \"a-fedcba9876543210\"]\n\
+             \"beta corp\" = [\"b-0123456789abcdef\"]\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.http.tenant_keys["acme"].len(), 2);
+    assert_eq!(c.http.tenant_keys["beta corp"].len(), 1);
+    // Tenant keys alone are keys: the API may listen off loopback.
+    let c = load(
+        "[http]\nlisten = \"0.0.0.0:8080\"\ntenant_keys = { acme = [\"a-0123456789abcdef\"] }\n",
+        &[],
+    )
+    .unwrap();
+    assert!(c.http.has_keys());
+    assert!(!Config::default().http.has_keys());
+    // An empty list is no key.
+    let e = load(
+        "[http]\nlisten = \"0.0.0.0:8080\"\ntenant_keys = { acme = [] }\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("http.api_keys"), "{e}");
+    // A variable takes an inline table.
+    let c = load(
+        "",
+        &[(
+            "HERALD_HTTP_TENANT_KEYS",
+            r#"{ acme = ["a-0123456789abcdef"] }"#,
+        )],
+    )
+    .unwrap();
+    assert_eq!(c.http.tenant_keys["acme"], ["a-0123456789abcdef"]);
+
+    let refused = [
+        (
+            format!("api_keys = [\"{node}\"]\ntenant_keys = {{ acme = [\"{node}\"] }}"),
+            "also in http.api_keys",
+        ),
+        (
+            "tenant_keys = { acme = [\"a-0123456789abcdef\"], b = [\"a-0123456789abcdef\"] }"
+                .to_string(),
+            "also a key of tenant \"acme\"",
+        ),
+        (
+            "tenant_keys = { acme = [\"a-0123456789abcdef\", \"a-0123456789abcdef\"] }".to_string(),
+            "listed twice",
+        ),
+        (
+            "tenant_keys = { acme = [\"short\"] }".to_string(),
+            "too easy to guess",
+        ),
+        (
+            "tenant_keys = { \"\" = [\"a-0123456789abcdef\"] }".to_string(),
+            "not a tenant name",
+        ),
+        (
+            format!(
+                "tenant_keys = {{ {} = [\"a-0123456789abcdef\"] }}",
+                "t".repeat(65)
+            ),
+            "not a tenant name",
+        ),
+        (
+            "tenant_keys = { \"a\\u0007b\" = [\"a-0123456789abcdef\"] }".to_string(),
+            "not a tenant name",
+        ),
+    ];
+    for (http, says) in refused {
+        let e = load(&format!("[http]\n{http}\n"), &[]).unwrap_err();
+        assert_eq!(e.key(), Some("http.tenant_keys"), "{http}: {e}");
+        assert!(e.to_string().contains(says), "{http}: {e}");
+        // The key itself is never repeated in the message.
+        assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+    }
+    // metrics_requires_key needs a node-wide key: tenant keys cannot open /metrics.
+    let e = load(
+        "[http]\nmetrics_requires_key = true\ntenant_keys = { acme = [\"a-0123456789abcdef\"] }\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("http.metrics_requires_key"), "{e}");
+}
+
+#[test]
 fn public_listener_with_explicit_consent() {
     let c = Config::load(
         None,

@@ -1,0 +1,116 @@
+//! `GET /api/v1/stats`: counts at a glance, for the whole node or for one tenant.
+//!
+//! A node-wide key without a `tenant` parameter gets the node's counters and a line per
+//! tenant (at most `MAX_TENANTS_LISTED`); with one, and a tenant's key always, the figures
+//! of that tenant only: the node's traffic counters are not kept per tenant, and a tenant's
+//! key must not learn of other tenants.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use serde_json::{Value, json};
+
+use super::scope::{Scope, TenantQuery};
+use super::{ApiError, ApiState, Authorized, Sample};
+use crate::broker::Tenant;
+use crate::broker::stats::{CloseReason, DropReason, RefuseReason};
+
+/// Most tenants the node's answer lists (the default one first, then by name); past it,
+/// `tenants_total` says how many there are.
+const MAX_TENANTS_LISTED: usize = 1000;
+
+pub(super) async fn stats(
+    State(state): State<Arc<ApiState>>,
+    auth: Authorized,
+    query: Result<Query<TenantQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = super::query_of(query)?;
+    if auth.scope == Scope::Node && q.tenant.is_none() {
+        return Ok(Json(node(&state)));
+    }
+    let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
+    Ok(Json(figures(&tenant, "tenant")))
+}
+
+/// One tenant's figures: its clients, sessions, subscriptions and retained messages, and
+/// its name under `name_key`.
+fn figures(tenant: &Tenant, name_key: &str) -> Value {
+    let (mut sessions, mut connections, mut subscriptions) = (0u64, 0u64, 0u64);
+    tenant.sessions.for_each(|session| {
+        let st = session.lock();
+        sessions += 1;
+        connections += u64::from(st.connected());
+        subscriptions += st.subscriptions().len() as u64;
+    });
+    let mut v = json!({
+        "connections": connections,
+        "sessions": sessions,
+        "subscriptions": subscriptions,
+        "retained": tenant.retained.len(),
+        "retained_bytes": tenant.retained.bytes(),
+    });
+    v[name_key] = json!(&*tenant.name);
+    v
+}
+
+/// The node's counters, and each tenant's figures.
+fn node(state: &ApiState) -> Value {
+    let b = &state.broker;
+    let s = &b.stats;
+    let closes: serde_json::Map<String, Value> = CloseReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), json!(s.closes(*r))))
+        .collect();
+    let drops: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), json!(s.drops(*r))))
+        .collect();
+    let all = b.tenants();
+    let mut sessions = 0u64;
+    for tenant in &all {
+        tenant.sessions.for_each(|_| sessions += 1);
+    }
+    let tenants: Vec<Value> = all
+        .iter()
+        .take(MAX_TENANTS_LISTED)
+        .map(|t| figures(t, "name"))
+        .collect();
+    // Per second since the older sample (10 to 20 seconds ago, or since the start).
+    let then = state
+        .samples
+        .lock()
+        .map_or_else(|s| s.into_inner().0, |s| s.0);
+    let now = Sample::take(b);
+    let secs = now.at.duration_since(then.at).as_secs_f64().max(0.001);
+    let rate = |a: u64, b: u64| ((b.saturating_sub(a)) as f64 / secs * 10.0).round() / 10.0;
+    json!({
+        "connections": s.open.load(Ordering::Relaxed),
+        "connections_accepted": s.accepted.load(Ordering::Relaxed),
+        "sessions": sessions,
+        "messages_published": s.published.load(Ordering::Relaxed),
+        "messages_delivered": s.delivered.load(Ordering::Relaxed),
+        "store_refused": s.store_refused.load(Ordering::Relaxed),
+        "refused": RefuseReason::ALL
+            .iter()
+            .map(|r| (r.label().to_string(), json!(s.refusals(*r))))
+            .collect::<serde_json::Map<_, _>>(),
+        "accepted_unqueued": s.accepted_unqueued.load(Ordering::Relaxed),
+        "queued_bytes": s.queued_bytes(),
+        "pushbacks": s.pushbacks.load(Ordering::Relaxed),
+        "stalls": s.stalls.load(Ordering::Relaxed),
+        "idempotency_keys": state.keys.len(),
+        "closes": closes,
+        "drops": drops,
+        "rates": {
+            "window_secs": (secs * 10.0).round() / 10.0,
+            "published_per_sec": rate(then.published, now.published),
+            "delivered_per_sec": rate(then.delivered, now.delivered),
+            "connections_accepted_per_sec": rate(then.accepted, now.accepted),
+        },
+        "tenants": tenants,
+        "tenants_total": all.len(),
+    })
+}
