@@ -10,6 +10,10 @@
 //! silently ignored. A configuration that does not validate, or TLS files that do not load,
 //! are refused whole and the running configuration stays.
 //!
+//! The password file and the ACL file are read again by every reload (and when they change:
+//! `auth.password_file_watch_secs`, `acl.watch_secs`); a file that does not load refuses
+//! the reload, and its previous contents stay in force.
+//!
 //! The certificates alone are also reloaded when their files change (`tls.watch_secs`).
 //! Both the server (SIGHUP) and the API reload through [`Reloader::reload_logged`], which
 //! logs the outcome; [`ReloadError::key`] names the key at fault.
@@ -58,6 +62,10 @@ pub enum ReloadError {
     /// The certificate files do not load.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The password file or the ACL file does not load (the message names its key); the
+    /// previous contents stay in force.
+    #[error("{0}")]
+    Files(String),
     /// The running and the new configuration could not be compared.
     #[error(transparent)]
     Compare(#[from] toml::ser::Error),
@@ -70,6 +78,11 @@ impl ReloadError {
         match self {
             ReloadError::Config(e) | ReloadError::WithRunning(e) => e.key(),
             ReloadError::Tls(e) => Some(e.key),
+            ReloadError::Files(message) => Some(if message.starts_with("acl.") {
+                "acl.file"
+            } else {
+                "auth.password_file"
+            }),
             ReloadError::Compare(_) => None,
         }
     }
@@ -81,8 +94,12 @@ impl ReloadError {
 }
 
 /// Keys (or sections, ending in `.`) that only a restart changes.
-const RESTART_ONLY: [&str; 10] = [
+const RESTART_ONLY: [&str; 12] = [
     "listeners.",
+    // The authentication chain and the rules files are built at start; the files
+    // themselves (the password file, the ACL file) are read again by every reload.
+    "auth.",
+    "acl.",
     "store.",
     "runtime.",
     "http.listen",
@@ -218,11 +235,17 @@ impl Reloader {
         new.http.max_body_bytes = old.http.max_body_bytes;
         new.log.format = old.log.format.clone();
         new.tls.watch_secs = old.tls.watch_secs;
+        new.auth = old.auth.clone();
+        new.acl = old.acl.clone();
         // Valid on its own is not enough: with the running values of what needs a restart it
         // must be valid too (removing every API key while the API still listens on a public
         // address, or anonymous access while an MQTT listener does, is refused).
         new.validate().map_err(ReloadError::WithRunning)?;
-        // The certificates first: if they do not load, nothing changes.
+        // The password and ACL files, then the certificates: if one does not load, nothing
+        // changes (a file that loaded stays loaded: it is what is on disk).
+        if let Some(gate) = self.broker.hooks.get::<crate::auth::Gate>() {
+            gate.reload_files().map_err(ReloadError::Files)?;
+        }
         if let Some(tls) = &self.tls {
             tls.reload_with(&new.tls)?;
         }

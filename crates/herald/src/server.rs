@@ -97,6 +97,9 @@ impl Server {
         let durable = open_store(&config)?;
         let anonymous_public = config.listeners.allow_anonymous_public;
         let gate = crate::auth::build(&config)?;
+        if let Some(gate) = &gate {
+            gate.watch(Duration::from_secs(config.auth.password_file_watch_secs));
+        }
         let hooks = match &gate {
             Some(gate) => crate::broker::hooks::Hooks::new(gate.clone()),
             None => crate::broker::hooks::Hooks::default(),

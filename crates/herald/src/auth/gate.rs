@@ -15,11 +15,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwapOption;
 use mqtt_codec::{ByteString, ReasonCode};
 
-use super::{Denial, DenyReason, Grant, Method, Verdict};
+use super::acl::{Acl, Rules, Who};
+use super::passwd::PasswordFile;
+use super::{ClientLimits, Denial, DenyReason, Grant, Method, Verdict};
 use crate::broker::hooks::{Actor, Authenticated, BoxFuture, Credentials, Hook, Identity};
-use crate::config::{AuthConfig, ListenerKind, TenantRule};
+use crate::config::{AclConfig, AuthConfig, ListenerKind, TenantRule};
 use crate::logging::RateLimited;
 
 /// Refusals logged a second at most (a storm of bad clients cannot flood the log).
@@ -73,8 +76,28 @@ pub struct Gate {
     anonymous: [bool; 4],
     tenant_from: TenantRule,
     separator: String,
+    /// The password file of the chain, for reloads.
+    passwords: Option<Arc<PasswordFile>>,
+    /// The ACL file's rules (`acl.file`), replaced whole by a reload.
+    acl: ArcSwapOption<Acl>,
+    /// Where they come from.
+    acl_config: AclConfig,
+    /// The ACL file's size and modification time when last read (for the watch).
+    acl_stamp: std::sync::Mutex<Option<(u64, std::time::SystemTime)>>,
+    /// Bumped by each rules reload: connections drop their cached decisions.
+    generation: AtomicU64,
     /// Counters.
     pub stats: GateStats,
+}
+
+/// What the gate keeps for one connection: the rules and limits its token or the callout
+/// gave it (a client the ACL file governs keeps nothing).
+#[derive(Debug)]
+pub struct ClientState {
+    /// Rules replacing the ACL file's for this client.
+    pub rules: Option<Rules>,
+    /// Limits narrowing its tenant's.
+    pub limits: Option<ClientLimits>,
 }
 
 fn kind_index(kind: ListenerKind) -> usize {
@@ -106,10 +129,139 @@ impl Gate {
             chain,
             tenant_from: config.tenant_from,
             separator: config.tenant_separator.clone(),
+            passwords: None,
+            acl: ArcSwapOption::empty(),
+            acl_config: AclConfig::default(),
+            acl_stamp: std::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
             stats: GateStats {
                 admitted,
                 ..GateStats::default()
             },
+        }
+    }
+
+    /// With the chain's password file (reloaded with the gate's rules).
+    pub fn with_passwords(mut self, passwords: Option<Arc<PasswordFile>>) -> Gate {
+        self.passwords = passwords;
+        self
+    }
+
+    /// With the ACL file's rules `acl`, read from `config.file`.
+    pub fn with_acl(mut self, config: &AclConfig, acl: Option<Acl>) -> Gate {
+        if let Some(acl) = &acl {
+            for warning in acl.warnings() {
+                tracing::warn!(file = %config.file.display(), "{warning}");
+            }
+        }
+        self.acl = ArcSwapOption::from(acl.map(Arc::new));
+        self.acl_config = config.clone();
+        self.acl_stamp = std::sync::Mutex::new(stamp(&config.file));
+        self
+    }
+
+    /// The password file and the ACL file read again (SIGHUP, a reload through the API, or
+    /// the watches finding them changed). A file that does not load is refused and its
+    /// previous contents stay in force; the error names it.
+    pub fn reload_files(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if let Some(p) = &self.passwords
+            && let Err(e) = p.reload()
+        {
+            errors.push(format!("auth.password_file: {e}"));
+        }
+        if let Err(e) = self.reload_acl(true) {
+            errors.push(e);
+        }
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(errors.join("; ")),
+        }
+    }
+
+    /// Reads the ACL file again (`always`, or if it changed since it was last read: a broken
+    /// file is then reported once per change); connections drop their cached decisions.
+    fn reload_acl(&self, always: bool) -> Result<(), String> {
+        let path = &self.acl_config.file;
+        if path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let now = stamp(path);
+        {
+            let seen = self.acl_stamp.lock().unwrap_or_else(|e| e.into_inner());
+            if !always && now.is_some() && *seen == now {
+                return Ok(());
+            }
+        }
+        match Acl::load(path) {
+            Ok(acl) => {
+                for warning in acl.warnings() {
+                    tracing::warn!(file = %path.display(), "{warning}");
+                }
+                tracing::info!(file = %path.display(), rules = acl.len(), "ACL file loaded");
+                self.acl.store(Some(Arc::new(acl)));
+                *self.acl_stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                self.generation.fetch_add(1, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                // Reported once per change of the file, not at every look.
+                *self.acl_stamp.lock().unwrap_or_else(|e| e.into_inner()) = now;
+                Err(format!("acl.file: {e} (the previous rules stay in force)"))
+            }
+        }
+    }
+
+    /// Watches the password file and the ACL file for changes, each every
+    /// `auth.password_file_watch_secs` / `acl.watch_secs` (0: only reloads). The tasks end
+    /// when the gate goes.
+    pub fn watch(self: &Arc<Self>, password_every: std::time::Duration) {
+        if let Some(p) = &self.passwords {
+            let _ = p.watch(password_every);
+        }
+        let every = std::time::Duration::from_secs(self.acl_config.watch_secs);
+        if self.acl_config.file.as_os_str().is_empty() || every.is_zero() {
+            return;
+        }
+        let gate = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(gate) = gate.upgrade() else { return };
+                if let Err(e) = gate.reload_acl(false) {
+                    tracing::warn!("{e}");
+                }
+            }
+        });
+    }
+
+    /// The rules that govern `actor`: its own (token, callout), else the ACL file's, else
+    /// none (everything allowed).
+    fn rules<'a>(&self, actor: &Actor<'a>) -> Governed<'a> {
+        if let Some(state) = actor
+            .identity
+            .state
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<ClientState>())
+            && let Some(rules) = &state.rules
+        {
+            // Safety of the borrow: the state lives in the identity the actor borrows.
+            return Governed::Own(rules);
+        }
+        match self.acl.load_full() {
+            Some(acl) => Governed::File(acl),
+            None => Governed::Open,
+        }
+    }
+
+    fn who<'a>(actor: &Actor<'a>) -> Who<'a> {
+        Who {
+            username: actor.identity.username.as_deref(),
+            client_id: actor.client_id,
+            tenant: actor.tenant,
         }
     }
 
@@ -225,12 +377,60 @@ impl Hook for Gate {
         Some(self)
     }
 
-    fn authorize_subscribe(&self, _actor: Actor<'_>, _filter: &str) -> Result<(), ReasonCode> {
-        Ok(())
+    fn authorize_subscribe(&self, actor: Actor<'_>, filter: &str) -> Result<(), ReasonCode> {
+        // A shared subscription is judged by the filter it shares.
+        let inner = match mqtt_codec::topic::parse_shared(filter) {
+            Ok(Some(shared)) => shared.filter,
+            _ => filter,
+        };
+        let who = Gate::who(&actor);
+        let allowed = match self.rules(&actor) {
+            Governed::Open => true,
+            Governed::Own(rules) => rules.may_subscribe(who, inner),
+            Governed::File(acl) => acl.may_subscribe(who, inner),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            self.stats.denied_subscribe.fetch_add(1, Ordering::Relaxed);
+            Err(ReasonCode::NotAuthorized)
+        }
     }
 
-    fn authorize_publish(&self, _actor: Actor<'_>, _topic: &str) -> Result<(), ReasonCode> {
-        Ok(())
+    fn authorize_publish(&self, actor: Actor<'_>, topic: &str) -> Result<(), ReasonCode> {
+        let who = Gate::who(&actor);
+        let allowed = match self.rules(&actor) {
+            Governed::Open => true,
+            Governed::Own(rules) => rules.may_publish(who, topic),
+            Governed::File(acl) => acl.may_publish(who, topic),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            // Counted at each PUBLISH refused (`publish_denied`): the decision is cached.
+            Err(ReasonCode::NotAuthorized)
+        }
+    }
+
+    fn publish_denied(&self, _actor: Actor<'_>, _topic: &str) {
+        self.stats.denied_publish.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn authorize_read(&self, actor: Actor<'_>, topic: &str) -> bool {
+        let who = Gate::who(&actor);
+        let allowed = match self.rules(&actor) {
+            Governed::Open => true,
+            Governed::Own(rules) => rules.may_read(who, topic),
+            Governed::File(acl) => acl.may_read(who, topic),
+        };
+        if !allowed {
+            self.stats.denied_retained.fetch_add(1, Ordering::Relaxed);
+        }
+        allowed
     }
 }
 
@@ -255,4 +455,20 @@ impl Method for CertificateMethod {
         };
         Box::pin(std::future::ready(verdict))
     }
+}
+
+/// Which rules govern a client.
+enum Governed<'a> {
+    /// No rules at all: everything is allowed.
+    Open,
+    /// Its own, from its token or the callout.
+    Own(&'a Rules),
+    /// The ACL file's.
+    File(Arc<Acl>),
+}
+
+/// A file's size and modification time, to see that it changed.
+fn stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.len(), meta.modified().ok()?))
 }

@@ -57,18 +57,50 @@ pub fn build(config: &Config) -> Result<Option<Arc<Gate>>, AuthError> {
         return Ok(None);
     }
     let mut chain: Vec<Arc<dyn Method>> = Vec::with_capacity(order.len());
+    let mut passwords = None;
     for method in order {
         chain.push(match method {
             AuthMethod::Certificate => Arc::new(gate::CertificateMethod),
-            other => {
-                return Err(AuthError {
-                    key: "auth.order",
-                    message: format!("{} is not available in this build", other.label()),
-                });
+            AuthMethod::PasswordFile => {
+                let file =
+                    passwd::PasswordFile::load(&auth.password_file).map_err(|e| AuthError {
+                        key: "auth.password_file",
+                        message: e.to_string(),
+                    })?;
+                let file = Arc::new(file);
+                passwords = Some(file.clone());
+                file
             }
+            AuthMethod::Jwt => {
+                let jwt = jwt::Jwt::new(&auth.jwt).map_err(|e| match e {
+                    jwt::JwtError::Config { key, message } => AuthError { key, message },
+                    fetch => AuthError {
+                        key: "auth.jwt.jwks_url",
+                        message: fetch.to_string(),
+                    },
+                })?;
+                // Fetches the JWKS URL now and on its schedule; ends when the method goes.
+                let _ = jwt.start();
+                jwt
+            }
+            AuthMethod::Callout => callout::Callout::new(&auth.callout).map_err(|e| AuthError {
+                key: e.key,
+                message: e.message,
+            })?,
         });
     }
-    Ok(Some(Arc::new(Gate::new(auth, chain, certificate))))
+    let acl = if config.acl.file.as_os_str().is_empty() {
+        None
+    } else {
+        Some(acl::Acl::load(&config.acl.file).map_err(|e| AuthError {
+            key: "acl.file",
+            message: e.to_string(),
+        })?)
+    };
+    let gate = Gate::new(auth, chain, certificate)
+        .with_passwords(passwords)
+        .with_acl(&config.acl, acl);
+    Ok(Some(Arc::new(gate)))
 }
 
 /// One authentication method.

@@ -131,6 +131,10 @@ pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Told of each PUBLISH refused by `authorize_publish`, its decision cached or not (to
+    /// count it).
+    fn publish_denied(&self, _actor: Actor<'_>, _topic: &str) {}
+
     /// The generation of the rules `authorize_publish` decides by: a connection's cached
     /// decisions are dropped when it changes (a rules reload).
     fn generation(&self) -> u64 {
@@ -296,6 +300,9 @@ impl Hooks {
                 decided
             }
         };
+        if authorized.is_err() {
+            h.publish_denied(actor, &message.topic);
+        }
         authorized.and_then(|()| h.admit_message(actor, message))
     }
 
