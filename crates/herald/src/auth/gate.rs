@@ -217,7 +217,7 @@ impl Gate {
     /// when the gate goes.
     pub fn watch(self: &Arc<Self>, password_every: std::time::Duration) {
         if let Some(p) = &self.passwords {
-            let _ = p.watch(password_every);
+            drop(p.watch(password_every));
         }
         let every = std::time::Duration::from_secs(self.acl_config.watch_secs);
         if self.acl_config.file.as_os_str().is_empty() || every.is_zero() {

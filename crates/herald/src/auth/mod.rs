@@ -80,7 +80,7 @@ pub fn build(config: &Config) -> Result<Option<Arc<Gate>>, AuthError> {
                     },
                 })?;
                 // Fetches the JWKS URL now and on its schedule; ends when the method goes.
-                let _ = jwt.start();
+                drop(jwt.start());
                 jwt
             }
             AuthMethod::Callout => callout::Callout::new(&auth.callout).map_err(|e| AuthError {
