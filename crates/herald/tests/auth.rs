@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use common::Raw;
 use herald::auth::DenyReason;
-use herald::config::Config;
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::{Connect, Packet, Publish, QoS, ReasonCode};
 use serde_json::{Value, json};
@@ -257,4 +256,229 @@ async fn paho_with_a_jwt_carrying_its_tenant_and_rules() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
+}
+
+/// A client of the ACL tests: `username` as given (no method is configured, so Herald takes
+/// it on loopback), `id` as its client id.
+async fn client(addr: std::net::SocketAddr, v5: bool, username: &str, id: &str) -> Raw {
+    let mut c = Connect::new(if v5 { V5 } else { V3_1_1 }, id, 30);
+    c.username = Some(username.into());
+    let (raw, ack) = Raw::connect_with(addr, c).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success, "{ack:?}");
+    raw
+}
+
+/// Publishes QoS 1; the PUBACK's reason code.
+async fn puback(c: &mut Raw, topic: &str) -> ReasonCode {
+    let mut p = Publish::new(topic, b"m".to_vec());
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = c.next_id();
+    c.send(Packet::Publish(p)).await;
+    match c.recv().await {
+        Packet::PubAck(a) => a.reason_code,
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+}
+
+const RULES: &str = "\
+# anonymous clients: nothing
+user alice
+topic read public/#
+topic write chat/alice/#
+pattern readwrite devices/%u/%c/#
+pattern read news/%t
+";
+
+#[tokio::test]
+async fn an_acl_file_in_mosquittos_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("acl");
+    std::fs::write(&file, RULES).unwrap();
+    let mut c = common::config();
+    c.acl.file = file.clone();
+    c.acl.watch_secs = 1;
+    let s = common::start_with(c).await;
+
+    let mut a = client(s.addr, true, "alice", "c1").await;
+    let codes = [
+        ("public/#", ReasonCode::GrantedQoS1),
+        ("devices/alice/c1/#", ReasonCode::GrantedQoS1),
+        ("$share/g/public/x", ReasonCode::GrantedQoS1),
+        // Wider than the rules: refused whole, not granted in part.
+        ("#", ReasonCode::NotAuthorized),
+        ("public/+/../#", ReasonCode::GrantedQoS1),
+        ("devices/alice/c2/#", ReasonCode::NotAuthorized),
+        ("devices/bob/c1/x", ReasonCode::NotAuthorized),
+        ("news/", ReasonCode::NotAuthorized),
+    ];
+    for (filter, code) in codes {
+        assert_eq!(
+            a.subscribe(filter, QoS::AtLeastOnce).await,
+            [code],
+            "{filter}"
+        );
+    }
+    // Publications from another of alice's clients (a subscribes; p publishes).
+    let mut p = client(s.addr, true, "alice", "c5").await;
+    let published = puback(&mut p, "devices/alice/c5/t").await;
+    assert_eq!(published, ReasonCode::NoMatchingSubscribers);
+    for denied in ["public/x", "chat/bob/x", "devices/alice/c1/t"] {
+        let code = puback(&mut p, denied).await;
+        assert_eq!(code, ReasonCode::NotAuthorized, "{denied}");
+    }
+    // QoS 0: dropped (and counted), nothing to answer.
+    p.publish("public/x", b"q0", QoS::AtMostOnce, false).await;
+    a.expect_nothing().await;
+    let published = puback(&mut p, "chat/alice/1").await;
+    assert_eq!(published, ReasonCode::NoMatchingSubscribers);
+
+    // 3.1.1: a denied filter is 0x80; a denied PUBLISH is acknowledged and dropped.
+    let mut old = client(s.addr, false, "alice", "c3").await;
+    assert_eq!(
+        old.subscribe("#", QoS::AtLeastOnce).await,
+        [ReasonCode::UnspecifiedError]
+    );
+    old.publish("public/y", b"dropped", QoS::AtLeastOnce, false)
+        .await;
+    a.expect_nothing().await;
+    let stats = &gate(&s).stats;
+    let denied = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(denied(&stats.denied_subscribe), 5);
+    assert_eq!(denied(&stats.denied_publish), 5);
+
+    // A rules change is picked up by the watch and drops the cached decisions: alice's
+    // earlier refusal of public/x does not outlive it.
+    std::fs::write(&file, format!("{RULES}user alice\ntopic write public/#\n")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while puback(&mut p, "public/x").await != ReasonCode::Success {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new rules never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(a.recv_publish().await.topic, "public/x");
+    // A rules file that does not parse keeps the rules in force.
+    std::fs::write(&file, "topic sideways a/b\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(puback(&mut p, "public/x").await, ReasonCode::Success);
+    assert_eq!(a.recv_publish().await.topic, "public/x");
+
+    // The other choice for 3.1.1: a denied PUBLISH closes the connection.
+    std::fs::write(&file, RULES).unwrap();
+    let mut c = common::config();
+    c.acl.file = file;
+    c.acl.v3_publish_denied = herald::config::V3Denied::Disconnect;
+    let s2 = common::start_with(c).await;
+    let mut strict = client(s2.addr, false, "alice", "c4").await;
+    let mut p = Publish::new("public/z", b"no".to_vec());
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = 1;
+    strict.send(Packet::Publish(p)).await;
+    assert!(
+        strict.expect_closed().await.is_empty(),
+        "closed unacknowledged"
+    );
+}
+
+/// The callout: a real HTTP server decides; its answer carries the tenant and the rules;
+/// 2,000 concurrent CONNECTs of one user (different client ids) cost it one request; a
+/// callout that cannot be reached is 0x88 (3.1.1: return code 3).
+#[tokio::test]
+async fn an_http_callout_decides_once_for_a_storm() {
+    use axum::routing::post;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/auth",
+        post(move |body: String| {
+            let calls = counted.clone();
+            async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Slow enough that the storm's look-ups overlap.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let req: Value = serde_json::from_str(&body).unwrap();
+                let answer = if req["password"] == "open sesame" {
+                    json!({"result": "allow", "tenant": "storm",
+                           "acl": {"pub": ["t/%c"], "sub": ["t/#"]}})
+                } else {
+                    json!({"result": "deny"})
+                };
+                (
+                    [(axum::http::header::CACHE_CONTROL, "max-age=60")],
+                    axum::Json(answer),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/auth", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut c = common::config();
+    c.auth.callout.url = url;
+    c.auth.callout.timeout_ms = 5000;
+    c.limits.connect_timeout_secs = 30;
+    let s = common::start_with(c).await;
+    let connects = (0..2000).map(|i| {
+        let addr = s.addr;
+        tokio::spawn(async move {
+            let mut c = Connect::new(V5, format!("dev-{i}").as_str(), 60);
+            c.username = Some("fleet".into());
+            c.password = Some(b"open sesame".to_vec().into());
+            let (raw, ack) = Raw::connect_with(addr, c).await;
+            (raw, ack.reason_code)
+        })
+    });
+    let mut clients = Vec::new();
+    for connect in connects {
+        let (raw, code) = connect.await.unwrap();
+        assert_eq!(code, ReasonCode::Success);
+        clients.push(raw);
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one request for 2,000"
+    );
+    let storm = s
+        .server
+        .broker()
+        .find_tenant("storm")
+        .expect("the callout's tenant");
+    assert_eq!(storm.sessions.get("dev-7").map(|_| ()), Some(()));
+    // The answer's rules hold: a device publishes to its own topic only.
+    let d = &mut clients[7];
+    assert_eq!(
+        puback(d, "t/dev-7").await,
+        ReasonCode::NoMatchingSubscribers
+    );
+    assert_eq!(puback(d, "t/dev-8").await, ReasonCode::NotAuthorized);
+    drop(clients);
+
+    // A denial: 0x87, and a 3.1.1 client gets return code 5 (not authorized).
+    assert_eq!(
+        connack(s.addr, true, "fleet", b"wrong").await,
+        ReasonCode::NotAuthorized
+    );
+    assert_eq!(
+        connack(s.addr, false, "fleet", b"wrong").await,
+        ReasonCode::NotAuthorized
+    );
+
+    // An unreachable callout: 0x88 Server unavailable.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = common::config();
+    c.auth.callout.url = format!("http://{}/auth", closed.local_addr().unwrap());
+    drop(closed);
+    let s = common::start_with(c).await;
+    assert_eq!(
+        connack(s.addr, true, "x", b"y").await,
+        ReasonCode::ServerUnavailable
+    );
+    assert_eq!(
+        connack(s.addr, false, "x", b"y").await,
+        ReasonCode::ServerUnavailable
+    );
+    assert_eq!(gate(&s).stats.refused(DenyReason::CalloutUnavailable), 2);
 }
