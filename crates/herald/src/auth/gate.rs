@@ -484,3 +484,98 @@ fn stamp(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.len(), meta.modified().ok()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn credentials<'a>(
+        client_id: &'a str,
+        username: Option<&'a str>,
+        listener: ListenerKind,
+    ) -> Credentials<'a> {
+        Credentials {
+            client_id,
+            username,
+            password: None,
+            certificate: None,
+            certificate_tenant: None,
+            peer: "127.0.0.1:9".parse().expect("an address"),
+            listener,
+        }
+    }
+
+    fn gate(config: &Config, rules: &str) -> Gate {
+        let acl = Acl::parse(rules).expect("rules");
+        Gate::new(&config.auth, Vec::new(), false).with_acl(&config.acl, Some(acl))
+    }
+
+    #[tokio::test]
+    async fn tenant_rules_and_anonymous_listeners() {
+        let mut config = Config::default();
+        config.auth.tenant_from = TenantRule::ClientIdPrefix;
+        config.auth.anonymous = Some(vec!["ws".into()]);
+        let g = gate(&config, "");
+        let on_ws = credentials("acme/dev-1", None, ListenerKind::Ws);
+        let admitted = g.check(&on_ws).await.expect("anonymous on ws");
+        assert_eq!(&*admitted.tenant, "acme");
+        let on_tcp = credentials("acme/dev-1", None, ListenerKind::Mqtt);
+        let refused = g.check(&on_tcp).await.err().map(|d| d.reason);
+        assert_eq!(refused, Some(DenyReason::NotAuthorized));
+        // A username nobody can prove is refused, even where anonymous clients are admitted.
+        let claimed = credentials("acme/dev-1", Some("root"), ListenerKind::Ws);
+        let refused = g.check(&claimed).await.err().map(|d| d.reason);
+        assert_eq!(refused, Some(DenyReason::UnknownUser));
+        // A tenant that is not a valid name refuses the client.
+        let long = format!("{}/x", "t".repeat(MAX_TENANT_LEN + 1));
+        let refused = g.check(&credentials(&long, None, ListenerKind::Ws)).await;
+        assert_eq!(
+            refused.err().map(|d| d.reason),
+            Some(DenyReason::UnknownTenant)
+        );
+        assert_eq!(g.stats.refused(DenyReason::NotAuthorized), 1);
+    }
+
+    #[test]
+    fn retained_messages_are_read_checked_and_counted() {
+        let g = gate(&Config::default(), "pattern read %t/news/#\n");
+        let identity = Identity::default();
+        let actor = |tenant| Actor {
+            client_id: "c",
+            tenant,
+            identity: &identity,
+        };
+        assert!(g.authorize_read(actor("acme"), "acme/news/1"));
+        assert!(!g.authorize_read(actor("acme"), "globex/news/1"));
+        assert!(
+            !g.authorize_read(actor(""), "/news/1"),
+            "%t never matches the default"
+        );
+        assert_eq!(g.stats.denied_retained.load(Ordering::Relaxed), 2);
+        // Own rules replace the file's.
+        let claim = super::super::AclClaim {
+            subscribe: vec!["own/#".into()],
+            ..Default::default()
+        };
+        let own = Identity {
+            username: None,
+            state: Some(Arc::new(ClientState {
+                rules: Some(Rules::from_claim(&claim).expect("rules")),
+                limits: None,
+            })),
+        };
+        let actor = Actor {
+            client_id: "c",
+            tenant: "acme",
+            identity: &own,
+        };
+        assert!(g.authorize_read(actor, "own/1"));
+        assert!(!g.authorize_read(actor, "acme/news/1"));
+        assert_eq!(g.authorize_subscribe(actor, "$share/g/own/#"), Ok(()));
+        assert_eq!(
+            g.authorize_subscribe(actor, "#"),
+            Err(ReasonCode::NotAuthorized)
+        );
+    }
+}
