@@ -506,9 +506,11 @@ mod tests {
         }
     }
 
+    /// A gate with the certificate method as its chain, and `rules` as its ACL file.
     fn gate(config: &Config, rules: &str) -> Gate {
         let acl = Acl::parse(rules).expect("rules");
-        Gate::new(&config.auth, Vec::new(), false).with_acl(&config.acl, Some(acl))
+        let chain: Vec<Arc<dyn Method>> = vec![Arc::new(CertificateMethod)];
+        Gate::new(&config.auth, chain, true).with_acl(&config.acl, Some(acl))
     }
 
     #[tokio::test]
@@ -523,7 +525,8 @@ mod tests {
         let on_tcp = credentials("acme/dev-1", None, ListenerKind::Mqtt);
         let refused = g.check(&on_tcp).await.err().map(|d| d.reason);
         assert_eq!(refused, Some(DenyReason::NotAuthorized));
-        // A username nobody can prove is refused, even where anonymous clients are admitted.
+        // A username no method can prove is refused, even where anonymous clients are
+        // admitted (with no method at all, usernames are taken as given).
         let claimed = credentials("acme/dev-1", Some("root"), ListenerKind::Ws);
         let refused = g.check(&claimed).await.err().map(|d| d.reason);
         assert_eq!(refused, Some(DenyReason::UnknownUser));
