@@ -49,6 +49,11 @@ pub struct Tenant {
     pub index: SubscriptionIndex,
     /// Retained messages.
     pub retained: Retained,
+    /// Its own quotas and rates (`[tenants.defaults]` for each one left out), set by the
+    /// tenants file or the admin API; replaced whole.
+    own: arc_swap::ArcSwap<crate::config::TenantLimits>,
+    /// Whether the tenants file or the admin API created it (`tenants.require_known`).
+    known: AtomicBool,
 }
 
 impl Tenant {
@@ -58,6 +63,28 @@ impl Tenant {
             name: name.into(),
             ..Tenant::default()
         }
+    }
+
+    /// Its own settings (each one left out is `[tenants.defaults]`'s).
+    pub fn own(&self) -> arc_swap::Guard<Arc<crate::config::TenantLimits>> {
+        self.own.load()
+    }
+
+    /// Replaces its own settings, and marks it known (created by the tenants file or the
+    /// admin API) or not.
+    pub fn set_own(&self, limits: crate::config::TenantLimits, known: bool) {
+        self.own.store(Arc::new(limits));
+        self.known.store(known, Ordering::Release);
+    }
+
+    /// Whether the tenants file or the admin API created it.
+    pub fn known(&self) -> bool {
+        self.known.load(Ordering::Acquire)
+    }
+
+    /// Its settings in force: its own over `defaults`.
+    pub fn limits(&self, defaults: &crate::config::TenantLimits) -> crate::config::TenantLimits {
+        self.own().over(defaults)
     }
 }
 

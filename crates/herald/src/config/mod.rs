@@ -15,6 +15,8 @@
 //! - `store`: `[store]`, where and how durable state is written.
 //! - `node`: `[drain]`, `[runtime]` and `[log]`, how the process runs and stops.
 //! - `load`: the layering (file, `HERALD_*` variables, flags).
+//! - `tenants`: `[tenants]`, every tenant's quotas and rate limits and where its own come
+//!   from.
 //! - `template`: `herald config generate`, the commented default file.
 
 mod auth;
@@ -25,6 +27,7 @@ mod load;
 mod node;
 mod store;
 mod template;
+mod tenants;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -42,6 +45,7 @@ pub use load::Overrides;
 pub use node::{DrainConfig, Log, Runtime};
 pub use store::{Fsync, StoreConfig};
 pub use template::generate;
+pub use tenants::{RateExceeded, TenantLimits, TenantsConfig};
 pub use tls::{ClientAuth, TenantField, TlsConfig, UsernameFrom};
 
 /// Why a configuration was refused. The message names the key.
@@ -121,6 +125,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What each client may publish and subscribe to.
     pub acl: AclConfig,
+    /// Tenants' quotas and rate limits.
+    pub tenants: TenantsConfig,
 }
 
 impl Config {
@@ -135,6 +141,7 @@ impl Config {
         self.limits.validate()?;
         self.store.validate()?;
         self.session.validate()?;
+        self.tenants.validate()?;
         self.log.validate()
     }
 }

@@ -284,6 +284,50 @@ watch_secs =
 # mosquitto does) or "disconnect". MQTT 5 clients are told: PUBACK/PUBREC 0x87.
 v3_publish_denied =
 
+[tenants]
+# Each tenant's own settings: a TOML file of tables named after tenants ([acme], then any key
+# of [tenants.defaults]), read at start and when it changes (watch_secs; 0: SIGHUP only).
+# The admin API (/api/v1/tenants) creates, changes and removes tenants too; they are kept in
+# the store.
+file =
+watch_secs =
+# Only tenants the file or the admin API know may connect (others: CONNACK 0x87).
+require_known =
+# A publisher over a message or byte rate: "throttle" (its socket is not read until the
+# rate allows more: TCP pushes back) or "refuse" (v5: PUBACK 0x96 Message rate too high).
+rate_exceeded =
+# Tenants with metric labels of their own: the busiest metrics_top, and those listed.
+metrics_top =
+metrics_allow =
+
+[tenants.defaults]
+# What every tenant gets unless its own settings say otherwise; a key left out is no limit.
+# max_connections = 10000              # open connections (CONNACK 0x97)
+# connect_rate = 100                   # new connections a second (CONNACK 0x9F)
+# max_sessions = 10000                 # sessions, connected or not
+# max_persistent_sessions = 10000      # sessions outliving their connection
+# max_subscriptions = 100000           # across the tenant (SUBACK 0x97)
+# max_subscriptions_per_client = 100
+# max_shared_members = 100             # members of one shared group
+# max_retained_messages = 100000       # PUBACK 0x97
+# max_retained_bytes = 104857600
+# max_offline_queued_messages = 1000000
+# max_offline_queued_bytes = 1073741824
+# messages_per_sec = 10000             # PUBLISH from all its clients
+# bytes_per_sec = 10485760
+# client_messages_per_sec = 100        # PUBLISH from one connection
+# client_bytes_per_sec = 1048576
+# outbound_bytes_per_sec = 104857600   # written to its clients
+# http_publish_per_sec = 1000          # HTTP API publications (429)
+# max_store_bytes = 1073741824         # retained + queued for persistent sessions
+# max_packet_size = 1048576
+# max_payload_bytes = 262144
+# max_qos = 2
+# retain = true
+# wildcards = true
+# shared_subscriptions = true
+# protocols = ["3.1", "3.1.1", "5"]
+
 [runtime]
 # Worker threads; 0 sizes them from the CPU quota (cgroup v1/v2), else the core count.
 worker_threads =
