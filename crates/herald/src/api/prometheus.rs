@@ -61,8 +61,134 @@ pub(crate) fn render(broker: &Broker, sampled: &Sampled) -> String {
     if let Some(gate) = broker.hooks.get::<crate::auth::Gate>() {
         auth(&mut out, &gate.stats);
     }
+    tenants(&mut out, broker);
     process(&mut out);
     out
+}
+
+/// A tenant's figures for the per-tenant families.
+#[derive(Default)]
+struct TenantFigures {
+    connections: u64,
+    sessions: u64,
+    subscriptions: u64,
+    retained: u64,
+    breaches: Vec<u64>,
+}
+
+impl TenantFigures {
+    fn of(t: &crate::broker::Tenant) -> TenantFigures {
+        TenantFigures {
+            connections: t.usage.connections.load(Ordering::Relaxed),
+            sessions: t.sessions.len() as u64,
+            subscriptions: t.index.len() as u64,
+            retained: t.retained.len() as u64,
+            breaches: crate::broker::quota::Breach::ALL
+                .iter()
+                .map(|b| t.usage.breaches(*b))
+                .collect(),
+        }
+    }
+
+    fn add(&mut self, other: &TenantFigures) {
+        self.connections += other.connections;
+        self.sessions += other.sessions;
+        self.subscriptions += other.subscriptions;
+        self.retained += other.retained;
+        self.breaches.resize(other.breaches.len(), 0);
+        for (a, b) in self.breaches.iter_mut().zip(&other.breaches) {
+            *a += b;
+        }
+    }
+}
+
+/// Per-tenant families, with bounded cardinality: the tenants of `tenants.metrics_allow`,
+/// then the busiest by connections up to `tenants.metrics_top` labels; the rest summed
+/// under `tenant="_other"`. The default tenant is `tenant="_default"`.
+fn tenants(out: &mut String, broker: &Broker) {
+    let (top, allow) = {
+        let cfg = broker.config();
+        (cfg.tenants.metrics_top, cfg.tenants.metrics_allow.clone())
+    };
+    let mut all: Vec<(String, TenantFigures)> = broker
+        .tenants()
+        .iter()
+        .map(|t| {
+            let name = if t.name.is_empty() {
+                "_default".to_string()
+            } else {
+                t.name.to_string()
+            };
+            (name, TenantFigures::of(t))
+        })
+        .collect();
+    // Allowed first, then by connections, then by name.
+    all.sort_by(|(a, fa), (b, fb)| {
+        let (ia, ib) = (allow.contains(a), allow.contains(b));
+        ib.cmp(&ia)
+            .then(fb.connections.cmp(&fa.connections))
+            .then(a.cmp(b))
+    });
+    let mut shown: Vec<(String, TenantFigures)> = Vec::new();
+    let mut other: Option<TenantFigures> = None;
+    for (name, figures) in all {
+        if shown.len() < top {
+            shown.push((name, figures));
+        } else {
+            other
+                .get_or_insert_with(TenantFigures::default)
+                .add(&figures);
+        }
+    }
+    if let Some(other) = other {
+        shown.push(("_other".into(), other));
+    }
+    let label = |name: &str| name.replace('\\', "\\\\").replace('"', "\\\"");
+    for (name_of_family, help, pick) in [
+        (
+            "herald_tenant_connections",
+            "Open connections, by tenant (the busiest tenants.metrics_top, the rest as _other).",
+            (|f: &TenantFigures| f.connections) as fn(&TenantFigures) -> u64,
+        ),
+        (
+            "herald_tenant_sessions",
+            "Sessions, connected or not, by tenant.",
+            |f: &TenantFigures| f.sessions,
+        ),
+        (
+            "herald_tenant_subscriptions",
+            "Subscriptions, by tenant.",
+            |f: &TenantFigures| f.subscriptions,
+        ),
+        (
+            "herald_tenant_retained_messages",
+            "Retained messages, by tenant.",
+            |f: &TenantFigures| f.retained,
+        ),
+    ] {
+        family(out, name_of_family, "gauge", help);
+        for (name, f) in &shown {
+            let tenant = label(name);
+            let _ = writeln!(out, "{name_of_family}{{tenant=\"{tenant}\"}} {}", pick(f));
+        }
+    }
+    family(
+        out,
+        "herald_tenant_quota_breaches_total",
+        "counter",
+        "Quota and rate breaches, by tenant and quota (each told to the client: CONNACK, SUBACK, PUBACK or a 429).",
+    );
+    for (name, f) in &shown {
+        for (i, breach) in crate::broker::quota::Breach::ALL.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herald_tenant_quota_breaches_total{{tenant=\"{}\",reason=\"{}\"}} {}",
+                label(name),
+                breach.label(),
+                f.breaches.get(i).copied().unwrap_or(0)
+            );
+        }
+    }
 }
 
 /// Authentication and access rules (only when a method, a tenant rule or ACLs are

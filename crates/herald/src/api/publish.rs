@@ -278,6 +278,23 @@ fn route(
 ) -> (Ticket, Result<Outcome, ApiError>) {
     let broker = &state.broker;
     let qos = draft.qos;
+    let rates = {
+        let cfg = broker.config();
+        tenant.rates.current(&tenant.own(), &cfg.tenants.defaults)
+    };
+    if rates.and_then(|r| r.http()).is_some() {
+        tenant.usage.breach(crate::broker::quota::Breach::HttpRate);
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            None,
+            format!(
+                "the tenant's http_publish_per_sec is spent for this second; {published} \
+                 message(s) of the request were published before it"
+            ),
+        );
+        return (Ticket::NONE, Err(error));
+    }
     let result = broker.inject(tenant, &message(draft), extra);
     let outcome = match refused(&result, qos) {
         Some(reason) => Err(over_bound(reason, published)),

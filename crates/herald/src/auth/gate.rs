@@ -20,7 +20,7 @@ use mqtt_codec::{ByteString, ReasonCode};
 
 use super::acl::{Acl, Rules, Who};
 use super::passwd::PasswordFile;
-use super::{ClientLimits, Denial, DenyReason, Grant, Method, Verdict};
+use super::{Denial, DenyReason, Grant, Method, Verdict};
 use crate::broker::hooks::{Actor, Authenticated, BoxFuture, Credentials, Hook, Identity};
 use crate::config::{AclConfig, AuthConfig, ListenerKind, TenantRule};
 use crate::logging::RateLimited;
@@ -90,14 +90,12 @@ pub struct Gate {
     pub stats: GateStats,
 }
 
-/// What the gate keeps for one connection: the rules and limits its token or the callout
-/// gave it (a client the ACL file governs keeps nothing).
+/// What the gate keeps for one connection: the rules its token or the callout gave it (a
+/// client the ACL file governs keeps nothing).
 #[derive(Debug)]
 pub struct ClientState {
     /// Rules replacing the ACL file's for this client.
     pub rules: Option<Rules>,
-    /// Limits narrowing its tenant's.
-    pub limits: Option<ClientLimits>,
 }
 
 fn kind_index(kind: ListenerKind) -> usize {
@@ -329,13 +327,14 @@ impl Gate {
                 .or(credentials.username)
                 .map(Into::into)
         });
-        let state: Option<Arc<dyn std::any::Any + Send + Sync>> = match (rules, grant.limits) {
-            (None, None) => None,
-            (rules, limits) => Some(Arc::new(ClientState { rules, limits })),
+        let state: Option<Arc<dyn std::any::Any + Send + Sync>> = match rules {
+            None => None,
+            rules => Some(Arc::new(ClientState { rules })),
         };
         Ok(Authenticated {
             identity: Identity { username, state },
             tenant: tenant.into(),
+            limits: grant.limits,
         })
     }
 
@@ -565,7 +564,6 @@ mod tests {
             username: None,
             state: Some(Arc::new(ClientState {
                 rules: Some(Rules::from_claim(&claim).expect("rules")),
-                limits: None,
             })),
         };
         let actor = Actor {

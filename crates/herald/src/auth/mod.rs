@@ -25,7 +25,7 @@ pub mod passwd;
 use mqtt_codec::ReasonCode;
 use serde::{Deserialize, Serialize};
 
-pub use crate::broker::hooks::{BoxFuture, Credentials};
+pub use crate::broker::hooks::{BoxFuture, ClientLimits, Credentials};
 pub use gate::Gate;
 
 use std::sync::Arc;
@@ -248,22 +248,4 @@ pub struct AclClaim {
     /// Filters denied both ways, whatever the lists above allow.
     #[serde(default)]
     pub deny: Vec<String>,
-}
-
-/// Per-client limits a token or the callout may set; each narrows its tenant's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientLimits {
-    /// PUBLISH packets per second it may send.
-    #[serde(default)]
-    pub messages_per_sec: Option<u32>,
-    /// PUBLISH bytes per second it may send.
-    #[serde(default)]
-    pub bytes_per_sec: Option<u32>,
-    /// Subscriptions it may hold.
-    #[serde(default)]
-    pub max_subscriptions: Option<u32>,
-    /// Highest QoS it may publish and be granted.
-    #[serde(default)]
-    pub max_qos: Option<u8>,
 }

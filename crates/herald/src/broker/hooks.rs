@@ -61,13 +61,33 @@ pub struct Identity {
     pub state: Option<Arc<dyn Any + Send + Sync>>,
 }
 
-/// What authentication settled: who the client is, and its tenant.
+/// Per-client limits a token or the callout may set; each narrows its tenant's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimits {
+    /// PUBLISH packets per second it may send.
+    #[serde(default)]
+    pub messages_per_sec: Option<u32>,
+    /// PUBLISH bytes per second it may send.
+    #[serde(default)]
+    pub bytes_per_sec: Option<u32>,
+    /// Subscriptions it may hold.
+    #[serde(default)]
+    pub max_subscriptions: Option<u32>,
+    /// Highest QoS it may publish and be granted.
+    #[serde(default)]
+    pub max_qos: Option<u8>,
+}
+
+/// What authentication settled: who the client is, its tenant, its own limits.
 #[derive(Debug, Clone, Default)]
 pub struct Authenticated {
     /// Who it is (kept by its connection while a hook is installed).
     pub identity: Identity,
     /// Its tenant ("" for the default tenant).
     pub tenant: ByteString,
+    /// Limits narrowing its tenant's for this client (a token's claim, the callout's answer).
+    pub limits: Option<ClientLimits>,
 }
 
 impl Authenticated {
@@ -83,6 +103,7 @@ impl Authenticated {
                 state: None,
             },
             tenant: ByteString::new(),
+            limits: None,
         }
     }
 }

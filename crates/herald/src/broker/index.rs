@@ -188,6 +188,16 @@ impl Node {
         }
     }
 
+    /// The entry of the filter whose remaining levels are `levels`, if any.
+    fn get(&self, levels: &[&str]) -> Option<&Arc<FilterEntry>> {
+        match levels {
+            [] => self.here.as_ref(),
+            ["#"] => self.hash.as_ref(),
+            ["+", rest @ ..] => self.plus.as_ref()?.get(rest),
+            [level, rest @ ..] => self.children.get(*level)?.get(rest),
+        }
+    }
+
     /// Applies `f` to the filter's entry if it exists, then prunes what became empty.
     /// Returns `f`'s result.
     fn edit<R>(&mut self, levels: &[&str], f: impl FnOnce(&mut FilterEntry) -> R) -> Option<R> {
@@ -261,6 +271,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct SubscriptionIndex {
     inner: RwLock<Inner>,
+    /// Subscriptions held (for the tenant's `max_subscriptions`).
+    count: AtomicUsize,
 }
 
 impl SubscriptionIndex {
@@ -276,18 +288,57 @@ impl SubscriptionIndex {
     /// Returns whether the session already had this subscription (it is replaced).
     pub fn subscribe(&self, filter: &str, group: Option<&str>, sub: Subscriber) -> bool {
         let mut inner = self.write();
-        if mqtt_codec::topic::has_wildcards(filter) {
+        let existed = if mqtt_codec::topic::has_wildcards(filter) {
             let levels: Vec<&str> = filter.split('/').collect();
             let slot = inner.trie.slot(&levels);
             Arc::make_mut(slot.get_or_insert_with(Default::default)).insert(group, sub)
         } else {
             let entry = inner.exact.entry(Box::from(filter)).or_default();
             Arc::make_mut(entry).insert(group, sub)
+        };
+        if !existed {
+            self.count.fetch_add(1, Ordering::Relaxed);
         }
+        existed
+    }
+
+    /// Subscriptions held.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether no subscription is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Members of shared group `group` on `filter`.
+    pub fn group_size(&self, filter: &str, group: &str) -> usize {
+        let inner = self.read();
+        let entry = if mqtt_codec::topic::has_wildcards(filter) {
+            let levels: Vec<&str> = filter.split('/').collect();
+            inner.trie.get(&levels)
+        } else {
+            inner.exact.get(filter)
+        };
+        entry.map_or(0, |e| {
+            e.shared
+                .iter()
+                .find(|g| &*g.name == group)
+                .map_or(0, |g| g.members.len())
+        })
     }
 
     /// Removes the session's subscription to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, filter: &str, group: Option<&str>, session: SessionId) -> bool {
+        let removed = self.remove(filter, group, session);
+        if removed {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn remove(&self, filter: &str, group: Option<&str>, session: SessionId) -> bool {
         let mut inner = self.write();
         if mqtt_codec::topic::has_wildcards(filter) {
             let levels: Vec<&str> = filter.split('/').collect();

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod index;
 pub mod message;
 pub mod persist;
+pub mod quota;
 pub mod registry;
 pub(crate) mod restore;
 pub mod retained;
@@ -54,6 +55,10 @@ pub struct Tenant {
     own: arc_swap::ArcSwap<crate::config::TenantLimits>,
     /// Whether the tenants file or the admin API created it (`tenants.require_known`).
     known: AtomicBool,
+    /// What it uses of its quotas, and its breaches.
+    pub usage: quota::Usage,
+    /// Its rate limiters.
+    pub rates: quota::TenantRates,
 }
 
 impl Tenant {
@@ -305,8 +310,9 @@ impl Broker {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         let config = self.config();
         let retain = message.retain && config.session.retain_available;
-        if retain && !tenant.retained.admits(message, &config.limits) {
+        if retain && !self.retained_fits(tenant, message, &config) {
             self.stats.refuse(stats::RefuseReason::RetainedLimit);
+            tenant.usage.breach(quota::Breach::Retained);
             return Published {
                 refused: Some(stats::RefuseReason::RetainedLimit),
                 ..Published::default()
@@ -366,6 +372,27 @@ impl Broker {
             ticket,
             refused,
         }
+    }
+
+    /// Whether a retained `message` fits its tenant's bounds: its own `max_retained_*`, else
+    /// `[tenants.defaults]`'s, each at most the node's `limits.max_retained_*`.
+    fn retained_fits(&self, tenant: &Tenant, message: &Message, config: &Config) -> bool {
+        let own = tenant.own();
+        let defaults = &config.tenants.defaults;
+        let node = &config.limits;
+        let messages = own
+            .max_retained_messages
+            .or(defaults.max_retained_messages)
+            .map_or(node.max_retained_messages as u64, |t| {
+                t.min(node.max_retained_messages as u64)
+            });
+        let bytes = own
+            .max_retained_bytes
+            .or(defaults.max_retained_bytes)
+            .map_or(node.max_retained_bytes as u64, |t| {
+                t.min(node.max_retained_bytes as u64)
+            });
+        tenant.retained.admits_within(message, messages, bytes)
     }
 
     /// Why a publication whose copies `routed` says were refused must not be acknowledged

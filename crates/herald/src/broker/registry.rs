@@ -55,6 +55,19 @@ impl Registry {
         }
     }
 
+    /// Sessions held (each shard locked in turn: for quotas at CONNECT, not per message).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Calls `f` on every session, one shard locked at a time (`f` must not lock a shard).
     pub fn for_each(&self, mut f: impl FnMut(&Arc<Session>)) {
         for shard in self.shards.iter() {

@@ -86,6 +86,15 @@ impl Retained {
     /// Checked before the message is routed; publishers storing at the same instant may
     /// pass together, by one message each.
     pub fn admits(&self, message: &Message, limits: &Limits) -> bool {
+        self.admits_within(
+            message,
+            limits.max_retained_messages as u64,
+            limits.max_retained_bytes as u64,
+        )
+    }
+
+    /// Whether `message` fits `max_messages` and `max_bytes` (as [`Retained::admits`]).
+    pub fn admits_within(&self, message: &Message, max_messages: u64, max_bytes: u64) -> bool {
         if message.payload.is_empty() {
             return true;
         }
@@ -93,7 +102,7 @@ impl Retained {
         let old = map.topics.get(&message.topic);
         let count = map.topics.len() + usize::from(old.is_none());
         let bytes = map.bytes - old.map_or(0, |m| weight(m)) + weight(message);
-        count <= limits.max_retained_messages && bytes <= limits.max_retained_bytes
+        count as u64 <= max_messages && bytes as u64 <= max_bytes
     }
 
     /// The retained messages matching `filter` (not expired), in topic order.

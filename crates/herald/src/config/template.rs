@@ -294,7 +294,7 @@ watch_secs =
 # Only tenants the file or the admin API know may connect (others: CONNACK 0x87).
 require_known =
 # A publisher over a message or byte rate: "throttle" (its socket is not read until the
-# rate allows more: TCP pushes back) or "refuse" (v5: PUBACK 0x96 Message rate too high).
+# rate allows more: TCP pushes back) or "refuse" (v5: PUBACK 0x97 Quota exceeded).
 rate_exceeded =
 # Tenants with metric labels of their own: the busiest metrics_top, and those listed.
 metrics_top =

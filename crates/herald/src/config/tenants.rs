@@ -75,8 +75,9 @@ pub enum RateExceeded {
     /// The publisher is slowed: its socket is not read until the rate allows its next
     /// message (nothing is refused, TCP pushes back).
     Throttle,
-    /// The message is refused: v5 PUBACK/PUBREC 0x96 Message rate too high (QoS 0: dropped
-    /// and counted); 3.1.1: the connection is closed.
+    /// The message is refused: v5 PUBACK/PUBREC 0x97 Quota exceeded (0x96 Message rate too
+    /// high is a DISCONNECT code, which PUBACK may not carry; QoS 0: dropped and counted);
+    /// 3.1.1: the connection is closed.
     Refuse,
 }
 

@@ -64,6 +64,8 @@ struct Rare {
     /// Wakes this task when the subscriber it waits on would count as stalled (armed only
     /// while parked).
     stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Over a rate (`broker::quota`): no input is taken until this fires.
+    throttle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What woke a connection.
@@ -256,6 +258,12 @@ impl Live {
         let Some(rare) = &mut self.rare else {
             return false;
         };
+        if let Some(timer) = &mut rare.throttle {
+            if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
+                return true;
+            }
+            rare.throttle = None;
+        }
         let Some(congested) = &rare.blocked_on else {
             return false;
         };
@@ -328,6 +336,20 @@ impl Live {
     /// stops taking input and yields.
     fn note_routed(&mut self, handled: Handled) {
         self.routed = self.routed.saturating_add(handled.matched as u32);
+        if let Some(wait) = handled.throttle {
+            // Over a rate: this turn ends, and the socket is not read until the rate allows.
+            self.pushback = true;
+            let rare = self.rare.get_or_insert_with(Default::default);
+            let until = tokio::time::Instant::now() + wait;
+            match &mut rare.throttle {
+                Some(timer) => {
+                    if timer.deadline() < until {
+                        timer.as_mut().reset(until);
+                    }
+                }
+                None => rare.throttle = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
+        }
         if let Some(congested) = handled.congested {
             self.pushback = true;
             let rare = self.rare.get_or_insert_with(Default::default);

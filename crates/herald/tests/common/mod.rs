@@ -328,13 +328,18 @@ pub async fn eventually(what: &str, cond: impl FnMut() -> bool) {
 
 /// Waits until `client_id`'s session is offline (its connection closed, the session kept).
 pub async fn until_offline(s: &TestServer, client_id: &str) {
+    until_offline_in(s, "", client_id).await;
+}
+
+/// Waits until `client_id`'s session in `tenant` exists and is offline.
+pub async fn until_offline_in(s: &TestServer, tenant: &str, client_id: &str) {
     let broker = s.server.broker().clone();
     eventually(&format!("{client_id} offline"), || {
-        broker
-            .default_tenant
-            .sessions
-            .get(client_id)
-            .is_some_and(|session| !session.lock().connected())
+        broker.find_tenant(tenant).is_some_and(|t| {
+            t.sessions
+                .get(client_id)
+                .is_some_and(|session| !session.lock().connected())
+        })
     })
     .await;
 }

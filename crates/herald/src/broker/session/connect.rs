@@ -144,7 +144,15 @@ pub fn accept(
     let v = connect.protocol;
     let cfg = broker.config();
     let identity = authenticated.identity;
-    let tenant = broker.tenant(&authenticated.tenant);
+    let client_id = &terms.client_id;
+    let (tenant, quota) = crate::broker::quota::admit(
+        broker,
+        &authenticated.tenant,
+        v,
+        |t| t.sessions.get(client_id).is_none(),
+        authenticated.limits,
+    )
+    .map_err(|c| (c, v))?;
     let actor = Actor {
         client_id: &terms.client_id,
         tenant: &tenant.name,
@@ -186,9 +194,31 @@ pub fn accept(
         }
     }
     let mut connack = ConnAck::new(ReasonCode::Success, attached.present);
+    let max_packet_size = cfg.limits.max_packet_size.min(u32::MAX as usize) as u32;
+    let max_packet_size = quota
+        .as_ref()
+        .and_then(|q| q.max_packet_size)
+        .map_or(max_packet_size, |t| t.min(max_packet_size));
     if v.is_v5() {
-        connack.properties = connack_properties(&cfg, &terms);
+        let mut properties = connack_properties(&cfg, &terms);
+        properties.maximum_packet_size = Some(max_packet_size);
+        if let Some(q) = &quota {
+            if let Some(qos) = q.max_qos
+                && qos < cfg.session.maximum_qos
+            {
+                properties.maximum_qos = QoS::from_u8(qos);
+            }
+            if q.retain == Some(false) {
+                properties.retain_available = Some(false);
+            }
+        }
+        connack.properties = properties;
     }
+    // Counted until the link goes (`Link`'s drop).
+    tenant
+        .usage
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let p = &connect.properties;
     let link = Link {
         version: v,
@@ -201,7 +231,7 @@ pub fn accept(
             u16::MAX
         },
         client_max_packet_size: p.maximum_packet_size.unwrap_or(u32::MAX),
-        max_packet_size: cfg.limits.max_packet_size.min(u32::MAX as usize) as u32,
+        max_packet_size,
         client_alias_maximum: if v.is_v5() {
             p.topic_alias_maximum.unwrap_or(0)
         } else {
@@ -215,6 +245,7 @@ pub fn accept(
         v3_accept_refused: arrival.v3_accept_refused,
         broker: broker.clone(),
         tenant: tenant.clone(),
+        quota,
     };
     if let Some(will) = &link.will {
         // Stored while the connection is open: a crash publishes it at the next start. A

@@ -10,6 +10,7 @@ use mqtt_codec::{
 use std::sync::atomic::Ordering;
 
 use super::closing::Closing;
+use super::limits::Rated;
 use super::link::{Handled, Link, Out};
 use super::{Stage, SubscriptionRecord};
 
@@ -72,6 +73,23 @@ impl Link {
                 .refuse_publish(out, qos, packet_id, code)
                 .map(|()| Handled::default());
         }
+        if let Some(code) = self.quota_publish(&p)? {
+            return self
+                .refuse_publish(out, qos, packet_id, code)
+                .map(|()| Handled::default());
+        }
+        let throttle = match self.rate(p.payload.len() + p.topic.len()) {
+            Rated::Within => None,
+            Rated::Throttle(wait) => Some(wait),
+            Rated::Refuse => {
+                // 0x96 Message rate too high is a DISCONNECT code, not a PUBACK one: a
+                // refused message is told 0x97 Quota exceeded (QoS 0: dropped, counted).
+                let code = ReasonCode::QuotaExceeded;
+                return self
+                    .refuse_publish(out, qos, packet_id, code)
+                    .map(|()| Handled::default());
+            }
+        };
         let message = Message::new(
             p.topic,
             p.payload,
@@ -115,6 +133,7 @@ impl Link {
         let handled = Handled {
             matched: published.routed.matched,
             congested: published.routed.congested,
+            throttle,
         };
         // Acknowledged (or refused) once on disk.
         out.gate(published.ticket);
@@ -376,6 +395,10 @@ impl Link {
                 codes.push(code);
                 continue;
             }
+            if let Some(code) = self.quota_subscribe(&filter) {
+                codes.push(code);
+                continue;
+            }
             let session = &self.session;
             let full = {
                 let subs = &session.lock().subscriptions;
@@ -386,7 +409,7 @@ impl Link {
                 continue;
             }
             let mut options = sub.options;
-            options.qos = crate::broker::router::granted(options.qos, max_qos);
+            options.qos = crate::broker::router::granted(options.qos, self.granted_qos(max_qos));
             let (existed, stored) = self.broker.subscribe(
                 &self.tenant,
                 session,

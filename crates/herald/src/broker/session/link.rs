@@ -46,6 +46,9 @@ pub struct Handled {
     /// A subscriber queue it filled past high water: the publisher should stop reading
     /// until it drains (pushback, `broker::flow`).
     pub congested: Option<Arc<Session>>,
+    /// The PUBLISH went over a rate (`tenants.rate_exceeded = "throttle"`): the
+    /// connection reads nothing more for this long.
+    pub throttle: Option<std::time::Duration>,
 }
 
 /// The protocol state of a connection once CONNECT is accepted.
@@ -82,6 +85,16 @@ pub struct Link {
     pub(super) v3_accept_refused: bool,
     pub(super) broker: Arc<Broker>,
     pub(super) tenant: Arc<Tenant>,
+    /// Its own quotas (`broker::quota`; boxed, and only when one applies).
+    pub(super) quota: Option<Box<crate::broker::quota::LinkQuota>>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Counted from the moment `connect::accept` built it.
+        let open = &self.tenant.usage.connections;
+        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The identity of a link without one (no hook installed).

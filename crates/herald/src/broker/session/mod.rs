@@ -13,6 +13,7 @@ pub mod connect;
 mod exchanges;
 mod inbound;
 mod lifecycle;
+mod limits;
 pub mod link;
 mod outbound;
 mod pressure;
