@@ -270,16 +270,43 @@ pub struct LinkQuota {
     pub max_packet_size: Option<u32>,
 }
 
+/// A connection counted in its tenant's open connections until it is dropped; derefs to
+/// the tenant. Taken before the quota is checked, so that a storm of CONNECTs on every
+/// worker at once cannot pass `max_connections` between a check and a count.
+#[derive(Debug)]
+pub struct Slot(Arc<Tenant>);
+
+impl Slot {
+    fn take(tenant: Arc<Tenant>) -> (Slot, u64) {
+        let before = tenant.usage.connections.fetch_add(1, Ordering::AcqRel);
+        (Slot(tenant), before)
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Arc<Tenant>;
+
+    fn deref(&self) -> &Arc<Tenant> {
+        &self.0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.usage.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The tenant named `name` admits a connection: its protocol, its open connections, its
-/// connect rate, its sessions (when `new_session`). Returns the tenant and the connection's
-/// own quotas, or the CONNACK code refusing it (counted as a breach).
+/// connect rate, its sessions (when `new_session`). Returns the connection's slot in its
+/// tenant and its own quotas, or the CONNACK code refusing it (counted as a breach).
 pub fn admit(
     broker: &Broker,
     name: &str,
     version: ProtocolVersion,
     new_session: impl FnOnce(&Tenant) -> bool,
     client: Option<ClientLimits>,
-) -> Result<(Arc<Tenant>, Option<Box<LinkQuota>>), ReasonCode> {
+) -> Result<(Slot, Option<Box<LinkQuota>>), ReasonCode> {
     let cfg = broker.config();
     let defaults = &cfg.tenants.defaults;
     let tenant = if cfg.tenants.require_known && !name.is_empty() {
@@ -313,9 +340,11 @@ pub fn admit(
             ReasonCode::UnsupportedProtocolVersion,
         ));
     }
+    let (slot, before) = Slot::take(tenant.clone());
     if let Some(max) = own.max_connections.or(defaults.max_connections)
-        && tenant.usage.connections.load(Ordering::Relaxed) >= max
+        && before >= max
     {
+        // The slot goes back as it drops.
         return Err(refuse(Breach::Connections, ReasonCode::QuotaExceeded));
     }
     if let Some(rates) = tenant.rates.current(&own, defaults)
@@ -363,7 +392,7 @@ pub fn admit(
         || quota.retain.is_some()
         || quota.max_packet_size.is_some();
     drop(own);
-    Ok((tenant, any.then(|| Box::new(quota))))
+    Ok((slot, any.then(|| Box::new(quota))))
 }
 
 /// The smaller of two optional limits (`None`: no limit).

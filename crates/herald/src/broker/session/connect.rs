@@ -145,7 +145,7 @@ pub fn accept(
     let cfg = broker.config();
     let identity = authenticated.identity;
     let client_id = &terms.client_id;
-    let (tenant, quota) = crate::broker::quota::admit(
+    let (slot, quota) = crate::broker::quota::admit(
         broker,
         &authenticated.tenant,
         v,
@@ -155,12 +155,12 @@ pub fn accept(
     .map_err(|c| (c, v))?;
     let actor = Actor {
         client_id: &terms.client_id,
-        tenant: &tenant.name,
+        tenant: &slot.name,
         identity: &identity,
     };
     broker.hooks.admit_connection(actor).map_err(|c| (c, v))?;
     arrival.origin.username = identity.username.as_ref().map(own_str);
-    let tenant = &tenant;
+    let tenant: &Arc<crate::broker::Tenant> = &slot;
     let attached = broker.attach(
         tenant,
         terms.client_id.clone(),
@@ -214,11 +214,6 @@ pub fn accept(
         }
         connack.properties = properties;
     }
-    // Counted until the link goes (`Link`'s drop).
-    tenant
-        .usage
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let p = &connect.properties;
     let link = Link {
         version: v,
@@ -244,9 +239,10 @@ pub fn accept(
         identity: broker.hooks.installed().then(|| Box::new(identity)),
         v3_accept_refused: arrival.v3_accept_refused,
         broker: broker.clone(),
-        tenant: tenant.clone(),
+        tenant: slot,
         quota,
     };
+    let tenant = &link.tenant;
     if let Some(will) = &link.will {
         // Stored while the connection is open: a crash publishes it at the next start. A
         // will the store cannot record is refused rather than silently not kept.

@@ -84,17 +84,10 @@ pub struct Link {
     /// (`listeners.v3_accept_refused`) instead of closing the connection.
     pub(super) v3_accept_refused: bool,
     pub(super) broker: Arc<Broker>,
-    pub(super) tenant: Arc<Tenant>,
+    /// Its tenant: the connection is counted there until the link goes.
+    pub(super) tenant: crate::broker::quota::Slot,
     /// Its own quotas (`broker::quota`; boxed, and only when one applies).
     pub(super) quota: Option<Box<crate::broker::quota::LinkQuota>>,
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        // Counted from the moment `connect::accept` built it.
-        let open = &self.tenant.usage.connections;
-        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// The identity of a link without one (no hook installed).
