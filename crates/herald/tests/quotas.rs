@@ -384,3 +384,32 @@ async fn a_connect_flood_from_one_address_is_closed_before_any_handshake() {
     let mut again = Raw::connect(s.addr, V5, "later").await;
     common::ping(&mut again).await;
 }
+
+/// 300 CONNECTs of one tenant at once on eight workers: exactly `max_connections` get in,
+/// whatever the interleaving (the connection is counted before the quota is checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_connect_storm_on_eight_workers_keeps_to_max_connections() {
+    let s = common::start_with(config(TenantLimits {
+        max_connections: Some(50),
+        ..TenantLimits::default()
+    }))
+    .await;
+    let storm: Vec<_> = (0..300)
+        .map(|i| {
+            let addr = s.addr;
+            tokio::spawn(async move { connect(addr, true, "acme/x", &format!("s{i}")).await })
+        })
+        .collect();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for c in storm {
+        let (raw, code) = c.await.unwrap();
+        match code {
+            ReasonCode::Success => held.push(raw),
+            ReasonCode::QuotaExceeded => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (50, 250));
+    assert_eq!(breaches(&s, "acme", Breach::Connections), 250);
+}
