@@ -150,22 +150,74 @@ fn apply_env(
         let Some((section, key)) = lower.split_once('_') else {
             return Err(ConfigError::Parse(format!("{name}: not a Herald setting")));
         };
-        let Some(toml::Value::Table(sec)) = table.get_mut(section) else {
+        let Some(toml::Value::Table(top)) = table.get_mut(section) else {
             return Err(ConfigError::Parse(format!(
                 "{name}: no config section {section:?}"
             )));
         };
-        let Some(current) = sec.get(key) else {
-            return Err(ConfigError::Parse(format!(
-                "{name}: no config key {section}.{key}"
-            )));
-        };
-        let value = parse_like(current, &raw).ok_or_else(|| {
-            ConfigError::Parse(format!("{name}={raw:?}: not a valid {section}.{key}"))
-        })?;
-        sec.insert(key.to_string(), value);
+        // A key of a sub-section (`HERALD_AUTH_JWT_SECRET` is auth.jwt.secret).
+        let mut path = section.to_string();
+        let mut key = key.to_string();
+        let mut subs = Vec::new();
+        let mut look: &toml::Table = top;
+        while !look.contains_key(&key) {
+            let found = key
+                .match_indices('_')
+                .map(|(i, _)| (key[..i].to_string(), key[i + 1..].to_string()))
+                .find(|(sub, _)| matches!(look.get(sub), Some(toml::Value::Table(_))));
+            let Some((sub, rest)) = found else {
+                break;
+            };
+            let Some(toml::Value::Table(inner)) = look.get(&sub) else {
+                break;
+            };
+            look = inner;
+            path = format!("{path}.{sub}");
+            subs.push(sub);
+            key = rest;
+        }
+        let mut sec: &mut toml::Table = top;
+        for sub in &subs {
+            let Some(toml::Value::Table(inner)) = sec.get_mut(sub) else {
+                return Err(ConfigError::Parse(format!(
+                    "{name}: no config section {path}"
+                )));
+            };
+            sec = inner;
+        }
+        let value = match sec.get(&key) {
+            Some(current) => parse_like(current, &raw),
+            // Settings without a default value (left out means "unset"): read as TOML.
+            None if optional(&path, &key) => Some(parse_optional(&key, &raw)),
+            None => {
+                return Err(ConfigError::Parse(format!(
+                    "{name}: no config key {path}.{key}"
+                )));
+            }
+        }
+        .ok_or_else(|| ConfigError::Parse(format!("{name}={raw:?}: not a valid {path}.{key}")))?;
+        sec.insert(key, value);
     }
     Ok(())
+}
+
+/// Settings whose default is "unset", so the defaults table does not show their type.
+fn optional(path: &str, key: &str) -> bool {
+    (path == "auth" && key == "anonymous") || path == "tenants.defaults"
+}
+
+/// An optional setting's value: a list for the list settings (comma-separated, as every
+/// list variable is), else read as TOML (`5`, `true`), else a string.
+fn parse_optional(key: &str, raw: &str) -> toml::Value {
+    if key == "anonymous" || key == "protocols" {
+        return parse_like(&toml::Value::Array(Vec::new()), raw)
+            .unwrap_or_else(|| toml::Value::Array(Vec::new()));
+    }
+    format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
 fn parse_like(current: &toml::Value, raw: &str) -> Option<toml::Value> {

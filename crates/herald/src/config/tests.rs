@@ -245,3 +245,46 @@ fn generated_file_is_the_defaults() {
     let generated: toml::Table = generate().parse().unwrap();
     assert_eq!(table, generated);
 }
+
+#[test]
+fn public_listeners_once_authentication_is_configured() {
+    let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+    let public = ("HERALD_LISTENERS_MQTT", "0.0.0.0:1883");
+    // A method configured: anonymous clients are no longer admitted, the address is fine.
+    let c = load(&[public, ("HERALD_AUTH_PASSWORD_FILE", "/etc/herald/passwd")]).unwrap();
+    assert!(!c.auth.anonymous_on("mqtt", false));
+    // Unless anonymous access is asked for on that listener.
+    let e = load(&[
+        public,
+        ("HERALD_AUTH_PASSWORD_FILE", "/etc/herald/passwd"),
+        ("HERALD_AUTH_ANONYMOUS", "mqtt"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("listeners.mqtt:") && e.contains("auth.anonymous"),
+        "{e}"
+    );
+    // A method listed but not configured names auth.order.
+    let e = load(&[("HERALD_AUTH_ORDER", "jwt")]).unwrap_err();
+    assert_eq!(e.key(), Some("auth.order"));
+    // A listener kind that does not exist.
+    let e = load(&[("HERALD_AUTH_ANONYMOUS", "udp")]).unwrap_err();
+    assert_eq!(e.key(), Some("auth.anonymous"));
+    // A tenant default out of range.
+    let e = load(&[("HERALD_TENANTS_DEFAULTS_MAX_QOS", "3")]).unwrap_err();
+    assert_eq!(e.key(), Some("tenants.defaults"), "{e}");
+    // Sub-sections and optional keys from variables.
+    let c = load(&[
+        ("HERALD_AUTH_JWT_SECRET", "s3cret-of-some-length"),
+        ("HERALD_AUTH_CALLOUT_TIMEOUT_MS", "750"),
+        ("HERALD_TENANTS_DEFAULTS_MAX_CONNECTIONS", "10"),
+        ("HERALD_TENANTS_DEFAULTS_PROTOCOLS", "5,3.1.1"),
+    ])
+    .unwrap();
+    assert_eq!(c.auth.jwt.secret, "s3cret-of-some-length");
+    assert_eq!(c.auth.callout.timeout_ms, 750);
+    assert_eq!(c.tenants.defaults.max_connections, Some(10));
+    let protocols = c.tenants.defaults.protocols.as_deref().unwrap();
+    assert_eq!(protocols, ["5".to_string(), "3.1.1".to_string()]);
+}
