@@ -16,6 +16,7 @@ pub mod router;
 pub mod session;
 pub mod stats;
 pub mod stored;
+pub mod tenants;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,6 +114,8 @@ pub struct Broker {
     pub persist: Persistence,
     /// What plugs in at the hook points (`broker::hooks`): nothing by default.
     pub hooks: hooks::Hooks,
+    /// Where each tenant's own settings come from: the tenants file, the admin API.
+    tenant_settings: tenants::Settings,
 }
 
 /// What publishing one message did.
@@ -177,6 +180,7 @@ impl Broker {
             draining: AtomicBool::new(false),
             persist,
             hooks,
+            tenant_settings: tenants::Settings::default(),
         })
     }
 
