@@ -14,6 +14,10 @@
 //! `auth.password_file_watch_secs`, `acl.watch_secs`); a file that does not load refuses
 //! the reload, and its previous contents stay in force.
 //!
+//! The tenants file (`tenants.file`) is read again by every reload too (and when it
+//! changes: `tenants.watch_secs`); one that does not load refuses the reload, and the
+//! settings it gave before stay.
+//!
 //! The certificates alone are also reloaded when their files change (`tls.watch_secs`).
 //! Both the server (SIGHUP) and the API reload through [`Reloader::reload_logged`], which
 //! logs the outcome; [`ReloadError::key`] names the key at fault.
@@ -66,6 +70,10 @@ pub enum ReloadError {
     /// previous contents stay in force.
     #[error("{0}")]
     Files(String),
+    /// The tenants file does not load (the message names `tenants.file`); the settings it
+    /// gave before stay in force.
+    #[error(transparent)]
+    Tenants(#[from] crate::broker::tenants::TenantsFileError),
     /// The running and the new configuration could not be compared.
     #[error(transparent)]
     Compare(#[from] toml::ser::Error),
@@ -83,6 +91,7 @@ impl ReloadError {
             } else {
                 "auth.password_file"
             }),
+            ReloadError::Tenants(_) => Some("tenants.file"),
             ReloadError::Compare(_) => None,
         }
     }
@@ -246,6 +255,9 @@ impl Reloader {
         if let Some(gate) = self.broker.hooks.get::<crate::auth::Gate>() {
             gate.reload_files().map_err(ReloadError::Files)?;
         }
+        // The tenants file (`tenants.file` as the new configuration names it).
+        let tenants = self.broker.load_tenants_file(&new.tenants.file)?;
+        let tenants_file = !new.tenants.file.as_os_str().is_empty();
         if let Some(tls) = &self.tls {
             tls.reload_with(&new.tls)?;
         }
@@ -259,6 +271,13 @@ impl Reloader {
         );
         drop(old);
         self.broker.set_config(new);
+        if tenants_file {
+            tracing::info!(
+                tenants = tenants.tenants,
+                removed = tenants.removed,
+                "tenants file read again"
+            );
+        }
         Ok(report)
     }
 }

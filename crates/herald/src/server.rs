@@ -52,6 +52,9 @@ pub enum StartError {
     /// The authentication chain cannot be built (a password file, a key, a rules file).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// The tenants file (`tenants.file`) does not load.
+    #[error(transparent)]
+    Tenants(#[from] crate::broker::tenants::TenantsFileError),
 }
 
 /// A running server.
@@ -94,6 +97,9 @@ impl Server {
         let admission = Arc::new(net::admission::Admission::default());
         let listeners = bind_listeners(&config, tls.as_ref(), &admission)?;
         let http_listener = bind_http(&config).await?;
+        // Checked before the store opens: a file that does not load stops the start.
+        let tenants_file = config.tenants.file.clone();
+        crate::broker::tenants::read_file(&tenants_file)?;
         let durable = open_store(&config)?;
         let anonymous_public = config.listeners.allow_anonymous_public;
         let gate = crate::auth::build(&config)?;
@@ -106,6 +112,15 @@ impl Server {
         };
         let broker = Broker::with_hooks(config, max_connections, durable, hooks);
         restore_store(&broker)?;
+        // Over the settings the store kept: the file's win.
+        let applied = broker.load_tenants_file(&tenants_file)?;
+        if !tenants_file.as_os_str().is_empty() {
+            tracing::info!(
+                file = %tenants_file.display(),
+                tenants = applied.tenants,
+                "tenants file loaded"
+            );
+        }
         let (shutdown, _) = watch::channel(false);
         let (accepting, _) = watch::channel(false);
         let drain_requested = Arc::new(tokio::sync::Notify::new());
@@ -135,6 +150,10 @@ impl Server {
             None => (None, None),
         };
         accept_loops.push(tokio::spawn(sweep(broker.clone(), admission)));
+        accept_loops.push(tokio::spawn(crate::broker::tenants::watch_tenants_file(
+            Arc::downgrade(&broker),
+            shutdown.subscribe(),
+        )));
         if broker.persist.is_stored() {
             accept_loops.push(tokio::spawn(watch_disk(broker.clone())));
         }
@@ -474,6 +493,7 @@ fn restore_store(broker: &Arc<Broker>) -> Result<(), StoreError> {
         retained = restored.retained,
         wills = restored.wills,
         purged = restored.purged,
+        tenants = restored.tenants,
         store_bytes,
         free_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,

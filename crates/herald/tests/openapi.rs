@@ -25,7 +25,7 @@ const DOCUMENT: &str = include_str!("../src/api/openapi.json");
 const MOD_RS: &str = include_str!("../src/api/mod.rs");
 
 /// Every route the router serves: method, path in the document, a path to request it by.
-const ROUTES: [(&str, &str, &str); 17] = [
+const ROUTES: [(&str, &str, &str); 21] = [
     ("post", "/api/v1/publish", "/api/v1/publish"),
     ("post", "/api/v1/publish/batch", "/api/v1/publish/batch"),
     ("get", "/api/v1/stats", "/api/v1/stats"),
@@ -44,6 +44,10 @@ const ROUTES: [(&str, &str, &str); 17] = [
         "/api/v1/retained/{topic}",
         "/api/v1/retained/no/such/topic",
     ),
+    ("get", "/api/v1/tenants", "/api/v1/tenants"),
+    ("get", "/api/v1/tenants/{name}", "/api/v1/tenants/nobody"),
+    ("put", "/api/v1/tenants/{name}", "/api/v1/tenants/nobody"),
+    ("delete", "/api/v1/tenants/{name}", "/api/v1/tenants/nobody"),
     ("get", "/healthz", "/healthz"),
     ("get", "/readyz", "/readyz"),
     ("get", "/metrics", "/metrics"),

@@ -39,6 +39,10 @@
 //!   checked (see [`passwd_checkable`]): the parser itself allows up to 10,000,000 PBKDF2
 //!   rounds and 1 GiB of argon2id memory, costs an administrator may choose but a fuzzer
 //!   cannot pay at every input.
+//! - [`tenants_file`]: the input is a tenants file (`herald::broker::tenants`). Reading it
+//!   never panics; a refusal names `tenants.file` and the file, and a refused tenant is a
+//!   table of the input; an accepted file holds only valid names and settings, and its
+//!   tenants written back as TOML read the same.
 
 use herald::net::fuzzing;
 
@@ -627,4 +631,56 @@ pub fn passwd_checkable(scheme: herald::auth::passwd::Scheme) -> bool {
             ..
         } => memory_kib <= 1024 && iterations <= 4,
     }
+}
+
+/// The path a `tenants_file` input is read as (named in its errors).
+pub const TENANTS_FILE: &str = "/fuzz/tenants.toml";
+
+/// Reads `data` as a tenants file (`herald::broker::tenants`). Reading never panics; a
+/// refusal names `tenants.file` and the file, and a refused tenant is one of the input's
+/// table names. An accepted file names only valid tenants whose settings validate, and its
+/// tenants written back as TOML read to the same tenants.
+pub fn tenants_file(data: &[u8]) -> Verdict {
+    use herald::broker::tenants::{TenantsFileError, parse, valid_name};
+
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Verdict::Refused;
+    };
+    let path = std::path::Path::new(TENANTS_FILE);
+    let tenants = match parse(text, path) {
+        Ok(tenants) => tenants,
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(
+                shown.starts_with("tenants.file: ") && shown.contains(TENANTS_FILE),
+                "an error that names neither tenants.file nor the file: {shown}"
+            );
+            if let TenantsFileError::Tenant { tenant, .. } = &e {
+                let tables: toml::Table = text.parse().expect("a tenant is refused in TOML");
+                assert!(
+                    tables.contains_key(tenant),
+                    "refused tenant {tenant:?}, which the input does not name"
+                );
+            }
+            return Verdict::Refused;
+        }
+    };
+    let mut rendered = String::new();
+    for (name, limits) in &tenants {
+        assert!(valid_name(name), "accepted tenant name {name:?}");
+        assert!(
+            limits.validate("tenant").is_ok(),
+            "accepted settings of {name:?} that do not validate: {limits:?}"
+        );
+        let table = toml::to_string(limits).expect("accepted settings render as TOML");
+        let key = toml::to_string(&std::collections::BTreeMap::from([(name.as_str(), 0)]))
+            .expect("a tenant name renders as a TOML key");
+        let key = key.trim_end().trim_end_matches(" = 0");
+        rendered.push_str(&format!("[{key}]\n{table}\n"));
+    }
+    let again = parse(&rendered, path).unwrap_or_else(|e| {
+        panic!("the accepted tenants written back do not read: {e}\n{rendered}")
+    });
+    assert_eq!(again, tenants, "written back:\n{rendered}");
+    Verdict::Accepted
 }

@@ -68,7 +68,7 @@ pub(crate) struct ClientQuery {
     after: Option<String>,
 }
 
-fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(super) fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(100),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -80,7 +80,7 @@ fn check_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 /// Sorts `items` by key and keeps the first `limit` after `after`; says the next cursor.
-fn page(mut items: Vec<(String, Value)>, limit: usize) -> Value {
+pub(super) fn page(mut items: Vec<(String, Value)>, limit: usize) -> Value {
     let more = items.len() > limit;
     if more {
         items.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));

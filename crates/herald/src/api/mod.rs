@@ -16,6 +16,7 @@ mod prometheus;
 mod publish;
 mod scope;
 mod stats;
+mod tenants;
 
 pub(crate) use listener::serve;
 use scope::Authorized;
@@ -273,6 +274,11 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/clients/{id}", get(admin::client).delete(admin::kick))
         .route("/subscriptions", get(admin::subscriptions))
         .route("/retained", get(admin::retained))
+        .route("/tenants", get(tenants::list))
+        .route(
+            "/tenants/{name}",
+            get(tenants::one).put(tenants::put).delete(tenants::delete),
+        )
         .route(
             "/retained/{*topic}",
             axum::routing::delete(admin::delete_retained),

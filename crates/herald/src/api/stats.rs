@@ -37,7 +37,7 @@ pub(super) async fn stats(
 
 /// One tenant's figures: its clients, sessions, subscriptions and retained messages, and
 /// its name under `name_key`.
-fn figures(tenant: &Tenant, name_key: &str) -> Value {
+pub(super) fn figures(tenant: &Tenant, name_key: &str) -> Value {
     let (mut sessions, mut connections, mut subscriptions) = (0u64, 0u64, 0u64);
     tenant.sessions.for_each(|session| {
         let st = session.lock();

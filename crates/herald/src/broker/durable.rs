@@ -383,6 +383,36 @@ impl Durable {
         }
         self.journal.submit(ops);
     }
+
+    /// Writes `name`'s own settings (set through the admin API); `Err` when they do not
+    /// serialize (logged).
+    pub(super) fn put_tenant(
+        &self,
+        name: &str,
+        limits: &crate::config::TenantLimits,
+    ) -> Result<Ticket, ()> {
+        let rec = record::TenantRecord {
+            name: name.to_string(),
+            limits: limits.clone(),
+        };
+        match rec.encode() {
+            Ok(v) => Ok(self.journal.submit([Op::Put(
+                Space::Tenants,
+                record::TenantRecord::key(name),
+                v,
+            )])),
+            Err(e) => {
+                tracing::error!(tenant = name, error = %e, "tenant settings cannot be stored");
+                Err(())
+            }
+        }
+    }
+
+    /// Forgets `name`'s own settings.
+    pub(super) fn delete_tenant(&self, name: &str) -> Ticket {
+        self.journal
+            .submit([Op::Delete(Space::Tenants, record::TenantRecord::key(name))])
+    }
 }
 
 /// A will's key: the session and the generation of the connection that set it.

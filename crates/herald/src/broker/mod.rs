@@ -17,6 +17,7 @@ pub mod router;
 pub mod session;
 pub mod stats;
 pub mod stored;
+pub mod tenants;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -118,6 +119,8 @@ pub struct Broker {
     pub persist: Persistence,
     /// What plugs in at the hook points (`broker::hooks`): nothing by default.
     pub hooks: hooks::Hooks,
+    /// Where each tenant's own settings come from: the tenants file, the admin API.
+    tenant_settings: tenants::Settings,
 }
 
 /// What publishing one message did.
@@ -182,6 +185,7 @@ impl Broker {
             draining: AtomicBool::new(false),
             persist,
             hooks,
+            tenant_settings: tenants::Settings::default(),
         })
     }
 

@@ -291,6 +291,30 @@ impl Persistence {
     }
 }
 
+impl Persistence {
+    /// Writes `name`'s own settings, set through the admin API (`Err`: they could not be
+    /// encoded, logged; nothing was written). Call with the tenants' settings lock held, so
+    /// that the store sees one tenant's changes in the order they were made.
+    pub(crate) fn put_tenant(
+        &self,
+        name: &str,
+        limits: &crate::config::TenantLimits,
+    ) -> Result<Ticket, ()> {
+        match &self.0 {
+            Some(d) => d.put_tenant(name, limits),
+            None => Ok(Ticket::NONE),
+        }
+    }
+
+    /// Forgets `name`'s own settings (as `put_tenant`, under the same lock).
+    pub(crate) fn delete_tenant(&self, name: &str) -> Ticket {
+        match &self.0 {
+            Some(d) => d.delete_tenant(name),
+            None => Ticket::NONE,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use super::{Broker, Tenant, split_shared};
 use crate::broker::index::Subscriber;
 use crate::store::record::{
     self, AckRecord, DecodeError, MessageRecord, RetainedRecord, SessionRecord, StageRecord,
-    WillRecord,
+    TenantRecord, WillRecord,
 };
 use crate::store::{Op, Space, StoreError};
 
@@ -42,6 +42,8 @@ pub(crate) struct Restored {
     pub wills: usize,
     /// Records purged (expired, orphaned, done).
     pub purged: usize,
+    /// Tenants whose own settings the admin API had set.
+    pub tenants: usize,
 }
 
 /// A damaged-record error for `space` and `key`.
@@ -113,6 +115,7 @@ pub(crate) fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
         tenant_of: HashMap::new(),
         stages: HashMap::new(),
     };
+    r.out.tenants = restore_tenants(broker, durable)?;
     r.sessions()?;
     r.acks()?;
     r.stages_and_inbound()?;
@@ -379,6 +382,17 @@ impl Restoring<'_> {
     }
 }
 
+/// The tenants' own settings the admin API set (a store made before they were kept has
+/// none).
+fn restore_tenants(broker: &Broker, durable: &Durable) -> Result<usize, StoreError> {
+    let records = read(durable, Space::Tenants, TenantRecord::decode)?;
+    let n = records.len();
+    for rec in records {
+        broker.restore_tenant_settings(&rec.name, rec.limits);
+    }
+    Ok(n)
+}
+
 /// Each tenant's retained messages (the key names the tenant).
 fn restore_retained(
     broker: &Broker,
@@ -438,5 +452,57 @@ fn restore_will(
             broker.publish(tenant, &will.message(session_id));
             broker.forget_will(&placeholder, generation);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, TenantLimits};
+    use crate::store::memory::MemoryStore;
+
+    fn broker_on(store: &Arc<MemoryStore>) -> Arc<Broker> {
+        let config = Config::default();
+        let durable = Durable::with_store(store.clone(), &config.store).expect("a store in memory");
+        Broker::with_store(config, 10, Some(durable))
+    }
+
+    #[test]
+    fn tenants_set_through_the_api_come_back() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let store = Arc::new(MemoryStore::new());
+        let first = broker_on(&store);
+        let limits = TenantLimits {
+            max_connections: Some(3),
+            ..TenantLimits::default()
+        };
+        let (_, ticket) = first
+            .put_tenant_settings("acme", limits.clone())
+            .expect("stored");
+        first
+            .put_tenant_settings("gone", limits.clone())
+            .expect("stored");
+        let ticket = ticket.max(first.remove_tenant_settings("gone").expect("removed"));
+        assert!(first.persist.wait_blocking(ticket));
+        if let Some(d) = first.persist.durable() {
+            d.journal.close();
+        }
+        let second = broker_on(&store);
+        let restored = rt.block_on(async { restore(&second) }).expect("restores");
+        assert_eq!(restored.tenants, 1);
+        let acme = second.find_tenant("acme").expect("restored");
+        assert!(acme.known());
+        assert_eq!(**acme.own(), limits);
+        assert_eq!(
+            second.tenant_source("acme"),
+            super::super::tenants::Source::Api
+        );
+        assert!(
+            second.find_tenant("gone").is_none(),
+            "its record was deleted"
+        );
     }
 }

@@ -83,6 +83,9 @@ reasons! {
         PublishRefused => "publish_refused",
         /// A store write failed while the connection waited on it (v5: DISCONNECT 0x80).
         StoreFailed => "store_failed",
+        /// Its tenant's settings were removed (the tenants file, the admin API) while
+        /// `tenants.require_known` is on (v5: DISCONNECT 0x87).
+        TenantUnknown => "tenant_unknown",
     }
 }
 
@@ -103,6 +106,7 @@ impl CloseReason {
             // 0x9C with a Server Reference instead when `drain.server_reference` is set.
             CloseReason::Drained => ReasonCode::ServerShuttingDown,
             CloseReason::StoreFailed => ReasonCode::UnspecifiedError,
+            CloseReason::TenantUnknown => ReasonCode::NotAuthorized,
             _ => return None,
         })
     }

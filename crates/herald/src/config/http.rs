@@ -184,9 +184,9 @@ impl HttpConfig {
 }
 
 /// Longest tenant name, bytes (the same bound as the tenants authentication assigns).
-const MAX_TENANT_LEN: usize = 64;
+pub(crate) const MAX_TENANT_LEN: usize = 64;
 
 /// Whether `name` may name a tenant: 1 to 64 bytes without control characters.
-fn valid_tenant(name: &str) -> bool {
+pub(crate) fn valid_tenant(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_TENANT_LEN && !name.chars().any(char::is_control)
 }

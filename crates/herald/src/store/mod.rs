@@ -46,11 +46,15 @@ pub enum Space {
     Wills,
     /// The HTTP API's idempotency keys: what each request published, until its window ends.
     Idempotency,
+    /// Tenants' own settings set through the admin API, by tenant name (a tenants file's
+    /// are read from the file, not stored). A store made before it existed opens with it
+    /// empty.
+    Tenants,
 }
 
 impl Space {
     /// Every keyspace.
-    pub const ALL: [Space; 9] = [
+    pub const ALL: [Space; 10] = [
         Space::Meta,
         Space::Sessions,
         Space::Acks,
@@ -60,6 +64,7 @@ impl Space {
         Space::Retained,
         Space::Wills,
         Space::Idempotency,
+        Space::Tenants,
     ];
 
     /// The keyspace's name on disk and in errors.
@@ -74,6 +79,7 @@ impl Space {
             Space::Retained => "retained",
             Space::Wills => "wills",
             Space::Idempotency => "idempotency",
+            Space::Tenants => "tenants",
         }
     }
 }

@@ -91,6 +91,9 @@ pub enum DecodeError {
     /// A stored PUBLISH that the codec refuses.
     #[error("message does not decode: {0}")]
     Message(mqtt_codec::DecodeError),
+    /// A tenant's stored settings that do not read as its settings (what serde said).
+    #[error("tenant settings do not decode: {0}")]
+    Settings(String),
 }
 
 /// A message that does not encode as an MQTT 5.0 PUBLISH, so it cannot be stored.
@@ -648,6 +651,9 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+mod tenant;
+pub use tenant::TenantRecord;
 
 #[cfg(test)]
 mod tests;
