@@ -51,6 +51,11 @@ pub(super) fn figures(tenant: &Tenant, name_key: &str) -> Value {
         "subscriptions": subscriptions,
         "retained": tenant.retained.len(),
         "retained_bytes": tenant.retained.bytes(),
+        "published": tenant.usage.published.load(std::sync::atomic::Ordering::Relaxed),
+        "quota_breaches": crate::broker::quota::Breach::ALL
+            .iter()
+            .map(|b| (b.label().to_string(), json!(tenant.usage.breaches(*b))))
+            .collect::<serde_json::Map<String, Value>>(),
     });
     v[name_key] = json!(&*tenant.name);
     v

@@ -312,6 +312,7 @@ impl Broker {
         extra: impl FnOnce(&router::Routed) -> Option<Op>,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
+        tenant.usage.published.fetch_add(1, Ordering::Relaxed);
         let config = self.config();
         let retain = message.retain && config.session.retain_available;
         if retain && !self.retained_fits(tenant, message, &config) {

@@ -93,6 +93,8 @@ breaches! {
 pub struct Usage {
     /// Open connections.
     pub connections: AtomicU64,
+    /// Messages published into the tenant (by its clients, its wills, the HTTP API).
+    pub published: AtomicU64,
     breaches: [AtomicU64; Breach::ALL.len()],
 }
 

@@ -230,7 +230,7 @@ async fn a_tenant_key_sees_and_steers_its_own_tenant_only() {
     assert_eq!(items(&r, "payload"), ["acme's"], "{:?}", r.body);
     let r = get(ACME, "/api/v1/stats").await;
     assert_eq!(
-        r.body,
+        without_counters(&r.body),
         json!({"tenant": "acme", "connections": 1, "sessions": 1, "subscriptions": 1,
                "retained": 1, "retained_bytes": 13}),
     );
@@ -348,7 +348,7 @@ async fn a_tenant_key_sees_and_steers_its_own_tenant_only() {
     assert_eq!(r.body["sessions"], 1, "{:?}", r.body);
     assert_eq!(r.body["tenants_total"], 2);
     assert_eq!(
-        r.body["tenants"],
+        without_counters(&r.body["tenants"]),
         json!([
             {"name": "", "connections": 1, "sessions": 1, "subscriptions": 1,
              "retained": 2, "retained_bytes": 35},
@@ -522,4 +522,21 @@ async fn tenant_keys_alone_make_the_api_ask_for_a_key() {
     // And no key opens the node-wide operations.
     let r = call(http, ACME, "GET", "/api/v1/log", "").await;
     assert_eq!(code(&r), (403, "forbidden", "Authorization"));
+}
+
+/// A tenant's figures without its counters (`published`, `quota_breaches`), which are
+/// checked to be there: the rest compares exactly.
+fn without_counters(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Array(items) => items.iter().map(without_counters).collect(),
+        serde_json::Value::Object(map) => {
+            assert!(map["published"].is_u64(), "{v}");
+            assert!(map["quota_breaches"].is_object(), "{v}");
+            let mut map = map.clone();
+            map.remove("published");
+            map.remove("quota_breaches");
+            serde_json::Value::Object(map)
+        }
+        other => other.clone(),
+    }
 }
