@@ -349,6 +349,19 @@ async fn http_publish_rate_per_tenant() {
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert!(limited >= 5, "{statuses:?}");
     assert_eq!(breaches(&s, "acme", Breach::HttpRate), limited as u64);
+    // The breaches and the publications, per tenant, in the metrics.
+    let metrics = common::http::request(http, "GET", "/metrics", &[], "")
+        .await
+        .body;
+    let line = format!(
+        "herald_tenant_quota_breaches_total{{tenant=\"acme\",reason=\"http_rate\"}} {limited}"
+    );
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    let published = format!(
+        "herald_tenant_messages_published_total{{tenant=\"acme\"}} {}",
+        10 - limited
+    );
+    assert!(metrics.contains(&published), "{published}");
 }
 
 /// A flood of connections from one source address is closed at accept, while clients from

@@ -70,6 +70,7 @@ pub(crate) fn render(broker: &Broker, sampled: &Sampled) -> String {
 #[derive(Default)]
 struct TenantFigures {
     connections: u64,
+    published: u64,
     sessions: u64,
     subscriptions: u64,
     retained: u64,
@@ -80,6 +81,7 @@ impl TenantFigures {
     fn of(t: &crate::broker::Tenant) -> TenantFigures {
         TenantFigures {
             connections: t.usage.connections.load(Ordering::Relaxed),
+            published: t.usage.published.load(Ordering::Relaxed),
             sessions: t.sessions.len() as u64,
             subscriptions: t.index.len() as u64,
             retained: t.retained.len() as u64,
@@ -92,6 +94,7 @@ impl TenantFigures {
 
     fn add(&mut self, other: &TenantFigures) {
         self.connections += other.connections;
+        self.published += other.published;
         self.sessions += other.sessions;
         self.subscriptions += other.subscriptions;
         self.retained += other.retained;
@@ -171,6 +174,20 @@ fn tenants(out: &mut String, broker: &Broker) {
             let tenant = label(name);
             let _ = writeln!(out, "{name_of_family}{{tenant=\"{tenant}\"}} {}", pick(f));
         }
+    }
+    family(
+        out,
+        "herald_tenant_messages_published_total",
+        "counter",
+        "Messages published into each tenant (by its clients, their wills and the HTTP API).",
+    );
+    for (name, f) in &shown {
+        let tenant = label(name);
+        let _ = writeln!(
+            out,
+            "herald_tenant_messages_published_total{{tenant=\"{tenant}\"}} {}",
+            f.published
+        );
     }
     family(
         out,
