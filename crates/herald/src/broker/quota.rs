@@ -141,6 +141,21 @@ fn take(limiter: &Limiter, n: u64) -> Option<Duration> {
     }
 }
 
+/// Takes one message of `bytes` from a message and a byte rate: `None` when both allow it,
+/// else which one it broke and how long to hold the sender back.
+fn publish(
+    messages: Option<&Limiter>,
+    bytes: Option<&Limiter>,
+    n: u64,
+) -> Option<(Breach, Duration)> {
+    if let Some(wait) = messages.and_then(|l| take(l, 1)) {
+        return Some((Breach::MessageRate, wait));
+    }
+    bytes
+        .and_then(|l| take(l, n))
+        .map(|wait| (Breach::ByteRate, wait))
+}
+
 /// A tenant's rate limiters, for the rates its settings name.
 #[derive(Debug)]
 pub struct Rates {
@@ -214,13 +229,7 @@ impl Rates {
     /// Takes one message of `bytes`: `None` when the tenant's rates allow it, else which rate
     /// it broke and how long until they would.
     pub fn publish(&self, bytes: u64) -> Option<(Breach, Duration)> {
-        if let Some(wait) = self.messages.as_ref().and_then(|l| take(l, 1)) {
-            return Some((Breach::MessageRate, wait));
-        }
-        self.bytes
-            .as_ref()
-            .and_then(|l| take(l, bytes))
-            .map(|wait| (Breach::ByteRate, wait))
+        publish(self.messages.as_ref(), self.bytes.as_ref(), bytes)
     }
 }
 
@@ -244,13 +253,7 @@ impl ConnectionRates {
 
     /// As [`Rates::publish`], for this connection.
     pub fn publish(&self, bytes: u64) -> Option<(Breach, Duration)> {
-        if let Some(wait) = self.messages.as_ref().and_then(|l| take(l, 1)) {
-            return Some((Breach::MessageRate, wait));
-        }
-        self.bytes
-            .as_ref()
-            .and_then(|l| take(l, bytes))
-            .map(|wait| (Breach::ByteRate, wait))
+        publish(self.messages.as_ref(), self.bytes.as_ref(), bytes)
     }
 }
 
