@@ -364,6 +364,35 @@ async fn an_acl_file_in_mosquittos_format() {
     assert_eq!(puback(&mut p, "public/x").await, ReasonCode::Success);
     assert_eq!(a.recv_publish().await.topic, "public/x");
 
+    // Rules that no longer let alice read public/#: her connected client loses that
+    // subscription at its next packet (here a PINGREQ), and public/x reaches it no more.
+    let narrower = "user alice\ntopic write public/#\npattern readwrite devices/%u/%c/#\n";
+    std::fs::write(&file, narrower).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while puback(&mut p, "chat/alice/1").await != ReasonCode::NotAuthorized {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the narrower rules never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // (What was delivered before the change: the other copies of public/x.)
+    common::drain(&mut a, 0).await;
+    common::ping(&mut a).await;
+    let held = |filter: &str| {
+        let session = s.server.broker().default_tenant.sessions.get("c1").unwrap();
+        let st = session.lock();
+        st.subscriptions().contains_key(filter)
+    };
+    assert!(!held("public/#") && !held("$share/g/public/x"));
+    assert!(
+        held("devices/alice/c1/#"),
+        "what the rules still allow stays"
+    );
+    let published = puback(&mut p, "public/x").await;
+    assert_eq!(published, ReasonCode::NoMatchingSubscribers);
+    a.expect_nothing().await;
+
     // The other choice for 3.1.1: a denied PUBLISH closes the connection.
     std::fs::write(&file, RULES).unwrap();
     let mut c = common::config();

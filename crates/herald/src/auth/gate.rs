@@ -332,7 +332,11 @@ impl Gate {
             rules => Some(Arc::new(ClientState { rules })),
         };
         Ok(Authenticated {
-            identity: Identity { username, state },
+            identity: Identity {
+                username,
+                state,
+                checked: self.generation.load(Ordering::Acquire),
+            },
             tenant: tenant.into(),
             limits: grant.limits,
         })
@@ -562,6 +566,7 @@ mod tests {
         };
         let own = Identity {
             username: None,
+            checked: 0,
             state: Some(Arc::new(ClientState {
                 rules: Some(Rules::from_claim(&claim).expect("rules")),
             })),

@@ -59,6 +59,9 @@ pub struct Identity {
     /// What the hook keeps for this connection (its rules, limits, caches), opaque to the
     /// broker and handed back at each hook point.
     pub state: Option<Arc<dyn Any + Send + Sync>>,
+    /// The generation of the hook's rules this connection's subscriptions were last
+    /// checked against ([`Hook::generation`]).
+    pub checked: u64,
 }
 
 /// Per-client limits a token or the callout may set; each narrows its tenant's.
@@ -101,6 +104,7 @@ impl Authenticated {
                     .or(credentials.username)
                     .map(Into::into),
                 state: None,
+                checked: 0,
             },
             tenant: ByteString::new(),
             limits: None,
@@ -268,6 +272,11 @@ impl Hooks {
             );
         }
         kept
+    }
+
+    /// The generation of the installed hook's rules (0 without a hook).
+    pub fn generation(&self) -> u64 {
+        self.0.as_ref().map_or(0, |h| h.generation())
     }
 
     /// See [`Hook::authorize_read`].

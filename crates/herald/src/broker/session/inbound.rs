@@ -22,6 +22,7 @@ use crate::store::journal::Ticket;
 impl Link {
     /// Handles one packet; what it answers is appended to `out`.
     pub fn handle(&mut self, packet: Packet, out: &mut impl Out) -> Result<Handled, Closing> {
+        self.recheck_subscriptions();
         let done = match packet {
             Packet::Publish(p) => return self.on_publish(p, out),
             Packet::PubAck(a) => {
@@ -280,6 +281,31 @@ impl Link {
 
     /// Refuses one publication without closing (v5 QoS 1/2 get the reason in their ack);
     /// 3.1.1 has no way to say no but to close.
+    /// After a rules change (the hook's generation moved), the subscriptions this connection
+    /// holds are judged again: those the rules no longer allow are removed (and logged).
+    /// Checked at each packet the client sends, so within one keep-alive at the latest.
+    fn recheck_subscriptions(&mut self) {
+        let Some(identity) = self.identity.as_deref_mut() else {
+            return;
+        };
+        let now = self.broker.hooks.generation();
+        if identity.checked == now {
+            return;
+        }
+        identity.checked = now;
+        let held: Vec<mqtt_codec::ByteString> =
+            self.session.lock().subscriptions.keys().cloned().collect();
+        let actor = self.actor();
+        let revoked: Vec<_> = held
+            .into_iter()
+            .filter(|filter| !self.broker.hooks.may_keep(actor, filter))
+            .collect();
+        for filter in revoked {
+            self.broker
+                .unsubscribe(&self.tenant, &self.session, &filter);
+        }
+    }
+
     /// Authorizes and admits a PUBLISH through the hooks (publish authorizations cached
     /// per connection).
     fn authorize(&mut self, message: &Message) -> Result<(), ReasonCode> {

@@ -94,6 +94,7 @@ pub struct Link {
 pub(super) static NOBODY: Identity = Identity {
     username: None,
     state: None,
+    checked: 0,
 };
 
 /// What few links need (boxed: every byte of a link is paid per connection).
