@@ -392,6 +392,12 @@ impl Hook for Gate {
         Some(self)
     }
 
+    /// Only rules look at a connection's identity after CONNECT: the ACL file's (rules of
+    /// a token or the callout travel in the identity's state, which is kept anyway).
+    fn needs_identity(&self) -> bool {
+        !self.acl_config.file.as_os_str().is_empty()
+    }
+
     fn authorize_subscribe(&self, actor: Actor<'_>, filter: &str) -> Result<(), ReasonCode> {
         // A shared subscription is judged by the filter it shares.
         let inner = match mqtt_codec::topic::parse_shared(filter) {

@@ -181,6 +181,13 @@ pub trait Hook: Send + Sync + std::fmt::Debug + 'static {
     /// Sees what routing one publication did locally (once per publication).
     fn observe(&self, _tenant: &str, _message: &Message, _routed: &Routed) {}
 
+    /// Whether the hook looks at a connection's identity after CONNECT (its username in
+    /// rules, say). When it does not, and the identity carries no state of the hook's, the
+    /// connection does not keep it: an idle connection then pays nothing for it.
+    fn needs_identity(&self) -> bool {
+        true
+    }
+
     /// The hook as `Any`, for the layers above that know its type (its metrics, its
     /// reload).
     fn as_any(&self) -> Option<&dyn Any> {
@@ -272,6 +279,14 @@ impl Hooks {
             );
         }
         kept
+    }
+
+    /// Whether a connection authenticated as `identity` must keep it (see
+    /// [`Hook::needs_identity`]).
+    pub fn keeps(&self, identity: &Identity) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|h| identity.state.is_some() || h.needs_identity())
     }
 
     /// The generation of the installed hook's rules (0 without a hook).

@@ -235,8 +235,8 @@ pub fn accept(
         expiry_at_connect: terms.expiry,
         will: connect.will.map(will),
         rare: None,
-        // Kept only for hooks to look at: without them it costs nothing per connection.
-        identity: broker.hooks.installed().then(|| Box::new(identity)),
+        // Kept only for hooks that look at it: otherwise it costs nothing per connection.
+        identity: broker.hooks.keeps(&identity).then(|| Box::new(identity)),
         v3_accept_refused: arrival.v3_accept_refused,
         broker: broker.clone(),
         tenant: slot,
