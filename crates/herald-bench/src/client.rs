@@ -8,11 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     Connect, Disconnect, MAX_PACKET_SIZE, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe,
     decode,
 };
+use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
 use crate::transport::{Connector, Stream};
@@ -38,6 +39,18 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// How connections are opened: TCP, TLS, WebSocket or WebSocket over TLS.
     pub transport: Connector,
+    /// The username and password every CONNECT carries.
+    pub login: Login,
+}
+
+/// The username and password a client sends in CONNECT; every client of a run sends the
+/// same ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// The User Name field, if any.
+    pub username: Option<String>,
+    /// The Password field, if any (a password or a token such as a JWT).
+    pub password: Option<Vec<u8>>,
 }
 
 /// Why a client failed; its `key` names it in reports.
@@ -147,6 +160,8 @@ impl Client {
             };
             let mut connect = Connect::new(cfg.version, client_id, cfg.keep_alive);
             connect.clean_start = clean_start;
+            connect.username = cfg.login.username.as_deref().map(Into::into);
+            connect.password = cfg.login.password.clone().map(Bytes::from);
             if !clean_start && cfg.version.is_v5() {
                 connect.properties.session_expiry_interval = Some(PERSISTENT_SESSION_EXPIRY_S);
             }
@@ -271,4 +286,67 @@ pub fn unix_nanos() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt_codec::ConnAck;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// The CONNECT a client sends, as a listener on port 0 receives it (answered with a
+    /// successful CONNACK).
+    async fn connect_as_seen(login: Login) -> Connect {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = BytesMut::new();
+            let connect = loop {
+                if let Some(p) = decode_from(&mut buf, ProtocolVersion::V3_1_1).expect("decode") {
+                    break p;
+                }
+                assert_ne!(sock.read_buf(&mut buf).await.expect("read"), 0, "closed");
+            };
+            let mut out = BytesMut::new();
+            let ack = Packet::ConnAck(Box::new(ConnAck::new(ReasonCode::Success, false)));
+            encode_into(&ack, ProtocolVersion::V3_1_1, &mut out);
+            sock.write_all(&out).await.expect("write");
+            match connect {
+                Packet::Connect(c) => *c,
+                other => panic!("expected CONNECT, got {other:?}"),
+            }
+        });
+        let cfg = ClientConfig {
+            version: ProtocolVersion::V3_1_1,
+            keep_alive: 60,
+            timeout: Duration::from_secs(5),
+            transport: Connector::default(),
+            login,
+        };
+        let target = Target { addr, source: None };
+        Client::connect(target, &cfg, "hb-login", true)
+            .await
+            .expect("connected");
+        server.await.expect("server task")
+    }
+
+    #[tokio::test]
+    async fn connect_carries_the_login() {
+        let c = connect_as_seen(Login {
+            username: Some("bench".into()),
+            password: Some(b"s3cret".to_vec()),
+        })
+        .await;
+        assert_eq!(c.username.as_deref(), Some("bench"));
+        assert_eq!(c.password.as_deref(), Some(&b"s3cret"[..]));
+    }
+
+    #[tokio::test]
+    async fn connect_without_a_login_carries_none() {
+        let c = connect_as_seen(Login::default()).await;
+        assert_eq!(c.username, None);
+        assert_eq!(c.password, None);
+    }
 }

@@ -11,7 +11,7 @@ use std::ops::Range;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ClientConfig, FailureCounts, Target};
+use crate::client::{ClientConfig, FailureCounts, Login, Target};
 use crate::transport::{Connector, TransportSpec};
 
 /// Everything one worker needs to play its part.
@@ -33,6 +33,9 @@ pub struct WorkerSpec {
     pub timeout_ms: u64,
     /// How clients reach the broker.
     pub transport: TransportSpec,
+    /// The username and password of every client.
+    #[serde(default)]
+    pub login: Login,
     /// Unique per run, so client ids and topics never collide with another run's.
     pub run_id: String,
     /// The scenario and its parameters.
@@ -47,6 +50,7 @@ impl WorkerSpec {
             self.keep_alive,
             std::time::Duration::from_millis(self.timeout_ms),
             Connector::new(&self.transport)?,
+            self.login.clone(),
         ))
     }
 

@@ -170,6 +170,7 @@ fn one_target(common: &Common) -> anyhow::Result<(Target, ClientConfig)> {
             opts.keep_alive,
             opts.timeout,
             Connector::new(&opts.transport)?,
+            opts.login.clone(),
         ),
     ))
 }

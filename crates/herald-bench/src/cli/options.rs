@@ -9,7 +9,7 @@ use mqtt_codec::ProtocolVersion;
 
 use super::default_out_dir;
 use crate::brokers::{Fsync, Kind};
-use crate::client::ClientConfig;
+use crate::client::{ClientConfig, Login};
 use crate::scenario::RunOptions;
 use crate::scenario::conns::ConnsSpec;
 use crate::scenario::crash::CrashSpec;
@@ -48,6 +48,16 @@ pub struct Common {
     /// Print one JSON object with every figure instead of a summary.
     #[arg(long)]
     pub json: bool,
+    /// Username every client sends in CONNECT.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Password (or token) every client sends in CONNECT.
+    #[arg(long, conflicts_with = "password_file")]
+    pub password: Option<String>,
+    /// File whose contents (less trailing line breaks) every client sends as its password:
+    /// for long tokens such as JWTs.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
     /// Transport and TLS options.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -114,6 +124,7 @@ impl BrokerArgs {
             60,
             Duration::from_secs(10),
             Connector::default(),
+            Login::default(),
         ))
     }
 }
@@ -124,6 +135,7 @@ pub fn client_config(
     keep_alive: u16,
     timeout: Duration,
     transport: Connector,
+    login: Login,
 ) -> ClientConfig {
     ClientConfig {
         version: match mqtt_level {
@@ -134,6 +146,7 @@ pub fn client_config(
         keep_alive,
         timeout,
         transport,
+        login,
     }
 }
 
@@ -157,6 +170,30 @@ impl Common {
             broker_pid: self.broker_pid,
             quiet: self.json,
             transport: self.transport.spec()?,
+            login: self.login(mqtt_level)?,
+        })
+    }
+
+    /// The username and password of `--username`, `--password` and `--password-file`.
+    fn login(&self, mqtt_level: u8) -> anyhow::Result<Login> {
+        let password = match (&self.password, &self.password_file) {
+            (Some(p), _) => Some(p.clone().into_bytes()),
+            (None, Some(file)) => {
+                let mut bytes = std::fs::read(file)
+                    .with_context(|| format!("--password-file {}", file.display()))?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Some(bytes)
+            }
+            (None, None) => None,
+        };
+        if password.is_some() && self.username.is_none() && mqtt_level < 5 {
+            bail!("a password needs --username before MQTT 5");
+        }
+        Ok(Login {
+            username: self.username.clone(),
+            password,
         })
     }
 }
@@ -624,5 +661,52 @@ impl CrashArgs {
             final_s: self.final_secs,
             idle_s: self.idle,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Args, Scenario};
+
+    /// The run options of `herald-bench conns` with these extra flags.
+    fn options(flags: &[&str]) -> anyhow::Result<RunOptions> {
+        let args = Args::try_parse_from(["herald-bench", "conns"].iter().chain(flags))?;
+        match args.command {
+            Scenario::Conns(c) => c.common.options(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn username_and_password_reach_the_run_options() {
+        let opts = options(&["--username", "u", "--password", "p w"]).expect("options");
+        assert_eq!(opts.login.username.as_deref(), Some("u"));
+        assert_eq!(opts.login.password.as_deref(), Some(&b"p w"[..]));
+        assert_eq!(options(&[]).expect("options").login, Login::default());
+    }
+
+    #[test]
+    fn a_password_file_loses_its_trailing_line_breaks_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, b" eyJ.a.b \r\n\n").expect("write");
+        let file = file.to_str().expect("utf-8 path");
+        let opts = options(&["--username", "u", "--password-file", file]).expect("options");
+        assert_eq!(opts.login.password.as_deref(), Some(&b" eyJ.a.b "[..]));
+        let missing = options(&["--username", "u", "--password-file", "/nonexistent/x"]);
+        let err = format!("{:#}", missing.expect_err("a missing file is an error"));
+        assert!(err.contains("--password-file /nonexistent/x"), "{err}");
+    }
+
+    #[test]
+    fn a_password_without_username_is_refused_before_mqtt_5() {
+        let err = options(&["--password", "p"]).expect_err("3.1.1 needs a username");
+        assert!(err.to_string().contains("--username"), "{err}");
+        let opts = options(&["--password", "p", "--protocol", "5"]).expect("5 allows it");
+        assert_eq!(opts.login.username, None);
+        assert!(options(&["--password", "p", "--password-file", "/x"]).is_err());
     }
 }

@@ -256,6 +256,7 @@ async fn run_one(
             broker_pid: Some(running.pid),
             quiet: false,
             transport: TransportSpec::tcp(),
+            login: Default::default(),
         };
         let report = match item {
             Item::Conns(spec) => serde_json::to_value(conns::run(&opts, spec.clone()).await?)?,

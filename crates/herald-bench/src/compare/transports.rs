@@ -235,6 +235,7 @@ async fn run_one(
                 tls_ca: Some(cert.cert.clone()),
                 ..TransportSpec::default()
             },
+            login: Default::default(),
         };
         let report = match item {
             Item::Conns(spec) => serde_json::to_value(conns::run(&opts, spec.clone()).await?)?,

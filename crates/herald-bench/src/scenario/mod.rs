@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::client::{Client, ClientConfig, Failure, FailureCounts, count_failure, unix_nanos};
+use crate::client::{
+    Client, ClientConfig, Failure, FailureCounts, Login, count_failure, unix_nanos,
+};
 use crate::coord::{Workers, results};
 use crate::procstat::{self, ProcSample};
 use crate::proto::{Command, Event, ScenarioSpec, WorkerSpec};
@@ -51,6 +53,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// How clients reach the broker.
     pub transport: TransportSpec,
+    /// The username and password of every client.
+    pub login: Login,
 }
 
 impl RunOptions {
@@ -67,6 +71,7 @@ impl RunOptions {
                 keep_alive: self.keep_alive,
                 timeout_ms: self.timeout.as_millis() as u64,
                 transport: self.transport.clone(),
+                login: self.login.clone(),
                 run_id: run_id.clone(),
                 scenario: scenario.clone(),
             })

@@ -180,6 +180,7 @@ async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRou
         broker_pid: Some(a.pid),
         quiet: spec.quiet,
         transport: TransportSpec::default(),
+        login: Default::default(),
     };
     let worker = NodeDrainWorker {
         clients: spec.clients,

@@ -703,6 +703,7 @@ mod tests {
             broker_pid: None,
             quiet: true,
             transport: crate::transport::TransportSpec::tcp(),
+            login: Default::default(),
         };
         let spec = FloodSpec {
             pubs: 2,
