@@ -36,6 +36,10 @@ fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Signals are taken over before anything listens: a SIGTERM arriving while the
+        // server starts is a drain, not the default action that kills the process with its
+        // clients' connections unanswered.
+        let signals = Signals::install();
         let server = Server::start(config).await?;
         server.set_config_source(herald::reload::ConfigSource {
             file: args.config.clone(),
@@ -43,7 +47,7 @@ fn run(args: ServeArgs) -> anyhow::Result<()> {
             overrides: args.overrides(),
         });
         let drain_secs = server.broker().config().drain.period_secs;
-        match wait_for_signal(&server).await {
+        match wait_for_signal(&server, signals).await {
             Stop::Drain => {
                 tracing::info!(period_secs = drain_secs, "draining");
                 server
@@ -67,15 +71,24 @@ enum Stop {
     Now,
 }
 
+/// SIGTERM and SIGHUP, listened for (or why they cannot be).
+struct Signals(std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals(signal(SignalKind::terminate()).and_then(|term| {
+            let hup = signal(SignalKind::hangup())?;
+            Ok((term, hup))
+        }))
+    }
+}
+
 /// Waits for SIGTERM, `POST /api/v1/drain` or SIGINT; on SIGHUP, reloads the configuration.
-async fn wait_for_signal(server: &Server) -> Stop {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(term), Ok(hup)) => (term, hup),
-        (Err(e), _) | (_, Err(e)) => {
+async fn wait_for_signal(server: &Server, signals: Signals) -> Stop {
+    let (mut term, mut hup) = match signals.0 {
+        Ok(both) => both,
+        Err(e) => {
             tracing::warn!(error = %e, "cannot listen for SIGTERM or SIGHUP; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
             return Stop::Now;
