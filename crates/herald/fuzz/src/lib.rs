@@ -641,7 +641,8 @@ pub const TENANTS_FILE: &str = "/fuzz/tenants.toml";
 /// table names. An accepted file names only valid tenants whose settings validate, and its
 /// tenants written back as TOML read to the same tenants.
 pub fn tenants_file(data: &[u8]) -> Verdict {
-    use herald::broker::tenants::{TenantsFileError, parse, valid_name};
+    use herald::broker::tenants::{TenantsFileError, parse};
+    use herald::config::valid_tenant;
 
     let Ok(text) = std::str::from_utf8(data) else {
         return Verdict::Refused;
@@ -667,7 +668,7 @@ pub fn tenants_file(data: &[u8]) -> Verdict {
     };
     let mut rendered = String::new();
     for (name, limits) in &tenants {
-        assert!(valid_name(name), "accepted tenant name {name:?}");
+        assert!(valid_tenant(name), "accepted tenant name {name:?}");
         assert!(
             limits.validate("tenant").is_ok(),
             "accepted settings of {name:?} that do not validate: {limits:?}"

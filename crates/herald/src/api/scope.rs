@@ -143,14 +143,14 @@ impl Authorized {
     pub(super) fn tenant_name<'a>(&'a self, asked: Option<&'a str>) -> Result<&'a str, ApiError> {
         if let Some(name) = asked
             && !name.is_empty()
-            && !crate::auth::gate::valid_tenant(name)
+            && !crate::config::valid_tenant(name)
         {
             return Err(ApiError::field(
                 "tenant",
                 format!(
                     "not a tenant name: 1 to {} bytes without control characters (\"\" or \
                      absent: the default tenant)",
-                    crate::auth::gate::MAX_TENANT_LEN
+                    crate::config::MAX_TENANT_LEN
                 ),
             ));
         }

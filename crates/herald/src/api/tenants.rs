@@ -19,9 +19,10 @@ use serde_json::{Value, json};
 
 use super::scope::Scope;
 use super::{ApiError, ApiState, Authorized, admin, query_of};
-use crate::broker::tenants::{SettingsRefused, limits_from, valid_name};
+use crate::broker::tenants::{SettingsRefused, limits_from};
 use crate::broker::{Broker, Tenant};
 use crate::config::TenantLimits;
+use crate::config::valid_tenant;
 
 /// `GET /api/v1/tenants` page.
 #[derive(Debug, Deserialize)]
@@ -64,7 +65,7 @@ fn name_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError
     let name = path
         .map(|Path(p)| p)
         .map_err(|e| ApiError::field("name", e.body_text()))?;
-    if !valid_name(&name) {
+    if !valid_tenant(&name) {
         return Err(ApiError::field(
             "name",
             format!(

@@ -22,14 +22,11 @@ use super::acl::{Acl, Rules, Who};
 use super::passwd::PasswordFile;
 use super::{Denial, DenyReason, Grant, Method, Verdict};
 use crate::broker::hooks::{Actor, Authenticated, BoxFuture, Credentials, Hook, Identity};
-use crate::config::{AclConfig, AuthConfig, ListenerKind, TenantRule};
+use crate::config::{AclConfig, AuthConfig, ListenerKind, TenantRule, valid_tenant};
 use crate::logging::RateLimited;
 
 /// Refusals logged a second at most (a storm of bad clients cannot flood the log).
 static REFUSALS_LOGGED: RateLimited = RateLimited::new(10);
-
-/// Longest tenant name accepted from a token, the callout or a prefix rule.
-pub const MAX_TENANT_LEN: usize = 64;
 
 /// What the gate counts.
 #[derive(Debug, Default)]
@@ -374,12 +371,6 @@ impl Gate {
     }
 }
 
-/// Whether `name` may name a tenant: 1 to 64 bytes without control characters (it
-/// prefixes store keys, ends at a NUL there, and labels metrics).
-pub fn valid_tenant(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_TENANT_LEN && !name.chars().any(char::is_control)
-}
-
 impl Hook for Gate {
     fn authenticate<'a>(
         &'a self,
@@ -540,7 +531,7 @@ mod tests {
         let refused = g.check(&claimed).await.err().map(|d| d.reason);
         assert_eq!(refused, Some(DenyReason::UnknownUser));
         // A tenant that is not a valid name refuses the client.
-        let long = format!("{}/x", "t".repeat(MAX_TENANT_LEN + 1));
+        let long = format!("{}/x", "t".repeat(crate::config::MAX_TENANT_LEN + 1));
         let refused = g.check(&credentials(&long, None, ListenerKind::Ws)).await;
         assert_eq!(
             refused.err().map(|d| d.reason),

@@ -132,12 +132,6 @@ pub fn limits_from(object: &Map<String, Value>) -> Result<TenantLimits, Settings
     Ok(limits)
 }
 
-/// Whether `name` may name a tenant with settings of its own: 1 to 64 bytes without control
-/// characters (the default tenant, "", has only the defaults).
-pub fn valid_name(name: &str) -> bool {
-    valid_tenant(name)
-}
-
 /// Parses `text`, the tenants file at `path` (named in errors), and checks every tenant.
 pub fn parse(text: &str, path: &Path) -> Result<FileTenants, TenantsFileError> {
     let table: toml::Table =
@@ -154,7 +148,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileTenants, TenantsFileError> {
             key,
             message,
         };
-        if !valid_name(&name) {
+        if !valid_tenant(&name) {
             return Err(refused(
                 None,
                 format!(

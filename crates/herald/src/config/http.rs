@@ -183,10 +183,11 @@ impl HttpConfig {
     }
 }
 
-/// Longest tenant name, bytes (the same bound as the tenants authentication assigns).
-pub(crate) const MAX_TENANT_LEN: usize = 64;
+/// Longest tenant name, bytes: for a client's tenant, a tenant key's, the tenants file's.
+pub const MAX_TENANT_LEN: usize = 64;
 
-/// Whether `name` may name a tenant: 1 to 64 bytes without control characters.
-pub(crate) fn valid_tenant(name: &str) -> bool {
+/// Whether `name` may name a tenant: 1 to 64 bytes without control characters (it
+/// prefixes store keys, ends at a NUL there, and labels metrics).
+pub fn valid_tenant(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_TENANT_LEN && !name.chars().any(char::is_control)
 }

@@ -39,7 +39,7 @@ pub use auth::{
     V3Denied,
 };
 pub use http::HttpConfig;
-pub(crate) use http::{MAX_TENANT_LEN, valid_tenant};
+pub use http::{MAX_TENANT_LEN, valid_tenant};
 pub use limits::{Limits, SessionConfig};
 pub use listeners::{ListenerKind, Listeners};
 pub use load::Overrides;
