@@ -92,7 +92,7 @@ pub struct Gate {
 #[derive(Debug)]
 pub struct ClientState {
     /// Rules replacing the ACL file's for this client.
-    pub rules: Option<Rules>,
+    pub rules: Rules,
 }
 
 fn kind_index(kind: ListenerKind) -> usize {
@@ -241,10 +241,9 @@ impl Gate {
             .state
             .as_ref()
             .and_then(|s| s.downcast_ref::<ClientState>())
-            && let Some(rules) = &state.rules
         {
-            // Safety of the borrow: the state lives in the identity the actor borrows.
-            return Governed::Own(rules);
+            // The state lives in the identity the actor borrows.
+            return Governed::Own(&state.rules);
         }
         match self.acl.load_full() {
             Some(acl) => Governed::File(acl),
@@ -318,16 +317,12 @@ impl Gate {
             None => None,
         };
         self.stats.count_admitted(how);
-        let username = grant.username.clone().map(ByteString::from).or_else(|| {
-            credentials
-                .certificate
-                .or(credentials.username)
-                .map(Into::into)
-        });
-        let state: Option<Arc<dyn std::any::Any + Send + Sync>> = match rules {
-            None => None,
-            rules => Some(Arc::new(ClientState { rules })),
-        };
+        let username = grant
+            .username
+            .map(ByteString::from)
+            .or_else(|| credentials.claimed_username().map(Into::into));
+        let state = rules
+            .map(|rules| Arc::new(ClientState { rules }) as Arc<dyn std::any::Any + Send + Sync>);
         Ok(Authenticated {
             identity: Identity {
                 username,
@@ -565,7 +560,7 @@ mod tests {
             username: None,
             checked: 0,
             state: Some(Arc::new(ClientState {
-                rules: Some(Rules::from_claim(&claim).expect("rules")),
+                rules: Rules::from_claim(&claim).expect("rules"),
             })),
         };
         let actor = Actor {

@@ -47,6 +47,14 @@ pub struct Credentials<'a> {
     pub listener: ListenerKind,
 }
 
+impl Credentials<'_> {
+    /// The username the client claims: its certificate's name when one is taken, else
+    /// CONNECT's.
+    pub fn claimed_username(&self) -> Option<&str> {
+        self.certificate.or(self.username)
+    }
+}
+
 /// A boxed future a hook returns (one allocation per CONNECT, none per message).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -99,10 +107,7 @@ impl Authenticated {
     pub fn plain(credentials: &Credentials<'_>) -> Authenticated {
         Authenticated {
             identity: Identity {
-                username: credentials
-                    .certificate
-                    .or(credentials.username)
-                    .map(Into::into),
+                username: credentials.claimed_username().map(Into::into),
                 state: None,
                 checked: 0,
             },

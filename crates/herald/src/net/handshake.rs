@@ -231,19 +231,12 @@ pub(super) async fn handshake(
         Duration::from_secs(connect_timeout),
         session::connect::authenticate(broker, &checked),
     );
+    let timed_out = (ReasonCode::ServerUnavailable, checked.version());
     let authenticated = tokio::select! {
-        result = authenticating => match result {
-            Ok(Ok(authenticated)) => authenticated,
-            Ok(Err((code, version))) => return Err(refuse(opened.io, broker, code, version).await),
-            Err(_) => {
-                let version = checked.version();
-                let code = ReasonCode::ServerUnavailable;
-                return Err(refuse(opened.io, broker, code, version).await);
-            }
-        },
+        result = authenticating => result.unwrap_or(Err(timed_out)),
         _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
     };
-    match session::connect::accept(broker, checked, authenticated) {
+    match authenticated.and_then(|a| session::connect::accept(broker, checked, a)) {
         Ok(accepted) => {
             broker
                 .stats

@@ -312,11 +312,7 @@ impl Link {
         if !self.broker.hooks.installed() {
             return Ok(());
         }
-        let actor = crate::broker::hooks::Actor {
-            client_id: &self.session.client_id,
-            tenant: &self.tenant.name,
-            identity: self.identity.as_deref().unwrap_or(&super::link::NOBODY),
-        };
+        let actor = super::link::actor(&self.session, &self.tenant, self.identity.as_deref());
         let rare = self.rare.get_or_insert_with(Default::default);
         self.broker
             .hooks

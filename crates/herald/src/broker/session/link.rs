@@ -90,8 +90,22 @@ pub struct Link {
     pub(super) quota: Option<Box<crate::broker::quota::LinkQuota>>,
 }
 
-/// The identity of a link without one (no hook installed).
-pub(super) static NOBODY: Identity = Identity {
+/// The client acting, from a link's parts: for a caller that borrows another of the link's
+/// fields at the same time.
+pub(super) fn actor<'a>(
+    session: &'a Session,
+    tenant: &'a Tenant,
+    identity: Option<&'a Identity>,
+) -> Actor<'a> {
+    Actor {
+        client_id: &session.client_id,
+        tenant: &tenant.name,
+        identity: identity.unwrap_or(&NOBODY),
+    }
+}
+
+/// The identity of a link without one (no hook installed, or none that looks at it).
+static NOBODY: Identity = Identity {
     username: None,
     state: None,
     checked: 0,
@@ -143,11 +157,7 @@ impl Link {
 
     /// The client acting, for the hooks.
     pub(super) fn actor(&self) -> Actor<'_> {
-        Actor {
-            client_id: &self.session.client_id,
-            tenant: &self.tenant.name,
-            identity: self.identity.as_deref().unwrap_or(&NOBODY),
-        }
+        actor(&self.session, &self.tenant, self.identity.as_deref())
     }
 
     pub(super) fn v5(&self) -> bool {
