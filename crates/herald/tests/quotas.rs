@@ -426,3 +426,223 @@ async fn a_connect_storm_on_eight_workers_keeps_to_max_connections() {
     assert_eq!((held.len(), refused), (50, 250));
     assert_eq!(breaches(&s, "acme", Breach::Connections), 250);
 }
+
+/// A v5 CONNECT as `username` that asks for a session outliving it (`expiry` seconds; 0: a
+/// session that ends with the connection).
+fn lasting(username: &str, id: &str, expiry: u32) -> Connect {
+    let mut c = Connect::new(V5, id, 60);
+    c.username = Some(username.into());
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
+fn usage(s: &common::TestServer, tenant: &str) -> (u64, u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = s.server.broker().find_tenant(tenant).expect("tenant");
+    (
+        t.usage.persistent.load(Relaxed),
+        t.usage.offline_messages.load(Relaxed),
+        t.usage.offline_bytes.load(Relaxed),
+    )
+}
+
+/// Herald with `limits` as tenant acme's own settings (as the admin API or the tenants file
+/// would set them), and none for the others.
+async fn acme_only(limits: TenantLimits) -> common::TestServer {
+    let s = common::start_with(config(TenantLimits::default())).await;
+    s.server.broker().tenant("acme").set_own(limits, true);
+    s
+}
+
+#[tokio::test]
+async fn persistent_sessions_per_tenant() {
+    let s = common::start_with(config(TenantLimits {
+        max_persistent_sessions: Some(1),
+        ..TenantLimits::default()
+    }))
+    .await;
+    let (p1, ack) = Raw::connect_with(s.addr, lasting("acme/a", "p1", 600)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    // A second persistent session is refused, in 5 and 3.1.1 (clean session 0: code 3).
+    let (_, ack) = Raw::connect_with(s.addr, lasting("acme/a", "p2", 600)).await;
+    assert_eq!(ack.reason_code, ReasonCode::QuotaExceeded);
+    let mut old = Connect::new(V3_1_1, "p3", 60);
+    old.username = Some("acme/a".into());
+    old.clean_start = false;
+    let (_, ack) = Raw::connect_with(s.addr, old).await;
+    assert_eq!(ack.reason_code, ReasonCode::ServerUnavailable);
+    // Sessions that end with their connection are not counted; another tenant has its own.
+    let (_n1, code) = connect(s.addr, true, "acme/a", "n1").await;
+    assert_eq!(code, ReasonCode::Success);
+    let (_g, ack) = Raw::connect_with(s.addr, lasting("globex/g", "p2", 600)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    // The one it has resumes, offline or taken over.
+    p1.disconnect().await;
+    common::until_offline_in(&s, "acme", "p1").await;
+    let (_p1, ack) = Raw::connect_with(s.addr, lasting("acme/a", "p1", 600)).await;
+    assert_eq!(
+        (ack.reason_code, ack.session_present),
+        (ReasonCode::Success, true)
+    );
+    let (p1, ack) = Raw::connect_with(s.addr, lasting("acme/a", "p1", 600)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success, "a takeover adds none");
+    assert_eq!(usage(&s, "acme").0, 1);
+    assert_eq!(breaches(&s, "acme", Breach::PersistentSessions), 2);
+    // Once p1 leaves for good (expiry 0 at DISCONNECT), p2 may stay.
+    let mut bye = mqtt_codec::Disconnect::default();
+    bye.properties.session_expiry_interval = Some(0);
+    let mut p1 = p1;
+    p1.send(Packet::Disconnect(bye)).await;
+    common::eventually("p1's session ends", || {
+        s.server
+            .broker()
+            .find_tenant("acme")
+            .is_some_and(|t| t.sessions.get("p1").is_none())
+    })
+    .await;
+    assert_eq!(usage(&s, "acme").0, 0);
+    let (_p2, ack) = Raw::connect_with(s.addr, lasting("acme/a", "p2", 600)).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+}
+
+#[tokio::test]
+async fn offline_queues_and_store_bytes_per_tenant() {
+    let s = acme_only(TenantLimits {
+        max_offline_queued_messages: Some(3),
+        ..TenantLimits::default()
+    })
+    .await;
+    // Two offline subscribers of acme share its 3 messages; globex's is not bounded by them.
+    for (user, id) in [("acme/a", "s1"), ("acme/a", "s2"), ("globex/g", "s1")] {
+        let (mut c, _) = Raw::connect_with(s.addr, lasting(user, id, 600)).await;
+        c.subscribe("q/#", QoS::AtLeastOnce).await;
+        c.disconnect().await;
+        let tenant = user.split('/').next().unwrap();
+        common::until_offline_in(&s, tenant, id).await;
+    }
+    let (mut p, _) = connect(s.addr, true, "acme/p", "p").await;
+    assert_eq!(
+        puback(&mut p, "q/1", b"12345").await,
+        Some(ReasonCode::Success),
+        "two copies: 2 of 3"
+    );
+    assert_eq!(usage(&s, "acme"), (2, 2, 2 * 8));
+    assert_eq!(
+        puback(&mut p, "q/2", b"12345").await,
+        Some(ReasonCode::QuotaExceeded),
+        "one copy fits, the other does not: the publisher is told"
+    );
+    assert_eq!(breaches(&s, "acme", Breach::OfflineQueue), 1);
+    let (mut g, _) = connect(s.addr, true, "globex/p", "p").await;
+    for _ in 0..5 {
+        assert_eq!(puback(&mut g, "q/g", b"x").await, Some(ReasonCode::Success));
+    }
+    // A subscriber that comes back takes its messages, and what it was owed is no longer
+    // counted; the publisher may go on.
+    let (mut s1, ack) = Raw::connect_with(s.addr, lasting("acme/a", "s1", 600)).await;
+    assert!(ack.session_present);
+    let got = common::drain(&mut s1, 2).await;
+    let topics: Vec<&str> = got.iter().map(|p| &*p.topic).collect();
+    assert_eq!(topics, ["q/1", "q/2"], "s1 had room for q/2");
+    let (_, owed, _) = usage(&s, "acme");
+    assert_eq!(owed, 1, "s2 is still owed q/1");
+    assert_eq!(
+        puback(&mut p, "q/3", b"12345").await,
+        Some(ReasonCode::Success)
+    );
+    // 3.1.1 has no code to refuse with: the connection closes unacknowledged.
+    assert_eq!(
+        puback(&mut p, "q/4", b"12345").await,
+        Some(ReasonCode::Success)
+    );
+    let (mut old, _) = connect(s.addr, false, "acme/o", "o").await;
+    assert_eq!(puback(&mut old, "q/5", b"12345").await, None);
+
+    // Store bytes: retained messages and what offline sessions are owed, together.
+    let s = common::start_with(config(TenantLimits {
+        max_store_bytes: Some(100),
+        ..TenantLimits::default()
+    }))
+    .await;
+    let (mut c, _) = Raw::connect_with(s.addr, lasting("acme/a", "s1", 600)).await;
+    c.subscribe("q", QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    common::until_offline_in(&s, "acme", "s1").await;
+    let (mut p, _) = connect(s.addr, true, "acme/p", "p").await;
+    let retained = |topic: &str, len: usize, id: u16| {
+        let mut m = Publish::new(topic, vec![b'r'; len]);
+        m.qos = QoS::AtLeastOnce;
+        m.retain = true;
+        m.packet_id = id;
+        Packet::Publish(m)
+    };
+    p.send(retained("r", 59, 100)).await;
+    assert!(
+        matches!(p.recv().await, Packet::PubAck(a) if a.reason_code == ReasonCode::NoMatchingSubscribers)
+    );
+    // 60 retained + 30 owed fit in 100; 30 more do not.
+    assert_eq!(
+        puback(&mut p, "q", &[0; 29]).await,
+        Some(ReasonCode::Success)
+    );
+    assert_eq!(
+        puback(&mut p, "q", &[0; 29]).await,
+        Some(ReasonCode::QuotaExceeded)
+    );
+    // Nor does a retained message of 11 bytes (90 + 11 > 100).
+    p.send(retained("r2", 9, 101)).await;
+    assert!(
+        matches!(p.recv().await, Packet::PubAck(a) if a.reason_code == ReasonCode::QuotaExceeded)
+    );
+    assert_eq!(breaches(&s, "acme", Breach::Store), 2);
+    assert_eq!(breaches(&s, "acme", Breach::Retained), 0);
+}
+
+#[tokio::test]
+async fn outbound_bytes_per_tenant_are_held_back_not_dropped() {
+    let s = acme_only(TenantLimits {
+        outbound_bytes_per_sec: Some(2_000),
+        ..TenantLimits::default()
+    })
+    .await;
+    let (mut sub, _) = connect(s.addr, true, "acme/s", "s").await;
+    sub.subscribe("t", QoS::AtLeastOnce).await;
+    let (mut other, _) = connect(s.addr, true, "globex/s", "s").await;
+    other.subscribe("t", QoS::AtLeastOnce).await;
+    let (mut p, _) = connect(s.addr, true, "acme/p", "p").await;
+    let (mut gp, _) = connect(s.addr, true, "globex/p", "p").await;
+    let started = std::time::Instant::now();
+    for i in 0..16u32 {
+        let mut payload = vec![0u8; 500];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        assert_eq!(
+            puback(&mut p, "t", &payload).await,
+            Some(ReasonCode::Success)
+        );
+        assert_eq!(
+            puback(&mut gp, "t", &payload).await,
+            Some(ReasonCode::Success)
+        );
+    }
+    // 8 KB at 2 KB a second, the first second's worth at once: three seconds at least.
+    let got = common::drain(&mut sub, 16).await;
+    let waited = started.elapsed();
+    let order: Vec<u32> = got
+        .iter()
+        .map(|p| u32::from_be_bytes(p.payload[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        order,
+        (0..16).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(2_500),
+        "{waited:?}"
+    );
+    assert!(breaches(&s, "acme", Breach::OutboundRate) > 0);
+    // Another tenant's clients are not held back by acme's rate.
+    assert_eq!(common::drain(&mut other, 16).await.len(), 16);
+    assert_eq!(breaches(&s, "globex", Breach::OutboundRate), 0);
+}

@@ -302,8 +302,10 @@ async fn tenants_never_meet() {
         }
         p.raw.disconnect().await;
     }
+    usage_in_step(&s, seed, "before restart").await;
     s.server.shutdown(Duration::from_secs(5)).await;
     let s = common::start_with(config(dir.path())).await;
+    usage_in_step(&s, seed, "after restart").await;
     for (t, tenant) in TENANTS.iter().enumerate() {
         for id in IDS {
             let (mut c, present) = Client::connect(s.addr, tenant, id, true).await;
@@ -335,4 +337,48 @@ async fn tenants_never_meet() {
     )
     .await;
     assert_eq!(retained_seen(s.addr, seed).await, retained, "seed {seed}");
+}
+
+/// Each tenant's counts of persistent sessions and of what its offline sessions are owed
+/// (kept as sessions come and go, and quotas are checked against them) agree with its
+/// sessions, once every client is offline: nothing crossed, nothing leaked.
+async fn usage_in_step(s: &common::TestServer, seed: u64, when: &str) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let broker = s.server.broker();
+    for tenant in TENANTS {
+        let t = broker.find_tenant(tenant).expect("tenant exists");
+        let counted = || {
+            (
+                t.usage.persistent.load(Relaxed),
+                t.usage.offline_messages.load(Relaxed),
+                t.usage.offline_bytes.load(Relaxed),
+            )
+        };
+        let actual = || {
+            let (mut persistent, mut messages, mut bytes) = (0u64, 0u64, 0u64);
+            t.sessions.for_each(|session| {
+                let st = session.lock();
+                persistent += u64::from(st.persistent());
+                if st.offline() {
+                    let (n, b) = st.owed();
+                    messages += n as u64;
+                    bytes += b as u64;
+                }
+            });
+            (persistent, messages, bytes)
+        };
+        common::eventually("every session offline", || {
+            let mut connected = false;
+            t.sessions
+                .for_each(|session| connected |= session.lock().connected());
+            !connected
+        })
+        .await;
+        let (c, a) = (counted(), actual());
+        assert_eq!(
+            c, a,
+            "seed {seed} {when}: {tenant}'s usage (persistent, owed)"
+        );
+        assert!(a.0 > 0 && a.1 > 0, "seed {seed} {when}: {tenant} {a:?}");
+    }
 }

@@ -144,6 +144,9 @@ impl ApiState {
             if let Ok(mut s) = self.samples.lock() {
                 *s = (s.1, now);
             }
+            for tenant in self.broker.tenants() {
+                tenant.usage.sample();
+            }
         }
     }
 

@@ -71,9 +71,16 @@ pub(crate) fn render(broker: &Broker, sampled: &Sampled) -> String {
 struct TenantFigures {
     connections: u64,
     published: u64,
+    published_bytes: u64,
+    delivered: u64,
+    delivered_bytes: u64,
     sessions: u64,
+    persistent: u64,
     subscriptions: u64,
     retained: u64,
+    retained_bytes: u64,
+    offline_messages: u64,
+    offline_bytes: u64,
     breaches: Vec<u64>,
 }
 
@@ -82,9 +89,16 @@ impl TenantFigures {
         TenantFigures {
             connections: t.usage.connections.load(Ordering::Relaxed),
             published: t.usage.published.load(Ordering::Relaxed),
+            published_bytes: t.usage.published_bytes.load(Ordering::Relaxed),
+            delivered: t.usage.delivered.load(Ordering::Relaxed),
+            delivered_bytes: t.usage.delivered_bytes.load(Ordering::Relaxed),
             sessions: t.sessions.len() as u64,
+            persistent: t.usage.persistent.load(Ordering::Relaxed),
             subscriptions: t.index.len() as u64,
             retained: t.retained.len() as u64,
+            retained_bytes: t.retained.bytes() as u64,
+            offline_messages: t.usage.offline_messages.load(Ordering::Relaxed),
+            offline_bytes: t.usage.offline_bytes.load(Ordering::Relaxed),
             breaches: crate::broker::quota::Breach::ALL
                 .iter()
                 .map(|b| t.usage.breaches(*b))
@@ -95,9 +109,16 @@ impl TenantFigures {
     fn add(&mut self, other: &TenantFigures) {
         self.connections += other.connections;
         self.published += other.published;
+        self.published_bytes += other.published_bytes;
+        self.delivered += other.delivered;
+        self.delivered_bytes += other.delivered_bytes;
         self.sessions += other.sessions;
+        self.persistent += other.persistent;
         self.subscriptions += other.subscriptions;
         self.retained += other.retained;
+        self.retained_bytes += other.retained_bytes;
+        self.offline_messages += other.offline_messages;
+        self.offline_bytes += other.offline_bytes;
         self.breaches.resize(other.breaches.len(), 0);
         for (a, b) in self.breaches.iter_mut().zip(&other.breaches) {
             *a += b;
@@ -164,9 +185,29 @@ fn tenants(out: &mut String, broker: &Broker) {
             |f: &TenantFigures| f.subscriptions,
         ),
         (
+            "herald_tenant_persistent_sessions",
+            "Sessions that outlive their connection, by tenant.",
+            |f: &TenantFigures| f.persistent,
+        ),
+        (
             "herald_tenant_retained_messages",
             "Retained messages, by tenant.",
             |f: &TenantFigures| f.retained,
+        ),
+        (
+            "herald_tenant_retained_bytes",
+            "Topic and payload bytes of retained messages, by tenant.",
+            |f: &TenantFigures| f.retained_bytes,
+        ),
+        (
+            "herald_tenant_offline_queued_messages",
+            "QoS 1/2 messages queued for offline sessions, by tenant (each copy).",
+            |f: &TenantFigures| f.offline_messages,
+        ),
+        (
+            "herald_tenant_offline_queued_bytes",
+            "Topic and payload bytes queued for offline sessions, by tenant (each copy).",
+            |f: &TenantFigures| f.offline_bytes,
         ),
     ] {
         family(out, name_of_family, "gauge", help);
@@ -175,19 +216,33 @@ fn tenants(out: &mut String, broker: &Broker) {
             let _ = writeln!(out, "{name_of_family}{{tenant=\"{tenant}\"}} {}", pick(f));
         }
     }
-    family(
-        out,
-        "herald_tenant_messages_published_total",
-        "counter",
-        "Messages published into each tenant (by its clients, their wills and the HTTP API).",
-    );
-    for (name, f) in &shown {
-        let tenant = label(name);
-        let _ = writeln!(
-            out,
-            "herald_tenant_messages_published_total{{tenant=\"{tenant}\"}} {}",
-            f.published
-        );
+    for (name_of_family, help, pick) in [
+        (
+            "herald_tenant_messages_published_total",
+            "Messages published into each tenant (by its clients, their wills and the HTTP API).",
+            (|f: &TenantFigures| f.published) as fn(&TenantFigures) -> u64,
+        ),
+        (
+            "herald_tenant_published_bytes_total",
+            "Topic and payload bytes of the messages published into each tenant.",
+            |f: &TenantFigures| f.published_bytes,
+        ),
+        (
+            "herald_tenant_messages_delivered_total",
+            "Messages written to each tenant's clients.",
+            |f: &TenantFigures| f.delivered,
+        ),
+        (
+            "herald_tenant_delivered_bytes_total",
+            "Bytes of PUBLISH packets written to each tenant's clients.",
+            |f: &TenantFigures| f.delivered_bytes,
+        ),
+    ] {
+        family(out, name_of_family, "counter", help);
+        for (name, f) in &shown {
+            let tenant = label(name);
+            let _ = writeln!(out, "{name_of_family}{{tenant=\"{tenant}\"}} {}", pick(f));
+        }
     }
     family(
         out,

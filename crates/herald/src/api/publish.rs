@@ -331,8 +331,13 @@ fn over_bound(reason: crate::broker::stats::RefuseReason, published: usize) -> A
     }
     let what = match reason {
         crate::broker::stats::RefuseReason::RetainedLimit => {
-            "the tenant's retained messages are at limits.max_retained_messages or \
-             max_retained_bytes"
+            "the tenant's retained messages are at max_retained_messages or \
+             max_retained_bytes (its own, [tenants.defaults] or limits.max_retained_*), or \
+             its stored bytes at max_store_bytes"
+        }
+        crate::broker::stats::RefuseReason::TenantQuota => {
+            "the tenant's offline sessions are owed as much as max_offline_queued_messages, \
+             max_offline_queued_bytes or max_store_bytes allow"
         }
         crate::broker::stats::RefuseReason::MemoryBudget => {
             "the node's queues are at limits.max_queued_bytes_total"

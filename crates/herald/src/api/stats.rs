@@ -45,13 +45,30 @@ pub(super) fn figures(tenant: &Tenant, name_key: &str) -> Value {
         connections += u64::from(st.connected());
         subscriptions += st.subscriptions().len() as u64;
     });
+    let u = &tenant.usage;
+    let retained_bytes = tenant.retained.bytes() as u64;
+    let offline_bytes = u.offline_bytes.load(Ordering::Relaxed);
+    let rates = u.rates();
     let mut v = json!({
         "connections": connections,
         "sessions": sessions,
         "subscriptions": subscriptions,
+        "persistent_sessions": u.persistent.load(Ordering::Relaxed),
         "retained": tenant.retained.len(),
-        "retained_bytes": tenant.retained.bytes(),
-        "published": tenant.usage.published.load(std::sync::atomic::Ordering::Relaxed),
+        "retained_bytes": retained_bytes,
+        "offline_queued_messages": u.offline_messages.load(Ordering::Relaxed),
+        "offline_queued_bytes": offline_bytes,
+        "store_bytes": retained_bytes + offline_bytes,
+        "published": u.published.load(Ordering::Relaxed),
+        "published_bytes": u.published_bytes.load(Ordering::Relaxed),
+        "delivered": u.delivered.load(Ordering::Relaxed),
+        "delivered_bytes": u.delivered_bytes.load(Ordering::Relaxed),
+        "rates": {
+            "published_per_sec": rates.published,
+            "published_bytes_per_sec": rates.published_bytes,
+            "delivered_per_sec": rates.delivered,
+            "delivered_bytes_per_sec": rates.delivered_bytes,
+        },
         "quota_breaches": crate::broker::quota::Breach::ALL
             .iter()
             .map(|b| (b.label().to_string(), json!(tenant.usage.breaches(*b))))

@@ -312,12 +312,14 @@ impl Broker {
         extra: impl FnOnce(&router::Routed) -> Option<Op>,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
-        tenant.usage.published.fetch_add(1, Ordering::Relaxed);
+        tenant
+            .usage
+            .note_published(message.topic.len() + message.payload.len());
         let config = self.config();
         let retain = message.retain && config.session.retain_available;
-        if retain && !self.retained_fits(tenant, message, &config) {
+        if retain && let Err(breach) = self.retained_fits(tenant, message, &config) {
             self.stats.refuse(stats::RefuseReason::RetainedLimit);
-            tenant.usage.breach(quota::Breach::Retained);
+            tenant.usage.breach(breach);
             return Published {
                 refused: Some(stats::RefuseReason::RetainedLimit),
                 ..Published::default()
@@ -342,6 +344,7 @@ impl Broker {
             message,
             prepared.stored(),
             &config.limits,
+            &quota::Offline::new(tenant, &config.tenants.defaults),
             &self.stats,
         );
         let recipients = std::mem::take(&mut routed.recipients);
@@ -380,8 +383,14 @@ impl Broker {
     }
 
     /// Whether a retained `message` fits its tenant's bounds: its own `max_retained_*`, else
-    /// `[tenants.defaults]`'s, each at most the node's `limits.max_retained_*`.
-    fn retained_fits(&self, tenant: &Tenant, message: &Message, config: &Config) -> bool {
+    /// `[tenants.defaults]`'s, each at most the node's `limits.max_retained_*`; and its
+    /// `max_store_bytes` with what its offline sessions are owed. Else the quota it breaks.
+    fn retained_fits(
+        &self,
+        tenant: &Tenant,
+        message: &Message,
+        config: &Config,
+    ) -> Result<(), quota::Breach> {
         let own = tenant.own();
         let defaults = &config.tenants.defaults;
         let node = &config.limits;
@@ -397,7 +406,17 @@ impl Broker {
             .map_or(node.max_retained_bytes as u64, |t| {
                 t.min(node.max_retained_bytes as u64)
             });
-        tenant.retained.admits_within(message, messages, bytes)
+        if !tenant.retained.admits_within(message, messages, bytes) {
+            return Err(quota::Breach::Retained);
+        }
+        if let Some(store) = own.max_store_bytes.or(defaults.max_store_bytes) {
+            let owed = tenant.usage.offline_bytes.load(Ordering::Acquire);
+            let room = store.saturating_sub(owed);
+            if !tenant.retained.admits_within(message, u64::MAX, room) {
+                return Err(quota::Breach::Store);
+            }
+        }
+        Ok(())
     }
 
     /// Why a publication whose copies `routed` says were refused must not be acknowledged
@@ -405,6 +424,7 @@ impl Broker {
     fn refusal(&self, routed: &router::Routed) -> Option<stats::RefuseReason> {
         let reason = match routed.refused_for? {
             stats::DropReason::MemoryBudget => stats::RefuseReason::MemoryBudget,
+            stats::DropReason::TenantQuota => stats::RefuseReason::TenantQuota,
             _ => stats::RefuseReason::QueueFull,
         };
         self.stats.refuse(reason);
@@ -426,10 +446,18 @@ impl Broker {
         let existing = shard.get(&*client_id).cloned();
         if let (Some(session), false) = (&existing, clean_start) {
             let mut st = session.lock();
+            // What it was owed offline is now a connected session's queue.
+            let owed = st.offline().then(|| st.owed());
             // A resumed session cancels a will still waiting for its delay.
             if let Some(generation) =
                 st.resume(&self.persist, session.id, protocol, expiry_interval)
             {
+                if let Some((n, bytes)) = owed {
+                    tenant.usage.offline(false, n, bytes);
+                }
+                if let Some(add) = st.count_persistent() {
+                    tenant.usage.persistent(add);
+                }
                 let ticket = st.store(&self.persist, named(tenant, session));
                 drop(st);
                 drop(shard);
@@ -449,6 +477,9 @@ impl Broker {
         let ticket = {
             let mut st = session.lock();
             st.attach_first(expiry_interval);
+            if let Some(add) = st.count_persistent() {
+                tenant.usage.persistent(add);
+            }
             st.store(&self.persist, named(tenant, &session))
         };
         shard.insert(key, session.clone());
@@ -468,9 +499,15 @@ impl Broker {
     /// attached, the session goes offline: it ends now (expiry 0) or when its expiry interval
     /// passes without a new connection.
     pub fn detach(self: &Arc<Self>, tenant: &Arc<Tenant>, session: &Arc<Session>, generation: u64) {
-        let offline = session
-            .lock()
-            .go_offline(&self.persist, named(tenant, session), generation);
+        let offline = {
+            let mut st = session.lock();
+            let offline = st.go_offline(&self.persist, named(tenant, session), generation);
+            if offline.is_some() {
+                let (n, bytes) = st.owed();
+                tenant.usage.offline(true, n, bytes);
+            }
+            offline
+        };
         // Publishers parked on it go on: an offline session does not push back.
         let Some((expiry, waiters)) = offline else {
             return;
@@ -507,12 +544,23 @@ impl Broker {
     /// attached since that generation.
     pub fn end_session(&self, tenant: &Tenant, session: &Arc<Session>, if_generation: Option<u64>) {
         // A connection still attached (clean-start takeover) sees the new generation.
-        let ended = session.lock().end(&self.persist, session.id, if_generation);
+        let ended = {
+            let mut st = session.lock();
+            let ended = st.end(&self.persist, session.id, if_generation);
+            if let Some(e) = &ended {
+                tenant.usage.offline(false, e.owed.0, e.owed.1);
+                if e.persistent {
+                    tenant.usage.persistent(false);
+                }
+            }
+            ended
+        };
         let Some(session::Ended {
             subscriptions,
             will,
             waiters,
             released,
+            ..
         }) = ended
         else {
             return;
@@ -693,7 +741,7 @@ impl Broker {
         );
         for message in page.messages {
             if may_read(&message.topic) {
-                self.queue_retained(session, message, &cursor);
+                self.queue_retained(tenant, session, message, &cursor);
             }
         }
         session.lock().advance_retained(page.resume_after);
@@ -702,7 +750,13 @@ impl Broker {
 
     /// Queues one retained message for `session` at the QoS `cursor` granted. To a stored
     /// session, a QoS 1/2 copy is a stored message of its own.
-    fn queue_retained(&self, session: &Session, message: Arc<Message>, cursor: &retained::Cursor) {
+    fn queue_retained(
+        &self,
+        tenant: &Tenant,
+        session: &Session,
+        message: Arc<Message>,
+        cursor: &retained::Cursor,
+    ) {
         let qos = message.qos.min(cursor.qos);
         let prepared = persist::Prepared::numbered(self.persist.number(qos));
         let d = Delivery {
@@ -713,9 +767,15 @@ impl Broker {
             stored: None,
         };
         let mut recipients = Vec::new();
-        let limits = &self.config().limits;
-        let over = self.stats.over_budget(limits.max_queued_bytes_total);
-        match session.enqueue(d, prepared.stored(), limits, over, &mut recipients) {
+        let config = self.config();
+        let limits = &config.limits;
+        let offline = quota::Offline::new(tenant, &config.tenants.defaults);
+        let bounds = session::Bounds {
+            limits,
+            over_budget: self.stats.over_budget(limits.max_queued_bytes_total),
+            offline: &offline,
+        };
+        match session.enqueue(d, prepared.stored(), &bounds, &mut recipients) {
             session::Enqueued::Dropped(reason) => self.stats.dropped(reason, 1),
             session::Enqueued::Queued { charge, .. } => {
                 self.stats.charge_queued(charge);

@@ -9,25 +9,25 @@
 //! | `max_connections` | CONNECT | CONNACK 0x97 Quota exceeded (3.1.1: 3) |
 //! | `connect_rate` | CONNECT | CONNACK 0x9F Connection rate exceeded (3.1.1: 3) |
 //! | `max_sessions` | CONNECT making a new session | CONNACK 0x97 (3.1.1: 3) |
+//! | `max_persistent_sessions` | CONNECT making a new session that outlives it | CONNACK 0x97 (3.1.1: 3) |
 //! | `max_packet_size`, `max_qos`, `retain` | CONNECT (told to v5 clients), then each PUBLISH | as the node's own: DISCONNECT 0x95, 0x9B, 0x9A |
 //! | `max_subscriptions`, `max_subscriptions_per_client`, `max_shared_members` | each SUBSCRIBE filter | SUBACK 0x97 |
 //! | `wildcards`, `shared_subscriptions` | each SUBSCRIBE filter | SUBACK 0xA2, 0x9E |
 //! | `max_payload_bytes` | each PUBLISH | v5 PUBACK/PUBREC 0x97; 3.1.1 closes |
 //! | `max_retained_messages`, `max_retained_bytes` | each retained PUBLISH | v5 PUBACK/PUBREC 0x97; the HTTP API 429 |
+//! | `max_offline_queued_*`, `max_store_bytes` | each QoS 1/2 copy for an offline session ([`Offline`]); retained PUBLISH (store bytes) | v5 PUBACK/PUBREC 0x97; the HTTP API 429 |
+//! | `outbound_bytes_per_sec` | each write to a client | nothing refused: the connection takes nothing more from its queue until the rate allows |
 //! | `messages_per_sec`, `bytes_per_sec` (tenant), `client_*` (connection) | each PUBLISH | `rate_exceeded = "throttle"`: its socket is not read until the rate allows; `"refuse"`: v5 PUBACK/PUBREC 0x97 (0x96 Message rate too high may only be said in a DISCONNECT; QoS 0 dropped), 3.1.1 closes |
 //!
 //! Every breach is counted per tenant and reason ([`Breach`]). Rates are GCRA limiters
-//! (governor), one per tenant and rate, rebuilt when the settings change; a connection's own
-//! rates are fixed when it connects.
+//! (`Limiter`), one per tenant and rate, rebuilt when the settings change; a connection's
+//! own rates are fixed when it connects.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use mqtt_codec::{ProtocolVersion, ReasonCode};
 
@@ -66,6 +66,8 @@ breaches! {
     ConnectRate => "connect_rate",
     /// `max_sessions`.
     Sessions => "sessions",
+    /// `max_persistent_sessions`.
+    PersistentSessions => "persistent_sessions",
     /// `max_subscriptions`.
     Subscriptions => "subscriptions",
     /// `max_subscriptions_per_client` (or the client's own limit).
@@ -80,10 +82,16 @@ breaches! {
     Payload => "payload",
     /// `max_retained_messages` or `max_retained_bytes`.
     Retained => "retained",
+    /// `max_offline_queued_messages` or `max_offline_queued_bytes`.
+    OfflineQueue => "offline_queue",
+    /// `max_store_bytes`.
+    Store => "store",
     /// A message rate (the tenant's or the connection's).
     MessageRate => "message_rate",
     /// A byte rate (the tenant's or the connection's).
     ByteRate => "byte_rate",
+    /// `outbound_bytes_per_sec` (its clients' writes were held back).
+    OutboundRate => "outbound_rate",
     /// `http_publish_per_sec`.
     HttpRate => "http_rate",
 }
@@ -95,7 +103,42 @@ pub struct Usage {
     pub connections: AtomicU64,
     /// Messages published into the tenant (by its clients, its wills, the HTTP API).
     pub published: AtomicU64,
+    /// Topic and payload bytes of those messages.
+    pub published_bytes: AtomicU64,
+    /// Messages written to the tenant's clients.
+    pub delivered: AtomicU64,
+    /// Bytes written to the tenant's clients for them (PUBLISH packets).
+    pub delivered_bytes: AtomicU64,
+    /// Sessions that outlive their connection (expiry above 0), connected or not.
+    pub persistent: AtomicU64,
+    /// QoS 1/2 deliveries waiting in the queues of the tenant's offline sessions, and their
+    /// topic and payload bytes (each copy counted: what the sessions are owed).
+    pub offline_messages: AtomicU64,
+    /// See `offline_messages`.
+    pub offline_bytes: AtomicU64,
     breaches: [AtomicU64; Breach::ALL.len()],
+    /// The last two samples of the traffic counters (`sample`), for per-second rates.
+    samples: std::sync::Mutex<Option<(Sample, Sample)>>,
+}
+
+/// A tenant's traffic counters at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: std::time::Instant,
+    counts: [u64; 4],
+}
+
+/// A tenant's traffic a second, over the last sampling window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Traffic {
+    /// Messages published into the tenant.
+    pub published: f64,
+    /// Their bytes.
+    pub published_bytes: f64,
+    /// Messages written to its clients.
+    pub delivered: f64,
+    /// Their bytes.
+    pub delivered_bytes: f64,
 }
 
 impl Usage {
@@ -108,66 +151,279 @@ impl Usage {
     pub fn breaches(&self, quota: Breach) -> u64 {
         self.breaches[quota as usize].load(Ordering::Relaxed)
     }
+
+    /// Counts a message of `bytes` published into the tenant.
+    pub fn note_published(&self, bytes: usize) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.published_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> [u64; 4] {
+        [
+            self.published.load(Ordering::Relaxed),
+            self.published_bytes.load(Ordering::Relaxed),
+            self.delivered.load(Ordering::Relaxed),
+            self.delivered_bytes.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Takes a sample of the traffic counters (the API does, every few seconds), keeping it
+    /// and the one before.
+    pub fn sample(&self) {
+        let now = Sample {
+            at: std::time::Instant::now(),
+            counts: self.counts(),
+        };
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        *s = Some(match *s {
+            Some((_, last)) => (last, now),
+            None => (now, now),
+        });
+    }
+
+    /// Traffic a second since the older of the last two samples (zeros before the first).
+    pub fn rates(&self) -> Traffic {
+        let Some((then, _)) = *self.samples.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return Traffic::default();
+        };
+        let now = self.counts();
+        let secs = then.at.elapsed().as_secs_f64().max(0.001);
+        let rate =
+            |i: usize| (now[i].saturating_sub(then.counts[i]) as f64 / secs * 10.0).round() / 10.0;
+        Traffic {
+            published: rate(0),
+            published_bytes: rate(1),
+            delivered: rate(2),
+            delivered_bytes: rate(3),
+        }
+    }
+
+    /// Moves `messages` deliveries of `bytes` into (`add`) or out of the offline count.
+    pub fn offline(&self, add: bool, messages: usize, bytes: usize) {
+        if messages == 0 {
+            return;
+        }
+        let (m, b) = (messages as u64, bytes as u64);
+        if add {
+            self.offline_messages.fetch_add(m, Ordering::AcqRel);
+            self.offline_bytes.fetch_add(b, Ordering::AcqRel);
+        } else {
+            self.offline_messages.fetch_sub(m, Ordering::AcqRel);
+            self.offline_bytes.fetch_sub(b, Ordering::AcqRel);
+        }
+    }
+
+    /// Counts one more (`add`) or one fewer persistent session.
+    pub fn persistent(&self, add: bool) {
+        if add {
+            self.persistent.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.persistent.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
-/// A GCRA limiter of `per_second` (a burst of one second's worth), with its rate.
+/// The bounds on what a tenant's offline sessions may be owed (`max_offline_queued_*`,
+/// `max_store_bytes` less its retained bytes), and where they are counted. Made per
+/// publication; its settings are read only when a copy goes to an offline session.
+pub struct Offline<'a> {
+    tenant: &'a Tenant,
+    defaults: &'a TenantLimits,
+    /// (messages, bytes), read once.
+    bounds: std::cell::OnceCell<(u64, u64)>,
+}
+
+impl<'a> Offline<'a> {
+    /// The bounds of `tenant`, its own settings over `defaults`.
+    pub fn new(tenant: &'a Tenant, defaults: &'a TenantLimits) -> Offline<'a> {
+        Offline {
+            tenant,
+            defaults,
+            bounds: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn bounds(&self) -> (u64, u64) {
+        *self.bounds.get_or_init(|| {
+            let own = self.tenant.own();
+            let d = self.defaults;
+            let messages = own
+                .max_offline_queued_messages
+                .or(d.max_offline_queued_messages);
+            let mut bytes = own.max_offline_queued_bytes.or(d.max_offline_queued_bytes);
+            if let Some(store) = own.max_store_bytes.or(d.max_store_bytes) {
+                let room = store.saturating_sub(self.tenant.retained.bytes() as u64);
+                bytes = Some(bytes.map_or(room, |b| b.min(room)));
+            }
+            (messages.unwrap_or(u64::MAX), bytes.unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Counts a delivery of `bytes` queued for an offline session, if the bounds allow it;
+    /// else counts the breach and says which (counted before it is checked, and taken back
+    /// if over: however many workers queue at once, the bound holds).
+    pub fn take(&self, bytes: usize) -> Result<(), Breach> {
+        let usage = &self.tenant.usage;
+        let (max_messages, max_bytes) = self.bounds();
+        let b = bytes as u64;
+        let before_m = usage.offline_messages.fetch_add(1, Ordering::AcqRel);
+        let before_b = usage.offline_bytes.fetch_add(b, Ordering::AcqRel);
+        if before_m < max_messages && before_b.saturating_add(b) <= max_bytes {
+            return Ok(());
+        }
+        usage.offline(false, 1, bytes);
+        let own = self.tenant.own();
+        let by_store = before_m < max_messages
+            && own
+                .max_offline_queued_bytes
+                .or(self.defaults.max_offline_queued_bytes)
+                .is_none_or(|q| before_b.saturating_add(b) <= q);
+        let breach = if by_store {
+            Breach::Store
+        } else {
+            Breach::OfflineQueue
+        };
+        usage.breach(breach);
+        Err(breach)
+    }
+}
+
+/// A GCRA limiter of `per_second`, with a burst of one second's worth: its theoretical
+/// arrival time in an atomic, moved by compare-and-swap (every worker may take from one
+/// tenant's limiter at the same instant). Our own rather than governor's (which the per-IP
+/// connect limit uses): governor never records what it refuses, but a throttled message
+/// was already read and is accepted, so it must be paid for (`take`), or a throttled
+/// sender would get half as much again as its rate.
 #[derive(Debug)]
 struct Limiter {
-    per_second: u64,
-    gcra: DefaultDirectRateLimiter,
+    /// Nanoseconds one unit costs.
+    unit_ns: f64,
+    /// Theoretical arrival time (nanoseconds on `clock_ns`).
+    tat: AtomicU64,
+}
+
+/// The burst: a second's worth.
+const BURST_NS: u64 = 1_000_000_000;
+
+/// Nanoseconds since the first call in this process.
+fn clock_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 fn limiter(per_second: u64) -> Option<Limiter> {
-    let n = NonZeroU32::new(per_second.min(u64::from(u32::MAX)) as u32)?;
-    Some(Limiter {
-        per_second: u64::from(n.get()),
-        gcra: RateLimiter::direct(Quota::per_second(n)),
+    (per_second > 0).then(|| Limiter {
+        unit_ns: 1e9 / per_second as f64,
+        tat: AtomicU64::new(0),
     })
 }
 
-/// Takes `n` from `limiter`: `None` when allowed, else how long to hold the sender back. A
-/// refused `n` was taken all the same (the message was read: throttling cannot un-read
-/// it), so the wait is until the limiter allows again plus what `n` costs at the rate:
-/// over time the sender keeps to the rate. An `n` larger than a whole second's allowance
-/// waits a second for each second's worth.
-fn take(limiter: &Limiter, n: u64) -> Option<Duration> {
-    let n = n.clamp(1, u64::from(u32::MAX));
-    let cost = Duration::from_secs_f64(n as f64 / limiter.per_second as f64);
-    let count = NonZeroU32::new(n as u32)?;
-    match limiter.gcra.check_n(count) {
-        Ok(Ok(())) => None,
-        Ok(Err(not_until)) => Some(not_until.wait_time_from(DefaultClock::default().now()) + cost),
-        Err(_) => Some(cost),
+impl Limiter {
+    /// What `n` units cost, in nanoseconds.
+    fn cost(&self, n: u64) -> u64 {
+        (n.max(1) as f64 * self.unit_ns).min(u64::MAX as f64 / 4.0) as u64
+    }
+
+    /// Takes `n` if the rate allows it now: `None`; else nothing is taken, and how long
+    /// until it would be (for what is refused: a CONNECT, an HTTP publication, a PUBLISH
+    /// in `rate_exceeded = "refuse"`). An `n` larger than a second's worth passes only
+    /// when the limiter is idle.
+    fn check(&self, n: u64) -> Option<Duration> {
+        let cost = self.cost(n);
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let now = clock_ns();
+            let base = tat.max(now);
+            let next = base + cost;
+            if next > now + BURST_NS && base > now {
+                let wait = (next - BURST_NS).saturating_sub(now).min(base - now);
+                return Some(Duration::from_nanos(wait.max(1)));
+            }
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return None,
+                Err(seen) => tat = seen,
+            }
+        }
+    }
+
+    /// Takes `n` whatever the rate (it was accepted already): `None` while within it, else
+    /// how long to hold the sender back so that over time it keeps to the rate.
+    fn take(&self, n: u64) -> Option<Duration> {
+        let cost = self.cost(n);
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            let now = clock_ns();
+            let next = tat.max(now) + cost;
+            match self
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return (next > now + BURST_NS)
+                        .then(|| Duration::from_nanos(next - BURST_NS - now));
+                }
+                Err(seen) => tat = seen,
+            }
+        }
     }
 }
 
 /// Takes one message of `bytes` from a message and a byte rate: `None` when both allow it,
-/// else which one it broke and how long to hold the sender back.
+/// else which one it broke and how long to hold the sender back. `pay`: the message is
+/// accepted whatever the rates say (throttling), so both take it; else neither takes a
+/// refused one.
 fn publish(
     messages: Option<&Limiter>,
     bytes: Option<&Limiter>,
     n: u64,
+    pay: bool,
 ) -> Option<(Breach, Duration)> {
-    if let Some(wait) = messages.and_then(|l| take(l, 1)) {
+    if pay {
+        let m = messages
+            .and_then(|l| l.take(1))
+            .map(|w| (Breach::MessageRate, w));
+        let b = bytes.and_then(|l| l.take(n)).map(|w| (Breach::ByteRate, w));
+        return longer(m, b);
+    }
+    if let Some(wait) = messages.and_then(|l| l.check(1)) {
         return Some((Breach::MessageRate, wait));
     }
     bytes
-        .and_then(|l| take(l, n))
+        .and_then(|l| l.check(n))
         .map(|wait| (Breach::ByteRate, wait))
+}
+
+/// The longer of two holds.
+pub fn longer(
+    a: Option<(Breach, Duration)>,
+    b: Option<(Breach, Duration)>,
+) -> Option<(Breach, Duration)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.1 > a.1 { b } else { a }),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A tenant's rate limiters, for the rates its settings name.
 #[derive(Debug)]
 pub struct Rates {
-    settings: [Option<u64>; 4],
+    settings: [Option<u64>; 5],
     connect: Option<Limiter>,
     messages: Option<Limiter>,
     bytes: Option<Limiter>,
     http: Option<Limiter>,
+    outbound: Option<Limiter>,
 }
 
 impl Rates {
-    fn settings(own: &TenantLimits, defaults: &TenantLimits) -> [Option<u64>; 4] {
+    fn settings(own: &TenantLimits, defaults: &TenantLimits) -> [Option<u64>; 5] {
         [
             own.connect_rate.or(defaults.connect_rate).map(u64::from),
             own.messages_per_sec
@@ -177,10 +433,12 @@ impl Rates {
             own.http_publish_per_sec
                 .or(defaults.http_publish_per_sec)
                 .map(u64::from),
+            own.outbound_bytes_per_sec
+                .or(defaults.outbound_bytes_per_sec),
         ]
     }
 
-    fn new(settings: [Option<u64>; 4]) -> Rates {
+    fn new(settings: [Option<u64>; 5]) -> Rates {
         let make = |s: Option<u64>| s.and_then(limiter);
         Rates {
             settings,
@@ -188,6 +446,7 @@ impl Rates {
             messages: make(settings[1]),
             bytes: make(settings[2]),
             http: make(settings[3]),
+            outbound: make(settings[4]),
         }
     }
 }
@@ -218,18 +477,24 @@ impl TenantRates {
 impl Rates {
     /// Whether one more connection may come now.
     pub fn connect(&self) -> bool {
-        self.connect.as_ref().is_none_or(|l| take(l, 1).is_none())
+        self.connect.as_ref().is_none_or(|l| l.check(1).is_none())
     }
 
     /// Whether one more HTTP publication may come now; else how long until one may.
     pub fn http(&self) -> Option<Duration> {
-        self.http.as_ref().and_then(|l| take(l, 1))
+        self.http.as_ref().and_then(|l| l.check(1))
+    }
+
+    /// Takes `bytes` written to one of the tenant's clients: `None` when its outbound rate
+    /// allows them, else how long its connections write nothing more.
+    pub fn outbound(&self, bytes: u64) -> Option<Duration> {
+        self.outbound.as_ref().and_then(|l| l.take(bytes))
     }
 
     /// Takes one message of `bytes`: `None` when the tenant's rates allow it, else which rate
     /// it broke and how long until they would.
-    pub fn publish(&self, bytes: u64) -> Option<(Breach, Duration)> {
-        publish(self.messages.as_ref(), self.bytes.as_ref(), bytes)
+    pub fn publish(&self, bytes: u64, pay: bool) -> Option<(Breach, Duration)> {
+        publish(self.messages.as_ref(), self.bytes.as_ref(), bytes, pay)
     }
 }
 
@@ -252,8 +517,8 @@ impl ConnectionRates {
     }
 
     /// As [`Rates::publish`], for this connection.
-    pub fn publish(&self, bytes: u64) -> Option<(Breach, Duration)> {
-        publish(self.messages.as_ref(), self.bytes.as_ref(), bytes)
+    pub fn publish(&self, bytes: u64, pay: bool) -> Option<(Breach, Duration)> {
+        publish(self.messages.as_ref(), self.bytes.as_ref(), bytes, pay)
     }
 }
 
@@ -302,14 +567,25 @@ impl Drop for Slot {
     }
 }
 
+/// What a CONNECT would add to its tenant's sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NewSessions {
+    /// A session (none exists for the client id).
+    pub session: bool,
+    /// A persistent session (it asks for an expiry above 0, and the session it resumes or
+    /// replaces is not one).
+    pub persistent: bool,
+}
+
 /// The tenant named `name` admits a connection: its protocol, its open connections, its
-/// connect rate, its sessions (when `new_session`). Returns the connection's slot in its
-/// tenant and its own quotas, or the CONNACK code refusing it (counted as a breach).
+/// connect rate, its sessions and persistent sessions (what `adds` says the CONNECT adds).
+/// Returns the connection's slot in its tenant and its own quotas, or the CONNACK code
+/// refusing it (counted as a breach).
 pub fn admit(
     broker: &Broker,
     name: &str,
     version: ProtocolVersion,
-    new_session: impl FnOnce(&Tenant) -> bool,
+    adds: impl FnOnce(&Tenant) -> NewSessions,
     client: Option<ClientLimits>,
 ) -> Result<(Slot, Option<Box<LinkQuota>>), ReasonCode> {
     let cfg = broker.config();
@@ -360,11 +636,24 @@ pub fn admit(
             ReasonCode::ConnectionRateExceeded,
         ));
     }
-    if let Some(max) = own.max_sessions.or(defaults.max_sessions)
-        && new_session(&tenant)
-        && tenant.sessions.len() as u64 >= max
-    {
-        return Err(refuse(Breach::Sessions, ReasonCode::QuotaExceeded));
+    let max_sessions = own.max_sessions.or(defaults.max_sessions);
+    let max_persistent = own
+        .max_persistent_sessions
+        .or(defaults.max_persistent_sessions);
+    if max_sessions.is_some() || max_persistent.is_some() {
+        let adds = adds(&tenant);
+        if adds.session && max_sessions.is_some_and(|max| tenant.sessions.len() as u64 >= max) {
+            return Err(refuse(Breach::Sessions, ReasonCode::QuotaExceeded));
+        }
+        if adds.persistent
+            && max_persistent
+                .is_some_and(|max| tenant.usage.persistent.load(Ordering::Acquire) >= max)
+        {
+            return Err(refuse(
+                Breach::PersistentSessions,
+                ReasonCode::QuotaExceeded,
+            ));
+        }
     }
     let client = client.unwrap_or_default();
     let quota = LinkQuota {
@@ -421,13 +710,13 @@ mod tests {
         let rates = TenantRates::default();
         let none = TenantLimits::default();
         let r = rates.current(&limits, &none).expect("a rate");
-        let allowed = (0..20).filter(|_| r.publish(10).is_none()).count();
+        let allowed = (0..20).filter(|_| r.publish(10, false).is_none()).count();
         assert_eq!(allowed, 5, "a second's worth at once");
-        let (breach, wait) = r.publish(10).expect("over");
+        let (breach, wait) = r.publish(10, false).expect("over");
         assert_eq!(breach, Breach::MessageRate);
-        // Until the next allowance, and the refused message's own share.
-        assert!(wait <= Duration::from_millis(400), "{wait:?}");
-        assert!(wait >= Duration::from_millis(200), "{wait:?}");
+        // Until the next allowance: the refused ones took nothing.
+        assert!(wait <= Duration::from_millis(200), "{wait:?}");
+        assert!(wait >= Duration::from_millis(150), "{wait:?}");
         // The same settings keep the same limiters; new ones start afresh.
         assert!(Arc::ptr_eq(
             &r,
@@ -439,22 +728,48 @@ mod tests {
             ..TenantLimits::default()
         };
         let fresh = rates.current(&more, &limits).expect("a rate");
-        assert!(fresh.publish(10).is_none());
+        assert!(fresh.publish(10, false).is_none());
         assert!(rates.current(&none, &none).is_none());
     }
 
     #[test]
     fn a_connection_s_byte_rate() {
         let c = ConnectionRates::new(None, Some(1000)).expect("a rate");
-        assert!(c.publish(600).is_none());
-        assert_eq!(c.publish(600).map(|(b, _)| b), Some(Breach::ByteRate));
-        // Larger than a second's allowance: five seconds' worth of wait, never a panic.
+        assert!(c.publish(600, false).is_none());
         assert_eq!(
-            c.publish(5000).map(|(_, w)| w),
-            Some(Duration::from_secs(5))
+            c.publish(600, false).map(|(b, _)| b),
+            Some(Breach::ByteRate)
         );
+        // Larger than a second's allowance: refused until the limiter is idle, never a
+        // panic; throttled, it is paid for (4.6 s past the burst).
+        let (_, wait) = c.publish(5000, false).expect("over");
+        assert!(wait <= Duration::from_millis(600), "{wait:?}");
+        let (_, wait) = c.publish(5000, true).expect("over");
+        assert!(wait > Duration::from_millis(4_400), "{wait:?}");
+        assert!(wait <= Duration::from_millis(4_600), "{wait:?}");
         assert!(ConnectionRates::new(None, None).is_none());
         assert_eq!(narrower(Some(3), Some(5)), Some(3));
         assert_eq!(narrower(None, Some(5)), Some(5));
+    }
+
+    #[test]
+    fn throttled_messages_are_paid_for() {
+        // 5 a second: a second's worth passes; each one after it, accepted all the same,
+        // holds the sender back a fifth of a second longer than the one before: over time
+        // it keeps to the rate, not half as much again.
+        let c = ConnectionRates::new(Some(5), None).expect("a rate");
+        let waits: Vec<Option<Duration>> = (0..10)
+            .map(|_| c.publish(1, true).map(|(_, w)| w))
+            .collect();
+        assert!(waits[..5].iter().all(Option::is_none), "{waits:?}");
+        for (i, wait) in waits[5..].iter().enumerate() {
+            let wait = wait.expect("over");
+            let expected = Duration::from_millis(200 * (i as u64 + 1));
+            assert!(wait <= expected, "{i}: {wait:?}");
+            assert!(
+                wait + Duration::from_millis(50) >= expected,
+                "{i}: {wait:?}"
+            );
+        }
     }
 }

@@ -374,10 +374,25 @@ impl Restoring<'_> {
 
     /// Puts each queue in sequence order with its byte counts; returns what the queues add
     /// to the node's queued bytes.
+    /// Each session is counted in its tenant as persistent and offline, with what it is
+    /// owed.
     fn settle_queues(&self) -> u64 {
         self.sessions
-            .values()
-            .map(|(session, _)| session.lock().settle_restored())
+            .iter()
+            .map(|(id, (session, _))| {
+                let mut st = session.lock();
+                let charge = st.settle_restored();
+                let tenant = self
+                    .tenant_of
+                    .get(id)
+                    .unwrap_or(&self.broker.default_tenant);
+                let (n, bytes) = st.owed();
+                tenant.usage.offline(true, n, bytes);
+                if let Some(add) = st.count_persistent() {
+                    tenant.usage.persistent(add);
+                }
+                charge
+            })
             .sum()
     }
 }

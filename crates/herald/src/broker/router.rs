@@ -15,7 +15,8 @@ use super::Tenant;
 use super::index::{FilterEntry, SharedGroup, Subscriber};
 use super::message::{Delivery, Message};
 use super::persist::StoredMessage;
-use super::session::{Enqueued, Session, SessionId};
+use super::quota::Offline;
+use super::session::{Bounds, Enqueued, Session, SessionId};
 use super::stats::{DropReason, Stats};
 use crate::config::Limits;
 use crate::store::record::Recipient;
@@ -46,6 +47,7 @@ pub fn route(
     message: &Arc<Message>,
     stored: Option<&Arc<StoredMessage>>,
     limits: &Limits,
+    offline: &Offline<'_>,
     stats: &Stats,
 ) -> Routed {
     let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
@@ -54,6 +56,7 @@ pub fn route(
     let mut q = Queueing {
         stored,
         limits,
+        offline,
         stats,
         over_budget: stats.over_budget(limits.max_queued_bytes_total),
         charged: 0,
@@ -105,6 +108,7 @@ pub fn route(
 struct Queueing<'a> {
     stored: Option<&'a Arc<StoredMessage>>,
     limits: &'a Limits,
+    offline: &'a Offline<'a>,
     stats: &'a Stats,
     /// The node's queued bytes were past their budget when routing began.
     over_budget: bool,
@@ -117,7 +121,12 @@ impl Queueing<'_> {
         routed.matched += 1;
         let qos = d.qos;
         let recipients = &mut routed.recipients;
-        match session.enqueue(d, self.stored, self.limits, self.over_budget, recipients) {
+        let bounds = Bounds {
+            limits: self.limits,
+            over_budget: self.over_budget,
+            offline: self.offline,
+        };
+        match session.enqueue(d, self.stored, &bounds, recipients) {
             Enqueued::Queued { charge, congested } => {
                 self.charged += charge;
                 if congested && routed.congested.is_none() {

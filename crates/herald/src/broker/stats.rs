@@ -125,6 +125,9 @@ reasons! {
         QueueFull => "queue_full",
         /// The node's queued bytes were past `limits.max_queued_bytes_total`.
         MemoryBudget => "memory_budget",
+        /// QoS 1/2 to an offline session of a tenant at its `max_offline_queued_messages`,
+        /// `max_offline_queued_bytes` or `max_store_bytes`.
+        TenantQuota => "tenant_quota",
         /// The message expired before it could be sent.
         Expired => "expired",
         /// Larger than the client's Maximum Packet Size.
@@ -139,6 +142,9 @@ reasons! {
         QueueFull => "queue_full",
         /// The node's queued bytes were past `limits.max_queued_bytes_total`.
         MemoryBudget => "memory_budget",
+        /// The tenant's offline sessions are owed as much as its quotas allow
+        /// (`max_offline_queued_messages`, `max_offline_queued_bytes`, `max_store_bytes`).
+        TenantQuota => "tenant_quota",
         /// The tenant's retained messages were at `limits.max_retained_messages` or
         /// `max_retained_bytes`.
         RetainedLimit => "retained_limit",

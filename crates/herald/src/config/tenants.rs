@@ -49,8 +49,8 @@ pub struct TenantLimits {
     pub outbound_bytes_per_sec: Option<u64>,
     /// Messages a second the HTTP API publishes into the tenant (429 with Retry-After).
     pub http_publish_per_sec: Option<u32>,
-    /// Bytes of the tenant's stored state: retained messages and the messages queued for its
-    /// persistent sessions (PUBACK 0x97 past it).
+    /// Bytes the tenant makes the node keep: its retained messages and the messages its
+    /// offline sessions are owed, each copy counted (PUBACK 0x97 past it).
     pub max_store_bytes: Option<u64>,
     /// Largest packet a client may send (told to v5 clients as Maximum Packet Size).
     pub max_packet_size: Option<u32>,

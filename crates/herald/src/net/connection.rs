@@ -66,6 +66,9 @@ struct Rare {
     stall_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// Over a rate (`broker::quota`): no input is taken until this fires.
     throttle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Over its tenant's outbound rate: nothing more is taken from the session's queue
+    /// until this fires (what is already encoded is still written).
+    hold: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// What woke a connection.
@@ -223,6 +226,13 @@ impl Live {
             // An error also reports ready; the read that follows returns it.
             return Poll::Ready(Event::Readable);
         }
+        if let Some(rare) = &mut self.rare
+            && let Some(hold) = &mut rare.hold
+            && std::future::Future::poll(hold.as_mut(), cx).is_ready()
+        {
+            rare.hold = None;
+            return Poll::Ready(Event::Writable);
+        }
         if (!self.out.is_empty() || self.io.has_pending())
             && self.io.poll_write_ready(cx).is_ready()
         {
@@ -361,6 +371,14 @@ impl Live {
         }
     }
 
+    /// Whether the tenant's outbound rate holds this connection's deliveries back now.
+    fn held(&self) -> bool {
+        self.rare
+            .as_ref()
+            .and_then(|r| r.hold.as_ref())
+            .is_some_and(|h| h.deadline() > tokio::time::Instant::now())
+    }
+
     fn turn_over(&self) -> bool {
         self.pushback || self.routed >= ROUTE_BUDGET
     }
@@ -435,7 +453,24 @@ impl Live {
     /// After `DRIVE_ROUNDS` rounds the task signals itself and lets others run.
     fn drive(&mut self) -> Result<(), Closing> {
         for _ in 0..DRIVE_ROUNDS {
-            let more = self.link.pump(&mut self.out)?;
+            if self.held() {
+                // Over the tenant's outbound rate: the queue waits for the hold to end.
+                return self.flush().map(drop);
+            }
+            let more = match self.link.outbound_budget() {
+                None => self.link.pump(&mut self.out)?,
+                Some(budget) => {
+                    let before = self.out.len();
+                    let more = self.link.pump_within(&mut self.out, budget)?;
+                    let added = self.out.len().saturating_sub(before);
+                    if let Some(wait) = self.link.outbound_rate(added) {
+                        let until = tokio::time::Instant::now() + wait;
+                        let rare = self.rare.get_or_insert_with(Default::default);
+                        rare.hold = Some(Box::pin(tokio::time::sleep_until(until)));
+                    }
+                    more
+                }
+            };
             let written = self.flush()?;
             if !(more && written) {
                 return Ok(());

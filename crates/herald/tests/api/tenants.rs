@@ -231,8 +231,9 @@ async fn a_tenant_key_sees_and_steers_its_own_tenant_only() {
     let r = get(ACME, "/api/v1/stats").await;
     assert_eq!(
         without_counters(&r.body),
-        json!({"tenant": "acme", "connections": 1, "sessions": 1, "subscriptions": 1,
-               "retained": 1, "retained_bytes": 13}),
+        json!({"tenant": "acme", "connections": 1, "sessions": 1, "persistent_sessions": 0,
+               "subscriptions": 1, "retained": 1, "retained_bytes": 13,
+               "offline_queued_messages": 0, "offline_queued_bytes": 0, "store_bytes": 13}),
     );
     // Naming another tenant is refused, whatever the operation.
     for (method, path) in [
@@ -350,10 +351,12 @@ async fn a_tenant_key_sees_and_steers_its_own_tenant_only() {
     assert_eq!(
         without_counters(&r.body["tenants"]),
         json!([
-            {"name": "", "connections": 1, "sessions": 1, "subscriptions": 1,
-             "retained": 2, "retained_bytes": 35},
-            {"name": "acme", "connections": 0, "sessions": 0, "subscriptions": 0,
-             "retained": 0, "retained_bytes": 0},
+            {"name": "", "connections": 1, "sessions": 1, "persistent_sessions": 0,
+             "subscriptions": 1, "retained": 2, "retained_bytes": 35,
+             "offline_queued_messages": 0, "offline_queued_bytes": 0, "store_bytes": 35},
+            {"name": "acme", "connections": 0, "sessions": 0, "persistent_sessions": 0,
+             "subscriptions": 0, "retained": 0, "retained_bytes": 0,
+             "offline_queued_messages": 0, "offline_queued_bytes": 0, "store_bytes": 0},
         ])
     );
     let r = get(NODE, "/api/v1/stats?tenant=").await;
@@ -530,11 +533,27 @@ fn without_counters(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Array(items) => items.iter().map(without_counters).collect(),
         serde_json::Value::Object(map) => {
-            assert!(map["published"].is_u64(), "{v}");
+            for traffic in [
+                "published",
+                "published_bytes",
+                "delivered",
+                "delivered_bytes",
+            ] {
+                assert!(map[traffic].is_u64(), "{traffic}: {v}");
+            }
             assert!(map["quota_breaches"].is_object(), "{v}");
+            assert!(map["rates"]["delivered_per_sec"].is_f64(), "{v}");
             let mut map = map.clone();
-            map.remove("published");
-            map.remove("quota_breaches");
+            for traffic in [
+                "published",
+                "published_bytes",
+                "delivered",
+                "delivered_bytes",
+                "rates",
+                "quota_breaches",
+            ] {
+                map.remove(traffic);
+            }
             serde_json::Value::Object(map)
         }
         other => other.clone(),

@@ -145,11 +145,24 @@ pub fn accept(
     let cfg = broker.config();
     let identity = authenticated.identity;
     let client_id = &terms.client_id;
+    use crate::broker::quota::NewSessions;
     let (slot, quota) = crate::broker::quota::admit(
         broker,
         &authenticated.tenant,
         v,
-        |t| t.sessions.get(client_id).is_none(),
+        |t| {
+            let persistent = terms.expiry > 0;
+            match t.sessions.get(client_id) {
+                None => NewSessions {
+                    session: true,
+                    persistent,
+                },
+                Some(s) => NewSessions {
+                    session: false,
+                    persistent: persistent && !s.lock().persistent(),
+                },
+            }
+        },
         authenticated.limits,
     )
     .map_err(|c| (c, v))?;

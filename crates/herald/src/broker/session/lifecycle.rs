@@ -25,6 +25,10 @@ pub struct Ended {
     pub waiters: Vec<Waker>,
     /// What its queue gave back to the node's queued bytes.
     pub released: u64,
+    /// What it was owed while offline, now no longer counted (`SessionState::owed`).
+    pub owed: (usize, usize),
+    /// It was counted among its tenant's persistent sessions.
+    pub persistent: bool,
 }
 
 /// Which session a store write is about.
@@ -120,6 +124,8 @@ impl SessionState {
             return None;
         }
         self.ended = true;
+        let owed = if self.connected { (0, 0) } else { self.owed() };
+        let persistent = std::mem::take(&mut self.persistent);
         let will_generation = self.generation;
         self.generation += 1;
         let (queue, released) = self.take_queue();
@@ -141,6 +147,39 @@ impl SessionState {
             will: self.pending_will.take(),
             waiters,
             released,
+            owed,
+            persistent,
+        })
+    }
+
+    /// The QoS 1/2 deliveries in its queue and their bytes: what an offline session is
+    /// owed, counted in its tenant's `offline_*` while it is offline. Nothing leaves the
+    /// queue of an offline session but by its ending, so what is counted as it goes
+    /// offline and as each copy arrives is what is taken back as it resumes or ends.
+    pub fn owed(&self) -> (usize, usize) {
+        self.queue
+            .iter()
+            .filter(|d| d.qos != mqtt_codec::QoS::AtMostOnce)
+            .fold((0, 0), |(n, b), d| (n + 1, b + d.weight()))
+    }
+
+    /// Whether it is offline (and not ended).
+    pub fn offline(&self) -> bool {
+        !self.connected && !self.ended
+    }
+
+    /// Whether it is counted among its tenant's persistent sessions.
+    pub fn persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Brings its count among its tenant's persistent sessions in step with its expiry:
+    /// `Some(true)` to count it, `Some(false)` to stop, `None` for no change.
+    pub fn count_persistent(&mut self) -> Option<bool> {
+        let persistent = self.expiry_interval > 0 && !self.ended;
+        (persistent != self.persistent).then(|| {
+            self.persistent = persistent;
+            persistent
         })
     }
 

@@ -47,20 +47,24 @@ impl Link {
     /// Takes a PUBLISH of `bytes` from the connection's and the tenant's rates.
     pub(super) fn rate(&self, bytes: usize) -> Rated {
         let bytes = bytes as u64;
+        let cfg = self.broker.config();
+        // Throttled, the message is accepted: every rate takes it. Refused, none does.
+        let pay = cfg.tenants.rate_exceeded == RateExceeded::Throttle;
         let own = self
             .quota
             .as_ref()
             .and_then(|q| q.rates.as_ref())
-            .and_then(|r| r.publish(bytes));
-        let cfg = self.broker.config();
-        let over = own.or_else(|| {
+            .and_then(|r| r.publish(bytes, pay));
+        let tenant = if own.is_some() && !pay {
+            None
+        } else {
             let tenant_own = self.tenant.own();
-            let rates = self
-                .tenant
+            self.tenant
                 .rates
-                .current(&tenant_own, &cfg.tenants.defaults)?;
-            rates.publish(bytes)
-        });
+                .current(&tenant_own, &cfg.tenants.defaults)
+                .and_then(|rates| rates.publish(bytes, pay))
+        };
+        let over = crate::broker::quota::longer(own, tenant);
         let Some((breach, wait)) = over else {
             return Rated::Within;
         };
@@ -69,6 +73,35 @@ impl Link {
             RateExceeded::Throttle => Rated::Throttle(wait),
             RateExceeded::Refuse => Rated::Refuse,
         }
+    }
+
+    /// What one pump may take for the client under its tenant's outbound rate: a tenth of
+    /// a second's worth (at least one delivery is taken whatever its size); `None` when
+    /// the tenant has no outbound rate.
+    pub fn outbound_budget(&self) -> Option<usize> {
+        let cfg = self.broker.config();
+        let rate = self
+            .tenant
+            .own()
+            .outbound_bytes_per_sec
+            .or(cfg.tenants.defaults.outbound_bytes_per_sec)?;
+        Some(usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1))
+    }
+
+    /// Takes `bytes` just made ready for the client from its tenant's outbound rate: `None`
+    /// within it, else how long the connection writes nothing more (a breach, counted).
+    pub fn outbound_rate(&self, bytes: usize) -> Option<Duration> {
+        if bytes == 0 {
+            return None;
+        }
+        let cfg = self.broker.config();
+        let own = self.tenant.own();
+        own.outbound_bytes_per_sec
+            .or(cfg.tenants.defaults.outbound_bytes_per_sec)?;
+        let rates = self.tenant.rates.current(&own, &cfg.tenants.defaults)?;
+        let wait = rates.outbound(bytes as u64)?;
+        self.tenant.usage.breach(Breach::OutboundRate);
+        Some(wait)
     }
 
     /// The highest QoS the link may be granted.

@@ -291,6 +291,8 @@ pub struct SessionState {
     expiry_interval: u32,
     /// Removed from the registry: nothing may attach to it any more.
     ended: bool,
+    /// Counted in its tenant's persistent sessions (`quota::Usage::persistent`).
+    persistent: bool,
     /// The stored side of a persistent session (`None` without a store, or for a session
     /// that ends with its connection). Boxed: most connections' sessions have none.
     durable: Option<Box<DurableSession>>,
@@ -318,6 +320,16 @@ pub struct Origin {
     pub listener: crate::config::ListenerKind,
     /// The username: CONNECT's, or the client certificate's (`tls.username_from`).
     pub username: Option<ByteString>,
+}
+
+/// What bounds queueing one delivery.
+pub struct Bounds<'a> {
+    /// The node's limits.
+    pub limits: &'a Limits,
+    /// The node's queued bytes were past `limits.max_queued_bytes_total`.
+    pub over_budget: bool,
+    /// The tenant's bounds on what its offline sessions are owed.
+    pub offline: &'a crate::broker::quota::Offline<'a>,
 }
 
 /// Whether a delivery was queued.
@@ -356,6 +368,7 @@ impl Session {
                 pending_will: None,
                 expiry_interval: 0,
                 ended: false,
+                persistent: false,
                 durable: None,
                 kicked: None,
                 origin: None,
@@ -403,20 +416,21 @@ impl Session {
         self.deadline_ms.load(Ordering::Relaxed)
     }
 
-    /// Queues a delivery, within `limits`. QoS 0 is dropped when the session is offline or its
-    /// outbox is full; QoS 1/2 when its queue is at `max_queued_messages` or
-    /// `max_queued_bytes`; either when the node is `over_budget` (its queued bytes are past
-    /// `max_queued_bytes_total`). A QoS 1/2 delivery to a stored session gets the session's
-    /// next sequence number, pins its message, and is added to `recipients` (the message's
-    /// record, `stored`, is written by the publisher).
+    /// Queues a delivery, within `bounds`. QoS 0 is dropped when the session is offline or
+    /// its outbox is full; QoS 1/2 when its queue is at `max_queued_messages` or
+    /// `max_queued_bytes`, or (offline) when its tenant's offline sessions are owed as much
+    /// as its quotas allow; either when the node is `over_budget` (its queued bytes are
+    /// past `max_queued_bytes_total`). A QoS 1/2 delivery to a stored session gets the
+    /// session's next sequence number, pins its message, and is added to `recipients` (the
+    /// message's record, `stored`, is written by the publisher).
     pub fn enqueue(
         &self,
         mut delivery: Delivery,
         stored: Option<&Arc<StoredMessage>>,
-        limits: &Limits,
-        over_budget: bool,
+        bounds: &Bounds<'_>,
         recipients: &mut Vec<Recipient>,
     ) -> Enqueued {
+        let limits = bounds.limits;
         let mut st = self.lock();
         if st.ended {
             return Enqueued::Dropped(DropReason::Offline);
@@ -436,8 +450,13 @@ impl Session {
         {
             return Enqueued::Dropped(DropReason::QueueFull);
         }
-        if over_budget {
+        if bounds.over_budget {
             return Enqueued::Dropped(DropReason::MemoryBudget);
+        }
+        // Counted under the session lock: the count moves with the queue when the session
+        // connects or goes offline (`Broker::attach`, `Broker::detach`).
+        if !st.connected && bounds.offline.take(weight).is_err() {
+            return Enqueued::Dropped(DropReason::TenantQuota);
         }
         if delivery.qos != QoS::AtMostOnce
             && let (Some(durable), Some(stored)) = (st.durable.as_mut(), stored)
@@ -599,6 +618,85 @@ mod tests {
         }
     }
 
+    /// `Session::enqueue` in a tenant with no quotas.
+    fn put(
+        s: &Session,
+        d: Delivery,
+        stored: Option<&Arc<StoredMessage>>,
+        limits: &Limits,
+        over_budget: bool,
+        recipients: &mut Vec<Recipient>,
+    ) -> Enqueued {
+        let tenant = crate::broker::Tenant::named("t");
+        let defaults = crate::config::TenantLimits::default();
+        let offline = crate::broker::quota::Offline::new(&tenant, &defaults);
+        let bounds = Bounds {
+            limits,
+            over_budget,
+            offline: &offline,
+        };
+        s.enqueue(d, stored, &bounds, recipients)
+    }
+
+    #[test]
+    fn a_tenant_bounds_what_its_offline_sessions_are_owed() {
+        let tenant = crate::broker::Tenant::named("t");
+        tenant.set_own(
+            crate::config::TenantLimits {
+                max_offline_queued_messages: Some(2),
+                max_offline_queued_bytes: Some(5),
+                ..Default::default()
+            },
+            true,
+        );
+        let defaults = crate::config::TenantLimits::default();
+        let limits = Limits::default();
+        let (a, b) = (
+            Session::new(1, "a".into(), ProtocolVersion::V5),
+            Session::new(2, "b".into(), ProtocolVersion::V5),
+        );
+        let put = |s: &Session| {
+            let offline = crate::broker::quota::Offline::new(&tenant, &defaults);
+            let bounds = Bounds {
+                limits: &limits,
+                over_budget: false,
+                offline: &offline,
+            };
+            s.enqueue(delivery(QoS::AtLeastOnce), None, &bounds, &mut Vec::new())
+        };
+        let usage = &tenant.usage;
+        let owed = || {
+            (
+                usage.offline_messages.load(Ordering::Relaxed),
+                usage.offline_bytes.load(Ordering::Relaxed),
+            )
+        };
+        assert!(matches!(put(&a), Enqueued::Queued { .. }));
+        assert!(matches!(put(&b), Enqueued::Queued { .. }));
+        assert_eq!(owed(), (2, 4));
+        assert_eq!(
+            put(&a),
+            Enqueued::Dropped(DropReason::TenantQuota),
+            "two messages are owed across the tenant: a third is refused"
+        );
+        assert_eq!(owed(), (2, 4), "a refused copy is not counted");
+        assert_eq!(
+            usage.breaches(crate::broker::quota::Breach::OfflineQueue),
+            1
+        );
+        b.lock().connected = true;
+        assert!(
+            matches!(put(&b), Enqueued::Queued { .. }),
+            "a connected session's queue is not bounded by the offline quota"
+        );
+        assert_eq!(owed(), (2, 4));
+        assert_eq!(
+            a.lock().owed(),
+            (1, 2),
+            "what a is owed, as counted when it arrived"
+        );
+    }
+
     #[test]
     fn qos0_needs_a_connection_and_room() {
         let limits = Limits {
@@ -607,7 +705,7 @@ mod tests {
             ..Limits::default()
         };
         let s = Session::new(1, "c".into(), ProtocolVersion::V5);
-        let enqueue = |qos| s.enqueue(delivery(qos), None, &limits, false, &mut Vec::new());
+        let enqueue = |qos| put(&s, delivery(qos), None, &limits, false, &mut Vec::new());
         let queued = |congested| Enqueued::Queued {
             charge: super::super::flow::DELIVERY_OVERHEAD + 2,
             congested,
@@ -648,7 +746,7 @@ mod tests {
         let s = Session::new(1, "c".into(), ProtocolVersion::V5);
         let enqueue = |over| {
             let d = delivery(QoS::AtLeastOnce);
-            s.enqueue(d, None, &limits, over, &mut Vec::new())
+            put(&s, d, None, &limits, over, &mut Vec::new())
         };
         assert!(matches!(enqueue(false), Enqueued::Queued { .. }));
         assert!(matches!(enqueue(false), Enqueued::Queued { .. }));
@@ -659,7 +757,8 @@ mod tests {
         );
         let s = Session::new(2, "d".into(), ProtocolVersion::V5);
         assert_eq!(
-            s.enqueue(
+            put(
+                &s,
                 delivery(QoS::AtLeastOnce),
                 None,
                 &Limits::default(),
@@ -684,11 +783,11 @@ mod tests {
         };
         let overhead = super::super::flow::DELIVERY_OVERHEAD;
         assert_eq!(
-            charge(a.enqueue(d.clone(), None, &limits, false, &mut Vec::new())),
+            charge(put(&a, d.clone(), None, &limits, false, &mut Vec::new())),
             overhead + 2
         );
         assert_eq!(
-            charge(b.enqueue(d, None, &limits, false, &mut Vec::new())),
+            charge(put(&b, d, None, &limits, false, &mut Vec::new())),
             overhead
         );
         let mut released = 0;
@@ -706,14 +805,16 @@ mod tests {
         let mut recipients = Vec::new();
         let record = StoredMessage::restored(7, 0);
         let stored = Some(&record);
-        s.enqueue(
+        put(
+            &s,
             delivery(QoS::AtLeastOnce),
             stored,
             &limits,
             false,
             &mut recipients,
         );
-        s.enqueue(
+        put(
+            &s,
             delivery(QoS::ExactlyOnce),
             stored,
             &limits,
@@ -721,7 +822,8 @@ mod tests {
             &mut recipients,
         );
         s.lock().connected = true;
-        s.enqueue(
+        put(
+            &s,
             delivery(QoS::AtMostOnce),
             None,
             &limits,

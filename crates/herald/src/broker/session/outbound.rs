@@ -53,6 +53,9 @@ impl Sent {
 struct Window {
     messages: usize,
     bytes: usize,
+    /// Topic and payload bytes this batch may take (at least one delivery is taken): the
+    /// tenant's outbound rate, else no bound.
+    budget: usize,
 }
 
 /// What taking a batch did.
@@ -82,10 +85,15 @@ impl SessionState {
             ticket: Ticket::NONE,
             released: 0,
         };
+        let mut spent = 0usize;
         while batch.len() < BATCH {
             let Some(front) = self.queue.front() else {
                 break;
             };
+            if !batch.is_empty() && spent.saturating_add(front.weight()) > window.budget {
+                break;
+            }
+            spent = spent.saturating_add(front.weight());
             // QoS 1/2 wait while the client's window is full.
             if front.qos != QoS::AtMostOnce
                 && (self.inflight.len() >= window.messages
@@ -133,16 +141,25 @@ impl Link {
     /// write budget (more deliveries may be waiting), `Ok(false)` when nothing more may be
     /// sent now.
     pub fn pump(&mut self, out: &mut impl Out) -> Result<bool, Closing> {
+        self.pump_within(out, usize::MAX)
+    }
+
+    /// As `pump`, taking deliveries of at most `budget` topic and payload bytes (at least
+    /// one): what the tenant's outbound rate allows at a time.
+    pub fn pump_within(&mut self, out: &mut impl Out, budget: usize) -> Result<bool, Closing> {
         let now = Instant::now();
         let mut batch: Vec<(Delivery, u16)> = Vec::new();
         let mut sent = Sent::default();
         let queued_before = out.len();
+        let mut budget = budget;
         loop {
-            if out.len() >= WRITE_BUDGET {
+            if out.len() >= WRITE_BUDGET || budget == 0 {
                 self.count(&sent, out.len().saturating_sub(queued_before));
                 return Ok(true);
             }
-            let (ticket, refill) = self.take_batch(&mut batch, now)?;
+            let (ticket, refill) = self.take_batch(&mut batch, now, budget)?;
+            let taken: usize = batch.iter().map(|(d, _)| d.weight()).sum();
+            budget = budget.saturating_sub(taken.max(1));
             if batch.is_empty() {
                 // Retained messages stream in as the queue empties, a page at a time.
                 let actor = self.actor();
@@ -175,12 +192,14 @@ impl Link {
         &mut self,
         batch: &mut Vec<(Delivery, u16)>,
         now: Instant,
+        budget: usize,
     ) -> Result<(Ticket, bool), Closing> {
         let broker = &self.broker;
         let limits = &broker.config().limits;
         let window = Window {
             messages: usize::from(self.client_receive_maximum),
             bytes: limits.max_inflight_bytes,
+            budget,
         };
         let (taken, waiters, refill) = {
             let mut st = self.session.lock();
@@ -208,6 +227,11 @@ impl Link {
         }
         let stats = &self.broker.stats;
         stats.delivered.fetch_add(sent.delivered, Ordering::Relaxed);
+        let usage = &self.tenant.usage;
+        usage.delivered.fetch_add(sent.delivered, Ordering::Relaxed);
+        usage
+            .delivered_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         let hot = &stats.hot;
         hot.packets_out(mqtt_codec::PacketType::Publish, sent.delivered, bytes);
         hot.delivered(&sent.latencies);
