@@ -646,3 +646,70 @@ async fn outbound_bytes_per_tenant_are_held_back_not_dropped() {
     assert_eq!(common::drain(&mut other, 16).await.len(), 16);
     assert_eq!(breaches(&s, "globex", Breach::OutboundRate), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn offline_quota_holds_exactly_with_eight_workers_queueing_at_once() {
+    const SUBS: usize = 20;
+    const PUBS: usize = 16;
+    const EACH: usize = 40;
+    const MAX: u64 = 500;
+    let s = acme_only(TenantLimits {
+        max_offline_queued_messages: Some(MAX),
+        ..TenantLimits::default()
+    })
+    .await;
+    for i in 0..SUBS {
+        let id = format!("s{i}");
+        let (mut c, _) = Raw::connect_with(s.addr, lasting("acme/a", &id, 600)).await;
+        c.subscribe("q/#", QoS::AtLeastOnce).await;
+        c.disconnect().await;
+        common::until_offline_in(&s, "acme", &id).await;
+    }
+    // Every publisher at once, on eight workers: each copy is counted before it is checked.
+    let addr = s.addr;
+    let publishers: Vec<_> = (0..PUBS)
+        .map(|i| {
+            tokio::spawn(async move {
+                let (mut p, _) = connect(addr, true, "acme/p", &format!("p{i}")).await;
+                let mut codes = Vec::new();
+                for n in 0..EACH {
+                    codes.push(puback(&mut p, &format!("q/{i}/{n}"), b"x").await.unwrap());
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for p in publishers {
+        let codes = p.await.unwrap();
+        accepted += codes.iter().filter(|c| **c == ReasonCode::Success).count();
+        assert!(
+            codes
+                .iter()
+                .all(|c| [ReasonCode::Success, ReasonCode::QuotaExceeded].contains(c)),
+            "{codes:?}"
+        );
+    }
+    let (_, owed, _) = usage(&s, "acme");
+    assert_eq!(owed, MAX, "the bound is reached and never passed");
+    assert!(accepted * SUBS <= MAX as usize, "{accepted} accepted");
+    assert!(breaches(&s, "acme", Breach::OfflineQueue) > 0);
+    // What each subscriber is owed is what it gets; then nothing is owed.
+    let tenant = s.server.broker().find_tenant("acme").unwrap();
+    let mut total = 0;
+    for i in 0..SUBS {
+        let id = format!("s{i}");
+        let owed = tenant.sessions.get(&id).unwrap().lock().owed().0;
+        total += owed;
+        let (mut c, ack) = Raw::connect_with(s.addr, lasting("acme/a", &id, 600)).await;
+        assert!(ack.session_present);
+        for _ in 0..owed {
+            let p = c.recv_publish().await;
+            c.send(Packet::PubAck(mqtt_codec::Ack::new(p.packet_id)))
+                .await;
+        }
+        c.disconnect().await;
+    }
+    assert_eq!(total as u64, MAX);
+    common::eventually("nothing owed", || usage(&s, "acme").1 == 0).await;
+}

@@ -72,23 +72,7 @@ pub struct Identity {
     pub checked: u64,
 }
 
-/// Per-client limits a token or the callout may set; each narrows its tenant's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientLimits {
-    /// PUBLISH packets per second it may send.
-    #[serde(default)]
-    pub messages_per_sec: Option<u32>,
-    /// PUBLISH bytes per second it may send.
-    #[serde(default)]
-    pub bytes_per_sec: Option<u32>,
-    /// Subscriptions it may hold.
-    #[serde(default)]
-    pub max_subscriptions: Option<u32>,
-    /// Highest QoS it may publish and be granted.
-    #[serde(default)]
-    pub max_qos: Option<u8>,
-}
+pub use crate::config::ClientLimits;
 
 /// What authentication settled: who the client is, its tenant, its own limits.
 #[derive(Debug, Clone, Default)]

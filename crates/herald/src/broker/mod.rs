@@ -81,6 +81,7 @@ impl Tenant {
     pub fn set_own(&self, limits: crate::config::TenantLimits, known: bool) {
         self.own.store(Arc::new(limits));
         self.known.store(known, Ordering::Release);
+        quota::settings_changed();
     }
 
     /// Whether the tenants file or the admin API created it.
@@ -197,6 +198,7 @@ impl Broker {
     /// Puts `config` in force for everything that reads it from now on.
     pub fn set_config(&self, config: Config) {
         self.config.store(Arc::new(config));
+        quota::settings_changed();
     }
 
     /// The tenant named `name` ("" is the default tenant), created if it does not exist.
@@ -317,7 +319,7 @@ impl Broker {
             .note_published(message.topic.len() + message.payload.len());
         let config = self.config();
         let retain = message.retain && config.session.retain_available;
-        if retain && let Err(breach) = self.retained_fits(tenant, message, &config) {
+        if retain && let Err(breach) = quota::retained_fits(tenant, message, &config) {
             self.stats.refuse(stats::RefuseReason::RetainedLimit);
             tenant.usage.breach(breach);
             return Published {
@@ -380,43 +382,6 @@ impl Broker {
             ticket,
             refused,
         }
-    }
-
-    /// Whether a retained `message` fits its tenant's bounds: its own `max_retained_*`, else
-    /// `[tenants.defaults]`'s, each at most the node's `limits.max_retained_*`; and its
-    /// `max_store_bytes` with what its offline sessions are owed. Else the quota it breaks.
-    fn retained_fits(
-        &self,
-        tenant: &Tenant,
-        message: &Message,
-        config: &Config,
-    ) -> Result<(), quota::Breach> {
-        let own = tenant.own();
-        let defaults = &config.tenants.defaults;
-        let node = &config.limits;
-        let messages = own
-            .max_retained_messages
-            .or(defaults.max_retained_messages)
-            .map_or(node.max_retained_messages as u64, |t| {
-                t.min(node.max_retained_messages as u64)
-            });
-        let bytes = own
-            .max_retained_bytes
-            .or(defaults.max_retained_bytes)
-            .map_or(node.max_retained_bytes as u64, |t| {
-                t.min(node.max_retained_bytes as u64)
-            });
-        if !tenant.retained.admits_within(message, messages, bytes) {
-            return Err(quota::Breach::Retained);
-        }
-        if let Some(store) = own.max_store_bytes.or(defaults.max_store_bytes) {
-            let owed = tenant.usage.offline_bytes.load(Ordering::Acquire);
-            let room = store.saturating_sub(owed);
-            if !tenant.retained.admits_within(message, u64::MAX, room) {
-                return Err(quota::Breach::Store);
-            }
-        }
-        Ok(())
     }
 
     /// Why a publication whose copies `routed` says were refused must not be acknowledged

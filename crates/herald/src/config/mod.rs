@@ -46,7 +46,7 @@ pub use load::Overrides;
 pub use node::{DrainConfig, Log, Runtime};
 pub use store::{Fsync, StoreConfig};
 pub use template::generate;
-pub use tenants::{RateExceeded, TenantLimits, TenantsConfig};
+pub use tenants::{ClientLimits, RateExceeded, TenantLimits, TenantsConfig};
 pub use tls::{ClientAuth, TenantField, TlsConfig, UsernameFrom};
 
 /// Why a configuration was refused. The message names the key.

@@ -68,6 +68,24 @@ pub struct TenantLimits {
     pub protocols: Option<Vec<String>>,
 }
 
+/// Per-client limits a token or the callout may set; each narrows its tenant's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimits {
+    /// PUBLISH packets per second it may send.
+    #[serde(default)]
+    pub messages_per_sec: Option<u32>,
+    /// PUBLISH bytes per second it may send.
+    #[serde(default)]
+    pub bytes_per_sec: Option<u32>,
+    /// Subscriptions it may hold.
+    #[serde(default)]
+    pub max_subscriptions: Option<u32>,
+    /// Highest QoS it may publish and be granted.
+    #[serde(default)]
+    pub max_qos: Option<u8>,
+}
+
 /// How breaches of a rate are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

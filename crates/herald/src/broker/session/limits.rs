@@ -79,12 +79,13 @@ impl Link {
     /// a second's worth (at least one delivery is taken whatever its size); `None` when
     /// the tenant has no outbound rate.
     pub fn outbound_budget(&self) -> Option<usize> {
-        let cfg = self.broker.config();
-        let rate = self
-            .tenant
-            .own()
-            .outbound_bytes_per_sec
-            .or(cfg.tenants.defaults.outbound_bytes_per_sec)?;
+        let rate = self.tenant.rates.outbound_rate(|| {
+            let cfg = self.broker.config();
+            self.tenant
+                .own()
+                .outbound_bytes_per_sec
+                .or(cfg.tenants.defaults.outbound_bytes_per_sec)
+        })?;
         Some(usize::try_from(rate / 10).unwrap_or(usize::MAX).max(1))
     }
 
