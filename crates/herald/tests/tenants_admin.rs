@@ -158,7 +158,16 @@ async fn the_tenants_file_is_read_at_start_and_followed_while_running() {
     // Retained bytes count the topic and the payload ("room/1", "kept").
     let mut usage = acme["usage"].clone();
     let usage = usage.as_object_mut().unwrap();
-    assert!(usage.remove("published").is_some_and(|p| p.is_u64()));
+    assert!(usage.remove("published").is_some_and(|p| p == 1));
+    assert!(usage.remove("published_bytes").is_some_and(|p| p == 10));
+    // The retained message went to alice, its subscriber: one PUBLISH packet.
+    assert!(usage.remove("delivered").is_some_and(|p| p == 1));
+    assert!(usage.remove("delivered_bytes").is_some_and(|p| p.is_u64()));
+    assert!(
+        usage
+            .remove("rates")
+            .is_some_and(|r| r["published_per_sec"].is_f64())
+    );
     assert!(
         usage
             .remove("quota_breaches")
@@ -166,7 +175,9 @@ async fn the_tenants_file_is_read_at_start_and_followed_while_running() {
     );
     assert_eq!(
         serde_json::Value::Object(usage.clone()),
-        json!({"connections": 1, "sessions": 1, "subscriptions": 1, "retained": 1, "retained_bytes": 10})
+        json!({"connections": 1, "sessions": 1, "persistent_sessions": 0, "subscriptions": 1,
+               "retained": 1, "retained_bytes": 10, "offline_queued_messages": 0,
+               "offline_queued_bytes": 0, "store_bytes": 10})
     );
     let list = call(http, NODE, "GET", "/api/v1/tenants", "").await;
     let names: Vec<&str> = list.body["items"]

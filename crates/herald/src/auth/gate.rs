@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
-use mqtt_codec::{ByteString, ReasonCode};
+use mqtt_codec::ReasonCode;
 
 use super::acl::{Acl, Rules, Who};
 use super::passwd::PasswordFile;
@@ -319,8 +319,8 @@ impl Gate {
         self.stats.count_admitted(how);
         let username = grant
             .username
-            .map(ByteString::from)
-            .or_else(|| credentials.claimed_username().map(Into::into));
+            .map(Arc::from)
+            .or_else(|| credentials.claimed_username().map(Arc::from));
         let state = rules
             .map(|rules| Arc::new(ClientState { rules }) as Arc<dyn std::any::Any + Send + Sync>);
         Ok(Authenticated {

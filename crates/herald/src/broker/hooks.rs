@@ -63,7 +63,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Identity {
     /// Its username: what authentication says, else the certificate's name when one is
     /// taken, else CONNECT's.
-    pub username: Option<ByteString>,
+    pub username: Option<Arc<str>>,
     /// What the hook keeps for this connection (its rules, limits, caches), opaque to the
     /// broker and handed back at each hook point.
     pub state: Option<Arc<dyn Any + Send + Sync>>,

@@ -172,7 +172,8 @@ pub fn accept(
         identity: &identity,
     };
     broker.hooks.admit_connection(actor).map_err(|c| (c, v))?;
-    arrival.origin.username = identity.username.as_ref().map(own_str);
+    // One allocation for both: the identity and the origin share the name.
+    arrival.origin.username = identity.username.clone();
     let tenant: &Arc<crate::broker::Tenant> = &slot;
     let attached = broker.attach(
         tenant,

@@ -319,7 +319,7 @@ pub struct Origin {
     /// The listener it connected to.
     pub listener: crate::config::ListenerKind,
     /// The username: CONNECT's, or the client certificate's (`tls.username_from`).
-    pub username: Option<ByteString>,
+    pub username: Option<Arc<str>>,
 }
 
 /// What bounds queueing one delivery.
