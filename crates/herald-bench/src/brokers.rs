@@ -101,8 +101,26 @@ pub struct Running {
     child: Child,
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 for a broker started next (bound, read, released), below
+/// Linux's ephemeral range (32768 up): a port the kernel hands out for port 0 is also what
+/// it gives the next outgoing connection as its source port, so with thousands of clients
+/// connecting, one could take it before the broker binds it (or after a crash test killed
+/// the broker and starts it again on the same port). Random, so that runs at once rarely
+/// pick the same one; the kernel's own pick if none of 64 tries is free.
 pub fn free_port() -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
+    seed.write_u32(std::process::id());
+    let mut x = seed.finish() | 1;
+    for _ in 0..64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?.port());
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
