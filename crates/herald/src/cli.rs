@@ -86,6 +86,14 @@ pub struct ServeArgs {
     /// (store.in_memory) [env: HERALD_STORE_IN_MEMORY].
     #[arg(long)]
     pub in_memory: bool,
+    /// Join a cluster through these NATS servers, comma-separated
+    /// (cluster.nats) [env: HERALD_CLUSTER_NATS].
+    #[arg(long, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's name in the cluster (cluster.node_id; default: the host name)
+    /// [env: HERALD_CLUSTER_NODE_ID].
+    #[arg(long)]
+    pub node_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -104,6 +112,8 @@ impl ServeArgs {
             log_format: self.log_format.clone(),
             data_dir: self.data_dir.clone(),
             in_memory: self.in_memory,
+            cluster: self.cluster.clone(),
+            node_id: self.node_id.clone(),
         }
     }
 }

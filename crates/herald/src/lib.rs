@@ -10,6 +10,7 @@
 //! - [`reload`]: re-reading the configuration and swapping it in.
 //! - [`auth`]: identity: the authentication chain (password file, JWT, HTTP callout,
 //!   certificates), ACLs and where a client's tenant comes from, plugged into the hook seam.
+//! - [`cluster`]: many nodes as one broker over NATS (topics as subjects so far).
 //! - [`net`]: sockets only: listeners, the PROXY/TLS/WebSocket handshakes, the
 //!   readiness-driven connection task, the write queue.
 //! - [`broker`]: the session core (`broker::session`: the MQTT protocol of a connection,
@@ -26,6 +27,7 @@ pub(crate) mod api;
 pub mod auth;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub(crate) mod metrics;

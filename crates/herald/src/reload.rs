@@ -103,8 +103,10 @@ impl ReloadError {
 }
 
 /// Keys (or sections, ending in `.`) that only a restart changes.
-const RESTART_ONLY: [&str; 12] = [
+const RESTART_ONLY: [&str; 13] = [
     "listeners.",
+    // The NATS connection and the node's name are made at start.
+    "cluster.",
     // The authentication chain and the rules files are built at start; the files
     // themselves (the password file, the ACL file) are read again by every reload.
     "auth.",

@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["broker"],
     &["auth"],
+    &["cluster"],
     &["net"],
     &["reload"],
     &["api"],

@@ -34,6 +34,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--in-memory`: `store.in_memory`.
     pub in_memory: bool,
+    /// `--cluster` (comma-separated): `cluster.nats`.
+    pub cluster: Vec<String>,
+    /// `--node-id`: `cluster.node_id`.
+    pub node_id: Option<String>,
 }
 
 impl Overrides {
@@ -71,6 +75,12 @@ impl Overrides {
         }
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = dir.clone();
+        }
+        if !self.cluster.is_empty() {
+            config.cluster.nats = self.cluster.clone();
+        }
+        if let Some(id) = &self.node_id {
+            config.cluster.node_id = id.clone();
         }
         if self.in_memory {
             config.store.in_memory = true;
@@ -188,7 +198,7 @@ fn apply_env(
         let value = match sec.get(&key) {
             Some(current) => parse_like(current, &raw),
             // Settings without a default value (left out means "unset"): read as TOML.
-            None if optional(&path, &key) => Some(parse_optional(&key, &raw)),
+            None if optional(&path, &key) => Some(parse_optional(&path, &key, &raw)),
             None => {
                 return Err(ConfigError::Parse(format!(
                     "{name}: no config key {path}.{key}"
@@ -203,12 +213,16 @@ fn apply_env(
 
 /// Settings whose default is "unset", so the defaults table does not show their type.
 fn optional(path: &str, key: &str) -> bool {
-    (path == "auth" && key == "anonymous") || path == "tenants.defaults"
+    (path == "auth" && key == "anonymous") || path == "tenants.defaults" || path == "cluster"
 }
 
 /// An optional setting's value: a list for the list settings (comma-separated, as every
-/// list variable is), else read as TOML (`5`, `true`), else a string.
-fn parse_optional(key: &str, raw: &str) -> toml::Value {
+/// list variable is), text for `[cluster]`'s, else read as TOML (`5`, `true`), else a string.
+fn parse_optional(path: &str, key: &str, raw: &str) -> toml::Value {
+    if path == "cluster" {
+        // Its optional settings are all text: paths, a user, a password, a token.
+        return toml::Value::String(raw.to_string());
+    }
     if key == "anonymous" || key == "protocols" {
         return parse_like(&toml::Value::Array(Vec::new()), raw)
             .unwrap_or_else(|| toml::Value::Array(Vec::new()));

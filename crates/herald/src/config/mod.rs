@@ -15,11 +15,13 @@
 //! - `store`: `[store]`, where and how durable state is written.
 //! - `node`: `[drain]`, `[runtime]` and `[log]`, how the process runs and stops.
 //! - `load`: the layering (file, `HERALD_*` variables, flags).
+//! - `cluster`: `[cluster]`, joining other nodes through NATS.
 //! - `tenants`: `[tenants]`, every tenant's quotas and rate limits and where its own come
 //!   from.
 //! - `template`: `herald config generate`, the commented default file.
 
 mod auth;
+mod cluster;
 mod http;
 mod limits;
 mod listeners;
@@ -38,6 +40,7 @@ pub use auth::{
     AclConfig, AuthConfig, CalloutConfig, JwtConfig, Method as AuthMethod, TenantRule, TokenIn,
     V3Denied,
 };
+pub use cluster::{ClusterConfig, valid_node_id};
 pub use http::HttpConfig;
 pub use http::{MAX_TENANT_LEN, valid_tenant};
 pub use limits::{Limits, SessionConfig};
@@ -128,6 +131,8 @@ pub struct Config {
     pub acl: AclConfig,
     /// Tenants' quotas and rate limits.
     pub tenants: TenantsConfig,
+    /// Other nodes, joined through NATS.
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -143,6 +148,7 @@ impl Config {
         self.store.validate()?;
         self.session.validate()?;
         self.tenants.validate()?;
+        self.cluster.validate()?;
         self.log.validate()
     }
 }

@@ -328,6 +328,27 @@ metrics_allow =
 # shared_subscriptions = true
 # protocols = ["3.1", "3.1.1", "5"]
 
+[cluster]
+# Join other Herald nodes through these NATS servers (nats://host:4222, tls://host:4222;
+# flag --cluster, comma-separated). Empty: a single node. Nodes find each other through NATS.
+nats =
+# This node's name, unique in the cluster and stable across restarts (flag --node-id).
+# Empty: the host name.
+node_id =
+# The first tokens of every subject the cluster uses (several clusters may share a NATS).
+subject_prefix =
+# Refuse a NATS connection that is not TLS.
+require_tls =
+# NATS credentials, when its servers ask for them: a credentials file (JWT and NKey seed),
+# or a user and password, or a token; a CA file to verify them with, a client certificate.
+# credentials_file = "/etc/herald/nats.creds"
+# user = "herald"
+# password = "..."
+# token = "..."
+# tls_ca_file = "/etc/herald/nats-ca.pem"
+# tls_cert_file = "/etc/herald/nats-client.pem"
+# tls_key_file = "/etc/herald/nats-client.key"
+
 [runtime]
 # Worker threads; 0 sizes them from the CPU quota (cgroup v1/v2), else the core count.
 worker_threads =

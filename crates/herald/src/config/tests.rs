@@ -288,3 +288,50 @@ fn public_listeners_once_authentication_is_configured() {
     let protocols = c.tenants.defaults.protocols.as_deref().unwrap();
     assert_eq!(protocols, ["5".to_string(), "3.1.1".to_string()]);
 }
+
+#[test]
+fn cluster_settings_are_checked() {
+    let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+    let c = load(&[
+        (
+            "HERALD_CLUSTER_NATS",
+            "nats://127.0.0.1:4222,tls://nats.example:4222",
+        ),
+        ("HERALD_CLUSTER_NODE_ID", "node-1"),
+    ])
+    .unwrap();
+    assert!(c.cluster.enabled());
+    assert_eq!(c.cluster.nats.len(), 2);
+    assert_eq!(c.cluster.node(), "node-1");
+    assert!(!Config::default().cluster.enabled());
+    assert!(super::valid_node_id(&Config::default().cluster.node()));
+    for (pairs, key) in [
+        (
+            vec![("HERALD_CLUSTER_NATS", "127.0.0.1:4222")],
+            "cluster.nats",
+        ),
+        (vec![("HERALD_CLUSTER_NODE_ID", "a.b")], "cluster.node_id"),
+        (
+            vec![("HERALD_CLUSTER_SUBJECT_PREFIX", "a..b")],
+            "cluster.subject_prefix",
+        ),
+        (vec![("HERALD_CLUSTER_USER", "u")], "cluster.password"),
+        (
+            vec![("HERALD_CLUSTER_TLS_CERT_FILE", "c.pem")],
+            "cluster.tls_key_file",
+        ),
+    ] {
+        assert_eq!(load(&pairs).unwrap_err().key(), Some(key), "{pairs:?}");
+    }
+    // The flags win over the variables.
+    let flags = Overrides {
+        cluster: vec!["nats://10.0.0.1:4222".into()],
+        node_id: Some("edge-7".into()),
+        ..Overrides::default()
+    };
+    let c = Config::load(None, env(&[("HERALD_CLUSTER_NODE_ID", "x")]), &flags).unwrap();
+    assert_eq!(
+        (c.cluster.nats[0].as_str(), c.cluster.node_id.as_str()),
+        ("nats://10.0.0.1:4222", "edge-7")
+    );
+}

@@ -1,0 +1,3 @@
+//! Many nodes as one broker, joined through NATS: topics as subjects (`subject`).
+
+pub mod subject;
