@@ -55,6 +55,9 @@ pub enum StartError {
     /// The tenants file (`tenants.file`) does not load.
     #[error(transparent)]
     Tenants(#[from] crate::broker::tenants::TenantsFileError),
+    /// The cluster cannot be joined (NATS cannot be reached, its credentials do not load).
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// A running server.
@@ -83,6 +86,8 @@ pub struct Server {
     accept_loops: Vec<JoinHandle<()>>,
     /// The authentication chain and access rules, when configured.
     gate: Option<Arc<crate::auth::Gate>>,
+    /// The link to the other nodes, when clustered.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Server {
@@ -110,6 +115,7 @@ impl Server {
             Some(gate) => crate::broker::hooks::Hooks::new(gate.clone()),
             None => crate::broker::hooks::Hooks::default(),
         };
+        let cluster_config = config.cluster.clone();
         let broker = Broker::with_hooks(config, max_connections, durable, hooks);
         restore_store(&broker)?;
         // Over the settings the store kept: the file's win.
@@ -121,6 +127,11 @@ impl Server {
                 "tenants file loaded"
             );
         }
+        // Before any client connects: the filters restored are the first interest told.
+        let cluster = match cluster_config.enabled() {
+            true => Some(crate::cluster::join(&broker, &cluster_config).await?),
+            false => None,
+        };
         let (shutdown, _) = watch::channel(false);
         let (accepting, _) = watch::channel(false);
         let drain_requested = Arc::new(tokio::sync::Notify::new());
@@ -170,6 +181,7 @@ impl Server {
             reloader,
             accept_loops,
             gate,
+            cluster,
         })
     }
 
@@ -211,6 +223,11 @@ impl Server {
     /// The broker.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// The link to the other nodes, when clustered.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Waits until `POST /api/v1/drain` asks the node to drain.

@@ -4,7 +4,7 @@
 //! need neither cargo-fuzz nor a nightly toolchain.
 //!
 //! The directory names the target: `ws_frames`, `ws_upgrade`, `proxy_header`, `acl_file`,
-//! `jwt`, `passwd_file`, `tenants_file`. A seed's name says what the decoder must make of it: `seed-ok-*`
+//! `jwt`, `passwd_file`, `tenants_file`, `cluster_message`. A seed's name says what the decoder must make of it: `seed-ok-*`
 //! accepted, `seed-partial-*` incomplete, `seed-bad-*` refused.
 
 use std::fs;
@@ -25,7 +25,7 @@ use harness::Verdict;
 type Checks = fn(&[u8]) -> Verdict;
 
 /// Every fuzz target, with the checks it runs.
-const TARGETS: [(&str, Checks); 7] = [
+const TARGETS: [(&str, Checks); 8] = [
     ("ws_frames", harness::ws_frames),
     ("ws_upgrade", harness::ws_upgrade),
     ("proxy_header", harness::proxy_header),
@@ -33,6 +33,7 @@ const TARGETS: [(&str, Checks); 7] = [
     ("jwt", harness::jwt),
     ("passwd_file", harness::passwd_file),
     ("tenants_file", harness::tenants_file),
+    ("cluster_message", harness::cluster_message),
 ];
 
 fn fuzz_dir() -> PathBuf {

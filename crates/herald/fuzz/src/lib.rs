@@ -39,6 +39,10 @@
 //!   checked (see [`passwd_checkable`]): the parser itself allows up to 10,000,000 PBKDF2
 //!   rounds and 1 GiB of argon2id memory, costs an administrator may choose but a fuzzer
 //!   cannot pay at every input.
+//! - [`cluster_message`]: the input is what a node receives from NATS: a subject (up to
+//!   the first newline) and the bytes after it. A subject that reads as a message subject
+//!   is made again, byte for byte, from the tenant and topic it names; an envelope that
+//!   reads encodes back to the same message. Neither ever panics.
 //! - [`tenants_file`]: the input is a tenants file (`herald::broker::tenants`). Reading it
 //!   never panics; a refusal names `tenants.file` and the file, and a refused tenant is a
 //!   table of the input; an accepted file holds only valid names and settings, and its
@@ -684,4 +688,43 @@ pub fn tenants_file(data: &[u8]) -> Verdict {
     });
     assert_eq!(again, tenants, "written back:\n{rendered}");
     Verdict::Accepted
+}
+
+/// See the module documentation.
+pub fn cluster_message(data: &[u8]) -> Verdict {
+    use herald::cluster::subject::Subjects;
+    use herald::cluster::wire::Envelope;
+
+    let (subject, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    let subjects = Subjects::new("herald");
+    let mut accepted = false;
+    if let Ok(subject) = std::str::from_utf8(subject)
+        && let Some((tenant, topic)) = subjects.parse(subject)
+    {
+        assert_eq!(
+            subjects.topic(&tenant, &topic),
+            subject,
+            "a subject read as ({tenant:?}, {topic:?}) is not made again from them"
+        );
+        accepted = true;
+    }
+    if let Ok(envelope) = Envelope::decode(body) {
+        let again = Envelope::encode(
+            &envelope.node,
+            envelope.received_ms,
+            envelope.publish.clone(),
+        )
+        .expect("a message read from an envelope encodes");
+        let back = Envelope::decode(&again).expect("an envelope made here reads");
+        assert_eq!(back, envelope, "an envelope does not come back the same");
+        accepted = true;
+    }
+    if accepted {
+        Verdict::Accepted
+    } else {
+        Verdict::Refused
+    }
 }

@@ -73,6 +73,13 @@ pub(crate) fn unix_ms_of(at: Instant) -> u64 {
     unix_ms().saturating_sub(Instant::now().saturating_duration_since(at).as_millis() as u64)
 }
 
+/// The moment of this process at Unix time `ms`, `now_ms` being now (now, for a time in
+/// the future).
+pub(crate) fn instant_of(ms: u64, now_ms: u64) -> Instant {
+    let age = std::time::Duration::from_millis(now_ms.saturating_sub(ms));
+    Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+}
+
 impl Durable {
     /// Opens the disk store of `config`, bumps the boot number and starts the journal.
     pub fn open(config: &StoreConfig) -> Result<Durable, StoreError> {

@@ -188,6 +188,31 @@ impl Node {
         }
     }
 
+    /// Appends every filter under this node (whose levels so far are `path`) to `out`.
+    fn filters(&self, path: &mut Vec<String>, out: &mut Vec<String>) {
+        let with = |last: &str, path: &[String]| {
+            let mut levels: Vec<&str> = path.iter().map(String::as_str).collect();
+            levels.push(last);
+            levels.join("/")
+        };
+        if self.here.is_some() {
+            out.push(path.join("/"));
+        }
+        if self.hash.is_some() {
+            out.push(with("#", path));
+        }
+        if let Some(plus) = &self.plus {
+            path.push("+".into());
+            plus.filters(path, out);
+            path.pop();
+        }
+        for (level, child) in &self.children {
+            path.push(level.to_string());
+            child.filters(path, out);
+            path.pop();
+        }
+    }
+
     /// The entry of the filter whose remaining levels are `levels`, if any.
     fn get(&self, levels: &[&str]) -> Option<&Arc<FilterEntry>> {
         match levels {
@@ -287,19 +312,47 @@ impl SubscriptionIndex {
     /// Subscribes `sub` to `filter` (without any `$share/` prefix; `group` names the share).
     /// Returns whether the session already had this subscription (it is replaced).
     pub fn subscribe(&self, filter: &str, group: Option<&str>, sub: Subscriber) -> bool {
+        self.subscribe_telling(filter, group, sub, |_| ())
+    }
+
+    /// `subscribe`, calling `first(filter)` under the index's lock when the filter had no
+    /// subscriber before (other nodes are told, `broker::peers`, in the order it happened).
+    pub fn subscribe_telling(
+        &self,
+        filter: &str,
+        group: Option<&str>,
+        sub: Subscriber,
+        first: impl FnOnce(&str),
+    ) -> bool {
         let mut inner = self.write();
-        let existed = if mqtt_codec::topic::has_wildcards(filter) {
+        let (existed, new) = if mqtt_codec::topic::has_wildcards(filter) {
             let levels: Vec<&str> = filter.split('/').collect();
             let slot = inner.trie.slot(&levels);
-            Arc::make_mut(slot.get_or_insert_with(Default::default)).insert(group, sub)
+            let new = slot.is_none();
+            let existed =
+                Arc::make_mut(slot.get_or_insert_with(Default::default)).insert(group, sub);
+            (existed, new)
         } else {
+            let new = !inner.exact.contains_key(filter);
             let entry = inner.exact.entry(Box::from(filter)).or_default();
-            Arc::make_mut(entry).insert(group, sub)
+            (Arc::make_mut(entry).insert(group, sub), new)
         };
+        if new {
+            first(filter);
+        }
+        drop(inner);
         if !existed {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
         existed
+    }
+
+    /// Every filter with a subscriber (shared ones without their `$share/` prefix).
+    pub fn filters(&self) -> Vec<String> {
+        let inner = self.read();
+        let mut out: Vec<String> = inner.exact.keys().map(|k| k.to_string()).collect();
+        inner.trie.filters(&mut Vec::new(), &mut out);
+        out
     }
 
     /// Subscriptions held.
@@ -331,21 +384,48 @@ impl SubscriptionIndex {
 
     /// Removes the session's subscription to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, filter: &str, group: Option<&str>, session: SessionId) -> bool {
-        let removed = self.remove(filter, group, session);
+        self.unsubscribe_telling(filter, group, session, |_| ())
+    }
+
+    /// `unsubscribe`, calling `last(filter)` under the index's lock when the filter lost its
+    /// last subscriber.
+    pub fn unsubscribe_telling(
+        &self,
+        filter: &str,
+        group: Option<&str>,
+        session: SessionId,
+        last: impl FnOnce(&str),
+    ) -> bool {
+        let removed = self.remove(filter, group, session, last);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         removed
     }
 
-    fn remove(&self, filter: &str, group: Option<&str>, session: SessionId) -> bool {
+    fn remove(
+        &self,
+        filter: &str,
+        group: Option<&str>,
+        session: SessionId,
+        last: impl FnOnce(&str),
+    ) -> bool {
         let mut inner = self.write();
         if mqtt_codec::topic::has_wildcards(filter) {
             let levels: Vec<&str> = filter.split('/').collect();
-            inner
+            let mut emptied = false;
+            let removed = inner
                 .trie
-                .edit(&levels, |e| e.remove(group, session))
-                .unwrap_or(false)
+                .edit(&levels, |e| {
+                    let removed = e.remove(group, session);
+                    emptied = e.is_empty();
+                    removed
+                })
+                .unwrap_or(false);
+            if removed && emptied {
+                last(filter);
+            }
+            removed
         } else {
             let Some(entry) = inner.exact.get_mut(filter) else {
                 return false;
@@ -353,6 +433,7 @@ impl SubscriptionIndex {
             let removed = Arc::make_mut(entry).remove(group, session);
             if entry.is_empty() {
                 inner.exact.remove(filter);
+                last(filter);
             }
             removed
         }

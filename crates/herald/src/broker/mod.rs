@@ -8,6 +8,7 @@ pub(crate) mod flow;
 pub mod hooks;
 pub mod index;
 pub mod message;
+pub mod peers;
 pub mod persist;
 pub mod quota;
 pub mod registry;
@@ -17,20 +18,21 @@ pub mod router;
 pub mod session;
 pub mod stats;
 pub mod stored;
+mod streams;
 pub mod tenants;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use mqtt_codec::{ByteString, ProtocolVersion, QoS};
+use mqtt_codec::{ByteString, ProtocolVersion};
 
 use crate::config::Config;
 use crate::store::Op;
 use crate::store::journal::Ticket;
 use durable::Durable;
 use index::{Subscriber, SubscriptionIndex};
-use message::{Delivery, Message};
+use message::Message;
 use persist::Persistence;
 use registry::Registry;
 use retained::Retained;
@@ -122,6 +124,8 @@ pub struct Broker {
     pub hooks: hooks::Hooks,
     /// Where each tenant's own settings come from: the tenants file, the admin API.
     tenant_settings: tenants::Settings,
+    /// The other nodes, once joined (`peers`).
+    peers: std::sync::OnceLock<Arc<dyn peers::Peers>>,
 }
 
 /// What publishing one message did.
@@ -187,6 +191,7 @@ impl Broker {
             persist,
             hooks,
             tenant_settings: tenants::Settings::default(),
+            peers: std::sync::OnceLock::new(),
         })
     }
 
@@ -313,6 +318,17 @@ impl Broker {
         message: &Arc<Message>,
         extra: impl FnOnce(&router::Routed) -> Option<Op>,
     ) -> Published {
+        self.publish_inner(tenant, message, extra, true)
+    }
+
+    /// `publish_with`; `forward`: to the other nodes too (not for what came from them).
+    fn publish_inner(
+        &self,
+        tenant: &Tenant,
+        message: &Arc<Message>,
+        extra: impl FnOnce(&router::Routed) -> Option<Op>,
+        forward: bool,
+    ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         tenant
             .usage
@@ -370,6 +386,9 @@ impl Broker {
         };
         persist.release(prepared);
         self.hooks.observe(&tenant.name, message, &routed);
+        if forward && let Some(peers) = self.peers.get() {
+            peers.forward(&tenant.name, message);
+        }
         let refused = match unrecorded {
             Some(reason) => {
                 self.stats.refuse(reason);
@@ -535,7 +554,10 @@ impl Broker {
         session.wake();
         for filter in subscriptions.keys() {
             let (group, inner) = split_shared(filter);
-            tenant.index.unsubscribe(inner, group, session.id);
+            let last = |filter: &str| self.tell_interest(tenant, filter, false);
+            tenant
+                .index
+                .unsubscribe_telling(inner, group, session.id, last);
         }
         tenant.sessions.remove_if(&session.client_id, session.id);
         if let Some(will) = will {
@@ -649,7 +671,9 @@ impl Broker {
             options: record.options,
             id: record.id,
         };
-        (tenant.index.subscribe(inner, group, sub), ticket)
+        let first = |filter: &str| self.tell_interest(tenant, filter, true);
+        let existed = tenant.index.subscribe_telling(inner, group, sub, first);
+        (existed, ticket)
     }
 
     /// Removes a subscription of `session`. Returns whether it existed, and the ticket of
@@ -665,94 +689,11 @@ impl Broker {
             .unsubscribe(&self.persist, named(tenant, session), filter);
         let (existed, ticket) = (removed.is_some(), removed.unwrap_or_default());
         let (group, inner) = split_shared(filter);
-        tenant.index.unsubscribe(inner, group, session.id);
+        let last = |filter: &str| self.tell_interest(tenant, filter, false);
+        tenant
+            .index
+            .unsubscribe_telling(inner, group, session.id, last);
         (existed, ticket)
-    }
-
-    /// Starts streaming the retained messages matching `filter` to `session` (retain flag
-    /// set): its connection queues them a page at a time as its queue drains.
-    pub fn send_retained(&self, session: &Session, filter: &str, qos: QoS, id: Option<u32>) {
-        let cursor = retained::Cursor {
-            filter: message::own_str(&filter.into()),
-            qos,
-            id,
-            after: None,
-            since: std::time::Instant::now(),
-        };
-        let connected = session.lock().push_retained(cursor);
-        if connected {
-            session.wake();
-        }
-    }
-
-    /// Queues the next page of `session`'s oldest retained stream, at most `room` messages,
-    /// those on topics `may_read` allows (the hook seam's read check). Returns whether a
-    /// stream had anything left to look at (call again while it does).
-    pub fn stream_retained(
-        &self,
-        tenant: &Tenant,
-        session: &Session,
-        room: usize,
-        may_read: impl Fn(&str) -> bool,
-    ) -> bool {
-        let Some(cursor) = session.lock().next_retained() else {
-            return false;
-        };
-        let page = tenant.retained.page(
-            &cursor.filter,
-            cursor.after.as_deref(),
-            room,
-            Some(cursor.since),
-        );
-        for message in page.messages {
-            if may_read(&message.topic) {
-                self.queue_retained(tenant, session, message, &cursor);
-            }
-        }
-        session.lock().advance_retained(page.resume_after);
-        true
-    }
-
-    /// Queues one retained message for `session` at the QoS `cursor` granted. To a stored
-    /// session, a QoS 1/2 copy is a stored message of its own.
-    fn queue_retained(
-        &self,
-        tenant: &Tenant,
-        session: &Session,
-        message: Arc<Message>,
-        cursor: &retained::Cursor,
-    ) {
-        let qos = message.qos.min(cursor.qos);
-        let prepared = persist::Prepared::numbered(self.persist.number(qos));
-        let d = Delivery {
-            qos,
-            retain: true,
-            subscription_identifiers: cursor.id.into_iter().collect(),
-            message: message.clone(),
-            stored: None,
-        };
-        let mut recipients = Vec::new();
-        let config = self.config();
-        let limits = &config.limits;
-        let offline = quota::Offline::new(tenant, &config.tenants.defaults);
-        let bounds = session::Bounds {
-            limits,
-            over_budget: self.stats.over_budget(limits.max_queued_bytes_total),
-            offline: &offline,
-        };
-        match session.enqueue(d, prepared.stored(), &bounds, &mut recipients) {
-            session::Enqueued::Dropped(reason) => self.stats.dropped(reason, 1),
-            session::Enqueued::Queued { charge, .. } => {
-                self.stats.charge_queued(charge);
-            }
-        }
-        // The retained message was recorded when it was set: this copy encodes as it did.
-        let ops = self
-            .persist
-            .message_ops(&message, &prepared, recipients)
-            .unwrap_or_default();
-        self.persist.commit(&prepared, ops);
-        self.persist.release(prepared);
     }
 }
 

@@ -11,11 +11,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mqtt_codec::{ByteString, ProtocolVersion, QoS};
 
-use super::durable::{Durable, unix_ms};
+use super::durable::{Durable, instant_of, unix_ms};
 use super::message::{Delivery, Message, own_str};
 use super::persist::{Stored, StoredMessage};
 use super::session::{Session, Stage, SubscriptionRecord, Will};
@@ -75,12 +75,6 @@ fn protocol(level: u8) -> ProtocolVersion {
         4 => ProtocolVersion::V3_1_1,
         _ => ProtocolVersion::V5,
     }
-}
-
-/// The moment of this process at Unix time `ms` (now, for a time in the future).
-fn instant_of(ms: u64, now_ms: u64) -> Instant {
-    let age = Duration::from_millis(now_ms.saturating_sub(ms));
-    Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
 }
 
 /// What restoring has found so far.

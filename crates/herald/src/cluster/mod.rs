@@ -1,3 +1,325 @@
-//! Many nodes as one broker, joined through NATS: topics as subjects (`subject`).
+//! Many nodes as one broker, joined through NATS (async-nats): no peer list, no consensus of
+//! our own. What is built so far, and what is not, is in docs/architecture.md "Cluster".
+//!
+//! - **Messages** go to the subject of their topic (`subject`: the tenant first, one token a
+//!   level) in an envelope (`wire`) naming the node that published them.
+//! - **Interest**: a node subscribes on NATS to the subjects of the filters its own clients
+//!   hold (`broker::peers`, told under the index lock, in order), and to nothing else: NATS
+//!   sends a node only what its subscribers match. Every subscription of a node is in one
+//!   queue group of its own (`<prefix>.n.<node>`): NATS gives a queue group one copy of a
+//!   message however many of its subscriptions match, so overlapping filters (`a/+` and
+//!   `a/b`) bring one copy, routed here through the local index as if published here.
+//! - **Echoes**: the connection asks NATS not to send back what it published (`no_echo`),
+//!   and a message naming this node is dropped all the same.
+//! - **Sending** is a bounded queue drained by one task into the NATS client, which batches
+//!   its writes; a message that finds it full is dropped and counted.
 
 pub mod subject;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::broker::Broker;
+use crate::broker::durable::{instant_of, unix_ms, unix_ms_of};
+use crate::broker::message::Message;
+use crate::broker::peers::Peers;
+use crate::config::ClusterConfig;
+use subject::Subjects;
+use wire::Envelope;
+
+/// Messages waiting for the NATS client at most.
+const SEND_QUEUE: usize = 64 * 1024;
+
+/// The session id a message from another node names as its publisher: none of this node's
+/// (No Local concerns a client's own publications, and its session lives here).
+const REMOTE_ORIGIN: u64 = u64::MAX;
+
+/// Why joining the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A credentials file could not be read.
+    #[error("cluster.credentials_file: {0}")]
+    Credentials(std::io::Error),
+    /// No NATS server could be reached.
+    #[error("cluster.nats: cannot connect to NATS ({servers}): {source}")]
+    Connect {
+        /// The servers tried.
+        servers: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+}
+
+/// What the cluster link counts.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Messages handed to NATS for other nodes.
+    pub sent: AtomicU64,
+    /// Messages received from other nodes and routed here.
+    pub received: AtomicU64,
+    /// Messages not sent: the send queue was full (NATS slower than this node publishes).
+    pub send_queue_full: AtomicU64,
+    /// Messages not sent: too large for the envelope, or a NATS write failed.
+    pub send_failed: AtomicU64,
+    /// Messages from NATS that did not read, or named this node (echoes), or a tenant
+    /// this node does not have.
+    pub dropped_in: AtomicU64,
+    /// NATS subscriptions held (one per subject of the filters held here).
+    pub subscriptions: AtomicU64,
+}
+
+/// An interest change, in the order the index made it.
+enum Interest {
+    Add(String, String),
+    Remove(String, String),
+}
+
+/// This node's link to the others.
+pub struct Cluster {
+    node: String,
+    subjects: Subjects,
+    queue_group: String,
+    client: async_nats::Client,
+    out: mpsc::Sender<(String, Vec<u8>)>,
+    interest: mpsc::UnboundedSender<Interest>,
+    /// Its counters.
+    pub stats: ClusterStats,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.node).finish()
+    }
+}
+
+/// Connects to NATS as configured, and joins `broker` to the other nodes: its filters
+/// become NATS subscriptions, what it publishes goes to NATS. Inside the runtime; before
+/// clients connect.
+pub async fn join(
+    broker: &Arc<Broker>,
+    config: &ClusterConfig,
+) -> Result<Arc<Cluster>, ClusterError> {
+    let node = config.node();
+    let client = connect(config, &node).await?;
+    let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+    let (interest, interest_rx) = mpsc::unbounded_channel();
+    let cluster = Arc::new(Cluster {
+        queue_group: format!("{}.n.{node}", config.subject_prefix),
+        subjects: Subjects::new(&config.subject_prefix),
+        node,
+        client,
+        out,
+        interest,
+        stats: ClusterStats::default(),
+    });
+    tokio::spawn(send(cluster.clone(), out_rx));
+    tokio::spawn(subscribe(
+        cluster.clone(),
+        Arc::downgrade(broker),
+        interest_rx,
+    ));
+    broker.join(cluster.clone());
+    tracing::info!(node = %cluster.node, servers = ?config.nats, "joined the cluster");
+    Ok(cluster)
+}
+
+async fn connect(config: &ClusterConfig, node: &str) -> Result<async_nats::Client, ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("herald {node}"))
+        .no_echo()
+        .require_tls(config.require_tls)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                other => tracing::info!(event = %other, "NATS"),
+            }
+        });
+    if let Some(path) = &config.credentials_file {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(ClusterError::Credentials)?;
+    }
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    options
+        .connect(config.nats.as_slice())
+        .await
+        .map_err(|source| ClusterError::Connect {
+            servers: config.nats.join(","),
+            source,
+        })
+}
+
+impl Cluster {
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Waits until NATS has everything this node sent it so far (its subscriptions too).
+    pub async fn flush(&self) {
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!(error = %e, "NATS flush");
+        }
+    }
+
+    /// Routes a message from NATS: decoded, its tenant found, routed here.
+    fn receive(&self, broker: &Broker, message: &async_nats::Message) {
+        let dropped = || {
+            self.stats.dropped_in.fetch_add(1, Ordering::Relaxed);
+        };
+        let envelope = match Envelope::decode(&message.payload) {
+            Ok(e) if e.node != self.node => e,
+            Ok(_) => return dropped(),
+            Err(e) => {
+                tracing::debug!(subject = %message.subject, error = %e, "not a message");
+                return dropped();
+            }
+        };
+        let Some((tenant, _)) = self.subjects.parse(&message.subject) else {
+            return dropped();
+        };
+        let Some(tenant) = broker.find_tenant(&tenant) else {
+            return dropped();
+        };
+        let received_at = instant_of(envelope.received_ms, unix_ms());
+        let message = Arc::new(Message::restored(
+            envelope.publish,
+            received_at,
+            REMOTE_ORIGIN,
+        ));
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        broker.publish_from_peer(&tenant, &message);
+    }
+}
+
+impl Peers for Cluster {
+    fn forward(&self, tenant: &str, message: &Arc<Message>) {
+        let publish = message.publish(
+            message.qos,
+            message.retain,
+            1,
+            message.properties.message_expiry_interval,
+            Vec::new(),
+        );
+        let Some(bytes) = Envelope::encode(&self.node, unix_ms_of(message.received_at), publish)
+        else {
+            self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let subject = self.subjects.topic(tenant, &message.topic);
+        match self.out.try_send((subject, bytes)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats.send_queue_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn interest(&self, tenant: &str, filter: &str, present: bool) {
+        let change = if present {
+            Interest::Add(tenant.to_string(), filter.to_string())
+        } else {
+            Interest::Remove(tenant.to_string(), filter.to_string())
+        };
+        // Unbounded: it holds filter changes, not messages, and is drained at once.
+        let _ = self.interest.send(change);
+    }
+}
+
+/// Hands queued messages to the NATS client (which writes them in batches).
+async fn send(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
+    while let Some((subject, bytes)) = rx.recv().await {
+        match cluster.client.publish(subject, bytes.into()).await {
+            Ok(()) => cluster.stats.sent.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(error = %e, "a message for other nodes was not sent");
+                cluster.stats.send_failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// Keeps this node's NATS subscriptions in step with its filters: a subject is subscribed
+/// while a filter held here needs it (counted: `a` serves both `a` and `a/#`), each read by
+/// a task of its own that routes what arrives.
+async fn subscribe(
+    cluster: Arc<Cluster>,
+    broker: std::sync::Weak<Broker>,
+    mut changes: mpsc::UnboundedReceiver<Interest>,
+) {
+    let mut held: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
+    while let Some(change) = changes.recv().await {
+        let (tenant, filter, add) = match change {
+            Interest::Add(t, f) => (t, f, true),
+            Interest::Remove(t, f) => (t, f, false),
+        };
+        for subject in cluster.subjects.filter(&tenant, &filter) {
+            if add {
+                if let Some((n, _)) = held.get_mut(&subject) {
+                    *n += 1;
+                    continue;
+                }
+                let sub = match cluster
+                    .client
+                    .queue_subscribe(subject.clone(), cluster.queue_group.clone())
+                    .await
+                {
+                    Ok(sub) => sub,
+                    Err(e) => {
+                        tracing::warn!(%subject, error = %e, "cannot subscribe on NATS");
+                        continue;
+                    }
+                };
+                let reader = tokio::spawn(read(cluster.clone(), broker.clone(), sub));
+                held.insert(subject, (1, reader));
+            } else if let Some((n, _)) = held.get_mut(&subject) {
+                *n -= 1;
+                if *n == 0
+                    && let Some((_, reader)) = held.remove(&subject)
+                {
+                    // Dropping the subscriber unsubscribes it on NATS.
+                    reader.abort();
+                }
+            }
+        }
+        cluster
+            .stats
+            .subscriptions
+            .store(held.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Routes what one NATS subscription brings.
+async fn read(
+    cluster: Arc<Cluster>,
+    broker: std::sync::Weak<Broker>,
+    mut sub: async_nats::Subscriber,
+) {
+    while let Some(message) = sub.next().await {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        cluster.receive(&broker, &message);
+    }
+}

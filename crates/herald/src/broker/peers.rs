@@ -1,0 +1,56 @@
+//! The seam to other nodes (`cluster`): what the broker tells them (a message published
+//! here; a filter that gained its first subscriber here or lost its last) and what it takes
+//! from them (a message published elsewhere, routed here as if published here, and not
+//! forwarded again).
+
+use std::sync::Arc;
+
+use super::message::Message;
+use super::{Broker, Tenant, router};
+
+/// Other nodes, as the broker sees them. Called on the publishing path and under the
+/// subscription index's lock: an implementation takes no lock of the broker's and does not
+/// wait (it hands work to its own tasks).
+pub trait Peers: Send + Sync + std::fmt::Debug {
+    /// A message published on this node (by a client, a will, the HTTP API), after it was
+    /// routed here: to the nodes whose subscribers it matches.
+    fn forward(&self, tenant: &str, message: &Arc<Message>);
+
+    /// `filter` (without a `$share/` prefix) of `tenant` gained its first subscriber on this
+    /// node (`present`), or lost its last. Told under the tenant's index lock, so in the
+    /// order the index changed.
+    fn interest(&self, tenant: &str, filter: &str, present: bool);
+}
+
+impl Broker {
+    /// Joins other nodes: from now on what is published here is forwarded to them, and
+    /// every filter subscribed here is told as interest (those already held first). Once;
+    /// before clients connect.
+    pub fn join(&self, peers: Arc<dyn Peers>) {
+        let peers = self.peers.get_or_init(|| peers);
+        for tenant in self.tenants() {
+            for filter in tenant.index.filters() {
+                peers.interest(&tenant.name, &filter, true);
+            }
+        }
+    }
+
+    /// Tells the other nodes, if any, that `filter` gained its first subscriber here or lost
+    /// its last (under the index's lock).
+    pub(super) fn tell_interest(&self, tenant: &Tenant, filter: &str, present: bool) {
+        if let Some(peers) = self.peers.get() {
+            peers.interest(&tenant.name, filter, present);
+        }
+    }
+
+    /// The nodes this one has joined, if any.
+    pub fn peers(&self) -> Option<&Arc<dyn Peers>> {
+        self.peers.get()
+    }
+
+    /// Routes a message another node published: to this node's subscribers, kept if
+    /// retained, as a publication here would be, but not forwarded again.
+    pub fn publish_from_peer(&self, tenant: &Tenant, message: &Arc<Message>) -> router::Routed {
+        self.publish_inner(tenant, message, |_| None, false).routed
+    }
+}

@@ -1,0 +1,187 @@
+//! Herald nodes joined through a real nats-server (started by the test on a port of its
+//! own): a message published on one node reaches the subscribers of the others exactly as
+//! on one node, tenants kept apart, and a node with no subscriber for a topic gets nothing
+//! of it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::Raw;
+use herald::config::{Config, TenantRule};
+use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
+use mqtt_codec::{Connect, Packet, Publish, QoS};
+
+/// A nats-server process, killed when dropped.
+struct Nats {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts nats-server (Debian package nats-server; the test fails without it) on a random
+/// loopback port and waits until it listens.
+fn nats() -> Nats {
+    let bin = [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+    .expect("nats-server runs (Debian package nats-server; scripts/test installs it)");
+    let mut child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nats-server starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("Listening for client connections on ") {
+                let addr = line[at + "Listening for client connections on ".len()..].trim();
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("nats-server says where it listens");
+    Nats {
+        child,
+        url: format!("nats://{addr}"),
+    }
+}
+
+fn node_config(nats: &Nats, id: &str) -> Config {
+    let mut c = common::config();
+    c.cluster.nats = vec![nats.url.clone()];
+    c.cluster.node_id = id.into();
+    c.auth.tenant_from = TenantRule::UsernamePrefix;
+    c
+}
+
+async fn client(addr: std::net::SocketAddr, v5: bool, username: &str, id: &str) -> Raw {
+    let mut c = Connect::new(if v5 { V5 } else { V3_1_1 }, id, 60);
+    c.username = Some(username.into());
+    let (raw, ack) = Raw::connect_with(addr, c).await;
+    assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success);
+    raw
+}
+
+/// Waits until `node` holds `n` NATS subscriptions (interest reaches NATS asynchronously).
+async fn until_subscribed(node: &common::TestServer, n: u64) {
+    let cluster = node.server.cluster().expect("clustered");
+    let held = || cluster.stats.subscriptions.load(Ordering::Relaxed);
+    common::eventually_within(
+        &format!("{n} NATS subscriptions"),
+        Duration::from_secs(10),
+        || held() == n,
+    )
+    .await;
+    // The SUB has reached the client's connection; a round trip makes sure the server has it.
+    cluster.flush().await;
+}
+
+#[tokio::test]
+async fn a_message_crosses_nodes_as_on_one() {
+    let nats = nats();
+    let a = common::start_with(node_config(&nats, "a")).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+
+    let mut sub = client(b.addr, true, "acme/s", "sub").await;
+    sub.subscribe("room/+/temp", QoS::AtLeastOnce).await;
+    let mut other_tenant = client(b.addr, true, "globex/s", "sub").await;
+    other_tenant
+        .subscribe("room/+/temp", QoS::AtLeastOnce)
+        .await;
+    let mut overlap = client(b.addr, false, "acme/o", "overlap").await;
+    overlap.subscribe("room/#", QoS::AtMostOnce).await;
+    overlap.subscribe("room/1/temp", QoS::AtLeastOnce).await;
+    // acme's room/+/temp, room and room.>, room/1/temp; globex's room/+/temp: five
+    // subjects on b.
+    until_subscribed(&b, 5).await;
+    assert_eq!(
+        a.server
+            .cluster()
+            .unwrap()
+            .stats
+            .subscriptions
+            .load(Ordering::Relaxed),
+        0,
+        "a has no subscriber: it subscribes to nothing"
+    );
+
+    let mut publisher = client(a.addr, true, "acme/p", "pub").await;
+    let mut p = Publish::new("room/1/temp", b"21.5".to_vec());
+    p.qos = QoS::AtLeastOnce;
+    p.properties.content_type = Some("text/plain".into());
+    p.properties.message_expiry_interval = Some(60);
+    p.properties
+        .user_properties
+        .push(("unit".into(), "C".into()));
+    p.packet_id = publisher.next_id();
+    publisher.send(Packet::Publish(p)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+
+    let got = sub.recv_publish().await;
+    assert_eq!(
+        (&*got.topic, &got.payload[..]),
+        ("room/1/temp", &b"21.5"[..])
+    );
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(got.properties.user_properties.len(), 1);
+    let left = got.properties.message_expiry_interval.unwrap();
+    assert!(
+        (58..=60).contains(&left),
+        "expiry counts the time in transit: {left}"
+    );
+    // One copy for the client whose two filters match, at the higher QoS, as on one node.
+    let once = overlap.recv_publish().await;
+    assert_eq!(once.qos, QoS::AtLeastOnce);
+    overlap.expect_nothing().await;
+    // The other tenant's same topic is another topic.
+    other_tenant.expect_nothing().await;
+    // Nothing comes back to a from itself, and a's own subscriber gets one copy.
+    let mut local = client(a.addr, true, "acme/l", "local").await;
+    local.subscribe("room/#", QoS::AtMostOnce).await;
+    until_subscribed(&a, 2).await;
+    publisher
+        .publish("room/2/temp", b"19", QoS::AtMostOnce, false)
+        .await;
+    assert_eq!(&*local.recv_publish().await.topic, "room/2/temp");
+    local.expect_nothing().await;
+    assert_eq!(&*sub.recv_publish().await.topic, "room/2/temp");
+    // A message from b reaches a's subscriber.
+    let mut from_b = client(b.addr, true, "acme/q", "pub-b").await;
+    from_b.publish("room/3", b"x", QoS::AtMostOnce, false).await;
+    assert_eq!(&*local.recv_publish().await.topic, "room/3");
+
+    // Interest goes when the last subscriber does.
+    local.disconnect().await;
+    until_subscribed(&a, 0).await;
+    let stats = &a.server.cluster().unwrap().stats;
+    assert_eq!(stats.dropped_in.load(Ordering::Relaxed), 0);
+    assert!(stats.sent.load(Ordering::Relaxed) >= 2);
+}
