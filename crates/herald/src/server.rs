@@ -304,6 +304,10 @@ impl Server {
                 "connections still open after the shutdown grace period"
             );
         }
+        if let Some(cluster) = &self.cluster {
+            // After the clients: wills and last messages still go to the other nodes.
+            cluster.leave().await;
+        }
         if let Some(d) = self.broker.persist.durable() {
             // Everything submitted is written before the store closes.
             let broker = self.broker.clone();

@@ -185,3 +185,76 @@ async fn a_message_crosses_nodes_as_on_one() {
     assert_eq!(stats.dropped_in.load(Ordering::Relaxed), 0);
     assert!(stats.sent.load(Ordering::Relaxed) >= 2);
 }
+
+#[tokio::test]
+async fn every_node_sees_the_cluster() {
+    let nats = nats();
+    let mut with_api = node_config(&nats, "a");
+    with_api.http.listen = "127.0.0.1:0".into();
+    let a = common::start_with(with_api).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+    let _client = client(b.addr, true, "acme/x", "x").await;
+    let http = a.server.http_addr().unwrap();
+    let mut view = serde_json::Value::Null;
+    for _ in 0..100 {
+        view = common::http::request(http, "GET", "/api/v1/cluster", &[], "")
+            .await
+            .json();
+        let b_seen = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "b" && n["connections"] == 1);
+        if b_seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(view["clustered"], true, "{view}");
+    assert_eq!(
+        (&view["node"], &view["nats_connected"]),
+        (&"a".into(), &true.into())
+    );
+    let nodes: Vec<(&str, &str, bool)> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap(),
+                n["state"].as_str().unwrap(),
+                n["this_node"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(nodes, [("a", "up", true), ("b", "up", false)], "{view}");
+    let metrics = common::http::request(http, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics.body.contains("herald_cluster_nats_connected 1"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("herald_cluster_messages_dropped_total{reason=\"send_queue_full\"} 0")
+    );
+    // A node that leaves goes stale for the others.
+    b.server.shutdown(Duration::from_secs(1)).await;
+    let mut stale = false;
+    for _ in 0..100 {
+        let view = common::http::request(http, "GET", "/api/v1/cluster", &[], "")
+            .await
+            .json();
+        stale = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["node"] == "b" && n["state"] == "stale");
+        if stale {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stale, "b is stale once not heard from for three beats");
+}

@@ -25,10 +25,11 @@ const DOCUMENT: &str = include_str!("../src/api/openapi.json");
 const MOD_RS: &str = include_str!("../src/api/mod.rs");
 
 /// Every route the router serves: method, path in the document, a path to request it by.
-const ROUTES: [(&str, &str, &str); 21] = [
+const ROUTES: [(&str, &str, &str); 22] = [
     ("post", "/api/v1/publish", "/api/v1/publish"),
     ("post", "/api/v1/publish/batch", "/api/v1/publish/batch"),
     ("get", "/api/v1/stats", "/api/v1/stats"),
+    ("get", "/api/v1/cluster", "/api/v1/cluster"),
     ("get", "/api/v1/openapi.json", "/api/v1/openapi.json"),
     ("get", "/api/v1/log", "/api/v1/log"),
     ("put", "/api/v1/log", "/api/v1/log"),

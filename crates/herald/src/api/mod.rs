@@ -269,6 +269,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/publish", post(publish::one))
         .route("/publish/batch", post(publish::batch))
         .route("/stats", get(stats::stats))
+        .route("/cluster", get(stats::cluster))
         .route("/openapi.json", get(openapi))
         .route("/log", get(log_level).put(set_log_level))
         .route("/reload", post(reload))

@@ -62,8 +62,57 @@ pub(crate) fn render(broker: &Broker, sampled: &Sampled) -> String {
         auth(&mut out, &gate.stats);
     }
     tenants(&mut out, broker);
+    if let Some(c) = broker.peers_as::<crate::cluster::Cluster>() {
+        cluster(&mut out, c);
+    }
     process(&mut out);
     out
+}
+
+/// The link to the other nodes (only on a clustered node).
+fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
+    let s = &c.stats;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    single(
+        out,
+        "herald_cluster_nats_connected",
+        "gauge",
+        "1 while the NATS connection is up.",
+        u8::from(c.connected()),
+    );
+    single(
+        out,
+        "herald_cluster_subscriptions",
+        "gauge",
+        "NATS subscriptions held: the subjects this node's filters need.",
+        n(&s.subscriptions),
+    );
+    single(
+        out,
+        "herald_cluster_messages_sent_total",
+        "counter",
+        "Messages handed to NATS for the other nodes.",
+        n(&s.sent),
+    );
+    single(
+        out,
+        "herald_cluster_messages_received_total",
+        "counter",
+        "Messages from other nodes routed here.",
+        n(&s.received),
+    );
+    labelled(
+        out,
+        "herald_cluster_messages_dropped_total",
+        "counter",
+        "Messages between nodes not sent or not routed, by why (send_queue_full: NATS slower than this node publishes).",
+        "reason",
+        [
+            ("send_queue_full", n(&s.send_queue_full)),
+            ("send_failed", n(&s.send_failed)),
+            ("unreadable_or_unknown", n(&s.dropped_in)),
+        ],
+    );
 }
 
 /// A tenant's figures for the per-tenant families.

@@ -136,3 +136,27 @@ fn node(state: &ApiState) -> Value {
         "tenants_total": all.len(),
     })
 }
+
+/// `GET /api/v1/cluster`: the nodes of the cluster as this one last heard them (node-wide
+/// keys only); a node that is not clustered says so and lists itself alone.
+pub(super) async fn cluster(
+    State(state): State<Arc<ApiState>>,
+    auth: Authorized,
+) -> Result<Json<Value>, ApiError> {
+    auth.node_wide("the cluster view")?;
+    let b = &state.broker;
+    Ok(Json(match b.peers_as::<crate::cluster::Cluster>() {
+        Some(c) => json!({
+            "clustered": true,
+            "node": c.node(),
+            "nats_connected": c.connected(),
+            "nodes": c.nodes(b),
+        }),
+        None => json!({
+            "clustered": false,
+            "node": "",
+            "nats_connected": false,
+            "nodes": [],
+        }),
+    }))
+}

@@ -20,6 +20,9 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// node (`present`), or lost its last. Told under the tenant's index lock, so in the
     /// order the index changed.
     fn interest(&self, tenant: &str, filter: &str, present: bool);
+
+    /// Itself as `Any`, for the layers above that know its type (its metrics, its view).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 impl Broker {
@@ -46,6 +49,11 @@ impl Broker {
     /// The nodes this one has joined, if any.
     pub fn peers(&self) -> Option<&Arc<dyn Peers>> {
         self.peers.get()
+    }
+
+    /// The peers as their own type `T`, if joined through one.
+    pub fn peers_as<T: 'static>(&self) -> Option<&T> {
+        self.peers.get()?.as_any().downcast_ref::<T>()
     }
 
     /// Routes a message another node published: to this node's subscribers, kept if

@@ -13,8 +13,11 @@
 //!   and a message naming this node is dropped all the same.
 //! - **Sending** is a bounded queue drained by one task into the NATS client, which batches
 //!   its writes; a message that finds it full is dropped and counted.
+//! - **The view** (`view`): every node says every two seconds who it is and what it holds;
+//!   the API's `/api/v1/cluster` lists the nodes as this one last heard them.
 
 pub mod subject;
+pub mod view;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -82,11 +85,15 @@ enum Interest {
 /// This node's link to the others.
 pub struct Cluster {
     node: String,
+    prefix: String,
     subjects: Subjects,
+    view: view::View,
     queue_group: String,
     client: async_nats::Client,
     out: mpsc::Sender<(String, Vec<u8>)>,
     interest: mpsc::UnboundedSender<Interest>,
+    /// Its tasks (sending, subscribing, the view), stopped by `leave`.
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Its counters.
     pub stats: ClusterStats,
 }
@@ -110,19 +117,26 @@ pub async fn join(
     let (interest, interest_rx) = mpsc::unbounded_channel();
     let cluster = Arc::new(Cluster {
         queue_group: format!("{}.n.{node}", config.subject_prefix),
+        prefix: config.subject_prefix.clone(),
         subjects: Subjects::new(&config.subject_prefix),
+        view: view::View::default(),
         node,
         client,
         out,
         interest,
+        tasks: std::sync::Mutex::new(Vec::new()),
         stats: ClusterStats::default(),
     });
-    tokio::spawn(send(cluster.clone(), out_rx));
-    tokio::spawn(subscribe(
-        cluster.clone(),
-        Arc::downgrade(broker),
-        interest_rx,
-    ));
+    let tasks = vec![
+        tokio::spawn(send(cluster.clone(), out_rx)),
+        tokio::spawn(subscribe(
+            cluster.clone(),
+            Arc::downgrade(broker),
+            interest_rx,
+        )),
+        tokio::spawn(view::beat(cluster.clone(), Arc::downgrade(broker))),
+    ];
+    *cluster.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
     broker.join(cluster.clone());
     tracing::info!(node = %cluster.node, servers = ?config.nats, "joined the cluster");
     Ok(cluster)
@@ -173,6 +187,28 @@ impl Cluster {
         &self.node
     }
 
+    /// Leaves the cluster (the node stops): what was queued for the other nodes is sent
+    /// within a second, then the tasks stop, the NATS subscriptions go (the other nodes
+    /// see this node stale), and the connection closes with the last handle.
+    pub async fn leave(&self) {
+        let sent = async {
+            while self.out.capacity() < self.out.max_capacity() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            self.flush().await;
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sent).await;
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// Whether the NATS connection is up now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     /// Waits until NATS has everything this node sent it so far (its subscriptions too).
     pub async fn flush(&self) {
         if let Err(e) = self.client.flush().await {
@@ -211,6 +247,10 @@ impl Cluster {
 }
 
 impl Peers for Cluster {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn forward(&self, tenant: &str, message: &Arc<Message>) {
         let publish = message.publish(
             message.qos,
@@ -268,7 +308,8 @@ async fn subscribe(
     broker: std::sync::Weak<Broker>,
     mut changes: mpsc::UnboundedReceiver<Interest>,
 ) {
-    let mut held: HashMap<String, (usize, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut held = Readers(HashMap::new());
+    let held = &mut held.0;
     while let Some(change) = changes.recv().await {
         let (tenant, filter, add) = match change {
             Interest::Add(t, f) => (t, f, true),
@@ -307,6 +348,18 @@ async fn subscribe(
             .stats
             .subscriptions
             .store(held.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The reader task of each subject subscribed, with the filters that need it: aborted when
+/// dropped (the subscribing task stopped), so that no subscription outlives the link.
+struct Readers(HashMap<String, (usize, tokio::task::JoinHandle<()>)>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for (_, (_, reader)) in self.0.drain() {
+            reader.abort();
+        }
     }
 }
 
