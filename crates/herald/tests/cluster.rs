@@ -258,3 +258,65 @@ async fn every_node_sees_the_cluster() {
     }
     assert!(stale, "b is stale once not heard from for three beats");
 }
+
+/// The next PUBLISH within `within`, or `None`.
+async fn next_within(c: &mut Raw, within: Duration) -> Option<Publish> {
+    match tokio::time::timeout(within, c.try_recv(Duration::from_secs(30))).await {
+        Ok(Some(Packet::Publish(p))) => Some(p),
+        Ok(other) => panic!("expected PUBLISH, got {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_shared_group_over_nodes_gets_each_message_once() {
+    let nats = nats();
+    let a = common::start_with(node_config(&nats, "a")).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+    let mut m1 = client(a.addr, true, "acme/m", "m1").await;
+    m1.subscribe("$share/workers/jobs/#", QoS::AtMostOnce).await;
+    let mut m2 = client(b.addr, true, "acme/m", "m2").await;
+    m2.subscribe("$share/workers/jobs/#", QoS::AtMostOnce).await;
+    let mut watch = client(b.addr, true, "acme/w", "watch").await;
+    watch.subscribe("jobs/#", QoS::AtMostOnce).await;
+    // The group's two subjects (jobs, jobs.>) on each node; b's direct ones besides.
+    until_subscribed(&a, 2).await;
+    until_subscribed(&b, 4).await;
+
+    let mut publisher = client(a.addr, true, "acme/p", "p").await;
+    for i in 0..40 {
+        publisher
+            .publish(&format!("jobs/{i}"), b"work", QoS::AtMostOnce, false)
+            .await;
+    }
+    let mut got: Vec<(u8, String)> = Vec::new();
+    loop {
+        let mut any = false;
+        for (n, m) in [(1u8, &mut m1), (2, &mut m2)] {
+            if let Some(p) = next_within(m, Duration::from_millis(300)).await {
+                got.push((n, p.topic.to_string()));
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    let mut topics: Vec<String> = got.iter().map(|(_, t)| t.clone()).collect();
+    topics.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("jobs/{i}")).collect();
+    expected.sort();
+    assert_eq!(topics, expected, "each message to exactly one member of the group");
+    for member in [1, 2] {
+        assert!(
+            got.iter().any(|(n, _)| *n == member),
+            "NATS spreads the group's messages over both nodes' members: {got:?}"
+        );
+    }
+    // A direct subscriber still gets every message.
+    let mut seen = 0;
+    while next_within(&mut watch, Duration::from_millis(300)).await.is_some() {
+        seen += 1;
+    }
+    assert_eq!(seen, 40);
+}

@@ -106,6 +106,14 @@ impl FilterEntry {
         self.direct.is_empty() && self.shared.is_empty()
     }
 
+    /// Whether the direct subscribers (`group` None) or the group `group` have no member.
+    fn lacks(&self, group: Option<&str>) -> bool {
+        match group {
+            None => self.direct.is_empty(),
+            Some(name) => !self.shared.iter().any(|g| &*g.name == name),
+        }
+    }
+
     /// Adds or replaces `sub`; returns whether the session was already subscribed.
     fn insert(&mut self, group: Option<&str>, sub: Subscriber) -> bool {
         let list = match group {
@@ -312,33 +320,35 @@ impl SubscriptionIndex {
     /// Subscribes `sub` to `filter` (without any `$share/` prefix; `group` names the share).
     /// Returns whether the session already had this subscription (it is replaced).
     pub fn subscribe(&self, filter: &str, group: Option<&str>, sub: Subscriber) -> bool {
-        self.subscribe_telling(filter, group, sub, |_| ())
+        self.subscribe_telling(filter, group, sub, |_, _| ())
     }
 
-    /// `subscribe`, calling `first(filter)` under the index's lock when the filter had no
-    /// subscriber before (other nodes are told, `broker::peers`, in the order it happened).
+    /// `subscribe`, calling `first(filter, group)` under the index's lock when the filter's
+    /// direct subscribers (`group` None) or its group `group` had no member before (other
+    /// nodes are told, `broker::peers`, in the order it happened).
     pub fn subscribe_telling(
         &self,
         filter: &str,
         group: Option<&str>,
         sub: Subscriber,
-        first: impl FnOnce(&str),
+        first: impl FnOnce(&str, Option<&str>),
     ) -> bool {
         let mut inner = self.write();
-        let (existed, new) = if mqtt_codec::topic::has_wildcards(filter) {
+        let entry = if mqtt_codec::topic::has_wildcards(filter) {
             let levels: Vec<&str> = filter.split('/').collect();
-            let slot = inner.trie.slot(&levels);
-            let new = slot.is_none();
-            let existed =
-                Arc::make_mut(slot.get_or_insert_with(Default::default)).insert(group, sub);
-            (existed, new)
+            Arc::make_mut(
+                inner
+                    .trie
+                    .slot(&levels)
+                    .get_or_insert_with(Default::default),
+            )
         } else {
-            let new = !inner.exact.contains_key(filter);
-            let entry = inner.exact.entry(Box::from(filter)).or_default();
-            (Arc::make_mut(entry).insert(group, sub), new)
+            Arc::make_mut(inner.exact.entry(Box::from(filter)).or_default())
         };
+        let new = entry.lacks(group);
+        let existed = entry.insert(group, sub);
         if new {
-            first(filter);
+            first(filter, group);
         }
         drop(inner);
         if !existed {
@@ -347,12 +357,40 @@ impl SubscriptionIndex {
         existed
     }
 
-    /// Every filter with a subscriber (shared ones without their `$share/` prefix).
-    pub fn filters(&self) -> Vec<String> {
+    /// Every filter with a subscriber, once for its direct subscribers (group `None`) and
+    /// once for each of its shared groups.
+    pub fn filters(&self) -> Vec<(String, Option<String>)> {
         let inner = self.read();
-        let mut out: Vec<String> = inner.exact.keys().map(|k| k.to_string()).collect();
-        inner.trie.filters(&mut Vec::new(), &mut out);
+        let mut filters: Vec<String> = inner.exact.keys().map(|k| k.to_string()).collect();
+        inner.trie.filters(&mut Vec::new(), &mut filters);
+        let mut out = Vec::new();
+        for filter in filters {
+            let entry = if mqtt_codec::topic::has_wildcards(&filter) {
+                let levels: Vec<&str> = filter.split('/').collect();
+                inner.trie.get(&levels).cloned()
+            } else {
+                inner.exact.get(filter.as_str()).cloned()
+            };
+            let Some(entry) = entry else { continue };
+            if !entry.direct.is_empty() {
+                out.push((filter.clone(), None));
+            }
+            for g in entry.shared.iter() {
+                out.push((filter.clone(), Some(g.name.to_string())));
+            }
+        }
         out
+    }
+
+    /// The entry of exactly `filter` (no `$share/` prefix), if it has subscribers.
+    pub fn entry(&self, filter: &str) -> Option<Arc<FilterEntry>> {
+        let inner = self.read();
+        if mqtt_codec::topic::has_wildcards(filter) {
+            let levels: Vec<&str> = filter.split('/').collect();
+            inner.trie.get(&levels).cloned()
+        } else {
+            inner.exact.get(filter).cloned()
+        }
     }
 
     /// Subscriptions held.
@@ -384,17 +422,17 @@ impl SubscriptionIndex {
 
     /// Removes the session's subscription to `filter`; returns whether it existed.
     pub fn unsubscribe(&self, filter: &str, group: Option<&str>, session: SessionId) -> bool {
-        self.unsubscribe_telling(filter, group, session, |_| ())
+        self.unsubscribe_telling(filter, group, session, |_, _| ())
     }
 
-    /// `unsubscribe`, calling `last(filter)` under the index's lock when the filter lost its
-    /// last subscriber.
+    /// `unsubscribe`, calling `last(filter, group)` under the index's lock when the filter's
+    /// direct subscribers (`group` None) or its group `group` lost their last member.
     pub fn unsubscribe_telling(
         &self,
         filter: &str,
         group: Option<&str>,
         session: SessionId,
-        last: impl FnOnce(&str),
+        last: impl FnOnce(&str, Option<&str>),
     ) -> bool {
         let removed = self.remove(filter, group, session, last);
         if removed {
@@ -408,35 +446,35 @@ impl SubscriptionIndex {
         filter: &str,
         group: Option<&str>,
         session: SessionId,
-        last: impl FnOnce(&str),
+        last: impl FnOnce(&str, Option<&str>),
     ) -> bool {
         let mut inner = self.write();
-        if mqtt_codec::topic::has_wildcards(filter) {
+        let mut emptied = false;
+        let removed = if mqtt_codec::topic::has_wildcards(filter) {
             let levels: Vec<&str> = filter.split('/').collect();
-            let mut emptied = false;
-            let removed = inner
+            inner
                 .trie
                 .edit(&levels, |e| {
                     let removed = e.remove(group, session);
-                    emptied = e.is_empty();
+                    emptied = e.lacks(group);
                     removed
                 })
-                .unwrap_or(false);
-            if removed && emptied {
-                last(filter);
-            }
-            removed
+                .unwrap_or(false)
         } else {
             let Some(entry) = inner.exact.get_mut(filter) else {
                 return false;
             };
             let removed = Arc::make_mut(entry).remove(group, session);
+            emptied = entry.lacks(group);
             if entry.is_empty() {
                 inner.exact.remove(filter);
-                last(filter);
             }
             removed
+        };
+        if removed && emptied {
+            last(filter, group);
         }
+        removed
     }
 
     /// Appends to `out` the entry of every filter that matches `topic`.

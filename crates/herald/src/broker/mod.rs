@@ -318,15 +318,22 @@ impl Broker {
         message: &Arc<Message>,
         extra: impl FnOnce(&router::Routed) -> Option<Op>,
     ) -> Published {
-        self.publish_inner(tenant, message, extra, true)
+        // Clustered, shared groups get their messages through the other nodes' link.
+        let target = match self.peers.get() {
+            Some(_) => router::Target::Direct,
+            None => router::Target::All,
+        };
+        self.publish_inner(tenant, message, extra, target, true)
     }
 
-    /// `publish_with`; `forward`: to the other nodes too (not for what came from them).
+    /// `publish_with` to `target`; `forward`: to the other nodes too (not for what came
+    /// from them).
     fn publish_inner(
         &self,
         tenant: &Tenant,
         message: &Arc<Message>,
         extra: impl FnOnce(&router::Routed) -> Option<Op>,
+        target: router::Target<'_>,
         forward: bool,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -364,6 +371,7 @@ impl Broker {
             &config.limits,
             &quota::Offline::new(tenant, &config.tenants.defaults),
             &self.stats,
+            target,
         );
         let recipients = std::mem::take(&mut routed.recipients);
         let (mut ops, mut unrecorded) = match persist.message_ops(message, &prepared, recipients) {
@@ -554,7 +562,9 @@ impl Broker {
         session.wake();
         for filter in subscriptions.keys() {
             let (group, inner) = split_shared(filter);
-            let last = |filter: &str| self.tell_interest(tenant, filter, false);
+            let last = |filter: &str, group: Option<&str>| {
+                self.tell_interest(tenant, filter, group, false);
+            };
             tenant
                 .index
                 .unsubscribe_telling(inner, group, session.id, last);
@@ -671,7 +681,9 @@ impl Broker {
             options: record.options,
             id: record.id,
         };
-        let first = |filter: &str| self.tell_interest(tenant, filter, true);
+        let first = |filter: &str, group: Option<&str>| {
+            self.tell_interest(tenant, filter, group, true);
+        };
         let existed = tenant.index.subscribe_telling(inner, group, sub, first);
         (existed, ticket)
     }
@@ -689,7 +701,9 @@ impl Broker {
             .unsubscribe(&self.persist, named(tenant, session), filter);
         let (existed, ticket) = (removed.is_some(), removed.unwrap_or_default());
         let (group, inner) = split_shared(filter);
-        let last = |filter: &str| self.tell_interest(tenant, filter, false);
+        let last = |filter: &str, group: Option<&str>| {
+            self.tell_interest(tenant, filter, group, false);
+        };
         tenant
             .index
             .unsubscribe_telling(inner, group, session.id, last);

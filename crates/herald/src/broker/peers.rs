@@ -16,10 +16,11 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// routed here: to the nodes whose subscribers it matches.
     fn forward(&self, tenant: &str, message: &Arc<Message>);
 
-    /// `filter` (without a `$share/` prefix) of `tenant` gained its first subscriber on this
-    /// node (`present`), or lost its last. Told under the tenant's index lock, so in the
-    /// order the index changed.
-    fn interest(&self, tenant: &str, filter: &str, present: bool);
+    /// `filter` (without a `$share/` prefix) of `tenant` gained its first direct subscriber
+    /// on this node (`group` None), or its shared group `group` its first member
+    /// (`present`); or lost its last. Told under the tenant's index lock, so in the order
+    /// the index changed.
+    fn interest(&self, tenant: &str, filter: &str, group: Option<&str>, present: bool);
 
     /// Itself as `Any`, for the layers above that know its type (its metrics, its view).
     fn as_any(&self) -> &dyn std::any::Any;
@@ -32,17 +33,23 @@ impl Broker {
     pub fn join(&self, peers: Arc<dyn Peers>) {
         let peers = self.peers.get_or_init(|| peers);
         for tenant in self.tenants() {
-            for filter in tenant.index.filters() {
-                peers.interest(&tenant.name, &filter, true);
+            for (filter, group) in tenant.index.filters() {
+                peers.interest(&tenant.name, &filter, group.as_deref(), true);
             }
         }
     }
 
     /// Tells the other nodes, if any, that `filter` gained its first subscriber here or lost
     /// its last (under the index's lock).
-    pub(super) fn tell_interest(&self, tenant: &Tenant, filter: &str, present: bool) {
+    pub(super) fn tell_interest(
+        &self,
+        tenant: &Tenant,
+        filter: &str,
+        group: Option<&str>,
+        present: bool,
+    ) {
         if let Some(peers) = self.peers.get() {
-            peers.interest(&tenant.name, filter, present);
+            peers.interest(&tenant.name, filter, group, present);
         }
     }
 
@@ -56,9 +63,20 @@ impl Broker {
         self.peers.get()?.as_any().downcast_ref::<T>()
     }
 
-    /// Routes a message another node published: to this node's subscribers, kept if
-    /// retained, as a publication here would be, but not forwarded again.
-    pub fn publish_from_peer(&self, tenant: &Tenant, message: &Arc<Message>) -> router::Routed {
-        self.publish_inner(tenant, message, |_| None, false).routed
+    /// Routes a message another node published: to this node's direct subscribers (or,
+    /// with `group`, to one member of that shared group of exactly `filter`), kept if
+    /// retained, stored as a publication here would be, not forwarded again.
+    pub fn publish_from_peer(
+        &self,
+        tenant: &Tenant,
+        message: &Arc<Message>,
+        group: Option<(&str, &str)>,
+    ) -> router::Routed {
+        let target = match group {
+            Some((filter, group)) => router::Target::Group { filter, group },
+            None => router::Target::Direct,
+        };
+        self.publish_inner(tenant, message, |_| None, target, false)
+            .routed
     }
 }

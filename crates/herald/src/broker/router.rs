@@ -40,8 +40,27 @@ pub struct Routed {
     pub recipients: Vec<Recipient>,
 }
 
-/// Delivers `message` to every matching subscriber of `tenant`. `stored`: its record, when
-/// there is a store and it is QoS 1/2 (stored sessions' deliveries name it).
+/// Which of a tenant's subscribers a publication goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// Every matching subscriber (a node on its own).
+    All,
+    /// The direct subscribers: a clustered node's shared groups get their messages through
+    /// NATS, which gives each to one node of the group (`Group` there).
+    Direct,
+    /// One member of the shared group `group` of exactly `filter` (a message NATS gave
+    /// this node for it).
+    Group {
+        /// The filter, without its `$share/` prefix.
+        filter: &'a str,
+        /// The group.
+        group: &'a str,
+    },
+}
+
+/// Delivers `message` to the matching subscribers of `tenant` that `target` names.
+/// `stored`: its record, when there is a store and it is QoS 1/2 (stored sessions'
+/// deliveries name it).
 pub fn route(
     tenant: &Tenant,
     message: &Arc<Message>,
@@ -49,9 +68,8 @@ pub fn route(
     limits: &Limits,
     offline: &Offline<'_>,
     stats: &Stats,
+    target: Target<'_>,
 ) -> Routed {
-    let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
-    tenant.index.matches(&message.topic, &mut entries);
     let mut routed = Routed::default();
     let mut q = Queueing {
         stored,
@@ -61,6 +79,21 @@ pub fn route(
         over_budget: stats.over_budget(limits.max_queued_bytes_total),
         charged: 0,
     };
+    if let Target::Group { filter, group } = target {
+        let entry = tenant.index.entry(filter);
+        let members = entry
+            .as_ref()
+            .and_then(|e| e.shared.iter().find(|g| &*g.name == group));
+        if let Some(sub) = members.and_then(pick)
+            && let Some(d) = delivery(sub, message)
+        {
+            q.enqueue(&sub.session, d, &mut routed);
+        }
+        q.finish();
+        return routed;
+    }
+    let mut entries: Vec<Arc<FilterEntry>> = Vec::new();
+    tenant.index.matches(&message.topic, &mut entries);
     let single = entries.len() == 1;
     if single {
         // The common case: one filter, each session at most once in it.
@@ -92,7 +125,11 @@ pub fn route(
             q.enqueue(&session, d, &mut routed);
         }
     }
-    for group in entries.iter().flat_map(|e| e.shared.iter()) {
+    let groups = entries
+        .iter()
+        .flat_map(|e| e.shared.iter())
+        .filter(|_| target == Target::All);
+    for group in groups {
         if let Some(sub) = pick(group)
             && let Some(d) = delivery(sub, message)
         {

@@ -11,6 +11,9 @@
 //!   `a/b`) bring one copy, routed here through the local index as if published here.
 //! - **Echoes**: the connection asks NATS not to send back what it published (`no_echo`),
 //!   and a message naming this node is dropped all the same.
+//! - **Shared groups**: each group with members here is subscribed in a queue group of its
+//!   own on a second connection that does see this node's messages, so that NATS picks one
+//!   node (maybe this one) for each message, which gives it to one of its members.
 //! - **Sending** is a bounded queue drained by one task into the NATS client, which batches
 //!   its writes; a message that finds it full is dropped and counted.
 //! - **The view** (`view`): every node says every two seconds who it is and what it holds;
@@ -76,10 +79,13 @@ pub struct ClusterStats {
     pub subscriptions: AtomicU64,
 }
 
-/// An interest change, in the order the index made it.
-enum Interest {
-    Add(String, String),
-    Remove(String, String),
+/// An interest change, in the order the index made it: a tenant's filter, for its direct
+/// subscribers (no group) or one shared group, present or gone.
+struct Interest {
+    tenant: String,
+    filter: String,
+    group: Option<String>,
+    present: bool,
 }
 
 /// This node's link to the others.
@@ -90,6 +96,10 @@ pub struct Cluster {
     view: view::View,
     queue_group: String,
     client: async_nats::Client,
+    /// A second connection for the shared groups' subscriptions: NATS gives a shared group's
+    /// message to one member node, which may be the one that published it, so these
+    /// subscriptions must see what this node sends (the first connection asks for no echo).
+    shared_client: async_nats::Client,
     out: mpsc::Sender<(String, Vec<u8>)>,
     interest: mpsc::UnboundedSender<Interest>,
     /// Its tasks (sending, subscribing, the view), stopped by `leave`.
@@ -112,7 +122,8 @@ pub async fn join(
     config: &ClusterConfig,
 ) -> Result<Arc<Cluster>, ClusterError> {
     let node = config.node();
-    let client = connect(config, &node).await?;
+    let client = connect(config, &node, false).await?;
+    let shared_client = connect(config, &node, true).await?;
     let (out, out_rx) = mpsc::channel(SEND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
     let cluster = Arc::new(Cluster {
@@ -122,6 +133,7 @@ pub async fn join(
         view: view::View::default(),
         node,
         client,
+        shared_client,
         out,
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
@@ -142,10 +154,14 @@ pub async fn join(
     Ok(cluster)
 }
 
-async fn connect(config: &ClusterConfig, node: &str) -> Result<async_nats::Client, ClusterError> {
+/// A connection to NATS as configured; `echo`: NATS sends it what it publishes itself.
+async fn connect(
+    config: &ClusterConfig,
+    node: &str,
+    echo: bool,
+) -> Result<async_nats::Client, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("herald {node}"))
-        .no_echo()
         .require_tls(config.require_tls)
         .event_callback(|event| async move {
             match event {
@@ -154,6 +170,9 @@ async fn connect(config: &ClusterConfig, node: &str) -> Result<async_nats::Clien
                 other => tracing::info!(event = %other, "NATS"),
             }
         });
+    if !echo {
+        options = options.no_echo();
+    }
     if let Some(path) = &config.credentials_file {
         options = options
             .credentials_file(path)
@@ -216,13 +235,16 @@ impl Cluster {
         }
     }
 
-    /// Routes a message from NATS: decoded, its tenant found, routed here.
-    fn receive(&self, broker: &Broker, message: &async_nats::Message) {
+    /// Routes a message from NATS: decoded, its tenant found, routed here to the direct
+    /// subscribers, or to one member of `group` (a shared group's filter and name).
+    fn receive(&self, broker: &Broker, message: &async_nats::Message, group: Option<(&str, &str)>) {
         let dropped = || {
             self.stats.dropped_in.fetch_add(1, Ordering::Relaxed);
         };
         let envelope = match Envelope::decode(&message.payload) {
-            Ok(e) if e.node != self.node => e,
+            // A shared group's message may come back to the node that sent it: NATS chose
+            // this node's member. Any other echo is dropped.
+            Ok(e) if e.node != self.node || group.is_some() => e,
             Ok(_) => return dropped(),
             Err(e) => {
                 tracing::debug!(subject = %message.subject, error = %e, "not a message");
@@ -242,7 +264,7 @@ impl Cluster {
             REMOTE_ORIGIN,
         ));
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        broker.publish_from_peer(&tenant, &message);
+        broker.publish_from_peer(&tenant, &message, group);
     }
 }
 
@@ -276,11 +298,12 @@ impl Peers for Cluster {
         }
     }
 
-    fn interest(&self, tenant: &str, filter: &str, present: bool) {
-        let change = if present {
-            Interest::Add(tenant.to_string(), filter.to_string())
-        } else {
-            Interest::Remove(tenant.to_string(), filter.to_string())
+    fn interest(&self, tenant: &str, filter: &str, group: Option<&str>, present: bool) {
+        let change = Interest {
+            tenant: tenant.to_string(),
+            filter: filter.to_string(),
+            group: group.map(str::to_string),
+            present,
         };
         // Unbounded: it holds filter changes, not messages, and is drained at once.
         let _ = self.interest.send(change);
@@ -301,8 +324,10 @@ async fn send(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) 
 }
 
 /// Keeps this node's NATS subscriptions in step with its filters: a subject is subscribed
-/// while a filter held here needs it (counted: `a` serves both `a` and `a/#`), each read by
-/// a task of its own that routes what arrives.
+/// while a filter held here needs it (counted: `a` serves both `a` and `a/#`), in the
+/// node's queue group for direct subscribers, in the shared group's own queue group (on
+/// the echoing connection) for a shared group; each read by a task of its own that routes
+/// what arrives.
 async fn subscribe(
     cluster: Arc<Cluster>,
     broker: std::sync::Weak<Broker>,
@@ -310,39 +335,49 @@ async fn subscribe(
 ) {
     let mut held = Readers(HashMap::new());
     let held = &mut held.0;
-    while let Some(change) = changes.recv().await {
-        let (tenant, filter, add) = match change {
-            Interest::Add(t, f) => (t, f, true),
-            Interest::Remove(t, f) => (t, f, false),
+    while let Some(Interest {
+        tenant,
+        filter,
+        group,
+        present,
+    }) = changes.recv().await
+    {
+        let queue = match &group {
+            None => cluster.queue_group.clone(),
+            Some(g) => shared_queue(&cluster.prefix, &tenant, g, &filter),
         };
         for subject in cluster.subjects.filter(&tenant, &filter) {
-            if add {
-                if let Some((n, _)) = held.get_mut(&subject) {
-                    *n += 1;
+            let key = (queue.clone(), subject.clone());
+            if !present {
+                if let Some((n, _)) = held.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0
+                        && let Some((_, reader)) = held.remove(&key)
+                    {
+                        // Dropping the subscriber unsubscribes it on NATS.
+                        reader.abort();
+                    }
+                }
+                continue;
+            }
+            if let Some((n, _)) = held.get_mut(&key) {
+                *n += 1;
+                continue;
+            }
+            let client = match group {
+                None => &cluster.client,
+                Some(_) => &cluster.shared_client,
+            };
+            let sub = match client.queue_subscribe(subject.clone(), queue.clone()).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    tracing::warn!(%subject, error = %e, "cannot subscribe on NATS");
                     continue;
                 }
-                let sub = match cluster
-                    .client
-                    .queue_subscribe(subject.clone(), cluster.queue_group.clone())
-                    .await
-                {
-                    Ok(sub) => sub,
-                    Err(e) => {
-                        tracing::warn!(%subject, error = %e, "cannot subscribe on NATS");
-                        continue;
-                    }
-                };
-                let reader = tokio::spawn(read(cluster.clone(), broker.clone(), sub));
-                held.insert(subject, (1, reader));
-            } else if let Some((n, _)) = held.get_mut(&subject) {
-                *n -= 1;
-                if *n == 0
-                    && let Some((_, reader)) = held.remove(&subject)
-                {
-                    // Dropping the subscriber unsubscribes it on NATS.
-                    reader.abort();
-                }
-            }
+            };
+            let route = group.clone().map(|g| (filter.clone(), g));
+            let reader = tokio::spawn(read(cluster.clone(), broker.clone(), sub, route));
+            held.insert(key, (1, reader));
         }
         cluster
             .stats
@@ -351,9 +386,24 @@ async fn subscribe(
     }
 }
 
+/// The queue group of a shared group on NATS: one per tenant, group and filter, named by a
+/// digest (any text may be a group's name or filter), under the cluster's prefix.
+fn shared_queue(prefix: &str, tenant: &str, group: &str, filter: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [tenant, group, filter] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    let digest = ctx.finish();
+    format!(
+        "{prefix}.s.{}",
+        data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])
+    )
+}
+
 /// The reader task of each subject subscribed, with the filters that need it: aborted when
 /// dropped (the subscribing task stopped), so that no subscription outlives the link.
-struct Readers(HashMap<String, (usize, tokio::task::JoinHandle<()>)>);
+struct Readers(HashMap<(String, String), (usize, tokio::task::JoinHandle<()>)>);
 
 impl Drop for Readers {
     fn drop(&mut self) {
@@ -368,11 +418,13 @@ async fn read(
     cluster: Arc<Cluster>,
     broker: std::sync::Weak<Broker>,
     mut sub: async_nats::Subscriber,
+    group: Option<(String, String)>,
 ) {
+    let group = group.as_ref().map(|(f, g)| (f.as_str(), g.as_str()));
     while let Some(message) = sub.next().await {
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        cluster.receive(&broker, &message);
+        cluster.receive(&broker, &message, group);
     }
 }
