@@ -17,10 +17,11 @@ use herald::config::{Config, TenantRule};
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::{Connect, Packet, Publish, QoS};
 
-/// A nats-server process, killed when dropped.
+/// A nats-server process with JetStream, killed when dropped.
 struct Nats {
     child: Child,
     url: String,
+    _store: tempfile::TempDir,
 }
 
 impl Drop for Nats {
@@ -30,9 +31,10 @@ impl Drop for Nats {
     }
 }
 
-/// Starts nats-server (Debian package nats-server; the test fails without it) on a random
-/// loopback port and waits until it listens.
+/// Starts nats-server (Debian package nats-server; the test fails without it) with
+/// JetStream on a random loopback port and waits until it listens.
 fn nats() -> Nats {
+    let store = tempfile::tempdir().unwrap();
     let bin = [
         "nats-server",
         "/usr/sbin/nats-server",
@@ -49,7 +51,8 @@ fn nats() -> Nats {
     })
     .expect("nats-server runs (Debian package nats-server; scripts/test installs it)");
     let mut child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+        .arg(store.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -70,6 +73,7 @@ fn nats() -> Nats {
     Nats {
         child,
         url: format!("nats://{addr}"),
+        _store: store,
     }
 }
 
@@ -99,8 +103,8 @@ async fn until_subscribed(node: &common::TestServer, n: u64) {
         || held() == n,
     )
     .await;
-    // The SUB has reached the client's connection; a round trip makes sure the server has it.
-    cluster.flush().await;
+    // The SUBs have left the node; a round trip makes sure the NATS server has them.
+    assert!(cluster.settle().await, "NATS answers");
 }
 
 #[tokio::test]
@@ -289,24 +293,32 @@ async fn a_shared_group_over_nodes_gets_each_message_once() {
             .publish(&format!("jobs/{i}"), b"work", QoS::AtMostOnce, false)
             .await;
     }
+    // Until all 40 came (or 20 s), then a quiet moment in which no duplicate may come.
     let mut got: Vec<(u8, String)> = Vec::new();
-    loop {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut quiet = 0;
+    while quiet < 3 && tokio::time::Instant::now() < deadline {
         let mut any = false;
         for (n, m) in [(1u8, &mut m1), (2, &mut m2)] {
-            if let Some(p) = next_within(m, Duration::from_millis(300)).await {
+            if let Some(p) = next_within(m, Duration::from_millis(100)).await {
                 got.push((n, p.topic.to_string()));
                 any = true;
             }
         }
-        if !any {
-            break;
-        }
+        quiet = if got.len() >= 40 && !any {
+            quiet + 1
+        } else {
+            0
+        };
     }
     let mut topics: Vec<String> = got.iter().map(|(_, t)| t.clone()).collect();
     topics.sort();
     let mut expected: Vec<String> = (0..40).map(|i| format!("jobs/{i}")).collect();
     expected.sort();
-    assert_eq!(topics, expected, "each message to exactly one member of the group");
+    assert_eq!(
+        topics, expected,
+        "each message to exactly one member of the group"
+    );
     for member in [1, 2] {
         assert!(
             got.iter().any(|(n, _)| *n == member),
@@ -315,8 +327,81 @@ async fn a_shared_group_over_nodes_gets_each_message_once() {
     }
     // A direct subscriber still gets every message.
     let mut seen = 0;
-    while next_within(&mut watch, Duration::from_millis(300)).await.is_some() {
+    while seen < 40
+        && next_within(&mut watch, Duration::from_secs(5))
+            .await
+            .is_some()
+    {
         seen += 1;
     }
     assert_eq!(seen, 40);
+    watch.expect_nothing().await;
+}
+
+/// The retained message `node` holds for `topic` of tenant acme (its payload), if any.
+fn retained_on(node: &common::TestServer, topic: &str) -> Option<Vec<u8>> {
+    let tenant = node.server.broker().find_tenant("acme")?;
+    tenant
+        .retained
+        .matching(topic)
+        .first()
+        .map(|m| m.payload.to_vec())
+}
+
+#[tokio::test]
+async fn retained_messages_are_the_clusters() {
+    let nats = nats();
+    let a = common::start_with(node_config(&nats, "a")).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+    let mut pa = client(a.addr, true, "acme/p", "pa").await;
+    pa.publish("status/dev1", b"on", QoS::AtLeastOnce, true)
+        .await;
+    common::eventually("b holds a's retained message", || {
+        retained_on(&b, "status/dev1").as_deref() == Some(&b"on"[..])
+    })
+    .await;
+    // A subscriber on b gets it on subscribe, as if it had been set on b.
+    let mut sb = client(b.addr, true, "acme/s", "sb").await;
+    sb.subscribe("status/#", QoS::AtLeastOnce).await;
+    let got = sb.recv_publish().await;
+    assert_eq!(
+        (&*got.topic, &got.payload[..], got.retain),
+        ("status/dev1", &b"on"[..], true)
+    );
+    // Cleared on b, it goes from a too.
+    let mut pb = client(b.addr, true, "acme/q", "pb").await;
+    pb.publish("status/dev1", b"", QoS::AtLeastOnce, true).await;
+    common::eventually("a lost the cleared message", || {
+        retained_on(&a, "status/dev1").is_none()
+    })
+    .await;
+    // Both nodes set one topic at once, many times: they end with the same message.
+    for i in 0..20u8 {
+        pa.publish("status/race", &[b'a', i], QoS::AtMostOnce, true)
+            .await;
+        pb.publish("status/race", &[b'b', i], QoS::AtMostOnce, true)
+            .await;
+    }
+    common::eventually("both nodes agree on status/race", || {
+        let (x, y) = (
+            retained_on(&a, "status/race"),
+            retained_on(&b, "status/race"),
+        );
+        x.is_some() && x == y && x.as_deref().is_some_and(|v| v[1] == 19)
+    })
+    .await;
+    // A node that joins later has them all.
+    pa.publish("status/dev2", b"idle", QoS::AtLeastOnce, true)
+        .await;
+    let c = common::start_with(node_config(&nats, "c")).await;
+    let mut sc = client(c.addr, true, "acme/s", "sc").await;
+    common::eventually("c read the bucket", || {
+        retained_on(&c, "status/dev2").is_some()
+    })
+    .await;
+    sc.subscribe("status/dev2", QoS::AtLeastOnce).await;
+    assert_eq!(&sc.recv_publish().await.payload[..], b"idle");
+    let stats = &c.server.cluster().unwrap().stats;
+    assert_eq!(stats.retained_failed.load(Ordering::Relaxed), 0);
+    assert!(stats.retained_applied.load(Ordering::Relaxed) > 0);
 }

@@ -113,6 +113,17 @@ fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
             ("unreadable_or_unknown", n(&s.dropped_in)),
         ],
     );
+    labelled(
+        out,
+        "herald_cluster_retained_total",
+        "counter",
+        "Changes of the cluster's retained bucket applied here, and retained changes of this node not written to it.",
+        "outcome",
+        [
+            ("applied", n(&s.retained_applied)),
+            ("failed", n(&s.retained_failed)),
+        ],
+    );
 }
 
 /// A tenant's figures for the per-tenant families.

@@ -323,25 +323,25 @@ impl Broker {
             Some(_) => router::Target::Direct,
             None => router::Target::All,
         };
-        self.publish_inner(tenant, message, extra, target, true)
+        self.publish_inner(tenant, message, extra, target, peers::Source::Here)
     }
 
-    /// `publish_with` to `target`; `forward`: to the other nodes too (not for what came
-    /// from them).
+    /// `publish_with` to `target`, for a publication from `from`: one made here goes to
+    /// the other nodes too, and its retained copy to the cluster's retained store.
     fn publish_inner(
         &self,
         tenant: &Tenant,
         message: &Arc<Message>,
         extra: impl FnOnce(&router::Routed) -> Option<Op>,
         target: router::Target<'_>,
-        forward: bool,
+        from: peers::Source,
     ) -> Published {
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         tenant
             .usage
             .note_published(message.topic.len() + message.payload.len());
         let config = self.config();
-        let retain = message.retain && config.session.retain_available;
+        let retain = message.retain && config.session.retain_available && from.keeps_retained();
         if retain && let Err(breach) = quota::retained_fits(tenant, message, &config) {
             self.stats.refuse(stats::RefuseReason::RetainedLimit);
             tenant.usage.breach(breach);
@@ -394,8 +394,13 @@ impl Broker {
         };
         persist.release(prepared);
         self.hooks.observe(&tenant.name, message, &routed);
-        if forward && let Some(peers) = self.peers.get() {
+        if from == peers::Source::Here
+            && let Some(peers) = self.peers.get()
+        {
             peers.forward(&tenant.name, message);
+            if retain {
+                peers.retained(&tenant.name, message);
+            }
         }
         let refused = match unrecorded {
             Some(reason) => {
@@ -597,10 +602,22 @@ impl Broker {
         tenant: &Tenant,
         empty: &Arc<Message>,
     ) -> crate::store::journal::Ticket {
+        if let Some(peers) = self.peers.get() {
+            peers.retained(&tenant.name, empty);
+        }
+        self.keep_retained(tenant, empty)
+    }
+
+    /// Sets (or, with an empty payload, deletes) a retained message without routing it,
+    /// and records it.
+    pub(crate) fn keep_retained(
+        &self,
+        tenant: &Tenant,
+        message: &Arc<Message>,
+    ) -> crate::store::journal::Ticket {
         let persist = &self.persist;
-        // An empty payload is a deletion: it always records.
-        tenant.retained.set(empty, || {
-            persist.submit(persist.retained_op(&tenant.name, empty).ok().flatten())
+        tenant.retained.set(message, || {
+            persist.submit(persist.retained_op(&tenant.name, message).ok().flatten())
         })
     }
 

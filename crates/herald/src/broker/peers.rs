@@ -22,8 +22,36 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// the index changed.
     fn interest(&self, tenant: &str, filter: &str, group: Option<&str>, present: bool);
 
+    /// A retained message set (or, with an empty payload, deleted) on this node: for the
+    /// cluster's retained store, which every node follows.
+    fn retained(&self, tenant: &str, message: &Arc<Message>);
+
     /// Itself as `Any`, for the layers above that know its type (its metrics, its view).
     fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// Where a publication comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This node: a client, a will, the HTTP API.
+    Here,
+    /// Another node. `keep_retained`: its retained flag sets the retained message here
+    /// too; not when the cluster keeps retained messages in its own store, whose changes
+    /// every node applies in one order (a copy arriving late must not undo a newer one).
+    Peer {
+        /// See above.
+        keep_retained: bool,
+    },
+}
+
+impl Source {
+    /// Whether a retained publication from here sets the retained message.
+    pub fn keeps_retained(self) -> bool {
+        match self {
+            Source::Here => true,
+            Source::Peer { keep_retained } => keep_retained,
+        }
+    }
 }
 
 impl Broker {
@@ -71,12 +99,20 @@ impl Broker {
         tenant: &Tenant,
         message: &Arc<Message>,
         group: Option<(&str, &str)>,
+        keep_retained: bool,
     ) -> router::Routed {
         let target = match group {
             Some((filter, group)) => router::Target::Group { filter, group },
             None => router::Target::Direct,
         };
-        self.publish_inner(tenant, message, |_| None, target, false)
+        let from = Source::Peer { keep_retained };
+        self.publish_inner(tenant, message, |_| None, target, from)
             .routed
+    }
+
+    /// Applies a change of the cluster's retained store: the retained message of its topic
+    /// set (or, with an empty payload, deleted) here, recorded, not routed.
+    pub fn retained_from_peer(&self, tenant: &Tenant, message: &Arc<Message>) {
+        self.keep_retained(tenant, message);
     }
 }

@@ -16,9 +16,12 @@
 //!   node (maybe this one) for each message, which gives it to one of its members.
 //! - **Sending** is a bounded queue drained by one task into the NATS client, which batches
 //!   its writes; a message that finds it full is dropped and counted.
+//! - **Retained messages** (`retained`): a JetStream key-value bucket every node writes its
+//!   retained messages to and follows, in one order.
 //! - **The view** (`view`): every node says every two seconds who it is and what it holds;
 //!   the API's `/api/v1/cluster` lists the nodes as this one last heard them.
 
+pub mod retained;
 pub mod subject;
 pub mod view;
 pub mod wire;
@@ -77,6 +80,10 @@ pub struct ClusterStats {
     pub dropped_in: AtomicU64,
     /// NATS subscriptions held (one per subject of the filters held here).
     pub subscriptions: AtomicU64,
+    /// Retained changes not written to the cluster's bucket (its queue full, a write failed).
+    pub retained_failed: AtomicU64,
+    /// Retained changes of the cluster's bucket applied here.
+    pub retained_applied: AtomicU64,
 }
 
 /// An interest change, in the order the index made it: a tenant's filter, for its direct
@@ -101,6 +108,8 @@ pub struct Cluster {
     /// subscriptions must see what this node sends (the first connection asks for no echo).
     shared_client: async_nats::Client,
     out: mpsc::Sender<(String, Vec<u8>)>,
+    /// Retained changes for the cluster's bucket (`None`: NATS has no JetStream).
+    retained: Option<mpsc::Sender<retained::Change>>,
     interest: mpsc::UnboundedSender<Interest>,
     /// Its tasks (sending, subscribing, the view), stopped by `leave`.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -126,6 +135,18 @@ pub async fn join(
     let shared_client = connect(config, &node, true).await?;
     let (out, out_rx) = mpsc::channel(SEND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
+    let bucket = match retained::bucket(&client, &config.subject_prefix).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no JetStream key-value bucket for retained messages: each node keeps the \
+                 retained messages it sees"
+            );
+            None
+        }
+    };
+    let (retained_tx, retained_rx) = mpsc::channel(retained::QUEUE);
     let cluster = Arc::new(Cluster {
         queue_group: format!("{}.n.{node}", config.subject_prefix),
         prefix: config.subject_prefix.clone(),
@@ -135,6 +156,7 @@ pub async fn join(
         client,
         shared_client,
         out,
+        retained: bucket.is_some().then_some(retained_tx),
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
         stats: ClusterStats::default(),
@@ -148,6 +170,19 @@ pub async fn join(
         )),
         tokio::spawn(view::beat(cluster.clone(), Arc::downgrade(broker))),
     ];
+    let mut tasks = tasks;
+    if let Some(store) = bucket {
+        tasks.push(tokio::spawn(retained::write(
+            cluster.clone(),
+            store.clone(),
+            retained_rx,
+        )));
+        tasks.push(tokio::spawn(retained::follow(
+            cluster.clone(),
+            Arc::downgrade(broker),
+            store,
+        )));
+    }
     *cluster.tasks.lock().unwrap_or_else(|p| p.into_inner()) = tasks;
     broker.join(cluster.clone());
     tracing::info!(node = %cluster.node, servers = ?config.nats, "joined the cluster");
@@ -214,7 +249,7 @@ impl Cluster {
             while self.out.capacity() < self.out.max_capacity() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            self.flush().await;
+            self.settle().await;
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sent).await;
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -228,11 +263,39 @@ impl Cluster {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Waits until NATS has everything this node sent it so far (its subscriptions too).
-    pub async fn flush(&self) {
-        if let Err(e) = self.client.flush().await {
-            tracing::debug!(error = %e, "NATS flush");
-        }
+    /// Waits until the NATS server has processed everything both connections sent it so far
+    /// (their subscriptions too): a round trip on each, through a subject of this node's
+    /// own that the echoing connection answers. `false` when NATS did not answer in time.
+    pub async fn settle(&self) -> bool {
+        static ROUND: AtomicU64 = AtomicU64::new(0);
+        let n = ROUND.fetch_add(1, Ordering::Relaxed);
+        let subject = format!("{}.ping.{}.{n}", self.prefix, self.node);
+        let round_trips = async {
+            let mut pings = self.shared_client.subscribe(subject.clone()).await.ok()?;
+            // The echoing connection hears its own message: its earlier commands are done.
+            self.shared_client
+                .publish(subject.clone(), "".into())
+                .await
+                .ok()?;
+            pings.next().await?;
+            // The other one asks it, and is answered once its own earlier commands are done.
+            let shared = self.shared_client.clone();
+            let answer = tokio::spawn(async move {
+                if let Some(request) = pings.next().await
+                    && let Some(reply) = request.reply
+                {
+                    let _ = shared.publish(reply, "".into()).await;
+                }
+            });
+            let answered = self.client.request(subject, "".into()).await.is_ok();
+            answer.abort();
+            answered.then_some(())
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), round_trips)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     /// Routes a message from NATS: decoded, its tenant found, routed here to the direct
@@ -264,13 +327,19 @@ impl Cluster {
             REMOTE_ORIGIN,
         ));
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        broker.publish_from_peer(&tenant, &message, group);
+        // With the cluster's retained bucket, that is where retained messages come from.
+        let keep_retained = self.retained.is_none();
+        broker.publish_from_peer(&tenant, &message, group, keep_retained);
     }
 }
 
 impl Peers for Cluster {
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+
+    fn retained(&self, tenant: &str, message: &Arc<Message>) {
+        self.put_retained(tenant, message);
     }
 
     fn forward(&self, tenant: &str, message: &Arc<Message>) {
