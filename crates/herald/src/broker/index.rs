@@ -300,6 +300,18 @@ struct Inner {
     trie: Node,
 }
 
+impl Inner {
+    /// The entry of exactly `filter`, if it has subscribers.
+    fn entry(&self, filter: &str) -> Option<&Arc<FilterEntry>> {
+        if mqtt_codec::topic::has_wildcards(filter) {
+            let levels: Vec<&str> = filter.split('/').collect();
+            self.trie.get(&levels)
+        } else {
+            self.exact.get(filter)
+        }
+    }
+}
+
 /// The index of one tenant.
 #[derive(Debug, Default)]
 pub struct SubscriptionIndex {
@@ -365,13 +377,9 @@ impl SubscriptionIndex {
         inner.trie.filters(&mut Vec::new(), &mut filters);
         let mut out = Vec::new();
         for filter in filters {
-            let entry = if mqtt_codec::topic::has_wildcards(&filter) {
-                let levels: Vec<&str> = filter.split('/').collect();
-                inner.trie.get(&levels).cloned()
-            } else {
-                inner.exact.get(filter.as_str()).cloned()
+            let Some(entry) = inner.entry(&filter) else {
+                continue;
             };
-            let Some(entry) = entry else { continue };
             if !entry.direct.is_empty() {
                 out.push((filter.clone(), None));
             }
@@ -384,13 +392,7 @@ impl SubscriptionIndex {
 
     /// The entry of exactly `filter` (no `$share/` prefix), if it has subscribers.
     pub fn entry(&self, filter: &str) -> Option<Arc<FilterEntry>> {
-        let inner = self.read();
-        if mqtt_codec::topic::has_wildcards(filter) {
-            let levels: Vec<&str> = filter.split('/').collect();
-            inner.trie.get(&levels).cloned()
-        } else {
-            inner.exact.get(filter).cloned()
-        }
+        self.read().entry(filter).cloned()
     }
 
     /// Subscriptions held.
@@ -406,13 +408,7 @@ impl SubscriptionIndex {
     /// Members of shared group `group` on `filter`.
     pub fn group_size(&self, filter: &str, group: &str) -> usize {
         let inner = self.read();
-        let entry = if mqtt_codec::topic::has_wildcards(filter) {
-            let levels: Vec<&str> = filter.split('/').collect();
-            inner.trie.get(&levels)
-        } else {
-            inner.exact.get(filter)
-        };
-        entry.map_or(0, |e| {
+        inner.entry(filter).map_or(0, |e| {
             e.shared
                 .iter()
                 .find(|g| &*g.name == group)
