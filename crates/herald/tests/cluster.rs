@@ -405,3 +405,69 @@ async fn retained_messages_are_the_clusters() {
     assert_eq!(stats.retained_failed.load(Ordering::Relaxed), 0);
     assert!(stats.retained_applied.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn cross_node_fan_out_on_eight_workers_keeps_every_message_in_order() {
+    const SUBS: usize = 100;
+    const PUBS: usize = 4;
+    const EACH: usize = 250;
+    let nats = nats();
+    let a = common::start_with(node_config(&nats, "a")).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+    let mut subs = Vec::new();
+    for i in 0..SUBS {
+        let mut c = client(b.addr, true, "acme/s", &format!("s{i}")).await;
+        c.subscribe("load/#", QoS::AtLeastOnce).await;
+        subs.push(c);
+    }
+    until_subscribed(&b, 2).await;
+    // Every publisher at once, on eight workers.
+    let addr = a.addr;
+    let publishers: Vec<_> = (0..PUBS)
+        .map(|p| {
+            tokio::spawn(async move {
+                let mut c = client(addr, true, "acme/p", &format!("p{p}")).await;
+                for n in 0..EACH {
+                    let payload = format!("{p}:{n}");
+                    c.publish(
+                        &format!("load/{p}"),
+                        payload.as_bytes(),
+                        QoS::AtLeastOnce,
+                        false,
+                    )
+                    .await;
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut next = [0usize; PUBS];
+                for _ in 0..PUBS * EACH {
+                    let p = c.recv_publish().await;
+                    c.send(Packet::PubAck(mqtt_codec::Ack::new(p.packet_id)))
+                        .await;
+                    let text = String::from_utf8(p.payload.to_vec()).unwrap();
+                    let (who, n) = text.split_once(':').unwrap();
+                    let (who, n): (usize, usize) = (who.parse().unwrap(), n.parse().unwrap());
+                    assert_eq!(n, next[who], "publisher {who}'s messages in order");
+                    next[who] += 1;
+                }
+                c.expect_nothing().await;
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let sa = &a.server.cluster().unwrap().stats;
+    assert_eq!(sa.sent.load(Ordering::Relaxed), (PUBS * EACH) as u64);
+    assert_eq!(sa.send_queue_full.load(Ordering::Relaxed), 0);
+    let sb = &b.server.cluster().unwrap().stats;
+    assert_eq!(sb.received.load(Ordering::Relaxed), (PUBS * EACH) as u64);
+}
