@@ -228,77 +228,82 @@ fn tenants(out: &mut String, broker: &Broker) {
         shown.push(("_other".into(), other));
     }
     let label = |name: &str| name.replace('\\', "\\\\").replace('"', "\\\"");
-    for (name_of_family, help, pick) in [
+    // Gauges, then counters: one sample per tenant shown.
+    for (name_of_family, kind, help, pick) in [
         (
             "herald_tenant_connections",
+            "gauge",
             "Open connections, by tenant (the busiest tenants.metrics_top, the rest as _other).",
             (|f: &TenantFigures| f.connections) as fn(&TenantFigures) -> u64,
         ),
         (
             "herald_tenant_sessions",
+            "gauge",
             "Sessions, connected or not, by tenant.",
             |f: &TenantFigures| f.sessions,
         ),
         (
             "herald_tenant_subscriptions",
+            "gauge",
             "Subscriptions, by tenant.",
             |f: &TenantFigures| f.subscriptions,
         ),
         (
             "herald_tenant_persistent_sessions",
+            "gauge",
             "Sessions that outlive their connection, by tenant.",
             |f: &TenantFigures| f.persistent,
         ),
         (
             "herald_tenant_retained_messages",
+            "gauge",
             "Retained messages, by tenant.",
             |f: &TenantFigures| f.retained,
         ),
         (
             "herald_tenant_retained_bytes",
+            "gauge",
             "Topic and payload bytes of retained messages, by tenant.",
             |f: &TenantFigures| f.retained_bytes,
         ),
         (
             "herald_tenant_offline_queued_messages",
+            "gauge",
             "QoS 1/2 messages queued for offline sessions, by tenant (each copy).",
             |f: &TenantFigures| f.offline_messages,
         ),
         (
             "herald_tenant_offline_queued_bytes",
+            "gauge",
             "Topic and payload bytes queued for offline sessions, by tenant (each copy).",
             |f: &TenantFigures| f.offline_bytes,
         ),
-    ] {
-        family(out, name_of_family, "gauge", help);
-        for (name, f) in &shown {
-            let tenant = label(name);
-            let _ = writeln!(out, "{name_of_family}{{tenant=\"{tenant}\"}} {}", pick(f));
-        }
-    }
-    for (name_of_family, help, pick) in [
         (
             "herald_tenant_messages_published_total",
+            "counter",
             "Messages published into each tenant (by its clients, their wills and the HTTP API).",
-            (|f: &TenantFigures| f.published) as fn(&TenantFigures) -> u64,
+            |f: &TenantFigures| f.published,
         ),
         (
             "herald_tenant_published_bytes_total",
+            "counter",
             "Topic and payload bytes of the messages published into each tenant.",
             |f: &TenantFigures| f.published_bytes,
         ),
         (
             "herald_tenant_messages_delivered_total",
+            "counter",
             "Messages written to each tenant's clients.",
             |f: &TenantFigures| f.delivered,
         ),
         (
             "herald_tenant_delivered_bytes_total",
+            "counter",
             "Bytes of PUBLISH packets written to each tenant's clients.",
             |f: &TenantFigures| f.delivered_bytes,
         ),
     ] {
-        family(out, name_of_family, "counter", help);
+        family(out, name_of_family, kind, help);
         for (name, f) in &shown {
             let tenant = label(name);
             let _ = writeln!(out, "{name_of_family}{{tenant=\"{tenant}\"}} {}", pick(f));

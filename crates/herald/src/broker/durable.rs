@@ -185,13 +185,7 @@ impl Durable {
 
     /// Whether `message` can be recorded: its PUBLISH, as the store keeps it, encodes.
     pub(super) fn recordable(&self, message: &Message) -> bool {
-        let publish = message.publish(
-            message.qos,
-            message.retain,
-            1,
-            message.properties.message_expiry_interval,
-            Vec::new(),
-        );
+        let publish = message.as_published();
         publish.encoded_len(mqtt_codec::ProtocolVersion::V5).is_ok()
     }
 
@@ -210,13 +204,7 @@ impl Durable {
         stored: &StoredMessage,
         recipients: Vec<Recipient>,
     ) -> Result<Op, ()> {
-        let publish = message.publish(
-            message.qos,
-            message.retain,
-            1,
-            message.properties.message_expiry_interval,
-            Vec::new(),
-        );
+        let publish = message.as_published();
         let rec = MessageRecord {
             received_ms: unix_ms_of(message.received_at),
             origin: message.origin,
@@ -243,13 +231,8 @@ impl Durable {
         if message.payload.is_empty() {
             return Ok(Op::Delete(Space::Retained, key));
         }
-        let publish = message.publish(
-            message.qos,
-            true,
-            1,
-            message.properties.message_expiry_interval,
-            Vec::new(),
-        );
+        let mut publish = message.as_published();
+        publish.retain = true;
         let rec = RetainedRecord {
             received_ms: unix_ms_of(message.received_at),
             publish,
@@ -338,13 +321,7 @@ impl Durable {
         let rec = WillRecord {
             tenant: tenant.to_string(),
             delay,
-            publish: message.publish(
-                message.qos,
-                message.retain,
-                1,
-                message.properties.message_expiry_interval,
-                Vec::new(),
-            ),
+            publish: message.as_published(),
         };
         match rec.encode() {
             Ok(v) => Ok(self

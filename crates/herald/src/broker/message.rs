@@ -170,6 +170,19 @@ impl Message {
         (!bytes.is_empty()).then_some(bytes)
     }
 
+    /// The message as it was published (its own QoS, retain flag and expiry interval; no
+    /// subscription identifiers; packet id 1, which means nothing): how the store and the
+    /// other nodes of a cluster keep it.
+    pub fn as_published(&self) -> Publish {
+        self.publish(
+            self.qos,
+            self.retain,
+            1,
+            self.properties.message_expiry_interval,
+            Vec::new(),
+        )
+    }
+
     /// A PUBLISH carrying this message with the per-delivery fields given.
     pub fn publish(
         &self,

@@ -343,13 +343,7 @@ impl Peers for Cluster {
     }
 
     fn forward(&self, tenant: &str, message: &Arc<Message>) {
-        let publish = message.publish(
-            message.qos,
-            message.retain,
-            1,
-            message.properties.message_expiry_interval,
-            Vec::new(),
-        );
+        let publish = message.as_published();
         let Some(bytes) = Envelope::encode(&self.node, unix_ms_of(message.received_at), publish)
         else {
             self.stats.send_failed.fetch_add(1, Ordering::Relaxed);

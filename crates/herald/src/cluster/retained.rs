@@ -86,13 +86,8 @@ impl Cluster {
         let value = if message.payload.is_empty() {
             None
         } else {
-            let publish = message.publish(
-                message.qos,
-                true,
-                1,
-                message.properties.message_expiry_interval,
-                Vec::new(),
-            );
+            let mut publish = message.as_published();
+            publish.retain = true;
             match Envelope::encode(&self.node, unix_ms_of(message.received_at), publish) {
                 Some(bytes) => Some(bytes),
                 None => {
