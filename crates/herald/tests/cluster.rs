@@ -7,74 +7,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Raw;
+use common::nats::Nats;
 use herald::config::{Config, TenantRule};
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::{Connect, Packet, Publish, QoS};
 
-/// A nats-server process with JetStream, killed when dropped.
-struct Nats {
-    child: Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts nats-server (Debian package nats-server; the test fails without it) with
-/// JetStream on a random loopback port and waits until it listens.
 fn nats() -> Nats {
-    let store = tempfile::tempdir().unwrap();
-    let bin = [
-        "nats-server",
-        "/usr/sbin/nats-server",
-        "/usr/bin/nats-server",
-    ]
-    .into_iter()
-    .find(|b| {
-        Command::new(b)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })
-    .expect("nats-server runs (Debian package nats-server; scripts/test installs it)");
-    let mut child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nats-server starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("Listening for client connections on ") {
-                let addr = line[at + "Listening for client connections on ".len()..].trim();
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("nats-server says where it listens");
-    Nats {
-        child,
-        url: format!("nats://{addr}"),
-        _store: store,
-    }
+    Nats::start()
 }
 
 fn node_config(nats: &Nats, id: &str) -> Config {
@@ -187,7 +130,10 @@ async fn a_message_crosses_nodes_as_on_one() {
     until_subscribed(&a, 0).await;
     let stats = &a.server.cluster().unwrap().stats;
     assert_eq!(stats.dropped_in.load(Ordering::Relaxed), 0);
-    assert!(stats.sent.load(Ordering::Relaxed) >= 2);
+    // QoS 0 straight to NATS, QoS 1 through the cluster's stream.
+    assert!(stats.sent.load(Ordering::Relaxed) >= 1);
+    let stream = &a.server.cluster().unwrap().durable_stats;
+    assert!(stream.stored.load(Ordering::Relaxed) >= 1);
 }
 
 #[tokio::test]
@@ -466,7 +412,9 @@ async fn cross_node_fan_out_on_eight_workers_keeps_every_message_in_order() {
         r.await.unwrap();
     }
     let sa = &a.server.cluster().unwrap().stats;
-    assert_eq!(sa.sent.load(Ordering::Relaxed), (PUBS * EACH) as u64);
+    // QoS 1: every one through the cluster's stream, none dropped.
+    let stream = &a.server.cluster().unwrap().durable_stats;
+    assert_eq!(stream.stored.load(Ordering::Relaxed), (PUBS * EACH) as u64);
     assert_eq!(sa.send_queue_full.load(Ordering::Relaxed), 0);
     let sb = &b.server.cluster().unwrap().stats;
     assert_eq!(sb.received.load(Ordering::Relaxed), (PUBS * EACH) as u64);

@@ -113,6 +113,29 @@ fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
             ("unreadable_or_unknown", n(&s.dropped_in)),
         ],
     );
+    single(
+        out,
+        "herald_cluster_echoes_total",
+        "counter",
+        "This node's own messages back from NATS (the stream republishes QoS 1/2 messages to every node subscribed to their topic), not routed again.",
+        n(&s.echoes),
+    );
+    single(
+        out,
+        "herald_cluster_unconfirmed",
+        "gauge",
+        "QoS 1/2 messages waiting for the cluster's stream to keep them (their publishers wait for it).",
+        c.confirmations.waiting(),
+    );
+    let d = &c.durable_stats;
+    labelled(
+        out,
+        "herald_cluster_stream_writes_total",
+        "counter",
+        "QoS 1/2 messages written to the cluster's stream: stored, and writes tried again (NATS slow or unreachable).",
+        "outcome",
+        [("stored", n(&d.stored)), ("retried", n(&d.retries))],
+    );
     labelled(
         out,
         "herald_cluster_retained_total",

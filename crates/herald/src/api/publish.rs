@@ -196,20 +196,20 @@ async fn publish_all(
     drafts: Vec<Draft>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let mut outcomes = Vec::with_capacity(drafts.len());
-    let mut ticket = Ticket::NONE;
+    let mut waits = Waits::default();
     for draft in drafts {
         check_store(state, &draft)?;
-        let (t, outcome) = route(state, tenant, draft, outcomes.len(), |_| None);
-        ticket = ticket.max(t);
+        let (w, outcome) = route(state, tenant, draft, outcomes.len(), |_| None);
+        waits = waits.max(w);
         match outcome {
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => {
-                wait_durable(state, ticket).await?;
+                waits.wait(state).await?;
                 return Err(e);
             }
         }
     }
-    wait_durable(state, ticket).await?;
+    waits.wait(state).await?;
     Ok(outcomes)
 }
 
@@ -225,7 +225,7 @@ async fn publish_keyed(
 ) -> Result<Vec<Outcome>, ApiError> {
     let keys = &state.keys;
     let stored = state.broker.persist.is_stored();
-    let mut ticket = Ticket::NONE;
+    let mut waits = Waits::default();
     let mut failure = None;
     for draft in drafts.into_iter().skip(outcomes.len()) {
         if let Err(e) = check_store(state, &draft) {
@@ -233,7 +233,7 @@ async fn publish_keyed(
             break;
         }
         let qos = draft.qos;
-        let (t, outcome) = route(state, tenant, draft, outcomes.len(), |routed| {
+        let (w, outcome) = route(state, tenant, draft, outcomes.len(), |routed| {
             if qos != QoS::AtMostOnce && routed.refused > 0 {
                 // Not accepted: the key does not count it, a retry publishes it again.
                 return None;
@@ -247,7 +247,7 @@ async fn publish_keyed(
             )?;
             stored.then(|| put_op(key, &record))
         });
-        ticket = ticket.max(t);
+        waits = waits.max(w);
         match outcome {
             Ok(outcome) => outcomes.push(outcome),
             Err(e) => {
@@ -257,7 +257,7 @@ async fn publish_keyed(
         }
     }
     keys.finish(key);
-    let waited = wait_durable(state, ticket).await;
+    let waited = waits.wait(state).await;
     if let Some(e) = failure {
         keys.forget_if_empty(key);
         return Err(e);
@@ -267,15 +267,15 @@ async fn publish_keyed(
 }
 
 /// Routes one draft in `tenant`, with `extra` written in the same store write as the message. Returns
-/// the store ticket to wait for, and the outcome, or the answer to a refusal (`published`:
-/// how many of the request's messages went before it).
+/// what to wait for, and the outcome, or the answer to a refusal (`published`: how many of
+/// the request's messages went before it).
 fn route(
     state: &ApiState,
     tenant: &Tenant,
     draft: Draft,
     published: usize,
     extra: impl FnOnce(&Routed) -> Option<Op>,
-) -> (Ticket, Result<Outcome, ApiError>) {
+) -> (Waits, Result<Outcome, ApiError>) {
     let broker = &state.broker;
     let qos = draft.qos;
     let rates = {
@@ -293,7 +293,7 @@ fn route(
                  message(s) of the request were published before it"
             ),
         );
-        return (Ticket::NONE, Err(error));
+        return (Waits::default(), Err(error));
     }
     let result = broker.inject(tenant, &message(draft), extra);
     let outcome = match refused(&result, qos) {
@@ -302,7 +302,53 @@ fn route(
             matched: result.routed.matched,
         }),
     };
-    (result.ticket, outcome)
+    let waits = Waits {
+        ticket: result.ticket,
+        confirm: result.confirm,
+    };
+    (waits, outcome)
+}
+
+/// What a publication's answer waits for: the store's ticket, and clustered, the other
+/// nodes' confirmation.
+#[derive(Debug, Default, Clone, Copy)]
+struct Waits {
+    ticket: Ticket,
+    confirm: u64,
+}
+
+impl Waits {
+    fn max(self, other: Waits) -> Waits {
+        Waits {
+            ticket: self.ticket.max(other.ticket),
+            confirm: self.confirm.max(other.confirm),
+        }
+    }
+
+    /// Waits for both: on disk here, and kept where the other nodes deliver from.
+    async fn wait(self, state: &ApiState) -> Result<(), ApiError> {
+        wait_durable(state, self.ticket).await?;
+        wait_confirmed(state, self.confirm).await
+    }
+}
+
+/// Waits until the other nodes of the cluster can deliver what was published (confirmation
+/// `n`, `Peers::poll_confirmed`).
+async fn wait_confirmed(state: &ApiState, n: u64) -> Result<(), ApiError> {
+    let broker = &state.broker;
+    let confirmed = std::future::poll_fn(|cx| broker.poll_confirmed(n, cx));
+    tokio::time::timeout(DURABLE_WAIT, confirmed)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_timeout",
+                None,
+                "the cluster's stream did not confirm the message in time (NATS slow or \
+                 unreachable); it is delivered here and will reach the other nodes once \
+                 NATS confirms it; retry with the same Idempotency-Key to publish exactly once",
+            )
+        })
 }
 
 /// Why a QoS 1/2 publication was not accepted (a subscriber's queue or the node's memory
@@ -341,6 +387,10 @@ fn over_bound(reason: crate::broker::stats::RefuseReason, published: usize) -> A
         }
         crate::broker::stats::RefuseReason::MemoryBudget => {
             "the node's queues are at limits.max_queued_bytes_total"
+        }
+        crate::broker::stats::RefuseReason::ClusterBacklog => {
+            "as many QoS 1/2 messages as cluster.max_unconfirmed wait for the cluster's \
+             stream to confirm them (NATS slow or unreachable)"
         }
         _ => "a subscriber's queue is at limits.max_queued_messages or max_queued_bytes",
     };

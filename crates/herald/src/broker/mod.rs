@@ -135,6 +135,9 @@ pub struct Published {
     pub routed: router::Routed,
     /// The store ticket its acknowledgement waits for.
     pub ticket: Ticket,
+    /// Clustered, the confirmation it waits for too: a QoS 1/2 message kept where the
+    /// other nodes deliver it from (`Peers::forward`; 0: none).
+    pub confirm: u64,
     /// Why it must not be acknowledged as accepted: a QoS 1/2 copy could not be queued, or
     /// a retained message was past the tenant's retained bounds (then nothing was routed).
     pub refused: Option<stats::RefuseReason>,
@@ -342,6 +345,15 @@ impl Broker {
             .note_published(message.topic.len() + message.payload.len());
         let config = self.config();
         let retain = message.retain && config.session.retain_available && from.keeps_retained();
+        let peers = self.peers.get().filter(|_| from == peers::Source::Here);
+        if message.qos != mqtt_codec::QoS::AtMostOnce && peers.is_some_and(|p| p.backlogged()) {
+            // Refused before anything is routed: the other nodes could not be promised it.
+            self.stats.refuse(stats::RefuseReason::ClusterBacklog);
+            return Published {
+                refused: Some(stats::RefuseReason::ClusterBacklog),
+                ..Published::default()
+            };
+        }
         if retain && let Err(breach) = quota::retained_fits(tenant, message, &config) {
             self.stats.refuse(stats::RefuseReason::RetainedLimit);
             tenant.usage.breach(breach);
@@ -394,10 +406,9 @@ impl Broker {
         };
         persist.release(prepared);
         self.hooks.observe(&tenant.name, message, &routed);
-        if from == peers::Source::Here
-            && let Some(peers) = self.peers.get()
-        {
-            peers.forward(&tenant.name, message);
+        let mut confirm = 0;
+        if let Some(peers) = peers {
+            confirm = peers.forward(&tenant.name, message);
             if retain {
                 peers.retained(&tenant.name, message);
             }
@@ -412,6 +423,7 @@ impl Broker {
         Published {
             routed,
             ticket,
+            confirm,
             refused,
         }
     }

@@ -4,6 +4,7 @@
 //! forwarded again).
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use super::message::Message;
 use super::{Broker, Tenant, router};
@@ -13,8 +14,20 @@ use super::{Broker, Tenant, router};
 /// wait (it hands work to its own tasks).
 pub trait Peers: Send + Sync + std::fmt::Debug {
     /// A message published on this node (by a client, a will, the HTTP API), after it was
-    /// routed here: to the nodes whose subscribers it matches.
-    fn forward(&self, tenant: &str, message: &Arc<Message>);
+    /// routed here: to the nodes whose subscribers it matches. Returns the confirmation a
+    /// QoS 1/2 publisher's acknowledgement waits for (`poll_confirmed`): the message is kept
+    /// where the other nodes deliver it from; 0 when there is nothing to wait for.
+    fn forward(&self, tenant: &str, message: &Arc<Message>) -> u64;
+
+    /// Whether QoS 1/2 messages wait for confirmation past their bound: a new one is refused
+    /// before it is routed (acknowledged messages are never dropped; new ones are told).
+    fn backlogged(&self) -> bool;
+
+    /// The highest confirmation reached: every one at or below it is done.
+    fn confirmed(&self) -> u64;
+
+    /// Whether confirmation `n` is reached; if not, `cx`'s task is woken once it is.
+    fn poll_confirmed(&self, n: u64, cx: &Context<'_>) -> Poll<()>;
 
     /// `filter` (without a `$share/` prefix) of `tenant` gained its first direct subscriber
     /// on this node (`group` None), or its shared group `group` its first member
@@ -78,6 +91,20 @@ impl Broker {
     ) {
         if let Some(peers) = self.peers.get() {
             peers.interest(&tenant.name, filter, group, present);
+        }
+    }
+
+    /// The highest confirmation the other nodes reached (`Peers::confirmed`); every one
+    /// without other nodes.
+    pub fn confirmed(&self) -> u64 {
+        self.peers.get().map_or(u64::MAX, |p| p.confirmed())
+    }
+
+    /// Whether the other nodes reached confirmation `n` (see `Peers::poll_confirmed`).
+    pub fn poll_confirmed(&self, n: u64, cx: &Context<'_>) -> Poll<()> {
+        match self.peers.get() {
+            Some(p) if n != 0 => p.poll_confirmed(n, cx),
+            _ => Poll::Ready(()),
         }
     }
 

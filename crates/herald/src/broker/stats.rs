@@ -155,6 +155,9 @@ reasons! {
         /// The store could not record the message (it does not encode as the store keeps
         /// it: in practice never, as the codec's limits keep every message encodable).
         Unrecordable => "unrecordable",
+        /// Clustered: as many QoS 1/2 messages as `cluster.max_unconfirmed` wait for the
+        /// cluster's stream to confirm them (NATS slow or unreachable).
+        ClusterBacklog => "cluster_backlog",
     }
 }
 

@@ -14,13 +14,16 @@
 //! - **Shared groups**: each group with members here is subscribed in a queue group of its
 //!   own on a second connection that does see this node's messages, so that NATS picks one
 //!   node (maybe this one) for each message, which gives it to one of its members.
-//! - **Sending** is a bounded queue drained by one task into the NATS client, which batches
-//!   its writes; a message that finds it full is dropped and counted.
+//! - **Sending** QoS 0 is a bounded queue drained by one task into the NATS client, which
+//!   batches its writes; a message that finds it full is dropped and counted.
+//! - **QoS 1/2** (`durable`) go through a JetStream stream that republishes them to the
+//!   message subjects: their publishers are acknowledged once the stream has them.
 //! - **Retained messages** (`retained`): a JetStream key-value bucket every node writes its
 //!   retained messages to and follows, in one order.
 //! - **The view** (`view`): every node says every two seconds who it is and what it holds;
 //!   the API's `/api/v1/cluster` lists the nodes as this one last heard them.
 
+pub mod durable;
 pub mod retained;
 pub mod subject;
 pub mod view;
@@ -84,6 +87,9 @@ pub struct ClusterStats {
     pub retained_failed: AtomicU64,
     /// Retained changes of the cluster's bucket applied here.
     pub retained_applied: AtomicU64,
+    /// This node's own messages back from NATS (the stream republishes QoS 1/2 messages
+    /// to every subscriber of their subject, this node's too), not routed again.
+    pub echoes: AtomicU64,
 }
 
 /// An interest change, in the order the index made it: a tenant's filter, for its direct
@@ -110,6 +116,15 @@ pub struct Cluster {
     out: mpsc::Sender<(String, Vec<u8>)>,
     /// Retained changes for the cluster's bucket (`None`: NATS has no JetStream).
     retained: Option<mpsc::Sender<retained::Change>>,
+    /// QoS 1/2 messages for the cluster's stream (`None`: NATS has no JetStream, and they
+    /// go as QoS 0 ones do).
+    durable: Option<mpsc::UnboundedSender<durable::Pending>>,
+    /// What QoS 1/2 publishers wait for.
+    pub confirmations: Arc<durable::Confirmations>,
+    /// What the stream writer counts.
+    pub durable_stats: Arc<durable::DurableStats>,
+    /// `cluster.max_unconfirmed`.
+    max_unconfirmed: usize,
     interest: mpsc::UnboundedSender<Interest>,
     /// Its tasks (sending, subscribing, the view), stopped by `leave`.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -135,7 +150,7 @@ pub async fn join(
     let shared_client = connect(config, &node, true).await?;
     let (out, out_rx) = mpsc::channel(SEND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
-    let bucket = match retained::bucket(&client, &config.subject_prefix).await {
+    let bucket = match retained::bucket(&client, &config.subject_prefix, config.replicas).await {
         Ok(store) => Some(store),
         Err(e) => {
             tracing::warn!(
@@ -147,6 +162,21 @@ pub async fn join(
         }
     };
     let (retained_tx, retained_rx) = mpsc::channel(retained::QUEUE);
+    let js = async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(std::time::Duration::from_secs(5))
+        .build(client.clone());
+    let stream = match durable::stream(&js, config).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no JetStream stream for QoS 1/2 messages: they reach the other nodes at most \
+                 once, as QoS 0 messages do"
+            );
+            false
+        }
+    };
+    let (durable_tx, durable_rx) = mpsc::unbounded_channel();
     let cluster = Arc::new(Cluster {
         queue_group: format!("{}.n.{node}", config.subject_prefix),
         prefix: config.subject_prefix.clone(),
@@ -157,6 +187,10 @@ pub async fn join(
         shared_client,
         out,
         retained: bucket.is_some().then_some(retained_tx),
+        durable: stream.then_some(durable_tx),
+        confirmations: Arc::default(),
+        durable_stats: Arc::default(),
+        max_unconfirmed: config.max_unconfirmed,
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
         stats: ClusterStats::default(),
@@ -171,6 +205,15 @@ pub async fn join(
         tokio::spawn(view::beat(cluster.clone(), Arc::downgrade(broker))),
     ];
     let mut tasks = tasks;
+    if stream {
+        tasks.push(tokio::spawn(durable::write(
+            js,
+            cluster.node.clone(),
+            cluster.confirmations.clone(),
+            cluster.durable_stats.clone(),
+            durable_rx,
+        )));
+    }
     if let Some(store) = bucket {
         tasks.push(tokio::spawn(retained::write(
             cluster.clone(),
@@ -242,11 +285,13 @@ impl Cluster {
     }
 
     /// Leaves the cluster (the node stops): what was queued for the other nodes is sent
-    /// within a second, then the tasks stop, the NATS subscriptions go (the other nodes
-    /// see this node stale), and the connection closes with the last handle.
+    /// (and the stream's confirmations come) within a second, then the tasks stop, the NATS
+    /// subscriptions go (the other nodes see this node stale), and the connection closes
+    /// with the last handle.
     pub async fn leave(&self) {
         let sent = async {
-            while self.out.capacity() < self.out.max_capacity() {
+            while self.out.capacity() < self.out.max_capacity() || self.confirmations.waiting() > 0
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             self.settle().await;
@@ -308,7 +353,10 @@ impl Cluster {
             // A shared group's message may come back to the node that sent it: NATS chose
             // this node's member. Any other echo is dropped.
             Ok(e) if e.node != self.node || group.is_some() => e,
-            Ok(_) => return dropped(),
+            Ok(_) => {
+                self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             Err(e) => {
                 tracing::debug!(subject = %message.subject, error = %e, "not a message");
                 return dropped();
@@ -342,13 +390,27 @@ impl Peers for Cluster {
         self.put_retained(tenant, message);
     }
 
-    fn forward(&self, tenant: &str, message: &Arc<Message>) {
+    fn forward(&self, tenant: &str, message: &Arc<Message>) -> u64 {
         let publish = message.as_published();
         let Some(bytes) = Envelope::encode(&self.node, unix_ms_of(message.received_at), publish)
         else {
             self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return 0;
         };
+        if message.qos != mqtt_codec::QoS::AtMostOnce
+            && let Some(stream) = &self.durable
+        {
+            let n = self.confirmations.issue();
+            let pending = durable::Pending {
+                n,
+                subject: self.subjects.stream(tenant, &message.topic),
+                bytes: bytes.into(),
+            };
+            // Closed only once the node leaves: then `n` is never confirmed, and the
+            // publisher, not acknowledged, sends it again wherever it reconnects.
+            let _ = stream.send(pending);
+            return n;
+        }
         let subject = self.subjects.topic(tenant, &message.topic);
         match self.out.try_send((subject, bytes)) {
             Ok(()) => {}
@@ -359,6 +421,19 @@ impl Peers for Cluster {
                 self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+        0
+    }
+
+    fn backlogged(&self) -> bool {
+        self.confirmations.waiting() >= self.max_unconfirmed
+    }
+
+    fn confirmed(&self) -> u64 {
+        self.confirmations.reached()
+    }
+
+    fn poll_confirmed(&self, n: u64, cx: &std::task::Context<'_>) -> std::task::Poll<()> {
+        self.confirmations.poll(n, cx)
     }
 
     fn interest(&self, tenant: &str, filter: &str, group: Option<&str>, present: bool) {

@@ -51,6 +51,7 @@ pub fn parse_key(key: &str) -> Option<(String, String)> {
 pub(super) async fn bucket(
     client: &async_nats::Client,
     prefix: &str,
+    replicas: usize,
 ) -> Result<async_nats::jetstream::kv::Store, String> {
     use async_nats::jetstream::stream;
     let js = async_nats::jetstream::new(client.clone());
@@ -68,7 +69,7 @@ pub(super) async fn bucket(
         deny_purge: false,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await

@@ -43,11 +43,14 @@ pub fn level(token: &str) -> Option<String> {
     }
 }
 
-/// Where a cluster's messages go: `<prefix>.m.<tenant>.<levels...>`.
+/// Where a cluster's messages go: `<prefix>.m.<tenant>.<levels...>`; QoS 1/2 ones first
+/// to the stream's `<prefix>.j.<tenant>.<levels...>`, which republishes them there.
 #[derive(Debug, Clone)]
 pub struct Subjects {
     /// `<prefix>.m.`
     messages: String,
+    /// `<prefix>.j.`
+    stream: String,
 }
 
 impl Subjects {
@@ -56,13 +59,31 @@ impl Subjects {
     pub fn new(prefix: &str) -> Subjects {
         Subjects {
             messages: format!("{prefix}.m."),
+            stream: format!("{prefix}.j."),
         }
     }
 
     /// The subject of a message on `topic` in `tenant`.
     pub fn topic(&self, tenant: &str, topic: &str) -> String {
-        let mut s = String::with_capacity(self.messages.len() + tenant.len() + topic.len() + 8);
-        s.push_str(&self.messages);
+        Self::under(&self.messages, tenant, topic)
+    }
+
+    /// The stream's subject of a QoS 1/2 message on `topic` in `tenant` (republished to
+    /// `topic`'s).
+    pub fn stream(&self, tenant: &str, topic: &str) -> String {
+        Self::under(&self.stream, tenant, topic)
+    }
+
+    /// The tenant and topic of a subject of the stream's; `None` for another.
+    pub fn parse_stream(&self, subject: &str) -> Option<(String, String)> {
+        let rest = subject.strip_prefix(&self.stream)?;
+        let messages = format!("{}{rest}", self.messages);
+        self.parse(&messages)
+    }
+
+    fn under(base: &str, tenant: &str, topic: &str) -> String {
+        let mut s = String::with_capacity(base.len() + tenant.len() + topic.len() + 8);
+        s.push_str(base);
         token(tenant, &mut s);
         for level in topic.split('/') {
             s.push('.');
@@ -237,7 +258,10 @@ mod tests {
             for t in subject.split('.') {
                 prop_assert!(!t.is_empty() && !t.contains([' ', '*', '>']), "{subject}");
             }
-            prop_assert_eq!(s.parse(&subject), Some((tenant, topic)));
+            prop_assert_eq!(s.parse(&subject), Some((tenant.clone(), topic.clone())));
+            let stream = s.stream(&tenant, &topic);
+            prop_assert_eq!(s.parse(&stream), None);
+            prop_assert_eq!(s.parse_stream(&stream), Some((tenant, topic)));
         }
 
         #[test]

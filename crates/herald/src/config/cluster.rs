@@ -35,6 +35,17 @@ pub struct ClusterConfig {
     pub tls_key_file: Option<PathBuf>,
     /// Refuse a NATS connection that is not TLS.
     pub require_tls: bool,
+    /// Copies JetStream keeps of the cluster's messages and retained messages (1, 3 or 5;
+    /// at most the NATS servers with JetStream). Read when the stream is made.
+    pub replicas: usize,
+    /// How long the cluster's stream keeps a QoS 1/2 message (seconds): what a node that
+    /// was cut off from NATS can catch up on.
+    pub message_max_age_secs: u64,
+    /// The most bytes the cluster's stream keeps (the oldest go first).
+    pub message_max_bytes: u64,
+    /// QoS 1/2 messages waiting for the stream's confirmation at most; past it new ones
+    /// are refused (PUBACK/PUBREC 0x97, HTTP 429) until NATS catches up.
+    pub max_unconfirmed: usize,
 }
 
 impl Default for ClusterConfig {
@@ -51,6 +62,10 @@ impl Default for ClusterConfig {
             tls_cert_file: None,
             tls_key_file: None,
             require_tls: false,
+            replicas: 1,
+            message_max_age_secs: 3600,
+            message_max_bytes: 1 << 30,
+            max_unconfirmed: 65_536,
         }
     }
 }
@@ -129,6 +144,21 @@ impl ClusterConfig {
                 "cluster.password",
                 "cluster.user and cluster.password go together",
             ));
+        }
+        if !matches!(self.replicas, 1 | 3 | 5) {
+            return Err(invalid("cluster.replicas", "1, 3 or 5"));
+        }
+        if self.message_max_age_secs == 0 {
+            return Err(invalid("cluster.message_max_age_secs", "at least 1"));
+        }
+        if self.message_max_bytes < 1 << 20 {
+            return Err(invalid(
+                "cluster.message_max_bytes",
+                "at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.max_unconfirmed == 0 {
+            return Err(invalid("cluster.max_unconfirmed", "at least 1"));
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             return Err(invalid(

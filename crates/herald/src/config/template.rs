@@ -339,6 +339,14 @@ node_id =
 subject_prefix =
 # Refuse a NATS connection that is not TLS.
 require_tls =
+# QoS 1/2 messages go through a JetStream stream (<prefix>-messages) before their publisher
+# is acknowledged: copies it keeps (1, 3 or 5, at most the JetStream servers), how long and
+# how much it keeps (what a node cut off from NATS catches up on).
+replicas =
+message_max_age_secs =
+message_max_bytes =
+# QoS 1/2 messages waiting for the stream at most; past it new ones are refused (0x97, 429).
+max_unconfirmed =
 # NATS credentials, when its servers ask for them: a credentials file (JWT and NKey seed),
 # or a user and password, or a token; a CA file to verify them with, a client certificate.
 # credentials_file = "/etc/herald/nats.creds"

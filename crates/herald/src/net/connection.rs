@@ -238,16 +238,15 @@ impl Live {
         {
             return Poll::Ready(Event::Writable);
         }
-        // Acknowledgements held until the store has their change on disk.
-        if let Some(ticket) = self.out.waiting()
-            && self
-                .link
-                .broker()
-                .persist
-                .poll_durable(ticket, cx)
-                .is_ready()
-        {
-            return Poll::Ready(Event::Writable);
+        // Acknowledgements held until the store has their change on disk (and clustered,
+        // until the other nodes can deliver what they acknowledge).
+        if let Some(gate) = self.out.waiting() {
+            let broker = self.link.broker();
+            if broker.persist.poll_durable(gate.ticket, cx).is_ready()
+                && broker.poll_confirmed(gate.peers, cx).is_ready()
+            {
+                return Poll::Ready(Event::Writable);
+            }
         }
         Poll::Pending
     }
@@ -483,8 +482,10 @@ impl Live {
     /// Writes what the socket takes now; tracks how long it has been full. `Ok(true)` when
     /// everything ready was written.
     fn flush(&mut self) -> Result<bool, Closing> {
-        let persist = &self.link.broker().persist;
-        self.out.release(persist.durable_ticket());
+        let broker = self.link.broker();
+        let persist = &broker.persist;
+        self.out
+            .release(persist.durable_ticket(), broker.confirmed());
         if self.out.waiting().is_some() && persist.failed() {
             self.out.discard_held();
             let unsent = persist.durable_ticket() < self.connack_ticket;
@@ -525,13 +526,15 @@ impl Live {
             // order once it confirms them: briefly, a closing connection does not wait long.
             let persist = &broker.persist;
             let _ = timeout(HELD_WAIT, async {
-                while let Some(ticket) = self.out.waiting() {
-                    std::future::poll_fn(|cx| persist.poll_durable(ticket, cx)).await;
+                while let Some(gate) = self.out.waiting() {
+                    std::future::poll_fn(|cx| persist.poll_durable(gate.ticket, cx)).await;
                     if persist.failed() {
                         self.out.discard_held();
                         return;
                     }
-                    self.out.release(persist.durable_ticket());
+                    std::future::poll_fn(|cx| broker.poll_confirmed(gate.peers, cx)).await;
+                    self.out
+                        .release(persist.durable_ticket(), broker.confirmed());
                 }
             })
             .await;

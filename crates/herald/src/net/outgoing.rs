@@ -5,8 +5,9 @@
 //! kernel up to 64 chunks per vectored write, so a burst of deliveries costs one syscall.
 //!
 //! Acknowledge after durable: `gate(ticket)` makes everything appended afterwards wait, in
-//! order, until the store has made that ticket durable (`release`). Bytes appended before
-//! the gate are written at once.
+//! order, until the store has made that ticket durable (`release`); `gate_peers(n)` until
+//! the other nodes of a cluster reached confirmation `n`. Bytes appended before a gate are
+//! written at once.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -49,28 +50,45 @@ impl Outgoing {
     pub(crate) fn gate(&mut self, ticket: Ticket) {
         if !ticket.is_none() {
             let b = self.buffers();
-            b.gate = b.gate.max(ticket);
+            b.gate.ticket = b.gate.ticket.max(ticket);
         }
     }
 
-    /// The ticket the oldest held bytes wait for.
-    pub(crate) fn waiting(&self) -> Option<Ticket> {
-        self.0
-            .as_ref()
-            .and_then(|b| b.held.front().map(|(t, _)| *t))
+    /// Makes everything appended from now on wait until the other nodes reached
+    /// confirmation `n` (0: no wait).
+    pub(crate) fn gate_peers(&mut self, n: u64) {
+        if n != 0 {
+            let b = self.buffers();
+            b.gate.peers = b.gate.peers.max(n);
+        }
     }
 
-    /// Moves the bytes whose ticket is at or below `durable` to the write queue.
-    pub(crate) fn release(&mut self, durable: Ticket) {
+    /// What the oldest held bytes wait for.
+    pub(crate) fn waiting(&self) -> Option<Gate> {
+        self.0
+            .as_ref()
+            .and_then(|b| b.held.front().map(|(g, _)| *g))
+    }
+
+    /// Moves the bytes whose ticket is at or below `durable` and whose confirmation is at
+    /// or below `confirmed` to the write queue.
+    pub(crate) fn release(&mut self, durable: Ticket, confirmed: u64) {
         let Some(b) = self.0.as_mut() else { return };
-        while b.held.front().is_some_and(|(t, _)| *t <= durable) {
+        while b
+            .held
+            .front()
+            .is_some_and(|(g, _)| g.passed(durable, confirmed))
+        {
             if let Some((_, bytes)) = b.held.pop_front() {
                 b.held_bytes -= bytes.len();
                 b.append(&bytes);
             }
         }
-        if b.gate <= durable {
-            b.gate = Ticket::NONE;
+        if b.gate.ticket <= durable {
+            b.gate.ticket = Ticket::NONE;
+        }
+        if b.gate.peers <= confirmed {
+            b.gate.peers = 0;
         }
     }
 
@@ -80,7 +98,7 @@ impl Outgoing {
         if let Some(b) = self.0.as_mut() {
             b.held.clear();
             b.held_bytes = 0;
-            b.gate = Ticket::NONE;
+            b.gate = Gate::default();
         }
     }
 
@@ -115,7 +133,7 @@ impl Outgoing {
             return io.flush();
         };
         let done = buffers.flush(io)? && io.flush()?;
-        if done && buffers.gate.is_none() && buffers.held.is_empty() {
+        if done && buffers.gate.is_open() && buffers.held.is_empty() {
             self.0 = None;
         }
         Ok(done)
@@ -140,8 +158,33 @@ impl Out for Outgoing {
         Outgoing::gate(self, ticket);
     }
 
+    fn gate_peers(&mut self, n: u64) {
+        Outgoing::gate_peers(self, n);
+    }
+
     fn len(&self) -> usize {
         Outgoing::len(self)
+    }
+}
+
+/// What held bytes wait for: a store ticket and a cluster confirmation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Gate {
+    /// The store's ticket (`NONE`: none).
+    pub(crate) ticket: Ticket,
+    /// The other nodes' confirmation (0: none).
+    pub(crate) peers: u64,
+}
+
+impl Gate {
+    /// Whether nothing is waited for.
+    fn is_open(self) -> bool {
+        self.ticket.is_none() && self.peers == 0
+    }
+
+    /// Whether the store reached `durable` and the other nodes `confirmed` past it.
+    fn passed(self, durable: Ticket, confirmed: u64) -> bool {
+        self.ticket <= durable && self.peers <= confirmed
     }
 }
 
@@ -152,10 +195,10 @@ struct Buffers {
     scratch: BytesMut,
     /// Bytes waiting (chunks and scratch).
     queued: usize,
-    /// Appends wait for this ticket (0: none).
-    gate: Ticket,
-    /// Encoded packets waiting for their ticket, in order.
-    held: VecDeque<(Ticket, Bytes)>,
+    /// Appends wait for this (open: none).
+    gate: Gate,
+    /// Encoded packets waiting for their gate, in order.
+    held: VecDeque<(Gate, Bytes)>,
     /// Bytes in `held`.
     held_bytes: usize,
 }
@@ -177,7 +220,7 @@ impl Buffers {
 
     /// Appends a packet, encoded into the scratch buffer.
     fn packet(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), EncodeError> {
-        if !self.gate.is_none() {
+        if !self.gate.is_open() {
             let mut buf = BytesMut::new();
             packet.encode(version, &mut buf)?;
             self.hold(buf.freeze());
@@ -191,7 +234,7 @@ impl Buffers {
 
     /// Appends a PUBLISH: its header into the scratch buffer, its payload after it.
     fn publish(&mut self, publish: &Publish, version: ProtocolVersion) -> Result<(), EncodeError> {
-        if !self.gate.is_none() {
+        if !self.gate.is_open() {
             let mut buf = BytesMut::new();
             publish.encode(version, &mut buf)?;
             self.hold(buf.freeze());
@@ -211,7 +254,7 @@ impl Buffers {
     /// a reference count touched by every subscriber's thread, and contiguous bytes let one
     /// write carry hundreds of messages. Large ones are referenced, not copied.
     fn bytes(&mut self, bytes: &Bytes) {
-        if !self.gate.is_none() {
+        if !self.gate.is_open() {
             self.hold(bytes.clone());
             return;
         }

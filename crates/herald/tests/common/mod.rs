@@ -382,6 +382,8 @@ pub fn listen_addr(
 
 /// Test certificates: a CA, a server certificate it signed for localhost and 127.0.0.1, and
 /// client certificates on demand, as PEM files in a temporary directory.
+pub mod nats;
+
 pub mod pki {
     use std::path::PathBuf;
 

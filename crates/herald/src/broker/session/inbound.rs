@@ -136,8 +136,10 @@ impl Link {
             congested: published.routed.congested,
             throttle,
         };
-        // Acknowledged (or refused) once on disk.
+        // Acknowledged (or refused) once on disk, and clustered, once the other nodes can
+        // deliver it.
         out.gate(published.ticket);
+        out.gate_peers(published.confirm);
         if let Some(reason) = published.refused
             && qos != QoS::AtMostOnce
         {
@@ -146,7 +148,8 @@ impl Link {
             return Ok(handled);
         }
         let mut ack = Ack::new(packet_id);
-        if handled.matched == 0 && self.v5() {
+        // Clustered, subscribers elsewhere are not known here: 0x10 only on a node of its own.
+        if handled.matched == 0 && self.v5() && self.broker.peers().is_none() {
             ack.reason_code = ReasonCode::NoMatchingSubscribers;
         }
         self.acknowledge(out, qos, ack)?;

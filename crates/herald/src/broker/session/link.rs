@@ -30,6 +30,9 @@ pub trait Out {
     fn bytes(&mut self, bytes: &Bytes);
     /// Holds everything appended from now on until the store has `ticket` on disk.
     fn gate(&mut self, ticket: Ticket);
+    /// Holds everything appended from now on until the other nodes reached confirmation
+    /// `n` (`Broker::poll_confirmed`; 0: nothing to wait for).
+    fn gate_peers(&mut self, n: u64);
     /// Bytes waiting to be written (ready or held).
     fn len(&self) -> usize;
     /// Whether nothing waits.

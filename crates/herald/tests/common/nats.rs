@@ -1,0 +1,189 @@
+//! Real nats-server processes for the cluster tests: one server, or a cluster of three,
+//! with JetStream, each on a loopback port of its own and a store directory that outlives
+//! a restart. The tests fail (they do not skip) when nats-server is not installed.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The nats-server binary (Debian package nats-server; scripts/test installs it).
+fn binary() -> &'static str {
+    [
+        "nats-server",
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+    ]
+    .into_iter()
+    .find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })
+    .expect("nats-server runs (Debian package nats-server; scripts/test installs it)")
+}
+
+/// A free loopback port (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One nats-server with JetStream, killed when dropped; restartable on its port and store.
+pub struct Nats {
+    child: Option<Child>,
+    /// `nats://127.0.0.1:<port>`.
+    pub url: String,
+    port: u16,
+    /// Its cluster: name, route port, the other servers' route URLs.
+    cluster: Option<(String, u16, Vec<String>)>,
+    store: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Nats {
+    /// A server on its own.
+    pub fn start() -> Nats {
+        Nats::spawn(None)
+    }
+
+    fn spawn(cluster: Option<(String, u16, Vec<String>)>) -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut nats = Nats {
+            child: None,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            cluster,
+            store: dir.path().join("js"),
+            _dir: dir,
+        };
+        nats.run(true);
+        nats
+    }
+
+    /// Starts the process; with `wait`, until it listens for clients.
+    fn run(&mut self, wait: bool) {
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store);
+        if let Some((name, route_port, routes)) = &self.cluster {
+            command
+                .args(["--name", &format!("n{route_port}"), "--cluster_name", name])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route_port}")])
+                .args(["--routes", &routes.join(",")]);
+        }
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Listening for client connections on ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if wait {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("nats-server listens");
+        }
+        self.child = Some(child);
+    }
+
+    /// Kills the process (SIGKILL); its store stays.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run(true);
+    }
+}
+
+/// Three nats-servers in one cluster with JetStream (a stream of 3 replicas survives one
+/// of them killed).
+pub struct NatsCluster {
+    /// The servers.
+    pub servers: Vec<Nats>,
+}
+
+impl NatsCluster {
+    /// Starts three servers routed to each other, and waits until JetStream answers on
+    /// each (its meta group has a leader).
+    pub fn start() -> NatsCluster {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let urls: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let name = format!("t{}", routes[0]);
+        let servers: Vec<Nats> = routes
+            .iter()
+            .map(|&route| {
+                let others = urls
+                    .iter()
+                    .filter(|u| !u.ends_with(&format!(":{route}")))
+                    .cloned()
+                    .collect();
+                Nats::spawn(Some((name.clone(), route, others)))
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// Every server's URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.url.clone()).collect()
+    }
+
+    /// Waits until JetStream answers through `url` (the cluster elected its meta leader).
+    pub async fn ready(&self) {
+        for url in self.urls() {
+            let client = async_nats::connect(&url).await.expect("NATS answers");
+            let js = async_nats::jetstream::new(client);
+            let mut ok = false;
+            let probe = async_nats::jetstream::stream::Config {
+                name: "ready".into(),
+                subjects: vec!["ready.probe".into()],
+                ..Default::default()
+            };
+            for _ in 0..200 {
+                if js.get_or_create_stream(probe.clone()).await.is_ok() {
+                    ok = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(ok, "JetStream answers through {url}");
+        }
+    }
+}
