@@ -1,13 +1,15 @@
 //! QoS 1 and 2 across nodes, with real nats-server processes: a publisher is acknowledged
 //! once the cluster's JetStream stream keeps its message (not before: with NATS gone the
-//! acknowledgement waits, while the node's own subscribers still get the message), and a
-//! node cut off from NATS catches up from the stream when it is back.
+//! acknowledgement waits, while the node's own subscribers still get the message), a node
+//! cut off from NATS catches up from the stream when it is back, and a NATS server of three
+//! dying under load loses nothing acknowledged and delivers nothing twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Raw;
@@ -183,10 +185,187 @@ async fn refused_not_dropped_past_the_unconfirmed_bound() {
     assert_eq!(stream_messages(&nats.url).await, 2);
 }
 
-/// Keeps the 3-server helper compiled and checked until the failure tests use it.
+/// A TCP link between a node and NATS that the test can cut and mend (a partition between
+/// that node and NATS, while the others keep theirs).
+struct Link {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(target: &str) -> Link {
+        let target = target.trim_start_matches("nats://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while cut
+                }
+                let target = target.clone();
+                o.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Link {
+            addr,
+            cut,
+            open,
+            _accept: accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn publish_acked(publisher: &mut Raw, topic: &str, payload: &[u8]) {
+    let p = publish(publisher, topic, payload, QoS::AtLeastOnce);
+    publisher.send(p).await;
+    match publisher.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn three_nats_servers_form_one_jetstream() {
-    let nats = NatsCluster::start();
+async fn a_node_cut_off_from_nats_catches_up_from_the_stream() {
+    let nats = Nats::start();
+    let link = Link::to(&nats.url).await;
+    let a = common::start_with(node_config(std::slice::from_ref(&nats.url), "a")).await;
+    let b = common::start_with(node_config(&[link.url()], "b")).await;
+    let mut sub = client(b.addr, "sub").await;
+    sub.subscribe("feed/#", QoS::AtLeastOnce).await;
+    until_subscribed(&b, 2).await;
+    let mut publisher = client(a.addr, "publisher").await;
+    for n in 0..10 {
+        publish_acked(&mut publisher, "feed/x", format!("{n}").as_bytes()).await;
+    }
+    for n in 0..10 {
+        let p = sub.recv_publish().await;
+        sub.send(Packet::PubAck(mqtt_codec::Ack::new(p.packet_id)))
+            .await;
+        assert_eq!(p.payload, format!("{n}").as_bytes());
+    }
+
+    // b loses NATS; a goes on, and its publisher is acknowledged by the stream.
+    link.cut();
+    let cluster_b = b.server.cluster().unwrap();
+    common::eventually_within("b lost NATS", Duration::from_secs(10), || {
+        !cluster_b.connected()
+    })
+    .await;
+    for n in 10..60 {
+        publish_acked(&mut publisher, "feed/x", format!("{n}").as_bytes()).await;
+    }
+    sub.expect_nothing().await;
+
+    // Back: b reads what it missed from the stream, each once, in order.
+    link.mend();
+    for n in 10..60 {
+        let p = tokio::time::timeout(Duration::from_secs(30), sub.recv_publish())
+            .await
+            .expect("caught up");
+        sub.send(Packet::PubAck(mqtt_codec::Ack::new(p.packet_id)))
+            .await;
+        assert_eq!(p.payload, format!("{n}").as_bytes());
+    }
+    sub.expect_nothing().await;
+    assert_eq!(cluster_b.gap.caught_up.load(Ordering::Relaxed), 50);
+    assert_eq!(cluster_b.gap.lost.load(Ordering::Relaxed), 0);
+    // And live again, once each.
+    for n in 60..65 {
+        publish_acked(&mut publisher, "feed/x", format!("{n}").as_bytes()).await;
+    }
+    for n in 60..65 {
+        let p = sub.recv_publish().await;
+        sub.send(Packet::PubAck(mqtt_codec::Ack::new(p.packet_id)))
+            .await;
+        assert_eq!(p.payload, format!("{n}").as_bytes());
+    }
+    sub.expect_nothing().await;
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_a_nats_server_dies() {
+    const N: usize = 300;
+    let mut nats = NatsCluster::start();
     nats.ready().await;
-    assert_eq!(nats.urls().len(), 3);
+    let urls = nats.urls();
+    let mut config = node_config(&urls, "a");
+    config.cluster.replicas = 3;
+    let a = common::start_with(config).await;
+    let mut config = node_config(&urls, "b");
+    config.cluster.replicas = 3;
+    let b = common::start_with(config).await;
+    let mut sub = client(b.addr, "sub").await;
+    sub.subscribe("load/#", QoS::AtLeastOnce).await;
+    until_subscribed(&b, 2).await;
+
+    let addr = a.addr;
+    let publisher = tokio::spawn(async move {
+        let mut publisher = client(addr, "publisher").await;
+        for n in 0..N {
+            let p = publish(
+                &mut publisher,
+                "load/x",
+                format!("{n}").as_bytes(),
+                QoS::AtLeastOnce,
+            );
+            publisher.send(p).await;
+            match publisher.try_recv(Duration::from_secs(60)).await {
+                Some(Packet::PubAck(ack)) => {
+                    assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success)
+                }
+                other => panic!("message {n}: {other:?}"),
+            }
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut seen = vec![0u32; N];
+        let mut distinct = 0;
+        while distinct < N {
+            let p = match sub.try_recv(Duration::from_secs(60)).await {
+                Some(Packet::Publish(p)) => p,
+                other => panic!("{distinct} of {N} arrived, then {other:?}"),
+            };
+            sub.send(Packet::PubAck(mqtt_codec::Ack::new(p.packet_id)))
+                .await;
+            let n: usize = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+            if seen[n] == 0 {
+                distinct += 1;
+            }
+            seen[n] += 1;
+        }
+        sub.expect_nothing().await;
+        seen
+    });
+    // One of the three NATS servers dies while messages flow; the stream keeps a quorum.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.servers[1].kill();
+    publisher.await.unwrap();
+    let seen = reader.await.unwrap();
+    let twice: Vec<usize> = (0..N).filter(|&n| seen[n] > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let _ = b;
 }

@@ -138,6 +138,14 @@ fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
     );
     labelled(
         out,
+        "herald_cluster_caught_up_total",
+        "counter",
+        "QoS 1/2 messages read from the cluster's stream after NATS was lost (routed), and those it no longer had (lost: past its age or size limits).",
+        "outcome",
+        [("routed", n(&c.gap.caught_up)), ("lost", n(&c.gap.lost))],
+    );
+    labelled(
+        out,
         "herald_cluster_retained_total",
         "counter",
         "Changes of the cluster's retained bucket applied here, and retained changes of this node not written to it.",

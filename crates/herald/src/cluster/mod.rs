@@ -17,12 +17,14 @@
 //! - **Sending** QoS 0 is a bounded queue drained by one task into the NATS client, which
 //!   batches its writes; a message that finds it full is dropped and counted.
 //! - **QoS 1/2** (`durable`) go through a JetStream stream that republishes them to the
-//!   message subjects: their publishers are acknowledged once the stream has them.
+//!   message subjects: their publishers are acknowledged once the stream has them; a node
+//!   that lost NATS reads what it missed from the stream (`catchup`).
 //! - **Retained messages** (`retained`): a JetStream key-value bucket every node writes its
 //!   retained messages to and follows, in one order.
 //! - **The view** (`view`): every node says every two seconds who it is and what it holds;
 //!   the API's `/api/v1/cluster` lists the nodes as this one last heard them.
 
+pub mod catchup;
 pub mod durable;
 pub mod retained;
 pub mod subject;
@@ -123,6 +125,10 @@ pub struct Cluster {
     pub confirmations: Arc<durable::Confirmations>,
     /// What the stream writer counts.
     pub durable_stats: Arc<durable::DurableStats>,
+    /// The stream sequences routed here, and what was caught up after NATS was lost.
+    pub gap: catchup::Gap,
+    /// JetStream (`None`: NATS has none).
+    js: Option<async_nats::jetstream::Context>,
     /// `cluster.max_unconfirmed`.
     max_unconfirmed: usize,
     interest: mpsc::UnboundedSender<Interest>,
@@ -146,8 +152,9 @@ pub async fn join(
     config: &ClusterConfig,
 ) -> Result<Arc<Cluster>, ClusterError> {
     let node = config.node();
-    let client = connect(config, &node, false).await?;
-    let shared_client = connect(config, &node, true).await?;
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let client = connect(config, &node, false, Some(events_tx)).await?;
+    let shared_client = connect(config, &node, true, None).await?;
     let (out, out_rx) = mpsc::channel(SEND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
     let bucket = match retained::bucket(&client, &config.subject_prefix, config.replicas).await {
@@ -190,6 +197,8 @@ pub async fn join(
         durable: stream.then_some(durable_tx),
         confirmations: Arc::default(),
         durable_stats: Arc::default(),
+        gap: catchup::Gap::default(),
+        js: stream.then(|| js.clone()),
         max_unconfirmed: config.max_unconfirmed,
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
@@ -203,6 +212,11 @@ pub async fn join(
             interest_rx,
         )),
         tokio::spawn(view::beat(cluster.clone(), Arc::downgrade(broker))),
+        tokio::spawn(catchup::follow(
+            cluster.clone(),
+            Arc::downgrade(broker),
+            events,
+        )),
     ];
     let mut tasks = tasks;
     if stream {
@@ -232,20 +246,28 @@ pub async fn join(
     Ok(cluster)
 }
 
-/// A connection to NATS as configured; `echo`: NATS sends it what it publishes itself.
+/// A connection to NATS as configured; `echo`: NATS sends it what it publishes itself;
+/// `events`: where its events go besides the log.
 async fn connect(
     config: &ClusterConfig,
     node: &str,
     echo: bool,
+    events: Option<mpsc::UnboundedSender<async_nats::Event>>,
 ) -> Result<async_nats::Client, ClusterError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("herald {node}"))
         .require_tls(config.require_tls)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("NATS connected"),
-                async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
-                other => tracing::info!(event = %other, "NATS"),
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move {
+                match &event {
+                    async_nats::Event::Connected => tracing::info!("NATS connected"),
+                    async_nats::Event::Disconnected => tracing::warn!("NATS disconnected"),
+                    other => tracing::info!(event = %other, "NATS"),
+                }
+                if let Some(events) = events {
+                    let _ = events.send(event);
+                }
             }
         });
     if !echo {
@@ -332,7 +354,17 @@ impl Cluster {
                     let _ = shared.publish(reply, "".into()).await;
                 }
             });
-            let answered = self.client.request(subject, "".into()).await.is_ok();
+            // On a NATS cluster the two connections may be on different servers, and the
+            // subscription reaches the other server a moment later: asked again until then.
+            let answered = loop {
+                match self.client.request(subject.clone(), "".into()).await {
+                    Ok(_) => break true,
+                    Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    Err(_) => break false,
+                }
+            };
             answer.abort();
             answered.then_some(())
         };
@@ -343,11 +375,33 @@ impl Cluster {
             .is_some()
     }
 
-    /// Routes a message from NATS: decoded, its tenant found, routed here to the direct
-    /// subscribers, or to one member of `group` (a shared group's filter and name).
+    /// Routes a message from a NATS subscription (see `route`); a QoS 1/2 message to the
+    /// direct subscribers once only, however many times it arrives live and from the stream
+    /// (`catchup`).
     fn receive(&self, broker: &Broker, message: &async_nats::Message, group: Option<(&str, &str)>) {
+        if group.is_none()
+            && let Some(seq) = sequence(message)
+            && !self.gap.claim(seq)
+        {
+            return;
+        }
+        self.route(broker, message, group, false);
+    }
+
+    /// Routes a message from NATS (`from_stream`: read from the cluster's stream, on its
+    /// subject there): decoded, its tenant found, routed here to the direct subscribers, or
+    /// to one member of `group` (a shared group's filter and name). `false` when it was
+    /// not routed (unreadable, an echo, a tenant not here).
+    fn route(
+        &self,
+        broker: &Broker,
+        message: &async_nats::Message,
+        group: Option<(&str, &str)>,
+        from_stream: bool,
+    ) -> bool {
         let dropped = || {
             self.stats.dropped_in.fetch_add(1, Ordering::Relaxed);
+            false
         };
         let envelope = match Envelope::decode(&message.payload) {
             // A shared group's message may come back to the node that sent it: NATS chose
@@ -355,14 +409,18 @@ impl Cluster {
             Ok(e) if e.node != self.node || group.is_some() => e,
             Ok(_) => {
                 self.stats.echoes.fetch_add(1, Ordering::Relaxed);
-                return;
+                return false;
             }
             Err(e) => {
                 tracing::debug!(subject = %message.subject, error = %e, "not a message");
                 return dropped();
             }
         };
-        let Some((tenant, _)) = self.subjects.parse(&message.subject) else {
+        let parsed = match from_stream {
+            true => self.subjects.parse_stream(&message.subject),
+            false => self.subjects.parse(&message.subject),
+        };
+        let Some((tenant, _)) = parsed else {
             return dropped();
         };
         let Some(tenant) = broker.find_tenant(&tenant) else {
@@ -378,7 +436,19 @@ impl Cluster {
         // With the cluster's retained bucket, that is where retained messages come from.
         let keep_retained = self.retained.is_none();
         broker.publish_from_peer(&tenant, &message, group, keep_retained);
+        true
     }
+}
+
+/// The stream sequence of a message the cluster's stream republished (`Nats-Sequence`).
+fn sequence(message: &async_nats::Message) -> Option<u64> {
+    message
+        .headers
+        .as_ref()?
+        .get(async_nats::header::NATS_SEQUENCE)?
+        .as_str()
+        .parse()
+        .ok()
 }
 
 impl Peers for Cluster {

@@ -1,0 +1,238 @@
+//! Catching up after NATS was lost: the QoS 1/2 messages the cluster's stream kept while
+//! this node's connection was down (or before its subscriptions were back) are read from
+//! the stream and routed here, each once.
+//!
+//! Every QoS 1/2 message reaches the node republished by the stream with its sequence
+//! (`Nats-Sequence`); the node remembers the highest it routed. When the connection drops,
+//! a gap opens at that sequence: from then on every message past it that is routed is
+//! claimed, whether it arrives live or from the stream. Once NATS is back (the client has
+//! subscribed again by then) and a moment has passed for the subscriptions to reach every
+//! server of a NATS cluster, the node reads the stream from the gap to its last message at
+//! that time with an ordered consumer and routes what is not yet claimed: messages after
+//! that are the live subscriptions'. The gap stays open a little longer for messages still
+//! queued in the client, then closes.
+//!
+//! Shared groups are not caught up: while the node was away NATS gave their messages to the
+//! groups' members on other nodes, if any.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::Cluster;
+use super::durable::stream_name;
+use crate::broker::Broker;
+
+/// How long after NATS is back the stream's last sequence is read (the subscriptions made
+/// again reach the other servers of a NATS cluster meanwhile).
+const SETTLE: Duration = Duration::from_secs(1);
+
+/// How long the gap stays open after the stream was read, for live messages still queued.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The sequences routed here and the gap being caught up.
+#[derive(Debug, Default)]
+pub struct Gap {
+    /// The highest stream sequence routed here.
+    routed: AtomicU64,
+    /// Whether a gap is open (fast path for the live messages).
+    open: AtomicBool,
+    state: Mutex<GapState>,
+    /// Messages read from the stream and routed here.
+    pub caught_up: AtomicU64,
+    /// Messages the stream no longer had when it was read (older than its limits).
+    pub lost: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct GapState {
+    /// The gap starts after this sequence.
+    after: u64,
+    /// Sequences past `after` routed since the gap opened.
+    claimed: HashSet<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Gap {
+    /// Whether the message with sequence `seq` is to be routed (it was not yet).
+    pub(super) fn claim(&self, seq: u64) -> bool {
+        self.routed.fetch_max(seq, Ordering::Relaxed);
+        if !self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut state = lock(&self.state);
+        if !self.open.load(Ordering::Acquire) || seq <= state.after {
+            return true;
+        }
+        state.claimed.insert(seq)
+    }
+
+    /// Opens the gap at the highest sequence routed (NATS was lost); an open gap keeps its
+    /// start.
+    fn open(&self) {
+        let mut state = lock(&self.state);
+        if !self.open.load(Ordering::Acquire) {
+            state.after = self.routed.load(Ordering::Relaxed);
+            state.claimed.clear();
+            self.open.store(true, Ordering::Release);
+        }
+    }
+
+    /// Where the open gap starts.
+    fn after(&self) -> Option<u64> {
+        self.open
+            .load(Ordering::Acquire)
+            .then(|| lock(&self.state).after)
+    }
+
+    fn close(&self) {
+        let mut state = lock(&self.state);
+        self.open.store(false, Ordering::Release);
+        state.claimed = HashSet::new();
+    }
+}
+
+/// Follows the main NATS connection's events: a disconnection opens the gap, a
+/// reconnection catches it up.
+pub(super) async fn follow(
+    cluster: Arc<Cluster>,
+    broker: Weak<Broker>,
+    mut events: mpsc::UnboundedReceiver<async_nats::Event>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            async_nats::Event::Disconnected => cluster.gap.open(),
+            async_nats::Event::Connected => {
+                if cluster.gap.after().is_none() {
+                    continue;
+                }
+                tokio::time::sleep(SETTLE).await;
+                if !cluster.connected() {
+                    // Lost again: the next reconnection catches up the whole gap.
+                    continue;
+                }
+                match catch_up(&cluster, &broker).await {
+                    Ok(n) => {
+                        tracing::info!(messages = n, "caught up with the cluster's stream");
+                        tokio::time::sleep(LINGER).await;
+                        if cluster.connected() {
+                            cluster.gap.close();
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not catch up with the cluster's stream");
+                    }
+                }
+            }
+            async_nats::Event::SlowConsumer(sid) => {
+                // The client dropped messages of a subscription whose reader fell behind.
+                tracing::warn!(
+                    subscription = sid,
+                    "NATS messages dropped by the client: a reader fell behind"
+                );
+                cluster.stats.dropped_in.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads the stream from the gap to its last message now and routes what was not routed.
+async fn catch_up(cluster: &Cluster, broker: &Weak<Broker>) -> Result<u64, String> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    let Some(js) = &cluster.js else {
+        return Ok(0);
+    };
+    let Some(after) = cluster.gap.after() else {
+        return Ok(0);
+    };
+    let mut stream = js
+        .get_stream(stream_name(&cluster.prefix))
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| e.to_string())?
+        .state
+        .clone();
+    let end = state.last_sequence;
+    if end <= after {
+        return Ok(0);
+    }
+    if state.first_sequence > after + 1 {
+        let lost = state.first_sequence - after - 1;
+        cluster.gap.lost.fetch_add(lost, Ordering::Relaxed);
+        tracing::warn!(
+            lost,
+            "the cluster's stream no longer has messages this node missed (past \
+             cluster.message_max_age_secs or message_max_bytes)"
+        );
+    }
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig {
+            filter_subject: format!("{}.j.>", cluster.prefix),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut routed = 0;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| e.to_string())?;
+        let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
+        if seq > end {
+            break;
+        }
+        let Some(broker) = broker.upgrade() else {
+            break;
+        };
+        if cluster.gap.claim(seq) && cluster.route(&broker, &message.message, None, true) {
+            routed += 1;
+            cluster.gap.caught_up.fetch_add(1, Ordering::Relaxed);
+        }
+        if seq == end {
+            break;
+        }
+    }
+    Ok(routed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_routed_once_across_the_gap() {
+        let gap = Gap::default();
+        assert!(gap.claim(1) && gap.claim(2), "no gap: every message goes");
+        assert!(gap.claim(2), "without a gap nothing is remembered");
+        gap.open();
+        assert_eq!(gap.after(), Some(2));
+        assert!(gap.claim(2), "before the gap: not claimed");
+        assert!(gap.claim(4), "live first");
+        assert!(!gap.claim(4), "then not from the stream");
+        assert!(gap.claim(3), "from the stream first");
+        assert!(!gap.claim(3), "then not live");
+        gap.open();
+        assert_eq!(gap.after(), Some(2), "an open gap keeps its start");
+        gap.close();
+        assert_eq!(gap.after(), None);
+        gap.open();
+        assert_eq!(
+            gap.after(),
+            Some(4),
+            "the next gap starts at the highest routed"
+        );
+    }
+}
