@@ -385,12 +385,14 @@ impl Broker {
             &self.stats,
             target,
         );
+        // Before the recipients are taken: `extra` may depend on whether any was stored.
+        let extra = extra(&routed);
         let recipients = std::mem::take(&mut routed.recipients);
         let (mut ops, mut unrecorded) = match persist.message_ops(message, &prepared, recipients) {
             Ok(ops) => (ops, None),
             Err(reason) => (Vec::new(), Some(reason)),
         };
-        ops.extend(extra(&routed));
+        ops.extend(extra);
         let ticket = if retain {
             // Under the retained map's lock: the store sees a topic's retained messages in
             // the order the map does.

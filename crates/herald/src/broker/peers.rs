@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::message::Message;
-use super::{Broker, Tenant, router};
+use super::{Broker, Published, Tenant, router};
+use crate::store::Op;
 
 /// Other nodes, as the broker sees them. Called on the publishing path and under the
 /// subscription index's lock: an implementation takes no lock of the broker's and does not
@@ -120,21 +121,23 @@ impl Broker {
 
     /// Routes a message another node published: to this node's direct subscribers (or,
     /// with `group`, to one member of that shared group of exactly `filter`), kept if
-    /// retained, stored as a publication here would be, not forwarded again.
+    /// retained, stored as a publication here would be (with `record` in the same write
+    /// when it was stored for a session), not forwarded again.
     pub fn publish_from_peer(
         &self,
         tenant: &Tenant,
         message: &Arc<Message>,
         group: Option<(&str, &str)>,
         keep_retained: bool,
-    ) -> router::Routed {
+        record: Option<Op>,
+    ) -> Published {
         let target = match group {
             Some((filter, group)) => router::Target::Group { filter, group },
             None => router::Target::Direct,
         };
         let from = Source::Peer { keep_retained };
-        self.publish_inner(tenant, message, |_| None, target, from)
-            .routed
+        let record = |routed: &router::Routed| record.filter(|_| !routed.recipients.is_empty());
+        self.publish_inner(tenant, message, record, target, from)
     }
 
     /// Applies a change of the cluster's retained store: the retained message of its topic

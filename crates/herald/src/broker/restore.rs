@@ -111,6 +111,7 @@ pub(crate) fn restore(broker: &Arc<Broker>) -> Result<Restored, StoreError> {
     };
     r.out.tenants = restore_tenants(broker, durable)?;
     r.sessions()?;
+    r.out.sessions = r.sessions.len();
     r.acks()?;
     r.stages_and_inbound()?;
     r.messages()?;

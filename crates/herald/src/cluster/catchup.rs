@@ -14,6 +14,15 @@
 //!
 //! Shared groups are not caught up: while the node was away NATS gave their messages to the
 //! groups' members on other nodes, if any.
+//!
+//! **After a restart** (a crash included), with a store: every second the node writes down
+//! where its gap would start (`after`: the highest sequence routed a second before, so that
+//! messages still queued in the client then are routed by now), and a message stored here
+//! for a session is written with its sequence (`seen/<seq>`, in the same atomic write as the
+//! message). When the node starts again it opens the gap at `after`, already claiming the
+//! sequences seen past it, and catches up as after a lost connection: its persistent
+//! sessions get what was published while it was down, and nothing they already had.
+//! A node joining for the first time starts at the stream's end.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +35,25 @@ use tokio::sync::mpsc;
 use super::Cluster;
 use super::durable::stream_name;
 use crate::broker::Broker;
+use crate::store::{Op, Space};
+
+/// The key of the gap's start in the store's `cluster` keyspace.
+const AFTER: &[u8] = b"after";
+
+/// The prefix of the keys of messages stored past it.
+const SEEN: &[u8] = b"seen/";
+
+/// How often the gap's start is written down.
+const CHECKPOINT: Duration = Duration::from_secs(1);
+
+/// The record that a message with sequence `seq` was stored here.
+pub(super) fn seen_op(seq: u64) -> Op {
+    Op::Put(
+        Space::Cluster,
+        [SEEN, &seq.to_be_bytes()].concat(),
+        Vec::new(),
+    )
+}
 
 /// How long after NATS is back the stream's last sequence is read (the subscriptions made
 /// again reach the other servers of a NATS cluster meanwhile).
@@ -46,6 +74,8 @@ pub struct Gap {
     pub caught_up: AtomicU64,
     /// Messages the stream no longer had when it was read (older than its limits).
     pub lost: AtomicU64,
+    /// Sequences written down as stored here since the last checkpoint.
+    written: Mutex<Vec<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +102,20 @@ impl Gap {
             return true;
         }
         state.claimed.insert(seq)
+    }
+
+    /// Notes that the message with sequence `seq` was written down as stored here.
+    pub(super) fn stored(&self, seq: u64) {
+        lock(&self.written).push(seq);
+    }
+
+    /// Opens the gap at `after` (a restart), the sequences in `seen` already routed.
+    fn restore(&self, after: u64, seen: HashSet<u64>) {
+        let mut state = lock(&self.state);
+        self.routed.fetch_max(after, Ordering::Relaxed);
+        state.after = after;
+        state.claimed = seen;
+        self.open.store(true, Ordering::Release);
     }
 
     /// Opens the gap at the highest sequence routed (NATS was lost); an open gap keeps its
@@ -144,6 +188,89 @@ pub(super) async fn follow(
     }
 }
 
+/// Where this node left the stream: with a store that says (a restart), the gap opens there
+/// and `true` is returned (catch up once subscribed); else the node starts at the stream's
+/// end.
+pub(super) async fn resume(cluster: &Cluster, broker: &Broker) -> bool {
+    let mut after = None;
+    let mut seen = HashSet::new();
+    let read = broker.persist.scan(Space::Cluster, &mut |key, value| {
+        if key == AFTER {
+            after = value.try_into().ok().map(u64::from_be_bytes);
+        } else if let Some(seq) = key.strip_prefix(SEEN)
+            && let Ok(seq) = seq.try_into()
+        {
+            seen.insert(u64::from_be_bytes(seq));
+        }
+        Ok(())
+    });
+    if let Err(error) = read {
+        tracing::warn!(%error, "cannot read where this node left the cluster's stream");
+    }
+    if let Some(after) = after {
+        tracing::info!(
+            after,
+            seen = seen.len(),
+            "catching up with the cluster's stream from where this node left it"
+        );
+        cluster.gap.restore(after, seen);
+        return true;
+    }
+    let Some(js) = &cluster.js else {
+        return false;
+    };
+    if let Ok(mut stream) = js.get_stream(stream_name(&cluster.prefix)).await
+        && let Ok(info) = stream.info().await
+    {
+        cluster
+            .gap
+            .routed
+            .fetch_max(info.state.last_sequence, Ordering::Relaxed);
+    }
+    false
+}
+
+/// Writes down, every second, where the gap would start after a restart: the highest
+/// sequence routed a second before, and forgets the messages stored up to it.
+pub(super) async fn checkpoint(cluster: Arc<Cluster>, broker: Weak<Broker>) {
+    let mut ticks = tokio::time::interval(CHECKPOINT);
+    let mut last = None;
+    let mut before = cluster.gap.routed.load(Ordering::Relaxed);
+    loop {
+        ticks.tick().await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        if !broker.persist.is_stored() {
+            return;
+        }
+        let now = cluster.gap.routed.load(Ordering::Relaxed);
+        let after = before;
+        before = now;
+        let forget: Vec<u64> = {
+            let mut written = lock(&cluster.gap.written);
+            let (old, kept) = written.drain(..).partition(|&s| s <= after);
+            *written = kept;
+            old
+        };
+        if last == Some(after) && forget.is_empty() {
+            continue;
+        }
+        last = Some(after);
+        let ops = std::iter::once(Op::Put(
+            Space::Cluster,
+            AFTER.to_vec(),
+            after.to_be_bytes().to_vec(),
+        ))
+        .chain(
+            forget
+                .into_iter()
+                .map(|s| Op::Delete(Space::Cluster, [SEEN, &s.to_be_bytes()].concat())),
+        );
+        broker.persist.submit(ops);
+    }
+}
+
 /// Reads the stream from the gap to its last message now and routes what was not routed.
 async fn catch_up(cluster: &Cluster, broker: &Weak<Broker>) -> Result<u64, String> {
     use async_nats::jetstream::consumer::{DeliverPolicy, pull};
@@ -197,7 +324,8 @@ async fn catch_up(cluster: &Cluster, broker: &Weak<Broker>) -> Result<u64, Strin
         let Some(broker) = broker.upgrade() else {
             break;
         };
-        if cluster.gap.claim(seq) && cluster.route(&broker, &message.message, None, true) {
+        if cluster.gap.claim(seq) && cluster.route(&broker, &message.message, None, true, Some(seq))
+        {
             routed += 1;
             cluster.gap.caught_up.fetch_add(1, Ordering::Relaxed);
         }

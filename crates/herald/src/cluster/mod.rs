@@ -153,7 +153,7 @@ pub async fn join(
 ) -> Result<Arc<Cluster>, ClusterError> {
     let node = config.node();
     let (events_tx, events) = mpsc::unbounded_channel();
-    let client = connect(config, &node, false, Some(events_tx)).await?;
+    let client = connect(config, &node, false, Some(events_tx.clone())).await?;
     let shared_client = connect(config, &node, true, None).await?;
     let (out, out_rx) = mpsc::channel(SEND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
@@ -219,6 +219,16 @@ pub async fn join(
         )),
     ];
     let mut tasks = tasks;
+    if catchup::resume(&cluster, broker).await {
+        // A restart: caught up once subscribed, as after a lost connection.
+        let _ = events_tx.send(async_nats::Event::Connected);
+    }
+    if stream && broker.persist.is_stored() {
+        tasks.push(tokio::spawn(catchup::checkpoint(
+            cluster.clone(),
+            Arc::downgrade(broker),
+        )));
+    }
     if stream {
         tasks.push(tokio::spawn(durable::write(
             js,
@@ -385,19 +395,22 @@ impl Cluster {
         {
             return;
         }
-        self.route(broker, message, group, false);
+        let seq = sequence(message).filter(|_| group.is_none());
+        self.route(broker, message, group, false, seq);
     }
 
     /// Routes a message from NATS (`from_stream`: read from the cluster's stream, on its
     /// subject there): decoded, its tenant found, routed here to the direct subscribers, or
-    /// to one member of `group` (a shared group's filter and name). `false` when it was
-    /// not routed (unreadable, an echo, a tenant not here).
+    /// to one member of `group` (a shared group's filter and name); a QoS 1/2 message
+    /// stored here for a session is written with its stream sequence `seq` (`catchup`).
+    /// `false` when it was not routed (unreadable, an echo, a tenant not here).
     fn route(
         &self,
         broker: &Broker,
         message: &async_nats::Message,
         group: Option<(&str, &str)>,
         from_stream: bool,
+        seq: Option<u64>,
     ) -> bool {
         let dropped = || {
             self.stats.dropped_in.fetch_add(1, Ordering::Relaxed);
@@ -435,7 +448,15 @@ impl Cluster {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         // With the cluster's retained bucket, that is where retained messages come from.
         let keep_retained = self.retained.is_none();
-        broker.publish_from_peer(&tenant, &message, group, keep_retained);
+        let record = seq
+            .filter(|_| broker.persist.is_stored())
+            .map(catchup::seen_op);
+        let published = broker.publish_from_peer(&tenant, &message, group, keep_retained, record);
+        if let Some(seq) = seq
+            && !published.ticket.is_none()
+        {
+            self.gap.stored(seq);
+        }
         true
     }
 }

@@ -50,11 +50,14 @@ pub enum Space {
     /// are read from the file, not stored). A store made before it existed opens with it
     /// empty.
     Tenants,
+    /// A clustered node's place in the cluster's stream: where to catch up from after a
+    /// restart, and the messages past it already stored here. Empty on a node of its own.
+    Cluster,
 }
 
 impl Space {
     /// Every keyspace.
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Meta,
         Space::Sessions,
         Space::Acks,
@@ -65,6 +68,7 @@ impl Space {
         Space::Wills,
         Space::Idempotency,
         Space::Tenants,
+        Space::Cluster,
     ];
 
     /// The keyspace's name on disk and in errors.
@@ -80,6 +84,7 @@ impl Space {
             Space::Wills => "wills",
             Space::Idempotency => "idempotency",
             Space::Tenants => "tenants",
+            Space::Cluster => "cluster",
         }
     }
 }

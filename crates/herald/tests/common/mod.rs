@@ -380,10 +380,10 @@ pub fn listen_addr(
         .expect("a socket address")
 }
 
-/// Test certificates: a CA, a server certificate it signed for localhost and 127.0.0.1, and
-/// client certificates on demand, as PEM files in a temporary directory.
 pub mod nats;
 
+/// Test certificates: a CA, a server certificate it signed for localhost and 127.0.0.1, and
+/// client certificates on demand, as PEM files in a temporary directory.
 pub mod pki {
     use std::path::PathBuf;
 
