@@ -143,6 +143,8 @@ async fn refused_not_dropped_past_the_unconfirmed_bound() {
     config.cluster.max_unconfirmed = 2;
     let a = common::start_with(config).await;
     let mut publisher = client(a.addr, "publisher").await;
+    // Connected before NATS goes: a node cut off from NATS accepts no CONNECT.
+    let mut other = client(a.addr, "other").await;
     nats.kill();
     for n in 0..2 {
         let p = publish(
@@ -157,7 +159,6 @@ async fn refused_not_dropped_past_the_unconfirmed_bound() {
     common::eventually("two waiting", || cluster.confirmations.waiting() == 2).await;
     // The third (from another client: a connection's acknowledgements go out in order)
     // finds two waiting: refused at once with 0x97, and counted.
-    let mut other = client(a.addr, "other").await;
     let p = publish(&mut other, "t", b"2", QoS::AtLeastOnce);
     other.send(p).await;
     match other.recv().await {

@@ -144,6 +144,26 @@ fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
         "outcome",
         [("routed", n(&c.gap.caught_up)), ("lost", n(&c.gap.lost))],
     );
+    let r = &c.registry_stats;
+    labelled(
+        out,
+        "herald_cluster_client_claims_total",
+        "counter",
+        "Client ids claimed in the cluster's registry by CONNECTs here (taken_over: from another node), and claims that failed (NATS unreachable: CONNECT refused with 0x88).",
+        "outcome",
+        [
+            ("claimed", n(&r.claimed)),
+            ("taken_over", n(&r.taken_over)),
+            ("failed", n(&r.failed)),
+        ],
+    );
+    single(
+        out,
+        "herald_cluster_let_go_total",
+        "counter",
+        "Sessions here ended because another node claimed their client id (their connection told 0x8E).",
+        n(&r.let_go),
+    );
     labelled(
         out,
         "herald_cluster_retained_total",

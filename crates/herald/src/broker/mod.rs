@@ -445,6 +445,8 @@ impl Broker {
     /// Attaches a new connection to `client_id`'s session: resumes it (`clean_start` false
     /// and it exists), or replaces it with a new one. A connection still attached to the
     /// session is taken over: its generation no longer matches, and it is woken to close.
+    /// `claim`: the cluster registry's revision of this node's claim on the client id (0
+    /// unclustered), set under the registry's lock with the attachment (`Broker::let_go`).
     pub fn attach(
         self: &Arc<Self>,
         tenant: &Arc<Tenant>,
@@ -452,6 +454,7 @@ impl Broker {
         clean_start: bool,
         protocol: ProtocolVersion,
         expiry_interval: u32,
+        claim: u64,
     ) -> Attached {
         let mut shard = tenant.sessions.shard(&client_id);
         let existing = shard.get(&*client_id).cloned();
@@ -471,6 +474,7 @@ impl Broker {
                 }
                 let ticket = st.store(&self.persist, named(tenant, session));
                 drop(st);
+                session.claim.store(claim, Ordering::Release);
                 drop(shard);
                 // Wake the replaced connection (if any) so it sees it has been taken over.
                 session.wake();
@@ -493,6 +497,7 @@ impl Broker {
             }
             st.store(&self.persist, named(tenant, &session))
         };
+        session.claim.store(claim, Ordering::Release);
         shard.insert(key, session.clone());
         drop(shard);
         if let Some(old) = existing {
@@ -589,6 +594,10 @@ impl Broker {
                 .unsubscribe_telling(inner, group, session.id, last);
         }
         tenant.sessions.remove_if(&session.client_id, session.id);
+        if let Some(peers) = self.peers.get() {
+            let claim = session.claim.load(Ordering::Acquire);
+            peers.session_ended(&tenant.name, &session.client_id, claim);
+        }
         if let Some(will) = will {
             self.publish(tenant, &will.message(session.id));
         }

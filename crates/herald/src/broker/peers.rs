@@ -40,6 +40,10 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// cluster's retained store, which every node follows.
     fn retained(&self, tenant: &str, message: &Arc<Message>);
 
+    /// A session of `tenant`'s `client_id` ended here (its claim on the client id in the
+    /// cluster: `claim`, see `Session::claim`).
+    fn session_ended(&self, tenant: &str, client_id: &str, claim: u64);
+
     /// Itself as `Any`, for the layers above that know its type (its metrics, its view).
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -138,6 +142,40 @@ impl Broker {
         let from = Source::Peer { keep_retained };
         let record = |routed: &router::Routed| record.filter(|_| !routed.recipients.is_empty());
         self.publish_inner(tenant, message, record, target, from)
+    }
+
+    /// Another node claimed `tenant`'s `client_id` with revision `newer`: the session here,
+    /// if any and claimed before it, is let go: its connection closed (v5: DISCONNECT 0x8E
+    /// Session taken over) and the session ended. `false` when there is none, or this node's
+    /// claim is the newer.
+    pub fn let_go(&self, tenant: &str, client_id: &str, newer: u64) -> bool {
+        let Some(tenant) = self.find_tenant(tenant) else {
+            return false;
+        };
+        // The claim and the generation read together, under the registry's lock (where
+        // `attach` sets both): a connection attached here since, with a newer claim, is not
+        // the one let go.
+        let (session, generation) = {
+            let shard = tenant.sessions.shard(client_id);
+            let Some(session) = shard.get(client_id).cloned() else {
+                return false;
+            };
+            if session.claim.load(std::sync::atomic::Ordering::Acquire) > newer {
+                return false;
+            }
+            let generation = session.lock().generation();
+            (session, generation)
+        };
+        {
+            let mut st = session.lock();
+            if st.generation() != generation {
+                return false;
+            }
+            st.kick(super::stats::CloseReason::SessionTakenOver);
+        }
+        session.wake();
+        self.end_session(&tenant, &session, Some(generation));
+        true
     }
 
     /// Applies a change of the cluster's retained store: the retained message of its topic

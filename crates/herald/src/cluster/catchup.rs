@@ -144,7 +144,7 @@ impl Gap {
 }
 
 /// Follows the main NATS connection's events: a disconnection opens the gap, a
-/// reconnection catches it up.
+/// reconnection catches it up (and has the client registry's claims checked).
 pub(super) async fn follow(
     cluster: Arc<Cluster>,
     broker: Weak<Broker>,
@@ -154,24 +154,35 @@ pub(super) async fn follow(
         match event {
             async_nats::Event::Disconnected => cluster.gap.open(),
             async_nats::Event::Connected => {
+                // Client ids claimed elsewhere while this node could not hear of it.
+                if let Some(b) = broker.upgrade() {
+                    let c = cluster.clone();
+                    tokio::spawn(async move { super::registry::verify(&c, &b).await });
+                }
                 if cluster.gap.after().is_none() {
                     continue;
                 }
-                tokio::time::sleep(SETTLE).await;
-                if !cluster.connected() {
-                    // Lost again: the next reconnection catches up the whole gap.
-                    continue;
-                }
-                match catch_up(&cluster, &broker).await {
-                    Ok(n) => {
-                        tracing::info!(messages = n, "caught up with the cluster's stream");
-                        tokio::time::sleep(LINGER).await;
-                        if cluster.connected() {
-                            cluster.gap.close();
-                        }
+                // Tried until it succeeds while NATS stays up (the stream may be electing a
+                // leader after a NATS server died); lost again, the next reconnection does.
+                let mut wait = SETTLE;
+                loop {
+                    tokio::time::sleep(wait).await;
+                    if !cluster.connected() {
+                        break;
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, "could not catch up with the cluster's stream");
+                    match catch_up(&cluster, &broker).await {
+                        Ok(n) => {
+                            tracing::info!(messages = n, "caught up with the cluster's stream");
+                            tokio::time::sleep(LINGER).await;
+                            if cluster.connected() {
+                                cluster.gap.close();
+                            }
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "could not catch up with the cluster's stream yet");
+                            wait = (wait * 2).min(Duration::from_secs(10));
+                        }
                     }
                 }
             }

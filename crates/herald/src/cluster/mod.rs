@@ -26,6 +26,7 @@
 
 pub mod catchup;
 pub mod durable;
+pub mod registry;
 pub mod retained;
 pub mod subject;
 pub mod view;
@@ -129,6 +130,12 @@ pub struct Cluster {
     pub gap: catchup::Gap,
     /// JetStream (`None`: NATS has none).
     js: Option<async_nats::jetstream::Context>,
+    /// The client registry's bucket (`None`: NATS has no JetStream).
+    clients: Option<async_nats::jetstream::kv::Store>,
+    /// Claims to release, for `registry::releases`.
+    releases: Option<mpsc::Sender<registry::Release>>,
+    /// What the client registry counts.
+    pub registry_stats: registry::RegistryStats,
     /// `cluster.max_unconfirmed`.
     max_unconfirmed: usize,
     interest: mpsc::UnboundedSender<Interest>,
@@ -184,6 +191,18 @@ pub async fn join(
         }
     };
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
+    let clients = match registry::bucket(&client, &config.subject_prefix, config.replicas).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "no JetStream key-value bucket for the client registry: a client id may have \
+                 a session on each node"
+            );
+            None
+        }
+    };
+    let (releases_tx, releases_rx) = registry::release_queue();
     let cluster = Arc::new(Cluster {
         queue_group: format!("{}.n.{node}", config.subject_prefix),
         prefix: config.subject_prefix.clone(),
@@ -199,6 +218,9 @@ pub async fn join(
         durable_stats: Arc::default(),
         gap: catchup::Gap::default(),
         js: stream.then(|| js.clone()),
+        releases: clients.is_some().then_some(releases_tx),
+        clients,
+        registry_stats: registry::RegistryStats::default(),
         max_unconfirmed: config.max_unconfirmed,
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
@@ -217,6 +239,8 @@ pub async fn join(
             Arc::downgrade(broker),
             events,
         )),
+        tokio::spawn(registry::releases(cluster.clone(), releases_rx)),
+        tokio::spawn(registry::answer(cluster.clone(), Arc::downgrade(broker))),
     ];
     let mut tasks = tasks;
     if catchup::resume(&cluster, broker).await {
@@ -513,6 +537,10 @@ impl Peers for Cluster {
             }
         }
         0
+    }
+
+    fn session_ended(&self, tenant: &str, client_id: &str, claim: u64) {
+        self.release(tenant, client_id, claim);
     }
 
     fn backlogged(&self) -> bool {

@@ -221,7 +221,7 @@ pub(super) async fn handshake(
         cert_tenant: opened.cert_tenant,
         v3_accept_refused: endpoint.v3_accept_refused,
     };
-    let checked = match session::connect::check(broker, *connect, arrival) {
+    let mut checked = match session::connect::check(broker, *connect, arrival) {
         Ok(checked) => checked,
         Err((code, version)) => return Err(refuse(opened.io, broker, code, version).await),
     };
@@ -236,6 +236,36 @@ pub(super) async fn handshake(
         result = authenticating => result.unwrap_or(Err(timed_out)),
         _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
     };
+    // Clustered: the client id is claimed in the cluster's registry first (the node that
+    // held it lets go); a node that cannot claim it accepts no CONNECT for it (fencing).
+    let cluster = broker.peers_as::<crate::cluster::Cluster>();
+    let mut claim = None;
+    let authenticated = match (authenticated, cluster) {
+        (Ok(a), Some(cluster)) => {
+            let claiming = timeout(
+                Duration::from_secs(connect_timeout),
+                cluster.claim(&a.tenant, checked.client_id()),
+            );
+            let claimed = tokio::select! {
+                result = claiming => result,
+                _ = shutdown.changed() => return Err(CloseReason::ServerShutdown),
+            };
+            match claimed {
+                Ok(Ok(c)) => {
+                    claim = Some((a.tenant.clone(), c.revision));
+                    checked.set_claim(c.revision);
+                    Ok(a)
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "a client id could not be claimed");
+                    Err(timed_out)
+                }
+                Err(_) => Err(timed_out),
+            }
+        }
+        (other, _) => other,
+    };
+    let client_id = checked.client_id().clone();
     match authenticated.and_then(|a| session::connect::accept(broker, checked, a)) {
         Ok(accepted) => {
             broker
@@ -252,7 +282,13 @@ pub(super) async fn handshake(
             let started = live.start(accepted.connack, accepted.ticket);
             Ok((live, started))
         }
-        Err((code, version)) => Err(refuse(opened.io, broker, code, version).await),
+        Err((code, version)) => {
+            // Refused after its claim (a quota): the claim goes.
+            if let (Some(cluster), Some((tenant, revision))) = (cluster, claim) {
+                cluster.release(&tenant, &client_id, revision);
+            }
+            Err(refuse(opened.io, broker, code, version).await)
+        }
     }
 }
 

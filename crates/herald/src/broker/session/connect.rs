@@ -66,12 +66,25 @@ pub struct Checked {
     connect: Connect,
     arrival: Arrival,
     terms: Terms,
+    /// The cluster registry's revision of this node's claim on the client id (0: none).
+    claim: u64,
 }
 
 impl Checked {
     /// The protocol version the client speaks (a refusal is said in it).
     pub fn version(&self) -> ProtocolVersion {
         self.connect.protocol
+    }
+
+    /// The client identifier, as settled (assigned when the client sent none).
+    pub fn client_id(&self) -> &ByteString {
+        &self.terms.client_id
+    }
+
+    /// Records the cluster registry's revision of this node's claim on the client id: the
+    /// session attached carries it.
+    pub fn set_claim(&mut self, revision: u64) {
+        self.claim = revision;
     }
 }
 
@@ -85,6 +98,7 @@ pub fn check(broker: &Broker, connect: Connect, arrival: Arrival) -> Result<Chec
         connect,
         arrival,
         terms,
+        claim: 0,
     })
 }
 
@@ -140,6 +154,7 @@ pub fn accept(
         connect,
         mut arrival,
         terms,
+        claim,
     } = checked;
     let v = connect.protocol;
     let cfg = broker.config();
@@ -181,6 +196,7 @@ pub fn accept(
         connect.clean_start,
         v,
         terms.expiry,
+        claim,
     );
     attached.session.lock().origin = Some(Box::new(arrival.origin));
     let mut ticket = attached.ticket;

@@ -62,6 +62,10 @@ pub struct Session {
     /// waited for it (`broker::flow::now_ms`). A congested session that has made none for
     /// `limits.stall_after_ms` is stalled.
     pub(super) progress_ms: AtomicU64,
+    /// Clustered: the revision of this node's claim on the client id in the cluster's
+    /// registry (`cluster::registry`), 0 before one; a claim made elsewhere after it takes
+    /// the client id away.
+    pub claim: AtomicU64,
 }
 
 /// A small set of packet identifiers (inbound QoS 2 awaiting PUBREL): bounded by the Receive
@@ -379,6 +383,7 @@ impl Session {
             waker: AtomicWaker::new(),
             deadline_ms: AtomicU64::new(u64::MAX),
             progress_ms: AtomicU64::new(super::flow::now_ms()),
+            claim: AtomicU64::new(0),
         })
     }
 

@@ -1,0 +1,305 @@
+//! One session per client id across the cluster: a JetStream key-value bucket
+//! (`<prefix>-clients`) says which node owns each tenant's client id.
+//!
+//! A node claims a client id before it accepts a CONNECT for it: it reads the key and writes
+//! its own name expecting the revision it read (created if absent), so of two nodes claiming
+//! at once one write fails and that node reads again: the bucket's revisions order the
+//! claims, and the latest is the owner. The node that owned it before is asked to let go: it
+//! closes its connection (v5 DISCONNECT 0x8E) and ends the session, unless its own claim is
+//! the newer. Each session keeps its claim's revision; when it ends, the key is deleted if
+//! that revision is still the last (a newer claim is left alone).
+//!
+//! Fencing: a node that cannot write the bucket (cut off from NATS) accepts no CONNECT
+//! (0x88 Server unavailable), so it can never take a client id another node holds; once back,
+//! it checks the claims of its connected sessions and lets go of those claimed elsewhere
+//! meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::Cluster;
+use crate::broker::Broker;
+
+/// Releases waiting for the bucket at most; past it one is skipped (a stale claim is
+/// harmless: the next claimer asks this node, which has nothing to let go).
+const RELEASES: usize = 16 * 1024;
+
+/// How long a claimer waits for the previous owner to let go.
+const LET_GO_WAIT: Duration = Duration::from_secs(2);
+
+/// Claims tried again at most when other nodes' claims keep winning the race.
+const ATTEMPTS: usize = 8;
+
+/// What the registry counts.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    /// Client ids claimed here.
+    pub claimed: AtomicU64,
+    /// Of those, taken from another node.
+    pub taken_over: AtomicU64,
+    /// Claims that failed (NATS unreachable, the bucket not answering): CONNECT refused.
+    pub failed: AtomicU64,
+    /// Sessions here let go because another node claimed their client id.
+    pub let_go: AtomicU64,
+}
+
+/// A claim won.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    /// Its revision in the bucket.
+    pub revision: u64,
+}
+
+/// Why a claim failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The bucket did not answer, or other claims kept winning.
+    #[error("the cluster's client registry: {0}")]
+    Bucket(String),
+}
+
+/// The bucket's key of `client_id` in `tenant`: both in base64url; a long one by its digest
+/// (a key is a NATS subject).
+pub fn key(tenant: &str, client_id: &str) -> String {
+    let key = super::retained::key(tenant, client_id);
+    if key.len() <= 256 {
+        return key;
+    }
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [tenant, client_id] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part.as_bytes());
+    }
+    format!(
+        "h.{}",
+        data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
+    )
+}
+
+/// Opens (or creates) the bucket, as `retained::bucket` does its own.
+pub(super) async fn bucket(
+    client: &async_nats::Client,
+    prefix: &str,
+    replicas: usize,
+) -> Result<async_nats::jetstream::kv::Store, String> {
+    use async_nats::jetstream::stream;
+    let js = async_nats::jetstream::new(client.clone());
+    let name = format!("{}-clients", prefix.replace('.', "_"));
+    if let Ok(store) = js.get_key_value(name.clone()).await {
+        return Ok(store);
+    }
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        description: Some("Herald: the node that owns each client id".into()),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    js.get_key_value(name).await.map_err(|e| e.to_string())
+}
+
+/// A request to let go: the tenant, the client id and the newer claim's revision.
+fn let_go_request(tenant: &str, client_id: &str, revision: u64) -> Bytes {
+    let mut out = Vec::with_capacity(12 + tenant.len() + client_id.len());
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+    out.extend_from_slice(tenant.as_bytes());
+    out.extend_from_slice(client_id.as_bytes());
+    out.into()
+}
+
+fn parse_let_go(bytes: &[u8]) -> Option<(String, String, u64)> {
+    let revision = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
+    let tenant = std::str::from_utf8(bytes.get(12..12 + len)?).ok()?;
+    let client_id = std::str::from_utf8(bytes.get(12 + len..)?).ok()?;
+    Some((tenant.to_string(), client_id.to_string(), revision))
+}
+
+impl Cluster {
+    /// The subject on which `node` is asked to let go of client ids.
+    fn let_go_subject(&self, node: &str) -> String {
+        format!("{}.c.{node}", self.prefix)
+    }
+
+    /// Claims `tenant`'s `client_id` for this node; the node that held it, if another, is
+    /// asked to let go and waited for (at most two seconds).
+    pub async fn claim(&self, tenant: &str, client_id: &str) -> Result<Claim, ClaimError> {
+        if self.clients.is_none() {
+            // No registry (NATS without JetStream, logged at start): nothing to claim.
+            return Ok(Claim { revision: 0 });
+        }
+        let claimed = self.claim_key(tenant, client_id).await;
+        match &claimed {
+            Ok(_) => self.registry_stats.claimed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.registry_stats.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        let (claim, before) = claimed?;
+        if let Some(before) = before.filter(|b| *b != self.node) {
+            self.registry_stats
+                .taken_over
+                .fetch_add(1, Ordering::Relaxed);
+            // A node that is gone, or cut off from NATS, has no subscription to be asked
+            // on: NATS answers "no responders" at once.
+            let request = let_go_request(tenant, client_id, claim.revision);
+            let asked = self.client.request(self.let_go_subject(&before), request);
+            let _ = tokio::time::timeout(LET_GO_WAIT, asked).await;
+        }
+        Ok(claim)
+    }
+
+    /// Writes this node's claim; returns it and the node that held the key before.
+    async fn claim_key(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<(Claim, Option<String>), ClaimError> {
+        let Some(kv) = &self.clients else {
+            return Err(ClaimError::Bucket("no registry".into()));
+        };
+        if !self.connected() {
+            // Cut off from NATS: no claim can be written (and none waited for).
+            return Err(ClaimError::Bucket("NATS is not connected".into()));
+        }
+        let key = key(tenant, client_id);
+        let me = Bytes::copy_from_slice(self.node.as_bytes());
+        let failed = |e: &dyn std::fmt::Display| ClaimError::Bucket(e.to_string());
+        for _ in 0..ATTEMPTS {
+            let entry = kv.entry(key.clone()).await.map_err(|e| failed(&e))?;
+            // Over the last revision (a deleted key's tombstone included), or created: a
+            // claim written meanwhile makes this write fail, and it is tried again.
+            let written = match &entry {
+                Some(e) => kv.update(&key, me.clone(), e.revision).await.ok(),
+                None => kv.create(&key, me.clone()).await.ok(),
+            };
+            if let Some(revision) = written {
+                let before = entry
+                    .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+                    .map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                return Ok((Claim { revision }, before));
+            }
+        }
+        Err(ClaimError::Bucket(
+            "other claims of this client id kept winning".into(),
+        ))
+    }
+
+    /// Queues the release of a claim whose session ended here (or whose CONNECT was refused
+    /// after it).
+    pub fn release(&self, tenant: &str, client_id: &str, revision: u64) {
+        if revision == 0 {
+            return;
+        }
+        if let Some(tx) = &self.releases {
+            let _ = tx.try_send((key(tenant, client_id), revision));
+        }
+    }
+}
+
+/// Deletes the keys of sessions ended here whose claim is still the last.
+pub(super) async fn releases(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<Release>) {
+    let Some(kv) = cluster.clients.clone() else {
+        return;
+    };
+    while let Some((key, revision)) = rx.recv().await {
+        // Fails when another claim came since: that one is left alone.
+        let _ = kv.delete_expect_revision(&key, Some(revision)).await;
+    }
+}
+
+/// A claim to release: its key and revision.
+pub(super) type Release = (String, u64);
+
+/// The queue for `releases`.
+pub(super) fn release_queue() -> (mpsc::Sender<Release>, mpsc::Receiver<Release>) {
+    mpsc::channel(RELEASES)
+}
+
+/// Answers other nodes' requests to let go of client ids.
+pub(super) async fn answer(cluster: Arc<Cluster>, broker: std::sync::Weak<Broker>) {
+    let subject = cluster.let_go_subject(&cluster.node);
+    let Ok(mut requests) = cluster.client.subscribe(subject).await else {
+        tracing::warn!("cannot subscribe to the cluster's let-go requests");
+        return;
+    };
+    while let Some(request) = requests.next().await {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let let_go = parse_let_go(&request.payload)
+            .is_some_and(|(tenant, client_id, rev)| broker.let_go(&tenant, &client_id, rev));
+        if let_go {
+            cluster
+                .registry_stats
+                .let_go
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(reply) = request.reply {
+            let _ = cluster.client.publish(reply, Bytes::new()).await;
+        }
+    }
+}
+
+/// After NATS was lost: every connected session here whose claim is no longer the last
+/// (another node claimed its client id meanwhile) is let go.
+pub(super) async fn verify(cluster: &Cluster, broker: &Broker) {
+    let Some(kv) = &cluster.clients else {
+        return;
+    };
+    for tenant in broker.tenants() {
+        let mut held = Vec::new();
+        tenant.sessions.for_each(|s| {
+            let claim = s.claim.load(Ordering::Acquire);
+            if claim != 0 {
+                held.push((s.client_id.clone(), claim));
+            }
+        });
+        for (client_id, claim) in held {
+            let key = key(&tenant.name, &client_id);
+            let Ok(entry) = kv.entry(key).await else {
+                return; // NATS lost again: the next reconnection checks again.
+            };
+            let newer = entry.map(|e| e.revision).filter(|&r| r > claim);
+            if let Some(newer) = newer
+                && broker.let_go(&tenant.name, &client_id, newer)
+            {
+                cluster
+                    .registry_stats
+                    .let_go
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_let_go_request_reads_back() {
+        let r = let_go_request("acme", "dev/1 é", 42);
+        assert_eq!(
+            parse_let_go(&r),
+            Some(("acme".into(), "dev/1 é".into(), 42))
+        );
+        assert_eq!(parse_let_go(&r[..10]), None);
+        let long = "x".repeat(1000);
+        let k = key("acme", &long);
+        assert!(k.starts_with("h.") && k.len() < 100, "{k}");
+        assert_ne!(key("a", "b"), key("a", "c"));
+    }
+}
