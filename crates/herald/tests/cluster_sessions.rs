@@ -45,7 +45,9 @@ async fn taken_over(raw: &mut Raw, within: Duration) -> Option<ReasonCode> {
 async fn a_connect_on_another_node_takes_the_client_id_over() {
     let nats = Nats::start();
     let a = common::start_with(node_config(&nats.url, "a")).await;
-    let b = common::start_with(node_config(&nats.url, "b")).await;
+    let mut with_api = node_config(&nats.url, "b");
+    with_api.http.listen = "127.0.0.1:0".into();
+    let b = common::start_with(with_api).await;
 
     let mut first = Raw::connect(a.addr, V5, "device-1").await;
     assert!(has_session(&a, "device-1"));
@@ -61,6 +63,15 @@ async fn a_connect_on_another_node_takes_the_client_id_over() {
     assert_eq!(stats.taken_over.load(Ordering::Relaxed), 1);
     let stats = &a.server.cluster().unwrap().registry_stats;
     assert_eq!(stats.let_go.load(Ordering::Relaxed), 1);
+    let http = b.server.http_addr().unwrap();
+    let metrics = common::http::request(http, "GET", "/metrics", &[], "").await;
+    assert!(
+        metrics
+            .body
+            .contains("herald_cluster_client_claims_total{outcome=\"taken_over\"} 1"),
+        "{}",
+        metrics.body
+    );
 
     // 3.1.1 has no DISCONNECT from the server: the connection is closed.
     let mut old = Raw::connect(b.addr, V3_1_1, "device-2").await;
