@@ -9,59 +9,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Raw;
-use common::nats::Nats;
+use common::nats::{Nats, Node};
 use mqtt_codec::ProtocolVersion::V5;
 use mqtt_codec::{Connect, Packet, Publish, QoS};
-
-/// A herald process, SIGKILLed when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary as node `id` of the cluster on `nats`, its store in `dir`.
-fn node(dir: &Path, nats: &str, id: &str) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "serve",
-            "--log-level",
-            "info",
-            "--mqtt-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--cluster", nats, "--node-id", id])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("HERALD_LISTENERS_WS", "")
-        .env("HERALD_HTTP_LISTEN", "")
-        .env("HERALD_STORE_MIN_FREE_DISK_BYTES", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("herald starts");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let lines = log.clone();
-    let addr = common::listen_addr(child.stdout.take().expect("piped"), move |l| {
-        lines.lock().unwrap().push(l.to_string())
-    });
-    Node { child, addr, log }
-}
 
 fn persistent(id: &str) -> Connect {
     let mut c = Connect::new(V5, id, 60);
@@ -89,7 +42,7 @@ async fn a_node_killed_and_restarted_catches_up_its_persistent_sessions() {
     config.cluster.nats = vec![nats.url.clone()];
     config.cluster.node_id = "a".into();
     let a = common::start_with(config).await;
-    let b = node(dir.path(), &nats.url, "b");
+    let mut b = Node::start(dir.path(), &nats.url, "b", 1);
 
     // A persistent session on b, subscribed; its interest has reached NATS once a probe
     // published on a arrives.
@@ -120,13 +73,13 @@ async fn a_node_killed_and_restarted_catches_up_its_persistent_sessions() {
     for n in 0..20 {
         publish_acked(&mut publisher, "jobs/x", format!("{n}").as_bytes()).await;
     }
-    drop(b);
+    b.kill();
     // Published while b is down: the stream keeps them.
     for n in 20..40 {
         publish_acked(&mut publisher, "jobs/x", format!("{n}").as_bytes()).await;
     }
 
-    let b = node(dir.path(), &nats.url, "b");
+    b.restart();
     let restored = b
         .log
         .lock()

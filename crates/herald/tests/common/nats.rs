@@ -1,6 +1,8 @@
 //! Real nats-server processes for the cluster tests: one server, or a cluster of three,
 //! with JetStream, each on a loopback port of its own and a store directory that outlives
-//! a restart. The tests fail (they do not skip) when nats-server is not installed.
+//! a restart; and Herald nodes as processes of their own (the binary), to be SIGKILLed and
+//! started again on their store. The tests fail (they do not skip) when nats-server is not
+//! installed.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -185,5 +187,85 @@ impl NatsCluster {
             }
             assert!(ok, "JetStream answers through {url}");
         }
+    }
+}
+
+/// A herald process joined to a cluster, SIGKILLed when dropped; started again on the same
+/// store (on a new port) by `restart`.
+pub struct Node {
+    child: Option<Child>,
+    /// Where it listens for MQTT now.
+    pub addr: std::net::SocketAddr,
+    /// Its log lines so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    dir: PathBuf,
+    nats: String,
+    id: String,
+    replicas: usize,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Node {
+    /// Starts the binary as node `id` of the cluster on `nats` (comma-separated URLs), its
+    /// store in `dir`, the cluster's stream and buckets with `replicas` copies.
+    pub fn start(dir: &std::path::Path, nats: &str, id: &str, replicas: usize) -> Node {
+        let mut node = Node {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log: Default::default(),
+            dir: dir.to_path_buf(),
+            nats: nats.to_string(),
+            id: id.to_string(),
+            replicas,
+        };
+        node.run();
+        node
+    }
+
+    fn run(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "serve",
+                "--log-level",
+                "info",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--cluster", &self.nats, "--node-id", &self.id])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env("HERALD_LISTENERS_WS", "")
+            .env("HERALD_HTTP_LISTEN", "")
+            .env("HERALD_STORE_MIN_FREE_DISK_BYTES", "0")
+            .env("HERALD_CLUSTER_REPLICAS", self.replicas.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("herald starts");
+        let lines = self.log.clone();
+        self.addr = super::listen_addr(child.stdout.take().expect("piped"), move |l| {
+            lines.lock().unwrap().push(l.to_string())
+        });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it (if running) and starts it again on its store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.run();
     }
 }
