@@ -78,7 +78,7 @@ async fn publisher(i: usize, addrs: Addrs, sent: Arc<Mutex<Sent>>, stop: Arc<Ato
         while !stop.load(Ordering::Relaxed) {
             let payload = format!("p{i}-{n}");
             n += 1;
-            let qos = if n % 2 == 0 {
+            let qos = if n.is_multiple_of(2) {
                 QoS::AtLeastOnce
             } else {
                 QoS::ExactlyOnce
@@ -214,7 +214,7 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_twice_while_nodes_die() {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_c4a0_5u64);
+        .unwrap_or(0x0005_eedc_4a05_u64);
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut kills = Vec::new();
