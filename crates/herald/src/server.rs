@@ -161,6 +161,14 @@ impl Server {
             None => (None, None),
         };
         accept_loops.push(tokio::spawn(sweep(broker.clone(), admission)));
+        if cluster.is_some() {
+            // Every node answers the API questions of the others, with or without an HTTP
+            // listener of its own.
+            accept_loops.push(tokio::spawn(crate::api::cluster::answer(
+                broker.clone(),
+                shutdown.subscribe(),
+            )));
+        }
         accept_loops.push(tokio::spawn(crate::broker::tenants::watch_tenants_file(
             Arc::downgrade(&broker),
             shutdown.subscribe(),

@@ -51,7 +51,7 @@ fn summary(session: &Session, st: &SessionState) -> Value {
 }
 
 /// `GET /api/v1/clients` filters and page.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClientQuery {
     /// The tenant (node-wide keys; a tenant's key may name its own only).
@@ -106,6 +106,17 @@ pub(crate) async fn clients(
     let q = query_of(query)?;
     let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
     let limit = check_limit(q.limit)?;
+    let mut items = local_clients(&tenant, &q);
+    let ask = super::cluster::Ask::Clients {
+        tenant: tenant.name.to_string(),
+        query: q,
+    };
+    super::cluster::gather(&state, &ask, &mut items).await;
+    Ok(Json(page(items, limit)))
+}
+
+/// This node's clients of `tenant` that `q` selects, by client id.
+pub(super) fn local_clients(tenant: &Tenant, q: &ClientQuery) -> Vec<(String, Value)> {
     let mut items = Vec::new();
     tenant.sessions.for_each(|session| {
         let id = &*session.client_id;
@@ -128,18 +139,22 @@ pub(crate) async fn clients(
         }
         items.push((id.to_string(), summary(session, &st)));
     });
-    Ok(Json(page(items, limit)))
+    // Only the page's worth travels between nodes.
+    let limit = q.limit.unwrap_or(100).min(MAX_LIMIT);
+    if items.len() > limit + 1 {
+        items.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+        items.truncate(limit + 1);
+    }
+    items
 }
 
-fn find(tenant: &Tenant, id: &str) -> Result<Arc<Session>, ApiError> {
-    tenant.sessions.get(id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "client_not_found",
-            Some("client_id"),
-            format!("no session for client id {id:?}"),
-        )
-    })
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "client_not_found",
+        Some("client_id"),
+        format!("no session for client id {id:?}"),
+    )
 }
 
 pub(crate) async fn client(
@@ -151,7 +166,22 @@ pub(crate) async fn client(
     let id = path_text(id, "client_id")?;
     let q = query_of(query)?;
     let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
-    let session = find(&tenant, &id)?;
+    if let Some(v) = local_client(&tenant, &id) {
+        return Ok(Json(v));
+    }
+    let ask = super::cluster::Ask::Client {
+        tenant: tenant.name.to_string(),
+        id: id.clone(),
+    };
+    match super::cluster::first(&state, &ask).await {
+        Some(v) => Ok(Json(v)),
+        None => Err(not_found(&id)),
+    }
+}
+
+/// One client of this node, in detail.
+pub(super) fn local_client(tenant: &Tenant, id: &str) -> Option<Value> {
+    let session = tenant.sessions.get(id)?;
     let st = session.lock();
     let mut v = summary(&session, &st);
     v["session_expiry_interval"] = json!(st.expiry_interval());
@@ -170,7 +200,7 @@ pub(crate) async fn client(
         .collect();
     v["queued_bytes"] = json!(st.queued().1);
     v["inbound_qos2"] = json!(st.inbound_qos2_len());
-    Ok(Json(v))
+    Some(v)
 }
 
 /// `DELETE /api/v1/clients/{id}` options.
@@ -192,17 +222,38 @@ pub(crate) async fn kick(
     let id = path_text(id, "client_id")?;
     let q = query_of(query)?;
     let tenant = auth.read(&state.broker, q.tenant.as_deref())?;
-    let session = find(&tenant, &id)?;
     let discard = q.discard_session.unwrap_or(false);
-    let was_connected = state.broker.kick(&session);
-    if discard {
-        state.broker.end_session(&tenant, &session, None);
+    if let Some(v) = local_kick(&state.broker, &tenant, &id, discard) {
+        return Ok(Json(v));
     }
-    Ok(Json(json!({
+    let ask = super::cluster::Ask::Kick {
+        tenant: tenant.name.to_string(),
+        id: id.clone(),
+        discard,
+    };
+    match super::cluster::first(&state, &ask).await {
+        Some(v) => Ok(Json(v)),
+        None => Err(not_found(&id)),
+    }
+}
+
+/// Disconnects this node's client `id` (and with `discard`, ends its session).
+pub(super) fn local_kick(
+    broker: &crate::broker::Broker,
+    tenant: &Tenant,
+    id: &str,
+    discard: bool,
+) -> Option<Value> {
+    let session = tenant.sessions.get(id)?;
+    let was_connected = broker.kick(&session);
+    if discard {
+        broker.end_session(tenant, &session, None);
+    }
+    Some(json!({
         "client_id": id,
         "disconnected": was_connected,
         "session_discarded": discard,
-    })))
+    }))
 }
 
 /// A `filter` query parameter.
@@ -244,6 +295,29 @@ pub(crate) async fn subscriptions(
                 .ok_or_else(|| ApiError::field("after", "not a cursor this API gave"))?,
         ),
     };
+    let mut items = local_subscriptions(&tenant, filter, after.as_deref(), limit);
+    let ask = super::cluster::Ask::Subscriptions {
+        tenant: tenant.name.to_string(),
+        filter: filter.to_string(),
+        after: after.clone(),
+        limit,
+    };
+    super::cluster::gather(&state, &ask, &mut items).await;
+    let mut answer = page(items, limit);
+    if let Some(next) = answer["next"].as_str() {
+        answer["next"] = json!(data_encoding::BASE64URL_NOPAD.encode(next.as_bytes()));
+    }
+    Ok(Json(answer))
+}
+
+/// This node's subscriptions of `tenant` that `filter` covers, after the cursor `after`, by
+/// (filter, client id); at most a page and one.
+pub(super) fn local_subscriptions(
+    tenant: &Tenant,
+    filter: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<(String, Value)> {
     let mut items = Vec::new();
     tenant.sessions.for_each(|session| {
         let st = session.lock();
@@ -254,7 +328,7 @@ pub(crate) async fn subscriptions(
                 continue;
             }
             let key = format!("{}\u{0}{}", &**f, &*session.client_id);
-            if after.as_deref().is_some_and(|a| key.as_str() <= a) {
+            if after.is_some_and(|a| key.as_str() <= a) {
                 continue;
             }
             items.push((
@@ -268,11 +342,11 @@ pub(crate) async fn subscriptions(
             ));
         }
     });
-    let mut answer = page(items, limit);
-    if let Some(next) = answer["next"].as_str() {
-        answer["next"] = json!(data_encoding::BASE64URL_NOPAD.encode(next.as_bytes()));
+    if items.len() > limit + 1 {
+        items.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+        items.truncate(limit + 1);
     }
-    Ok(Json(answer))
+    items
 }
 
 pub(crate) async fn retained(

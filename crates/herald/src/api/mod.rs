@@ -9,6 +9,7 @@
 //! `{"error": {"code": "invalid_field", "field": "[2].qos", "message": "..."}}`.
 
 mod admin;
+pub(crate) mod cluster;
 mod guard;
 pub(crate) mod idempotency;
 mod listener;

@@ -359,6 +359,21 @@ impl Cluster {
         }
     }
 
+    /// The first tokens of the cluster's subjects.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The NATS connection (the layers above ask other nodes through it).
+    pub fn nats(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
+    /// How many other nodes the view says are up.
+    pub fn others_up(&self) -> usize {
+        self.view.others_up(&self.node)
+    }
+
     /// Whether the NATS connection is up now.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

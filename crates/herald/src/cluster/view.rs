@@ -61,6 +61,15 @@ impl View {
         nodes.insert(beat.node.clone(), (Instant::now(), beat));
     }
 
+    /// How many nodes other than `own` were heard from within three beats.
+    pub fn others_up(&self, own: &str) -> usize {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .values()
+            .filter(|(at, b)| b.node != own && at.elapsed() <= BEAT * 3)
+            .count()
+    }
+
     /// Every node: this one (`own`, as it is now) and the others as last heard, by name.
     pub fn nodes(&self, own: Beat) -> Vec<NodeState> {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
