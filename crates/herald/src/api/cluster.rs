@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::ApiState;
-use super::admin::{self, ClientQuery};
+use super::listing::{self, ClientQuery};
 use crate::broker::Broker;
 use crate::cluster::Cluster;
 
@@ -174,7 +174,7 @@ fn local(broker: &Broker, ask: Ask) -> Vec<(String, Value)> {
     let tenant_of = |name: &str| broker.find_tenant(name);
     match ask {
         Ask::Clients { tenant, query } => tenant_of(&tenant)
-            .map(|t| admin::local_clients(&t, &query))
+            .map(|t| listing::local_clients(&t, &query))
             .unwrap_or_default(),
         Ask::Subscriptions {
             tenant,
@@ -182,10 +182,10 @@ fn local(broker: &Broker, ask: Ask) -> Vec<(String, Value)> {
             after,
             limit,
         } => tenant_of(&tenant)
-            .map(|t| admin::local_subscriptions(&t, &filter, after.as_deref(), limit))
+            .map(|t| listing::local_subscriptions(&t, &filter, after.as_deref(), limit))
             .unwrap_or_default(),
         Ask::Client { tenant, id } => tenant_of(&tenant)
-            .and_then(|t| admin::local_client(&t, &id))
+            .and_then(|t| listing::local_client(&t, &id))
             .map(|v| vec![(id, v)])
             .unwrap_or_default(),
         Ask::Kick {
@@ -193,7 +193,7 @@ fn local(broker: &Broker, ask: Ask) -> Vec<(String, Value)> {
             id,
             discard,
         } => tenant_of(&tenant)
-            .and_then(|t| admin::local_kick(broker, &t, &id, discard))
+            .and_then(|t| listing::local_kick(broker, &t, &id, discard))
             .map(|v| vec![(id, v)])
             .unwrap_or_default(),
     }

@@ -13,6 +13,7 @@ pub(crate) mod cluster;
 mod guard;
 pub(crate) mod idempotency;
 mod listener;
+mod listing;
 mod prometheus;
 mod publish;
 mod scope;
