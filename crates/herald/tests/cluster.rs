@@ -419,3 +419,25 @@ async fn cross_node_fan_out_on_eight_workers_keeps_every_message_in_order() {
     let sb = &b.server.cluster().unwrap().stats;
     assert_eq!(sb.received.load(Ordering::Relaxed), (PUBS * EACH) as u64);
 }
+
+#[tokio::test]
+async fn after_its_suback_a_subscriber_gets_what_any_node_publishes() {
+    let nats = nats();
+    let a = common::start_with(node_config(&nats, "a")).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+    let mut publisher = client(a.addr, true, "acme/p", "pub").await;
+    // No waiting for NATS here: the SUBACK itself waits until NATS has the subscription.
+    for round in 0..20 {
+        let mut sub = client(b.addr, true, "acme/s", &format!("s{round}")).await;
+        let topic = format!("fresh/{round}");
+        sub.subscribe(&topic, QoS::AtMostOnce).await;
+        publisher
+            .publish(&topic, b"now", QoS::AtMostOnce, false)
+            .await;
+        assert_eq!(
+            &*sub.recv_publish().await.topic,
+            topic.as_str(),
+            "round {round}"
+        );
+    }
+}

@@ -27,6 +27,11 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// The highest confirmation reached: every one at or below it is done.
     fn confirmed(&self) -> u64;
 
+    /// The last confirmation handed out (a message's, or an interest change's: `interest`
+    /// hands one out too, confirmed once NATS has the subscription). A SUBACK waits for it,
+    /// so that what is published anywhere after it reaches the subscriber.
+    fn issued(&self) -> u64;
+
     /// Whether confirmation `n` is reached; if not, `cx`'s task is woken once it is.
     fn poll_confirmed(&self, n: u64, cx: &Context<'_>) -> Poll<()>;
 
@@ -111,6 +116,11 @@ impl Broker {
             Some(p) if n != 0 => p.poll_confirmed(n, cx),
             _ => Poll::Ready(()),
         }
+    }
+
+    /// The last confirmation the other nodes handed out (0 without other nodes).
+    pub fn peers_issued(&self) -> u64 {
+        self.peers.get().map_or(0, |p| p.issued())
     }
 
     /// The nodes this one has joined, if any.

@@ -126,6 +126,11 @@ impl Confirmations {
         self.issued.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The last number handed out.
+    pub fn issued(&self) -> u64 {
+        self.issued.load(Ordering::Relaxed)
+    }
+
     /// Numbers handed out and not confirmed.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)

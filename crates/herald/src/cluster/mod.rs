@@ -102,6 +102,8 @@ struct Interest {
     filter: String,
     group: Option<String>,
     present: bool,
+    /// Its confirmation number: confirmed once NATS has the subscription change.
+    n: u64,
 }
 
 /// This node's link to the others.
@@ -566,6 +568,10 @@ impl Peers for Cluster {
         self.confirmations.reached()
     }
 
+    fn issued(&self) -> u64 {
+        self.confirmations.issued()
+    }
+
     fn poll_confirmed(&self, n: u64, cx: &std::task::Context<'_>) -> std::task::Poll<()> {
         self.confirmations.poll(n, cx)
     }
@@ -576,6 +582,7 @@ impl Peers for Cluster {
             filter: filter.to_string(),
             group: group.map(str::to_string),
             present,
+            n: self.confirmations.issue(),
         };
         // Unbounded: it holds filter changes, not messages, and is drained at once.
         let _ = self.interest.send(change);
@@ -607,13 +614,36 @@ async fn subscribe(
 ) {
     let mut held = Readers(HashMap::new());
     let held = &mut held.0;
-    while let Some(Interest {
-        tenant,
-        filter,
-        group,
-        present,
-    }) = changes.recv().await
-    {
+    // Changes handed to the client and not yet known to be on the NATS server.
+    let mut unconfirmed = Vec::new();
+    loop {
+        let change = match changes.try_recv() {
+            Ok(change) => change,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if !unconfirmed.is_empty() {
+                    // One round trip for every change made since the last: the server has
+                    // them (or NATS is away, and the client makes them when it is back,
+                    // while the catch-up covers what was missed meanwhile).
+                    cluster.settle().await;
+                    for n in unconfirmed.drain(..) {
+                        cluster.confirmations.confirm(n);
+                    }
+                }
+                match changes.recv().await {
+                    Some(change) => change,
+                    None => return,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+        };
+        let Interest {
+            tenant,
+            filter,
+            group,
+            present,
+            n,
+        } = change;
+        unconfirmed.push(n);
         let queue = match &group {
             None => cluster.queue_group.clone(),
             Some(g) => shared_queue(&cluster.prefix, &tenant, g, &filter),

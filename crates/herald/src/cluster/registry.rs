@@ -197,6 +197,27 @@ impl Cluster {
         ))
     }
 
+    /// Checks, once the session is attached, that this node's claim (`revision`) is still
+    /// the last: two nodes claiming at once may each have asked the other to let go before
+    /// the other had attached, so the older one lets go of itself here.
+    pub async fn confirm_claim(
+        &self,
+        broker: &Broker,
+        tenant: &str,
+        client_id: &str,
+        revision: u64,
+    ) {
+        let Some(kv) = &self.clients else {
+            return;
+        };
+        let Ok(Some(entry)) = kv.entry(key(tenant, client_id)).await else {
+            return;
+        };
+        if entry.revision > revision && broker.let_go(tenant, client_id, entry.revision) {
+            self.registry_stats.let_go.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Queues the release of a claim whose session ended here (or whose CONNECT was refused
     /// after it).
     pub fn release(&self, tenant: &str, client_id: &str, revision: u64) {

@@ -268,6 +268,18 @@ pub(super) async fn handshake(
     let client_id = checked.client_id().clone();
     match authenticated.and_then(|a| session::connect::accept(broker, checked, a)) {
         Ok(accepted) => {
+            if let Some((tenant, revision)) = claim.clone() {
+                // A claim made elsewhere at the same moment may have asked this node to let
+                // go before this session was attached: checked now, off the CONNECT's path.
+                let (broker, client_id) = (broker.clone(), client_id.clone());
+                tokio::spawn(async move {
+                    if let Some(cluster) = broker.peers_as::<crate::cluster::Cluster>() {
+                        cluster
+                            .confirm_claim(&broker, &tenant, &client_id, revision)
+                            .await;
+                    }
+                });
+            }
             broker
                 .stats
                 .connections

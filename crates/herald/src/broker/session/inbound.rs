@@ -461,8 +461,11 @@ impl Link {
                 retained.push((filter, options.qos));
             }
         }
-        // SUBACK once the subscription is on disk.
+        // SUBACK once the subscription is on disk, and clustered, once NATS has the
+        // subscriptions its filters need (a publication on another node after the SUBACK
+        // reaches it).
         out.gate(ticket);
+        out.gate_peers(self.broker.peers_issued());
         self.send(
             out,
             &Packet::SubAck(SubAck {
