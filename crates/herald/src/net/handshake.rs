@@ -197,6 +197,11 @@ pub(super) async fn handshake(
             .hot
             .packet_in(first.packet_type(), opened.first_size);
     }
+    if opened.rbuf.is_empty() {
+        // Authentication and the cluster's claim may wait: a connect storm must not hold a
+        // read buffer per waiting CONNECT (the memory would stay with the process).
+        opened.rbuf = bytes::BytesMut::new();
+    }
     let connect = match opened.first {
         Ok(Packet::Connect(c)) => c,
         // The first packet must be CONNECT [MQTT-3.1.0-1].
