@@ -148,3 +148,37 @@ async fn one_node_answers_for_the_whole_cluster() {
     assert_eq!(&got.payload[..], b"hello");
     let _ = on_a;
 }
+
+#[tokio::test]
+async fn a_retry_sent_to_another_node_is_recognised() {
+    let nats = Nats::start();
+    let mut config = node_config(&nats.url, "a");
+    config.http.listen = "127.0.0.1:0".into();
+    let a = common::start_with(config).await;
+    let mut config = node_config(&nats.url, "b");
+    config.http.listen = "127.0.0.1:0".into();
+    let b = common::start_with(config).await;
+    let (http_a, http_b) = (a.server.http_addr().unwrap(), b.server.http_addr().unwrap());
+    let mut sub = Raw::connect(b.addr, V5, "orders").await;
+    sub.subscribe("orders/#", QoS::AtLeastOnce).await;
+
+    let body = r#"{"topic": "orders/7", "payload": "shipped", "qos": 1}"#;
+    let key = [("Idempotency-Key", "order-7")];
+    let first = request(http_a, "POST", "/api/v1/publish", &key, body).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    // The retry goes to b: answered as the first was, and nothing is published again.
+    let retry = request(http_b, "POST", "/api/v1/publish", &key, body).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.json(), first.json());
+    assert_eq!(&sub.recv_publish().await.payload[..], b"shipped");
+    sub.expect_nothing().await;
+    // The same key with another request, on either node: refused.
+    let other = r#"{"topic": "orders/8", "payload": "lost", "qos": 1}"#;
+    for http in [http_a, http_b] {
+        let reused = request(http, "POST", "/api/v1/publish", &key, other).await;
+        assert_eq!(reused.status, 422, "{}", reused.body);
+    }
+    sub.expect_nothing().await;
+}

@@ -17,6 +17,7 @@ mod listing;
 mod prometheus;
 mod publish;
 mod scope;
+mod shared_keys;
 mod stats;
 mod tenants;
 
@@ -59,6 +60,8 @@ pub(crate) struct ApiState {
     samples: std::sync::Mutex<(Sample, Sample)>,
     /// The HTTP listener's connections: open, refused, timed out.
     http: listener::HttpCounters,
+    /// Clustered: the cluster's idempotency keys (`shared_keys`), opened on first use.
+    shared_keys: tokio::sync::OnceCell<async_nats::jetstream::kv::Store>,
 }
 
 /// The idempotency keys kept in the store could not be read: the API does not start.
@@ -125,6 +128,7 @@ impl ApiState {
         Ok(Arc::new(ApiState {
             samples: std::sync::Mutex::new((start, start)),
             http: listener::HttpCounters::default(),
+            shared_keys: tokio::sync::OnceCell::new(),
             broker,
             keys,
             ready: AtomicBool::new(false),

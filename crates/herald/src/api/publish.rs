@@ -163,7 +163,13 @@ async fn publish(
     } else {
         fingerprint(&[path.as_bytes(), body, tenant.name.as_bytes()])
     };
-    let done = match state.keys.begin(&key, fp, drafts.len(), now_ms()) {
+    // Clustered, the cluster's record of the key first: answered or being served on
+    // another node.
+    let begun = match super::shared_keys::begin(state, &key, fp).await {
+        Some(begun) => begun,
+        None => state.keys.begin(&key, fp, drafts.len(), now_ms()),
+    };
+    let done = match begun {
         Begin::Replay(outcomes) => return Ok((outcomes, true)),
         Begin::InUse => {
             return Err(ApiError::new(
@@ -183,10 +189,9 @@ async fn publish(
         }
         Begin::Publish { done } => done,
     };
-    Ok((
-        publish_keyed(state, tenant, &key, done, drafts).await?,
-        false,
-    ))
+    let outcomes = publish_keyed(state, tenant, &key, done, drafts).await?;
+    super::shared_keys::finish(state, &key, fp, &outcomes).await;
+    Ok((outcomes, false))
 }
 
 /// Publishes every draft, without an idempotency key, and waits until they are on disk.
@@ -259,7 +264,9 @@ async fn publish_keyed(
     keys.finish(key);
     let waited = waits.wait(state).await;
     if let Some(e) = failure {
-        keys.forget_if_empty(key);
+        if keys.forget_if_empty(key) {
+            super::shared_keys::forget(state, key).await;
+        }
         return Err(e);
     }
     waited?;

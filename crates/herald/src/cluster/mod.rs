@@ -140,6 +140,8 @@ pub struct Cluster {
     pub registry_stats: registry::RegistryStats,
     /// `cluster.max_unconfirmed`.
     max_unconfirmed: usize,
+    /// `cluster.replicas`.
+    replicas: usize,
     interest: mpsc::UnboundedSender<Interest>,
     /// Its tasks (sending, subscribing, the view), stopped by `leave`.
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -224,6 +226,7 @@ pub async fn join(
         clients,
         registry_stats: registry::RegistryStats::default(),
         max_unconfirmed: config.max_unconfirmed,
+        replicas: config.replicas,
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
         stats: ClusterStats::default(),
@@ -364,6 +367,11 @@ impl Cluster {
     /// The first tokens of the cluster's subjects.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Copies JetStream keeps of the cluster's streams and buckets (`cluster.replicas`).
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The NATS connection (the layers above ask other nodes through it).
