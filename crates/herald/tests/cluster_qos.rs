@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Raw;
-use common::nats::{Nats, NatsCluster};
+use common::nats::{Link, Nats, NatsCluster};
 use herald::config::Config;
 use mqtt_codec::ProtocolVersion::V5;
 use mqtt_codec::{Connect, Packet, Publish, QoS};
@@ -184,60 +183,6 @@ async fn refused_not_dropped_past_the_unconfirmed_bound() {
         }
     }
     assert_eq!(stream_messages(&nats.url).await, 2);
-}
-
-/// A TCP link between a node and NATS that the test can cut and mend (a partition between
-/// that node and NATS, while the others keep theirs).
-struct Link {
-    addr: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    _accept: tokio::task::JoinHandle<()>,
-}
-
-impl Link {
-    async fn to(target: &str) -> Link {
-        let target = target.trim_start_matches("nats://").to_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue; // dropped: refused while cut
-                }
-                let target = target.clone();
-                o.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
-            }
-        });
-        Link {
-            addr,
-            cut,
-            open,
-            _accept: accept,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://{}", self.addr)
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for task in self.open.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    fn mend(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
 }
 
 async fn publish_acked(publisher: &mut Raw, topic: &str, payload: &[u8]) {

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Raw;
-use common::nats::Nats;
+use common::nats::{Link, Nats};
 use herald::config::Config;
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::{Connect, Packet, ReasonCode};
@@ -135,55 +134,12 @@ async fn two_nodes_claiming_at_once_end_with_one_session() {
     }
 }
 
-/// A TCP link between a node and NATS that the test cuts and mends.
-struct Link {
-    addr: std::net::SocketAddr,
-    cut: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Link {
-    async fn to(target: &str) -> Link {
-        let target = target.trim_start_matches("nats://").to_string();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(Mutex::new(Vec::new()));
-        let (c, o) = (cut.clone(), open.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if c.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let target = target.clone();
-                o.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
-            }
-        });
-        Link { addr, cut, open }
-    }
-
-    fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for task in self.open.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    fn mend(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn a_node_cut_off_from_nats_accepts_no_connect_and_lets_go_when_back() {
     let nats = Nats::start();
     let link = Link::to(&nats.url).await;
     let a = common::start_with(node_config(&nats.url, "a")).await;
-    let b = common::start_with(node_config(&format!("nats://{}", link.addr), "b")).await;
+    let b = common::start_with(node_config(&link.url(), "b")).await;
     let mut held = Raw::connect(b.addr, V5, "sensor").await;
 
     link.cut();

@@ -49,28 +49,12 @@ async fn bucket(state: &ApiState) -> Option<(&Cluster, &async_nats::jetstream::k
     let store = state
         .shared_keys
         .get_or_try_init(|| async {
-            let js = async_nats::jetstream::new(cluster.nats());
             let name = format!("{}-idempotency", cluster.prefix().replace('.', "_"));
-            if let Ok(store) = js.get_key_value(name.clone()).await {
-                return Ok(store);
-            }
             let window = state.broker.config().http.idempotency_window_secs;
-            js.get_or_create_stream(async_nats::jetstream::stream::Config {
-                name: format!("KV_{name}"),
-                description: Some("Herald: the HTTP API's idempotency keys".into()),
-                subjects: vec![format!("$KV.{name}.>")],
-                max_messages_per_subject: 1,
-                max_age: Duration::from_secs(window.max(1)),
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: async_nats::jetstream::stream::DiscardPolicy::New,
-                num_replicas: cluster.replicas(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            js.get_key_value(name).await.map_err(|e| e.to_string())
+            let about = "Herald: the HTTP API's idempotency keys";
+            let max_age = Some(Duration::from_secs(window.max(1)));
+            crate::cluster::kv::bucket(&cluster.nats(), &name, about, cluster.replicas(), max_age)
+                .await
         })
         .await
         .ok()?;

@@ -26,6 +26,7 @@
 
 pub mod catchup;
 pub mod durable;
+pub mod kv;
 pub mod registry;
 pub mod retained;
 pub mod subject;

@@ -81,34 +81,15 @@ pub fn key(tenant: &str, client_id: &str) -> String {
     )
 }
 
-/// Opens (or creates) the bucket, as `retained::bucket` does its own.
+/// Opens (or creates) the bucket.
 pub(super) async fn bucket(
     client: &async_nats::Client,
     prefix: &str,
     replicas: usize,
 ) -> Result<async_nats::jetstream::kv::Store, String> {
-    use async_nats::jetstream::stream;
-    let js = async_nats::jetstream::new(client.clone());
     let name = format!("{}-clients", prefix.replace('.', "_"));
-    if let Ok(store) = js.get_key_value(name.clone()).await {
-        return Ok(store);
-    }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some("Herald: the node that owns each client id".into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    js.get_key_value(name).await.map_err(|e| e.to_string())
+    let about = "Herald: the node that owns each client id";
+    super::kv::bucket(client, &name, about, replicas, None).await
 }
 
 /// A request to let go: the tenant, the client id and the newer claim's revision.

@@ -45,36 +45,15 @@ pub fn parse_key(key: &str) -> Option<(String, String)> {
     (!topic.is_empty()).then_some((tenant, topic))
 }
 
-/// Opens (or creates) the bucket. Its stream is made here with the settings a key-value
-/// bucket has (async-nats's own `create_key_value` first reads the account's limits, which
-/// NATS 2.9 answers without fields that client requires).
+/// Opens (or creates) the bucket.
 pub(super) async fn bucket(
     client: &async_nats::Client,
     prefix: &str,
     replicas: usize,
 ) -> Result<async_nats::jetstream::kv::Store, String> {
-    use async_nats::jetstream::stream;
-    let js = async_nats::jetstream::new(client.clone());
     let name = format!("{}-retained", prefix.replace('.', "_"));
-    if let Ok(store) = js.get_key_value(name.clone()).await {
-        return Ok(store);
-    }
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        description: Some("Herald: retained messages, by tenant and topic".into()),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    js.get_key_value(name).await.map_err(|e| e.to_string())
+    let about = "Herald: retained messages, by tenant and topic";
+    super::kv::bucket(client, &name, about, replicas, None).await
 }
 
 impl Cluster {

@@ -7,6 +7,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The nats-server binary (Debian package nats-server; scripts/test installs it).
@@ -267,5 +269,63 @@ impl Node {
     pub fn restart(&mut self) {
         self.kill();
         self.run();
+    }
+}
+
+/// A TCP link between a node and NATS that the test can cut and mend (a partition between
+/// that node and NATS, while the others keep theirs).
+pub struct Link {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// A link to `target` (`nats://host:port`), open.
+    pub async fn to(target: &str) -> Link {
+        let target = target.trim_start_matches("nats://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (c, o) = (cut.clone(), open.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while cut
+                }
+                let target = target.clone();
+                o.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Link {
+            addr,
+            cut,
+            open,
+            _accept: accept,
+        }
+    }
+
+    /// Its `nats://` URL.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Cuts it: open connections are dropped, new ones refused.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for task in self.open.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Mends it: new connections pass again.
+    pub fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
     }
 }
