@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::Raw;
 use common::nats::Nats;
+use common::nats::until_subscribed;
 use herald::config::{Config, TenantRule};
 use mqtt_codec::ProtocolVersion::{V3_1_1, V5};
 use mqtt_codec::{Connect, Packet, Publish, QoS};
@@ -34,20 +35,6 @@ async fn client(addr: std::net::SocketAddr, v5: bool, username: &str, id: &str) 
     let (raw, ack) = Raw::connect_with(addr, c).await;
     assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success);
     raw
-}
-
-/// Waits until `node` holds `n` NATS subscriptions (interest reaches NATS asynchronously).
-async fn until_subscribed(node: &common::TestServer, n: u64) {
-    let cluster = node.server.cluster().expect("clustered");
-    let held = || cluster.stats.subscriptions.load(Ordering::Relaxed);
-    common::eventually_within(
-        &format!("{n} NATS subscriptions"),
-        Duration::from_secs(10),
-        || held() == n,
-    )
-    .await;
-    // The SUBs have left the node; a round trip makes sure the NATS server has them.
-    assert!(cluster.settle().await, "NATS answers");
 }
 
 #[tokio::test]

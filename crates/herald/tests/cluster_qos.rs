@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::Raw;
+use common::nats::until_subscribed;
 use common::nats::{Link, Nats, NatsCluster};
 use herald::config::Config;
 use mqtt_codec::ProtocolVersion::V5;
@@ -28,19 +29,6 @@ async fn client(addr: std::net::SocketAddr, id: &str) -> Raw {
     let (raw, ack) = Raw::connect_with(addr, Connect::new(V5, id, 60)).await;
     assert_eq!(ack.reason_code, mqtt_codec::ReasonCode::Success);
     raw
-}
-
-/// Waits until `node` holds `n` NATS subscriptions and NATS has them.
-async fn until_subscribed(node: &common::TestServer, n: u64) {
-    let cluster = node.server.cluster().expect("clustered");
-    let held = || cluster.stats.subscriptions.load(Ordering::Relaxed);
-    common::eventually_within(
-        &format!("{n} NATS subscriptions"),
-        Duration::from_secs(10),
-        || held() == n,
-    )
-    .await;
-    assert!(cluster.settle().await, "NATS answers");
 }
 
 /// Messages the cluster's stream holds, read through `url`.

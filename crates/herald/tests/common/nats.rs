@@ -329,3 +329,17 @@ impl Link {
         self.cut.store(false, Ordering::SeqCst);
     }
 }
+
+/// Waits until `node` holds `n` NATS subscriptions (interest reaches NATS asynchronously),
+/// then makes sure the NATS server has them (the SUBs have left the node; a round trip).
+pub async fn until_subscribed(node: &super::TestServer, n: u64) {
+    let cluster = node.server.cluster().expect("clustered");
+    let held = || cluster.stats.subscriptions.load(Ordering::Relaxed);
+    super::eventually_within(
+        &format!("{n} NATS subscriptions"),
+        Duration::from_secs(10),
+        || held() == n,
+    )
+    .await;
+    assert!(cluster.settle().await, "NATS answers");
+}
