@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::Raw;
 use common::nats::{NatsCluster, Node};
 use mqtt_codec::ProtocolVersion::V5;
-use mqtt_codec::{Ack, Connect, Packet, Publish, QoS, ReasonCode};
+use mqtt_codec::{Ack, Connect, Packet, Publish, QoS, ReasonCode, Subscribe};
 
 const NODES: usize = 3;
 /// How long publishers publish while nodes die.
@@ -47,7 +47,9 @@ async fn connect(addrs: &Addrs, i: usize, c: &Connect, stop: &AtomicBool) -> Opt
         let attempt = async {
             let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
             let mut raw = Raw::from_stream(stream, V5);
-            raw.send(Packet::Connect(Box::new(c.clone()))).await;
+            raw.try_send(Packet::Connect(Box::new(c.clone())))
+                .await
+                .ok()?;
             match raw.try_recv(Duration::from_secs(10)).await? {
                 Packet::ConnAck(ack) if ack.reason_code == ReasonCode::Success => {
                     Some((raw, ack.session_present))
@@ -90,13 +92,17 @@ async fn publisher(i: usize, addrs: Addrs, sent: Arc<Mutex<Sent>>, stop: Arc<Ato
             p.qos = qos;
             p.packet_id = raw.next_id();
             let id = p.packet_id;
-            raw.send(Packet::Publish(p)).await;
+            if raw.try_send(Packet::Publish(p)).await.is_err() {
+                continue 'connection; // not acknowledged: never sent again
+            }
             match next(&mut raw, Duration::from_secs(30)).await {
                 Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::Success => {}
                 Some(Packet::PubRec(a)) if a.reason_code == ReasonCode::Success => {
-                    raw.send(Packet::PubRel(Ack::new(id))).await;
                     // Accepted at PUBREC; PUBCOMP only ends the exchange.
                     sent.lock().unwrap().acked.insert(payload, qos);
+                    if raw.try_send(Packet::PubRel(Ack::new(id))).await.is_err() {
+                        continue 'connection;
+                    }
                     match next(&mut raw, Duration::from_secs(30)).await {
                         Some(Packet::PubComp(_)) => continue,
                         _ => continue 'connection,
@@ -124,8 +130,19 @@ async fn subscriber(i: usize, addrs: Addrs, received: Received, stop: Arc<Atomic
     while let Some((mut raw, present)) = connect(&addrs, i, &c, &stop).await {
         if !present {
             assert!(!subscribed, "s{i}: the session was lost");
-            raw.subscribe("chaos/#", QoS::ExactlyOnce).await;
-            subscribed = true;
+        }
+        if !subscribed {
+            // Subscribed once its SUBACK came; a node that died before sending it leaves
+            // the subscription to be made again on the next connection.
+            let id = raw.next_id();
+            let subscribe = Packet::Subscribe(Subscribe::new(id, "chaos/#", QoS::ExactlyOnce));
+            if raw.try_send(subscribe).await.is_err() {
+                continue;
+            }
+            match next(&mut raw, Duration::from_secs(10)).await {
+                Some(Packet::SubAck(a)) if a.packet_id == id => subscribed = true,
+                _ => continue,
+            }
         }
         while let Some(packet) = next(&mut raw, Duration::from_secs(5)).await {
             match packet {
@@ -134,20 +151,38 @@ async fn subscriber(i: usize, addrs: Addrs, received: Received, stop: Arc<Atomic
                     match p.qos {
                         QoS::AtLeastOnce => {
                             *received.lock().unwrap().entry(payload).or_default() += 1;
-                            raw.send(Packet::PubAck(Ack::new(p.packet_id))).await;
+                            if raw
+                                .try_send(Packet::PubAck(Ack::new(p.packet_id)))
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
                         }
                         QoS::ExactlyOnce => {
                             if unreleased.insert(p.packet_id) {
                                 *received.lock().unwrap().entry(payload).or_default() += 1;
                             }
-                            raw.send(Packet::PubRec(Ack::new(p.packet_id))).await;
+                            if raw
+                                .try_send(Packet::PubRec(Ack::new(p.packet_id)))
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
                         }
                         QoS::AtMostOnce => {}
                     }
                 }
                 Packet::PubRel(a) => {
                     unreleased.remove(&a.packet_id);
-                    raw.send(Packet::PubComp(Ack::new(a.packet_id))).await;
+                    if raw
+                        .try_send(Packet::PubComp(Ack::new(a.packet_id)))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
                 _ => {}
             }

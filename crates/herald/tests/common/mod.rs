@@ -145,6 +145,12 @@ impl Raw {
         self.stream.write_all(&bytes).await.expect("write");
     }
 
+    /// Sends, reporting a failed write (the server went away) instead of panicking.
+    pub async fn try_send(&mut self, packet: Packet) -> std::io::Result<()> {
+        let bytes = packet.to_bytes(self.version).expect("encodes");
+        self.stream.write_all(&bytes).await
+    }
+
     pub async fn send_bytes(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
     }
