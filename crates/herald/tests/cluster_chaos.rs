@@ -301,6 +301,14 @@ async fn nothing_acknowledged_is_lost_and_no_qos2_twice_while_nodes_die() {
         s.await.unwrap();
     }
     let qos2 = sent.lock().unwrap().qos2.clone();
+    if received.iter().any(|r| !missing(r).is_empty()) {
+        // What the nodes said, for whoever reads the failure.
+        for (i, node) in nodes.iter().enumerate() {
+            for line in node.log.lock().unwrap().iter() {
+                eprintln!("h{i}: {line}");
+            }
+        }
+    }
     for (i, r) in received.iter().enumerate() {
         let lost = missing(r);
         assert!(

@@ -42,7 +42,10 @@
 //! - [`cluster_message`]: the input is what a node receives from NATS: a subject (up to
 //!   the first newline) and the bytes after it. A subject that reads as a message subject
 //!   is made again, byte for byte, from the tenant and topic it names; an envelope that
-//!   reads encodes back to the same message. Neither ever panics.
+//!   reads encodes back to the same message. The bytes are also read as a request between
+//!   nodes (made again the same) and as a chunk of a session moving between nodes
+//!   (`cluster::moving`: what it holds encodes back to the same deliveries). None ever
+//!   panics.
 //! - [`tenants_file`]: the input is a tenants file (`herald::broker::tenants`). Reading it
 //!   never panics; a refusal names `tenants.file` and the file, and a refused tenant is a
 //!   table of the input; an accepted file holds only valid names and settings, and its
@@ -692,6 +695,8 @@ pub fn tenants_file(data: &[u8]) -> Verdict {
 
 /// See the module documentation.
 pub fn cluster_message(data: &[u8]) -> Verdict {
+    use herald::broker::session::moving::Owed;
+    use herald::cluster::moving;
     use herald::cluster::subject::Subjects;
     use herald::cluster::wire::Envelope;
 
@@ -714,12 +719,43 @@ pub fn cluster_message(data: &[u8]) -> Verdict {
     if let Ok(envelope) = Envelope::decode(body) {
         let again = Envelope::encode(
             &envelope.node,
+            envelope.ident,
             envelope.received_ms,
             envelope.publish.clone(),
         )
         .expect("a message read from an envelope encodes");
         let back = Envelope::decode(&again).expect("an envelope made here reads");
         assert_eq!(back, envelope, "an envelope does not come back the same");
+        accepted = true;
+    }
+    // The same bytes as a request between nodes, and as a chunk of a session moving.
+    if let Some((ask, tenant, client_id, revision)) = moving::parse_request(body) {
+        let again = moving::request(ask, &tenant, &client_id, revision);
+        assert_eq!(
+            moving::parse_request(&again),
+            Some((ask, tenant, client_id, revision)),
+            "a request read is not made again the same"
+        );
+        accepted = true;
+    }
+    let mut owed = Owed::default();
+    if let Ok(flags) = moving::decode_chunk(body, &mut owed) {
+        let again = moving::encode_owed(Some(&owed), usize::MAX);
+        assert_eq!(again.len(), 1, "one chunk without a limit");
+        let mut back = Owed::default();
+        let back_flags =
+            moving::decode_chunk(&again[0], &mut back).expect("a chunk made here reads");
+        assert_eq!(back_flags, moving::LAST);
+        assert_eq!(back.inbound, owed.inbound);
+        assert_eq!(back.inflight.len(), owed.inflight.len());
+        assert_eq!(back.queue.len(), owed.queue.len());
+        assert_eq!(back.idents(), owed.idents());
+        for (a, b) in owed.queue.iter().zip(&back.queue) {
+            assert_eq!(a.message.as_published(), b.message.as_published());
+            assert_eq!((a.qos, a.retain), (b.qos, b.retain));
+            assert_eq!(a.subscription_identifiers, b.subscription_identifiers);
+        }
+        let _ = flags;
         accepted = true;
     }
     if accepted {

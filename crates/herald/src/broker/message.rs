@@ -1,6 +1,6 @@
 //! A published message, shared by every subscriber it goes to, and one delivery of it.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -34,10 +34,40 @@ pub struct Message {
     /// Session queues holding a delivery of it: its bytes count in the node's queued bytes
     /// once, while this is above 0 (`broker::flow`).
     pub queued: AtomicU32,
+    /// Its identity in a cluster (see [`Ident`]).
+    pub ident: Ident,
     /// The whole QoS 0, non-retained packet, encoded once for all 3.1/3.1.1 subscribers.
     plain_v3: OnceLock<Bytes>,
     /// The same for 5.0 subscribers (only used without subscription identifiers or alias).
     plain_v5: OnceLock<Bytes>,
+}
+
+/// A message's identity in a cluster: the node run that first routed it (a number naming
+/// the node and its start) and its number there; the same on every node it reaches. A
+/// session moving between nodes holds messages both nodes routed to it; their identities
+/// keep each once. Unset (0, 0) on a node alone, and for QoS 0.
+#[derive(Debug, Default)]
+pub struct Ident {
+    run: AtomicU64,
+    n: AtomicU64,
+}
+
+impl Ident {
+    /// Sets it: before the message is routed (the session locks taken while routing make
+    /// it seen by whoever reads a queue after).
+    pub fn set(&self, run: u64, n: u64) {
+        self.run.store(run, Ordering::Relaxed);
+        self.n.store(n, Ordering::Relaxed);
+    }
+
+    /// The identity, if set.
+    pub fn get(&self) -> Option<(u64, u64)> {
+        let id = (
+            self.run.load(Ordering::Relaxed),
+            self.n.load(Ordering::Relaxed),
+        );
+        (id != (0, 0)).then_some(id)
+    }
 }
 
 /// Payloads below this size are copied out of the read buffer they arrived in.
@@ -108,6 +138,7 @@ impl Message {
             received_at: Instant::now(),
             origin,
             queued: AtomicU32::new(0),
+            ident: Ident::default(),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         })
@@ -129,6 +160,7 @@ impl Message {
             received_at,
             origin,
             queued: AtomicU32::new(0),
+            ident: Ident::default(),
             plain_v3: OnceLock::new(),
             plain_v5: OnceLock::new(),
         }

@@ -8,6 +8,7 @@ pub(crate) mod flow;
 pub mod hooks;
 pub mod index;
 pub mod message;
+pub mod moving;
 pub mod peers;
 pub mod persist;
 pub mod quota;
@@ -375,6 +376,11 @@ impl Broker {
                 };
             }
         };
+        if message.qos != mqtt_codec::QoS::AtMostOnce
+            && let Some(peers) = peers
+        {
+            peers.identify(message);
+        }
         let persist = &self.persist;
         let mut routed = router::route(
             tenant,
@@ -559,9 +565,27 @@ impl Broker {
     /// dropped, a pending will is published. With `if_generation`, only if no connection has
     /// attached since that generation.
     pub fn end_session(&self, tenant: &Tenant, session: &Arc<Session>, if_generation: Option<u64>) {
+        self.end_session_with(tenant, session, if_generation, |_| Some(()));
+    }
+
+    /// `end_session`, calling `before` with the session's state under the lock it ends
+    /// under: the session ends only if it returns something (returned then).
+    pub fn end_session_with<R>(
+        &self,
+        tenant: &Tenant,
+        session: &Arc<Session>,
+        if_generation: Option<u64>,
+        before: impl FnOnce(&mut session::SessionState) -> Option<R>,
+    ) -> Option<R> {
         // A connection still attached (clean-start takeover) sees the new generation.
-        let ended = {
+        let (ended, before) = {
             let mut st = session.lock();
+            // As `SessionState::end` decides: `before` runs only for a session that ends.
+            let current = |g| g == st.generation() && !st.connected();
+            if st.ended() || !if_generation.is_none_or(current) {
+                return None;
+            }
+            let before = before(&mut st)?;
             let ended = st.end(&self.persist, session.id, if_generation);
             if let Some(e) = &ended {
                 tenant.usage.offline(false, e.owed.0, e.owed.1);
@@ -569,18 +593,15 @@ impl Broker {
                     tenant.usage.persistent(false);
                 }
             }
-            ended
+            (ended, before)
         };
-        let Some(session::Ended {
+        let session::Ended {
             subscriptions,
             will,
             waiters,
             released,
             ..
-        }) = ended
-        else {
-            return;
-        };
+        } = ended?;
         self.stats.release_queued(released);
         waiters.into_iter().for_each(std::task::Waker::wake);
         session.wake();
@@ -601,6 +622,7 @@ impl Broker {
         if let Some(will) = will {
             self.publish(tenant, &will.message(session.id));
         }
+        Some(before)
     }
 
     /// Asks the connection attached to `session`, if any, to close (v5: DISCONNECT 0x98

@@ -20,6 +20,10 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// where the other nodes deliver it from; 0 when there is nothing to wait for.
     fn forward(&self, tenant: &str, message: &Arc<Message>) -> u64;
 
+    /// Gives a QoS 1/2 message published on this node its cluster identity
+    /// (`Message::ident`), before it is routed.
+    fn identify(&self, message: &Message);
+
     /// Whether QoS 1/2 messages wait for confirmation past their bound: a new one is refused
     /// before it is routed (acknowledged messages are never dropped; new ones are told).
     fn backlogged(&self) -> bool;
@@ -176,16 +180,14 @@ impl Broker {
             let generation = session.lock().generation();
             (session, generation)
         };
-        {
-            let mut st = session.lock();
-            if st.generation() != generation {
-                return false;
-            }
-            st.kick(super::stats::CloseReason::SessionTakenOver);
-        }
+        // Ended even while its connection is attached (which is told 0x8E): a session that
+        // outlives its connection must not stay here, offline, once another node owns it.
+        let ended = self.end_session_with(&tenant, &session, None, |st| {
+            (st.generation() == generation)
+                .then(|| st.kick(super::stats::CloseReason::SessionTakenOver))
+        });
         session.wake();
-        self.end_session(&tenant, &session, Some(generation));
-        true
+        ended.is_some()
     }
 
     /// Applies a change of the cluster's retained store: the retained message of its topic

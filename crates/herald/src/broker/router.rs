@@ -172,7 +172,8 @@ impl Queueing<'_> {
             }
             Enqueued::Dropped(reason) => {
                 self.stats.dropped(reason, 1);
-                if qos != QoS::AtMostOnce && reason != DropReason::Offline {
+                let delivered = matches!(reason, DropReason::Offline | DropReason::Duplicate);
+                if qos != QoS::AtMostOnce && !delivered {
                     routed.refused += 1;
                     routed.refused_for = Some(reason);
                 }

@@ -132,6 +132,9 @@ reasons! {
         Expired => "expired",
         /// Larger than the client's Maximum Packet Size.
         TooLargeForClient => "too_large_for_client",
+        /// Clustered: a session that moved here a moment ago already holds it (the node it
+        /// moved from handed it over); not a loss, counted to show the overlap.
+        Duplicate => "duplicate",
     }
 }
 

@@ -12,6 +12,13 @@
 //! that are the live subscriptions'. The gap stays open a little longer for messages still
 //! queued in the client, then closes.
 //!
+//! The gap must open at the highest sequence routed *before* the connection dropped:
+//! NATS's event for it arrives on a task of its own, maybe after messages from the new
+//! connection were routed (whose sequences are past the missed ones). So the readers open
+//! it themselves: the client counts its connections before it reads from a new one, and a
+//! message read after the count changed opens the gap before it is routed (`claim`). A
+//! gap closes only if no connection was made since its catching up began.
+//!
 //! Shared groups are not caught up: while the node was away NATS gave their messages to the
 //! groups' members on other nodes, if any.
 //!
@@ -62,6 +69,9 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// How long the gap stays open after the stream was read, for live messages still queued.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How long reading the stream may wait for its next message before it is begun again.
+const STALLED: Duration = Duration::from_secs(5);
+
 /// The sequences routed here and the gap being caught up.
 #[derive(Debug, Default)]
 pub struct Gap {
@@ -76,6 +86,9 @@ pub struct Gap {
     pub lost: AtomicU64,
     /// Sequences written down as stored here since the last checkpoint.
     written: Mutex<Vec<u64>>,
+    /// The NATS connection (the client's count of them) the gap last followed: a message
+    /// read on a later one opens the gap.
+    connection: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -91,8 +104,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gap {
-    /// Whether the message with sequence `seq` is to be routed (it was not yet).
-    pub(super) fn claim(&self, seq: u64) -> bool {
+    /// Whether the message with sequence `seq`, read on NATS connection number
+    /// `connection` (the client's count), is to be routed (it was not yet).
+    pub(super) fn claim(&self, seq: u64, connection: u64) -> bool {
+        if self.connection.load(Ordering::Acquire) != connection {
+            self.reconnected(connection);
+        }
         self.routed.fetch_max(seq, Ordering::Relaxed);
         if !self.open.load(Ordering::Acquire) {
             return true;
@@ -102,6 +119,30 @@ impl Gap {
             return true;
         }
         state.claimed.insert(seq)
+    }
+
+    /// A message came on a new connection: the gap opens at the highest sequence routed
+    /// before it (from the connection that dropped), unless open already.
+    fn reconnected(&self, connection: u64) {
+        let mut state = lock(&self.state);
+        if self.connection.swap(connection, Ordering::AcqRel) == connection {
+            return;
+        }
+        if !self.open.load(Ordering::Acquire) {
+            state.after = self.routed.load(Ordering::Relaxed);
+            state.claimed.clear();
+            self.open.store(true, Ordering::Release);
+        }
+    }
+
+    /// Starts following connection number `connection` (at join).
+    pub(super) fn follow_connection(&self, connection: u64) {
+        self.connection.store(connection, Ordering::Release);
+    }
+
+    /// The connection the gap follows.
+    fn connection(&self) -> u64 {
+        self.connection.load(Ordering::Acquire)
     }
 
     /// Notes that the message with sequence `seq` was written down as stored here.
@@ -136,10 +177,16 @@ impl Gap {
             .then(|| lock(&self.state).after)
     }
 
-    fn close(&self) {
+    /// Closes the gap, unless a connection was made since `connection` (its own gap, opened
+    /// meanwhile, is still to be caught up).
+    fn close(&self, connection: u64) -> bool {
         let mut state = lock(&self.state);
+        if self.connection() != connection {
+            return false;
+        }
         self.open.store(false, Ordering::Release);
         state.claimed = HashSet::new();
+        true
     }
 }
 
@@ -168,16 +215,21 @@ pub(super) async fn follow(
                 loop {
                     tokio::time::sleep(wait).await;
                     if !cluster.connected() {
-                        break;
+                        break; // the next Connected event catches up
                     }
-                    match catch_up(&cluster, &broker).await {
+                    // The connection this catching up covers: the stream is read after it
+                    // was made, so it has everything missed before it.
+                    let connection = cluster.nats_connection();
+                    cluster.gap.reconnected(connection);
+                    match catch_up(&cluster, &broker, connection).await {
                         Ok(n) => {
                             tracing::info!(messages = n, "caught up with the cluster's stream");
                             tokio::time::sleep(LINGER).await;
-                            if cluster.connected() {
-                                cluster.gap.close();
+                            if cluster.gap.close(connection) {
+                                break;
                             }
-                            break;
+                            // Another connection since: its gap is caught up too.
+                            wait = SETTLE;
                         }
                         Err(error) => {
                             tracing::warn!(%error, "could not catch up with the cluster's stream yet");
@@ -283,7 +335,11 @@ pub(super) async fn checkpoint(cluster: Arc<Cluster>, broker: Weak<Broker>) {
 }
 
 /// Reads the stream from the gap to its last message now and routes what was not routed.
-async fn catch_up(cluster: &Cluster, broker: &Weak<Broker>) -> Result<u64, String> {
+async fn catch_up(
+    cluster: &Cluster,
+    broker: &Weak<Broker>,
+    connection: u64,
+) -> Result<u64, String> {
     use async_nats::jetstream::consumer::{DeliverPolicy, pull};
     let Some(js) = &cluster.js else {
         return Ok(0);
@@ -326,8 +382,18 @@ async fn catch_up(cluster: &Cluster, broker: &Weak<Broker>) -> Result<u64, Strin
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let mut routed = 0;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| e.to_string())?;
+    loop {
+        // A consumer that stops delivering (its server gone) is given up and made again.
+        let next = tokio::time::timeout(STALLED, messages.next()).await;
+        let message = match next {
+            Ok(Some(message)) => message.map_err(|e| e.to_string())?,
+            Ok(None) => return Err("the stream's consumer ended".into()),
+            Err(_) => {
+                return Err(format!(
+                    "the stream stopped delivering after {routed} messages"
+                ));
+            }
+        };
         let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
         if seq > end {
             break;
@@ -335,7 +401,8 @@ async fn catch_up(cluster: &Cluster, broker: &Weak<Broker>) -> Result<u64, Strin
         let Some(broker) = broker.upgrade() else {
             break;
         };
-        if cluster.gap.claim(seq) && cluster.route(&broker, &message.message, None, true, Some(seq))
+        if cluster.gap.claim(seq, connection)
+            && cluster.route(&broker, &message.message, None, true, Some(seq))
         {
             routed += 1;
             cluster.gap.caught_up.fetch_add(1, Ordering::Relaxed);
@@ -354,18 +421,21 @@ mod tests {
     #[test]
     fn a_message_is_routed_once_across_the_gap() {
         let gap = Gap::default();
-        assert!(gap.claim(1) && gap.claim(2), "no gap: every message goes");
-        assert!(gap.claim(2), "without a gap nothing is remembered");
+        assert!(
+            gap.claim(1, 0) && gap.claim(2, 0),
+            "no gap: every message goes"
+        );
+        assert!(gap.claim(2, 0), "without a gap nothing is remembered");
         gap.open();
         assert_eq!(gap.after(), Some(2));
-        assert!(gap.claim(2), "before the gap: not claimed");
-        assert!(gap.claim(4), "live first");
-        assert!(!gap.claim(4), "then not from the stream");
-        assert!(gap.claim(3), "from the stream first");
-        assert!(!gap.claim(3), "then not live");
+        assert!(gap.claim(2, 0), "before the gap: not claimed");
+        assert!(gap.claim(4, 0), "live first");
+        assert!(!gap.claim(4, 0), "then not from the stream");
+        assert!(gap.claim(3, 0), "from the stream first");
+        assert!(!gap.claim(3, 0), "then not live");
         gap.open();
         assert_eq!(gap.after(), Some(2), "an open gap keeps its start");
-        gap.close();
+        assert!(gap.close(0));
         assert_eq!(gap.after(), None);
         gap.open();
         assert_eq!(
@@ -373,5 +443,25 @@ mod tests {
             Some(4),
             "the next gap starts at the highest routed"
         );
+    }
+
+    #[test]
+    fn a_message_from_a_new_connection_opens_the_gap_before_it() {
+        let gap = Gap::default();
+        gap.follow_connection(1);
+        assert!(gap.claim(10, 1));
+        assert_eq!(gap.after(), None);
+        // NATS's Disconnected event has not been seen yet: the reader opens the gap at the
+        // last sequence of the old connection, before routing the new one's first message.
+        assert!(gap.claim(15, 2));
+        assert_eq!(gap.after(), Some(10));
+        assert!(!gap.claim(15, 2), "claimed");
+        assert!(gap.claim(12, 2), "missed, caught up from the stream");
+        // A connection made while the gap was being caught up keeps it open.
+        assert!(gap.claim(20, 3));
+        assert!(!gap.close(2), "connection 3 came since");
+        assert_eq!(gap.after(), Some(10));
+        assert!(gap.close(3));
+        assert_eq!(gap.after(), None);
     }
 }

@@ -27,6 +27,7 @@
 pub mod catchup;
 pub mod durable;
 pub mod kv;
+pub mod moving;
 pub mod registry;
 pub mod retained;
 pub mod subject;
@@ -148,6 +149,25 @@ pub struct Cluster {
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Its counters.
     pub stats: ClusterStats,
+    /// This run of this node, in the identities of the messages published here
+    /// (`Message::ident`): a digest of its name and the moment it joined.
+    run: u64,
+    /// The last message identity numbered here.
+    idents: AtomicU64,
+    /// The main connection's statistics (its count of connections).
+    nats_stats: Arc<async_nats::Statistics>,
+}
+
+/// A number naming this run of node `node`, never 0.
+fn run_of(node: &str) -> u64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(node.as_bytes());
+    ctx.update(&crate::broker::durable::unix_ms().to_be_bytes());
+    ctx.update(&std::process::id().to_be_bytes());
+    let digest = ctx.finish();
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(word).max(1)
 }
 
 impl std::fmt::Debug for Cluster {
@@ -208,6 +228,8 @@ pub async fn join(
         }
     };
     let (releases_tx, releases_rx) = registry::release_queue();
+    let run = run_of(&node);
+    let nats_stats = client.statistics();
     let cluster = Arc::new(Cluster {
         queue_group: format!("{}.n.{node}", config.subject_prefix),
         prefix: config.subject_prefix.clone(),
@@ -231,6 +253,9 @@ pub async fn join(
         interest,
         tasks: std::sync::Mutex::new(Vec::new()),
         stats: ClusterStats::default(),
+        run,
+        idents: AtomicU64::new(0),
+        nats_stats,
     });
     let tasks = vec![
         tokio::spawn(send(cluster.clone(), out_rx)),
@@ -249,6 +274,7 @@ pub async fn join(
         tokio::spawn(registry::answer(cluster.clone(), Arc::downgrade(broker))),
     ];
     let mut tasks = tasks;
+    cluster.gap.follow_connection(cluster.nats_connection());
     if catchup::resume(&cluster, broker).await {
         // A restart: caught up once subscribed, as after a lost connection.
         let _ = events_tx.send(async_nats::Event::Connected);
@@ -390,6 +416,12 @@ impl Cluster {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// How many times the main NATS connection was made (counted by the client before it
+    /// reads from a new one: a message read after it changed came on a new connection).
+    fn nats_connection(&self) -> u64 {
+        self.nats_stats.connects.load(Ordering::Relaxed)
+    }
+
     /// Waits until the NATS server has processed everything both connections sent it so far
     /// (their subscriptions too): a round trip on each, through a subject of this node's
     /// own that the echoing connection answers. `false` when NATS did not answer in time.
@@ -441,7 +473,7 @@ impl Cluster {
     fn receive(&self, broker: &Broker, message: &async_nats::Message, group: Option<(&str, &str)>) {
         if group.is_none()
             && let Some(seq) = sequence(message)
-            && !self.gap.claim(seq)
+            && !self.gap.claim(seq, self.nats_connection())
         {
             return;
         }
@@ -495,6 +527,9 @@ impl Cluster {
             received_at,
             REMOTE_ORIGIN,
         ));
+        if let Some((run, n)) = envelope.ident {
+            message.ident.set(run, n);
+        }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         // With the cluster's retained bucket, that is where retained messages come from.
         let keep_retained = self.retained.is_none();
@@ -533,7 +568,8 @@ impl Peers for Cluster {
 
     fn forward(&self, tenant: &str, message: &Arc<Message>) -> u64 {
         let publish = message.as_published();
-        let Some(bytes) = Envelope::encode(&self.node, unix_ms_of(message.received_at), publish)
+        let (node, ident) = (&self.node, message.ident.get());
+        let Some(bytes) = Envelope::encode(node, ident, unix_ms_of(message.received_at), publish)
         else {
             self.stats.send_failed.fetch_add(1, Ordering::Relaxed);
             return 0;
@@ -563,6 +599,12 @@ impl Peers for Cluster {
             }
         }
         0
+    }
+
+    fn identify(&self, message: &Message) {
+        message
+            .ident
+            .set(self.run, self.idents.fetch_add(1, Ordering::Relaxed) + 1);
     }
 
     fn session_ended(&self, tenant: &str, client_id: &str, claim: u64) {

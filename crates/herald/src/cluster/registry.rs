@@ -6,7 +6,8 @@
 //! at once one write fails and that node reads again: the bucket's revisions order the
 //! claims, and the latest is the owner. The node that owned it before is asked to let go: it
 //! closes its connection (v5 DISCONNECT 0x8E) and ends the session, unless its own claim is
-//! the newer. Each session keeps its claim's revision; when it ends, the key is deleted if
+//! the newer; or, when the client asks to resume its session, to hand the session over
+//! (`moving`). Each session keeps its claim's revision; when it ends, the key is deleted if
 //! that revision is still the last (a newer claim is left alone).
 //!
 //! Fencing: a node that cannot write the bucket (cut off from NATS) accepts no CONNECT
@@ -23,6 +24,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::Cluster;
+use super::moving::{Ask, parse_request, request};
 use crate::broker::Broker;
 
 /// Releases waiting for the bucket at most; past it one is skipped (a stale claim is
@@ -46,6 +48,13 @@ pub struct RegistryStats {
     pub failed: AtomicU64,
     /// Sessions here let go because another node claimed their client id.
     pub let_go: AtomicU64,
+    /// Sessions moved here from another node (a client resumed its session here).
+    pub moved: AtomicU64,
+    /// Sessions that could not move here: the node that held it did not hand it over in
+    /// time, or its answer did not read (the client got a new session).
+    pub moves_failed: AtomicU64,
+    /// Sessions handed over to another node.
+    pub handed_over: AtomicU64,
 }
 
 /// A claim won.
@@ -92,33 +101,22 @@ pub(super) async fn bucket(
     super::kv::bucket(client, &name, about, replicas, None).await
 }
 
-/// A request to let go: the tenant, the client id and the newer claim's revision.
-fn let_go_request(tenant: &str, client_id: &str, revision: u64) -> Bytes {
-    let mut out = Vec::with_capacity(12 + tenant.len() + client_id.len());
-    out.extend_from_slice(&revision.to_be_bytes());
-    out.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
-    out.extend_from_slice(tenant.as_bytes());
-    out.extend_from_slice(client_id.as_bytes());
-    out.into()
-}
-
-fn parse_let_go(bytes: &[u8]) -> Option<(String, String, u64)> {
-    let revision = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-    let len = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?) as usize;
-    let tenant = std::str::from_utf8(bytes.get(12..12 + len)?).ok()?;
-    let client_id = std::str::from_utf8(bytes.get(12 + len..)?).ok()?;
-    Some((tenant.to_string(), client_id.to_string(), revision))
-}
-
 impl Cluster {
     /// The subject on which `node` is asked to let go of client ids.
-    fn let_go_subject(&self, node: &str) -> String {
+    pub(super) fn let_go_subject(&self, node: &str) -> String {
         format!("{}.c.{node}", self.prefix)
     }
 
     /// Claims `tenant`'s `client_id` for this node; the node that held it, if another, is
-    /// asked to let go and waited for (at most two seconds).
-    pub async fn claim(&self, tenant: &str, client_id: &str) -> Result<Claim, ClaimError> {
+    /// asked to let go and waited for (at most two seconds), or, when the client asks to
+    /// resume (`resume`), to hand its session over to this node (`moving`).
+    pub async fn claim(
+        &self,
+        broker: &Arc<Broker>,
+        tenant: &str,
+        client_id: &str,
+        resume: bool,
+    ) -> Result<Claim, ClaimError> {
         if self.clients.is_none() {
             // No registry (NATS without JetStream, logged at start): nothing to claim.
             return Ok(Claim { revision: 0 });
@@ -135,7 +133,12 @@ impl Cluster {
                 .fetch_add(1, Ordering::Relaxed);
             // A node that is gone, or cut off from NATS, has no subscription to be asked
             // on: NATS answers "no responders" at once.
-            let request = let_go_request(tenant, client_id, claim.revision);
+            if resume {
+                self.move_session(broker, &before, tenant, client_id, claim.revision)
+                    .await;
+                return Ok(claim);
+            }
+            let request = request(Ask::LetGo, tenant, client_id, claim.revision);
             let asked = self.client.request(self.let_go_subject(&before), request);
             let _ = tokio::time::timeout(LET_GO_WAIT, asked).await;
         }
@@ -241,9 +244,17 @@ pub(super) async fn answer(cluster: Arc<Cluster>, broker: std::sync::Weak<Broker
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        let let_go = parse_let_go(&request.payload)
-            .is_some_and(|(tenant, client_id, rev)| broker.let_go(&tenant, &client_id, rev));
-        if let_go {
+        let Some((ask, tenant, client_id, revision)) = parse_request(&request.payload) else {
+            continue;
+        };
+        if ask != Ask::LetGo {
+            if let Some(reply) = request.reply {
+                let asked = (tenant.as_str(), client_id.as_str(), revision);
+                cluster.answer_move(&broker, ask, asked, reply).await;
+            }
+            continue;
+        }
+        if broker.let_go(&tenant, &client_id, revision) {
             cluster
                 .registry_stats
                 .let_go
@@ -292,13 +303,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_let_go_request_reads_back() {
-        let r = let_go_request("acme", "dev/1 é", 42);
-        assert_eq!(
-            parse_let_go(&r),
-            Some(("acme".into(), "dev/1 é".into(), 42))
-        );
-        assert_eq!(parse_let_go(&r[..10]), None);
+    fn a_long_client_id_has_a_short_key() {
         let long = "x".repeat(1000);
         let k = key("acme", &long);
         assert!(k.starts_with("h.") && k.len() < 100, "{k}");

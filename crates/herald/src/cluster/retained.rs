@@ -68,7 +68,7 @@ impl Cluster {
         } else {
             let mut publish = message.as_published();
             publish.retain = true;
-            match Envelope::encode(&self.node, unix_ms_of(message.received_at), publish) {
+            match Envelope::encode(&self.node, None, unix_ms_of(message.received_at), publish) {
                 Some(bytes) => Some(bytes),
                 None => {
                     self.stats

@@ -249,7 +249,7 @@ pub(super) async fn handshake(
         (Ok(a), Some(cluster)) => {
             let claiming = timeout(
                 Duration::from_secs(connect_timeout),
-                cluster.claim(&a.tenant, checked.client_id()),
+                cluster.claim(broker, &a.tenant, checked.client_id(), checked.resumes()),
             );
             let claimed = tokio::select! {
                 result = claiming => result,

@@ -234,7 +234,7 @@ impl Node {
             .args([
                 "serve",
                 "--log-level",
-                "info",
+                &std::env::var("NODE_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
                 "--mqtt-listen",
                 "127.0.0.1:0",
             ])

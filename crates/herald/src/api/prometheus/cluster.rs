@@ -101,6 +101,18 @@ pub(super) fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
     );
     labelled(
         out,
+        "herald_cluster_sessions_moved_total",
+        "counter",
+        "Persistent sessions moved between nodes: here from another node (in), from here to another (out), and moves to here that did not finish (failed: the client got a new session).",
+        "direction",
+        [
+            ("in", n(&r.moved)),
+            ("out", n(&r.handed_over)),
+            ("failed", n(&r.moves_failed)),
+        ],
+    );
+    labelled(
+        out,
         "herald_cluster_retained_total",
         "counter",
         "Changes of the cluster's retained bucket applied here, and retained changes of this node not written to it.",

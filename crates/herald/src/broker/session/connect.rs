@@ -81,6 +81,11 @@ impl Checked {
         &self.terms.client_id
     }
 
+    /// Whether the client asks to resume its session (Clean Start 0 / Clean Session 0).
+    pub fn resumes(&self) -> bool {
+        !self.connect.clean_start
+    }
+
     /// Records the cluster registry's revision of this node's claim on the client id: the
     /// session attached carries it.
     pub fn set_claim(&mut self, revision: u64) {

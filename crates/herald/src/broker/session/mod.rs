@@ -15,6 +15,7 @@ mod inbound;
 mod lifecycle;
 mod limits;
 pub mod link;
+pub mod moving;
 mod outbound;
 mod pressure;
 
@@ -313,6 +314,11 @@ pub struct SessionState {
     /// Boxed: 8 bytes in every session instead of a 32-byte empty deque.
     #[allow(clippy::box_collection)]
     retained: Option<Box<VecDeque<super::retained::Cursor>>>,
+    /// Moved here from another node of a cluster a moment ago: the identities of the
+    /// messages that node handed over, not queued again when they arrive here late
+    /// (`moving`). Boxed: `None` in nearly every session.
+    #[allow(clippy::box_collection)]
+    held: Option<Box<std::collections::HashSet<(u64, u64)>>>,
 }
 
 /// Where a connection came from.
@@ -378,6 +384,7 @@ impl Session {
                 origin: None,
                 congestion: None,
                 retained: None,
+                held: None,
             }),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -439,6 +446,10 @@ impl Session {
         let mut st = self.lock();
         if st.ended {
             return Enqueued::Dropped(DropReason::Offline);
+        }
+        if st.held(&delivery) {
+            // Handed over by the node this session moved from: already queued.
+            return Enqueued::Dropped(DropReason::Duplicate);
         }
         let weight = delivery.weight();
         if delivery.qos == QoS::AtMostOnce {

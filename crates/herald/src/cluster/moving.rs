@@ -1,0 +1,411 @@
+//! A persistent session moving to the node its client came back to: the requests between
+//! the two nodes and what travels in them (the steps are `broker::moving`'s).
+//!
+//! The node the client arrives at asks the node that held the client id twice, on that
+//! node's let-go subject (`registry`): `MOVE` (let the connection go, keep the session,
+//! answer with its record: expiry and subscriptions) and, once this node's copies of the
+//! subscriptions are on NATS, `OWED` (hand over what the session holds and end it there).
+//! `OWED` is answered in chunks below NATS's largest payload on an inbox of the asker's,
+//! the last one flagged; each item is a delivery (its message as the store records it,
+//! with its QoS, retain flag and subscription identifiers as the session sees them, its
+//! cluster identity, and, in flight, its packet id and stage) or an inbound QoS 2 packet
+//! id.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use mqtt_codec::QoS;
+
+use super::Cluster;
+use crate::broker::Broker;
+use crate::broker::durable::{instant_of, unix_ms, unix_ms_of};
+use crate::broker::message::{Delivery, Message};
+use crate::broker::session::moving::Owed;
+use crate::broker::session::{Inflight, Stage};
+use crate::store::record::{MessageRecord, Recipient, SessionRecord};
+
+/// What a request on a node's let-go subject asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Let go of the client id: close the connection, end the session.
+    LetGo = 0,
+    /// Let go of the connection, keep the session, answer with its record.
+    Move = 1,
+    /// Hand over what the session holds and end it.
+    Owed = 2,
+}
+
+/// How long each step waits for the other node.
+const STEP_WAIT: Duration = Duration::from_secs(3);
+
+/// How long the node waits for NATS to have the arriving session's subscriptions.
+const SUBSCRIBED_WAIT: Duration = Duration::from_secs(5);
+
+/// A chunk's flags: the last one; the session was not there (nothing handed over).
+pub const LAST: u8 = 1;
+/// See `LAST`.
+pub const NONE: u8 = 2;
+
+/// An item's kinds.
+const QUEUED: u8 = 0;
+const SENT: u8 = 1;
+const RELEASED: u8 = 2;
+const INBOUND: u8 = 3;
+
+/// A request: what is asked, the newer claim's revision, the tenant and the client id.
+pub fn request(ask: Ask, tenant: &str, client_id: &str, revision: u64) -> Bytes {
+    let mut out = Vec::with_capacity(13 + tenant.len() + client_id.len());
+    out.push(ask as u8);
+    out.extend_from_slice(&revision.to_be_bytes());
+    out.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+    out.extend_from_slice(tenant.as_bytes());
+    out.extend_from_slice(client_id.as_bytes());
+    out.into()
+}
+
+/// Reads a request.
+pub fn parse_request(bytes: &[u8]) -> Option<(Ask, String, String, u64)> {
+    let ask = match bytes.first()? {
+        0 => Ask::LetGo,
+        1 => Ask::Move,
+        2 => Ask::Owed,
+        _ => return None,
+    };
+    let revision = u64::from_be_bytes(bytes.get(1..9)?.try_into().ok()?);
+    let len = u32::from_be_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
+    let tenant = std::str::from_utf8(bytes.get(13..13usize.checked_add(len)?)?).ok()?;
+    let client_id = std::str::from_utf8(bytes.get(13 + len..)?).ok()?;
+    Some((ask, tenant.to_string(), client_id.to_string(), revision))
+}
+
+/// One delivery as it travels.
+fn encode_delivery(kind: u8, packet_id: u16, d: &Delivery, out: &mut Vec<u8>) -> bool {
+    let record = MessageRecord {
+        received_ms: unix_ms_of(d.message.received_at),
+        origin: 0,
+        recipients: vec![Recipient {
+            session: 0,
+            seq: 0,
+            qos: d.qos,
+            retain: d.retain,
+            subscription_ids: d.subscription_identifiers.to_vec(),
+        }],
+        publish: d.message.as_published(),
+    };
+    let Ok(body) = record.encode() else {
+        return false;
+    };
+    let (run, n) = d.message.ident.get().unwrap_or_default();
+    out.push(kind);
+    out.extend_from_slice(&packet_id.to_be_bytes());
+    out.extend_from_slice(&run.to_be_bytes());
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    true
+}
+
+/// What `owed` holds, in chunks of at most about `limit` bytes (an item larger than that
+/// goes alone); `None` (one chunk saying so) when the session was not there.
+pub fn encode_owed(owed: Option<&Owed>, limit: usize) -> Vec<Vec<u8>> {
+    let Some(owed) = owed else {
+        return vec![vec![LAST | NONE]];
+    };
+    let mut chunks = vec![vec![0u8]];
+    let mut push = |item: Vec<u8>| {
+        let last = chunks.last_mut().expect("one chunk at least");
+        if last.len() > 1 && last.len() + item.len() > limit {
+            chunks.push(vec![0u8]);
+        }
+        chunks.last_mut().expect("one chunk at least").extend(item);
+    };
+    for id in &owed.inbound {
+        let mut item = vec![INBOUND];
+        item.extend_from_slice(&id.to_be_bytes());
+        item.extend_from_slice(&[0; 20]);
+        push(item);
+    }
+    for i in &owed.inflight {
+        let kind = match i.stage {
+            Stage::Sent => SENT,
+            Stage::Released => RELEASED,
+        };
+        let mut item = Vec::new();
+        if encode_delivery(kind, i.packet_id, &i.delivery, &mut item) {
+            push(item);
+        }
+    }
+    for d in &owed.queue {
+        let mut item = Vec::new();
+        if encode_delivery(QUEUED, 0, d, &mut item) {
+            push(item);
+        }
+    }
+    if let Some(last) = chunks.last_mut() {
+        last[0] |= LAST;
+    }
+    chunks
+}
+
+/// Why a chunk does not read.
+#[derive(Debug, thiserror::Error)]
+#[error("a handed-over session does not read")]
+pub struct ChunkError;
+
+/// Adds a chunk's items to `owed`; returns its flags.
+pub fn decode_chunk(bytes: &[u8], owed: &mut Owed) -> Result<u8, ChunkError> {
+    let (&flags, mut rest) = bytes.split_first().ok_or(ChunkError)?;
+    // Flags are LAST, or LAST | NONE alone; nothing else.
+    let none = flags == LAST | NONE && rest.is_empty();
+    if flags & !LAST != 0 && !none {
+        return Err(ChunkError);
+    }
+    let now = unix_ms();
+    while !rest.is_empty() {
+        let head = rest.get(..23).ok_or(ChunkError)?;
+        let kind = head[0];
+        let packet_id = u16::from_be_bytes([head[1], head[2]]);
+        let word = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap_or_default());
+        let (run, n) = (word(&head[3..11]), word(&head[11..19]));
+        let len = u32::from_be_bytes(head[19..23].try_into().map_err(|_| ChunkError)?) as usize;
+        let body = rest.get(23..23usize.checked_add(len).ok_or(ChunkError)?);
+        let body = body.ok_or(ChunkError)?;
+        rest = &rest[23 + len..];
+        if kind == INBOUND {
+            owed.inbound.push(packet_id);
+            continue;
+        }
+        let record = MessageRecord::decode(body).map_err(|_| ChunkError)?;
+        let [recipient] = <[Recipient; 1]>::try_from(record.recipients).map_err(|_| ChunkError)?;
+        let received_at = instant_of(record.received_ms, now);
+        let message = Message::restored(record.publish, received_at, 0);
+        if (run, n) != (0, 0) {
+            message.ident.set(run, n);
+        }
+        let delivery = Delivery {
+            message: Arc::new(message),
+            qos: recipient.qos,
+            retain: recipient.retain,
+            subscription_identifiers: recipient.subscription_ids.into(),
+            stored: None,
+        };
+        let stage = match kind {
+            QUEUED => {
+                owed.queue.push(delivery);
+                continue;
+            }
+            SENT => Stage::Sent,
+            RELEASED => Stage::Released,
+            _ => return Err(ChunkError),
+        };
+        if delivery.qos == QoS::AtMostOnce {
+            return Err(ChunkError);
+        }
+        owed.inflight.push(Inflight {
+            packet_id,
+            delivery,
+            stage,
+        });
+    }
+    Ok(flags)
+}
+
+impl Cluster {
+    /// Takes `tenant`'s `client_id`'s session from node `before` (this node claimed the
+    /// client id with `revision`; the client asked to resume). Whether the session moved
+    /// here; if not, the CONNECT goes on with a new session (the old one was let go, or
+    /// its node is gone).
+    pub(super) async fn move_session(
+        &self,
+        broker: &Arc<Broker>,
+        before: &str,
+        tenant: &str,
+        client_id: &str,
+        revision: u64,
+    ) -> bool {
+        let subject = self.let_go_subject(before);
+        let asked = self.client.request(
+            subject.clone(),
+            request(Ask::Move, tenant, client_id, revision),
+        );
+        let record = match tokio::time::timeout(STEP_WAIT, asked).await {
+            Ok(Ok(answer)) if !answer.payload.is_empty() => SessionRecord::decode(&answer.payload),
+            _ => return false, // nothing to move: let go, none there, or the node is gone
+        };
+        let Ok(record) = record else {
+            self.registry_stats
+                .moves_failed
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        let tenant = broker.tenant(tenant);
+        let session = broker.prepare_moved(&tenant, record);
+        // Every node sends this node the session's messages from now on.
+        let issued = broker.peers_issued();
+        let subscribed = std::future::poll_fn(|cx| broker.poll_confirmed(issued, cx));
+        if tokio::time::timeout(SUBSCRIBED_WAIT, subscribed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                client_id,
+                "a moving session's subscriptions are not confirmed by NATS yet"
+            );
+        }
+        let owed = self
+            .owed(
+                &subject,
+                &request(Ask::Owed, &tenant.name, client_id, revision),
+            )
+            .await;
+        match owed {
+            Some(owed) => {
+                broker.settle_moved(&tenant, &session, owed);
+                self.registry_stats.moved.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => {
+                tracing::warn!(client_id, "a session's node did not hand it over");
+                broker.abandon_moved(&tenant, &session);
+                self.registry_stats
+                    .moves_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Asks for what a session holds; `None` if it was not there or the answer did not
+    /// come whole.
+    async fn owed(&self, subject: &str, request: &Bytes) -> Option<Owed> {
+        let inbox = self.client.new_inbox();
+        let mut chunks = self.client.subscribe(inbox.clone()).await.ok()?;
+        self.client
+            .publish_with_reply(subject.to_string(), inbox, request.clone())
+            .await
+            .ok()?;
+        let deadline = Instant::now() + STEP_WAIT;
+        let mut owed = Owed::default();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, chunks.next()).await.ok()??;
+            let flags = decode_chunk(&chunk.payload, &mut owed).ok()?;
+            if flags & NONE != 0 {
+                return None;
+            }
+            if flags & LAST != 0 {
+                return Some(owed);
+            }
+        }
+    }
+
+    /// Answers a node taking a session along: step 1 (`Ask::Move`) or step 3
+    /// (`Ask::Owed`), on `reply`.
+    pub(super) async fn answer_move(
+        &self,
+        broker: &Broker,
+        ask: Ask,
+        (tenant, client_id, revision): (&str, &str, u64),
+        reply: async_nats::Subject,
+    ) {
+        if ask == Ask::Move {
+            let record = broker.release_for_move(tenant, client_id, revision);
+            let body = record.map(|r| r.encode()).unwrap_or_default();
+            let _ = self.client.publish(reply, body.into()).await;
+            return;
+        }
+        let owed = broker.hand_over(tenant, client_id, revision);
+        if owed.is_some() {
+            self.registry_stats
+                .handed_over
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let limit = (self.client.server_info().max_payload / 2).max(64 * 1024);
+        for chunk in encode_owed(owed.as_ref(), limit) {
+            let _ = self.client.publish(reply.clone(), chunk.into()).await;
+        }
+        let _ = self.client.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(topic: &str, qos: QoS, ident: (u64, u64)) -> Delivery {
+        let mut p = mqtt_codec::Publish::new(topic, b"payload".to_vec());
+        p.qos = qos;
+        p.packet_id = 1;
+        p.properties.user_properties.push(("k".into(), "v".into()));
+        let message = Message::restored(p, std::time::Instant::now(), 0);
+        message.ident.set(ident.0, ident.1);
+        Delivery {
+            message: Arc::new(message),
+            qos,
+            retain: true,
+            subscription_identifiers: vec![7, 9].into(),
+            stored: None,
+        }
+    }
+
+    #[test]
+    fn a_request_reads_back() {
+        let r = request(Ask::Owed, "acme", "dev/1 é", 42);
+        assert_eq!(
+            parse_request(&r),
+            Some((Ask::Owed, "acme".into(), "dev/1 é".into(), 42))
+        );
+        assert_eq!(parse_request(&r[..10]), None);
+        assert_eq!(parse_request(&[9; 20]), None);
+    }
+
+    #[test]
+    fn what_a_session_holds_comes_back_whole_in_chunks() {
+        let mut owed = Owed {
+            inbound: vec![3, 4],
+            ..Owed::default()
+        };
+        owed.inflight.push(Inflight {
+            packet_id: 11,
+            delivery: delivery("a/inflight", QoS::ExactlyOnce, (5, 1)),
+            stage: Stage::Released,
+        });
+        for i in 0..50 {
+            owed.queue
+                .push(delivery(&format!("a/{i}"), QoS::AtLeastOnce, (5, 2 + i)));
+        }
+        let chunks = encode_owed(Some(&owed), 600);
+        assert!(chunks.len() > 5, "{} chunks", chunks.len());
+        let mut back = Owed::default();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let flags = decode_chunk(chunk, &mut back).unwrap();
+            assert_eq!(flags & LAST != 0, i == chunks.len() - 1);
+        }
+        assert_eq!(back.inbound, vec![3, 4]);
+        assert_eq!(back.inflight.len(), 1);
+        assert_eq!(back.inflight[0].packet_id, 11);
+        assert_eq!(back.inflight[0].stage, Stage::Released);
+        assert_eq!(back.queue.len(), 50);
+        let (a, b) = (&owed.queue[49], &back.queue[49]);
+        assert_eq!(a.message.topic, b.message.topic);
+        assert_eq!(a.message.payload, b.message.payload);
+        assert_eq!(a.message.properties, b.message.properties);
+        assert_eq!(b.message.ident.get(), Some((5, 51)));
+        assert_eq!(b.qos, QoS::AtLeastOnce);
+        assert!(b.retain);
+        assert_eq!(&*b.subscription_identifiers, &[7, 9]);
+        assert_eq!(back.idents(), owed.idents());
+
+        let none = encode_owed(None, 600);
+        assert_eq!(
+            decode_chunk(&none[0], &mut Owed::default()).unwrap(),
+            LAST | NONE
+        );
+        for cut in [5, 30, chunks[0].len() - 1] {
+            assert!(decode_chunk(&chunks[0][..cut], &mut Owed::default()).is_err());
+        }
+    }
+}
