@@ -23,6 +23,10 @@ pub struct WorkerSpec {
     pub count: usize,
     /// Broker addresses; client `j` uses `targets[j % len]`.
     pub targets: Vec<SocketAddr>,
+    /// Broker addresses of publishers; publisher `i` uses `pub_targets[i % len]` (none:
+    /// `targets`, continuing after the subscribers).
+    #[serde(default)]
+    pub pub_targets: Vec<SocketAddr>,
     /// Local source addresses; client `j` uses `sources[j % len]` (none: the kernel picks).
     pub sources: Vec<IpAddr>,
     /// MQTT protocol level: 3, 4 or 5.
@@ -60,6 +64,16 @@ impl WorkerSpec {
             addr: self.targets[j % self.targets.len()],
             source: (!self.sources.is_empty()).then(|| self.sources[j % self.sources.len()]),
         }
+    }
+
+    /// Where publisher `i` of a traffic scenario with `subs` subscribers connects.
+    pub fn pub_target(&self, subs: usize, i: usize) -> Target {
+        if self.pub_targets.is_empty() {
+            return self.target(subs + i);
+        }
+        let mut target = self.target(subs + i);
+        target.addr = self.pub_targets[i % self.pub_targets.len()];
+        target
     }
 
     /// This worker's share of `total` items.
@@ -209,6 +223,37 @@ mod tests {
             }
             assert_eq!(seen, (0..17).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn publishers_go_to_their_own_targets_when_given() {
+        let a: SocketAddr = ([127, 0, 0, 1], 1).into();
+        let b: SocketAddr = ([127, 0, 0, 1], 2).into();
+        let c: SocketAddr = ([127, 0, 0, 1], 3).into();
+        let mut spec = WorkerSpec {
+            index: 0,
+            count: 1,
+            targets: vec![a, b],
+            pub_targets: Vec::new(),
+            sources: Vec::new(),
+            mqtt_level: 4,
+            keep_alive: 60,
+            timeout_ms: 1000,
+            transport: TransportSpec::default(),
+            login: Login::default(),
+            run_id: "r".into(),
+            scenario: ScenarioSpec::Conns(crate::scenario::conns::ConnsSpec {
+                conns: 1,
+                ramp: 1.0,
+                hold_s: 0.0,
+            }),
+        };
+        // Without --pub-target, publishers continue after the subscribers over --target.
+        assert_eq!(spec.pub_target(3, 0).addr, b);
+        assert_eq!(spec.pub_target(3, 1).addr, a);
+        spec.pub_targets = vec![c];
+        assert_eq!(spec.pub_target(3, 0).addr, c);
+        assert_eq!(spec.pub_target(3, 7).addr, c);
     }
 
     #[test]

@@ -359,6 +359,7 @@ pub fn node_drain(r: &NodeDrainReport) -> String {
         "  {:<7} {:<19} {:>6} {:>6} {:>12} {:>10} {:>8} {:>9}  failures",
         "round", "trigger", "on A", "on B", "all back in", "peak/100ms", "peak/s", "attempts"
     );
+    let clustered = r.spec.cluster.is_some();
     for round in &r.rounds {
         let _ = writeln!(
             s,
@@ -375,6 +376,15 @@ pub fn node_drain(r: &NodeDrainReport) -> String {
             round.attempts,
             failures(&round.failures)
         );
+    }
+    if clustered {
+        for round in &r.rounds {
+            let _ = writeln!(
+                s,
+                "  {}: sessions resumed on B (moved from A): {} of {}",
+                round.mode, round.resumed_on_b, round.back_on_b
+            );
+        }
     }
     for round in &r.rounds {
         let per_s = node_drain::per_second(&round.buckets, |b| b.back);

@@ -27,6 +27,10 @@ pub struct Common {
     /// Broker address(es); clients are spread over them.
     #[arg(long = "target", num_args = 1.., default_value = "127.0.0.1:1883")]
     pub targets: Vec<SocketAddr>,
+    /// Broker address(es) for the publishers of traffic scenarios, spread over them
+    /// (default: --target); e.g. subscribers on one cluster node, publishers on another.
+    #[arg(long = "pub-target", num_args = 1..)]
+    pub pub_targets: Vec<SocketAddr>,
     /// Local source address(es), e.g. 127.0.0.2 127.0.0.3, to multiply ephemeral ports.
     #[arg(long = "source-ip", num_args = 1..)]
     pub sources: Vec<IpAddr>,
@@ -162,6 +166,7 @@ impl Common {
         }
         Ok(RunOptions {
             targets: self.targets.clone(),
+            pub_targets: self.pub_targets.clone(),
             sources: self.sources.clone(),
             procs: self.procs,
             mqtt_level,
@@ -457,6 +462,11 @@ pub struct NodeDrainArgs {
     /// Directory for the nodes' logs.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Join A and B into a cluster through this NATS (with JetStream): clients then keep
+    /// persistent sessions (Clean Start 0, one subscription each), the summary counts those
+    /// resumed on B, and a third round SIGKILLs A.
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// Print one JSON object with every figure instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -481,6 +491,7 @@ impl NodeDrainArgs {
                 .dir
                 .clone()
                 .unwrap_or_else(|| default_out_dir().join("node-drain")),
+            cluster: self.cluster.clone(),
             quiet: self.json,
         })
     }

@@ -248,6 +248,7 @@ async fn run_one(
         broker.config = running.config.clone();
         let opts = RunOptions {
             targets: vec![running.addr],
+            pub_targets: Vec::new(),
             sources: Vec::new(),
             procs: args.procs.max(1),
             mqtt_level: item.mqtt_level(),

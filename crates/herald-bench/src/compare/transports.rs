@@ -223,6 +223,7 @@ async fn run_one(
         };
         let opts = RunOptions {
             targets: vec![addr],
+            pub_targets: Vec::new(),
             sources: Vec::new(),
             procs: procs.max(1),
             mqtt_level: 4,

@@ -37,6 +37,8 @@ use crate::worker::Emitter;
 pub struct RunOptions {
     /// Broker addresses.
     pub targets: Vec<SocketAddr>,
+    /// Broker addresses for publishers (empty: `targets`).
+    pub pub_targets: Vec<SocketAddr>,
     /// Local source addresses.
     pub sources: Vec<IpAddr>,
     /// Worker processes.
@@ -66,6 +68,7 @@ impl RunOptions {
                 index,
                 count: self.procs.max(1),
                 targets: self.targets.clone(),
+                pub_targets: self.pub_targets.clone(),
                 sources: self.sources.clone(),
                 mqtt_level: self.mqtt_level,
                 keep_alive: self.keep_alive,
@@ -313,6 +316,7 @@ pub async fn connect_clients(
     cfg: &ClientConfig,
     numbers: impl IntoIterator<Item = usize>,
     id: impl Fn(usize) -> String,
+    clean: bool,
     out: &Emitter,
 ) -> (Vec<(usize, Client)>, FailureCounts) {
     let done = Arc::new(AtomicU64::new(0));
@@ -325,7 +329,7 @@ pub async fn connect_clients(
         let cfg = cfg.clone();
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
-            let r = Client::connect(target, &cfg, &id, true).await;
+            let r = Client::connect(target, &cfg, &id, clean).await;
             done.fetch_add(1, Ordering::Relaxed);
             (j, r)
         });

@@ -4,6 +4,12 @@
 //! same instant). Each client reconnects to B as soon as its connection to A ends (to the
 //! DISCONNECT's Server Reference if it has one, else to B), retrying at once on failure (naive
 //! clients: the worst case for spikes). Per 100 ms: reconnects to B and failed attempts.
+//!
+//! With `--cluster` (a NATS with JetStream), A and B are nodes of one cluster and the clients
+//! keep persistent sessions (Clean Start 0, one QoS 1 subscription each): a client that
+//! reconnects to B while A still runs (draining) takes its session along (CONNACK session
+//! present); a third round SIGKILLs A, whose sessions then cannot move (without replicated
+//! sessions) and the clients start new ones on B.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +52,8 @@ pub struct NodeDrainSpec {
     pub herald_bin: PathBuf,
     /// Where the nodes' logs go.
     pub dir: PathBuf,
+    /// The NATS URL joining A and B into a cluster (`None`: two nodes on their own).
+    pub cluster: Option<String>,
     /// No progress bars.
     #[serde(skip)]
     pub quiet: bool,
@@ -60,6 +68,9 @@ pub struct NodeDrainWorker {
     pub other: SocketAddr,
     /// Seconds after the trigger at which the round ends.
     pub max_s: f64,
+    /// Persistent sessions with a subscription (the clustered rounds).
+    #[serde(default)]
+    pub persistent: bool,
 }
 
 /// One 100 ms slice of a round, from the trigger.
@@ -80,6 +91,9 @@ pub struct NodeDrainWorkerRound {
     pub buckets: Vec<Bucket>,
     /// Clients connected to B at the end.
     pub back: u64,
+    /// Of those, clients whose session B had (CONNACK session present).
+    #[serde(default)]
+    pub resumed: u64,
     /// Seconds from the trigger to the last of them.
     pub last_back_s: f64,
     /// Connection attempts to B.
@@ -105,6 +119,8 @@ pub struct NodeDrainRound {
     pub connect_failures: FailureCounts,
     /// Clients connected to B at the end of the round.
     pub back_on_b: u64,
+    /// Of those, clients that found their session on B (it moved from A).
+    pub resumed_on_b: u64,
     /// Seconds from the trigger until every client was on B; `None` if some never got there.
     pub time_to_all_back_s: Option<f64>,
     /// Seconds from the trigger to the last reconnect to B.
@@ -152,8 +168,12 @@ pub async fn run(spec: NodeDrainSpec) -> anyhow::Result<NodeDrainReport> {
         bail!("herald not found at {}", spec.herald_bin.display());
     }
     let mut rounds = Vec::new();
-    for drain in [true, false] {
-        rounds.push(round(&spec, drain).await?);
+    let mut modes = vec![Mode::Drain, Mode::Abrupt];
+    if spec.cluster.is_some() {
+        modes.push(Mode::Kill);
+    }
+    for mode in modes {
+        rounds.push(round(&spec, mode).await?);
     }
     Ok(NodeDrainReport {
         scenario: "node_drain".into(),
@@ -162,16 +182,32 @@ pub async fn run(spec: NodeDrainSpec) -> anyhow::Result<NodeDrainReport> {
     })
 }
 
+/// What a round does to A.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `POST /api/v1/drain`.
+    Drain,
+    /// SIGINT: stops at once.
+    Abrupt,
+    /// SIGKILL (clustered rounds).
+    Kill,
+}
+
 /// One round on fresh nodes: connect the clients to A, drain or stop A, and count them
 /// onto B.
-async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRound> {
-    let mode = if drain { "drain" } else { "abrupt" };
+async fn round(spec: &NodeDrainSpec, how: Mode) -> anyhow::Result<NodeDrainRound> {
+    let mode = match how {
+        Mode::Drain => "drain",
+        Mode::Abrupt => "abrupt",
+        Mode::Kill => "kill",
+    };
     let (a, b, http) = start_nodes(spec, mode).await?;
     let max_s = (spec.drain_secs + ROUND_SLACK_S) as f64;
     // Clients must outlive the round on A without pinging: a keep-alive well past it.
     let keep_alive = (spec.drain_secs * 2 + 120).min(u16::MAX as u64) as u16;
     let opts = RunOptions {
         targets: vec![a.addr],
+        pub_targets: Vec::new(),
         sources: Vec::new(),
         procs: spec.procs,
         mqtt_level: 5,
@@ -186,6 +222,7 @@ async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRou
         clients: spec.clients,
         other: b.addr,
         max_s,
+        persistent: spec.cluster.is_some(),
     };
     let mut workers = Workers::spawn(opts.specs(ScenarioSpec::NodeDrain(worker))).await?;
     let ready = gather_ready(&mut workers, &opts, spec.clients as u64).await?;
@@ -199,12 +236,19 @@ async fn round(spec: &NodeDrainSpec, drain: bool) -> anyhow::Result<NodeDrainRou
     workers.send(&Command::Go { start_unix_ns }).await?;
     sleep(lead).await;
     let triggered = Instant::now();
-    let trigger = if drain {
-        post_drain(http).await?;
-        "POST /api/v1/drain"
-    } else {
-        a.signal("INT").await?;
-        "SIGINT"
+    let trigger = match how {
+        Mode::Drain => {
+            post_drain(http).await?;
+            "POST /api/v1/drain"
+        }
+        Mode::Abrupt => {
+            a.signal("INT").await?;
+            "SIGINT"
+        }
+        Mode::Kill => {
+            a.signal("KILL").await?;
+            "SIGKILL"
+        }
     };
     if !spec.quiet {
         eprintln!("{mode}: {trigger} to A; waiting for {connected_to_a} clients on B");
@@ -248,12 +292,28 @@ async fn start_nodes(
 ) -> anyhow::Result<(Running, Running, SocketAddr)> {
     let bin = &spec.herald_bin;
     let b_dir = spec.dir.join(format!("{mode}-b"));
+    // Clustered: both nodes on the NATS given, named for the round.
+    let cluster = |node: &str| -> Vec<(String, String)> {
+        let Some(url) = &spec.cluster else {
+            return Vec::new();
+        };
+        vec![
+            ("HERALD_CLUSTER_NATS".into(), url.clone()),
+            (
+                "HERALD_CLUSTER_NODE_ID".into(),
+                format!("{mode}-{node}-{}", std::process::id()),
+            ),
+        ]
+    };
     let b = brokers::start(
         Kind::Herald,
         bin,
         &b_dir,
         &Setup {
-            env: vec![("HERALD_DRAIN_PERIOD_SECS".into(), "0".into())],
+            env: [("HERALD_DRAIN_PERIOD_SECS".into(), "0".into())]
+                .into_iter()
+                .chain(cluster("b"))
+                .collect(),
             ..Setup::default()
         },
     )
@@ -272,7 +332,10 @@ async fn start_nodes(
                     spec.drain_secs.to_string(),
                 ),
                 ("HERALD_DRAIN_SERVER_REFERENCE".into(), b.addr.to_string()),
-            ],
+            ]
+            .into_iter()
+            .chain(cluster("a"))
+            .collect(),
             ..Setup::default()
         },
     )
@@ -325,6 +388,7 @@ fn merge(
 ) -> NodeDrainRound {
     let mut buckets: Vec<Bucket> = Vec::new();
     let (mut back, mut last, mut attempts, mut used_reference) = (0, 0f64, 0, 0);
+    let mut resumed = 0;
     let (mut failures, mut ends) = (FailureCounts::new(), FailureCounts::new());
     for p in parts {
         if buckets.len() < p.buckets.len() {
@@ -336,6 +400,7 @@ fn merge(
             sum.failed += b.failed;
         }
         back += p.back;
+        resumed += p.resumed;
         last = last.max(p.last_back_s);
         attempts += p.attempts;
         used_reference += p.used_reference;
@@ -370,6 +435,7 @@ fn merge(
         connected_to_a,
         connect_failures,
         back_on_b: back,
+        resumed_on_b: resumed,
         time_to_all_back_s: (back >= connected_to_a).then_some(last),
         last_back_s: last,
         peak_per_100ms: peak,
@@ -397,7 +463,18 @@ pub async fn worker(
 ) -> anyhow::Result<()> {
     let cfg = spec.client_config()?;
     let id = |j| format!("hb-{}-d{j}", spec.run_id);
-    let (clients, failures) = connect_clients(spec, &cfg, spec.share(s.clients), id, out).await;
+    let (mut clients, failures) =
+        connect_clients(spec, &cfg, spec.share(s.clients), id, !s.persistent, out).await;
+    if s.persistent {
+        // A subscription each: the session that moves holds something.
+        for (j, client) in &mut clients {
+            let filter = format!("hb/{}/d{j}", spec.run_id);
+            client
+                .subscribe(&filter, mqtt_codec::QoS::AtLeastOnce, cfg.timeout)
+                .await
+                .map_err(|e| anyhow::anyhow!("subscribing: {}", e.key()))?;
+        }
+    }
     out.send(Event::Ready {
         connected: clients.len() as u64,
         failures,
@@ -408,7 +485,15 @@ pub async fn worker(
     let deadline = start_at(start_unix_ns) + Duration::from_secs_f64(s.max_s);
     let mut tasks = JoinSet::new();
     for (j, client) in clients {
-        tasks.spawn(follow(client, id(j), s.other, cfg.clone(), deadline));
+        let persistent = s.persistent;
+        tasks.spawn(follow(
+            client,
+            id(j),
+            s.other,
+            cfg.clone(),
+            deadline,
+            persistent,
+        ));
     }
     let slots = (s.max_s * 1000.0 / BUCKET_MS as f64).ceil() as usize + 1;
     let bucket = |at_ns: u64| {
@@ -435,6 +520,7 @@ pub async fn worker(
         if let Some((at, client)) = f.back {
             round.buckets[bucket(at)].back += 1;
             round.back += 1;
+            round.resumed += u64::from(client.session_present);
             let s = at.saturating_sub(start_unix_ns) as f64 / 1e9;
             round.last_back_s = round.last_back_s.max(s);
             on_b.push(client);
@@ -467,6 +553,7 @@ async fn follow(
     other: SocketAddr,
     cfg: ClientConfig,
     deadline: Instant,
+    persistent: bool,
 ) -> Followed {
     let mut f = Followed {
         left: None,
@@ -513,7 +600,7 @@ async fn follow(
             timeout: cfg.timeout.min(left),
             ..cfg.clone()
         };
-        match Client::connect(target, &cfg, &id, true).await {
+        match Client::connect(target, &cfg, &id, !persistent).await {
             Ok(client) => {
                 f.back = Some((unix_nanos(), client));
                 return f;

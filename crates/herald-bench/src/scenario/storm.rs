@@ -188,7 +188,8 @@ pub async fn worker(
 ) -> anyhow::Result<()> {
     let cfg = spec.client_config()?;
     let id = |j| client_id(spec, j);
-    let (mut clients, failures) = connect_clients(spec, &cfg, spec.share(s.clients), id, out).await;
+    let (mut clients, failures) =
+        connect_clients(spec, &cfg, spec.share(s.clients), id, true, out).await;
     out.send(Event::Ready {
         connected: clients.len() as u64,
         failures,

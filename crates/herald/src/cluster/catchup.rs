@@ -26,7 +26,8 @@
 //! where its gap would start (`after`: the highest sequence routed a second before, so that
 //! messages still queued in the client then are routed by now), and a message stored here
 //! for a session is written with its sequence (`seen/<seq>`, in the same atomic write as the
-//! message). When the node starts again it opens the gap at `after`, already claiming the
+//! message). While a gap is open (not caught up yet) what is written down stays at its
+//! start. When the node starts again it opens the gap at `after`, already claiming the
 //! sequences seen past it, and catches up as after a lost connection: its persistent
 //! sessions get what was published while it was down, and nothing they already had.
 //! A node joining for the first time starts at the stream's end.
@@ -294,7 +295,8 @@ pub(super) async fn resume(cluster: &Cluster, broker: &Broker) -> bool {
 }
 
 /// Writes down, every second, where the gap would start after a restart: the highest
-/// sequence routed a second before, and forgets the messages stored up to it.
+/// sequence routed a second before (or an open gap's start, if lower), and forgets the
+/// messages stored up to it.
 pub(super) async fn checkpoint(cluster: Arc<Cluster>, broker: Weak<Broker>) {
     let mut ticks = tokio::time::interval(CHECKPOINT);
     let mut last = None;
@@ -308,7 +310,12 @@ pub(super) async fn checkpoint(cluster: Arc<Cluster>, broker: Weak<Broker>) {
             return;
         }
         let now = cluster.gap.routed.load(Ordering::Relaxed);
-        let after = before;
+        // Never past an open gap's start: the messages missed in it are not caught up yet
+        // (a restart now must still read them from the stream).
+        let after = match cluster.gap.after() {
+            Some(start) => before.min(start),
+            None => before,
+        };
         before = now;
         let forget: Vec<u64> = {
             let mut written = lock(&cluster.gap.written);

@@ -70,6 +70,9 @@ pub enum ClusterError {
         /// Why.
         source: async_nats::ConnectError,
     },
+    /// NATS has JetStream, and it did not answer the node's set-up.
+    #[error("cluster: {0}")]
+    JetStream(String),
 }
 
 /// What the cluster link counts.
@@ -189,44 +192,46 @@ pub async fn join(
     let shared_client = connect(config, &node, true, None).await?;
     let (out, out_rx) = mpsc::channel(SEND_QUEUE);
     let (interest, interest_rx) = mpsc::unbounded_channel();
-    let bucket = match retained::bucket(&client, &config.subject_prefix, config.replicas).await {
-        Ok(store) => Some(store),
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "no JetStream key-value bucket for retained messages: each node keeps the \
-                 retained messages it sees"
-            );
-            None
-        }
-    };
+    let (prefix, replicas) = (&config.subject_prefix, config.replicas);
+    let bucket = kv::set_up(&client, "the retained messages' bucket", || {
+        retained::bucket(&client, prefix, replicas)
+    })
+    .await
+    .map_err(ClusterError::JetStream)?;
+    if bucket.is_none() {
+        tracing::warn!(
+            "no JetStream key-value bucket for retained messages: each node keeps the retained \
+             messages it sees"
+        );
+    }
     let (retained_tx, retained_rx) = mpsc::channel(retained::QUEUE);
     let js = async_nats::jetstream::context::ContextBuilder::new()
         .timeout(std::time::Duration::from_secs(5))
         .build(client.clone());
-    let stream = match durable::stream(&js, config).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "no JetStream stream for QoS 1/2 messages: they reach the other nodes at most \
-                 once, as QoS 0 messages do"
-            );
-            false
-        }
-    };
+    let stream = kv::set_up(&client, "the cluster's message stream", || {
+        durable::stream(&js, config)
+    })
+    .await
+    .map_err(ClusterError::JetStream)?
+    .is_some();
+    if !stream {
+        tracing::warn!(
+            "no JetStream stream for QoS 1/2 messages: they reach the other nodes at most once, \
+             as QoS 0 messages do"
+        );
+    }
     let (durable_tx, durable_rx) = mpsc::unbounded_channel();
-    let clients = match registry::bucket(&client, &config.subject_prefix, config.replicas).await {
-        Ok(store) => Some(store),
-        Err(e) => {
-            tracing::warn!(
-                error = %e,
-                "no JetStream key-value bucket for the client registry: a client id may have \
-                 a session on each node"
-            );
-            None
-        }
-    };
+    let clients = kv::set_up(&client, "the client registry's bucket", || {
+        registry::bucket(&client, prefix, replicas)
+    })
+    .await
+    .map_err(ClusterError::JetStream)?;
+    if clients.is_none() {
+        tracing::warn!(
+            "no JetStream key-value bucket for the client registry: a client id may have a \
+             session on each node"
+        );
+    }
     let (releases_tx, releases_rx) = registry::release_queue();
     let run = run_of(&node);
     let nats_stats = client.statistics();

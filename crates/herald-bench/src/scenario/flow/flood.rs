@@ -695,6 +695,7 @@ mod tests {
     fn merge_counts_acknowledged_messages_that_never_arrived() {
         let opts = RunOptions {
             targets: vec![([127, 0, 0, 1], 1883).into()],
+            pub_targets: Vec::new(),
             sources: Vec::new(),
             procs: 2,
             mqtt_level: 5,

@@ -360,7 +360,7 @@ pub(crate) async fn connect_all(
     }
     for i in spec.share(t.pubs) {
         let (limit, done) = (limit.clone(), done.clone());
-        let target = spec.target(t.subs + i);
+        let target = spec.pub_target(t.subs, i);
         let id = format!("hb-{}-p{i}", spec.run_id);
         let cfg = cfg.clone();
         tasks.spawn(async move {
