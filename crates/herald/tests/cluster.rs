@@ -428,3 +428,106 @@ async fn after_its_suback_a_subscriber_gets_what_any_node_publishes() {
         );
     }
 }
+
+/// The NATS subscriptions node `node` holds.
+fn subscriptions(node: &common::TestServer) -> u64 {
+    let c = node.server.cluster().unwrap();
+    c.stats.subscriptions.load(Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_subjects_under_one_level_become_one_wildcard_and_nothing_is_lost() {
+    let nats = nats();
+    let mut config = node_config(&nats, "a");
+    config.cluster.coarsen_above = 4;
+    let a = common::start_with(config).await;
+    let b = common::start_with(node_config(&nats, "b")).await;
+
+    // Device 0 receives a steady QoS 1 flow from b while nine more devices subscribe on a
+    // (the level becomes one wildcard), then leave (back to the subjects).
+    let mut devices = Vec::new();
+    let mut first = client(a.addr, true, "acme/d0", "d0").await;
+    first.subscribe("dev/0/cmd", QoS::AtLeastOnce).await;
+    until_subscribed(&a, 1).await;
+    let publishing = tokio::spawn({
+        let b = b.addr;
+        async move {
+            let mut p = client(b, true, "acme/p", "p").await;
+            for i in 0..150u32 {
+                p.publish("dev/0/cmd", &i.to_be_bytes(), QoS::AtLeastOnce, false)
+                    .await;
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+        }
+    });
+    for i in 1..10 {
+        let mut d = client(a.addr, true, &format!("acme/d{i}"), &format!("d{i}")).await;
+        d.subscribe(&format!("dev/{i}/cmd"), QoS::AtLeastOnce).await;
+        devices.push(d);
+    }
+    assert_eq!(subscriptions(&a), 1, "one wildcard for dev/...");
+    let c = a.server.cluster().unwrap();
+    assert_eq!(c.stats.coarsened.load(Ordering::Relaxed), 1);
+    // Each device gets its own messages only, once.
+    let received = |node: &common::TestServer| {
+        let c = node.server.cluster().unwrap();
+        c.stats.received.load(Ordering::Relaxed)
+    };
+    let mut p = client(b.addr, true, "acme/q", "q").await;
+    p.publish("dev/7/cmd", b"seven", QoS::AtLeastOnce, false)
+        .await;
+    let before = received(&a);
+    p.publish("dev/99/cmd", b"nobody", QoS::AtMostOnce, false)
+        .await;
+    common::eventually("the wildcard brings a what nobody there wants", || {
+        received(&a) > before
+    })
+    .await;
+    match devices[6].recv().await {
+        Packet::Publish(m) => assert_eq!(&m.payload[..], b"seven"),
+        other => panic!("expected dev/7/cmd, got {other:?}"),
+    }
+    for (i, d) in devices.iter_mut().enumerate() {
+        let quiet = tokio::time::timeout(
+            Duration::from_millis(200),
+            d.try_recv(Duration::from_secs(1)),
+        );
+        assert!(quiet.await.is_err(), "device {} got more", i + 1);
+    }
+    // They leave: back to one subject per filter.
+    for d in devices.drain(..) {
+        d.disconnect().await;
+    }
+    common::eventually("back to the subjects", || subscriptions(&a) == 1).await;
+    publishing.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = received(&a);
+    p.publish("dev/99/cmd", b"nobody", QoS::AtMostOnce, false)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received(&a), before, "the wildcard was let go");
+    let mut got = Vec::new();
+    while got.len() < 150 {
+        match tokio::time::timeout(Duration::from_secs(5), first.recv()).await {
+            Ok(Packet::Publish(m)) => {
+                got.push(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+                first
+                    .send(Packet::PubAck(mqtt_codec::Ack::new(m.packet_id)))
+                    .await;
+            }
+            Ok(other) => panic!("expected the flow, got {other:?}"),
+            Err(_) => panic!("missing after {} of 150: {got:?}", got.len()),
+        }
+    }
+    assert_eq!(
+        got,
+        (0..150).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    p.publish("dev/0/cmd", b"after", QoS::AtLeastOnce, false)
+        .await;
+    match first.recv().await {
+        Packet::Publish(m) => assert_eq!(&m.payload[..], b"after"),
+        other => panic!("expected the message after, got {other:?}"),
+    }
+}

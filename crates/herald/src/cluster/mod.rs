@@ -26,6 +26,7 @@
 
 pub mod catchup;
 pub mod durable;
+mod interest;
 pub mod kv;
 pub mod moving;
 pub mod registry;
@@ -34,7 +35,6 @@ pub mod subject;
 pub mod view;
 pub mod wire;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,6 +46,7 @@ use crate::broker::durable::{instant_of, unix_ms, unix_ms_of};
 use crate::broker::message::Message;
 use crate::broker::peers::Peers;
 use crate::config::ClusterConfig;
+use interest::Interest;
 use subject::Subjects;
 use wire::Envelope;
 
@@ -98,17 +99,9 @@ pub struct ClusterStats {
     /// This node's own messages back from NATS (the stream republishes QoS 1/2 messages
     /// to every subscriber of their subject, this node's too), not routed again.
     pub echoes: AtomicU64,
-}
-
-/// An interest change, in the order the index made it: a tenant's filter, for its direct
-/// subscribers (no group) or one shared group, present or gone.
-struct Interest {
-    tenant: String,
-    filter: String,
-    group: Option<String>,
-    present: bool,
-    /// Its confirmation number: confirmed once NATS has the subscription change.
-    n: u64,
+    /// First topic levels whose many subjects became one wildcard subscription
+    /// (`interest`).
+    pub coarsened: AtomicU64,
 }
 
 /// This node's link to the others.
@@ -264,10 +257,11 @@ pub async fn join(
     });
     let tasks = vec![
         tokio::spawn(send(cluster.clone(), out_rx)),
-        tokio::spawn(subscribe(
+        tokio::spawn(interest::subscribe(
             cluster.clone(),
             Arc::downgrade(broker),
             interest_rx,
+            config.coarsen_above,
         )),
         tokio::spawn(view::beat(cluster.clone(), Arc::downgrade(broker))),
         tokio::spawn(catchup::follow(
@@ -655,134 +649,5 @@ async fn send(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) 
                 cluster.stats.send_failed.fetch_add(1, Ordering::Relaxed)
             }
         };
-    }
-}
-
-/// Keeps this node's NATS subscriptions in step with its filters: a subject is subscribed
-/// while a filter held here needs it (counted: `a` serves both `a` and `a/#`), in the
-/// node's queue group for direct subscribers, in the shared group's own queue group (on
-/// the echoing connection) for a shared group; each read by a task of its own that routes
-/// what arrives.
-async fn subscribe(
-    cluster: Arc<Cluster>,
-    broker: std::sync::Weak<Broker>,
-    mut changes: mpsc::UnboundedReceiver<Interest>,
-) {
-    let mut held = Readers(HashMap::new());
-    let held = &mut held.0;
-    // Changes handed to the client and not yet known to be on the NATS server.
-    let mut unconfirmed = Vec::new();
-    loop {
-        let change = match changes.try_recv() {
-            Ok(change) => change,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if !unconfirmed.is_empty() {
-                    // One round trip for every change made since the last: the server has
-                    // them (or NATS is away, and the client makes them when it is back,
-                    // while the catch-up covers what was missed meanwhile).
-                    cluster.settle().await;
-                    for n in unconfirmed.drain(..) {
-                        cluster.confirmations.confirm(n);
-                    }
-                }
-                match changes.recv().await {
-                    Some(change) => change,
-                    None => return,
-                }
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => return,
-        };
-        let Interest {
-            tenant,
-            filter,
-            group,
-            present,
-            n,
-        } = change;
-        unconfirmed.push(n);
-        let queue = match &group {
-            None => cluster.queue_group.clone(),
-            Some(g) => shared_queue(&cluster.prefix, &tenant, g, &filter),
-        };
-        for subject in cluster.subjects.filter(&tenant, &filter) {
-            let key = (queue.clone(), subject.clone());
-            if !present {
-                if let Some((n, _)) = held.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0
-                        && let Some((_, reader)) = held.remove(&key)
-                    {
-                        // Dropping the subscriber unsubscribes it on NATS.
-                        reader.abort();
-                    }
-                }
-                continue;
-            }
-            if let Some((n, _)) = held.get_mut(&key) {
-                *n += 1;
-                continue;
-            }
-            let client = match group {
-                None => &cluster.client,
-                Some(_) => &cluster.shared_client,
-            };
-            let sub = match client.queue_subscribe(subject.clone(), queue.clone()).await {
-                Ok(sub) => sub,
-                Err(e) => {
-                    tracing::warn!(%subject, error = %e, "cannot subscribe on NATS");
-                    continue;
-                }
-            };
-            let route = group.clone().map(|g| (filter.clone(), g));
-            let reader = tokio::spawn(read(cluster.clone(), broker.clone(), sub, route));
-            held.insert(key, (1, reader));
-        }
-        cluster
-            .stats
-            .subscriptions
-            .store(held.len() as u64, Ordering::Relaxed);
-    }
-}
-
-/// The queue group of a shared group on NATS: one per tenant, group and filter, named by a
-/// digest (any text may be a group's name or filter), under the cluster's prefix.
-fn shared_queue(prefix: &str, tenant: &str, group: &str, filter: &str) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [tenant, group, filter] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
-    }
-    let digest = ctx.finish();
-    format!(
-        "{prefix}.s.{}",
-        data_encoding::HEXLOWER.encode(&digest.as_ref()[..16])
-    )
-}
-
-/// The reader task of each subject subscribed, with the filters that need it: aborted when
-/// dropped (the subscribing task stopped), so that no subscription outlives the link.
-struct Readers(HashMap<(String, String), (usize, tokio::task::JoinHandle<()>)>);
-
-impl Drop for Readers {
-    fn drop(&mut self) {
-        for (_, (_, reader)) in self.0.drain() {
-            reader.abort();
-        }
-    }
-}
-
-/// Routes what one NATS subscription brings.
-async fn read(
-    cluster: Arc<Cluster>,
-    broker: std::sync::Weak<Broker>,
-    mut sub: async_nats::Subscriber,
-    group: Option<(String, String)>,
-) {
-    let group = group.as_ref().map(|(f, g)| (f.as_str(), g.as_str()));
-    while let Some(message) = sub.next().await {
-        let Some(broker) = broker.upgrade() else {
-            return;
-        };
-        cluster.receive(&broker, &message, group);
     }
 }

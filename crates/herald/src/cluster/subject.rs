@@ -68,6 +68,15 @@ impl Subjects {
         Self::under(&self.messages, tenant, topic)
     }
 
+    /// Where every message subject of `tenant` starts: `<prefix>.m.<tenant>.`.
+    pub fn root(&self, tenant: &str) -> String {
+        let mut s = String::with_capacity(self.messages.len() + tenant.len() + 2);
+        s.push_str(&self.messages);
+        token(tenant, &mut s);
+        s.push('.');
+        s
+    }
+
     /// The stream's subject of a QoS 1/2 message on `topic` in `tenant` (republished to
     /// `topic`'s).
     pub fn stream(&self, tenant: &str, topic: &str) -> String {

@@ -46,6 +46,10 @@ pub struct ClusterConfig {
     /// QoS 1/2 messages waiting for the stream's confirmation at most; past it new ones
     /// are refused (PUBACK/PUBREC 0x97, HTTP 429) until NATS catches up.
     pub max_unconfirmed: usize,
+    /// Direct subjects a node subscribes under one first topic level of a tenant at most;
+    /// past it the node subscribes to the level's wildcard instead (each NATS subscription
+    /// costs ~7 KB; the node then receives all of that level's messages). 0: never.
+    pub coarsen_above: usize,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +70,7 @@ impl Default for ClusterConfig {
             message_max_age_secs: 3600,
             message_max_bytes: 1 << 30,
             max_unconfirmed: 65_536,
+            coarsen_above: 1024,
         }
     }
 }

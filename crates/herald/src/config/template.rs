@@ -347,6 +347,10 @@ message_max_age_secs =
 message_max_bytes =
 # QoS 1/2 messages waiting for the stream at most; past it new ones are refused (0x97, 429).
 max_unconfirmed =
+# Subjects a node subscribes under one first topic level (devices/...) at most; past it, one
+# wildcard subscription for the level instead (~7 KB saved per subject; the node then gets
+# all of the level's messages). 0: never.
+coarsen_above =
 # NATS credentials, when its servers ask for them: a credentials file (JWT and NKey seed),
 # or a user and password, or a token; a CA file to verify them with, a client certificate.
 # credentials_file = "/etc/herald/nats.creds"

@@ -19,8 +19,15 @@ pub(super) fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
         out,
         "herald_cluster_subscriptions",
         "gauge",
-        "NATS subscriptions held: the subjects this node's filters need.",
+        "NATS subscriptions held: the subjects this node's filters need (a first topic level with more than cluster.coarsen_above of them as one wildcard).",
         n(&s.subscriptions),
+    );
+    single(
+        out,
+        "herald_cluster_coarsened_total",
+        "counter",
+        "Times a first topic level's many subjects became one wildcard subscription (cluster.coarsen_above).",
+        n(&s.coarsened),
     );
     single(
         out,
