@@ -313,6 +313,8 @@ impl Server {
             );
         }
         if let Some(cluster) = &self.cluster {
+            // The clients reconnecting elsewhere take their persistent sessions along.
+            cluster.hand_over_remaining(&self.broker).await;
             // After the clients: wills and last messages still go to the other nodes.
             cluster.leave().await;
         }

@@ -350,3 +350,49 @@ async fn nothing_is_missed_or_doubled_while_a_session_moves() {
         assert_eq!(stats.moves_failed.load(Ordering::Relaxed), 0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopping_node_hands_its_sessions_to_clients_coming_back_elsewhere() {
+    let nats = Nats::start();
+    let a = common::start_with(node_config(&nats.url, "a", None)).await;
+    let b = common::start_with(node_config(&nats.url, "b", None)).await;
+    let (mut c, _) = Raw::connect_with(a.addr, resuming(V5, "leaving")).await;
+    c.subscribe("l/#", QoS::AtLeastOnce).await;
+    drop(c);
+    let mut publisher = Raw::connect(b.addr, V5, "p").await;
+    common::eventually("a has the session offline", || {
+        a.server.broker().find_tenant("").is_some_and(|t| {
+            t.sessions
+                .get("leaving")
+                .is_some_and(|s| !s.lock().connected())
+        })
+    })
+    .await;
+    publisher
+        .publish("l/1", b"queued on a", QoS::AtLeastOnce, false)
+        .await;
+    common::eventually("a queued it", || {
+        a.server.broker().find_tenant("").is_some_and(|t| {
+            t.sessions
+                .get("leaving")
+                .is_some_and(|s| s.lock().queued().0 == 1)
+        })
+    })
+    .await;
+    // a stops; the client comes back on b a moment later and finds its session.
+    let stopping = tokio::spawn(async move {
+        a.server.shutdown(Duration::from_secs(1)).await;
+    });
+    // (A client backs off a little before it connects again.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut back, ack) = Raw::connect_with(b.addr, resuming(V5, "leaving")).await;
+    assert!(ack.session_present, "a answered while it stopped");
+    match next(&mut back, Duration::from_secs(5)).await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"queued on a"),
+        other => panic!("expected what a held, got {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("a stopped within its grace")
+        .unwrap();
+}

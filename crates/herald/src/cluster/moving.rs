@@ -213,7 +213,40 @@ pub fn decode_chunk(bytes: &[u8], owed: &mut Owed) -> Result<u8, ChunkError> {
     Ok(flags)
 }
 
+/// How long a stopping node answers for its sessions at most.
+const STOPPING_GRACE: Duration = Duration::from_secs(3);
+
+/// A stopping node stops waiting once no session was asked for during this long.
+const STOPPING_QUIET: Duration = Duration::from_millis(500);
+
 impl Cluster {
+    /// Before a stopping node leaves: its clients, just disconnected, reconnect to other
+    /// nodes and ask for their persistent sessions; this node answers while they come
+    /// (until half a second passes without a request, three seconds at most, or it holds no
+    /// session), so that a node stopped at once hands over what it can.
+    pub async fn hand_over_remaining(&self, broker: &Broker) {
+        let held = || {
+            broker
+                .tenants()
+                .iter()
+                .map(|t| t.sessions.len())
+                .sum::<usize>()
+        };
+        let started = Instant::now();
+        let mut last = self.registry_stats.handed_over.load(Ordering::Relaxed);
+        let mut quiet_since = started;
+        while held() > 0 && started.elapsed() < STOPPING_GRACE {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.registry_stats.handed_over.load(Ordering::Relaxed);
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= STOPPING_QUIET {
+                break;
+            }
+        }
+    }
+
     /// Takes `tenant`'s `client_id`'s session from node `before` (this node claimed the
     /// client id with `revision`; the client asked to resume). Whether the session moved
     /// here; if not, the CONNECT goes on with a new session (the old one was let go, or
@@ -232,10 +265,18 @@ impl Cluster {
             request(Ask::Move, tenant, client_id, revision),
         );
         let record = match tokio::time::timeout(STEP_WAIT, asked).await {
-            Ok(Ok(answer)) if !answer.payload.is_empty() => SessionRecord::decode(&answer.payload),
-            _ => return false, // nothing to move: let go, none there, or the node is gone
+            Ok(Ok(answer)) if answer.payload.is_empty() => return false, // let go, or none
+            Ok(Ok(answer)) => SessionRecord::decode(&answer.payload).ok(),
+            Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                return false; // the node is gone: its session waits for it
+            }
+            _ => None,
         };
-        let Ok(record) = record else {
+        let Some(record) = record else {
+            // No answer in time (or none that reads): the node may still act on the request
+            // later, and must then not keep the session.
+            self.let_go_later(&subject, tenant, client_id, revision)
+                .await;
             self.registry_stats
                 .moves_failed
                 .fetch_add(1, Ordering::Relaxed);
@@ -270,12 +311,22 @@ impl Cluster {
             None => {
                 tracing::warn!(client_id, "a session's node did not hand it over");
                 broker.abandon_moved(&tenant, &session);
+                self.let_go_later(&subject, &tenant.name, client_id, revision)
+                    .await;
                 self.registry_stats
                     .moves_failed
                     .fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
+    }
+
+    /// Tells the node on `subject` to let go of the client id, without waiting: after a
+    /// move that did not finish, it ends what it kept (after the request it may not have
+    /// answered yet: NATS keeps one sender's messages in order).
+    async fn let_go_later(&self, subject: &str, tenant: &str, client_id: &str, revision: u64) {
+        let request = request(Ask::LetGo, tenant, client_id, revision);
+        let _ = self.client.publish(subject.to_string(), request).await;
     }
 
     /// Asks for what a session holds; `None` if it was not there or the answer did not
