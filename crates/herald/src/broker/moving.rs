@@ -22,11 +22,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mqtt_codec::ByteString;
-
 use super::index::Subscriber;
+use super::session::Session;
 use super::session::moving::Owed;
-use super::session::{Session, SubscriptionRecord};
 use super::{Broker, Tenant, named, split_shared};
 use crate::store::journal::Ticket;
 use crate::store::record::SessionRecord;
@@ -94,24 +92,10 @@ impl Broker {
     /// caller waits until the other nodes have the subscriptions (`Peers::issued`), then
     /// calls `settle_moved` (or `abandon_moved`).
     pub fn prepare_moved(&self, tenant: &Tenant, record: SessionRecord) -> Arc<Session> {
-        let protocol = match record.protocol {
-            3 => mqtt_codec::ProtocolVersion::V3_1,
-            4 => mqtt_codec::ProtocolVersion::V3_1_1,
-            _ => mqtt_codec::ProtocolVersion::V5,
-        };
+        let protocol = super::restore::protocol(record.protocol);
         let id = self.next_session_id();
         let session = Session::new(id, Arc::from(record.client_id.as_str()), protocol);
-        let subscriptions: Vec<(ByteString, SubscriptionRecord)> = record
-            .subscriptions
-            .into_iter()
-            .map(|s| {
-                let r = SubscriptionRecord {
-                    options: s.options,
-                    id: s.id,
-                };
-                (ByteString::from(s.filter.as_str()), r)
-            })
-            .collect();
+        let subscriptions = super::restore::subscriptions_of(record.subscriptions);
         for (filter, r) in &subscriptions {
             let (group, inner) = split_shared(filter);
             let sub = Subscriber {

@@ -69,12 +69,29 @@ fn read<T>(
     Ok(out)
 }
 
-fn protocol(level: u8) -> ProtocolVersion {
+/// The protocol version of a stored session's level (3, 4 or 5).
+pub(super) fn protocol(level: u8) -> ProtocolVersion {
     match level {
         3 => ProtocolVersion::V3_1,
         4 => ProtocolVersion::V3_1_1,
         _ => ProtocolVersion::V5,
     }
+}
+
+/// A stored session's subscriptions as the session keeps them.
+pub(super) fn subscriptions_of(
+    stored: Vec<crate::store::record::StoredSubscription>,
+) -> Vec<(ByteString, SubscriptionRecord)> {
+    stored
+        .into_iter()
+        .map(|sub| {
+            let record = SubscriptionRecord {
+                options: sub.options,
+                id: sub.id,
+            };
+            (ByteString::from(sub.filter.as_str()), record)
+        })
+        .collect()
 }
 
 /// What restoring has found so far.
@@ -177,17 +194,7 @@ impl Restoring<'_> {
                 Arc::from(rec.client_id.as_str()),
                 protocol(rec.protocol),
             );
-            let subscriptions = rec
-                .subscriptions
-                .into_iter()
-                .map(|sub| {
-                    let record = SubscriptionRecord {
-                        options: sub.options,
-                        id: sub.id,
-                    };
-                    (ByteString::from(sub.filter.as_str()), record)
-                })
-                .collect();
+            let subscriptions = subscriptions_of(rec.subscriptions);
             session.lock().restore(rec.expiry, subscriptions);
             self.sessions.insert(id, (session, remaining));
         }
