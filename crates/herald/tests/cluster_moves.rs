@@ -396,3 +396,34 @@ async fn a_stopping_node_hands_its_sessions_to_clients_coming_back_elsewhere() {
         .expect("a stopped within its grace")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delayed_will_is_not_published_when_its_session_moves() {
+    let nats = Nats::start();
+    let a = common::start_with(node_config(&nats.url, "a", None)).await;
+    let b = common::start_with(node_config(&nats.url, "b", None)).await;
+    let mut watcher = Raw::connect(b.addr, V5, "watcher").await;
+    watcher.subscribe("wills/#", QoS::AtLeastOnce).await;
+    settled(&b).await;
+    for round in 0..5 {
+        let id = format!("willing-{round}");
+        let mut c = resuming(V5, &id);
+        c.will = Some(mqtt_codec::LastWill {
+            topic: "wills/gone".into(),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: mqtt_codec::properties::WillProperties {
+                will_delay_interval: Some(60),
+                ..Default::default()
+            },
+        });
+        let (_old, _) = Raw::connect_with(a.addr, c.clone()).await;
+        // Taken over on b at once: the session lives on there, so the will waits for a
+        // delay that a resumed session cancels [MQTT-3.1.3-9].
+        let (_new, ack) = Raw::connect_with(b.addr, c).await;
+        assert!(ack.session_present, "round {round}");
+    }
+    let quiet = next(&mut watcher, Duration::from_millis(500)).await;
+    assert!(quiet.is_none(), "a will was published: {quiet:?}");
+}

@@ -44,6 +44,9 @@ const STEP_WAIT: Duration = Duration::from_secs(3);
 /// How long the node waits for NATS to have the arriving session's subscriptions.
 const SUBSCRIBED_WAIT: Duration = Duration::from_secs(5);
 
+/// How long a node handing a session over waits for its connection to close first.
+const DETACH_WAIT: Duration = Duration::from_secs(1);
+
 /// A chunk's flags: the last one; the session was not there (nothing handed over).
 pub const LAST: u8 = 1;
 /// See `LAST`.
@@ -367,6 +370,17 @@ impl Cluster {
             let body = record.map(|r| r.encode()).unwrap_or_default();
             let _ = self.client.publish(reply, body.into()).await;
             return;
+        }
+        // The connection was asked to close at `Ask::Move`: once it has (its will decided
+        // as for a session that lives on), the session is handed over.
+        let connected = || {
+            let tenant = broker.find_tenant(tenant);
+            let session = tenant.and_then(|t| t.sessions.get(client_id));
+            session.is_some_and(|s| s.lock().connected())
+        };
+        let deadline = Instant::now() + DETACH_WAIT;
+        while connected() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let owed = broker.hand_over(tenant, client_id, revision);
         if owed.is_some() {
