@@ -287,6 +287,12 @@ impl Cluster {
         };
         let tenant = broker.tenant(tenant);
         let session = broker.prepare_moved(&tenant, record);
+        // A CONNECT that times out meanwhile drops this future: the session made here goes.
+        let mut made = Made {
+            broker,
+            tenant: &tenant,
+            session: Some(&session),
+        };
         // Every node sends this node the session's messages from now on.
         let issued = broker.peers_issued();
         let subscribed = std::future::poll_fn(|cx| broker.poll_confirmed(issued, cx));
@@ -305,6 +311,7 @@ impl Cluster {
                 &request(Ask::Owed, &tenant.name, client_id, revision),
             )
             .await;
+        made.session = None;
         match owed {
             Some(owed) => {
                 broker.settle_moved(&tenant, &session, owed);
@@ -323,7 +330,24 @@ impl Cluster {
             }
         }
     }
+}
 
+/// A session made for a move and not yet settled or abandoned: abandoned when dropped.
+struct Made<'a> {
+    broker: &'a Arc<Broker>,
+    tenant: &'a Arc<crate::broker::Tenant>,
+    session: Option<&'a Arc<crate::broker::session::Session>>,
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.broker.abandon_moved(self.tenant, session);
+        }
+    }
+}
+
+impl Cluster {
     /// Tells the node on `subject` to let go of the client id, without waiting: after a
     /// move that did not finish, it ends what it kept (after the request it may not have
     /// answered yet: NATS keeps one sender's messages in order).
