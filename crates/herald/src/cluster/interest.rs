@@ -147,6 +147,9 @@ struct Level {
 struct Held {
     subjects: HashMap<(String, String), Subject>,
     levels: HashMap<(String, String), Level>,
+    /// Readers running (NATS subscriptions held), kept in step as they start and end: a
+    /// count over the maps would cost every interest change the number of subjects.
+    readers: usize,
 }
 
 impl Drop for Held {
@@ -157,14 +160,6 @@ impl Drop for Held {
     }
 }
 
-impl Held {
-    /// NATS subscriptions held.
-    fn count(&self) -> usize {
-        let subjects = self.subjects.values().filter(|s| s.reader.is_some());
-        let levels = self.levels.values().filter(|l| l.reader.is_some());
-        subjects.count() + levels.count()
-    }
-}
 
 /// The wildcard subject of `subject`'s first topic level (`<prefix>.m.<tenant>.<level>.>`),
 /// when it has a literal first level and more levels after it; `root` is the tenant's
@@ -214,7 +209,7 @@ pub(super) async fn subscribe(
         cluster
             .stats
             .subscriptions
-            .store(held.count() as u64, Ordering::Relaxed);
+            .store(held.readers as u64, Ordering::Relaxed);
     }
 }
 
@@ -257,6 +252,7 @@ async fn change_one(
             };
             if let Some(reader) = gone.reader {
                 reader.abort(); // unsubscribed on NATS as it goes
+                held.readers -= 1;
             }
             if let Some(level) = gone.level {
                 let level_key = (queue.clone(), level);
@@ -300,6 +296,7 @@ async fn change_one(
         if reader.is_none() && !covered {
             continue; // not subscribed (logged): the next change of this filter tries again
         }
+        held.readers += usize::from(reader.is_some());
         held.subjects.insert(
             key,
             Subject {
@@ -326,6 +323,7 @@ async fn coarsen(
     cluster.stats.coarsened.fetch_add(1, Ordering::Relaxed);
     if let Some(l) = held.levels.get_mut(&(queue.clone(), level.clone())) {
         l.reader = Some(reader);
+        held.readers += 1;
     }
     for ((q, _), s) in held.subjects.iter_mut() {
         if q == queue
@@ -333,6 +331,7 @@ async fn coarsen(
             && let Some(reader) = s.reader.take()
         {
             reader.retire();
+            held.readers -= 1;
         }
     }
     true
@@ -349,11 +348,13 @@ async fn refine(
     for ((q, subject), s) in held.subjects.iter_mut() {
         if q == queue && s.level.as_deref() == Some(level.as_str()) && s.reader.is_none() {
             s.reader = Reader::start(cluster, broker, &cluster.client, (q, subject), None).await;
+            held.readers += usize::from(s.reader.is_some());
         }
     }
     if let Some(reader) = held.levels.get_mut(level_key).and_then(|l| l.reader.take()) {
         tracing::debug!(%level, "few subjects under one level again: its wildcard let go");
         reader.retire();
+        held.readers -= 1;
     }
 }
 
