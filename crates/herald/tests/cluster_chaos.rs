@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Raw;
 use common::nats::{NatsCluster, Node};
+use common::{Raw, Rng};
 use mqtt_codec::ProtocolVersion::V5;
 use mqtt_codec::{Ack, Connect, Packet, Publish, QoS, ReasonCode, Subscribe};
 
@@ -190,18 +190,6 @@ async fn subscriber(i: usize, addrs: Addrs, received: Received, stop: Arc<Atomic
         if stop.load(Ordering::Relaxed) {
             return;
         }
-    }
-}
-
-/// A small deterministic generator for the moments and victims.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
     }
 }
 

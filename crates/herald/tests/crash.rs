@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::Raw;
+use common::{Raw, Rng};
 use mqtt_codec::ProtocolVersion::{self, V3_1_1, V5};
 use mqtt_codec::{Ack, Connect, Packet, Publish, QoS, ReasonCode};
 
@@ -71,18 +71,6 @@ fn start(dir: &Path, fsync: &str) -> Herald {
 /// SIGKILL (by `Drop`).
 fn kill(h: Herald) {
     drop(h);
-}
-
-/// A small deterministic generator for the kill moments.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Connects, or `None` while Herald is down.

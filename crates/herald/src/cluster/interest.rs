@@ -160,7 +160,6 @@ impl Drop for Held {
     }
 }
 
-
 /// The wildcard subject of `subject`'s first topic level (`<prefix>.m.<tenant>.<level>.>`),
 /// when it has a literal first level and more levels after it; `root` is the tenant's
 /// subjects' start (`<prefix>.m.<tenant>.`).

@@ -632,3 +632,17 @@ pub mod http {
         }
     }
 }
+
+/// xorshift64: a small seeded generator for the moments and victims of kill tests (a
+/// failure replays with its seed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
