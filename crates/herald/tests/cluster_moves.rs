@@ -31,10 +31,19 @@ fn node_config(nats: &str, id: &str, store: Option<&std::path::Path>) -> Config 
 
 /// Whether `node` has a session for the default tenant's `client_id`.
 fn has_session(node: &common::TestServer, client_id: &str) -> bool {
-    node.server
-        .broker()
-        .find_tenant("")
-        .is_some_and(|t| t.sessions.get(client_id).is_some())
+    session_is(node, client_id, |_| true)
+}
+
+/// Whether `node` has a session for the default tenant's `client_id` whose state passes
+/// `check`.
+fn session_is(
+    node: &common::TestServer,
+    client_id: &str,
+    check: impl Fn(&herald::broker::session::SessionState) -> bool,
+) -> bool {
+    let tenant = node.server.broker().find_tenant("");
+    let session = tenant.and_then(|t| t.sessions.get(client_id));
+    session.is_some_and(|s| check(&s.lock()))
 }
 
 /// A CONNECT that resumes (Clean Start 0; v5: a session expiry of five minutes).
@@ -106,11 +115,7 @@ async fn a_session_moves_with_its_subscriptions_queue_and_exchanges() {
         }
         drop(mover);
         common::eventually("a sees the client gone", || {
-            a.server.broker().find_tenant("").is_some_and(|t| {
-                t.sessions
-                    .get("mover")
-                    .is_some_and(|s| !s.lock().connected())
-            })
+            session_is(&a, "mover", |st| !st.connected())
         })
         .await;
 
@@ -125,11 +130,7 @@ async fn a_session_moves_with_its_subscriptions_queue_and_exchanges() {
             .publish("x/r", b"kept", QoS::AtLeastOnce, true)
             .await;
         common::eventually("a queued them", || {
-            a.server.broker().find_tenant("").is_some_and(|t| {
-                t.sessions
-                    .get("mover")
-                    .is_some_and(|s| s.lock().queued().0 == 21)
-            })
+            session_is(&a, "mover", |st| st.queued().0 == 21)
         })
         .await;
 
@@ -361,22 +362,14 @@ async fn a_stopping_node_hands_its_sessions_to_clients_coming_back_elsewhere() {
     drop(c);
     let mut publisher = Raw::connect(b.addr, V5, "p").await;
     common::eventually("a has the session offline", || {
-        a.server.broker().find_tenant("").is_some_and(|t| {
-            t.sessions
-                .get("leaving")
-                .is_some_and(|s| !s.lock().connected())
-        })
+        session_is(&a, "leaving", |st| !st.connected())
     })
     .await;
     publisher
         .publish("l/1", b"queued on a", QoS::AtLeastOnce, false)
         .await;
     common::eventually("a queued it", || {
-        a.server.broker().find_tenant("").is_some_and(|t| {
-            t.sessions
-                .get("leaving")
-                .is_some_and(|s| s.lock().queued().0 == 1)
-        })
+        session_is(&a, "leaving", |st| st.queued().0 == 1)
     })
     .await;
     // a stops; the client comes back on b a moment later and finds its session.
