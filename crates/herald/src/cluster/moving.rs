@@ -287,7 +287,8 @@ impl Cluster {
         };
         let tenant = broker.tenant(tenant);
         let session = broker.prepare_moved(&tenant, record);
-        // A CONNECT that times out meanwhile drops this future: the session made here goes.
+        // Unless it settles, the session made here goes (a CONNECT that times out meanwhile
+        // drops this future).
         let mut made = Made {
             broker,
             tenant: &tenant,
@@ -311,16 +312,16 @@ impl Cluster {
                 &request(Ask::Owed, &tenant.name, client_id, revision),
             )
             .await;
-        made.session = None;
         match owed {
             Some(owed) => {
+                made.session = None;
                 broker.settle_moved(&tenant, &session, owed);
                 self.registry_stats.moved.fetch_add(1, Ordering::Relaxed);
                 true
             }
             None => {
                 tracing::warn!(client_id, "a session's node did not hand it over");
-                broker.abandon_moved(&tenant, &session);
+                drop(made); // the session made here goes
                 self.let_go_later(&subject, &tenant.name, client_id, revision)
                     .await;
                 self.registry_stats
