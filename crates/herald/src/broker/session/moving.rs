@@ -171,7 +171,10 @@ impl SessionState {
         let Some(held) = &self.held else {
             return false;
         };
-        d.message.ident.get().is_some_and(|ident| held.contains(&ident))
+        d.message
+            .ident
+            .get()
+            .is_some_and(|ident| held.contains(&ident))
     }
 
     /// Stops looking for duplicates of what the node it moved from held.
