@@ -72,7 +72,7 @@ impl Reader {
         })
     }
 
-    /// Unsubscribes, routes what NATS had already delivered to it, and ends.
+    /// Drains: unsubscribes, routes what NATS had already handed it, and ends.
     fn retire(mut self) {
         if let Some(retire) = self.retire.take() {
             let _ = retire.send(());
@@ -109,8 +109,11 @@ async fn read(
                 _ => return,
             },
             _ = &mut retired => {
-                // Unsubscribed, the client closes the channel after what it holds.
-                let _ = sub.unsubscribe().await;
+                // Drained: the client unsubscribes and keeps the subscription until the
+                // server has answered a ping after it, so that a message NATS had already
+                // handed this member of the queue group still arrives and is routed; then
+                // it closes the channel. (Unsubscribing at once dropped such a message.)
+                let _ = sub.drain().await;
                 while let Some(message) = sub.next().await {
                     if !route(&message) {
                         return;
