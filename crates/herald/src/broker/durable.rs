@@ -210,6 +210,10 @@ impl Durable {
             origin: message.origin,
             recipients,
             publish,
+            cluster: message
+                .ident
+                .get()
+                .map(|(run, n)| (run, n, message.ident.at().to_bits())),
         };
         match rec.encode() {
             Ok(v) => Ok(Op::Create(

@@ -50,6 +50,51 @@ pub struct Message {
 pub struct Ident {
     run: AtomicU64,
     n: AtomicU64,
+    /// Where it is in the cluster's stream (see [`Ident::at`]).
+    at: AtomicU64,
+}
+
+/// Set in `Ident::at` when the stream position is a lower bound, not the sequence.
+const AFTER: u64 = 1 << 63;
+
+/// Where a message is in the cluster's message stream, as far as this node knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    /// Not in the stream (QoS 0, a node alone, a retained copy from the bucket).
+    Nowhere,
+    /// Its sequence there.
+    Seq(u64),
+    /// Not known yet (the stream has not acknowledged it): above this sequence.
+    After(u64),
+}
+
+impl At {
+    /// The lowest sequence it may have (`None`: not in the stream).
+    pub fn lowest(self) -> Option<u64> {
+        match self {
+            At::Nowhere => None,
+            At::Seq(s) => Some(s),
+            At::After(s) => Some(s + 1),
+        }
+    }
+
+    /// As one number (0: nowhere; the high bit: after).
+    pub fn to_bits(self) -> u64 {
+        match self {
+            At::Nowhere => 0,
+            At::Seq(s) => s & !AFTER,
+            At::After(s) => (s & !AFTER) | AFTER,
+        }
+    }
+
+    /// From `to_bits`.
+    pub fn from_bits(bits: u64) -> At {
+        match bits {
+            0 => At::Nowhere,
+            b if b & AFTER != 0 => At::After(b & !AFTER),
+            b => At::Seq(b),
+        }
+    }
 }
 
 impl Ident {
@@ -67,6 +112,25 @@ impl Ident {
             self.n.load(Ordering::Relaxed),
         );
         (id != (0, 0)).then_some(id)
+    }
+
+    /// Where the message is in the cluster's stream (replicated sessions replay it from
+    /// there after losing their node).
+    pub fn at(&self) -> At {
+        At::from_bits(self.at.load(Ordering::Relaxed))
+    }
+
+    /// Records where it is: its sequence once known, a lower bound until then (a known
+    /// sequence is never replaced by a bound).
+    pub fn set_at(&self, at: At) {
+        match at {
+            At::Seq(_) => self.at.store(at.to_bits(), Ordering::Relaxed),
+            _ => {
+                let _ =
+                    self.at
+                        .compare_exchange(0, at.to_bits(), Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -53,6 +53,14 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// cluster: `claim`, see `Session::claim`).
     fn session_ended(&self, tenant: &str, client_id: &str, claim: u64);
 
+    /// A persistent session's state changed in a way another node resuming it must know
+    /// before the client is answered (its subscriptions, a QoS 2 exchange's step): with
+    /// replicated sessions, the cluster writes it down; returns the confirmation what is
+    /// sent next waits for (0: not replicated).
+    fn replicate(&self, _tenant: &str, _session: &Arc<super::session::Session>) -> u64 {
+        0
+    }
+
     /// Itself as `Any`, for the layers above that know its type (its metrics, its view).
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -125,6 +133,14 @@ impl Broker {
     /// The last confirmation the other nodes handed out (0 without other nodes).
     pub fn peers_issued(&self) -> u64 {
         self.peers.get().map_or(0, |p| p.issued())
+    }
+
+    /// Writes `session`'s state to the other nodes if sessions are replicated: the
+    /// confirmation to wait for before answering the client (0: none).
+    pub fn replicate(&self, tenant: &Tenant, session: &Arc<super::session::Session>) -> u64 {
+        self.peers
+            .get()
+            .map_or(0, |p| p.replicate(&tenant.name, session))
     }
 
     /// The nodes this one has joined, if any.

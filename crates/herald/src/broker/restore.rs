@@ -293,6 +293,12 @@ impl Restoring<'_> {
                 let rec = MessageRecord::decode(v).map_err(|m| damaged(Space::Messages, k, m))?;
                 let received_at = instant_of(rec.received_ms, self.now_ms);
                 let message = Arc::new(Message::restored(rec.publish, received_at, rec.origin));
+                if let Some((run, n, at)) = rec.cluster {
+                    message.ident.set(run, n);
+                    message
+                        .ident
+                        .set_at(crate::broker::message::At::from_bits(at));
+                }
                 let record = StoredMessage::restored(id, 0);
                 let expired = message.expired(Instant::now());
                 let mut live = 0;

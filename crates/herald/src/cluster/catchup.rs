@@ -77,7 +77,7 @@ const STALLED: Duration = Duration::from_secs(5);
 #[derive(Debug, Default)]
 pub struct Gap {
     /// The highest stream sequence routed here.
-    routed: AtomicU64,
+    pub(super) routed: AtomicU64,
     /// Whether a gap is open (fast path for the live messages).
     open: AtomicBool,
     state: Mutex<GapState>,
@@ -172,7 +172,7 @@ impl Gap {
     }
 
     /// Where the open gap starts.
-    fn after(&self) -> Option<u64> {
+    pub(super) fn after(&self) -> Option<u64> {
         self.open
             .load(Ordering::Acquire)
             .then(|| lock(&self.state).after)

@@ -96,6 +96,8 @@ pub(super) struct Pending {
     pub subject: String,
     /// The envelope.
     pub bytes: Bytes,
+    /// The message: told its stream sequence once the stream acknowledges it.
+    pub message: std::sync::Arc<crate::broker::message::Message>,
 }
 
 /// The confirmations the publishers' acknowledgements wait for: numbered in the order the
@@ -207,6 +209,8 @@ pub struct DurableStats {
     pub stored: AtomicU64,
     /// Writes tried again (failed or unacknowledged in time).
     pub retries: AtomicU64,
+    /// The highest stream sequence acknowledged to this node.
+    pub last_seq: AtomicU64,
 }
 
 /// Writes the queued QoS 1/2 messages to the stream, many acknowledgements outstanding at
@@ -251,8 +255,10 @@ pub(super) async fn write(
                 None => open = false,
             },
             Some((pending, delay, result)) = acks.next() => match result {
-                Ok(_) => {
+                Ok(ack) => {
                     stats.stored.fetch_add(1, Ordering::Relaxed);
+                    stats.last_seq.fetch_max(ack.sequence, Ordering::Relaxed);
+                    pending.message.ident.set_at(crate::broker::message::At::Seq(ack.sequence));
                     confirmations.confirm(pending.n);
                 }
                 Err(error) => {

@@ -30,6 +30,7 @@ mod interest;
 pub mod kv;
 pub mod moving;
 pub mod registry;
+pub mod replica;
 pub mod retained;
 pub mod subject;
 pub mod view;
@@ -43,7 +44,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::broker::durable::{instant_of, unix_ms, unix_ms_of};
-use crate::broker::message::Message;
+use crate::broker::message::{At, Message};
 use crate::broker::peers::Peers;
 use crate::config::ClusterConfig;
 use interest::Interest;
@@ -152,6 +153,12 @@ pub struct Cluster {
     idents: AtomicU64,
     /// The main connection's statistics (its count of connections).
     nats_stats: Arc<async_nats::Statistics>,
+    /// Snapshots of replicated sessions to write (`None`: sessions are not replicated).
+    replica_tx: Option<mpsc::UnboundedSender<replica::Ask>>,
+    /// The replicated sessions' bucket.
+    replicas_kv: Option<async_nats::jetstream::kv::Store>,
+    /// What the replicated sessions count.
+    pub replica_stats: replica::ReplicaStats,
 }
 
 /// A number naming this run of node `node`, never 0.
@@ -225,6 +232,18 @@ pub async fn join(
              session on each node"
         );
     }
+    let replicas_kv = match config.replicate_sessions && stream {
+        true => kv::set_up(&client, "the replicated sessions' bucket", || {
+            replica::bucket(&client, prefix, replicas)
+        })
+        .await
+        .map_err(ClusterError::JetStream)?,
+        false => None,
+    };
+    if config.replicate_sessions && replicas_kv.is_none() {
+        tracing::warn!("no JetStream: persistent sessions are not replicated");
+    }
+    let (replica_tx, replica_rx) = mpsc::unbounded_channel();
     let (releases_tx, releases_rx) = registry::release_queue();
     let run = run_of(&node);
     let nats_stats = client.statistics();
@@ -254,6 +273,9 @@ pub async fn join(
         run,
         idents: AtomicU64::new(0),
         nats_stats,
+        replica_tx: replicas_kv.is_some().then_some(replica_tx),
+        replicas_kv: replicas_kv.clone(),
+        replica_stats: replica::ReplicaStats::default(),
     });
     let tasks = vec![
         tokio::spawn(send(cluster.clone(), out_rx)),
@@ -291,6 +313,13 @@ pub async fn join(
             cluster.confirmations.clone(),
             cluster.durable_stats.clone(),
             durable_rx,
+        )));
+    }
+    if let Some(kv) = replicas_kv {
+        tasks.push(tokio::spawn(replica::write(
+            cluster.clone(),
+            kv,
+            replica_rx,
         )));
     }
     if let Some(store) = bucket {
@@ -529,6 +558,9 @@ impl Cluster {
         if let Some((run, n)) = envelope.ident {
             message.ident.set(run, n);
         }
+        if let Some(seq) = seq {
+            message.ident.set_at(At::Seq(seq));
+        }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         // With the cluster's retained bucket, that is where retained messages come from.
         let keep_retained = self.retained.is_none();
@@ -581,6 +613,7 @@ impl Peers for Cluster {
                 n,
                 subject: self.subjects.stream(tenant, &message.topic),
                 bytes: bytes.into(),
+                message: message.clone(),
             };
             // Closed only once the node leaves: then `n` is never confirmed, and the
             // publisher, not acknowledged, sends it again wherever it reconnects.
@@ -604,10 +637,19 @@ impl Peers for Cluster {
         message
             .ident
             .set(self.run, self.idents.fetch_add(1, Ordering::Relaxed) + 1);
+        // The stream stores it after every message this node has seen a sequence of.
+        let seen = self.durable_stats.last_seq.load(Ordering::Relaxed);
+        let seen = seen.max(self.gap.routed.load(Ordering::Relaxed));
+        message.ident.set_at(At::After(seen));
     }
 
     fn session_ended(&self, tenant: &str, client_id: &str, claim: u64) {
         self.release(tenant, client_id, claim);
+        self.forget_replica(tenant, client_id);
+    }
+
+    fn replicate(&self, tenant: &str, session: &Arc<crate::broker::session::Session>) -> u64 {
+        self.replicate_session(tenant, session)
     }
 
     fn backlogged(&self) -> bool {

@@ -22,7 +22,7 @@ use mqtt_codec::QoS;
 use super::Cluster;
 use crate::broker::Broker;
 use crate::broker::durable::{instant_of, unix_ms, unix_ms_of};
-use crate::broker::message::{Delivery, Message};
+use crate::broker::message::{At, Delivery, Message};
 use crate::broker::session::moving::Owed;
 use crate::broker::session::{Inflight, Stage};
 use crate::store::record::{MessageRecord, Recipient, SessionRecord};
@@ -97,6 +97,11 @@ fn encode_delivery(kind: u8, packet_id: u16, d: &Delivery, out: &mut Vec<u8>) ->
             subscription_ids: d.subscription_identifiers.to_vec(),
         }],
         publish: d.message.as_published(),
+        cluster: d
+            .message
+            .ident
+            .get()
+            .map(|(run, n)| (run, n, d.message.ident.at().to_bits())),
     };
     let Ok(body) = record.encode() else {
         return false;
@@ -188,6 +193,9 @@ pub fn decode_chunk(bytes: &[u8], owed: &mut Owed) -> Result<u8, ChunkError> {
         if (run, n) != (0, 0) {
             message.ident.set(run, n);
         }
+        if let Some((_, _, at)) = record.cluster {
+            message.ident.set_at(At::from_bits(at));
+        }
         let delivery = Delivery {
             message: Arc::new(message),
             qos: recipient.qos,
@@ -271,7 +279,9 @@ impl Cluster {
             Ok(Ok(answer)) if answer.payload.is_empty() => return false, // let go, or none
             Ok(Ok(answer)) => SessionRecord::decode(&answer.payload).ok(),
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-                return false; // the node is gone: its session waits for it
+                // The node is gone: its session waits for it, unless sessions are
+                // replicated.
+                return self.resume_replica(broker, tenant, client_id).await;
             }
             _ => None,
         };
@@ -283,7 +293,10 @@ impl Cluster {
             self.registry_stats
                 .moves_failed
                 .fetch_add(1, Ordering::Relaxed);
-            return false;
+            // A node that does not answer may be gone without NATS knowing yet (its machine
+            // lost): a replicated session is resumed (the node, if there, lets go of its
+            // copy, fenced from writing it again).
+            return self.resume_replica(broker, tenant, client_id).await;
         };
         let tenant = broker.tenant(tenant);
         let session = broker.prepare_moved(&tenant, record);
@@ -334,10 +347,10 @@ impl Cluster {
 }
 
 /// A session made for a move and not yet settled or abandoned: abandoned when dropped.
-struct Made<'a> {
-    broker: &'a Arc<Broker>,
-    tenant: &'a Arc<crate::broker::Tenant>,
-    session: Option<&'a Arc<crate::broker::session::Session>>,
+pub(super) struct Made<'a> {
+    pub(super) broker: &'a Arc<Broker>,
+    pub(super) tenant: &'a Arc<crate::broker::Tenant>,
+    pub(super) session: Option<&'a Arc<crate::broker::session::Session>>,
 }
 
 impl Drop for Made<'_> {

@@ -50,6 +50,7 @@ impl Envelope {
             origin: 0,
             recipients: Vec::new(),
             publish,
+            cluster: None,
         };
         let body = record.encode().ok()?;
         let name = node.as_bytes();

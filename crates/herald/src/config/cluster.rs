@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// past it the node subscribes to the level's wildcard instead (each NATS subscription
     /// costs ~7 KB; the node then receives all of that level's messages). 0: never.
     pub coarsen_above: usize,
+    /// Keep persistent sessions in JetStream too (a bucket with `replicas` copies), so that
+    /// a node whose machine is lost has its sessions resumed on the others.
+    pub replicate_sessions: bool,
 }
 
 impl Default for ClusterConfig {
@@ -71,6 +74,7 @@ impl Default for ClusterConfig {
             message_max_bytes: 1 << 30,
             max_unconfirmed: 65_536,
             coarsen_above: 1024,
+            replicate_sessions: false,
         }
     }
 }

@@ -351,6 +351,11 @@ max_unconfirmed =
 # wildcard subscription for the level instead (~7 KB saved per subject; the node then gets
 # all of the level's messages). 0: never.
 coarsen_above =
+# Keep persistent sessions in JetStream as well (bucket <prefix>-sessions, `replicas`
+# copies): a node whose machine is lost has its sessions resumed on the others, with
+# nothing acknowledged lost. Costs a JetStream write before each SUBACK and each step of a
+# QoS 2 exchange with such a session, and one a second per session that changed.
+replicate_sessions =
 # NATS credentials, when its servers ask for them: a credentials file (JWT and NKey seed),
 # or a user and password, or a token; a CA file to verify them with, a client certificate.
 # credentials_file = "/etc/herald/nats.creds"

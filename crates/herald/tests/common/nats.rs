@@ -204,6 +204,8 @@ pub struct Node {
     nats: String,
     id: String,
     replicas: usize,
+    /// More environment variables (settings) it starts with.
+    env: Vec<(String, String)>,
 }
 
 impl Drop for Node {
@@ -216,6 +218,17 @@ impl Node {
     /// Starts the binary as node `id` of the cluster on `nats` (comma-separated URLs), its
     /// store in `dir`, the cluster's stream and buckets with `replicas` copies.
     pub fn start(dir: &std::path::Path, nats: &str, id: &str, replicas: usize) -> Node {
+        Node::start_with(dir, nats, id, replicas, &[])
+    }
+
+    /// As `start`, with more settings as `HERALD_*` environment variables.
+    pub fn start_with(
+        dir: &std::path::Path,
+        nats: &str,
+        id: &str,
+        replicas: usize,
+        env: &[(&str, &str)],
+    ) -> Node {
         let mut node = Node {
             child: None,
             addr: "127.0.0.1:0".parse().unwrap(),
@@ -224,6 +237,10 @@ impl Node {
             nats: nats.to_string(),
             id: id.to_string(),
             replicas,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.run();
         node
@@ -245,6 +262,7 @@ impl Node {
             .env("HERALD_HTTP_LISTEN", "")
             .env("HERALD_STORE_MIN_FREE_DISK_BYTES", "0")
             .env("HERALD_CLUSTER_REPLICAS", self.replicas.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

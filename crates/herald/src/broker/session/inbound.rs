@@ -140,6 +140,10 @@ impl Link {
         // deliver it.
         out.gate(published.ticket);
         out.gate_peers(published.confirm);
+        if qos == QoS::ExactlyOnce {
+            // The inbound packet id, so that a re-sent PUBLISH is known on any node.
+            self.gate_replica(out);
+        }
         if let Some(reason) = published.refused
             && qos != QoS::AtMostOnce
         {
@@ -212,6 +216,7 @@ impl Link {
                 .release_inbound(self.session.id, packet_id);
             drop(st);
             out.gate(ticket);
+            self.gate_replica(out);
         }
     }
 
@@ -360,6 +365,7 @@ impl Link {
                 let ticket = self.broker.persist.stage(id, delivery, a.packet_id, true);
                 drop(st);
                 out.gate(ticket);
+                self.gate_replica(out);
             } else if !st
                 .inflight
                 .iter()
@@ -375,9 +381,10 @@ impl Link {
     }
 
     fn on_pubrel(&mut self, a: Ack, out: &mut impl Out) -> Result<(), Closing> {
-        let known = {
+        let (known, replicated) = {
             let mut st = self.session.lock();
             let known = st.inbound_qos2.remove(&a.packet_id);
+            let replicated = known && st.expiry_interval() > 0;
             if known && st.durable.is_some() {
                 // PUBCOMP once the id is forgotten on disk: a restart must not take a later
                 // message with the same id for a duplicate.
@@ -388,8 +395,11 @@ impl Link {
                 drop(st);
                 out.gate(ticket);
             }
-            known
+            (known, replicated)
         };
+        if replicated {
+            self.gate_replica(out);
+        }
         let mut reply = Ack::new(a.packet_id);
         if !known && self.v5() {
             reply.reason_code = ReasonCode::PacketIdentifierNotFound;
@@ -466,6 +476,7 @@ impl Link {
         // reaches it).
         out.gate(ticket);
         out.gate_peers(self.broker.peers_issued());
+        self.gate_replica(out);
         self.send(
             out,
             &Packet::SubAck(SubAck {
@@ -496,6 +507,7 @@ impl Link {
             })
             .collect();
         out.gate(ticket);
+        self.gate_replica(out);
         self.send(
             out,
             &Packet::UnsubAck(UnsubAck {

@@ -200,6 +200,12 @@ impl Link {
         Ok(())
     }
 
+    /// What is sent next waits until a replicated session's state is written to the
+    /// cluster (`Broker::replicate`), as it waits for the store.
+    pub(super) fn gate_replica(&self, out: &mut impl Out) {
+        out.gate_peers(self.broker.replicate(&self.tenant, &self.session));
+    }
+
     /// Sends CONNACK (held until the session's record and the will are on disk), then
     /// re-sends what the resumed session had in flight.
     pub fn start(
@@ -209,6 +215,7 @@ impl Link {
         ticket: Ticket,
     ) -> Result<(), Closing> {
         out.gate(ticket);
+        self.gate_replica(out);
         self.send(out, &Packet::ConnAck(Box::new(connack)))?;
         self.resend_inflight(out)
     }

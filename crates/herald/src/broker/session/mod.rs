@@ -18,6 +18,7 @@ pub mod link;
 pub mod moving;
 mod outbound;
 mod pressure;
+pub mod replica;
 
 pub use closing::Closing;
 pub use lifecycle::{Ended, Named};
@@ -319,6 +320,9 @@ pub struct SessionState {
     /// (`moving`). Boxed: `None` in nearly every session.
     #[allow(clippy::box_collection)]
     held: Option<Box<std::collections::HashSet<(u64, u64)>>>,
+    /// What a replicated session remembers for its snapshots (`replica`); `None` unless
+    /// sessions are replicated.
+    replica: Option<Box<replica::Replicated>>,
 }
 
 /// Where a connection came from.
@@ -385,6 +389,7 @@ impl Session {
                 congestion: None,
                 retained: None,
                 held: None,
+                replica: None,
             }),
             signal: AtomicBool::new(false),
             waker: AtomicWaker::new(),
@@ -539,6 +544,7 @@ impl SessionState {
     /// large): recorded in its acknowledgements, its message released. Nothing to do for a
     /// session that is not stored. `staged`: a QoS 2 stage record exists for it.
     pub fn finish(&mut self, persist: &Persistence, id: SessionId, d: &Delivery, staged: bool) {
+        self.replica_done(d);
         if let Some(acks) = self.durable.as_deref_mut() {
             persist.done(id, acks, d, staged);
         }

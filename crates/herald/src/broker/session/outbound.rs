@@ -66,6 +66,9 @@ struct Taken {
     ticket: Ticket,
     /// What it gave back to the node's queued bytes.
     released: u64,
+    /// Whether a QoS 2 delivery was taken (a replicated session writes its packet id down
+    /// before sending it).
+    staged: bool,
 }
 
 impl SessionState {
@@ -84,6 +87,7 @@ impl SessionState {
             expired: 0,
             ticket: Ticket::NONE,
             released: 0,
+            staged: false,
         };
         let mut spent = 0usize;
         while batch.len() < BATCH {
@@ -114,6 +118,7 @@ impl SessionState {
                 0
             } else {
                 let packet_id = self.allocate_packet_id();
+                taken.staged |= d.qos == QoS::ExactlyOnce;
                 if let (QoS::ExactlyOnce, Some(stored)) = (d.qos, &d.stored) {
                     // A QoS 2 PUBLISH goes out once its packet id is on disk: after a restart
                     // Herald re-sends it with the same id, never as a new one. And once the
@@ -157,7 +162,7 @@ impl Link {
                 self.count(&sent, out.len().saturating_sub(queued_before));
                 return Ok(true);
             }
-            let (ticket, refill) = self.take_batch(&mut batch, now, budget)?;
+            let (ticket, refill, staged) = self.take_batch(&mut batch, now, budget)?;
             let taken: usize = batch.iter().map(|(d, _)| d.weight()).sum();
             budget = budget.saturating_sub(taken.max(1));
             if batch.is_empty() {
@@ -175,6 +180,9 @@ impl Link {
                 break;
             }
             out.gate(ticket);
+            if staged {
+                self.gate_replica(out);
+            }
             for (delivery, packet_id) in batch.drain(..) {
                 let written = self.write_delivery(out, &delivery, packet_id, false)?;
                 sent.note(written, &delivery, now);
@@ -193,7 +201,7 @@ impl Link {
         batch: &mut Vec<(Delivery, u16)>,
         now: Instant,
         budget: usize,
-    ) -> Result<(Ticket, bool), Closing> {
+    ) -> Result<(Ticket, bool, bool), Closing> {
         let broker = &self.broker;
         let limits = &broker.config().limits;
         let window = Window {
@@ -216,7 +224,7 @@ impl Link {
         if taken.expired > 0 {
             broker.stats.dropped(DropReason::Expired, taken.expired);
         }
-        Ok((taken.ticket, refill))
+        Ok((taken.ticket, refill, taken.staged))
     }
 
     /// Counts what a pump wrote: one update of the shared counters per pump, not one per

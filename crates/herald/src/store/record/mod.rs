@@ -15,6 +15,11 @@ use mqtt_codec::{
 /// The format byte every value starts with.
 const FORMAT: u8 = 1;
 
+/// A message record's format with its cluster identity (run, number, stream position)
+/// after the origin: written only by clustered nodes, so a node alone writes what it
+/// always did.
+const FORMAT_CLUSTERED: u8 = 2;
+
 /// A record read back, or why it does not decode.
 pub type DecodeResult<T> = Result<T, DecodeError>;
 
@@ -165,6 +170,9 @@ pub struct MessageRecord {
     pub recipients: Vec<Recipient>,
     /// The message as a PUBLISH (its own QoS and retain flag; the packet id means nothing).
     pub publish: Publish,
+    /// Its identity in a cluster (run, number) and where it is in the cluster's stream
+    /// (`message::At` as bits); `None` on a node alone.
+    pub cluster: Option<(u64, u64, u64)>,
 }
 
 /// Where an outbound QoS 2 delivery stands.
@@ -382,6 +390,12 @@ impl MessageRecord {
         let mut w = vec![FORMAT];
         w.extend_from_slice(&self.received_ms.to_be_bytes());
         w.extend_from_slice(&self.origin.to_be_bytes());
+        if let Some((run, n, at)) = self.cluster {
+            w[0] = FORMAT_CLUSTERED;
+            for x in [run, n, at] {
+                w.extend_from_slice(&x.to_be_bytes());
+            }
+        }
         w.extend_from_slice(&(self.recipients.len() as u32).to_be_bytes());
         for r in &self.recipients {
             w.extend_from_slice(&r.session.to_be_bytes());
@@ -398,9 +412,17 @@ impl MessageRecord {
 
     /// Reads a value.
     pub fn decode(v: &[u8]) -> DecodeResult<MessageRecord> {
-        let mut r = Reader::new(v)?;
+        let clustered = v.first() == Some(&FORMAT_CLUSTERED);
+        let mut r = match clustered {
+            true => Reader { bytes: &v[1..] },
+            false => Reader::new(v)?,
+        };
         let received_ms = r.u64()?;
         let origin = r.u64()?;
+        let cluster = match clustered {
+            true => Some((r.u64()?, r.u64()?, r.u64()?)),
+            false => None,
+        };
         let n = r.count(19)?;
         let mut recipients = Vec::with_capacity(n);
         for _ in 0..n {
@@ -433,6 +455,7 @@ impl MessageRecord {
             origin,
             recipients,
             publish,
+            cluster,
         })
     }
 }

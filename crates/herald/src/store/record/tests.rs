@@ -76,9 +76,12 @@ fn messages_round_trip() {
             },
         ],
         publish: publish(),
+        cluster: None,
     };
     let v = m.encode().unwrap();
+    assert_eq!(v[0], 1, "a node alone writes the first format");
     let back = MessageRecord::decode(&v).unwrap();
+    assert_eq!(back.cluster, None);
     assert_eq!(back.recipients, m.recipients);
     assert_eq!(back.publish.topic, m.publish.topic);
     assert_eq!(back.publish.payload, m.publish.payload);
@@ -88,6 +91,19 @@ fn messages_round_trip() {
         (QoS::ExactlyOnce, true)
     );
     // The PUBLISH is the rest of the value: a cut is a cut packet.
+    for n in 0..v.len() {
+        assert!(MessageRecord::decode(&v[..n]).is_err(), "cut at {n}");
+    }
+    // A clustered node's record carries the message's identity and stream position.
+    let clustered = MessageRecord {
+        cluster: Some((7, 8, 1 << 63 | 9)),
+        ..m
+    };
+    let v = clustered.encode().unwrap();
+    let back = MessageRecord::decode(&v).unwrap();
+    assert_eq!(back.cluster, Some((7, 8, 1 << 63 | 9)));
+    assert_eq!(back.recipients, clustered.recipients);
+    assert_eq!(back.publish.payload, clustered.publish.payload);
     for n in 0..v.len() {
         assert!(MessageRecord::decode(&v[..n]).is_err(), "cut at {n}");
     }
