@@ -758,6 +758,13 @@ pub fn cluster_message(data: &[u8]) -> Verdict {
         let _ = flags;
         accepted = true;
     }
+    // And as a replicated session's snapshot.
+    if let Ok(snapshot) = herald::cluster::replica::decode(body) {
+        let again = herald::cluster::replica::encode(&snapshot);
+        let back = herald::cluster::replica::decode(&again).expect("a snapshot made here reads");
+        assert_eq!(back, snapshot, "a snapshot does not come back the same");
+        accepted = true;
+    }
     if accepted {
         Verdict::Accepted
     } else {

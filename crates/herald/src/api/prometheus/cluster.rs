@@ -118,6 +118,31 @@ pub(super) fn cluster(out: &mut String, c: &crate::cluster::Cluster) {
             ("failed", n(&r.moves_failed)),
         ],
     );
+    let rs = &c.replica_stats;
+    labelled(
+        out,
+        "herald_cluster_replica_writes_total",
+        "counter",
+        "Snapshots of replicated sessions written to the cluster's bucket (written), failed and tried again (failed), refused because another node wrote the session since (fenced).",
+        "outcome",
+        [
+            ("written", n(&rs.written)),
+            ("failed", n(&rs.failed)),
+            ("fenced", n(&rs.fenced)),
+        ],
+    );
+    labelled(
+        out,
+        "herald_cluster_replica_resumed_total",
+        "counter",
+        "Replicated sessions resumed here after their node was gone (sessions), the messages they were owed read from the stream (replayed), and those the stream no longer had (lost: past its age or size limits).",
+        "what",
+        [
+            ("sessions", n(&rs.resumed)),
+            ("replayed", n(&rs.replayed)),
+            ("lost", n(&rs.lost)),
+        ],
+    );
     labelled(
         out,
         "herald_cluster_retained_total",
