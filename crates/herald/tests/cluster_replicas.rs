@@ -168,10 +168,18 @@ async fn a_session_outlives_its_nodes_machine() {
 struct Receiver {
     held: HashSet<u16>,
     delivered: HashMap<String, usize>,
+    /// Acknowledges nothing (its acknowledgements are lost with the node).
+    mute: bool,
 }
 
 impl Receiver {
     async fn take(&mut self, raw: &mut Raw, packet: Packet) {
+        let mut raw = Some(raw).filter(|_| !self.mute);
+        let mut send = async |packet| {
+            if let Some(raw) = raw.as_deref_mut() {
+                let _ = raw.try_send(packet).await;
+            }
+        };
         match packet {
             Packet::Publish(p) => {
                 let ack = Ack::new(p.packet_id);
@@ -180,17 +188,17 @@ impl Receiver {
                         if self.held.insert(p.packet_id) {
                             *self.delivered.entry(p.topic.to_string()).or_default() += 1;
                         }
-                        let _ = raw.try_send(Packet::PubRec(ack)).await;
+                        send(Packet::PubRec(ack)).await;
                     }
                     _ => {
                         *self.delivered.entry(p.topic.to_string()).or_default() += 1;
-                        let _ = raw.try_send(Packet::PubAck(ack)).await;
+                        send(Packet::PubAck(ack)).await;
                     }
                 }
             }
             Packet::PubRel(r) => {
                 self.held.remove(&r.packet_id);
-                let _ = raw.try_send(Packet::PubComp(Ack::new(r.packet_id))).await;
+                send(Packet::PubComp(Ack::new(r.packet_id))).await;
             }
             _ => {}
         }
@@ -204,34 +212,46 @@ async fn nothing_acknowledged_is_lost_when_a_node_is_lost_while_messages_flow() 
     let mut a = Node::start_with(dir.path(), &nats.url, "a", 1, &REPLICATE);
     let b = common::start_with(replicating(&nats.url, "b")).await;
 
-    let (mut sub, ack) = Raw::connect_with(a.addr, resuming("flow")).await;
+    // A window of 10: what is past it waits in a's queue.
+    let mut connect = resuming("flow");
+    connect.properties.receive_maximum = Some(10);
+    let (mut sub, ack) = Raw::connect_with(a.addr, connect).await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
     sub.subscribe("f/#", QoS::ExactlyOnce).await;
     let mut receiver = Receiver::default();
     let mut publisher = Raw::connect(b.addr, V5, "publisher").await;
-    // 300 messages, QoS 1 and 2 in turn; a is lost after 150 (its process and its data).
+    // 300 messages, QoS 1 and 2 in turn; from the 120th the subscriber's acknowledgements
+    // are lost (its window fills, a queues the rest); after the 150th it goes offline, and
+    // a is lost (its process and its data) while the last 150 are published.
     let mut published = Vec::new();
-    for i in 0..300 {
-        if i == 150 {
-            a.kill();
-            std::fs::remove_dir_all(dir.path()).unwrap();
-        }
-        let qos = if i % 2 == 0 {
+    let mut publish = async |i: usize| {
+        let qos = if i.is_multiple_of(2) {
             QoS::AtLeastOnce
         } else {
             QoS::ExactlyOnce
         };
         let topic = format!("f/{i}");
         publisher.publish(&topic, b"x", qos, false).await;
-        published.push((topic, qos));
-        // The subscriber keeps up while a lives.
-        if i < 150 {
-            while let Some(p) = next(&mut sub, Duration::from_millis(2)).await {
-                receiver.take(&mut sub, p).await;
-            }
+        (topic, qos)
+    };
+    for i in 0..150 {
+        receiver.mute = i >= 120;
+        published.push(publish(i).await);
+        while let Some(p) = next(&mut sub, Duration::from_millis(2)).await {
+            receiver.take(&mut sub, p).await;
         }
     }
+    // Long enough for a's stream floor to pass what it routed, then offline: the snapshot
+    // then written starts at what the session holds, not at the floor.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     drop(sub);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill();
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    for i in 150..300 {
+        published.push(publish(i).await);
+    }
+    receiver.mute = false;
     let (mut sub, ack) = reconnect(b.addr, "flow").await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
     assert!(ack.session_present, "the session resumed on b");

@@ -283,10 +283,14 @@ pub(super) async fn write(
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut writes = FuturesUnordered::new();
     let mut sweep = tokio::time::interval(SWEEP);
-    // Every message routed from now on is past the highest sequence routed a second ago
-    // (what was still queued in the NATS client then is routed since), and past an open
-    // gap's start.
-    let mut before = cluster.gap.routed.load(Ordering::Relaxed);
+    // Every message routed from now on is past the highest sequence seen a second ago
+    // (routed from another node, or acknowledged to this one: what the stream had stored
+    // before it has reached this node since), and past an open gap's start.
+    let seen = || {
+        let routed = cluster.gap.routed.load(Ordering::Relaxed);
+        routed.max(cluster.durable_stats.last_seq.load(Ordering::Relaxed))
+    };
+    let mut before = seen();
     let mut floor = before + 1;
     let start = |key: &str, entry: &mut Entry, floor: u64| {
         entry.busy = true;
@@ -428,7 +432,7 @@ pub(super) async fn write(
                 }
             }
             _ = sweep.tick() => {
-                let now = cluster.gap.routed.load(Ordering::Relaxed);
+                let now = seen();
                 let lagged = match cluster.gap.after() {
                     Some(gap) => before.min(gap),
                     None => before,
