@@ -127,6 +127,17 @@ impl Cluster {
             Err(_) => self.registry_stats.failed.fetch_add(1, Ordering::Relaxed),
         };
         let (claim, before) = claimed?;
+        if resume && before.as_deref() == Some(self.node.as_str()) {
+            // This node held it, and may have lost it with its disk (a machine replaced
+            // under the same name): a replicated session is resumed.
+            let held = broker
+                .find_tenant(tenant)
+                .and_then(|t| t.sessions.get(client_id));
+            if held.is_none() {
+                self.resume_replica(broker, tenant, client_id).await;
+            }
+            return Ok(claim);
+        }
         if let Some(before) = before.filter(|b| *b != self.node) {
             self.registry_stats
                 .taken_over
