@@ -729,11 +729,11 @@ pub fn cluster_message(data: &[u8]) -> Verdict {
         accepted = true;
     }
     // The same bytes as a request between nodes, and as a chunk of a session moving.
-    if let Some((ask, tenant, client_id, revision)) = moving::parse_request(body) {
-        let again = moving::request(ask, &tenant, &client_id, revision);
+    if let Some(request) = moving::parse_request(body) {
+        let again = request.encode();
         assert_eq!(
             moving::parse_request(&again),
-            Some((ask, tenant, client_id, revision)),
+            Some(request),
             "a request read is not made again the same"
         );
         accepted = true;
@@ -747,6 +747,8 @@ pub fn cluster_message(data: &[u8]) -> Verdict {
             moving::decode_chunk(&again[0], &mut back).expect("a chunk made here reads");
         assert_eq!(back_flags, moving::LAST);
         assert_eq!(back.inbound, owed.inbound);
+        assert_eq!(back.done, owed.done);
+        assert_eq!(back.from, owed.from);
         assert_eq!(back.inflight.len(), owed.inflight.len());
         assert_eq!(back.queue.len(), owed.queue.len());
         assert_eq!(back.idents(), owed.idents());

@@ -53,8 +53,15 @@ async fn bucket(state: &ApiState) -> Option<(&Cluster, &async_nats::jetstream::k
             let window = state.broker.config().http.idempotency_window_secs;
             let about = "Herald: the HTTP API's idempotency keys";
             let max_age = Some(Duration::from_secs(window.max(1)));
-            crate::cluster::kv::bucket(&cluster.nats(), &name, about, cluster.replicas(), max_age)
-                .await
+            crate::cluster::kv::bucket(
+                &cluster.nats(),
+                &name,
+                about,
+                cluster.replicas(),
+                max_age,
+                true,
+            )
+            .await
         })
         .await
         .ok()?;

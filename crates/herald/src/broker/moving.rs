@@ -29,8 +29,9 @@ use super::{Broker, Tenant, named, split_shared};
 use crate::store::journal::Ticket;
 use crate::store::record::SessionRecord;
 
-/// How long a session that moved here drops late copies of what it was handed over.
-const HELD_FOR: Duration = Duration::from_secs(10);
+/// How long a session that moved here drops late copies of what it was handed over (a
+/// node catching up on the stream after NATS was lost may bring them that late).
+const HELD_FOR: Duration = Duration::from_secs(30);
 
 impl Broker {
     /// Step 1, on the node the session leaves: another node claimed `tenant`'s `client_id`

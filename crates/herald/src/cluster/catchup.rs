@@ -347,11 +347,45 @@ async fn catch_up(
     broker: &Weak<Broker>,
     connection: u64,
 ) -> Result<u64, String> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-    let Some(js) = &cluster.js else {
+    let Some(after) = cluster.gap.after() else {
         return Ok(0);
     };
-    let Some(after) = cluster.gap.after() else {
+    let mut routed = 0;
+    let missing = read_stream(cluster, after + 1, |seq, message| {
+        let Some(broker) = broker.upgrade() else {
+            return false;
+        };
+        if cluster.gap.claim(seq, connection)
+            && cluster.route(&broker, message, None, true, Some(seq))
+        {
+            routed += 1;
+            cluster.gap.caught_up.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    })
+    .await?;
+    if missing > 0 {
+        cluster.gap.lost.fetch_add(missing, Ordering::Relaxed);
+        tracing::warn!(
+            lost = missing,
+            "the cluster's stream no longer has messages this node missed (past \
+             cluster.message_max_age_secs or message_max_bytes)"
+        );
+    }
+    Ok(routed)
+}
+
+/// Reads the cluster's stream from sequence `from` to its last message now (an ordered
+/// consumer on `<prefix>.j.>`), handing each message and its sequence to `each` (`false`:
+/// stop). Returns how many messages from `from` on the stream no longer has (its age and
+/// size limits). A consumer that stops delivering for `STALLED` is an error.
+pub(super) async fn read_stream(
+    cluster: &Cluster,
+    from: u64,
+    mut each: impl FnMut(u64, &async_nats::Message) -> bool,
+) -> Result<u64, String> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+    let Some(js) = &cluster.js else {
         return Ok(0);
     };
     let mut stream = js
@@ -365,39 +399,30 @@ async fn catch_up(
         .state
         .clone();
     let end = state.last_sequence;
-    if end <= after {
-        return Ok(0);
-    }
-    if state.first_sequence > after + 1 {
-        let lost = state.first_sequence - after - 1;
-        cluster.gap.lost.fetch_add(lost, Ordering::Relaxed);
-        tracing::warn!(
-            lost,
-            "the cluster's stream no longer has messages this node missed (past \
-             cluster.message_max_age_secs or message_max_bytes)"
-        );
+    let missing = state.first_sequence.saturating_sub(from.max(1));
+    if end < from {
+        return Ok(missing);
     }
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             filter_subject: format!("{}.j.>", cluster.prefix),
             deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
+                start_sequence: from,
             },
             ..Default::default()
         })
         .await
         .map_err(|e| e.to_string())?;
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-    let mut routed = 0;
+    let mut read = 0u64;
     loop {
-        // A consumer that stops delivering (its server gone) is given up and made again.
         let next = tokio::time::timeout(STALLED, messages.next()).await;
         let message = match next {
             Ok(Some(message)) => message.map_err(|e| e.to_string())?,
             Ok(None) => return Err("the stream's consumer ended".into()),
             Err(_) => {
                 return Err(format!(
-                    "the stream stopped delivering after {routed} messages"
+                    "the stream stopped delivering after {read} messages"
                 ));
             }
         };
@@ -405,20 +430,12 @@ async fn catch_up(
         if seq > end {
             break;
         }
-        let Some(broker) = broker.upgrade() else {
-            break;
-        };
-        if cluster.gap.claim(seq, connection)
-            && cluster.route(&broker, &message.message, None, true, Some(seq))
-        {
-            routed += 1;
-            cluster.gap.caught_up.fetch_add(1, Ordering::Relaxed);
-        }
-        if seq == end {
+        read += 1;
+        if !each(seq, &message.message) || seq == end {
             break;
         }
     }
-    Ok(routed)
+    Ok(missing)
 }
 
 #[cfg(test)]

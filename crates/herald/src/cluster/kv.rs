@@ -47,7 +47,8 @@ where
 }
 
 /// Opens the bucket `name`, or makes it: one value per key, `replicas` copies, each value
-/// kept `max_age` at most (`None`: until replaced or deleted). Its stream is made here with
+/// kept `max_age` at most (`None`: until replaced or deleted); `direct`: any replica may
+/// answer a read (faster, but a follower may answer with a value a write has replaced). Its stream is made here with
 /// the settings a key-value bucket has (async-nats's own `create_key_value` first reads the
 /// account's limits, which NATS 2.9 answers without fields that client requires).
 pub async fn bucket(
@@ -56,6 +57,7 @@ pub async fn bucket(
     description: &str,
     replicas: usize,
     max_age: Option<Duration>,
+    direct: bool,
 ) -> Result<async_nats::jetstream::kv::Store, String> {
     use async_nats::jetstream::stream;
     let js = async_nats::jetstream::new(client.clone());
@@ -71,7 +73,7 @@ pub async fn bucket(
         allow_rollup: true,
         deny_delete: true,
         deny_purge: false,
-        allow_direct: true,
+        allow_direct: direct,
         discard: stream::DiscardPolicy::New,
         num_replicas: replicas,
         ..Default::default()

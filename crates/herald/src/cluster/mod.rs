@@ -318,6 +318,7 @@ pub async fn join(
     if let Some(kv) = replicas_kv {
         tasks.push(tokio::spawn(replica::write(
             cluster.clone(),
+            Arc::downgrade(broker),
             kv,
             replica_rx,
         )));

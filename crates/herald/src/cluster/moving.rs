@@ -47,6 +47,10 @@ const SUBSCRIBED_WAIT: Duration = Duration::from_secs(5);
 /// How long a node handing a session over waits for its connection to close first.
 const DETACH_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a node handing a session over waits for the messages the asking node
+/// published before the session moved.
+const SEEN_WAIT: Duration = Duration::from_secs(1);
+
 /// A chunk's flags: the last one; the session was not there (nothing handed over).
 pub const LAST: u8 = 1;
 /// See `LAST`.
@@ -57,31 +61,72 @@ const QUEUED: u8 = 0;
 const SENT: u8 = 1;
 const RELEASED: u8 = 2;
 const INBOUND: u8 = 3;
+const DONE: u8 = 4;
+const FROM: u8 = 5;
 
 /// A request: what is asked, the newer claim's revision, the tenant and the client id.
 pub fn request(ask: Ask, tenant: &str, client_id: &str, revision: u64) -> Bytes {
-    let mut out = Vec::with_capacity(13 + tenant.len() + client_id.len());
-    out.push(ask as u8);
-    out.extend_from_slice(&revision.to_be_bytes());
-    out.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
-    out.extend_from_slice(tenant.as_bytes());
-    out.extend_from_slice(client_id.as_bytes());
-    out.into()
+    Request {
+        ask,
+        tenant: tenant.to_string(),
+        client_id: client_id.to_string(),
+        revision,
+        seen: 0,
+    }
+    .encode()
+}
+
+/// A request read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What is asked.
+    pub ask: Ask,
+    /// The tenant.
+    pub tenant: String,
+    /// The client id.
+    pub client_id: String,
+    /// The newer claim's revision.
+    pub revision: u64,
+    /// `Ask::Owed`: the highest stream sequence the asking node had been acknowledged (its
+    /// own messages up to it are in the stream, republished to the node asked).
+    pub seen: u64,
+}
+
+impl Request {
+    /// Its bytes.
+    pub fn encode(&self) -> Bytes {
+        let (tenant, client_id) = (&self.tenant, &self.client_id);
+        let mut out = Vec::with_capacity(21 + tenant.len() + client_id.len());
+        out.push(self.ask as u8);
+        out.extend_from_slice(&self.revision.to_be_bytes());
+        out.extend_from_slice(&self.seen.to_be_bytes());
+        out.extend_from_slice(&(tenant.len() as u32).to_be_bytes());
+        out.extend_from_slice(tenant.as_bytes());
+        out.extend_from_slice(client_id.as_bytes());
+        out.into()
+    }
 }
 
 /// Reads a request.
-pub fn parse_request(bytes: &[u8]) -> Option<(Ask, String, String, u64)> {
+pub fn parse_request(bytes: &[u8]) -> Option<Request> {
     let ask = match bytes.first()? {
         0 => Ask::LetGo,
         1 => Ask::Move,
         2 => Ask::Owed,
         _ => return None,
     };
-    let revision = u64::from_be_bytes(bytes.get(1..9)?.try_into().ok()?);
-    let len = u32::from_be_bytes(bytes.get(9..13)?.try_into().ok()?) as usize;
-    let tenant = std::str::from_utf8(bytes.get(13..13usize.checked_add(len)?)?).ok()?;
-    let client_id = std::str::from_utf8(bytes.get(13 + len..)?).ok()?;
-    Some((ask, tenant.to_string(), client_id.to_string(), revision))
+    let word = |at: usize| Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let (revision, seen) = (word(1)?, word(9)?);
+    let len = u32::from_be_bytes(bytes.get(17..21)?.try_into().ok()?) as usize;
+    let tenant = std::str::from_utf8(bytes.get(21..21usize.checked_add(len)?)?).ok()?;
+    let client_id = std::str::from_utf8(bytes.get(21 + len..)?).ok()?;
+    Some(Request {
+        ask,
+        tenant: tenant.to_string(),
+        client_id: client_id.to_string(),
+        revision,
+        seen,
+    })
 }
 
 /// One delivery as it travels.
@@ -152,6 +197,21 @@ pub fn encode_owed(owed: Option<&Owed>, limit: usize) -> Vec<Vec<u8>> {
             push(item);
         }
     }
+    if owed.from > 0 {
+        let mut item = vec![FROM];
+        item.extend_from_slice(&[0; 18]);
+        item.extend_from_slice(&8u32.to_be_bytes());
+        item.extend_from_slice(&owed.from.to_be_bytes());
+        push(item);
+    }
+    for ((run, n), at) in &owed.done {
+        let mut item = vec![DONE, 0, 0];
+        item.extend_from_slice(&run.to_be_bytes());
+        item.extend_from_slice(&n.to_be_bytes());
+        item.extend_from_slice(&8u32.to_be_bytes());
+        item.extend_from_slice(&at.to_be_bytes());
+        push(item);
+    }
     if let Some(last) = chunks.last_mut() {
         last[0] |= LAST;
     }
@@ -184,6 +244,16 @@ pub fn decode_chunk(bytes: &[u8], owed: &mut Owed) -> Result<u8, ChunkError> {
         rest = &rest[23 + len..];
         if kind == INBOUND {
             owed.inbound.push(packet_id);
+            continue;
+        }
+        if kind == FROM {
+            let from = <[u8; 8]>::try_from(body).map_err(|_| ChunkError)?;
+            owed.from = u64::from_be_bytes(from);
+            continue;
+        }
+        if kind == DONE {
+            let at = <[u8; 8]>::try_from(body).map_err(|_| ChunkError)?;
+            owed.done.push(((run, n), u64::from_be_bytes(at)));
             continue;
         }
         let record = MessageRecord::decode(body).map_err(|_| ChunkError)?;
@@ -261,7 +331,9 @@ impl Cluster {
     /// Takes `tenant`'s `client_id`'s session from node `before` (this node claimed the
     /// client id with `revision`; the client asked to resume). Whether the session moved
     /// here; if not, the CONNECT goes on with a new session (the old one was let go, or
-    /// its node is gone).
+    /// its node is gone). With replicated sessions, a node that is gone or does not answer
+    /// is resumed from the bucket instead; `Err` when that could not be done now (the
+    /// CONNECT is refused and the client retries; the session stays where it was).
     pub(super) async fn move_session(
         &self,
         broker: &Arc<Broker>,
@@ -269,34 +341,32 @@ impl Cluster {
         tenant: &str,
         client_id: &str,
         revision: u64,
-    ) -> bool {
+    ) -> Result<bool, super::registry::ClaimError> {
         let subject = self.let_go_subject(before);
         let asked = self.client.request(
             subject.clone(),
             request(Ask::Move, tenant, client_id, revision),
         );
         let record = match tokio::time::timeout(STEP_WAIT, asked).await {
-            Ok(Ok(answer)) if answer.payload.is_empty() => return false, // let go, or none
+            Ok(Ok(answer)) if answer.payload.is_empty() => return Ok(false), // let go, or none
             Ok(Ok(answer)) => SessionRecord::decode(&answer.payload).ok(),
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 // The node is gone: its session waits for it, unless sessions are
                 // replicated.
-                return self.resume_replica(broker, tenant, client_id).await;
+                return self.resume_or_new(broker, tenant, client_id, None).await;
             }
             _ => None,
         };
         let Some(record) = record else {
             // No answer in time (or none that reads): the node may still act on the request
             // later, and must then not keep the session.
-            self.let_go_later(&subject, tenant, client_id, revision)
-                .await;
             self.registry_stats
                 .moves_failed
                 .fetch_add(1, Ordering::Relaxed);
-            // A node that does not answer may be gone without NATS knowing yet (its machine
-            // lost): a replicated session is resumed (the node, if there, lets go of its
-            // copy, fenced from writing it again).
-            return self.resume_replica(broker, tenant, client_id).await;
+            let let_go = (subject.as_str(), revision);
+            return self
+                .resume_or_new(broker, tenant, client_id, Some(let_go))
+                .await;
         };
         let tenant = broker.tenant(tenant);
         let session = broker.prepare_moved(&tenant, record);
@@ -319,30 +389,65 @@ impl Cluster {
                 "a moving session's subscriptions are not confirmed by NATS yet"
             );
         }
-        let owed = self
-            .owed(
-                &subject,
-                &request(Ask::Owed, &tenant.name, client_id, revision),
-            )
-            .await;
+        // Messages this node published before the session was here went to the node it
+        // leaves: that node hands it over once it has them (`answer_move`).
+        let asking = Request {
+            ask: Ask::Owed,
+            tenant: tenant.name.to_string(),
+            client_id: client_id.to_string(),
+            revision,
+            seen: self.durable_stats.last_seq.load(Ordering::Relaxed),
+        };
+        let owed = self.owed(&subject, &asking.encode()).await;
         match owed {
             Some(owed) => {
                 made.session = None;
                 broker.settle_moved(&tenant, &session, owed);
                 self.registry_stats.moved.fetch_add(1, Ordering::Relaxed);
-                true
+                Ok(true)
             }
             None => {
                 tracing::warn!(client_id, "a session's node did not hand it over");
                 drop(made); // the session made here goes
-                self.let_go_later(&subject, &tenant.name, client_id, revision)
-                    .await;
                 self.registry_stats
                     .moves_failed
                     .fetch_add(1, Ordering::Relaxed);
-                false
+                let let_go = (subject.as_str(), revision);
+                self.resume_or_new(broker, &tenant.name, client_id, Some(let_go))
+                    .await
             }
         }
+    }
+
+    /// A session that did not move: resumed from the replicated bucket if sessions are
+    /// replicated (`Ok(true)`), else the client gets a new one (`Ok(false)`). The node that
+    /// held it (`let_go`: its subject and this node's claim), if it may still keep it, is
+    /// told to let go once the session is resumed here or there is none to resume; when
+    /// the bucket cannot be read now, nobody lets go and the CONNECT is refused.
+    pub(super) async fn resume_or_new(
+        &self,
+        broker: &Arc<Broker>,
+        tenant: &str,
+        client_id: &str,
+        let_go: Option<(&str, u64)>,
+    ) -> Result<bool, super::registry::ClaimError> {
+        let resumed = match self.replicates() {
+            true => self.resume_replica(broker, tenant, client_id).await,
+            false => super::replica::Resumed::Nothing,
+        };
+        let resumed = match resumed {
+            super::replica::Resumed::Yes => true,
+            super::replica::Resumed::Nothing => false,
+            super::replica::Resumed::Failed(error) => {
+                tracing::warn!(client_id, %error, "a replicated session could not be resumed now: the CONNECT is refused");
+                return Err(super::registry::ClaimError::Resume(error));
+            }
+        };
+        if let Some((subject, revision)) = let_go {
+            self.let_go_later(subject, tenant, client_id, revision)
+                .await;
+        }
+        Ok(resumed)
     }
 }
 
@@ -400,7 +505,7 @@ impl Cluster {
         &self,
         broker: &Broker,
         ask: Ask,
-        (tenant, client_id, revision): (&str, &str, u64),
+        (tenant, client_id, revision, seen): (&str, &str, u64, u64),
         reply: async_nats::Subject,
     ) {
         if ask == Ask::Move {
@@ -420,6 +525,19 @@ impl Cluster {
         while connected() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // The asking node's own messages up to `seen` were routed there before the session
+        // was, and come to the session here: handed over once routed here (NATS delivers
+        // the stream's republished messages in order: any at or past `seen` says those
+        // before it came), or after `SEEN_WAIT`.
+        let deadline = Instant::now() + SEEN_WAIT;
+        if self.gap.routed.load(Ordering::Relaxed) < seen {
+            while self.gap.routed.load(Ordering::Relaxed) < seen && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Their readers route what they hold.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.keep_replica(tenant, client_id);
         let owed = broker.hand_over(tenant, client_id, revision);
         if owed.is_some() {
             self.registry_stats
@@ -456,12 +574,26 @@ mod tests {
 
     #[test]
     fn a_request_reads_back() {
-        let r = request(Ask::Owed, "acme", "dev/1 é", 42);
+        let r = Request {
+            ask: Ask::Owed,
+            tenant: "acme".into(),
+            client_id: "dev/1 é".into(),
+            revision: 42,
+            seen: 7,
+        }
+        .encode();
+        let back = parse_request(&r).unwrap();
         assert_eq!(
-            parse_request(&r),
-            Some((Ask::Owed, "acme".into(), "dev/1 é".into(), 42))
+            (
+                back.ask,
+                &*back.tenant,
+                &*back.client_id,
+                back.revision,
+                back.seen
+            ),
+            (Ask::Owed, "acme", "dev/1 é", 42, 7)
         );
-        assert_eq!(parse_request(&r[..10]), None);
+        assert_eq!(parse_request(&r[..20]), None);
         assert_eq!(parse_request(&[9; 20]), None);
     }
 
@@ -469,6 +601,11 @@ mod tests {
     fn what_a_session_holds_comes_back_whole_in_chunks() {
         let mut owed = Owed {
             inbound: vec![3, 4],
+            done: vec![
+                ((5, 90), At::Seq(12).to_bits()),
+                ((5, 91), At::After(8).to_bits()),
+            ],
+            from: 11,
             ..Owed::default()
         };
         owed.inflight.push(Inflight {
@@ -488,6 +625,8 @@ mod tests {
             assert_eq!(flags & LAST != 0, i == chunks.len() - 1);
         }
         assert_eq!(back.inbound, vec![3, 4]);
+        assert_eq!(back.done, owed.done, "what a replicated session has done");
+        assert_eq!(back.from, 11);
         assert_eq!(back.inflight.len(), 1);
         assert_eq!(back.inflight[0].packet_id, 11);
         assert_eq!(back.inflight[0].stage, Stage::Released);

@@ -70,6 +70,10 @@ pub enum ClaimError {
     /// The bucket did not answer, or other claims kept winning.
     #[error("the cluster's client registry: {0}")]
     Bucket(String),
+    /// The client asked to resume a session that could be neither moved from its node
+    /// nor resumed from the replicated bucket now; its node keeps it, the client retries.
+    #[error("the session could not be resumed here now: {0}")]
+    Resume(String),
 }
 
 /// The bucket's key of `client_id` in `tenant`: both in base64url; a long one by its digest
@@ -98,7 +102,7 @@ pub(super) async fn bucket(
 ) -> Result<async_nats::jetstream::kv::Store, String> {
     let name = format!("{}-clients", prefix.replace('.', "_"));
     let about = "Herald: the node that owns each client id";
-    super::kv::bucket(client, &name, about, replicas, None).await
+    super::kv::bucket(client, &name, about, replicas, None, true).await
 }
 
 impl Cluster {
@@ -146,7 +150,7 @@ impl Cluster {
             // on: NATS answers "no responders" at once.
             if resume {
                 self.move_session(broker, &before, tenant, client_id, claim.revision)
-                    .await;
+                    .await?;
                 return Ok(claim);
             }
             let request = request(Ask::LetGo, tenant, client_id, claim.revision);
@@ -255,12 +259,14 @@ pub(super) async fn answer(cluster: Arc<Cluster>, broker: std::sync::Weak<Broker
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        let Some((ask, tenant, client_id, revision)) = parse_request(&request.payload) else {
+        let Some(asked) = parse_request(&request.payload) else {
             continue;
         };
+        let (ask, tenant, client_id, revision) =
+            (asked.ask, asked.tenant, asked.client_id, asked.revision);
         if ask != Ask::LetGo {
             if let Some(reply) = request.reply {
-                let asked = (tenant.as_str(), client_id.as_str(), revision);
+                let asked = (tenant.as_str(), client_id.as_str(), revision, asked.seen);
                 cluster.answer_move(&broker, ask, asked, reply).await;
             }
             continue;

@@ -28,7 +28,6 @@ use mqtt_codec::QoS;
 use tokio::sync::mpsc;
 
 use super::Cluster;
-use super::durable::stream_name;
 use super::wire::Envelope;
 use crate::broker::Broker;
 use crate::broker::durable::{instant_of, unix_ms};
@@ -42,8 +41,9 @@ use crate::store::record::SessionRecord;
 /// written, and failed writes tried again.
 const SWEEP: Duration = Duration::from_secs(1);
 
-/// How long a resuming node waits for the stream's messages at most.
-const REPLAY_STALLED: Duration = Duration::from_secs(5);
+/// How long a node whose write was fenced waits for the session's connection to close
+/// before releasing what waited for the write.
+const FENCED_CLOSE: Duration = Duration::from_secs(5);
 
 /// The format of a snapshot in the bucket.
 const FORMAT: u8 = 1;
@@ -56,7 +56,10 @@ pub(super) async fn bucket(
 ) -> Result<async_nats::jetstream::kv::Store, String> {
     let name = format!("{}-sessions", prefix.replace('.', "_"));
     let about = "Herald: persistent sessions, to resume them on another node";
-    super::kv::bucket(client, &name, about, replicas, None).await
+    // Read from the stream's leader: a follower may not have a snapshot written just
+    // before its node was lost, and resuming from an older one could send a QoS 2 message
+    // the client has completed again.
+    super::kv::bucket(client, &name, about, replicas, None, false).await
 }
 
 /// A snapshot as stored.
@@ -193,6 +196,17 @@ pub struct ReplicaStats {
     pub lost: AtomicU64,
 }
 
+/// How resuming a session from the bucket ended.
+#[derive(Debug)]
+pub(super) enum Resumed {
+    /// Resumed here.
+    Yes,
+    /// The bucket has no (live) session for the client id.
+    Nothing,
+    /// The bucket or the stream could not be read now.
+    Failed(String),
+}
+
 /// A request to the writer.
 pub(super) enum Ask {
     /// Write the session's snapshot; confirm `n` once written.
@@ -205,6 +219,10 @@ pub(super) enum Ask {
     Delete { tenant: String, client_id: String },
     /// The session was resumed here from the bucket at `revision`: written over it.
     Adopt { key: String, revision: u64 },
+    /// The session is about to be handed over to another node: its key is not deleted
+    /// when it ends here (the node it goes to writes it; if that node dies first, this
+    /// node's last snapshot is what resumes it).
+    Keep { key: String },
 }
 
 /// The writer's state of one key.
@@ -220,6 +238,8 @@ struct Entry {
     busy: bool,
     /// The session ended: delete once idle.
     delete: bool,
+    /// The session is being handed over: its end deletes nothing.
+    keep: bool,
     /// The last write failed: tried again at the next sweep.
     retry: bool,
 }
@@ -262,6 +282,15 @@ impl Cluster {
         n
     }
 
+    /// A session is about to be handed over to another node (`moving`): its end here does
+    /// not delete its key.
+    pub(super) fn keep_replica(&self, tenant: &str, client_id: &str) {
+        if let Some(tx) = &self.replica_tx {
+            let key = super::registry::key(tenant, client_id);
+            let _ = tx.send(Ask::Keep { key });
+        }
+    }
+
     /// `Peers::session_ended`'s part: the session's key goes (if this node wrote it last).
     pub(super) fn forget_replica(&self, tenant: &str, client_id: &str) {
         if let Some(tx) = &self.replica_tx {
@@ -277,6 +306,7 @@ impl Cluster {
 /// second, the sessions changed since their last snapshot.
 pub(super) async fn write(
     cluster: Arc<Cluster>,
+    broker: Weak<Broker>,
     kv: async_nats::jetstream::kv::Store,
     mut rx: mpsc::UnboundedReceiver<Ask>,
 ) {
@@ -302,10 +332,11 @@ pub(super) async fn write(
         if entry.delete {
             return Box::pin(async move {
                 let outcome = match revision {
-                    Some(r) => match kv.delete_expect_revision(&key, Some(r)).await {
-                        Ok(()) => Outcome::Deleted,
-                        Err(_) => Outcome::Fenced,
-                    },
+                    // Fails when another node wrote the key since: it is left to that one.
+                    Some(r) => {
+                        let _ = kv.delete_expect_revision(&key, Some(r)).await;
+                        Outcome::Deleted
+                    }
                     None => Outcome::Deleted,
                 };
                 (key, ns, outcome)
@@ -353,7 +384,7 @@ pub(super) async fn write(
                         None => continue,
                     },
                     Ask::Delete { tenant, client_id } => super::registry::key(tenant, client_id),
-                    Ask::Adopt { key, .. } => key.clone(),
+                    Ask::Adopt { key, .. } | Ask::Keep { key } => key.clone(),
                 };
                 let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
                     tenant: String::new(),
@@ -363,6 +394,7 @@ pub(super) async fn write(
                     waiting: Vec::new(),
                     busy: false,
                     delete: false,
+                    keep: false,
                     retry: false,
                 });
                 match ask {
@@ -374,6 +406,16 @@ pub(super) async fn write(
                         entry.session = session;
                         entry.waiting.push(n);
                         entry.delete = false;
+                        entry.keep = false;
+                    }
+                    Ask::Delete { .. } if entry.keep => {
+                        // Handed over: forgotten here, the key left to the next node.
+                        if entry.busy {
+                            entry.session = Weak::new();
+                        } else {
+                            entries.remove(&key);
+                        }
+                        continue;
                     }
                     Ask::Delete { .. } => {
                         if entry.revision.is_none() && !entry.busy {
@@ -384,6 +426,10 @@ pub(super) async fn write(
                         entry.delete = true;
                     }
                     Ask::Adopt { revision, .. } => entry.revision = Some(revision),
+                    Ask::Keep { .. } => {
+                        entry.keep = true;
+                        continue;
+                    }
                 }
                 if !entry.busy && (entry.delete || !entry.waiting.is_empty()) {
                     writes.push(start(&key, entry, floor));
@@ -411,11 +457,27 @@ pub(super) async fn write(
                         }
                     }
                     Outcome::Fenced => {
-                        // Another node holds the session now (it took the client id): this
-                        // node's copy is let go of through the registry.
+                        // Another node holds the session now (it resumed it from the bucket,
+                        // this node not answering in time): this node lets go of its copy.
                         stats.fenced.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(key, "a replicated session was written by another node since; this node stops writing it");
-                        ns.into_iter().for_each(|n| cluster.confirmations.confirm(n));
+                        tracing::info!(key, "a replicated session was written by another node since; this node lets go of it");
+                        // What waited for the write must not reach the client: its connection
+                        // is closed first, then the confirmations go (others wait for them).
+                        let session = entry.session.upgrade();
+                        if let (Some(broker), Some(session)) = (broker.upgrade(), &session) {
+                            let claim = session.claim.load(Ordering::Acquire);
+                            broker.let_go(&entry.tenant, &entry.client_id, claim);
+                        }
+                        let confirmations = cluster.confirmations.clone();
+                        tokio::spawn(async move {
+                            let deadline = tokio::time::Instant::now() + FENCED_CLOSE;
+                            while session.as_ref().is_some_and(|s| s.lock().connected())
+                                && tokio::time::Instant::now() < deadline
+                            {
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            ns.into_iter().for_each(|n| confirmations.confirm(n));
+                        });
                         entries.remove(&key);
                         continue;
                     }
@@ -465,29 +527,26 @@ impl Cluster {
         broker: &Arc<Broker>,
         tenant: &str,
         client_id: &str,
-    ) -> bool {
+    ) -> Resumed {
         let (Some(kv), Some(tx)) = (&self.replicas_kv, &self.replica_tx) else {
-            return false;
+            return Resumed::Nothing;
         };
         let key = super::registry::key(tenant, client_id);
         let entry = match kv.entry(key.clone()).await {
             Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put => e,
-            Ok(_) => return false,
-            Err(error) => {
-                tracing::warn!(client_id, %error, "cannot read a replicated session");
-                return false;
-            }
+            Ok(_) => return Resumed::Nothing,
+            Err(error) => return Resumed::Failed(format!("the bucket: {error}")),
         };
         let Ok(snapshot) = decode(&entry.value) else {
             tracing::warn!(
                 client_id,
                 "a replicated session does not read: a new one is made"
             );
-            return false;
+            return Resumed::Nothing;
         };
         let record = &snapshot.record;
         if record.tenant != tenant || record.client_id != client_id {
-            return false;
+            return Resumed::Nothing;
         }
         let offline_ms = match record.offline_since_ms {
             0 => 0,
@@ -495,7 +554,7 @@ impl Cluster {
         };
         if record.expiry != u32::MAX && offline_ms > u64::from(record.expiry) * 1000 {
             let _ = kv.delete_expect_revision(&key, Some(entry.revision)).await;
-            return false;
+            return Resumed::Nothing;
         }
         let tenant = broker.tenant(tenant);
         let session = broker.prepare_moved(&tenant, snapshot.record.clone());
@@ -511,74 +570,45 @@ impl Cluster {
         let _ = tokio::time::timeout(Duration::from_secs(5), subscribed).await;
         let owed = match self.replay(&tenant.name, &snapshot).await {
             Ok(owed) => owed,
-            Err(error) => {
-                tracing::warn!(client_id, %error, "a replicated session's messages could not be read from the stream");
-                return false;
-            }
+            Err(error) => return Resumed::Failed(format!("the stream: {error}")),
         };
-        let _ = tx.send(Ask::Adopt {
-            key,
-            revision: entry.revision,
-        });
         made.session = None;
         drop(made);
         broker.settle_moved(&tenant, &session, owed);
+        // Written at once, over whatever the node it left wrote since it was read: that
+        // node's next write then fails, and it lets go of its copy. Until a move, `from`
+        // read is a floor for this node too (what it routes from now on is past the
+        // stream's end).
+        let now = session
+            .lock()
+            .snapshot(&tenant.name, client_id, snapshot.from);
+        match kv.put(&key, Bytes::from(encode(&now))).await {
+            Ok(revision) => {
+                let _ = tx.send(Ask::Adopt { key, revision });
+            }
+            Err(error) => {
+                // Its first write from the writer puts it.
+                tracing::warn!(client_id, %error, "a resumed session's snapshot was not written yet");
+            }
+        }
         self.replica_stats.resumed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             client_id,
             from = snapshot.from,
-            "resumed a session whose node is gone"
+            "resumed a session from the replicated bucket"
         );
-        true
+        Resumed::Yes
+    }
+
+    /// Whether sessions are replicated.
+    pub(super) fn replicates(&self) -> bool {
+        self.replicas_kv.is_some()
     }
 
     /// What the session of `snapshot` is owed: the stream's messages from `from` to its
     /// end now that match its subscriptions and are not done; QoS 2 ones in flight at
     /// their stage.
     async fn replay(&self, tenant: &str, snapshot: &Snapshot) -> Result<Owed, String> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-        let mut owed = Owed {
-            inbound: snapshot.inbound.clone(),
-            ..Owed::default()
-        };
-        let Some(js) = &self.js else {
-            return Ok(owed);
-        };
-        let mut stream = js
-            .get_stream(stream_name(&self.prefix))
-            .await
-            .map_err(|e| e.to_string())?;
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| e.to_string())?
-            .state
-            .clone();
-        let end = state.last_sequence;
-        let from = snapshot.from.max(1);
-        if state.first_sequence > from {
-            let lost = state.first_sequence - from;
-            self.replica_stats.lost.fetch_add(lost, Ordering::Relaxed);
-            tracing::warn!(
-                lost,
-                "the cluster's stream no longer has messages a resumed session may be owed \
-                 (past cluster.message_max_age_secs or message_max_bytes)"
-            );
-        }
-        if end < from {
-            return Ok(owed);
-        }
-        let consumer = stream
-            .create_consumer(pull::OrderedConfig {
-                filter_subject: format!("{}.j.>", self.prefix),
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: from,
-                },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
         let done: HashSet<(u64, u64)> = snapshot.done.iter().copied().collect();
         let stages: HashMap<(u64, u64), (u16, bool)> = snapshot
             .stages
@@ -586,56 +616,58 @@ impl Cluster {
             .map(|&(ident, id, released)| (ident, (id, released)))
             .collect();
         let now = unix_ms();
-        let mut staged = Vec::new();
-        loop {
-            let next = tokio::time::timeout(REPLAY_STALLED, messages.next()).await;
-            let message = match next {
-                Ok(Some(m)) => m.map_err(|e| e.to_string())?,
-                Ok(None) => return Err("the stream's consumer ended".into()),
-                Err(_) => return Err("the stream stopped delivering".into()),
-            };
-            let seq = message.info().map_err(|e| e.to_string())?.stream_sequence;
-            if seq > end {
-                break;
-            }
+        let mut owed = Owed {
+            inbound: snapshot.inbound.clone(),
+            from: snapshot.from.max(1),
+            ..Owed::default()
+        };
+        let missing = super::catchup::read_stream(self, snapshot.from, |seq, message| {
             let parsed = self.subjects.parse_stream(&message.subject);
-            if parsed.is_some_and(|(t, _)| t == tenant)
-                && let Ok(envelope) = Envelope::decode(&message.payload)
-                && let Some(ident) = envelope.ident
-                && !done.contains(&ident)
+            let ours = parsed.is_some_and(|(t, _)| t == tenant);
+            let envelope = Envelope::decode(&message.payload).ok().filter(|_| ours);
+            let ident = envelope.as_ref().and_then(|e| e.ident);
+            if let Some(ident) = ident
+                && done.contains(&ident)
             {
-                let publish = envelope.publish;
+                // Still done: the next snapshot names it too.
+                owed.done.push((ident, At::Seq(seq).to_bits()));
+            } else if let (Some(envelope), Some(ident)) = (envelope, ident) {
                 let received_at = instant_of(envelope.received_ms, now);
-                let m = Arc::new(Message::restored(
-                    publish,
-                    received_at,
-                    super::REMOTE_ORIGIN,
-                ));
+                let origin = super::REMOTE_ORIGIN;
+                let m = Arc::new(Message::restored(envelope.publish, received_at, origin));
                 m.ident.set(ident.0, ident.1);
                 m.ident.set_at(At::Seq(seq));
                 for d in deliveries(&snapshot.record, &m) {
                     self.replica_stats.replayed.fetch_add(1, Ordering::Relaxed);
                     match stages.get(&ident) {
                         Some(&(packet_id, released)) if d.qos == QoS::ExactlyOnce => {
-                            staged.push(Inflight {
+                            let stage = match released {
+                                true => Stage::Released,
+                                false => Stage::Sent,
+                            };
+                            owed.inflight.push(Inflight {
                                 packet_id,
                                 delivery: d,
-                                stage: if released {
-                                    Stage::Released
-                                } else {
-                                    Stage::Sent
-                                },
+                                stage,
                             });
                         }
                         _ => owed.queue.push(d),
                     }
                 }
             }
-            if seq == end {
-                break;
-            }
+            true
+        })
+        .await?;
+        if missing > 0 {
+            self.replica_stats
+                .lost
+                .fetch_add(missing, Ordering::Relaxed);
+            tracing::warn!(
+                lost = missing,
+                "the cluster's stream no longer has messages a resumed session may be owed \
+                 (past cluster.message_max_age_secs or message_max_bytes)"
+            );
         }
-        owed.inflight = staged;
         Ok(owed)
     }
 }

@@ -53,7 +53,7 @@ pub(super) async fn bucket(
 ) -> Result<async_nats::jetstream::kv::Store, String> {
     let name = format!("{}-retained", prefix.replace('.', "_"));
     let about = "Herald: retained messages, by tenant and topic";
-    super::kv::bucket(client, &name, about, replicas, None).await
+    super::kv::bucket(client, &name, about, replicas, None, true).await
 }
 
 impl Cluster {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use mqtt_codec::{ByteString, QoS};
 
 use super::{Inflight, SessionId, SessionState, Stage, SubscriptionRecord};
-use crate::broker::message::Delivery;
+use crate::broker::message::{At, Delivery};
 use crate::broker::persist::{Persistence, Prepared};
 use crate::broker::stored::Stored;
 use crate::store::Op;
@@ -22,6 +22,12 @@ pub struct Owed {
     pub queue: Vec<Delivery>,
     /// Packet ids of QoS 2 PUBLISHes received from the client and not yet released.
     pub inbound: Vec<u16>,
+    /// Replicated sessions: messages acknowledged that the session's next snapshot must
+    /// still name as done (identity and stream position, `message::At` as bits).
+    pub done: Vec<((u64, u64), u64)>,
+    /// Replicated sessions: where the session's last snapshot started (0: none); what is
+    /// done before it is not in `done`.
+    pub from: u64,
 }
 
 impl Owed {
@@ -32,6 +38,14 @@ impl Owed {
             .chain(self.queue.iter())
             .filter_map(|d| d.message.ident.get())
             .collect()
+    }
+
+    /// The identities of the messages it holds or has done: a copy arriving late (NATS
+    /// was slow to bring it here, or the node caught up on it) is not delivered again.
+    pub fn known(&self) -> HashSet<(u64, u64)> {
+        let mut known = self.idents();
+        known.extend(self.done.iter().map(|(ident, _)| *ident));
+        known
     }
 }
 
@@ -58,6 +72,8 @@ impl SessionState {
             inflight: self.inflight.iter().cloned().collect(),
             queue: self.queue.iter().cloned().collect(),
             inbound: self.inbound_qos2.iter().collect(),
+            done: self.replica_done_list(),
+            from: self.replica_from(),
         }
     }
 
@@ -81,7 +97,14 @@ impl SessionState {
         id: SessionId,
         owed: Owed,
     ) -> (Records, u64, u64) {
-        let held = owed.idents();
+        let held = owed.known();
+        if owed.from > 0 || !owed.done.is_empty() {
+            let done = owed.done.iter();
+            self.seed_done(
+                owed.from,
+                done.map(|&(ident, at)| (ident, At::from_bits(at))),
+            );
+        }
         let (window, released) = self.take_queue();
         let mut records = Records::default();
         if persist.is_stored() && self.expiry_interval > 0 {
@@ -168,13 +191,16 @@ impl SessionState {
     /// again here it would be a duplicate).
     pub fn held(&self, d: &Delivery) -> bool {
         // Every delivery asks: nearly every session holds nothing, so that comes first.
-        let Some(held) = &self.held else {
+        if self.held.is_none() && self.replica.is_none() {
             return false;
-        };
-        d.message
-            .ident
-            .get()
-            .is_some_and(|ident| held.contains(&ident))
+        }
+        let ident = || d.message.ident.get();
+        if let Some(held) = &self.held
+            && ident().is_some_and(|ident| held.contains(&ident))
+        {
+            return true;
+        }
+        self.before_replica_floor(d)
     }
 
     /// Stops looking for duplicates of what the node it moved from held.

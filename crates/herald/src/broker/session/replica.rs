@@ -25,6 +25,12 @@ pub struct Replicated {
     dirty: bool,
     /// Whether a connection was attached at the last snapshot.
     connected: bool,
+    /// A snapshot starts here at the lowest: the session came from another node (a move,
+    /// or the bucket) whose snapshot started here, and what is done before it is not
+    /// remembered here.
+    floor: u64,
+    /// Where the last snapshot started.
+    from: u64,
 }
 
 /// An acknowledged message.
@@ -35,7 +41,14 @@ enum Done {
     /// Its sequence not known yet (the stream has not acknowledged it to this node): the
     /// message, which will be told.
     Pending(Arc<Message>),
+    /// Its sequence not known here (handed over by another node before it knew it): past
+    /// this one. Kept until the list is cut (`MAX_DONE`).
+    After((u64, u64), u64),
 }
+
+/// Done messages a session remembers at most (the oldest go first): beyond that a message
+/// acknowledged long ago may be sent again after its node is lost.
+const MAX_DONE: usize = 65_536;
 
 /// A session as another node resumes it: its record, and what it holds as positions in the
 /// cluster's stream.
@@ -92,6 +105,47 @@ impl SessionState {
         }
     }
 
+    /// What it remembers as done, as it leaves for another node: identity and position.
+    pub(super) fn replica_done_list(&self) -> Vec<((u64, u64), u64)> {
+        let Some(replica) = self.replica.as_deref() else {
+            return Vec::new();
+        };
+        let at = |done: &Done| match done {
+            Done::Known(ident, seq) => Some((*ident, At::Seq(*seq).to_bits())),
+            Done::Pending(m) => Some((m.ident.get()?, m.ident.at().to_bits())),
+            Done::After(ident, after) => Some((*ident, At::After(*after).to_bits())),
+        };
+        replica.done.iter().filter_map(at).collect()
+    }
+
+    /// Whether `d`'s message is before where the snapshot of the node this session came
+    /// from started: everything the session was owed is at or past it, so an older message
+    /// arriving late (a node catching up on the stream) was dealt with there.
+    pub(super) fn before_replica_floor(&self, d: &Delivery) -> bool {
+        let floor = self.replica.as_deref().map_or(0, |r| r.floor);
+        floor > 0 && matches!(d.message.ident.at(), At::Seq(seq) if seq < floor)
+    }
+
+    /// Where its last snapshot started (0: none taken).
+    pub(super) fn replica_from(&self) -> u64 {
+        self.replica.as_deref().map_or(0, |r| r.from)
+    }
+
+    /// Takes in what another node (or the bucket) says is done, its snapshots starting at
+    /// `from` at the lowest: the session is replicated from now on.
+    pub fn seed_done(&mut self, from: u64, done: impl IntoIterator<Item = ((u64, u64), At)>) {
+        let replica = self.replica.get_or_insert_with(Default::default);
+        replica.floor = replica.floor.max(from);
+        for (ident, at) in done {
+            match at {
+                At::Seq(seq) => replica.done.push(Done::Known(ident, seq)),
+                At::After(after) => replica.done.push(Done::After(ident, after)),
+                At::Nowhere => {}
+            }
+        }
+        replica.dirty = true;
+    }
+
     /// The snapshot of it now, as another node would resume it. `floor`: the stream
     /// sequence every message this node will route from now on is at or past.
     pub fn snapshot(&mut self, tenant: &str, client_id: &str, floor: u64) -> Snapshot {
@@ -103,6 +157,7 @@ impl SessionState {
             .filter_map(|d| d.message.ident.at().lowest())
             .min();
         let from = lowest.map_or(floor, |l| l.min(floor));
+        let from = from.max(self.replica.as_deref().map_or(0, |r| r.floor));
         let stages = self
             .inflight
             .iter()
@@ -118,6 +173,7 @@ impl SessionState {
         if let Some(replica) = self.replica.as_deref_mut() {
             replica.dirty = false;
             replica.connected = connected;
+            replica.from = from;
             // What is known to be below `from` is forgotten; a sequence learnt since is
             // kept instead of the message.
             replica.done.retain_mut(|entry| {
@@ -136,8 +192,17 @@ impl SessionState {
                         done.extend(m.ident.get());
                         true
                     }
+                    Done::After(ident, _) => {
+                        done.push(*ident);
+                        true
+                    }
                 }
             });
+            if replica.done.len() > MAX_DONE {
+                let cut = replica.done.len() - MAX_DONE;
+                replica.done.drain(..cut);
+                done.drain(..cut);
+            }
         }
         Snapshot {
             record,
