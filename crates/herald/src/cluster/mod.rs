@@ -105,6 +105,18 @@ pub struct ClusterStats {
     pub coarsened: AtomicU64,
 }
 
+/// Why a claim failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// The bucket did not answer, or other claims kept winning.
+    #[error("the cluster's client registry: {0}")]
+    Bucket(String),
+    /// The client asked to resume a session that could be neither moved from its node
+    /// nor resumed from the replicated bucket now; its node keeps it, the client retries.
+    #[error("the session could not be resumed here now: {0}")]
+    Resume(String),
+}
+
 /// This node's link to the others.
 pub struct Cluster {
     node: String,

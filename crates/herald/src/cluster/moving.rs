@@ -341,7 +341,7 @@ impl Cluster {
         tenant: &str,
         client_id: &str,
         revision: u64,
-    ) -> Result<bool, super::registry::ClaimError> {
+    ) -> Result<bool, super::ClaimError> {
         let subject = self.let_go_subject(before);
         let asked = self.client.request(
             subject.clone(),
@@ -430,17 +430,17 @@ impl Cluster {
         tenant: &str,
         client_id: &str,
         let_go: Option<(&str, u64)>,
-    ) -> Result<bool, super::registry::ClaimError> {
+    ) -> Result<bool, super::ClaimError> {
         let resumed = match self.replicates() {
             true => self.resume_replica(broker, tenant, client_id).await,
-            false => super::replica::Resumed::Nothing,
+            false => Resumed::Nothing,
         };
         let resumed = match resumed {
-            super::replica::Resumed::Yes => true,
-            super::replica::Resumed::Nothing => false,
-            super::replica::Resumed::Failed(error) => {
+            Resumed::Yes => true,
+            Resumed::Nothing => false,
+            Resumed::Failed(error) => {
                 tracing::warn!(client_id, %error, "a replicated session could not be resumed now: the CONNECT is refused");
-                return Err(super::registry::ClaimError::Resume(error));
+                return Err(super::ClaimError::Resume(error));
             }
         };
         if let Some((subject, revision)) = let_go {
@@ -449,6 +449,17 @@ impl Cluster {
         }
         Ok(resumed)
     }
+}
+
+/// How resuming a session from the replicated bucket ended (`replica`).
+#[derive(Debug)]
+pub(super) enum Resumed {
+    /// Resumed here.
+    Yes,
+    /// The bucket has no (live) session for the client id.
+    Nothing,
+    /// The bucket or the stream could not be read now.
+    Failed(String),
 }
 
 /// A session made for a move and not yet settled or abandoned: abandoned when dropped.

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::ClaimError;
 use super::Cluster;
 use super::moving::{Ask, parse_request, request};
 use crate::broker::Broker;
@@ -62,18 +63,6 @@ pub struct RegistryStats {
 pub struct Claim {
     /// Its revision in the bucket.
     pub revision: u64,
-}
-
-/// Why a claim failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    /// The bucket did not answer, or other claims kept winning.
-    #[error("the cluster's client registry: {0}")]
-    Bucket(String),
-    /// The client asked to resume a session that could be neither moved from its node
-    /// nor resumed from the replicated bucket now; its node keeps it, the client retries.
-    #[error("the session could not be resumed here now: {0}")]
-    Resume(String),
 }
 
 /// The bucket's key of `client_id` in `tenant`: both in base64url; a long one by its digest

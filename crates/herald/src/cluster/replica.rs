@@ -28,6 +28,7 @@ use mqtt_codec::QoS;
 use tokio::sync::mpsc;
 
 use super::Cluster;
+use super::moving::Resumed;
 use super::wire::Envelope;
 use crate::broker::Broker;
 use crate::broker::durable::{instant_of, unix_ms};
@@ -194,17 +195,6 @@ pub struct ReplicaStats {
     pub replayed: AtomicU64,
     /// Messages they were owed that the stream no longer had (its age or size limits).
     pub lost: AtomicU64,
-}
-
-/// How resuming a session from the bucket ended.
-#[derive(Debug)]
-pub(super) enum Resumed {
-    /// Resumed here.
-    Yes,
-    /// The bucket has no (live) session for the client id.
-    Nothing,
-    /// The bucket or the stream could not be read now.
-    Failed(String),
 }
 
 /// A request to the writer.
