@@ -98,24 +98,78 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut table = toml::Table::try_from(Config::default())
             .map_err(|e| ConfigError::Parse(format!("default config: {e}")))?;
+        let mut text = None;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            let read = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.display().to_string(),
                 source,
             })?;
-            let from_file: toml::Table = text
+            let from_file: toml::Table = read
                 .parse()
                 .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
             merge(&mut table, from_file);
+            text = Some((path, read));
         }
-        apply_env(&mut table, env)?;
-        let mut config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.message().to_string()))?;
+        let from_env = apply_env(&mut table, env)?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let message = e.inner().message().to_string();
+                ConfigError::Parse(where_set(&key, &from_env, text.as_ref(), &message))
+            })?;
         flags.apply(&mut config);
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Says where a value that does not fit its key (`key`, a path like
+/// `listeners.proxy_protocol[0]`) came from: the variable that set it, or the file and the
+/// line.
+fn where_set(
+    key: &str,
+    from_env: &[(String, String)],
+    file: Option<&(&Path, String)>,
+    message: &str,
+) -> String {
+    let setting = key.split('[').next().unwrap_or(key);
+    if let Some((name, _)) = from_env.iter().find(|(_, k)| k == setting) {
+        return format!("{name} ({key}): {message}");
+    }
+    if let Some((path, text)) = file {
+        return match line_of(text, setting) {
+            Some(line) => format!("{} line {line}: {key}: {message}", path.display()),
+            None => format!("{}: {key}: {message}", path.display()),
+        };
+    }
+    format!("{key}: {message}")
+}
+
+/// The line (from 1) of a TOML text that sets `key` (`section.sub.name`): the first
+/// `name = ...` under a `[section.sub]` header.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header.trim_end_matches(']').trim().to_string();
+            continue;
+        }
+        let Some((left, _)) = line.split_once('=') else {
+            continue;
+        };
+        let left = left.trim().trim_matches('"');
+        // `name = ` under its section, or `sub.name = ` under the section above it.
+        let full = match current.is_empty() {
+            true => left.to_string(),
+            false => format!("{current}.{left}"),
+        };
+        if full == key || (current == section && left == name) {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// Overlays `top` on `base`, table by table.
@@ -136,7 +190,9 @@ fn merge(base: &mut toml::Table, top: toml::Table) {
 fn apply_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<(String, String)>, ConfigError> {
+    // Each variable applied, and the key it set (for errors found when the whole is read).
+    let mut applied = Vec::new();
     // Variables that are not settings (the config file's path) or are a flag's short name.
     const NOT_SETTINGS: [&str; 1] = ["HERALD_CONFIG"];
     for (name, raw) in env {
@@ -206,9 +262,10 @@ fn apply_env(
             }
         }
         .ok_or_else(|| ConfigError::Parse(format!("{name}={raw:?}: not a valid {path}.{key}")))?;
+        applied.push((name.clone(), format!("{path}.{key}")));
         sec.insert(key, value);
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Settings whose default is "unset", so the defaults table does not show their type.

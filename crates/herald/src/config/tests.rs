@@ -335,3 +335,42 @@ fn cluster_settings_are_checked() {
         ("nats://10.0.0.1:4222", "edge-7")
     );
 }
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_and_where_it_was_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        "# a comment\n[limits]\nmax_packet_size = 2048\nmax_connections = \"many\"\n",
+    )
+    .unwrap();
+    let e = Config::load(Some(&file), Vec::new(), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("herald.toml line 4: limits.max_connections: invalid type"),
+        "{e}"
+    );
+
+    std::fs::write(&file, "[listeners]\nproxy_protocol = [\"nope\"]\n").unwrap();
+    let e = Config::load(Some(&file), Vec::new(), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("herald.toml line 2: listeners.proxy_protocol[0]: invalid socket address"),
+        "{e}"
+    );
+
+    let e = Config::load(
+        None,
+        env(&[("HERALD_LISTENERS_PROXY_PROTOCOL", "[bad")]),
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("HERALD_LISTENERS_PROXY_PROTOCOL (listeners.proxy_protocol[0]): invalid"),
+        "{e}"
+    );
+}
