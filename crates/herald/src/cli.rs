@@ -44,7 +44,7 @@ pub enum ConfigAction {
 /// `herald serve` flags. Each overrides the config file and the `HERALD_*` variables.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// Configuration file (TOML) [env: HERALD_CONFIG].
+    /// Configuration file (TOML).
     #[arg(long, env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
     /// MQTT listen address, repeatable (listeners.mqtt) [env: HERALD_MQTT_LISTEN, comma-separated].

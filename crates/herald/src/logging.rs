@@ -56,7 +56,13 @@ pub enum SetLevelError {
 }
 
 fn filter(level: &str) -> Result<EnvFilter, BadLevel> {
-    EnvFilter::try_new(level).map_err(|reason| BadLevel {
+    // The store's engine says what it does at INFO (a line per memtable flushed, nine at
+    // the first start): only its warnings, unless the filter names it.
+    let quiet = match level.contains("lsm_tree") {
+        true => level.to_string(),
+        false => format!("{level},lsm_tree=warn"),
+    };
+    EnvFilter::try_new(&quiet).map_err(|reason| BadLevel {
         level: level.to_string(),
         reason,
     })
