@@ -112,12 +112,20 @@ pub fn free_port() -> anyhow::Result<u16> {
     let mut seed = std::collections::hash_map::RandomState::new().build_hasher();
     seed.write_u32(std::process::id());
     let mut x = seed.finish() | 1;
+    // A port is handed out once per process: two brokers started at once (tests run side
+    // by side) never get the same one between its check here and their bind.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..64 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let port = 20_000 + (x % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            given.push(port);
             return Ok(listener.local_addr()?.port());
         }
     }
