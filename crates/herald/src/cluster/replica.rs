@@ -321,15 +321,11 @@ pub(super) async fn write(
         let revision = entry.revision;
         if entry.delete {
             return Box::pin(async move {
-                let outcome = match revision {
-                    // Fails when another node wrote the key since: it is left to that one.
-                    Some(r) => {
-                        let _ = kv.delete_expect_revision(&key, Some(r)).await;
-                        Outcome::Deleted
-                    }
-                    None => Outcome::Deleted,
-                };
-                (key, ns, outcome)
+                // Fails when another node wrote the key since: it is left to that one.
+                if let Some(r) = revision {
+                    let _ = kv.delete_expect_revision(&key, Some(r)).await;
+                }
+                (key, ns, Outcome::Deleted)
             }) as Writing;
         }
         let snapshot = entry.session.upgrade().map(|s| {
