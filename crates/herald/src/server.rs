@@ -459,6 +459,9 @@ fn serve_api(
     )));
     tasks.push(tokio::spawn(api.clone().sweep_keys(shutdown.subscribe())));
     tasks.push(tokio::spawn(api.clone().sample_rates(shutdown.subscribe())));
+    tasks.push(tokio::spawn(
+        api.clone().sample_history(shutdown.subscribe()),
+    ));
     api.ready.store(true, Ordering::Relaxed);
 }
 

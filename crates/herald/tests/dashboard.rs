@@ -1,245 +1,193 @@
-//! `dashboards/herald.json`: the Grafana dashboard queries only series a running Herald serves
-//! on `/metrics`, takes `rate()` of counters and never of gauges, and every target has a query.
+//! The web dashboard at `/`: its pages in headless Chromium (tests/js/dashboard.mjs, with
+//! MQTT.js clients in Node making the figures move), signing in with an API key, and the
+//! headers that keep it safe and cached right. The Grafana dashboard file has its own test
+//! (tests/grafana_dashboard.rs).
+//!
+//! `DASHBOARD_SCREENSHOTS=DIR` keeps a PNG of each page in DIR (docs/dashboard holds them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Command;
 
-use common::Raw;
-use mqtt_codec::ProtocolVersion::V5;
-use mqtt_codec::QoS;
-use serde_json::Value;
+use common::http::request;
 
-/// The functions that take a counter's range vector.
-const RATE_FUNCTIONS: [&str; 3] = ["rate", "irate", "increase"];
-
-fn dashboard() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../dashboards/herald.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+fn js_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/mqtt").is_dir() && dir.join("node_modules/playwright-core").is_dir(),
+        "the JavaScript packages are missing: run `npm ci --prefix {}` (scripts/test does)",
+        dir.display()
+    );
+    dir
 }
 
-/// Every panel, the ones nested in (collapsed) rows included.
-fn panels(d: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    for p in d["panels"].as_array().expect("the dashboard has panels") {
-        out.push(p);
-        if let Some(nested) = p["panels"].as_array() {
-            out.extend(nested);
-        }
+/// Runs tests/js/dashboard.mjs against `http` and `mqtt`; asserts it succeeded.
+async fn browse(http: SocketAddr, mqtt: SocketAddr, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "dashboard.mjs".to_string(),
+        format!("http://{http}"),
+        format!("mqtt://{mqtt}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    if let Some(dir) = std::env::var_os("DASHBOARD_SCREENSHOTS") {
+        args.push("--screenshots".into());
+        args.push(dir.to_string_lossy().into_owned());
     }
-    out
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .current_dir(js_dir())
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("node runs dashboard.mjs (Node.js is needed): {e}"))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "dashboard.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().expect("a result line")).unwrap()
 }
 
-/// The metric names (`herald_...`) in a PromQL expression, each with its byte offset.
-fn metric_names(expr: &str) -> Vec<(usize, &str)> {
-    let name_char = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_';
-    let bytes = expr.as_bytes();
-    expr.match_indices("herald_")
-        .filter(|(at, _)| {
-            *at == 0
-                || !(bytes[at - 1].is_ascii_alphanumeric() || matches!(bytes[at - 1], b'_' | b':'))
-        })
-        .map(|(at, _)| {
-            let len = bytes[at..].iter().take_while(|&&c| name_char(c)).count();
-            (at, &expr[at..at + len])
-        })
-        .collect()
-}
-
-/// The name of the function whose parentheses most closely enclose byte `at` of `expr`: `""`
-/// for a bare group such as the one after `sum by (le)`, `None` at the top level.
-fn enclosing_function(expr: &str, at: usize) -> Option<&str> {
-    let bytes = expr.as_bytes();
-    let mut depth = 0usize;
-    for i in (0..at).rev() {
-        match bytes[i] {
-            b')' => depth += 1,
-            b'(' if depth > 0 => depth -= 1,
-            b'(' => {
-                let before = expr[..i].trim_end();
-                let start = before
-                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .map_or(0, |j| j + 1);
-                return Some(&before[start..]);
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-async fn scrape(addr: SocketAddr) -> String {
-    let r = common::http::request(addr, "GET", "/metrics", &[], "").await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
-/// What `/metrics` serves: the families with their TYPE, and the names of the series.
-struct Scrape {
-    families: HashMap<String, String>,
-    series: BTreeSet<String>,
-}
-
-impl Scrape {
-    fn parse(text: &str) -> Scrape {
-        let mut families = HashMap::new();
-        let mut series = BTreeSet::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').unwrap();
-                families.insert(name.to_string(), kind.to_string());
-            } else if !line.starts_with('#') && !line.is_empty() {
-                let key = line.rsplit_once(' ').unwrap().0;
-                series.insert(key.split('{').next().unwrap().to_string());
-            }
-        }
-        Scrape { families, series }
-    }
-
-    /// The histogram family `name` is a series of (`_bucket`, `_sum`, `_count`), if it is one.
-    fn histogram_of<'a>(&self, name: &'a str) -> Option<&'a str> {
-        ["_bucket", "_sum", "_count"].iter().find_map(|suffix| {
-            name.strip_suffix(suffix)
-                .filter(|f| self.families.get(*f).is_some_and(|k| k == "histogram"))
-        })
-    }
+fn config() -> herald::config::Config {
+    let mut c = common::config();
+    c.http.listen = "127.0.0.1:0".into();
+    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_queries_only_metrics_herald_serves() {
-    let d = dashboard();
-
-    // The shape Grafana imports: a Prometheus datasource input and an instance variable.
-    assert!(
-        d["schemaVersion"].as_u64().is_some_and(|v| v >= 36),
-        "schemaVersion {}",
-        d["schemaVersion"]
-    );
-    assert!(
-        d["__inputs"]
-            .as_array()
-            .is_some_and(|i| i.iter().any(|i| i["name"] == "DS_PROMETHEUS")),
-        "no DS_PROMETHEUS input"
-    );
-    let variables = d["templating"]["list"].as_array().expect("templating.list");
-    let instance = variables
-        .iter()
-        .find(|v| v["name"] == "instance")
-        .expect("an instance variable");
-    let definition = instance["definition"].as_str().unwrap_or_default();
-    assert!(
-        definition.contains("label_values(herald_sessions"),
-        "instance variable: {definition}"
-    );
-
-    // Every target has a query; enough panels have targets to be a dashboard.
-    let mut exprs = Vec::new();
-    let mut with_targets = 0;
-    for p in panels(&d) {
-        let title = p["title"].as_str().unwrap_or("(untitled)");
-        let Some(targets) = p["targets"].as_array().filter(|t| !t.is_empty()) else {
-            continue;
-        };
-        with_targets += 1;
-        for t in targets {
-            let expr = t["expr"].as_str().unwrap_or_default().trim();
-            assert!(
-                !expr.is_empty(),
-                "panel {title:?} has a target without expr: {t}"
-            );
-            assert!(
-                !metric_names(expr).is_empty(),
-                "panel {title:?} queries no herald_ metric: {expr}"
-            );
-            exprs.push((title.to_string(), expr.to_string()));
-        }
+async fn every_page_works_in_headless_chromium() {
+    let s = common::start_with(config()).await;
+    let http = s.server.http_addr().expect("the API listens");
+    let result = browse(http, s.addr, &[]).await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert!(result["received"].as_u64().unwrap() > 0, "{result}");
+    // What the pages did, seen through the API: the disconnected client's session ended
+    // with its connection, the discarded one is gone, the retained message was deleted.
+    for id in ["dash-kick", "dash-discard"] {
+        let r = request(http, "GET", &format!("/api/v1/clients/{id}"), &[], "").await;
+        assert_eq!(r.status, 404, "{id}: {}", r.body);
     }
-    assert!(with_targets >= 12, "{with_targets} panels with targets");
-
-    // A Herald with the disk store (for the store_* families) and one client.
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = common::config();
-    c.http.listen = "127.0.0.1:0".into();
-    c.store.in_memory = false;
-    c.store.data_dir = dir.path().to_path_buf();
-    c.store.min_free_disk_bytes = 0;
-    let s = common::start_with(c).await;
-    let http = s.server.http_addr().unwrap();
-    let mut client = Raw::connect(s.addr, V5, "dashboard").await;
-    client.subscribe("dash/#", QoS::AtMostOnce).await;
-    client
-        .publish("dash/x", b"hello", QoS::AtMostOnce, false)
-        .await;
-    client.recv_publish().await;
-    common::ping(&mut client).await;
-
-    let m = Scrape::parse(&scrape(http).await);
-    assert!(m.series.len() >= 25, "{} series names", m.series.len());
-
-    // Every name the dashboard queries is served, and used as its type allows.
-    let mut referenced = BTreeSet::new();
-    for (title, expr) in &exprs {
-        for (at, name) in metric_names(expr) {
-            referenced.insert(name.to_string());
-            assert!(
-                m.series.contains(name),
-                "panel {title:?} queries {name}, which /metrics does not serve: {expr}"
-            );
-            let histogram = m.histogram_of(name);
-            if name.ends_with("_bucket") {
-                assert!(
-                    histogram.is_some(),
-                    "panel {title:?} queries {name}, but {} is not a histogram",
-                    name.trim_end_matches("_bucket")
-                );
-            }
-            if let Some(h) = histogram {
-                for suffix in ["_bucket", "_sum", "_count"] {
-                    let series = format!("{h}{suffix}");
-                    assert!(m.series.contains(&series), "histogram {h} lacks {series}");
-                }
-            }
-            let counter =
-                histogram.is_some() || m.families.get(name).is_some_and(|k| k == "counter");
-            let function = enclosing_function(expr, at).unwrap_or_default();
-            if counter {
-                assert!(
-                    RATE_FUNCTIONS.contains(&function),
-                    "panel {title:?}: counter {name} outside rate()/increase(): {expr}"
-                );
-            } else {
-                assert!(
-                    !RATE_FUNCTIONS.contains(&function),
-                    "panel {title:?}: {function}() of gauge {name}: {expr}"
-                );
-            }
-        }
-    }
-    // And the variable's query.
-    for (_, name) in metric_names(definition) {
-        assert!(m.series.contains(name), "instance variable queries {name}");
-    }
-    assert!(referenced.len() >= 20, "{} metric names", referenced.len());
+    let r = request(http, "GET", "/api/v1/retained?filter=dash/%23", &[], "").await;
+    assert_eq!(r.json()["items"], serde_json::json!([]), "{}", r.body);
 }
 
-#[test]
-fn the_checks_see_names_and_functions() {
-    let e = r#"histogram_quantile(0.99, sum by (le) (rate(herald_x_bucket{a="b"}[5m])))"#;
-    let names = metric_names(e);
-    assert_eq!(names.len(), 1);
-    assert_eq!(names[0].1, "herald_x_bucket");
-    assert_eq!(enclosing_function(e, names[0].0), Some("rate"));
-    let e = "sum by (instance) (herald_g) / max(herald_h) + herald_i + not_herald_j";
-    let names: Vec<_> = metric_names(e).into_iter().map(|(_, n)| n).collect();
-    assert_eq!(names, ["herald_g", "herald_h", "herald_i"]);
-    let at = |n: &str| e.find(n).unwrap();
-    assert_eq!(enclosing_function(e, at("herald_g")), Some(""));
-    assert_eq!(enclosing_function(e, at("herald_h")), Some("max"));
-    assert_eq!(enclosing_function(e, at("herald_i")), None);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn it_signs_in_with_an_api_key() {
+    let mut c = config();
+    let key = "dashboard-test-key-0123456789";
+    c.http.api_keys = vec![key.into()];
+    let s = common::start_with(c).await;
+    let http = s.server.http_addr().unwrap();
+    let result = browse(http, s.addr, &["--key", key, "--sign-in-only"]).await;
+    assert_eq!(result["ok"], true, "{result}");
+}
+
+#[tokio::test]
+async fn pages_are_safe_and_cached_right() {
+    let s = common::start_with(config()).await;
+    let http = s.server.http_addr().unwrap();
+    let page = request(http, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    let csp = page.header("content-security-policy").unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    // Nothing is fetched from elsewhere: every src and href is this origin's.
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in page.body.match_indices(attr) {
+            let url = &page.body[i + attr.len()..];
+            assert!(
+                url.starts_with('/') || url.starts_with('#'),
+                "{}",
+                &url[..40.min(url.len())]
+            );
+        }
+    }
+    // The page is revalidated: the same ETag gets 304.
+    let etag = page.header("etag").unwrap().to_string();
+    let again = request(http, "GET", "/", &[("If-None-Match", &etag)], "").await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    // Each asset it names is served, with its type, cached for good.
+    let mut names = Vec::new();
+    for (i, _) in page.body.match_indices("/assets/") {
+        let rest = &page.body[i..];
+        names.push(rest[..rest.find('"').unwrap()].to_string());
+    }
+    assert_eq!(names.len(), 3, "{names:?}");
+    for name in &names {
+        let a = request(http, "GET", name, &[], "").await;
+        assert_eq!(a.status, 200, "{name}");
+        assert_eq!(
+            a.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{name}"
+        );
+        assert!(a.header("content-security-policy").is_some(), "{name}");
+        let kind = a.header("content-type").unwrap();
+        let want = match name.rsplit('.').next().unwrap() {
+            "js" => "text/javascript",
+            "css" => "text/css",
+            _ => "image/svg+xml",
+        };
+        assert!(kind.starts_with(want), "{name}: {kind}");
+    }
+    let missing = request(http, "GET", "/assets/app.000000000000.js", &[], "").await;
+    assert_eq!(missing.status, 404);
+    // The API under it is what it was.
+    let stats = request(http, "GET", "/api/v1/stats", &[], "").await;
+    assert_eq!(stats.status, 200);
+}
+
+#[tokio::test]
+async fn it_can_be_turned_off_and_on_by_a_reload() {
+    let mut c = config();
+    c.http.dashboard = false;
+    let s = common::start_with(c).await;
+    let http = s.server.http_addr().unwrap();
+    let page = request(http, "GET", "/", &[], "").await;
+    assert_eq!(page.status, 404);
+    assert!(page.body.contains("http.dashboard"), "{}", page.body);
+    let mut on = s.server.broker().config().as_ref().clone();
+    on.http.dashboard = true;
+    s.server.broker().set_config(on);
+    assert_eq!(request(http, "GET", "/", &[], "").await.status, 200);
+}
+
+#[tokio::test]
+async fn the_history_and_busiest_topics_answer_from_the_api() {
+    let s = common::start_with(config()).await;
+    let http = s.server.http_addr().unwrap();
+    let h = request(http, "GET", "/api/v1/stats/history", &[], "").await;
+    assert_eq!(h.status, 200, "{}", h.body);
+    let v = h.json();
+    assert_eq!(v["interval_secs"], 5);
+    assert_eq!(v["capacity"], 720);
+    let bad = request(http, "GET", "/api/v1/topics?limit=0", &[], "").await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["field"], "limit");
+    let t = request(http, "GET", "/api/v1/topics", &[], "").await;
+    assert_eq!(t.status, 200);
+    assert_eq!(t.json()["sampled_one_in"], 1);
 }

@@ -10,10 +10,13 @@
 
 mod admin;
 pub(crate) mod cluster;
+mod dashboard;
 mod guard;
+mod history;
 pub(crate) mod idempotency;
 mod listener;
 mod listing;
+mod process;
 mod prometheus;
 mod publish;
 mod scope;
@@ -58,6 +61,8 @@ pub(crate) struct ApiState {
     /// Counter samples for the rates `/api/v1/stats` shows: the one taken at least
     /// `RATE_WINDOW` ago (or at start) and the latest.
     samples: std::sync::Mutex<(Sample, Sample)>,
+    /// The last hour of the node's figures, for the dashboard's charts.
+    history: history::History,
     /// The HTTP listener's connections: open, refused, timed out.
     http: listener::HttpCounters,
     /// Clustered: the cluster's idempotency keys (`shared_keys`), opened on first use.
@@ -127,6 +132,7 @@ impl ApiState {
         let start = Sample::take(&broker);
         Ok(Arc::new(ApiState {
             samples: std::sync::Mutex::new((start, start)),
+            history: history::History::default(),
             http: listener::HttpCounters::default(),
             shared_keys: tokio::sync::OnceCell::new(),
             broker,
@@ -275,6 +281,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/publish", post(publish::one))
         .route("/publish/batch", post(publish::batch))
         .route("/stats", get(stats::stats))
+        .route("/stats/history", get(history::history))
+        .route("/topics", get(stats::topics))
         .route("/cluster", get(stats::cluster))
         .route("/openapi.json", get(openapi))
         .route("/log", get(log_level).put(set_log_level))
@@ -295,6 +303,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         );
     Router::new()
         .nest("/api/v1", api)
+        .route("/", get(dashboard::page))
+        .route("/assets/{name}", get(dashboard::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

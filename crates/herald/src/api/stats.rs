@@ -13,6 +13,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use serde_json::{Value, json};
 
+use serde::Deserialize;
+
+use super::prometheus::{LISTENERS, PROTOCOLS};
 use super::scope::{Scope, TenantQuery};
 use super::{ApiError, ApiState, Authorized, Sample};
 use crate::broker::Tenant;
@@ -39,11 +42,14 @@ pub(super) async fn stats(
 /// its name under `name_key`.
 pub(super) fn figures(tenant: &Tenant, name_key: &str) -> Value {
     let (mut sessions, mut connections, mut subscriptions) = (0u64, 0u64, 0u64);
+    let (mut queued, mut inflight) = (0u64, 0u64);
     tenant.sessions.for_each(|session| {
         let st = session.lock();
         sessions += 1;
         connections += u64::from(st.connected());
         subscriptions += st.subscriptions().len() as u64;
+        queued += st.queued().0 as u64;
+        inflight += st.inflight_len() as u64;
     });
     let u = &tenant.usage;
     let retained_bytes = tenant.retained.bytes() as u64;
@@ -53,6 +59,8 @@ pub(super) fn figures(tenant: &Tenant, name_key: &str) -> Value {
         "connections": connections,
         "sessions": sessions,
         "subscriptions": subscriptions,
+        "queued_messages": queued,
+        "inflight_messages": inflight,
         "persistent_sessions": u.persistent.load(Ordering::Relaxed),
         "retained": tenant.retained.len(),
         "retained_bytes": retained_bytes,
@@ -132,9 +140,102 @@ fn node(state: &ApiState) -> Value {
             "delivered_per_sec": rate(then.delivered, now.delivered),
             "connections_accepted_per_sec": rate(then.accepted, now.accepted),
         },
+        "connections_by_listener": LISTENERS
+            .iter()
+            .map(|k| {
+                let n: u64 = PROTOCOLS.iter().map(|(v, _)| s.connections.open_count(*k, *v)).sum();
+                (k.label().to_string(), json!(n))
+            })
+            .collect::<serde_json::Map<_, _>>(),
+        "connections_by_protocol": PROTOCOLS
+            .iter()
+            .map(|(v, label)| {
+                let n: u64 = LISTENERS.iter().map(|k| s.connections.open_count(*k, *v)).sum();
+                ((*label).to_string(), json!(n))
+            })
+            .collect::<serde_json::Map<_, _>>(),
+        "max_connections": b.max_connections.load(Ordering::Relaxed),
+        "queued_messages": tenants.iter().map(|t| t["queued_messages"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "process": process(),
+        "store": store(b),
         "tenants": tenants,
         "tenants_total": all.len(),
     })
+}
+
+/// The process's open files, CPU time and memory.
+fn process() -> Value {
+    let p = super::process::Process::read(true);
+    json!({
+        "open_fds": p.open_fds,
+        "max_fds": p.max_fds,
+        "cpu_seconds": (p.cpu_seconds * 100.0).round() / 100.0,
+        "resident_memory_bytes": p.resident_bytes,
+    })
+}
+
+/// The store: in memory, or its size on disk and its limits.
+fn store(b: &crate::broker::Broker) -> Value {
+    let config = b.config();
+    match b.persist.durable() {
+        None => json!({ "in_memory": true }),
+        Some(d) => json!({
+            "in_memory": false,
+            "disk_bytes": d.journal.store().disk_bytes(),
+            "max_disk_bytes": config.store.max_disk_bytes,
+            "min_free_disk_bytes": config.store.min_free_disk_bytes,
+            "failed": b.persist.failed(),
+        }),
+    }
+}
+
+/// `GET /api/v1/topics` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TopicsQuery {
+    /// The tenant (node-wide keys; a tenant's key may name its own only; a node-wide key
+    /// without it: every tenant's).
+    tenant: Option<String>,
+    /// How many (default 20, at most 100).
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/topics`: the busiest topics of the last few seconds (`broker::topics`).
+pub(super) async fn topics(
+    State(state): State<Arc<ApiState>>,
+    auth: Authorized,
+    query: Result<Query<TopicsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = super::query_of(query)?;
+    let limit = match q.limit {
+        None => 20,
+        Some(n @ 1..=100) => n,
+        Some(_) => return Err(ApiError::field("limit", "must be 1 to 100")),
+    };
+    let b = &state.broker;
+    let tenant = if auth.scope == Scope::Node && q.tenant.is_none() {
+        None
+    } else {
+        Some(auth.read(b, q.tenant.as_deref())?)
+    };
+    let items: Vec<Value> = b
+        .topics
+        .top(tenant.as_ref().map(|t| &*t.name), limit)
+        .into_iter()
+        .map(|r| {
+            json!({
+                "tenant": &*r.tenant,
+                "topic": &*r.topic,
+                "per_sec": r.per_sec,
+                "error_per_sec": r.error_per_sec,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "window_secs": super::history::INTERVAL.as_secs(),
+        "sampled_one_in": b.topics.stride(),
+        "items": items,
+    })))
 }
 
 /// `GET /api/v1/cluster`: the nodes of the cluster as this one last heard them (node-wide

@@ -21,6 +21,7 @@ pub mod stats;
 pub mod stored;
 mod streams;
 pub mod tenants;
+pub mod topics;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -111,6 +112,8 @@ pub struct Broker {
     tenants: std::sync::RwLock<std::collections::HashMap<ByteString, Arc<Tenant>>>,
     /// Counters.
     pub stats: Stats,
+    /// The busiest topics, sampled (`topics`).
+    pub topics: topics::Busiest,
     /// Connections accepted at once, after the file-descriptor limit is taken into account.
     pub max_connections: std::sync::atomic::AtomicUsize,
     next_session: AtomicU64,
@@ -187,6 +190,7 @@ impl Broker {
             default_tenant: Arc::new(Tenant::default()),
             tenants: std::sync::RwLock::default(),
             stats: Stats::default(),
+            topics: topics::Busiest::default(),
             max_connections: std::sync::atomic::AtomicUsize::new(max_connections),
             next_session: AtomicU64::new(first_id),
             epoch: std::time::Instant::now(),
@@ -340,7 +344,8 @@ impl Broker {
         target: router::Target<'_>,
         from: peers::Source,
     ) -> Published {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        let n = self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.topics.note(n, &tenant.name, &message.topic);
         tenant
             .usage
             .note_published(message.topic.len() + message.payload.len());

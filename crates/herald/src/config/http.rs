@@ -43,6 +43,9 @@ pub struct HttpConfig {
     /// `/metrics` asks for an API key too (Prometheus then sends it: `authorization` in its
     /// scrape config). Needs `api_keys`: a tenant's key does not open `/metrics`.
     pub metrics_requires_key: bool,
+    /// Serve the web dashboard at `/` (its pages call the API like any client, with the
+    /// same keys).
+    pub dashboard: bool,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +62,7 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             max_connections: 1024,
             metrics_requires_key: false,
+            dashboard: true,
         }
     }
 }

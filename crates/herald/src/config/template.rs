@@ -82,6 +82,9 @@ tenant_keys =
 # true: /metrics needs an API key too (a node-wide one: needs api_keys); false lets
 # Prometheus scrape without one.
 metrics_requires_key =
+# Serve the web dashboard at / (false: only the API, /metrics and the health checks). It
+# signs in with the same API keys and uses the public API only.
+dashboard =
 # Seconds an Idempotency-Key is remembered (and stored, with the store on): a retry within
 # it gets the first answer and publishes nothing.
 idempotency_window_secs =

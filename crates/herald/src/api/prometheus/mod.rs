@@ -331,7 +331,7 @@ const PACKET_TYPES: [&str; 16] = [
 ];
 
 /// The listener kinds, in the order their series are written.
-const LISTENERS: [ListenerKind; LISTENER_SLOTS] = [
+pub(super) const LISTENERS: [ListenerKind; LISTENER_SLOTS] = [
     ListenerKind::Mqtt,
     ListenerKind::Ws,
     ListenerKind::Tls,
@@ -339,7 +339,7 @@ const LISTENERS: [ListenerKind; LISTENER_SLOTS] = [
 ];
 
 /// The protocol versions and their labels, in the order their series are written.
-const PROTOCOLS: [(ProtocolVersion, &str); 3] = [
+pub(super) const PROTOCOLS: [(ProtocolVersion, &str); 3] = [
     (ProtocolVersion::V3_1, "3.1"),
     (ProtocolVersion::V3_1_1, "3.1.1"),
     (ProtocolVersion::V5, "5.0"),
@@ -627,49 +627,34 @@ fn store(out: &mut String, broker: &Broker, sampled: &Sampled) {
 
 /// The process's descriptors, CPU and memory, from /proc.
 fn process(out: &mut String) {
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1));
+    let p = super::process::Process::read(true);
     single(
         out,
         "herald_process_open_fds",
         "gauge",
         "Open file descriptors.",
-        fds,
+        p.open_fds.unwrap_or(0),
     );
-    let max = rlimit::Resource::NOFILE.get().map_or(0, |(soft, _)| soft);
     single(
         out,
         "herald_process_max_fds",
         "gauge",
         "The open-file limit (soft).",
-        max,
+        p.max_fds,
     );
-    let ticks = rustix::param::clock_ticks_per_second() as f64;
-    // Fields 14 and 15 of /proc/self/stat (after the command name in parentheses).
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split(' ').collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
-        });
     single(
         out,
         "herald_process_cpu_seconds_total",
         "counter",
         "User and system CPU time.",
-        cpu.unwrap_or(0.0),
+        p.cpu_seconds,
     );
-    let page = rustix::param::page_size() as u64;
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split(' ').nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page);
     single(
         out,
         "herald_process_resident_memory_bytes",
         "gauge",
         "Resident memory.",
-        rss,
+        p.resident_bytes,
     );
 }
 
