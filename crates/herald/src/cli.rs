@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Overrides;
 
+pub mod ctl;
 pub mod passwd;
 
 /// Herald: a real-time MQTT message gateway.
@@ -32,6 +33,9 @@ pub enum Command {
     /// Add, change or delete a user of a password file (as mosquitto_passwd does, writing
     /// argon2id hashes).
     Passwd(passwd::PasswdArgs),
+    /// Operate a running Herald through its HTTP API: status, clients, subscriptions,
+    /// retained messages, publish, tenants, drain, reload, log level.
+    Ctl(ctl::CtlArgs),
 }
 
 /// `herald config ...`

@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(serve) => run(*serve),
         Command::Passwd(passwd) => herald::cli::passwd::run(&passwd),
+        Command::Ctl(ctl) => herald::cli::ctl::run(ctl),
     }
 }
 

@@ -165,7 +165,11 @@ async fn the_tenants_file_is_read_at_start_and_followed_while_running() {
     assert!(usage.remove("delivered_bytes").is_some_and(|p| p.is_u64()));
     // The retained copy may still be waiting for alice's PUBACK: in flight, not queued.
     assert!(usage.remove("queued_messages").is_some_and(|q| q == 0));
-    assert!(usage.remove("inflight_messages").is_some_and(|q| q.as_u64() <= Some(1)));
+    assert!(
+        usage
+            .remove("inflight_messages")
+            .is_some_and(|q| q.as_u64() <= Some(1))
+    );
     assert!(
         usage
             .remove("rates")
