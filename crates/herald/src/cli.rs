@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Overrides;
 
+pub mod client;
 pub mod ctl;
 pub mod passwd;
 
@@ -36,6 +37,11 @@ pub enum Command {
     /// Operate a running Herald through its HTTP API: status, clients, subscriptions,
     /// retained messages, publish, tenants, drain, reload, log level.
     Ctl(ctl::CtlArgs),
+    /// Publish MQTT messages (as mosquitto_pub does), reconnecting by itself.
+    Pub(client::PubArgs),
+    /// Subscribe and print what arrives (as mosquitto_sub does), reconnecting by itself and
+    /// resuming its session.
+    Sub(client::SubArgs),
 }
 
 /// `herald config ...`

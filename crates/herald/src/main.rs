@@ -21,6 +21,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(serve) => run(*serve),
         Command::Passwd(passwd) => herald::cli::passwd::run(&passwd),
         Command::Ctl(ctl) => herald::cli::ctl::run(ctl),
+        Command::Pub(args) => herald::cli::client::run_pub(args),
+        Command::Sub(args) => herald::cli::client::run_sub(args),
     }
 }
 
