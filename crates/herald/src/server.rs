@@ -173,6 +173,19 @@ impl Server {
             Arc::downgrade(&broker),
             shutdown.subscribe(),
         )));
+        if let Some(cluster) = &cluster {
+            // `$SYS/brokers`: the nodes the cluster view says are up.
+            let cluster = cluster.clone();
+            broker.sys.set_nodes(Box::new(move |b| {
+                let nodes = cluster.nodes(b).into_iter();
+                let up = nodes.filter(|n| n.state == "up");
+                up.map(|n| n.beat.node).collect()
+            }));
+        }
+        accept_loops.push(tokio::spawn(crate::broker::sys::run(
+            Arc::downgrade(&broker),
+            shutdown.subscribe(),
+        )));
         if broker.persist.is_stored() {
             accept_loops.push(tokio::spawn(watch_disk(broker.clone())));
         }

@@ -497,6 +497,12 @@ pub(crate) fn parse(value: &Value, at: &str, config: &Config) -> Result<Draft, A
         None => return Err(ApiError::field(&field("topic"), "is required")),
     };
     check_topic(topic, &field("topic"), config)?;
+    if crate::broker::sys::watch::is_sys(topic) {
+        return Err(ApiError::field(
+            &field("topic"),
+            "$SYS/ topics are published by Herald only",
+        ));
+    }
     let payload = payload(obj, at)?;
     if payload.len() + topic.len() > config.limits.max_packet_size {
         return Err(ApiError::field(

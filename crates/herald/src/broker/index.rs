@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use mqtt_codec::{ByteString, SubscriptionOptions};
 
 use super::session::{Session, SessionId};
+use super::sys::watch::{is_sys, may_match_events};
 
 /// One session's subscription to a filter.
 #[derive(Debug, Clone)]
@@ -318,6 +319,10 @@ pub struct SubscriptionIndex {
     inner: RwLock<Inner>,
     /// Subscriptions held (for the tenant's `max_subscriptions`).
     count: AtomicUsize,
+    /// Subscriptions to `$SYS` filters (`broker::sys` publishes the tenant's view only
+    /// while there are some), and those of them that can match a client event.
+    sys: AtomicUsize,
+    events: AtomicUsize,
 }
 
 impl SubscriptionIndex {
@@ -365,8 +370,36 @@ impl SubscriptionIndex {
         drop(inner);
         if !existed {
             self.count.fetch_add(1, Ordering::Relaxed);
+            self.count_sys(filter, true);
         }
         existed
+    }
+
+    /// Counts a subscription to `filter` added or removed in `sys` and `events`, if it is
+    /// to a `$SYS` filter.
+    fn count_sys(&self, filter: &str, added: bool) {
+        if !is_sys(filter) {
+            return;
+        }
+        let count = |c: &AtomicUsize| match added {
+            true => c.fetch_add(1, Ordering::Relaxed),
+            false => c.fetch_sub(1, Ordering::Relaxed),
+        };
+        count(&self.sys);
+        if may_match_events(filter) {
+            count(&self.events);
+        }
+    }
+
+    /// Subscriptions to `$SYS` filters held.
+    pub fn sys_subscriptions(&self) -> usize {
+        self.sys.load(Ordering::Relaxed)
+    }
+
+    /// Subscriptions held to filters that can match a client event
+    /// (`$SYS/brokers/<node>/clients/...`).
+    pub fn event_subscriptions(&self) -> usize {
+        self.events.load(Ordering::Relaxed)
     }
 
     /// Every filter with a subscriber, once for its direct subscribers (group `None`) and
@@ -433,6 +466,7 @@ impl SubscriptionIndex {
         let removed = self.remove(filter, group, session, last);
         if removed {
             self.count.fetch_sub(1, Ordering::Relaxed);
+            self.count_sys(filter, false);
         }
         removed
     }

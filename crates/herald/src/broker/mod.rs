@@ -20,8 +20,10 @@ pub mod session;
 pub mod stats;
 pub mod stored;
 mod streams;
+pub mod sys;
 pub mod tenants;
 pub mod topics;
+mod wills;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +40,7 @@ use message::Message;
 use persist::Persistence;
 use registry::Registry;
 use retained::Retained;
-use session::{Session, SubscriptionRecord, Will};
+use session::{Session, SubscriptionRecord};
 use stats::Stats;
 
 /// A tenant: its own sessions, subscriptions and retained messages, so that tenant A's
@@ -130,6 +132,8 @@ pub struct Broker {
     tenant_settings: tenants::Settings,
     /// The other nodes, once joined (`peers`).
     peers: std::sync::OnceLock<Arc<dyn peers::Peers>>,
+    /// What the `$SYS/` topics keep between publications (`sys`).
+    pub sys: sys::Sys,
 }
 
 /// What publishing one message did.
@@ -200,6 +204,7 @@ impl Broker {
             hooks,
             tenant_settings: tenants::Settings::default(),
             peers: std::sync::OnceLock::new(),
+            sys: sys::Sys::default(),
         })
     }
 
@@ -561,7 +566,7 @@ impl Broker {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
             if let Some(broker) = broker.upgrade() {
-                broker.end_session(&tenant, &session, Some(generation));
+                broker.expire(&tenant, &session, generation);
             }
         });
     }
@@ -671,57 +676,6 @@ impl Broker {
         })
     }
 
-    /// Publishes `will` for a connection of `session` that closed without a normal
-    /// DISCONNECT: now, or after its delay unless a connection resumes the session first
-    /// (`Will::fate`). `generation` is that connection's: its stored will goes once
-    /// published; `taken_over`: a newer connection replaced it.
-    pub fn publish_will(
-        self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
-        session: &Arc<Session>,
-        will: Will,
-        generation: u64,
-        taken_over: bool,
-    ) {
-        let mut st = session.lock();
-        let resumed = st.generation() != generation;
-        let delay = match will.fate(taken_over, st.ended(), resumed, st.expiry_interval()) {
-            session::WillFate::Forget => {
-                drop(st);
-                self.forget_will(session, generation);
-                return;
-            }
-            session::WillFate::Publish => {
-                drop(st);
-                self.publish(tenant, &will.message(session.id));
-                self.forget_will(session, generation);
-                return;
-            }
-            session::WillFate::After(delay) => delay,
-        };
-        let generation = st.pend_will(will);
-        drop(st);
-        let (broker, tenant, session) = (Arc::downgrade(self), tenant.clone(), session.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            // Only this close's will: a resume cancelled it, and a later close set its own,
-            // with its own delay [MQTT-3.1.3-9].
-            let will = session.lock().take_will(generation);
-            if let Some(will) = will {
-                broker.publish(&tenant, &will.message(session.id));
-                broker.forget_will(&session, generation);
-            }
-        });
-    }
-
-    /// Deletes the stored will of `session`'s connection of `generation`.
-    pub fn forget_will(&self, session: &Session, generation: u64) {
-        self.persist.delete_will(session.id, generation);
-    }
-
     /// Adds (or replaces) a subscription of `session`. Returns whether it existed before,
     /// and the ticket of the session's stored record.
     pub fn subscribe(
@@ -752,6 +706,9 @@ impl Broker {
             self.tell_interest(tenant, filter, group, true);
         };
         let existed = tenant.index.subscribe_telling(inner, group, sub, first);
+        if sys::watch::is_sys(inner) {
+            self.sys.watch(tenant);
+        }
         (existed, ticket)
     }
 

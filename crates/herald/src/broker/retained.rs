@@ -6,6 +6,10 @@
 //! them queued at once than its outbox holds. A page scans from the filter's literal prefix
 //! (`a/b/` for `a/b/+/c`), so a narrow filter never walks the whole map.
 //!
+//! Herald's own `$SYS/` messages (`broker::sys`) are kept here too, so that they stream to
+//! new subscribers as any retained message does, but they are not the tenant's: they count
+//! in neither its retained messages nor its bytes, nor against its bounds.
+//!
 //! Lock order: docs/architecture.md ("Lock order").
 
 use std::collections::BTreeMap;
@@ -16,6 +20,7 @@ use std::time::Instant;
 use mqtt_codec::ByteString;
 
 use super::message::Message;
+use super::sys::watch::is_sys;
 use crate::config::Limits;
 
 /// Topics a page looks at, at most, before it returns (the read lock is held meanwhile).
@@ -30,12 +35,19 @@ pub struct Retained {
 #[derive(Debug, Default)]
 struct Map {
     topics: BTreeMap<ByteString, Arc<Message>>,
-    /// Topic and payload bytes of every message in `topics`.
+    /// Topic and payload bytes of every message in `topics` but Herald's `$SYS` ones.
     bytes: usize,
+    /// How many of `topics` are Herald's `$SYS` ones.
+    sys: usize,
 }
 
-fn weight(m: &Message) -> usize {
-    m.topic.len() + m.payload.len()
+/// The bytes a message counts for, and whether it is one of Herald's `$SYS` ones (which
+/// count for nothing).
+fn weight(m: &Message) -> (usize, bool) {
+    match is_sys(&m.topic) {
+        true => (0, true),
+        false => (m.topic.len() + m.payload.len(), false),
+    }
 }
 
 /// A subscription's retained messages still to be queued for its session: the session's
@@ -72,11 +84,15 @@ impl Retained {
         let old = if message.payload.is_empty() {
             map.topics.remove(&message.topic)
         } else {
-            map.bytes += weight(message);
+            let (bytes, sys) = weight(message);
+            map.bytes += bytes;
+            map.sys += usize::from(sys);
             map.topics.insert(message.topic.clone(), message.clone())
         };
         if let Some(old) = old {
-            map.bytes -= weight(&old);
+            let (bytes, sys) = weight(&old);
+            map.bytes -= bytes;
+            map.sys -= usize::from(sys);
         }
         and_then()
     }
@@ -95,13 +111,13 @@ impl Retained {
 
     /// Whether `message` fits `max_messages` and `max_bytes` (as [`Retained::admits`]).
     pub fn admits_within(&self, message: &Message, max_messages: u64, max_bytes: u64) -> bool {
-        if message.payload.is_empty() {
+        if message.payload.is_empty() || is_sys(&message.topic) {
             return true;
         }
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let old = map.topics.get(&message.topic);
-        let count = map.topics.len() + usize::from(old.is_none());
-        let bytes = map.bytes - old.map_or(0, |m| weight(m)) + weight(message);
+        let count = map.topics.len() - map.sys + usize::from(old.is_none());
+        let bytes = map.bytes - old.map_or(0, |m| weight(m).0) + weight(message).0;
         count as u64 <= max_messages && bytes as u64 <= max_bytes
     }
 
@@ -165,16 +181,19 @@ impl Retained {
         page
     }
 
-    /// How many topics have a retained message.
-    pub fn len(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .topics
-            .len()
+    /// The retained message of exactly `topic`, if any (expired or not).
+    pub fn get(&self, topic: &str) -> Option<Arc<Message>> {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.topics.get(topic).cloned()
     }
 
-    /// Topic and payload bytes of the retained messages.
+    /// How many topics have a retained message (Herald's `$SYS` ones left out).
+    pub fn len(&self) -> usize {
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.topics.len() - map.sys
+    }
+
+    /// Topic and payload bytes of the retained messages (Herald's `$SYS` ones left out).
     pub fn bytes(&self) -> usize {
         self.map.read().unwrap_or_else(|p| p.into_inner()).bytes
     }
@@ -276,5 +295,34 @@ mod tests {
         );
         assert!(r.admits(&message("c"), &limits), "after a deletion");
         assert_eq!(r.bytes(), 2, "b and its one-byte payload");
+    }
+
+    #[test]
+    fn heralds_sys_messages_are_not_the_tenants() {
+        let limits = Limits {
+            max_retained_messages: 1,
+            ..Limits::default()
+        };
+        let r = Retained::default();
+        r.set(&message("$SYS/broker/uptime"), || ());
+        r.set(&message("$SYS/broker/version"), || ());
+        assert_eq!((r.len(), r.bytes()), (0, 0));
+        assert!(r.admits(&message("a"), &limits), "$SYS takes no room");
+        r.set(&message("a"), || ());
+        assert!(!r.admits(&message("b"), &limits));
+        assert!(r.admits(&message("$SYS/broker/load"), &limits));
+        assert_eq!(r.matching("$SYS/#").len(), 2, "streamed as any other");
+        assert_eq!(r.matching("#").len(), 1, "not to `#`");
+        let gone = Message::new(
+            "$SYS/broker/uptime".into(),
+            bytes::Bytes::new(),
+            QoS::AtMostOnce,
+            true,
+            Default::default(),
+            0,
+        );
+        r.set(&gone, || ());
+        assert!(r.get("$SYS/broker/uptime").is_none());
+        assert_eq!((r.len(), r.bytes()), (1, 2));
     }
 }

@@ -193,6 +193,13 @@ pub struct Stats {
     pub pushbacks: AtomicU64,
     /// Subscribers marked stalled: still congested after `limits.stall_after_ms`.
     pub stalls: AtomicU64,
+    /// Sessions ended because their expiry interval passed with no connection.
+    pub sessions_expired: AtomicU64,
+    /// `$SYS/` messages Herald published (status topics and client events, `broker::sys`).
+    pub sys_published: AtomicU64,
+    /// PUBLISH packets and CONNECTs with a will to `$SYS/` refused: only Herald publishes
+    /// there (the HTTP API refuses it too, with a 400).
+    pub sys_refused: AtomicU64,
     /// Per-thread counters of the hot path: packets and bytes, delivery latency.
     pub hot: crate::metrics::Hot,
     /// Connections by listener and protocol.
@@ -217,6 +224,9 @@ impl Default for Stats {
             queued_bytes: AtomicI64::new(0),
             pushbacks: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
+            sessions_expired: AtomicU64::new(0),
+            sys_published: AtomicU64::new(0),
+            sys_refused: AtomicU64::new(0),
             hot: Default::default(),
             connections: Default::default(),
         }

@@ -18,6 +18,7 @@
 //! - `cluster`: `[cluster]`, joining other nodes through NATS.
 //! - `tenants`: `[tenants]`, every tenant's quotas and rate limits and where its own come
 //!   from.
+//! - `sys`: `[sys]`, the `$SYS/` topics.
 //! - `template`: `herald config generate`, the commented default file.
 
 mod auth;
@@ -28,6 +29,7 @@ mod listeners;
 mod load;
 mod node;
 mod store;
+mod sys;
 mod template;
 mod tenants;
 #[cfg(test)]
@@ -48,6 +50,7 @@ pub use listeners::{ListenerKind, Listeners};
 pub use load::Overrides;
 pub use node::{DrainConfig, Log, Runtime};
 pub use store::{Fsync, StoreConfig};
+pub use sys::SysConfig;
 pub use template::generate;
 pub use tenants::{ClientLimits, RateExceeded, TenantLimits, TenantsConfig};
 pub use tls::{ClientAuth, TenantField, TlsConfig, UsernameFrom};
@@ -133,6 +136,8 @@ pub struct Config {
     pub tenants: TenantsConfig,
     /// Other nodes, joined through NATS.
     pub cluster: ClusterConfig,
+    /// The `$SYS/` topics.
+    pub sys: SysConfig,
 }
 
 impl Config {
@@ -149,6 +154,7 @@ impl Config {
         self.session.validate()?;
         self.tenants.validate()?;
         self.cluster.validate()?;
+        self.sys.validate()?;
         self.log.validate()
     }
 }

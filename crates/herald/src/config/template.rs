@@ -369,6 +369,15 @@ replicate_sessions =
 # tls_cert_file = "/etc/herald/nats-client.pem"
 # tls_key_file = "/etc/herald/nats-client.key"
 
+[sys]
+# $SYS/ topics: the node's status under mosquitto's names ($SYS/broker/...) and Herald's
+# ($SYS/herald/...), retained, republished every this many seconds while someone subscribes
+# to a $SYS filter (0: never); each tenant sees its own figures. Readable as the ACLs allow.
+interval_secs =
+# $SYS/brokers/<node>/clients/<client id>/connected and .../disconnected (EMQX's names,
+# JSON) as clients come and go; built only while someone subscribes to them.
+client_events =
+
 [runtime]
 # Worker threads; 0 sizes them from the CPU quota (cgroup v1/v2), else the core count.
 worker_threads =

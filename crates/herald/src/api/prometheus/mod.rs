@@ -513,6 +513,21 @@ fn messages(out: &mut String, s: &Stats) {
             "Subscribers still congested after limits.stall_after_ms: they lose QoS 0 instead of slowing publishers.",
             &s.stalls,
         ),
+        (
+            "herald_sessions_expired_total",
+            "Sessions ended because their expiry interval passed with no connection.",
+            &s.sessions_expired,
+        ),
+        (
+            "herald_sys_messages_published_total",
+            "$SYS/ messages Herald published: status topics and client events.",
+            &s.sys_published,
+        ),
+        (
+            "herald_sys_publish_refused_total",
+            "PUBLISH packets and CONNECT wills to $SYS/ refused (only Herald publishes there).",
+            &s.sys_refused,
+        ),
     ] {
         single(out, name, "counter", help, value.load(Ordering::Relaxed));
     }

@@ -27,6 +27,8 @@ pub struct Usage {
     pub offline_messages: AtomicU64,
     /// See `offline_messages`.
     pub offline_bytes: AtomicU64,
+    /// Sessions ended because their expiry interval passed with no connection.
+    pub expired: AtomicU64,
     breaches: [AtomicU64; Breach::ALL.len()],
     /// The last two samples of the traffic counters (`sample`), for per-second rates.
     samples: std::sync::Mutex<Option<(Sample, Sample)>>,

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use mqtt_codec::properties::{ConnAckProperties, PublishProperties};
 use mqtt_codec::{ByteString, ConnAck, Connect, ProtocolVersion, QoS, ReasonCode};
@@ -295,6 +296,13 @@ pub fn accept(
             }
         }
     }
+    let settled = crate::broker::sys::Connected {
+        version: v,
+        keep_alive: link.keep_alive,
+        clean_start: connect.clean_start,
+        expiry: terms.expiry,
+    };
+    broker.client_connected(tenant, &link.session, settled);
     Ok(Accepted {
         link,
         connack,
@@ -326,6 +334,11 @@ fn negotiate(
     }
     let (client_id, assigned) = client_id(cfg, connect)?;
     if let Some(will) = &connect.will {
+        if crate::broker::sys::watch::is_sys(&will.topic) {
+            // Only Herald publishes to `$SYS/`, as mosquitto refuses clients.
+            broker.stats.sys_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(ReasonCode::NotAuthorized);
+        }
         if will.qos as u8 > cfg.session.maximum_qos {
             return Err(ReasonCode::QoSNotSupported);
         }

@@ -74,6 +74,17 @@ impl Link {
                 .refuse_publish(out, qos, packet_id, code)
                 .map(|()| Handled::default());
         }
+        if crate::broker::sys::watch::is_sys(&p.topic) {
+            // Only Herald publishes to `$SYS/` (mosquitto refuses clients too): not
+            // authorized (v5 PUBACK/PUBREC 0x87; 3.1.1 as `acl.v3_publish_denied` says).
+            self.broker
+                .stats
+                .sys_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let code = ReasonCode::NotAuthorized;
+            let refused = self.refuse_publish(out, qos, packet_id, code);
+            return refused.map(|()| Handled::default());
+        }
         if let Some(code) = self.quota_publish(&p)? {
             return self
                 .refuse_publish(out, qos, packet_id, code)

@@ -291,6 +291,9 @@ impl Link {
     /// forgotten after a normal DISCONNECT), and the session goes offline.
     pub fn end(mut self, reason: CloseReason) {
         let session = self.session.clone();
+        let tenant = &self.tenant;
+        self.broker
+            .client_disconnected(tenant, &session, self.version, reason);
         if let Some(will) = self.will.take() {
             if reason == CloseReason::ClientDisconnect {
                 self.broker.forget_will(&session, self.generation);
