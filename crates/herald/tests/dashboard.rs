@@ -89,6 +89,17 @@ async fn it_signs_in_with_an_api_key() {
     assert_eq!(result["ok"], true, "{result}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_key_sees_its_own_tenant_only() {
+    let mut c = config();
+    let key = "acme-dashboard-key-0123456789";
+    c.http.tenant_keys = [("acme".to_string(), vec![key.to_string()])].into();
+    let s = common::start_with(c).await;
+    let http = s.server.http_addr().unwrap();
+    let result = browse(http, s.addr, &["--key", key, "--tenant", "acme"]).await;
+    assert_eq!(result["ok"], true, "{result}");
+}
+
 #[tokio::test]
 async fn pages_are_safe_and_cached_right() {
     let s = common::start_with(config()).await;

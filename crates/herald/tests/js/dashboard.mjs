@@ -14,7 +14,8 @@
 // retained message; the publish form publishes to a subscriber; the tenants and cluster pages
 // load; at phone width (390 px) the overview has no horizontal scrolling. With --key, the page
 // first asks for a key: a wrong one is refused in the dialog, the right one signs in.
-// With --sign-in-only, stops once the overview's figures are live.
+// With --sign-in-only, stops once the overview's figures are live. With --tenant NAME (and
+// that tenant's --key), checks the pages a tenant's key sees instead.
 // With --screenshots, a PNG of each page goes to DIR. Prints one JSON line {"ok":true,...};
 // on failure {"ok":false,"stage":..,"error":..} and exit status 1. Stops by itself after
 // --timeout seconds (default 120).
@@ -31,7 +32,7 @@ const problems = [];
 let expectUnauthorized = false;
 
 function parseArgs(argv) {
-  const args = { http: null, mqtt: null, key: null, screenshots: null, timeout: 120, signInOnly: false };
+  const args = { http: null, mqtt: null, key: null, screenshots: null, timeout: 120, signInOnly: false, tenant: null };
   const rest = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -39,6 +40,7 @@ function parseArgs(argv) {
     else if (a === '--screenshots') args.screenshots = argv[++i];
     else if (a === '--timeout') args.timeout = Number(argv[++i]);
     else if (a === '--sign-in-only') args.signInOnly = true;
+    else if (a === '--tenant') args.tenant = argv[++i];
     else rest.push(a);
   }
   [args.http, args.mqtt] = rest;
@@ -85,6 +87,8 @@ const cardValue = (page, label) => page.locator(`[data-card="${label}"] .value`)
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  let flow = null;
+  const got = [];
   setTimeout(() => fail(new Error(`timed out after ${args.timeout} s`)), args.timeout * 1000);
   const shot = async (page, name) => {
     if (!args.screenshots) return;
@@ -132,10 +136,10 @@ async function main() {
   }
   const before = Number(await until('the connections card', () => cardValue(page, 'Connections')));
   clean('overview');
+  if (args.tenant) return tenantPages();
 
   stage = 'connect MQTT clients';
   const sub = await connect(args.mqtt, 'dash-sub');
-  const got = [];
   sub.on('message', (topic, payload) => got.push([topic, payload.toString()]));
   await sub.subscribeAsync('dash/#', { qos: 1 });
   const kicked = await connect(args.mqtt, 'dash-kick');
@@ -144,7 +148,7 @@ async function main() {
   await connect(args.mqtt, 'dash-discard', { clean: false, properties: { sessionExpiryInterval: 3600 } }).then((c) => c.subscribeAsync('keep/#', { qos: 1 }));
   const pub = await connect(args.mqtt, 'dash-pub');
   await pub.publishAsync('dash/retained/a b', 'kept', { qos: 1, retain: true });
-  const flow = setInterval(() => pub.publish('dash/temperature', String(20 + Math.random()), { qos: 0 }), 50);
+  flow = setInterval(() => pub.publish('dash/temperature', String(20 + Math.random()), { qos: 0 }), 50);
 
   stage = 'live figures';
   await until('connections rise by 4 on the overview', async () => Number(await cardValue(page, 'Connections')) >= before + 4);
@@ -230,8 +234,26 @@ async function main() {
 
   return done();
 
+  // A tenant's key: its own tenant's pages, and no node-wide ones.
+  async function tenantPages() {
+    stage = 'a tenant key';
+    const heading = await page.locator('main h1').innerText();
+    if (!heading.includes(`Tenant "${args.tenant}"`)) throw new Error(`the overview's heading: ${heading}`);
+    await until('the tenant note instead of the node history', async () => (await page.locator('#charts').innerText()).includes('node-wide key'));
+    await page.goto(args.http + '/#/clients');
+    await until('the clients page', async () => (await page.locator('#client-results').innerText()).includes('No client matches'));
+    await page.goto(args.http + '/#/tenants');
+    await until("the tenant's own row", async () => (await page.locator('#tenant-list').innerText()).includes(args.tenant));
+    await page.goto(args.http + '/#/cluster');
+    await until('the cluster page says it needs a node-wide key', async () => (await page.locator('#cluster-view').innerText()).includes('node-wide'));
+    await page.goto(args.http + '/#/topics');
+    await until('the topics page', async () => (await page.locator('#busiest').innerText()).includes('Nothing published'));
+    clean('tenant pages');
+    return done();
+  }
+
   async function done() {
-    clearInterval(flow);
+    if (flow) clearInterval(flow);
     for (const c of clients) c.end(true);
     await browser.close();
     process.stdout.write(JSON.stringify({ ok: true, connections_before: before, received: got.length }) + '\n');

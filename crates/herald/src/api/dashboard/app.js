@@ -691,14 +691,11 @@ pages.tenants = async (main) => {
   const list = h('div', { id: 'tenant-list' });
   main.replaceChildren(h('h1', { text: 'Tenants' }), list);
   await every(POLL_MS * 2.5, async () => {
-    let page;
-    try {
-      page = await api('GET', '/tenants', { query: { limit: 1000 } });
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 403) {
-        page = { items: [await api('GET', '/tenants/' + encodeURIComponent(state.tenantName))] };
-      } else throw e;
-    }
+    // A tenant's key may look at its own tenant only.
+    const page =
+      state.scope === 'tenant'
+        ? { items: [await api('GET', '/tenants/' + encodeURIComponent(state.tenantName))] }
+        : await api('GET', '/tenants', { query: { limit: 1000 } });
     const use = (u, l, fmt = num) => `${fmt(u)} of ${limit(l, fmt)}`;
     list.replaceChildren(
       table(
@@ -723,17 +720,12 @@ pages.tenants = async (main) => {
 pages.cluster = async (main) => {
   const view = h('div', { id: 'cluster-view' });
   main.replaceChildren(h('h1', { text: 'Cluster' }), view);
+  if (state.scope === 'tenant') {
+    view.replaceChildren(h('p', { class: 'muted', text: 'The cluster view needs a node-wide API key.' }));
+    return;
+  }
   await every(POLL_MS, async () => {
-    let c;
-    try {
-      c = await api('GET', '/cluster');
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 403) {
-        view.replaceChildren(h('p', { class: 'muted', text: 'The cluster view needs a node-wide API key.' }));
-        return;
-      }
-      throw e;
-    }
+    const c = await api('GET', '/cluster');
     if (!c.clustered) {
       view.replaceChildren(h('p', { class: 'muted' }, 'This node runs on its own (no ', h('code', { text: 'cluster.nats' }), ').'));
       return;
