@@ -338,12 +338,20 @@ pages.overview = async (main) => {
     return;
   }
   state.history = null;
+  statsDue = 0;
   await every(POLL_MS, nodeCards);
   await every(HISTORY_MS, nodeCharts);
 };
 
+// /api/v1/stats looks at every session: on a node with many, the figures refresh less often.
+const BUSY_SESSIONS = 100000;
+const BUSY_POLL_MS = 10000;
+let statsDue = 0;
+
 async function nodeCards() {
+  if (Date.now() < statsDue) return;
   const s = await api('GET', '/stats');
+  statsDue = s.sessions > BUSY_SESSIONS ? Date.now() + BUSY_POLL_MS - 100 : 0;
   const cards = document.getElementById('cards');
   if (!cards) return;
   const p = s.process;
