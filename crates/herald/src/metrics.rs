@@ -215,6 +215,14 @@ pub(crate) const BATCH_OPS: &[f64] = &[
 /// Slots for listener kinds in `Connections`.
 pub(crate) const LISTENER_SLOTS: usize = 4;
 
+/// The protocol versions and their labels, in the order metrics, `/api/v1/stats` and `$SYS`
+/// list them.
+pub(crate) const PROTOCOLS: [(ProtocolVersion, &str); 3] = [
+    (ProtocolVersion::V3_1, "3.1"),
+    (ProtocolVersion::V3_1_1, "3.1.1"),
+    (ProtocolVersion::V5, "5.0"),
+];
+
 /// A kind of listener as `Connections` counts it: its slot, below `LISTENER_SLOTS`. The
 /// counters take the kind as it is, without knowing the configuration that defines it.
 pub trait ListenerSlot: Copy {

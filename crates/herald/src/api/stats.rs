@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 
 use serde::Deserialize;
 
-use super::prometheus::{LISTENERS, PROTOCOLS};
+use super::prometheus::LISTENERS;
 use super::scope::{Scope, TenantQuery};
 use super::{ApiError, ApiState, Authorized, Sample};
 use crate::broker::Tenant;
 use crate::broker::stats::{CloseReason, DropReason, RefuseReason};
+use crate::metrics::PROTOCOLS;
 
 /// Most tenants the node's answer lists (the default one first, then by name); past it,
 /// `tenants_total` says how many there are.

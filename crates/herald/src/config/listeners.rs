@@ -84,6 +84,14 @@ pub enum ListenerKind {
 }
 
 impl ListenerKind {
+    /// Every kind, in the order metrics and `$SYS` list them.
+    pub const ALL: [ListenerKind; 4] = [
+        ListenerKind::Mqtt,
+        ListenerKind::Ws,
+        ListenerKind::Tls,
+        ListenerKind::Wss,
+    ];
+
     /// The config key listing listeners of this kind.
     pub fn key(self) -> &'static str {
         match self {

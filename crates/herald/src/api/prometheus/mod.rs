@@ -10,12 +10,10 @@ mod cluster;
 use std::fmt::{Display, Write as _};
 use std::sync::atomic::Ordering;
 
-use mqtt_codec::ProtocolVersion;
-
 use crate::broker::Broker;
 use crate::broker::stats::{CloseReason, DropReason, RefuseReason, Stats};
 use crate::config::ListenerKind;
-use crate::metrics::{Buckets, LISTENER_SLOTS, ListenerSlot, TrafficTotals};
+use crate::metrics::{Buckets, LISTENER_SLOTS, ListenerSlot, PROTOCOLS, TrafficTotals};
 
 /// State sampled at scrape time.
 #[derive(Debug, Default)]
@@ -331,19 +329,7 @@ const PACKET_TYPES: [&str; 16] = [
 ];
 
 /// The listener kinds, in the order their series are written.
-pub(super) const LISTENERS: [ListenerKind; LISTENER_SLOTS] = [
-    ListenerKind::Mqtt,
-    ListenerKind::Ws,
-    ListenerKind::Tls,
-    ListenerKind::Wss,
-];
-
-/// The protocol versions and their labels, in the order their series are written.
-pub(super) const PROTOCOLS: [(ProtocolVersion, &str); 3] = [
-    (ProtocolVersion::V3_1, "3.1"),
-    (ProtocolVersion::V3_1_1, "3.1.1"),
-    (ProtocolVersion::V5, "5.0"),
-];
+pub(super) const LISTENERS: [ListenerKind; LISTENER_SLOTS] = ListenerKind::ALL;
 
 /// A listener kind's slot in the connection counters: its place in `LISTENERS`.
 impl ListenerSlot for ListenerKind {

@@ -7,7 +7,9 @@ use std::fmt::Display;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use mqtt_codec::{PacketType, ProtocolVersion};
+use mqtt_codec::PacketType;
+
+use crate::metrics::PROTOCOLS;
 
 use super::load::{self, Load, WINDOWS};
 use crate::broker::stats::{CloseReason, DropReason, RefuseReason};
@@ -34,17 +36,7 @@ const NODE_LOADS: [&str; 9] = [
 const TENANT_LOADS: [&str; 2] = ["publish/received", "publish/sent"];
 
 /// Listeners and protocols, as `$SYS/herald/connections/<listener>/<protocol>` names them.
-const LISTENERS: [ListenerKind; 4] = [
-    ListenerKind::Mqtt,
-    ListenerKind::Ws,
-    ListenerKind::Tls,
-    ListenerKind::Wss,
-];
-const PROTOCOLS: [(ProtocolVersion, &str); 3] = [
-    (ProtocolVersion::V3_1, "3.1"),
-    (ProtocolVersion::V3_1_1, "3.1.1"),
-    (ProtocolVersion::V5, "5.0"),
-];
+const LISTENERS: [ListenerKind; 4] = ListenerKind::ALL;
 
 /// What one view remembers between publications: its load averages and the counters they
 /// were last updated from, and the most clients it has seen connected.
